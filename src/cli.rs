@@ -1,0 +1,209 @@
+//! The `nixos-pxe` command line: parses arguments, runs one subcommand, and renders errors
+//! once, with the file, line and column of the offending value where there is one.
+
+use crate::config::{self, ConfigError, Diagnostic, Resolved, SourceMode};
+use crate::error::Error;
+use crate::{kernel_config, loader, render};
+use camino::{Utf8Path, Utf8PathBuf};
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use std::io::Write;
+use std::process::ExitCode;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "nixos-pxe",
+    version,
+    about = "Install NixOS hosts unattended over PXE",
+    long_about = "Install NixOS hosts unattended over PXE.\n\n\
+        From one configuration (the nfsroot.*, customInstaller.* and bootServer.* options of a Nix file), \
+        nixos-pxe renders the boot loader's grub.cfg, the kernel command line and the DHCP, TFTP and NFS \
+        server configurations, builds the GRUB EFI image and the kernel config fragment, and on the client \
+        is the init and the installer.\n\n\
+        Exit status: 0 success, 1 invalid configuration or failed step, 2 bad command line."
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// List every option with its value and where the value came from (default, or file:line:col).
+    Options {
+        #[command(flatten)]
+        config: ConfigArgs,
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Validate a configuration; print each problem with its location and what is allowed. Writes nothing.
+    Check {
+        #[command(flatten)]
+        config: ConfigArgs,
+    },
+    /// Write grub.cfg, cmdline, dhcpd.conf, kea-dhcp4.json, dnsmasq.conf, exports and ganesha.conf into DIR.
+    Render {
+        #[command(flatten)]
+        config: ConfigArgs,
+        /// Directory to write into (created if missing).
+        #[arg(long, value_name = "DIR")]
+        out: Utf8PathBuf,
+    },
+    /// Build bootx64.efi (GRUB with the minimal module set and grub.cfg embedded) and write grub.cfg beside it.
+    MkBootloader {
+        #[command(flatten)]
+        config: ConfigArgs,
+        /// GRUB's x86_64-efi module directory (Debian: /usr/lib/grub/x86_64-efi; nixpkgs: ${grub2_efi}/lib/grub/x86_64-efi).
+        #[arg(long, value_name = "DIR")]
+        grub_lib: Utf8PathBuf,
+        /// Directory to write bootx64.efi and grub.cfg into (created if missing).
+        #[arg(long, value_name = "DIR")]
+        out: Utf8PathBuf,
+        /// grub-mkimage to run (default: found on PATH).
+        #[arg(long, value_name = "PROGRAM", default_value = "grub-mkimage")]
+        grub_mkimage: String,
+    },
+    /// Print the kernel config fragment (NFS root, IP autoconfiguration, NICs, disks, plus nfsroot.extraKernelOptions).
+    KernelConfig {
+        #[command(flatten)]
+        config: ConfigArgs,
+        #[arg(long, value_enum, default_value = "kconfig")]
+        format: KernelConfigFormat,
+    },
+}
+
+/// Where the configuration comes from.
+#[derive(Debug, Args)]
+pub struct ConfigArgs {
+    /// The configuration: a Nix file (a NixOS module setting nfsroot.*, customInstaller.*, bootServer.*) or its JSON form.
+    #[arg(long, short = 'c', value_name = "FILE")]
+    pub config: Utf8PathBuf,
+    /// How to read a Nix file: static (syntax only), eval (nix eval --json), auto (eval when nix is on PATH).
+    #[arg(long, value_enum, default_value = "auto")]
+    pub source: SourceMode,
+}
+
+impl ConfigArgs {
+    pub fn load(&self) -> Result<Resolved, ConfigError> {
+        config::load(&self.config, self.source)
+    }
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum KernelConfigFormat {
+    /// CONFIG_X=y lines, for scripts/kconfig/merge_config.sh.
+    Kconfig,
+    /// {"X": "y"}, for nixpkgs' structuredExtraConfig.
+    Json,
+}
+
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(code) => code,
+        Err(error) => {
+            report(&error);
+            ExitCode::from(1)
+        }
+    }
+}
+
+pub fn run(cli: Cli) -> Result<ExitCode, Error> {
+    match cli.command {
+        Command::Options { config, json } => {
+            let resolved = config.load()?;
+            print_options(&resolved, json);
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Check { config } => {
+            let resolved = config.load()?;
+            let set = resolved.effective.iter().filter(|e| e.origin != crate::origin::Origin::Default).count();
+            println!("{}: valid ({} options set, the rest default)", resolved.source, set);
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Render { config, out } => {
+            let resolved = config.load()?;
+            let written = render::write_all(&resolved, &out)?;
+            for path in written {
+                println!("{path}");
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::MkBootloader { config, grub_lib, out, grub_mkimage } => {
+            let resolved = config.load()?;
+            let built = loader::build(&resolved, &loader::GrubTools { lib: grub_lib, mkimage: grub_mkimage }, &out)?;
+            println!("{} ({} bytes)", built.image, built.image_size);
+            println!("{}", built.grub_cfg);
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::KernelConfig { config, format } => {
+            let resolved = config.load()?;
+            let symbols = kernel_config::fragment(&resolved.config);
+            match format {
+                KernelConfigFormat::Kconfig => print!("{}", kernel_config::to_kconfig(&symbols)),
+                KernelConfigFormat::Json => {
+                    println!("{}", serde_json::to_string_pretty(&kernel_config::to_json(&symbols)).unwrap_or_default())
+                }
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+fn print_options(resolved: &Resolved, json: bool) {
+    if json {
+        println!("{}", serde_json::to_string_pretty(&resolved.effective).unwrap_or_default());
+        return;
+    }
+    let width = resolved.effective.iter().map(|e| e.option.len()).max().unwrap_or(0);
+    let mut out = std::io::stdout().lock();
+    for e in &resolved.effective {
+        let _ = writeln!(out, "{:width$}  {}  ({})", e.option, e.value, e.origin);
+    }
+}
+
+/// Prints an error to stderr: diagnostics one by one with the source line and a caret.
+pub fn report(error: &Error) {
+    let mut err = std::io::stderr().lock();
+    if let Error::Config(config_error) = error {
+        let diagnostics = config_error.diagnostics();
+        if !diagnostics.is_empty() {
+            for d in diagnostics {
+                let _ = writeln!(err, "error: {}", render_diagnostic(d));
+            }
+            let _ = writeln!(err, "{} problem(s); nothing was written.", diagnostics.len());
+            return;
+        }
+    }
+    let _ = writeln!(err, "error: {error}");
+    let mut source = std::error::Error::source(error);
+    while let Some(cause) = source {
+        let _ = writeln!(err, "  caused by: {cause}");
+        source = cause.source();
+    }
+}
+
+/// A diagnostic with the line it points at, e.g.
+/// ```text
+/// host.nix:4:41: nfsroot.bootLoader.efinetDHCPInterface: "eth0" is not a GRUB EFI network interface; ...
+///    4 |   nfsroot.bootLoader.efinetDHCPInterface = "eth0";
+///      |                                            ^
+/// ```
+pub fn render_diagnostic(d: &Diagnostic) -> String {
+    let mut text = d.to_string();
+    if let Some(location) = d.origin.location()
+        && let Some(line) = source_line(&location.file, location.line)
+    {
+        let number = location.line.to_string();
+        let pad = " ".repeat(number.len());
+        let caret_pad: String =
+            line.chars().take(location.column.saturating_sub(1) as usize).map(|c| if c == '\t' { '\t' } else { ' ' }).collect();
+        text.push_str(&format!("\n {number} | {line}\n {pad} | {caret_pad}^"));
+    }
+    text
+}
+
+fn source_line(file: &Utf8Path, line: u32) -> Option<String> {
+    let text = std::fs::read_to_string(file).ok()?;
+    text.lines().nth(line.checked_sub(1)? as usize).map(str::to_string)
+}

@@ -1,0 +1,131 @@
+//! The one way this tool runs another program: found on PATH with `which`, stdin closed,
+//! stdout and stderr captured, and a failure that keeps the command line, status and stderr.
+
+use std::ffi::OsString;
+use std::fmt;
+use std::path::PathBuf;
+
+/// A program and its arguments, ready to run.
+#[derive(Debug, Clone)]
+pub struct Command {
+    program: String,
+    args: Vec<OsString>,
+    env: Vec<(OsString, OsString)>,
+}
+
+/// What a finished program printed.
+#[derive(Debug, Clone)]
+pub struct Output {
+    pub stdout: Vec<u8>,
+    pub stderr: Vec<u8>,
+}
+
+impl Output {
+    pub fn stdout_text(&self) -> String {
+        String::from_utf8_lossy(&self.stdout).into_owned()
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum CommandError {
+    #[error("`{program}` was not found on PATH{}", hint.as_deref().map(|h| format!(" ({h})")).unwrap_or_default())]
+    NotFound { program: String, hint: Option<String> },
+    #[error("could not start `{command}`: {source}")]
+    Spawn {
+        command: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("`{command}` failed ({status}){}", if stderr.trim().is_empty() { String::new() } else { format!(":\n{}", stderr.trim_end()) })]
+    Failed { command: String, status: String, stderr: String },
+}
+
+impl Command {
+    pub fn new(program: impl Into<String>) -> Self {
+        Command { program: program.into(), args: Vec::new(), env: Vec::new() }
+    }
+
+    pub fn arg(mut self, arg: impl Into<OsString>) -> Self {
+        self.args.push(arg.into());
+        self
+    }
+
+    pub fn args<I: IntoIterator<Item = A>, A: Into<OsString>>(mut self, args: I) -> Self {
+        self.args.extend(args.into_iter().map(Into::into));
+        self
+    }
+
+    pub fn env(mut self, key: impl Into<OsString>, value: impl Into<OsString>) -> Self {
+        self.env.push((key.into(), value.into()));
+        self
+    }
+
+    /// Finds the program: a path is taken as it is, a bare name is looked up on PATH.
+    pub fn resolve(&self) -> Result<PathBuf, CommandError> {
+        if self.program.contains('/') {
+            return Ok(PathBuf::from(&self.program));
+        }
+        which::which(&self.program).map_err(|_| CommandError::NotFound { program: self.program.clone(), hint: None })
+    }
+
+    /// Runs it to completion; a non-zero exit is an error holding stderr.
+    pub fn run(&self) -> Result<Output, CommandError> {
+        let path = self.resolve()?;
+        let mut expression = duct::cmd(path, &self.args).stdin_null().stdout_capture().stderr_capture().unchecked();
+        for (k, v) in &self.env {
+            expression = expression.env(k, v);
+        }
+        let output = expression.run().map_err(|source| CommandError::Spawn { command: self.to_string(), source })?;
+        if output.status.success() {
+            Ok(Output { stdout: output.stdout, stderr: output.stderr })
+        } else {
+            Err(CommandError::Failed {
+                command: self.to_string(),
+                status: output.status.to_string(),
+                stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+            })
+        }
+    }
+}
+
+impl fmt::Display for Command {
+    /// The command line as a shell would take it, for messages and dry runs.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&shell_quote(&self.program))?;
+        for arg in &self.args {
+            write!(f, " {}", shell_quote(&arg.to_string_lossy()))?;
+        }
+        Ok(())
+    }
+}
+
+/// Quotes `s` for a POSIX shell when it needs it.
+pub fn shell_quote(s: &str) -> String {
+    if !s.is_empty() && s.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_./=:,+@%".contains(&b)) {
+        s.to_string()
+    } else {
+        format!("'{}'", s.replace('\'', "'\\''"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn failure_keeps_command_status_and_stderr() {
+        let err = Command::new("sh").args(["-c", "echo oops >&2; exit 3"]).run().unwrap_err();
+        let text = err.to_string();
+        assert!(text.contains("`sh -c 'echo oops >&2; exit 3'` failed"), "{text}");
+        assert!(text.contains("exit status: 3"), "{text}");
+        assert!(text.ends_with("oops"), "{text}");
+    }
+
+    #[test]
+    fn success_captures_stdout_and_missing_programs_are_named() {
+        let out = Command::new("echo").arg("hi").run().expect("echo runs");
+        assert_eq!(out.stdout_text(), "hi\n");
+        let err = Command::new("no-such-program-xyz").run().unwrap_err();
+        assert!(matches!(err, CommandError::NotFound { .. }), "{err}");
+    }
+}

@@ -1,0 +1,340 @@
+//! The typed configuration every later stage uses (render, loader, kernel, installer), and
+//! the rules that involve more than one option. Its JSON form is the option tree itself.
+
+use super::{Diagnostic, Resolved};
+use crate::schema::{self, SerialSettings};
+use serde::{Deserialize, Serialize};
+use std::net::Ipv4Addr;
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Config {
+    pub nfsroot: NfsRoot,
+    pub custom_installer: CustomInstaller,
+    pub boot_server: BootServer,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct NfsRoot {
+    pub boot_loader: BootLoader,
+    pub extra_kernel_options: Vec<String>,
+    pub writable_layer: WritableLayer,
+    pub init: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct BootLoader {
+    #[serde(rename = "efinetDHCPInterface")]
+    pub efinet_dhcp_interface: String,
+    #[serde(rename = "linuxPnPInterface")]
+    pub linux_pnp_interface: String,
+    pub serial: Serial,
+    pub timeout: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Serial {
+    pub device: String,
+    pub settings: String,
+}
+
+impl Serial {
+    /// GRUB's `--unit`: N of ttySN.
+    pub fn unit(&self) -> u8 {
+        self.device.trim_start_matches("ttyS").parse().unwrap_or(0)
+    }
+
+    pub fn parsed(&self) -> SerialSettings {
+        schema::parse_serial_settings(&self.settings).unwrap_or(SerialSettings { speed: 115200, parity: "no", bits: 8 })
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum WritableLayer {
+    #[serde(rename = "overlayfs")]
+    Overlayfs,
+    #[serde(rename = "unionfs-fuse")]
+    UnionfsFuse,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct CustomInstaller {
+    pub networking: Networking,
+    pub root_device: String,
+    pub partition_separator: Option<String>,
+    pub wipe: WipePolicy,
+    #[serde(rename = "espSizeMiB")]
+    pub esp_size_mib: u64,
+    #[serde(rename = "swapSizeMiB")]
+    pub swap_size_mib: u64,
+    #[serde(rename = "rootSizeMiB")]
+    pub root_size_mib: Option<u64>,
+    pub after_install: AfterInstall,
+    pub image_compression: Compression,
+    pub target: Target,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Networking {
+    #[serde(rename = "useDHCP")]
+    pub use_dhcp: bool,
+    #[serde(rename = "staticInterfaceFromDHCP")]
+    pub static_interface_from_dhcp: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum WipePolicy {
+    IfEmpty,
+    Always,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum AfterInstall {
+    Reboot,
+    Poweroff,
+    Halt,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Compression {
+    Zstd,
+    Gzip,
+    Xz,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Target {
+    pub directory: Option<String>,
+    pub flake: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum DhcpMode {
+    Authoritative,
+    Proxy,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct BootServer {
+    pub dhcp_mode: DhcpMode,
+    pub address: Option<Ipv4Addr>,
+    pub name: Option<String>,
+    pub interface: Option<String>,
+    pub subnet: Option<String>,
+    pub dhcp_range: DhcpRange,
+    pub router: Option<Ipv4Addr>,
+    pub name_servers: Vec<Ipv4Addr>,
+    pub domain_name: Option<String>,
+    pub lease_seconds: u32,
+    pub tftp_root: String,
+    pub nfs_export: String,
+    pub nfs_clients: Option<String>,
+    pub nfs_mount_options: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct DhcpRange {
+    pub start: Option<Ipv4Addr>,
+    pub end: Option<Ipv4Addr>,
+}
+
+impl BootServer {
+    /// The subnet as (network, prefix length); validated when read.
+    pub fn subnet_parts(&self) -> Option<(Ipv4Addr, u8)> {
+        self.subnet.as_deref().and_then(schema::parse_cidr)
+    }
+
+    /// What DHCP option 66 carries: the name if one is set, else the address.
+    pub fn tftp_server_name(&self) -> Option<String> {
+        self.name.clone().or_else(|| self.address.map(|a| a.to_string()))
+    }
+
+    /// Who may mount the NFS root: `nfsClients`, else the subnet.
+    pub fn export_clients(&self) -> Option<String> {
+        self.nfs_clients.clone().or_else(|| self.subnet.clone())
+    }
+}
+
+impl CustomInstaller {
+    /// The separator between disk and partition number: the option, or the kernel's rule
+    /// (a disk name ending in a digit gets "p": nvme0n1p1, mmcblk0p1, loop0p1).
+    pub fn separator_for(&self, disk: &str) -> String {
+        match &self.partition_separator {
+            Some(s) => s.clone(),
+            None if disk.ends_with(|c: char| c.is_ascii_digit()) => "p".into(),
+            None => String::new(),
+        }
+    }
+}
+
+/// Rules between options. Each diagnostic points at the value to change.
+pub fn cross_checks(resolved: &Resolved) -> Vec<Diagnostic> {
+    let c = &resolved.config;
+    let at = |path: &str| resolved.origin_of(path);
+    let mut problems = Vec::new();
+
+    let net = &c.custom_installer.networking;
+    if !net.use_dhcp && net.static_interface_from_dhcp.is_none() {
+        problems.push(
+            Diagnostic::new(at("customInstaller.networking.useDHCP"), "useDHCP is false, so the installed system needs an interface for the static address")
+                .option("customInstaller.networking.useDHCP")
+                .hint("set customInstaller.networking.staticInterfaceFromDHCP, e.g. \"enp1s0\""),
+        );
+    }
+    let target = &c.custom_installer.target;
+    if target.directory.is_some() && target.flake.is_some() {
+        problems.push(
+            Diagnostic::new(at("customInstaller.target.flake"), "both target.directory and target.flake are set; the target system must be one of them")
+                .option("customInstaller.target.flake"),
+        );
+    }
+
+    let server = &c.boot_server;
+    if let Some((network, prefix)) = server.subnet_parts() {
+        let mut inside = |path: &str, addr: Option<Ipv4Addr>| {
+            if let Some(addr) = addr
+                && !schema::in_subnet(addr, network, prefix)
+            {
+                problems.push(
+                    Diagnostic::new(at(path), format!("{addr} is outside bootServer.subnet {network}/{prefix}")).option(path),
+                );
+            }
+        };
+        inside("bootServer.address", server.address);
+        inside("bootServer.dhcpRange.start", server.dhcp_range.start);
+        inside("bootServer.dhcpRange.end", server.dhcp_range.end);
+        inside("bootServer.router", server.router);
+    }
+    match (server.dhcp_range.start, server.dhcp_range.end) {
+        (Some(start), Some(end)) if u32::from(start) > u32::from(end) => problems.push(
+            Diagnostic::new(at("bootServer.dhcpRange.end"), format!("the range ends ({end}) before it starts ({start})"))
+                .option("bootServer.dhcpRange.end"),
+        ),
+        (Some(_), None) | (None, Some(_)) => problems.push(
+            Diagnostic::new(at("bootServer.dhcpRange.start"), "dhcpRange needs both start and end").option("bootServer.dhcpRange"),
+        ),
+        _ => {}
+    }
+    if let (Some(addr), Some(start), Some(end)) = (server.address, server.dhcp_range.start, server.dhcp_range.end)
+        && (u32::from(start)..=u32::from(end)).contains(&u32::from(addr))
+    {
+        problems.push(
+            Diagnostic::new(at("bootServer.dhcpRange.start"), format!("the range {start}-{end} contains the server's own address {addr}"))
+                .option("bootServer.dhcpRange"),
+        );
+    }
+    problems
+}
+
+/// Facts a server configuration cannot do without; `what` names the file being made.
+pub fn require_server_facts(resolved: &Resolved, what: &str) -> Result<(), Vec<Diagnostic>> {
+    let s = &resolved.config.boot_server;
+    let mut missing = Vec::new();
+    let source = crate::origin::Origin::File { file: resolved.source.clone() };
+    let mut need = |present: bool, path: &str, example: &str| {
+        if !present {
+            missing.push(
+                Diagnostic::new(source.clone(), format!("{what} needs `{path}`, which is not set"))
+                    .option(path)
+                    .hint(format!("set {path} = {example};")),
+            );
+        }
+    };
+    need(s.address.is_some(), "bootServer.address", "\"10.42.0.1\"");
+    need(s.subnet.is_some(), "bootServer.subnet", "\"10.42.0.0/24\"");
+    if s.dhcp_mode == DhcpMode::Authoritative {
+        need(s.dhcp_range.start.is_some(), "bootServer.dhcpRange.start", "\"10.42.0.100\"");
+        need(s.dhcp_range.end.is_some(), "bootServer.dhcpRange.end", "\"10.42.0.199\"");
+    }
+    if missing.is_empty() { Ok(()) } else { Err(missing) }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::{Settings, resolve};
+    use super::*;
+    use crate::origin::{Location, Origin};
+    use camino::Utf8Path;
+    use serde_json::json;
+
+    fn with(pairs: &[(&str, serde_json::Value)]) -> Result<Resolved, super::super::ConfigError> {
+        let mut s = Settings::default();
+        for (i, (path, value)) in pairs.iter().enumerate() {
+            let spec = schema::find(path).expect("known option");
+            s.define(spec, value.clone(), Origin::Defined(Location::new("t.nix", i as u32 + 1, 3))).expect("define");
+        }
+        resolve(&s, Utf8Path::new("t.nix"))
+    }
+
+    #[test]
+    fn defaults_alone_make_the_seeds_config() {
+        let r = with(&[]).expect("defaults are valid");
+        let c = &r.config;
+        assert_eq!(c.nfsroot.boot_loader.efinet_dhcp_interface, "efinet0");
+        assert_eq!(c.nfsroot.boot_loader.linux_pnp_interface, "eth0");
+        assert_eq!(c.custom_installer.root_device, "/dev/sda");
+        assert_eq!(c.custom_installer.wipe, WipePolicy::IfEmpty);
+        assert!(c.custom_installer.networking.use_dhcp);
+        assert_eq!(c.boot_server.tftp_root, "/srv/tftp");
+        assert_eq!(r.origin_of("customInstaller.rootDevice"), Origin::Default);
+    }
+
+    #[test]
+    fn config_serializes_back_to_the_option_tree() {
+        let r = with(&[("customInstaller.rootDevice", json!("/dev/nvme0n1"))]).expect("valid");
+        let tree = serde_json::to_value(&r.config).expect("serialize");
+        for e in &r.effective {
+            let pointer = format!("/{}", e.option.replace('.', "/"));
+            assert_eq!(tree.pointer(&pointer), Some(&e.value), "{}", e.option);
+        }
+    }
+
+    #[test]
+    fn static_networking_needs_an_interface() {
+        let err = with(&[("customInstaller.networking.useDHCP", json!(false))]).unwrap_err();
+        let d = &err.diagnostics()[0];
+        assert_eq!(d.origin.location().map(|l| l.line), Some(1));
+        assert!(d.hint.as_deref().unwrap_or_default().contains("staticInterfaceFromDHCP"));
+        assert!(
+            with(&[
+                ("customInstaller.networking.useDHCP", json!(false)),
+                ("customInstaller.networking.staticInterfaceFromDHCP", json!("enp1s0")),
+            ])
+            .is_ok()
+        );
+    }
+
+    #[test]
+    fn addresses_must_lie_in_the_subnet_and_range_must_be_ordered() {
+        let err = with(&[
+            ("bootServer.subnet", json!("10.42.0.0/24")),
+            ("bootServer.address", json!("10.43.0.1")),
+            ("bootServer.dhcpRange.start", json!("10.42.0.200")),
+            ("bootServer.dhcpRange.end", json!("10.42.0.100")),
+        ])
+        .unwrap_err();
+        let text = err.to_string();
+        assert!(text.contains("t.nix:2:3: bootServer.address: 10.43.0.1 is outside"), "{text}");
+        assert!(text.contains("ends (10.42.0.100) before it starts"), "{text}");
+    }
+
+    #[test]
+    fn partition_separator_follows_the_kernel_rule() {
+        let c = with(&[]).expect("valid").config.custom_installer;
+        assert_eq!(c.separator_for("/dev/sda"), "");
+        assert_eq!(c.separator_for("/dev/nvme0n1"), "p");
+        assert_eq!(c.separator_for("/dev/loop3"), "p");
+    }
+}

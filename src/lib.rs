@@ -1,0 +1,13 @@
+//! nixos-pxe: unattended NixOS installation over PXE.
+//! Modules in the order the boot chain uses them: schema and configuration, render, boot loader,
+//! kernel config; later the NFS-root pack, init, installer and the boot server.
+
+pub mod cli;
+pub mod command;
+pub mod config;
+pub mod error;
+pub mod kernel_config;
+pub mod loader;
+pub mod origin;
+pub mod render;
+pub mod schema;

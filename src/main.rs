@@ -1,0 +1,3 @@
+fn main() -> std::process::ExitCode {
+    nixos_pxe_installer::cli::main()
+}

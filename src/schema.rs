@@ -1,0 +1,589 @@
+//! The option schema: every option's path, type, default and rule, once.
+//! `nix/module.nix` declares the same options; `tests/module_matches_schema.rs` holds them together.
+
+use serde_json::Value;
+use std::net::Ipv4Addr;
+
+/// The type of an option's value, as the NixOS module declares it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ty {
+    Bool,
+    Str,
+    Int,
+    /// A string that must be one of these.
+    Enum(&'static [&'static str]),
+    ListOfStr,
+    /// A path literal (`./host`) or a string holding a path.
+    Path,
+}
+
+impl Ty {
+    /// The type in the words of the NixOS module (`types.str`, `types.enum [...]`).
+    pub fn nix_name(self) -> String {
+        match self {
+            Ty::Bool => "types.bool".into(),
+            Ty::Str => "types.str".into(),
+            Ty::Int => "types.int".into(),
+            Ty::Enum(values) => {
+                let quoted: Vec<String> = values.iter().map(|v| format!("\"{v}\"")).collect();
+                format!("types.enum [ {} ]", quoted.join(" "))
+            }
+            Ty::ListOfStr => "types.listOf types.str".into(),
+            Ty::Path => "types.path".into(),
+        }
+    }
+}
+
+/// A default value, written so that the table can be a `const`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Default {
+    Null,
+    Bool(bool),
+    Str(&'static str),
+    Int(i64),
+    EmptyList,
+}
+
+impl Default {
+    pub fn to_value(self) -> Value {
+        match self {
+            Default::Null => Value::Null,
+            Default::Bool(b) => Value::Bool(b),
+            Default::Str(s) => Value::String(s.into()),
+            Default::Int(i) => Value::from(i),
+            Default::EmptyList => Value::Array(vec![]),
+        }
+    }
+}
+
+/// A rule on one value beyond its type. `Err` says what is allowed.
+pub type Rule = fn(&Value) -> Result<(), String>;
+
+/// One option of the schema.
+#[derive(Debug, Clone, Copy)]
+pub struct OptionSpec {
+    /// Dotted path, as written in a NixOS module: `nfsroot.bootLoader.efinetDHCPInterface`.
+    pub path: &'static str,
+    pub ty: Ty,
+    /// `types.nullOr ...` in the module: `null` is allowed and means "not set".
+    pub nullable: bool,
+    pub default: Default,
+    pub description: &'static str,
+    pub rule: Option<Rule>,
+}
+
+impl OptionSpec {
+    pub fn nix_type(&self) -> String {
+        if self.nullable {
+            format!("types.nullOr ({})", self.ty.nix_name())
+        } else {
+            self.ty.nix_name()
+        }
+    }
+
+    /// Checks `value` against the type and the rule; `Err` says what is allowed.
+    pub fn check(&self, value: &Value) -> Result<(), String> {
+        if value.is_null() {
+            return if self.nullable {
+                Ok(())
+            } else {
+                Err(format!("null is not allowed; expected {}", self.expected()))
+            };
+        }
+        let type_ok = match self.ty {
+            Ty::Bool => value.is_boolean(),
+            Ty::Str | Ty::Path => value.is_string(),
+            Ty::Int => value.is_i64(),
+            Ty::Enum(_) => value.is_string(),
+            Ty::ListOfStr => value.as_array().is_some_and(|a| a.iter().all(Value::is_string)),
+        };
+        if !type_ok {
+            return Err(format!("got {}; expected {}", describe(value), self.expected()));
+        }
+        if let Ty::Enum(allowed) = self.ty {
+            let got = value.as_str().unwrap_or_default();
+            if !allowed.contains(&got) {
+                return Err(format!("\"{got}\" is not one of {}", self.expected()));
+            }
+        }
+        match self.rule {
+            Some(rule) => rule(value),
+            None => Ok(()),
+        }
+    }
+
+    /// What a value of this option looks like, for error messages.
+    pub fn expected(&self) -> String {
+        let base = match self.ty {
+            Ty::Bool => "true or false".to_string(),
+            Ty::Str => "a string".to_string(),
+            Ty::Int => "an integer".to_string(),
+            Ty::Path => "a path".to_string(),
+            Ty::ListOfStr => "a list of strings".to_string(),
+            Ty::Enum(values) => {
+                let quoted: Vec<String> = values.iter().map(|v| format!("\"{v}\"")).collect();
+                quoted.join(", ")
+            }
+        };
+        if self.nullable { format!("{base} or null") } else { base }
+    }
+}
+
+/// A short description of a JSON value, for "got ..." in messages.
+pub fn describe(value: &Value) -> String {
+    match value {
+        Value::Null => "null".into(),
+        Value::Bool(b) => format!("the boolean {b}"),
+        Value::Number(n) => format!("the number {n}"),
+        Value::String(s) => format!("the string \"{s}\""),
+        Value::Array(_) => "a list".into(),
+        Value::Object(_) => "an attribute set".into(),
+    }
+}
+
+pub const WRITABLE_LAYERS: &[&str] = &["overlayfs", "unionfs-fuse"];
+pub const WIPE_POLICIES: &[&str] = &["if-empty", "always"];
+pub const AFTER_INSTALL: &[&str] = &["reboot", "poweroff", "halt"];
+pub const COMPRESSIONS: &[&str] = &["zstd", "gzip", "xz"];
+pub const DHCP_MODES: &[&str] = &["authoritative", "proxy"];
+
+/// Where the kernel must be, relative to the TFTP root (the seed's fixed name).
+pub const KERNEL_TFTP_PATH: &str = "nixos/bzImage";
+/// The boot loader file name the firmware fetches (DHCP option 67).
+pub const LOADER_FILE_NAME: &str = "bootx64.efi";
+
+macro_rules! opt {
+    ($path:literal, $ty:expr, $default:expr, $rule:expr, $desc:literal) => {
+        OptionSpec { path: $path, ty: $ty, nullable: false, default: $default, rule: $rule, description: $desc }
+    };
+    (null $path:literal, $ty:expr, $rule:expr, $desc:literal) => {
+        OptionSpec { path: $path, ty: $ty, nullable: true, default: Default::Null, rule: $rule, description: $desc }
+    };
+}
+
+/// Every option, in the order `nixos-pxe options` lists them.
+pub const OPTIONS: &[OptionSpec] = &[
+    // The boot loader and kernel (the seed's nfsroot.*).
+    opt!("nfsroot.bootLoader.efinetDHCPInterface", Ty::Str, Default::Str("efinet0"), Some(rules::efinet),
+        "GRUB network interface on which net_bootp runs and from which DHCP option 66 (the TFTP server) is read. GRUB numbers the NICs the firmware connected, in boot order: efinet0 is the first."),
+    opt!("nfsroot.bootLoader.linuxPnPInterface", Ty::Str, Default::Str("eth0"), Some(rules::interface),
+        "Interface name the kernel (not udev) gives the NIC used for IP autoconfiguration and the NFS root, as in ip=:::::eth0:dhcp:."),
+    opt!("nfsroot.bootLoader.serial.device", Ty::Str, Default::Str("ttyS0"), Some(rules::serial_device),
+        "Serial console used by GRUB (unit N of ttySN) and the kernel (console=)."),
+    opt!("nfsroot.bootLoader.serial.settings", Ty::Str, Default::Str("115200n8"), Some(rules::serial_settings),
+        "Serial settings in the kernel's console= form: speed, parity (n, o, e), data bits."),
+    opt!("nfsroot.bootLoader.timeout", Ty::Int, Default::Int(5), Some(rules::non_negative),
+        "Seconds GRUB shows its menu before it boots the installer."),
+    opt!("nfsroot.extraKernelOptions", Ty::ListOfStr, Default::EmptyList, Some(rules::kernel_symbols),
+        "Kernel config symbols to build in on top of the NFS-root set, e.g. \"MLX5_CORE\" or \"NR_CPUS=512\"."),
+    opt!("nfsroot.writableLayer", Ty::Enum(WRITABLE_LAYERS), Default::Str("overlayfs"), None,
+        "How init makes the read-only NFS root writable: overlayfs, or unionfs-fuse (the seed's way, for kernels without overlayfs)."),
+    opt!("nfsroot.init", Ty::Str, Default::Str("/init"), Some(rules::absolute_path),
+        "Path of the init program inside the NFS root, passed as init= (the tarball links /init to nixos-pxe's init)."),
+    // The installer (the seed's customInstaller.*).
+    opt!("customInstaller.networking.useDHCP", Ty::Bool, Default::Bool(true), None,
+        "Whether the installed system configures its network by DHCP; if false, the lease the installer got is written as a static configuration."),
+    opt!(null "customInstaller.networking.staticInterfaceFromDHCP", Ty::Str, Some(rules::interface),
+        "Interface of the installed system that gets the static address from the installer's lease. Required when useDHCP is false."),
+    opt!("customInstaller.rootDevice", Ty::Str, Default::Str("/dev/sda"), Some(rules::device_path),
+        "Whole disk to install on: a kernel name (/dev/sda, /dev/nvme0n1) or, better, a stable one (/dev/disk/by-id/..., /dev/disk/by-path/...)."),
+    opt!(null "customInstaller.partitionSeparator", Ty::Str, Some(rules::partition_separator),
+        "Text between the disk name and the partition number; null picks it from the kernel's rule (\"p\" after a trailing digit, as in nvme0n1p1)."),
+    opt!("customInstaller.wipe", Ty::Enum(WIPE_POLICIES), Default::Str("if-empty"), None,
+        "\"if-empty\" refuses to touch a disk that holds a partition table or a filesystem; \"always\" overwrites it (the seed's behaviour)."),
+    opt!("customInstaller.espSizeMiB", Ty::Int, Default::Int(512), Some(rules::esp_size),
+        "Size of the EFI system partition (FAT32, label ESP) in MiB."),
+    opt!("customInstaller.swapSizeMiB", Ty::Int, Default::Int(0), Some(rules::non_negative),
+        "Size of a swap partition at the end of the disk in MiB; 0 for none."),
+    opt!(null "customInstaller.rootSizeMiB", Ty::Int, Some(rules::root_size),
+        "Size of the ext4 root partition (label nixos) in MiB; null for the rest of the disk."),
+    opt!("customInstaller.afterInstall", Ty::Enum(AFTER_INSTALL), Default::Str("reboot"), None,
+        "What the installer does when it has finished."),
+    opt!("customInstaller.imageCompression", Ty::Enum(COMPRESSIONS), Default::Str("zstd"), None,
+        "Compression of the system image in the NFS root."),
+    opt!(null "customInstaller.target.directory", Ty::Path, None,
+        "Directory holding the target system's configuration.nix."),
+    opt!(null "customInstaller.target.flake", Ty::Str, Some(rules::flake_output),
+        "The target system as a flake output, FLAKEREF#NAME for nixosConfigurations.NAME."),
+    // The boot server: what the DHCP, TFTP and NFS server configurations need.
+    opt!("bootServer.dhcpMode", Ty::Enum(DHCP_MODES), Default::Str("authoritative"), None,
+        "\"authoritative\": the boot server hands out addresses; \"proxy\": another DHCP server does, so the loader and kernel are told the server explicitly."),
+    opt!(null "bootServer.address", Ty::Str, Some(rules::ipv4),
+        "IPv4 address of the boot server (TFTP next-server and NFS server)."),
+    opt!(null "bootServer.name", Ty::Str, Some(rules::host_name),
+        "TFTP server name sent as DHCP option 66, resolved by GRUB through DNS; null sends the address."),
+    opt!(null "bootServer.interface", Ty::Str, Some(rules::interface),
+        "Interface of the boot server facing the clients."),
+    opt!(null "bootServer.subnet", Ty::Str, Some(rules::cidr),
+        "The clients' IPv4 subnet in CIDR form, e.g. 10.42.0.0/24."),
+    opt!(null "bootServer.dhcpRange.start", Ty::Str, Some(rules::ipv4),
+        "First address handed out to clients."),
+    opt!(null "bootServer.dhcpRange.end", Ty::Str, Some(rules::ipv4),
+        "Last address handed out to clients."),
+    opt!(null "bootServer.router", Ty::Str, Some(rules::ipv4),
+        "Default gateway handed to clients (DHCP option 3)."),
+    opt!("bootServer.nameServers", Ty::ListOfStr, Default::EmptyList, Some(rules::ipv4_list),
+        "DNS servers handed to clients (DHCP option 6)."),
+    opt!(null "bootServer.domainName", Ty::Str, Some(rules::host_name),
+        "Domain name handed to clients (DHCP option 15)."),
+    opt!("bootServer.leaseSeconds", Ty::Int, Default::Int(3600), Some(rules::lease_seconds),
+        "DHCP lease time in seconds."),
+    opt!("bootServer.tftpRoot", Ty::Str, Default::Str("/srv/tftp"), Some(rules::server_path),
+        "TFTP root on the boot server: bootx64.efi at its top, the kernel at nixos/bzImage."),
+    opt!("bootServer.nfsExport", Ty::Str, Default::Str("/srv/nixos/nfsroot"), Some(rules::server_path),
+        "Directory on the boot server where the NFS root tarball is unpacked and exported read-only."),
+    opt!(null "bootServer.nfsClients", Ty::Str, Some(rules::nfs_clients),
+        "Clients allowed to mount the NFS root (CIDR or address); null means bootServer.subnet."),
+    opt!("bootServer.nfsMountOptions", Ty::Str, Default::Str("vers=3,tcp"), Some(rules::mount_options),
+        "NFS mount options the kernel uses for the root, after the path in root-path (option 17) or nfsroot=."),
+];
+
+/// The option with this dotted path.
+pub fn find(path: &str) -> Option<&'static OptionSpec> {
+    OPTIONS.iter().find(|o| o.path == path)
+}
+
+/// Whether `prefix` (dotted) leads to at least one option: `nfsroot.bootLoader` does.
+pub fn is_option_prefix(prefix: &str) -> bool {
+    OPTIONS.iter().any(|o| o.path.len() > prefix.len() && o.path.starts_with(prefix) && o.path.as_bytes()[prefix.len()] == b'.')
+}
+
+/// The top-level attribute names that belong to this schema.
+pub const ROOTS: &[&str] = &["nfsroot", "customInstaller", "bootServer"];
+
+/// The option whose path is nearest to `path`, for "did you mean" hints.
+pub fn nearest(path: &str) -> Option<&'static str> {
+    OPTIONS
+        .iter()
+        .map(|o| (edit_distance(&o.path.to_lowercase(), &path.to_lowercase()), o.path))
+        .filter(|(d, _)| *d <= 3 + path.len() / 8)
+        .min()
+        .map(|(_, p)| p)
+}
+
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut row: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut prev = row[0];
+        row[0] = i + 1;
+        for (j, cb) in b.iter().enumerate() {
+            let cur = row[j + 1];
+            row[j + 1] = (prev + usize::from(ca != *cb)).min(row[j] + 1).min(cur + 1);
+            prev = cur;
+        }
+    }
+    row[b.len()]
+}
+
+/// Parses `a.b.c.d/nn`.
+pub fn parse_cidr(s: &str) -> Option<(Ipv4Addr, u8)> {
+    let (addr, len) = s.split_once('/')?;
+    let addr: Ipv4Addr = addr.parse().ok()?;
+    let len: u8 = len.parse().ok()?;
+    (len <= 32).then_some((addr, len))
+}
+
+/// The netmask of a prefix length.
+pub fn netmask(prefix: u8) -> Ipv4Addr {
+    let bits = if prefix == 0 { 0 } else { u32::MAX << (32 - u32::from(prefix)) };
+    Ipv4Addr::from(bits)
+}
+
+/// Whether `addr` lies in `net/prefix`.
+pub fn in_subnet(addr: Ipv4Addr, net: Ipv4Addr, prefix: u8) -> bool {
+    let mask = u32::from(netmask(prefix));
+    u32::from(addr) & mask == u32::from(net) & mask
+}
+
+/// The per-value rules. Each returns what is allowed when the value is not.
+pub mod rules {
+    use super::*;
+
+    fn str_of(v: &Value) -> &str {
+        v.as_str().unwrap_or_default()
+    }
+
+    pub fn efinet(v: &Value) -> Result<(), String> {
+        let s = str_of(v);
+        match s.strip_prefix("efinet") {
+            Some(n) if !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()) => Ok(()),
+            _ => Err(format!("\"{s}\" is not a GRUB EFI network interface; expected efinetN, e.g. \"efinet0\"")),
+        }
+    }
+
+    /// A Linux interface name: 1 to 15 bytes, no '/', ':', white space (the kernel's dev_valid_name,
+    /// and ':' because it separates the fields of ip=).
+    pub fn interface(v: &Value) -> Result<(), String> {
+        let s = str_of(v);
+        let ok = !s.is_empty()
+            && s.len() <= 15
+            && s != "."
+            && s != ".."
+            && s.bytes().all(|b| b.is_ascii_graphic() && b != b'/' && b != b':');
+        if ok {
+            Ok(())
+        } else {
+            Err(format!(
+                "\"{s}\" is not a Linux interface name; expected 1 to 15 characters without '/', ':' or spaces, e.g. \"eth0\""
+            ))
+        }
+    }
+
+    pub fn serial_device(v: &Value) -> Result<(), String> {
+        let s = str_of(v);
+        match s.strip_prefix("ttyS") {
+            Some(n) if !n.is_empty() && n.len() <= 2 && n.bytes().all(|b| b.is_ascii_digit()) => Ok(()),
+            _ => Err(format!("\"{s}\" is not a PC serial port; expected ttyS0, ttyS1, ...")),
+        }
+    }
+
+    /// `115200n8`: speed, parity, data bits (the kernel's console= form).
+    pub fn serial_settings(v: &Value) -> Result<(), String> {
+        let s = str_of(v);
+        if super::parse_serial_settings(s).is_some() {
+            Ok(())
+        } else {
+            Err(format!(
+                "\"{s}\" is not a serial setting; expected SPEED PARITY BITS like \"115200n8\" (parity n, o or e; 5 to 8 bits)"
+            ))
+        }
+    }
+
+    pub fn non_negative(v: &Value) -> Result<(), String> {
+        match v.as_i64() {
+            Some(n) if n >= 0 => Ok(()),
+            _ => Err(format!("{} is negative; expected 0 or more", v)),
+        }
+    }
+
+    pub fn esp_size(v: &Value) -> Result<(), String> {
+        match v.as_i64() {
+            Some(n) if (64..=65536).contains(&n) => Ok(()),
+            _ => Err(format!("{v} MiB is out of range; expected 64 to 65536 MiB (UEFI wants FAT32, 512 is usual)")),
+        }
+    }
+
+    pub fn root_size(v: &Value) -> Result<(), String> {
+        match v.as_i64() {
+            Some(n) if n >= 1024 => Ok(()),
+            _ => Err(format!("{v} MiB is too small for a NixOS root; expected at least 1024, or null for the rest of the disk")),
+        }
+    }
+
+    pub fn lease_seconds(v: &Value) -> Result<(), String> {
+        match v.as_i64() {
+            Some(n) if (60..=u32::MAX as i64).contains(&n) => Ok(()),
+            _ => Err(format!("{v} is out of range; expected 60 seconds or more")),
+        }
+    }
+
+    pub fn kernel_symbols(v: &Value) -> Result<(), String> {
+        for item in v.as_array().into_iter().flatten() {
+            let s = str_of(item);
+            if crate::kernel_config::parse_symbol(s).is_none() {
+                return Err(format!(
+                    "\"{s}\" is not a kernel config symbol; expected upper-case SYMBOL or SYMBOL=VALUE, e.g. \"MLX5_CORE\" or \"NR_CPUS=512\""
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    pub fn absolute_path(v: &Value) -> Result<(), String> {
+        let s = str_of(v);
+        if s.starts_with('/') && !s.contains(char::is_whitespace) {
+            Ok(())
+        } else {
+            Err(format!("\"{s}\" is not an absolute path without spaces"))
+        }
+    }
+
+    pub fn device_path(v: &Value) -> Result<(), String> {
+        let s = str_of(v);
+        if s.starts_with("/dev/") && s.len() > 5 && !s.contains(char::is_whitespace) && !s.contains("/../") {
+            Ok(())
+        } else {
+            Err(format!("\"{s}\" is not a device path; expected /dev/sda, /dev/nvme0n1 or /dev/disk/by-id/..."))
+        }
+    }
+
+    pub fn partition_separator(v: &Value) -> Result<(), String> {
+        let s = str_of(v);
+        if s.len() <= 8 && s.bytes().all(|b| b.is_ascii_alphabetic() || b == b'-') {
+            Ok(())
+        } else {
+            Err(format!("\"{s}\" is not a partition separator; expected \"\", \"p\" or \"-part\""))
+        }
+    }
+
+    pub fn flake_output(v: &Value) -> Result<(), String> {
+        let s = str_of(v);
+        match s.rsplit_once('#') {
+            Some((flake, name)) if !flake.is_empty() && !name.is_empty() && !name.contains(char::is_whitespace) => Ok(()),
+            _ => Err(format!("\"{s}\" is not a flake output; expected FLAKEREF#NAME, e.g. \"/etc/fleet#web1\"")),
+        }
+    }
+
+    pub fn ipv4(v: &Value) -> Result<(), String> {
+        let s = str_of(v);
+        s.parse::<Ipv4Addr>()
+            .map(|_| ())
+            .map_err(|_| format!("\"{s}\" is not an IPv4 address; expected dotted quad like \"10.0.0.1\""))
+    }
+
+    pub fn ipv4_list(v: &Value) -> Result<(), String> {
+        v.as_array().into_iter().flatten().try_for_each(ipv4)
+    }
+
+    pub fn cidr(v: &Value) -> Result<(), String> {
+        let s = str_of(v);
+        match parse_cidr(s) {
+            Some((addr, len)) if in_subnet(addr, addr, len) && u32::from(addr) & !u32::from(netmask(len)) == 0 => Ok(()),
+            Some((addr, len)) => {
+                let net = Ipv4Addr::from(u32::from(addr) & u32::from(netmask(len)));
+                Err(format!("\"{s}\" has host bits set; the network is \"{net}/{len}\""))
+            }
+            None => Err(format!("\"{s}\" is not an IPv4 subnet; expected CIDR like \"10.42.0.0/24\"")),
+        }
+    }
+
+    pub fn nfs_clients(v: &Value) -> Result<(), String> {
+        let s = str_of(v);
+        if s == "*" || s.parse::<Ipv4Addr>().is_ok() || parse_cidr(s).is_some() {
+            Ok(())
+        } else {
+            Err(format!("\"{s}\" is not an NFS client specification; expected a CIDR, an address or \"*\""))
+        }
+    }
+
+    pub fn host_name(v: &Value) -> Result<(), String> {
+        let s = str_of(v);
+        let label_ok = |l: &str| {
+            !l.is_empty()
+                && l.len() <= 63
+                && !l.starts_with('-')
+                && !l.ends_with('-')
+                && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+        };
+        if !s.is_empty() && s.len() <= 253 && s.trim_end_matches('.').split('.').all(label_ok) {
+            Ok(())
+        } else {
+            Err(format!("\"{s}\" is not a host or domain name; expected letters, digits and '-' in dot-separated labels"))
+        }
+    }
+
+    pub fn server_path(v: &Value) -> Result<(), String> {
+        let s = str_of(v);
+        let ok = s.starts_with('/')
+            && s.len() > 1
+            && !s.split('/').any(|c| c == "..")
+            && s.bytes().all(|b| b.is_ascii_alphanumeric() || b"/._-+".contains(&b));
+        if ok {
+            Ok(())
+        } else {
+            Err(format!("\"{s}\" is not a usable server path; expected an absolute path of letters, digits and / . _ - +"))
+        }
+    }
+
+    pub fn mount_options(v: &Value) -> Result<(), String> {
+        let s = str_of(v);
+        let ok = !s.is_empty()
+            && s.split(',').all(|o| !o.is_empty() && o.bytes().all(|b| b.is_ascii_alphanumeric() || b"=_.".contains(&b)));
+        if ok {
+            Ok(())
+        } else {
+            Err(format!("\"{s}\" is not a list of NFS mount options; expected comma-separated words like \"vers=3,tcp\""))
+        }
+    }
+}
+
+/// Serial settings split into their parts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub struct SerialSettings {
+    pub speed: u32,
+    /// GRUB's word for the parity: `no`, `odd`, `even`.
+    pub parity: &'static str,
+    pub bits: u8,
+}
+
+/// Parses `115200n8`.
+pub fn parse_serial_settings(s: &str) -> Option<SerialSettings> {
+    let split = s.find(|c: char| !c.is_ascii_digit())?;
+    let (speed, rest) = s.split_at(split);
+    let speed: u32 = speed.parse().ok().filter(|n| (50..=4_000_000).contains(n))?;
+    let mut chars = rest.chars();
+    let parity = match chars.next()? {
+        'n' => "no",
+        'o' => "odd",
+        'e' => "even",
+        _ => return None,
+    };
+    let bits = chars.next()?.to_digit(10)? as u8;
+    if !(5..=8).contains(&bits) || chars.next().is_some() {
+        return None;
+    }
+    Some(SerialSettings { speed, parity, bits })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn every_default_satisfies_its_own_rule() {
+        for o in OPTIONS {
+            assert_eq!(o.check(&o.default.to_value()), Ok(()), "{}", o.path);
+        }
+    }
+
+    #[test]
+    fn paths_are_unique_and_rooted() {
+        for (i, o) in OPTIONS.iter().enumerate() {
+            assert!(ROOTS.contains(&o.path.split('.').next().unwrap_or_default()), "{}", o.path);
+            assert!(OPTIONS[..i].iter().all(|p| p.path != o.path), "duplicate {}", o.path);
+            assert!(!is_option_prefix(o.path), "{} is both an option and a prefix", o.path);
+        }
+    }
+
+    #[test]
+    fn rules_reject_what_they_should() {
+        let efinet = find("nfsroot.bootLoader.efinetDHCPInterface").expect("option");
+        assert!(efinet.check(&json!("efinet1")).is_ok());
+        assert!(efinet.check(&json!("eth0")).unwrap_err().contains("efinetN"));
+        assert!(efinet.check(&json!("efinet")).is_err());
+        assert!(efinet.check(&json!(3)).unwrap_err().contains("got the number 3"));
+        let pnp = find("nfsroot.bootLoader.linuxPnPInterface").expect("option");
+        assert!(pnp.check(&json!("enp0s31f6")).is_ok());
+        assert!(pnp.check(&json!("eth0:1")).is_err());
+        assert!(pnp.check(&json!("a-very-long-interface")).is_err());
+        let wipe = find("customInstaller.wipe").expect("option");
+        assert!(wipe.check(&json!("sometimes")).unwrap_err().contains("\"if-empty\", \"always\""));
+        let subnet = find("bootServer.subnet").expect("option");
+        assert!(subnet.check(&json!("10.0.0.0/8")).is_ok());
+        assert!(subnet.check(&json!("10.0.0.1/8")).unwrap_err().contains("10.0.0.0/8"));
+        let static_if = find("customInstaller.networking.staticInterfaceFromDHCP").expect("option");
+        assert!(static_if.check(&Value::Null).is_ok());
+        let device = find("customInstaller.rootDevice").expect("option");
+        assert!(device.check(&json!("sda")).is_err());
+        assert!(device.check(&json!("/dev/disk/by-id/nvme-Samsung_123")).is_ok());
+    }
+
+    #[test]
+    fn serial_settings_parse() {
+        assert_eq!(parse_serial_settings("115200n8"), Some(SerialSettings { speed: 115200, parity: "no", bits: 8 }));
+        assert_eq!(parse_serial_settings("9600e7").map(|s| s.parity), Some("even"));
+        assert_eq!(parse_serial_settings("115200"), None);
+        assert_eq!(parse_serial_settings("115200x8"), None);
+        assert_eq!(parse_serial_settings("115200n9"), None);
+        assert_eq!(parse_serial_settings("115200n8r"), None);
+    }
+
+    #[test]
+    fn near_misses_are_suggested() {
+        assert_eq!(nearest("nfsroot.bootloader.efinetDhcpInterface"), Some("nfsroot.bootLoader.efinetDHCPInterface"));
+        assert_eq!(nearest("customInstaller.rootDev"), Some("customInstaller.rootDevice"));
+        assert_eq!(nearest("completely.different"), None);
+    }
+}
