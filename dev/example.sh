@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# The main job on the example configuration, without Nix: checks examples/seed/installer.nix,
+# builds the boot loader with Debian's GRUB, renders the server configs and the kernel config
+# fragment. What `nix build .#bootLoader` does with nixpkgs' GRUB, done here with Debian's.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+config=${CONFIG:-examples/seed/installer.nix}
+out=${1:-out}
+
+bash dev/install-deps.sh
+cargo build --release --locked
+pxe=target/release/nixos-pxe
+
+"$pxe" check --config "$config"
+"$pxe" mk-bootloader --config "$config" --grub-lib /usr/lib/grub/x86_64-efi --out "$out/bootLoader"
+"$pxe" render --config "$config" --out "$out/server"
+"$pxe" kernel-config --config "$config" > "$out/kernel-fragment.config"
+
+echo
+echo "Boot loader (copy bootx64.efi to the TFTP root):"
+ls -l "$out/bootLoader"
+echo "Server configurations (dhcpd.conf or kea-dhcp4.json or dnsmasq.conf; exports or ganesha.conf):"
+ls -l "$out/server"
+echo "Kernel command line: $(cat "$out/server/cmdline")"
