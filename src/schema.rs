@@ -587,3 +587,17 @@ mod tests {
         assert_eq!(nearest("completely.different"), None);
     }
 }
+
+/// The options as a Markdown table, for the README (kept equal by `tests/readme.rs`).
+pub fn markdown_table() -> String {
+    let mut text = String::from("| option | type | default | what it does |\n|---|---|---|---|\n");
+    for o in OPTIONS {
+        let default = match o.default {
+            Default::Str(s) => format!("`\"{s}\"`"),
+            other => format!("`{}`", other.to_value()).replace("`[]`", "`[ ]`"),
+        };
+        let ty = o.nix_type().replace("types.", "").replace('|', "\\|");
+        text.push_str(&format!("| `{}` | {} | {} | {} |\n", o.path, ty, default, o.description.replace('|', "\\|")));
+    }
+    text
+}
