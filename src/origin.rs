@@ -65,6 +65,16 @@ impl fmt::Display for Origin {
     }
 }
 
+/// A file name as messages show it: relative to the working directory when the file is below it
+/// (Nix reports absolute paths; users type relative ones), else as it is.
+pub fn shown_path(path: &Utf8Path) -> Utf8PathBuf {
+    let cwd = std::env::current_dir().ok().and_then(|d| Utf8PathBuf::from_path_buf(d).ok());
+    match cwd.as_deref().and_then(|cwd| path.strip_prefix(cwd).ok()) {
+        Some(rest) if path.is_absolute() && !rest.as_str().is_empty() => rest.to_owned(),
+        _ => path.to_owned(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -159,7 +159,9 @@ impl Reader {
         if let Some(spec) = schema::find(&dotted) {
             match literal_value(&value, src) {
                 Ok(v) => {
-                    if let Err(d) = self.settings.define(spec, v, src.at(value.syntax())) {
+                    // The position of the attribute path, as Nix's unsafeGetAttrPos reports it, so
+                    // static and eval mode agree on where a value came from.
+                    if let Err(d) = self.settings.define(spec, v, src.at(attrpath.syntax())) {
                         self.problems.push(d);
                     }
                 }
@@ -197,7 +199,7 @@ impl Reader {
         for item in list.items() {
             match relative_path(&item, src) {
                 Some(path) => {
-                    let file = if path.is_dir() { path.join("default.nix") } else { path };
+                    let file = crate::origin::shown_path(&if path.is_dir() { path.join("default.nix") } else { path });
                     if let Err(ConfigError::Io { path, source }) = self.read_file(&file, Some(src.at(item.syntax()))) {
                         self.problems.push(Diagnostic::new(src.at(item.syntax()), format!("cannot read {path}: {source}")));
                     }
@@ -421,7 +423,8 @@ mod tests {
         )
         .expect("static");
         assert_eq!(value(&s, "nfsroot.bootLoader.efinetDHCPInterface"), "efinet1");
-        assert_eq!(line_col(&s, "nfsroot.bootLoader.efinetDHCPInterface"), (3, 44));
+        assert_eq!(line_col(&s, "nfsroot.bootLoader.efinetDHCPInterface"), (3, 3));
+        assert_eq!(line_col(&s, "nfsroot.bootLoader.linuxPnPInterface"), (5, 5));
         assert_eq!(value(&s, "nfsroot.bootLoader.linuxPnPInterface"), "eth1");
         assert_eq!(value(&s, "nfsroot.extraKernelOptions"), serde_json::json!(["IXGBE"]));
         assert_eq!(value(&s, "bootServer.leaseSeconds"), 600);
@@ -476,8 +479,8 @@ mod tests {
     fn conflicting_definitions_name_both_places() {
         let err = read("{\n  customInstaller.rootDevice = \"/dev/sda\";\n  customInstaller = { rootDevice = \"/dev/sdb\"; };\n}").unwrap_err();
         let text = err.to_string();
-        assert!(text.contains("3:36: customInstaller.rootDevice: `customInstaller.rootDevice` is defined twice"), "{text}");
-        assert!(text.contains("at /cfg/host.nix:2:32"), "{text}");
+        assert!(text.contains("3:23: customInstaller.rootDevice: `customInstaller.rootDevice` is defined twice"), "{text}");
+        assert!(text.contains("at /cfg/host.nix:2:3"), "{text}");
     }
 
     #[test]
@@ -495,6 +498,6 @@ mod tests {
         let s = super::read(&dir.join("main.nix")).expect("static");
         assert_eq!(value(&s, "nfsroot.extraKernelOptions"), serde_json::json!(["B", "A"]));
         let origin = s.get("bootServer.address").map(|s| s.origin.to_string()).unwrap_or_default();
-        assert!(origin.ends_with("server.nix:3:24"), "{origin}");
+        assert!(origin.ends_with("server.nix:3:3"), "{origin}");
     }
 }
