@@ -526,6 +526,20 @@ pub fn parse_serial_settings(s: &str) -> Option<SerialSettings> {
     Some(SerialSettings { speed, parity, bits })
 }
 
+/// The options as a Markdown table, for the README (kept equal by `tests/readme.rs`).
+pub fn markdown_table() -> String {
+    let mut text = String::from("| option | type | default | what it does |\n|---|---|---|---|\n");
+    for o in OPTIONS {
+        let default = match o.default {
+            Default::Str(s) => format!("`\"{s}\"`"),
+            other => format!("`{}`", other.to_value()).replace("`[]`", "`[ ]`"),
+        };
+        let ty = o.nix_type().replace("types.", "").replace('|', "\\|");
+        text.push_str(&format!("| `{}` | {} | {} | {} |\n", o.path, ty, default, o.description.replace('|', "\\|")));
+    }
+    text
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -586,18 +600,4 @@ mod tests {
         assert_eq!(nearest("customInstaller.rootDev"), Some("customInstaller.rootDevice"));
         assert_eq!(nearest("completely.different"), None);
     }
-}
-
-/// The options as a Markdown table, for the README (kept equal by `tests/readme.rs`).
-pub fn markdown_table() -> String {
-    let mut text = String::from("| option | type | default | what it does |\n|---|---|---|---|\n");
-    for o in OPTIONS {
-        let default = match o.default {
-            Default::Str(s) => format!("`\"{s}\"`"),
-            other => format!("`{}`", other.to_value()).replace("`[]`", "`[ ]`"),
-        };
-        let ty = o.nix_type().replace("types.", "").replace('|', "\\|");
-        text.push_str(&format!("| `{}` | {} | {} | {} |\n", o.path, ty, default, o.description.replace('|', "\\|")));
-    }
-    text
 }
