@@ -1,10 +1,309 @@
-//! Renders grub.cfg, the kernel command line and the server configurations from templates/.
-//! (Being written: see issue 2.)
+//! Renders grub.cfg, the kernel command line and the DHCP/TFTP/NFS server configurations from
+//! the typed config: line-oriented files from templates/ (handlebars, strict), Kea's JSON with serde.
 
-use crate::config::Resolved;
+use crate::config::typed::{DhcpMode, require_server_facts};
+use crate::config::{ConfigError, Resolved};
 use crate::error::Error;
+use crate::schema::{self, KERNEL_TFTP_PATH, LOADER_FILE_NAME};
 use camino::{Utf8Path, Utf8PathBuf};
+use handlebars::Handlebars;
+use serde_json::{Value, json};
+use std::net::Ipv4Addr;
 
-pub fn write_all(_resolved: &Resolved, _out: &Utf8Path) -> Result<Vec<Utf8PathBuf>, Error> {
-    Err(Error::Message("render is not built yet".into()))
+const TEMPLATES: &[(&str, &str)] = &[
+    ("grub.cfg", include_str!("../templates/grub.cfg.hbs")),
+    ("cmdline", include_str!("../templates/cmdline.hbs")),
+    ("dhcpd.conf", include_str!("../templates/dhcpd.conf.hbs")),
+    ("dnsmasq.conf", include_str!("../templates/dnsmasq.conf.hbs")),
+    ("exports", include_str!("../templates/exports.hbs")),
+    ("ganesha.conf", include_str!("../templates/ganesha.conf.hbs")),
+];
+
+/// One rendered file: its name in the output directory and its contents.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rendered {
+    pub name: &'static str,
+    pub contents: String,
+}
+
+/// The template engine: strict (a missing value is an error, not an empty string) and without
+/// HTML escaping (a kernel command line may hold `&` or `'`).
+fn engine() -> Result<Handlebars<'static>, Error> {
+    let mut hb = Handlebars::new();
+    hb.set_strict_mode(true);
+    hb.register_escape_fn(handlebars::no_escape);
+    for (name, text) in TEMPLATES {
+        hb.register_template_string(name, *text)
+            .map_err(|e| Error::Message(format!("internal: template {name} does not compile: {e}")))?;
+    }
+    Ok(hb)
+}
+
+fn fill(hb: &Handlebars, name: &str, data: &Value) -> Result<String, Error> {
+    hb.render(name, data).map_err(|e| Error::Message(format!("internal: rendering {name} failed: {e}")))
+}
+
+/// The file name shown in the generated files' headers.
+fn source_name(resolved: &Resolved) -> String {
+    resolved.source.to_string()
+}
+
+/// `SERVER:EXPORT,OPTIONS`: option 17 in authoritative mode, `nfsroot=` in proxy mode.
+pub fn root_path(resolved: &Resolved) -> Option<String> {
+    let s = &resolved.config.boot_server;
+    s.address.map(|a| format!("{a}:{},{}", s.nfs_export, s.nfs_mount_options))
+}
+
+/// The kernel command line, e.g. `console=ttyS0,115200n8 ip=:::::eth0:dhcp: root=/dev/nfs init=/init`.
+pub fn cmdline(resolved: &Resolved) -> Result<String, Error> {
+    let hb = engine()?;
+    cmdline_with(&hb, resolved)
+}
+
+fn cmdline_with(hb: &Handlebars, resolved: &Resolved) -> Result<String, Error> {
+    let c = &resolved.config;
+    let proxy = c.boot_server.dhcp_mode == DhcpMode::Proxy;
+    if proxy {
+        require_address(resolved, "the kernel command line in proxy mode (nfsroot=)")?;
+    }
+    let data = json!({
+        "console": c.nfsroot.boot_loader.serial.device,
+        "settings": c.nfsroot.boot_loader.serial.settings,
+        "pnp": c.nfsroot.boot_loader.linux_pnp_interface,
+        "init": c.nfsroot.init,
+        "proxy": proxy,
+        "nfsroot": root_path(resolved).unwrap_or_default(),
+    });
+    fill(hb, "cmdline", &data)
+}
+
+fn require_address(resolved: &Resolved, what: &str) -> Result<(), Error> {
+    if resolved.config.boot_server.address.is_some() {
+        return Ok(());
+    }
+    let facts = require_server_facts(resolved, what).err().unwrap_or_default();
+    Err(ConfigError::Invalid(facts.into_iter().filter(|d| d.option.as_deref() == Some("bootServer.address")).collect()).into())
+}
+
+/// grub.cfg: serial console, a menu entry that does DHCP on the configured efinet interface, reads
+/// the TFTP server (option 66, or the configured address in proxy mode) and boots the kernel.
+pub fn grub_cfg(resolved: &Resolved) -> Result<String, Error> {
+    let hb = engine()?;
+    grub_cfg_with(&hb, resolved)
+}
+
+fn grub_cfg_with(hb: &Handlebars, resolved: &Resolved) -> Result<String, Error> {
+    let c = &resolved.config;
+    let serial = c.nfsroot.boot_loader.serial.parsed();
+    let proxy = c.boot_server.dhcp_mode == DhcpMode::Proxy;
+    let data = json!({
+        "source": source_name(resolved),
+        "serial": {
+            "unit": c.nfsroot.boot_loader.serial.unit(),
+            "speed": serial.speed,
+            "bits": serial.bits,
+            "parity": serial.parity,
+        },
+        "timeout": c.nfsroot.boot_loader.timeout,
+        "efinet": c.nfsroot.boot_loader.efinet_dhcp_interface,
+        "proxy": proxy,
+        "server": c.boot_server.address.map(|a| a.to_string()).unwrap_or_default(),
+        "kernel": KERNEL_TFTP_PATH,
+        "cmdline": cmdline_with(hb, resolved)?,
+    });
+    fill(hb, "grub.cfg", &data)
+}
+
+/// Everything `nixos-pxe render` writes, in order. dhcpd.conf and kea-dhcp4.json are made only in
+/// authoritative mode: neither server can act as a PXE proxy.
+pub fn render_all(resolved: &Resolved) -> Result<Vec<Rendered>, Error> {
+    require_server_facts(resolved, "rendering the server configurations").map_err(ConfigError::Invalid)?;
+    let hb = engine()?;
+    let data = server_data(resolved);
+    let proxy = resolved.config.boot_server.dhcp_mode == DhcpMode::Proxy;
+    let mut out = vec![
+        Rendered { name: "grub.cfg", contents: grub_cfg_with(&hb, resolved)? },
+        Rendered { name: "cmdline", contents: format!("{}\n", cmdline_with(&hb, resolved)?) },
+    ];
+    if !proxy {
+        out.push(Rendered { name: "dhcpd.conf", contents: fill(&hb, "dhcpd.conf", &data)? });
+        out.push(Rendered { name: "kea-dhcp4.json", contents: kea_json(resolved)? });
+    }
+    for name in ["dnsmasq.conf", "exports", "ganesha.conf"] {
+        out.push(Rendered { name, contents: fill(&hb, name, &data)? });
+    }
+    Ok(out)
+}
+
+/// The values the server templates use; `require_server_facts` has checked the required ones.
+fn server_data(resolved: &Resolved) -> Value {
+    let s = &resolved.config.boot_server;
+    let (network, prefix) = s.subnet_parts().unwrap_or((Ipv4Addr::UNSPECIFIED, 0));
+    let ip = |a: Option<Ipv4Addr>| a.map(|a| a.to_string()).unwrap_or_default();
+    let dns: Vec<String> = s.name_servers.iter().map(Ipv4Addr::to_string).collect();
+    json!({
+        "source": source_name(resolved),
+        "proxy": s.dhcp_mode == DhcpMode::Proxy,
+        "interface": s.interface.clone().unwrap_or_default(),
+        "address": ip(s.address),
+        "network": network.to_string(),
+        "netmask": schema::netmask(prefix).to_string(),
+        "range_start": ip(s.dhcp_range.start),
+        "range_end": ip(s.dhcp_range.end),
+        "router": ip(s.router),
+        "dns": dns.join(", "),
+        "dns_list": dns.join(","),
+        "domain": s.domain_name.clone().unwrap_or_default(),
+        "lease": s.lease_seconds,
+        "tftp_name": s.tftp_server_name().unwrap_or_default(),
+        "root_path": root_path(resolved).unwrap_or_default(),
+        "loader": LOADER_FILE_NAME,
+        "tftp_root": s.tftp_root,
+        "export": s.nfs_export,
+        "clients": s.export_clients().unwrap_or_else(|| "*".into()),
+    })
+}
+
+/// Kea's configuration, built as JSON (never templated). Kea accepts a "comment" in most scopes.
+pub fn kea_json(resolved: &Resolved) -> Result<String, Error> {
+    let s = &resolved.config.boot_server;
+    let ip = |a: Option<Ipv4Addr>| a.map(|a| a.to_string()).unwrap_or_default();
+    let mut options = Vec::new();
+    if let Some(router) = s.router {
+        options.push(json!({ "name": "routers", "data": router.to_string() }));
+    }
+    if !s.name_servers.is_empty() {
+        let dns: Vec<String> = s.name_servers.iter().map(Ipv4Addr::to_string).collect();
+        options.push(json!({ "name": "domain-name-servers", "data": dns.join(", ") }));
+    }
+    if let Some(domain) = &s.domain_name {
+        options.push(json!({ "name": "domain-name", "data": domain }));
+    }
+    // Always sent: GRUB reads option 66 and the kernel option 17 whether or not they asked.
+    options.push(json!({ "name": "tftp-server-name", "data": s.tftp_server_name().unwrap_or_default(), "always-send": true }));
+    options.push(json!({ "name": "root-path", "data": root_path(resolved).unwrap_or_default(), "always-send": true }));
+    let mut interfaces = json!({ "interfaces": [] });
+    if let Some(interface) = &s.interface {
+        interfaces = json!({ "interfaces": [interface] });
+    }
+    let config = json!({
+        "Dhcp4": {
+            "comment": format!("Generated by nixos-pxe from {}: do not edit, regenerate with `nixos-pxe render`.", source_name(resolved)),
+            "interfaces-config": interfaces,
+            "authoritative": true,
+            "valid-lifetime": s.lease_seconds,
+            "lease-database": { "type": "memfile", "lfc-interval": 3600 },
+            "client-classes": [{
+                "name": "uefi-x86-64",
+                "comment": "option 93, the client's architecture: 7 and 9 are x86-64 UEFI",
+                "test": "option[93].hex == 0x0007 or option[93].hex == 0x0009",
+                "boot-file-name": LOADER_FILE_NAME,
+            }],
+            "subnet4": [{
+                "id": 1,
+                "subnet": s.subnet.clone().unwrap_or_default(),
+                "pools": [{ "pool": format!("{} - {}", ip(s.dhcp_range.start), ip(s.dhcp_range.end)) }],
+                "next-server": ip(s.address),
+                "option-data": options,
+            }],
+        }
+    });
+    serde_json::to_string_pretty(&config)
+        .map(|mut text| {
+            text.push('\n');
+            text
+        })
+        .map_err(|e| Error::Message(format!("internal: Kea JSON: {e}")))
+}
+
+/// Writes every rendered file into `out` (created if missing). Each file is written to a
+/// temporary name and renamed, and nothing is written unless all of them rendered.
+pub fn write_all(resolved: &Resolved, out: &Utf8Path) -> Result<Vec<Utf8PathBuf>, Error> {
+    let files = render_all(resolved)?;
+    std::fs::create_dir_all(out).map_err(Error::io(out))?;
+    files.iter().map(|f| write_atomically(&out.join(f.name), &f.contents)).collect()
+}
+
+/// Writes `contents` to `path` through a temporary file in the same directory.
+pub fn write_atomically(path: &Utf8Path, contents: &str) -> Result<Utf8PathBuf, Error> {
+    let tmp = Utf8PathBuf::from(format!("{path}.tmp-{}", std::process::id()));
+    std::fs::write(&tmp, contents).map_err(Error::io(&tmp))?;
+    std::fs::rename(&tmp, path).map_err(Error::io(path))?;
+    Ok(path.to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{Settings, resolve};
+    use crate::origin::Origin;
+
+    fn resolved(pairs: &[(&str, Value)]) -> Resolved {
+        let mut s = Settings::default();
+        for (path, value) in pairs {
+            s.define(schema::find(path).expect("option"), value.clone(), Origin::Default).expect("define");
+        }
+        resolve(&s, Utf8Path::new("site.nix")).expect("valid")
+    }
+
+    fn lab() -> Vec<(&'static str, Value)> {
+        vec![
+            ("bootServer.address", json!("10.42.0.1")),
+            ("bootServer.subnet", json!("10.42.0.0/24")),
+            ("bootServer.dhcpRange.start", json!("10.42.0.100")),
+            ("bootServer.dhcpRange.end", json!("10.42.0.199")),
+        ]
+    }
+
+    #[test]
+    fn the_seeds_command_line() {
+        assert_eq!(cmdline(&resolved(&[])).expect("render"), "console=ttyS0,115200n8 ip=:::::eth0:dhcp: root=/dev/nfs init=/init");
+        let mut pairs = lab();
+        pairs.push(("bootServer.dhcpMode", json!("proxy")));
+        pairs.push(("nfsroot.bootLoader.linuxPnPInterface", json!("eth1")));
+        assert_eq!(
+            cmdline(&resolved(&pairs)).expect("render"),
+            "console=ttyS0,115200n8 ip=:::::eth1:dhcp: root=/dev/nfs init=/init nfsroot=10.42.0.1:/srv/nixos/nfsroot,vers=3,tcp"
+        );
+    }
+
+    #[test]
+    fn grub_cfg_embeds_the_same_command_line_and_the_interface() {
+        let r = resolved(&[("nfsroot.bootLoader.efinetDHCPInterface", json!("efinet1")), ("nfsroot.bootLoader.serial.device", json!("ttyS1"))]);
+        let cfg = grub_cfg(&r).expect("render");
+        let line = cmdline(&r).expect("render");
+        assert!(cfg.contains(&format!("linux (tftp)/nixos/bzImage {line}; then")), "{cfg}");
+        assert!(cfg.contains("net_bootp efinet1;"), "{cfg}");
+        assert!(cfg.contains("net_get_dhcp_option net_default_server efinet1 66 string"), "{cfg}");
+        assert!(cfg.contains("serial --unit=1 --speed=115200 --word=8 --parity=no --stop=1"), "{cfg}");
+        assert!(!cfg.contains("&amp;") && !cfg.contains("{{"), "{cfg}");
+    }
+
+    #[test]
+    fn proxy_mode_names_the_server_and_makes_no_isc_or_kea_config() {
+        let mut pairs = lab();
+        pairs.push(("bootServer.dhcpMode", json!("proxy")));
+        let r = resolved(&pairs);
+        let cfg = grub_cfg(&r).expect("render");
+        assert!(cfg.contains("set net_default_server=10.42.0.1"), "{cfg}");
+        assert!(!cfg.contains(" 66 string"), "{cfg}");
+        let names: Vec<&str> = render_all(&r).expect("render").iter().map(|f| f.name).collect();
+        assert_eq!(names, ["grub.cfg", "cmdline", "dnsmasq.conf", "exports", "ganesha.conf"]);
+    }
+
+    #[test]
+    fn server_configs_need_the_server_facts() {
+        let err = render_all(&resolved(&[])).unwrap_err().to_string();
+        assert!(err.contains("rendering the server configurations needs `bootServer.address`"), "{err}");
+        assert!(err.contains("bootServer.dhcpRange.end"), "{err}");
+    }
+
+    #[test]
+    fn kea_gets_options_66_and_17_always_sent() {
+        let kea: Value = serde_json::from_str(&kea_json(&resolved(&lab())).expect("render")).expect("json");
+        let options = &kea["Dhcp4"]["subnet4"][0]["option-data"];
+        assert_eq!(options[0]["name"], "tftp-server-name");
+        assert_eq!(options[1]["data"], "10.42.0.1:/srv/nixos/nfsroot,vers=3,tcp");
+        assert_eq!(options[1]["always-send"], true);
+    }
 }
