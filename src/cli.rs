@@ -132,7 +132,7 @@ pub fn run(cli: Cli) -> Result<ExitCode, Error> {
         Command::MkBootloader { config, grub_lib, out, grub_mkimage } => {
             let resolved = config.load()?;
             let built = loader::build(&resolved, &loader::GrubTools { lib: grub_lib, mkimage: grub_mkimage }, &out)?;
-            println!("{} ({} bytes)", built.image, built.image_size);
+            println!("{} ({} bytes; GRUB modules: {})", built.image, built.image_size, built.modules.join(" "));
             println!("{}", built.grub_cfg);
             Ok(ExitCode::SUCCESS)
         }

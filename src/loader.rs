@@ -1,21 +1,153 @@
-//! Builds the GRUB EFI boot loader image with grub-mkimage.
-//! (Being written: see issue 2.)
+//! Builds the boot loader: a standalone GRUB EFI image with grub.cfg embedded, holding only the
+//! modules that grub.cfg uses (found from its commands), and grub.cfg beside it as the seed did.
 
+use crate::command::Command;
 use crate::config::Resolved;
 use crate::error::Error;
+use crate::render;
 use camino::{Utf8Path, Utf8PathBuf};
+use std::collections::BTreeSet;
 
+/// Where GRUB's pieces are.
 pub struct GrubTools {
+    /// The x86_64-efi module directory (holds `moddep.lst` and `*.mod`).
     pub lib: Utf8PathBuf,
+    /// The grub-mkimage program (a name on PATH or a path).
     pub mkimage: String,
 }
 
+/// What `build` wrote.
 pub struct Built {
     pub image: Utf8PathBuf,
     pub image_size: u64,
     pub grub_cfg: Utf8PathBuf,
+    pub modules: Vec<String>,
 }
 
-pub fn build(_resolved: &Resolved, _tools: &GrubTools, _out: &Utf8Path) -> Result<Built, Error> {
-    Err(Error::Message("mk-bootloader is not built yet".into()))
+/// Which module provides each command grub.cfg may use. Commands of the script language itself
+/// (`set`, `if`, `fi`, ...) need none. A command missing here is an error, so the table cannot
+/// silently fall behind the template.
+const COMMAND_MODULES: &[(&str, &str)] = &[
+    ("serial", "serial"),
+    ("terminal_input", "terminal"),
+    ("terminal_output", "terminal"),
+    ("menuentry", "normal"),
+    ("echo", "echo"),
+    ("sleep", "sleep"),
+    ("reboot", "reboot"),
+    ("[", "test"),
+    ("test", "test"),
+    ("net_bootp", "net"),
+    ("net_get_dhcp_option", "net"),
+    ("net_ls_cards", "net"),
+    ("net_ls_addr", "net"),
+    ("net_ls_routes", "net"),
+    ("linux", "linux"),
+    ("boot", "boot"),
+];
+
+/// Words that are part of GRUB's script language, not commands from modules.
+const SCRIPT_WORDS: &[&str] = &["set", "if", "then", "else", "elif", "fi", "for", "do", "done", "while", "until", "function", "{", "}", "insmod"];
+
+/// The modules grub.cfg needs: those its commands come from, those it `insmod`s, and `normal`
+/// for the menu. grub-mkimage adds their dependencies (moddep.lst).
+pub fn modules_for(grub_cfg: &str) -> Result<Vec<String>, Error> {
+    let mut modules: BTreeSet<String> = BTreeSet::from(["normal".to_string()]);
+    for line in grub_cfg.lines() {
+        let line = line.trim();
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let mut words = line.split_whitespace().map(|w| w.trim_end_matches(';'));
+        // `if net_bootp efinet0; then` runs net_bootp: look past the keywords.
+        let mut word = words.next();
+        while let Some(w) = word {
+            if matches!(w, "if" | "then" | "else" | "elif" | "while" | "until" | "!") {
+                word = words.next();
+            } else {
+                break;
+            }
+        }
+        let Some(command) = word else { continue };
+        if command == "insmod" {
+            if let Some(module) = words.next() {
+                modules.insert(module.to_string());
+            }
+            continue;
+        }
+        if SCRIPT_WORDS.contains(&command) || command.contains('=') {
+            continue;
+        }
+        match COMMAND_MODULES.iter().find(|(c, _)| *c == command) {
+            Some((_, module)) => {
+                modules.insert((*module).to_string());
+            }
+            None => {
+                return Err(Error::Message(format!(
+                    "internal: grub.cfg uses the command `{command}`, which src/loader.rs's COMMAND_MODULES does not map to a GRUB module"
+                )));
+            }
+        }
+    }
+    Ok(modules.into_iter().collect())
+}
+
+/// Checks that `lib` is an x86_64-efi module directory holding every module.
+fn check_modules(lib: &Utf8Path, modules: &[String]) -> Result<(), Error> {
+    if !lib.join("moddep.lst").is_file() {
+        return Err(Error::Message(format!(
+            "{lib} is not a GRUB module directory (no moddep.lst); pass the x86_64-efi directory, e.g. /usr/lib/grub/x86_64-efi (Debian: grub-efi-amd64-bin) or ${{grub2_efi}}/lib/grub/x86_64-efi"
+        )));
+    }
+    let missing: Vec<&str> = modules.iter().filter(|m| !lib.join(format!("{m}.mod")).is_file()).map(String::as_str).collect();
+    if missing.is_empty() {
+        Ok(())
+    } else {
+        Err(Error::Message(format!("{lib} lacks the GRUB modules {} that grub.cfg needs", missing.join(", "))))
+    }
+}
+
+/// Renders grub.cfg into `out` and builds `out/bootx64.efi` with it embedded.
+pub fn build(resolved: &Resolved, tools: &GrubTools, out: &Utf8Path) -> Result<Built, Error> {
+    let cfg = render::grub_cfg(resolved)?;
+    let modules = modules_for(&cfg)?;
+    check_modules(&tools.lib, &modules)?;
+    std::fs::create_dir_all(out).map_err(Error::io(out))?;
+    let grub_cfg = render::write_atomically(&out.join("grub.cfg"), &cfg)?;
+    let image = out.join(crate::schema::LOADER_FILE_NAME);
+    let tmp = Utf8PathBuf::from(format!("{image}.tmp-{}", std::process::id()));
+    let result = Command::new(&tools.mkimage)
+        .args(["-O", "x86_64-efi", "-p", "/EFI/BOOT"])
+        .arg("-d")
+        .arg(tools.lib.as_str())
+        .arg("-c")
+        .arg(grub_cfg.as_str())
+        .arg("-o")
+        .arg(tmp.as_str())
+        .args(modules.iter().map(String::as_str))
+        .run();
+    if let Err(e) = result {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(e.into());
+    }
+    std::fs::rename(&tmp, &image).map_err(Error::io(&image))?;
+    let image_size = std::fs::metadata(&image).map_err(Error::io(&image))?.len();
+    Ok(Built { image, image_size, grub_cfg, modules })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn modules_come_from_commands_and_insmod() {
+        let cfg = "serial --unit=0\nterminal_input serial\nmenuentry \"x\" {\n  insmod efinet\n  if net_bootp efinet0; then\n    echo ok\n  fi\n  set a=b\n  if [ -z \"$a\" ]; then\n  linux (tftp)/k\n  boot\n}\n";
+        assert_eq!(modules_for(cfg).expect("known"), ["boot", "echo", "efinet", "linux", "net", "normal", "serial", "terminal", "test"]);
+    }
+
+    #[test]
+    fn an_unmapped_command_is_an_error() {
+        let err = modules_for("chainloader /x\n").unwrap_err().to_string();
+        assert!(err.contains("`chainloader`"), "{err}");
+    }
 }

@@ -1,0 +1,59 @@
+//! `nixos-pxe mk-bootloader` with Debian's GRUB (grub-efi-amd64-bin): a PE32+ EFI application
+//! with grub.cfg embedded, small, and grub.cfg beside it.
+
+use std::path::Path;
+use std::process::Command;
+
+const GRUB_LIB: &str = "/usr/lib/grub/x86_64-efi";
+
+fn mk_bootloader(config: &str, grub_lib: &str, out: &Path) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_nixos-pxe"))
+        .args(["mk-bootloader", "--source", "static", "--config", config, "--grub-lib", grub_lib, "--out"])
+        .arg(out)
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .expect("run nixos-pxe")
+}
+
+fn u16_at(b: &[u8], at: usize) -> u16 {
+    u16::from_le_bytes([b[at], b[at + 1]])
+}
+
+#[test]
+fn builds_a_small_efi_image_with_the_config_embedded() {
+    assert!(Path::new(GRUB_LIB).join("moddep.lst").exists(), "{GRUB_LIB} missing: apt-get install grub-efi-amd64-bin");
+    let out = tempfile::tempdir().expect("tempdir");
+    let result = mk_bootloader("examples/static-second-nic/installer.nix", GRUB_LIB, out.path());
+    assert!(result.status.success(), "{}", String::from_utf8_lossy(&result.stderr));
+
+    let mut names: Vec<String> =
+        std::fs::read_dir(out.path()).expect("dir").map(|e| e.expect("entry").file_name().to_string_lossy().into_owned()).collect();
+    names.sort();
+    assert_eq!(names, ["bootx64.efi", "grub.cfg"], "the seed's result/ holds exactly these two files");
+
+    let image = std::fs::read(out.path().join("bootx64.efi")).expect("read image");
+    assert_eq!(&image[..2], b"MZ");
+    let pe = u32::from_le_bytes(image[0x3c..0x40].try_into().expect("4 bytes")) as usize;
+    assert_eq!(&image[pe..pe + 4], b"PE\0\0");
+    assert_eq!(u16_at(&image, pe + 4), 0x8664, "machine: x86-64");
+    let optional = pe + 24;
+    assert_eq!(u16_at(&image, optional), 0x20b, "PE32+");
+    assert_eq!(u16_at(&image, optional + 68), 10, "subsystem: EFI application");
+    assert!(image.len() < 1024 * 1024, "a minimal image is well under 1 MiB, got {} bytes", image.len());
+
+    let cfg = std::fs::read_to_string(out.path().join("grub.cfg")).expect("grub.cfg");
+    assert!(cfg.contains("net_bootp efinet1;"), "{cfg}");
+    let embedded = image.windows(cfg.len()).any(|w| w == cfg.as_bytes());
+    assert!(embedded, "grub.cfg is embedded in bootx64.efi byte for byte");
+}
+
+#[test]
+fn a_wrong_module_directory_is_named_and_nothing_is_written() {
+    let out = tempfile::tempdir().expect("tempdir");
+    let target = out.path().join("result");
+    let result = mk_bootloader("examples/seed/installer.nix", "/usr/lib", &target);
+    assert_eq!(result.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&result.stderr);
+    assert!(err.contains("/usr/lib is not a GRUB module directory (no moddep.lst)"), "{err}");
+    assert!(!target.exists());
+}
