@@ -1,0 +1,216 @@
+# The options of a nixos-pxe installer: the boot loader and kernel (nfsroot.*), the installer
+# (customInstaller.*) and the boot server (bootServer.*). Names, types and defaults mirror
+# src/schema.rs exactly; tests/module_matches_schema.rs fails when they drift. The checks
+# themselves live in the Rust tool, which validates the JSON this module's values become.
+{ lib, config, ... }:
+let
+  inherit (lib) mkOption types;
+  cfg = config;
+in
+{
+  options = {
+    nfsroot = {
+      bootLoader = {
+        efinetDHCPInterface = mkOption {
+          type = types.str;
+          default = "efinet0";
+          description = "GRUB network interface on which net_bootp runs and from which DHCP option 66 (the TFTP server) is read. GRUB numbers the NICs the firmware connected, in boot order: efinet0 is the first.";
+        };
+        linuxPnPInterface = mkOption {
+          type = types.str;
+          default = "eth0";
+          description = "Interface name the kernel (not udev) gives the NIC used for IP autoconfiguration and the NFS root, as in ip=:::::eth0:dhcp:.";
+        };
+        serial = {
+          device = mkOption {
+            type = types.str;
+            default = "ttyS0";
+            description = "Serial console used by GRUB (unit N of ttySN) and the kernel (console=).";
+          };
+          settings = mkOption {
+            type = types.str;
+            default = "115200n8";
+            description = "Serial settings in the kernel's console= form: speed, parity (n, o, e), data bits.";
+          };
+        };
+        timeout = mkOption {
+          type = types.int;
+          default = 5;
+          description = "Seconds GRUB shows its menu before it boots the installer.";
+        };
+      };
+      extraKernelOptions = mkOption {
+        type = types.listOf types.str;
+        default = [ ];
+        description = "Kernel config symbols to build in on top of the NFS-root set, e.g. \"MLX5_CORE\" or \"NR_CPUS=512\".";
+      };
+      writableLayer = mkOption {
+        type = types.enum [ "overlayfs" "unionfs-fuse" ];
+        default = "overlayfs";
+        description = "How init makes the read-only NFS root writable: overlayfs, or unionfs-fuse (the seed's way, for kernels without overlayfs).";
+      };
+      init = mkOption {
+        type = types.str;
+        default = "/init";
+        description = "Path of the init program inside the NFS root, passed as init= (the tarball links /init to nixos-pxe's init).";
+      };
+    };
+    customInstaller = {
+      networking = {
+        useDHCP = mkOption {
+          type = types.bool;
+          default = true;
+          description = "Whether the installed system configures its network by DHCP; if false, the lease the installer got is written as a static configuration.";
+        };
+        staticInterfaceFromDHCP = mkOption {
+          type = types.nullOr types.str;
+          default = null;
+          description = "Interface of the installed system that gets the static address from the installer's lease. Required when useDHCP is false.";
+        };
+      };
+      rootDevice = mkOption {
+        type = types.str;
+        default = "/dev/sda";
+        description = "Whole disk to install on: a kernel name (/dev/sda, /dev/nvme0n1) or, better, a stable one (/dev/disk/by-id/..., /dev/disk/by-path/...).";
+      };
+      partitionSeparator = mkOption {
+        type = types.nullOr types.str;
+        default = null;
+        description = "Text between the disk name and the partition number; null picks it from the kernel's rule (\"p\" after a trailing digit, as in nvme0n1p1).";
+      };
+      wipe = mkOption {
+        type = types.enum [ "if-empty" "always" ];
+        default = "if-empty";
+        description = "\"if-empty\" refuses to touch a disk that holds a partition table or a filesystem; \"always\" overwrites it (the seed's behaviour).";
+      };
+      espSizeMiB = mkOption {
+        type = types.int;
+        default = 512;
+        description = "Size of the EFI system partition (FAT32, label ESP) in MiB.";
+      };
+      swapSizeMiB = mkOption {
+        type = types.int;
+        default = 0;
+        description = "Size of a swap partition at the end of the disk in MiB; 0 for none.";
+      };
+      rootSizeMiB = mkOption {
+        type = types.nullOr types.int;
+        default = null;
+        description = "Size of the ext4 root partition (label nixos) in MiB; null for the rest of the disk.";
+      };
+      afterInstall = mkOption {
+        type = types.enum [ "reboot" "poweroff" "halt" ];
+        default = "reboot";
+        description = "What the installer does when it has finished.";
+      };
+      imageCompression = mkOption {
+        type = types.enum [ "zstd" "gzip" "xz" ];
+        default = "zstd";
+        description = "Compression of the system image in the NFS root.";
+      };
+      target = {
+        directory = mkOption {
+          type = types.nullOr types.path;
+          default = null;
+          description = "Directory holding the target system's configuration.nix.";
+        };
+        flake = mkOption {
+          type = types.nullOr types.str;
+          default = null;
+          description = "The target system as a flake output, FLAKEREF#NAME for nixosConfigurations.NAME.";
+        };
+      };
+    };
+    bootServer = {
+      dhcpMode = mkOption {
+        type = types.enum [ "authoritative" "proxy" ];
+        default = "authoritative";
+        description = "\"authoritative\": the boot server hands out addresses; \"proxy\": another DHCP server does, so the loader and kernel are told the server explicitly.";
+      };
+      address = mkOption {
+        type = types.nullOr types.str;
+        default = null;
+        description = "IPv4 address of the boot server (TFTP next-server and NFS server).";
+      };
+      name = mkOption {
+        type = types.nullOr types.str;
+        default = null;
+        description = "TFTP server name sent as DHCP option 66, resolved by GRUB through DNS; null sends the address.";
+      };
+      interface = mkOption {
+        type = types.nullOr types.str;
+        default = null;
+        description = "Interface of the boot server facing the clients.";
+      };
+      subnet = mkOption {
+        type = types.nullOr types.str;
+        default = null;
+        description = "The clients' IPv4 subnet in CIDR form, e.g. 10.42.0.0/24.";
+      };
+      dhcpRange = {
+        start = mkOption {
+          type = types.nullOr types.str;
+          default = null;
+          description = "First address handed out to clients.";
+        };
+        end = mkOption {
+          type = types.nullOr types.str;
+          default = null;
+          description = "Last address handed out to clients.";
+        };
+      };
+      router = mkOption {
+        type = types.nullOr types.str;
+        default = null;
+        description = "Default gateway handed to clients (DHCP option 3).";
+      };
+      nameServers = mkOption {
+        type = types.listOf types.str;
+        default = [ ];
+        description = "DNS servers handed to clients (DHCP option 6).";
+      };
+      domainName = mkOption {
+        type = types.nullOr types.str;
+        default = null;
+        description = "Domain name handed to clients (DHCP option 15).";
+      };
+      leaseSeconds = mkOption {
+        type = types.int;
+        default = 3600;
+        description = "DHCP lease time in seconds.";
+      };
+      tftpRoot = mkOption {
+        type = types.str;
+        default = "/srv/tftp";
+        description = "TFTP root on the boot server: bootx64.efi at its top, the kernel at nixos/bzImage.";
+      };
+      nfsExport = mkOption {
+        type = types.str;
+        default = "/srv/nixos/nfsroot";
+        description = "Directory on the boot server where the NFS root tarball is unpacked and exported read-only.";
+      };
+      nfsClients = mkOption {
+        type = types.nullOr types.str;
+        default = null;
+        description = "Clients allowed to mount the NFS root (CIDR or address); null means bootServer.subnet.";
+      };
+      nfsMountOptions = mkOption {
+        type = types.str;
+        default = "vers=3,tcp";
+        description = "NFS mount options the kernel uses for the root, after the path in root-path (option 17) or nfsroot=.";
+      };
+    };
+  };
+
+  # Rules between options, as in src/config/typed.rs (the tool checks them again, with locations).
+  config.assertions = [
+    {
+      assertion = cfg.customInstaller.networking.useDHCP || cfg.customInstaller.networking.staticInterfaceFromDHCP != null;
+      message = "nixos-pxe: customInstaller.networking.useDHCP is false, so customInstaller.networking.staticInterfaceFromDHCP must name the interface for the static address";
+    }
+    {
+      assertion = cfg.customInstaller.target.directory == null || cfg.customInstaller.target.flake == null;
+      message = "nixos-pxe: set customInstaller.target.directory or customInstaller.target.flake, not both";
+    }
+  ];
+}
