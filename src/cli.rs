@@ -3,7 +3,8 @@
 
 use crate::config::{self, ConfigError, Diagnostic, Resolved, SourceMode};
 use crate::error::Error;
-use crate::{kernel_config, loader, render};
+use crate::compression::Codec;
+use crate::{kernel_config, loader, pack, render};
 use camino::{Utf8Path, Utf8PathBuf};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use std::io::Write;
@@ -69,6 +70,27 @@ pub enum Command {
         config: ConfigArgs,
         #[arg(long, value_enum, default_value = "kconfig")]
         format: KernelConfigFormat,
+    },
+    /// Write a deterministic tar (sorted entries, mtime 1, owner root) of store paths, files, symlinks and
+    /// directories: the system image and the NFS root tarball are made with it.
+    Pack {
+        /// The archive to write (through a temporary file, so a failure leaves no partial archive).
+        #[arg(long, value_name = "FILE")]
+        out: Utf8PathBuf,
+        #[arg(long, value_enum, default_value = "zstd")]
+        compression: Codec,
+        /// A file listing store paths, one per line (closureInfo's store-paths); each is packed at its own path.
+        #[arg(long = "store-paths", value_name = "LISTFILE")]
+        store_paths: Vec<Utf8PathBuf>,
+        /// A file or directory tree SRC, packed at DEST.
+        #[arg(long = "file", value_name = "DEST=SRC", value_parser = pack::parse_pair)]
+        files: Vec<(String, String)>,
+        /// A symbolic link at DEST pointing to TARGET.
+        #[arg(long = "symlink", value_name = "DEST=TARGET", value_parser = pack::parse_pair)]
+        symlinks: Vec<(String, String)>,
+        /// An empty directory at DEST.
+        #[arg(long = "dir", value_name = "DEST")]
+        dirs: Vec<String>,
     },
 }
 
@@ -145,6 +167,17 @@ pub fn run(cli: Cli) -> Result<ExitCode, Error> {
                     println!("{}", serde_json::to_string_pretty(&kernel_config::to_json(&symbols)).unwrap_or_default())
                 }
             }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Pack { out, compression, store_paths, files, symlinks, dirs } => {
+            let spec = pack::Spec {
+                store_path_lists: store_paths,
+                files: files.into_iter().map(|(d, s)| (d, Utf8PathBuf::from(s))).collect(),
+                symlinks,
+                dirs,
+            };
+            let summary = pack::pack(&spec, compression, &out)?;
+            println!("{out}: {} entries, {} bytes of files, {} bytes written", summary.entries, summary.bytes_in, summary.bytes_out);
             Ok(ExitCode::SUCCESS)
         }
     }

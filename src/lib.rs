@@ -4,10 +4,12 @@
 
 pub mod cli;
 pub mod command;
+pub mod compression;
 pub mod config;
 pub mod error;
 pub mod kernel_config;
 pub mod loader;
 pub mod origin;
+pub mod pack;
 pub mod render;
 pub mod schema;
