@@ -1,5 +1,10 @@
 //! Builds the boot loader: a standalone GRUB EFI image with grub.cfg embedded, holding only the
 //! modules that grub.cfg uses (found from its commands), and grub.cfg beside it as the seed did.
+//!
+//! grub.cfg travels in the image's memdisk (a tar), not as grub-mkimage's `-c` config: GRUB runs
+//! a `-c` config with its rescue parser, which has no `if` and no `menuentry` (the seed's config
+//! only worked because its commands happened to run one after another). Normal mode reads
+//! `(memdisk)/boot/grub/grub.cfg` through the prefix; `-c` only puts the console on the serial port.
 
 use crate::command::Command;
 use crate::config::Resolved;
@@ -107,32 +112,70 @@ fn check_modules(lib: &Utf8Path, modules: &[String]) -> Result<(), Error> {
     }
 }
 
+/// Where grub.cfg lies in the memdisk, and the prefix that makes normal mode read it from there.
+const MEMDISK_CFG: &str = "boot/grub/grub.cfg";
+const PREFIX: &str = "(memdisk)/boot/grub";
+/// Modules the image needs whatever grub.cfg says: the memdisk and its tar format, normal mode.
+const IMAGE_MODULES: &[&str] = &["memdisk", "tar", "normal"];
+
+/// The memdisk: a tar holding grub.cfg, deterministic (fixed owner, mode and time).
+fn memdisk_tar(cfg: &str) -> Result<Vec<u8>, std::io::Error> {
+    let mut builder = tar::Builder::new(Vec::new());
+    let mut header = tar::Header::new_ustar();
+    header.set_size(cfg.len() as u64);
+    header.set_mode(0o644);
+    header.set_mtime(1);
+    header.set_uid(0);
+    header.set_gid(0);
+    header.set_entry_type(tar::EntryType::Regular);
+    builder.append_data(&mut header, MEMDISK_CFG, cfg.as_bytes())?;
+    builder.into_inner()
+}
+
 /// Renders grub.cfg into `out` and builds `out/bootx64.efi` with it embedded.
 pub fn build(resolved: &Resolved, tools: &GrubTools, out: &Utf8Path) -> Result<Built, Error> {
     let cfg = render::grub_cfg(resolved)?;
-    let modules = modules_for(&cfg)?;
+    let early = render::grub_early_cfg(resolved)?;
+    let mut modules: BTreeSet<String> = IMAGE_MODULES.iter().map(|m| (*m).to_string()).collect();
+    modules.extend(modules_for(&cfg)?);
+    modules.extend(modules_for(&early)?);
+    let modules: Vec<String> = modules.into_iter().collect();
     check_modules(&tools.lib, &modules)?;
+    // Found before anything is written: a missing grub-mkimage leaves `out` untouched.
+    Command::new(&tools.mkimage).resolve()?;
     std::fs::create_dir_all(out).map_err(Error::io(out))?;
-    let grub_cfg = render::write_atomically(&out.join("grub.cfg"), &cfg)?;
+
     let image = out.join(crate::schema::LOADER_FILE_NAME);
-    let tmp = Utf8PathBuf::from(format!("{image}.tmp-{}", std::process::id()));
-    let result = Command::new(&tools.mkimage)
-        .args(["-O", "x86_64-efi", "-p", "/EFI/BOOT"])
+    let scratch = Utf8PathBuf::from(format!("{image}.build-{}", std::process::id()));
+    let result = make_image(tools, &scratch, &cfg, &early, &modules, &image);
+    let _ = std::fs::remove_dir_all(&scratch);
+    result?;
+    let grub_cfg = render::write_atomically(&out.join("grub.cfg"), &cfg)?;
+    let image_size = std::fs::metadata(&image).map_err(Error::io(&image))?.len();
+    Ok(Built { image, image_size, grub_cfg, modules })
+}
+
+/// Runs grub-mkimage in `scratch` (removed by the caller) and renames its image to `image`.
+fn make_image(tools: &GrubTools, scratch: &Utf8Path, cfg: &str, early: &str, modules: &[String], image: &Utf8Path) -> Result<(), Error> {
+    std::fs::create_dir_all(scratch).map_err(Error::io(scratch))?;
+    let early_path = scratch.join("early.cfg");
+    std::fs::write(&early_path, early).map_err(Error::io(&early_path))?;
+    let memdisk = scratch.join("memdisk.tar");
+    std::fs::write(&memdisk, memdisk_tar(cfg).map_err(Error::io(&memdisk))?).map_err(Error::io(&memdisk))?;
+    let tmp = scratch.join("bootx64.efi");
+    Command::new(&tools.mkimage)
+        .args(["-O", "x86_64-efi", "-p", PREFIX])
         .arg("-d")
         .arg(tools.lib.as_str())
         .arg("-c")
-        .arg(grub_cfg.as_str())
+        .arg(early_path.as_str())
+        .arg("-m")
+        .arg(memdisk.as_str())
         .arg("-o")
         .arg(tmp.as_str())
         .args(modules.iter().map(String::as_str))
-        .run();
-    if let Err(e) = result {
-        let _ = std::fs::remove_file(&tmp);
-        return Err(e.into());
-    }
-    std::fs::rename(&tmp, &image).map_err(Error::io(&image))?;
-    let image_size = std::fs::metadata(&image).map_err(Error::io(&image))?.len();
-    Ok(Built { image, image_size, grub_cfg, modules })
+        .run()?;
+    std::fs::rename(&tmp, image).map_err(Error::io(image))
 }
 
 #[cfg(test)]

@@ -12,6 +12,7 @@ use std::net::Ipv4Addr;
 
 const TEMPLATES: &[(&str, &str)] = &[
     ("grub.cfg", include_str!("../templates/grub.cfg.hbs")),
+    ("grub-early.cfg", include_str!("../templates/grub-early.cfg.hbs")),
     ("cmdline", include_str!("../templates/cmdline.hbs")),
     ("dhcpd.conf", include_str!("../templates/dhcpd.conf.hbs")),
     ("dnsmasq.conf", include_str!("../templates/dnsmasq.conf.hbs")),
@@ -93,10 +94,21 @@ pub fn grub_cfg(resolved: &Resolved) -> Result<String, Error> {
 }
 
 fn grub_cfg_with(hb: &Handlebars, resolved: &Resolved) -> Result<String, Error> {
+    fill(hb, "grub.cfg", &grub_data(hb, resolved)?)
+}
+
+/// The early config grub-mkimage embeds with `-c`: GRUB's rescue parser runs it before normal mode
+/// reads grub.cfg from the memdisk, so it holds plain commands only (the serial console).
+pub fn grub_early_cfg(resolved: &Resolved) -> Result<String, Error> {
+    let hb = engine()?;
+    fill(&hb, "grub-early.cfg", &grub_data(&hb, resolved)?)
+}
+
+fn grub_data(hb: &Handlebars, resolved: &Resolved) -> Result<Value, Error> {
     let c = &resolved.config;
     let serial = c.nfsroot.boot_loader.serial.parsed();
     let proxy = c.boot_server.dhcp_mode == DhcpMode::Proxy;
-    let data = json!({
+    Ok(json!({
         "source": source_name(resolved),
         "serial": {
             "unit": c.nfsroot.boot_loader.serial.unit(),
@@ -110,8 +122,7 @@ fn grub_cfg_with(hb: &Handlebars, resolved: &Resolved) -> Result<String, Error> 
         "server": c.boot_server.address.map(|a| a.to_string()).unwrap_or_default(),
         "kernel": KERNEL_TFTP_PATH,
         "cmdline": cmdline_with(hb, resolved)?,
-    });
-    fill(hb, "grub.cfg", &data)
+    }))
 }
 
 /// Everything `nixos-pxe render` writes, in order. dhcpd.conf and kea-dhcp4.json are made only in
