@@ -4,7 +4,7 @@
 use crate::config::{self, ConfigError, Diagnostic, Resolved, SourceMode};
 use crate::error::Error;
 use crate::compression::Codec;
-use crate::{kernel_config, loader, pack, render};
+use crate::{install, kernel_config, loader, pack, render};
 use camino::{Utf8Path, Utf8PathBuf};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use std::io::Write;
@@ -92,6 +92,12 @@ pub enum Command {
         #[arg(long = "dir", value_name = "DEST")]
         dirs: Vec<String>,
     },
+    /// Install the system image on the configured disk (run by init on the NFS root). Refuses a disk that
+    /// holds a partition table or file system unless customInstaller.wipe = "always".
+    Install(install::InstallArgs),
+    /// Be the init of the NFS root (what /init runs as PID 1): make / writable, run the installer,
+    /// then reboot, power off or halt; on failure, a root shell on the console.
+    Init,
 }
 
 /// Where the configuration comes from.
@@ -180,6 +186,16 @@ pub fn run(cli: Cli) -> Result<ExitCode, Error> {
             println!("{out}: {} entries, {} bytes of files, {} bytes written", summary.entries, summary.bytes_in, summary.bytes_out);
             Ok(ExitCode::SUCCESS)
         }
+        Command::Install(args) => match install::run(&args) {
+            Ok(()) => Ok(ExitCode::SUCCESS),
+            // On the console, under init: one greppable line that says which step failed and why.
+            Err(e) => {
+                let text = e.to_string();
+                install::say(&if text.starts_with("install FAILED") || text.starts_with("dry run") { text } else { format!("install FAILED: {text}") });
+                Ok(ExitCode::from(1))
+            }
+        },
+        Command::Init => Ok(crate::init::main()),
     }
 }
 

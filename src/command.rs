@@ -11,6 +11,7 @@ pub struct Command {
     program: String,
     args: Vec<OsString>,
     env: Vec<(OsString, OsString)>,
+    stdin: Option<Vec<u8>>,
 }
 
 /// What a finished program printed.
@@ -42,7 +43,7 @@ pub enum CommandError {
 
 impl Command {
     pub fn new(program: impl Into<String>) -> Self {
-        Command { program: program.into(), args: Vec::new(), env: Vec::new() }
+        Command { program: program.into(), args: Vec::new(), env: Vec::new(), stdin: None }
     }
 
     pub fn arg(mut self, arg: impl Into<OsString>) -> Self {
@@ -60,6 +61,12 @@ impl Command {
         self
     }
 
+    /// Feeds `bytes` to the program's standard input (otherwise it is closed).
+    pub fn stdin(mut self, bytes: impl Into<Vec<u8>>) -> Self {
+        self.stdin = Some(bytes.into());
+        self
+    }
+
     /// Finds the program: a path is taken as it is, a bare name is looked up on PATH.
     pub fn resolve(&self) -> Result<PathBuf, CommandError> {
         if self.program.contains('/') {
@@ -71,7 +78,11 @@ impl Command {
     /// Runs it to completion; a non-zero exit is an error holding stderr.
     pub fn run(&self) -> Result<Output, CommandError> {
         let path = self.resolve()?;
-        let mut expression = duct::cmd(path, &self.args).stdin_null().stdout_capture().stderr_capture().unchecked();
+        let mut expression = duct::cmd(path, &self.args).stdout_capture().stderr_capture().unchecked();
+        expression = match &self.stdin {
+            Some(bytes) => expression.stdin_bytes(bytes.clone()),
+            None => expression.stdin_null(),
+        };
         for (k, v) in &self.env {
             expression = expression.env(k, v);
         }

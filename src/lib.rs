@@ -7,6 +7,8 @@ pub mod command;
 pub mod compression;
 pub mod config;
 pub mod error;
+pub mod init;
+pub mod install;
 pub mod kernel_config;
 pub mod loader;
 pub mod origin;

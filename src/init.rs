@@ -1,0 +1,220 @@
+//! The init of the NFS root (PID 1, `init=/init`): makes the read-only root writable (overlayfs,
+//! or unionfs-fuse), runs the installer, then reboots; a failure leaves a root shell, never a panic.
+
+use crate::config::typed::{AfterInstall, WritableLayer};
+use crate::config::{self, SourceMode};
+use crate::install::say;
+use std::ffi::CString;
+use std::process::ExitCode;
+use std::time::Instant;
+
+/// Where the configuration is on the NFS root.
+pub const CONFIG: &str = "/nixos-pxe/config.json";
+/// The tmpfs that holds the writable layer, and where the writable root is assembled.
+pub const LAYER: &str = "/tmp/nixos-pxe";
+/// PATH for the installer: the NFS root's tools first, then where a NixOS or Debian root keeps programs.
+pub const PATH: &str = "/nixos-pxe/tools/bin:/nixos-pxe/tools/sbin:/run/current-system/sw/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
+/// One mount init makes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MountOp {
+    pub source: String,
+    pub target: String,
+    pub fstype: String,
+    pub data: String,
+}
+
+fn op(source: &str, target: &str, fstype: &str, data: &str) -> MountOp {
+    MountOp { source: source.into(), target: target.into(), fstype: fstype.into(), data: data.into() }
+}
+
+/// The mounts that make the writable root at `LAYER/root` with overlayfs (unionfs-fuse is a
+/// program, run instead of the last mount).
+pub fn writable_root_mounts() -> Vec<MountOp> {
+    vec![
+        op("tmpfs", LAYER, "tmpfs", "mode=0755"),
+        op(
+            "overlay",
+            &format!("{LAYER}/root"),
+            "overlay",
+            &format!("lowerdir=/,upperdir={LAYER}/upper,workdir={LAYER}/work"),
+        ),
+    ]
+}
+
+/// unionfs-fuse's command line for the same layout (the seed's way; fuse3 options).
+pub fn unionfs_command() -> Vec<String> {
+    vec![
+        "unionfs".into(),
+        "-o".into(),
+        "cow,allow_other,suid,dev,use_ino".into(),
+        format!("{LAYER}/upper=RW:/=RO"),
+        format!("{LAYER}/root"),
+    ]
+}
+
+fn cstr(s: &str) -> Result<CString, String> {
+    CString::new(s).map_err(|_| format!("`{s}` contains a NUL byte"))
+}
+
+fn mount(m: &MountOp, flags: libc::c_ulong) -> Result<(), String> {
+    let _ = std::fs::create_dir_all(&m.target);
+    let (src, tgt, fs, data) = (cstr(&m.source)?, cstr(&m.target)?, cstr(&m.fstype)?, cstr(&m.data)?);
+    let data_ptr = if m.data.is_empty() { std::ptr::null() } else { data.as_ptr() as *const libc::c_void };
+    // SAFETY: valid NUL-terminated strings that outlive the call.
+    let rc = unsafe { libc::mount(src.as_ptr(), tgt.as_ptr(), fs.as_ptr(), flags, data_ptr) };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(format!("mount -t {} {} {} -o {}: {}", m.fstype, m.source, m.target, m.data, std::io::Error::last_os_error()))
+    }
+}
+
+fn move_mount(from: &str, to: &str) -> Result<(), String> {
+    let (f, t) = (cstr(from)?, cstr(to)?);
+    // SAFETY: valid strings; MS_MOVE ignores the file system type and data.
+    let rc = unsafe { libc::mount(f.as_ptr(), t.as_ptr(), std::ptr::null(), libc::MS_MOVE, std::ptr::null()) };
+    if rc == 0 { Ok(()) } else { Err(format!("moving the mount {from} to {to}: {}", std::io::Error::last_os_error())) }
+}
+
+fn is_mounted(target: &str) -> bool {
+    std::fs::read_to_string("/proc/mounts").unwrap_or_default().lines().any(|l| l.split_whitespace().nth(1) == Some(target))
+}
+
+/// Each step on the console, timed from init's start.
+struct Log(Instant);
+
+impl Log {
+    fn step(&self, what: &str) {
+        say(&format!("init [{:6.2} s] {what}", self.0.elapsed().as_secs_f64()));
+    }
+}
+
+/// Mounts /proc, /sys and /dev (unless the kernel did), builds the writable root and moves into it.
+fn make_root_writable(log: &Log) -> Result<(AfterInstall, WritableLayer), String> {
+    for m in [op("proc", "/proc", "proc", ""), op("sysfs", "/sys", "sysfs", "")] {
+        if !is_mounted(&m.target) {
+            mount(&m, 0)?;
+        }
+    }
+    if !is_mounted("/dev") {
+        mount(&op("devtmpfs", "/dev", "devtmpfs", "mode=0755"), 0)?;
+    }
+    log.step("mounted /proc, /sys, /dev");
+    let resolved = config::load(camino::Utf8Path::new(CONFIG), SourceMode::Static).map_err(|e| format!("reading {CONFIG}: {e}"))?;
+    let c = resolved.config;
+    let layer = c.nfsroot.writable_layer;
+    let mounts = writable_root_mounts();
+    mount(&mounts[0], 0)?;
+    for dir in ["upper", "work", "root"] {
+        std::fs::create_dir_all(format!("{LAYER}/{dir}")).map_err(|e| format!("mkdir {LAYER}/{dir}: {e}"))?;
+    }
+    match layer {
+        WritableLayer::Overlayfs => mount(&mounts[1], 0)?,
+        WritableLayer::UnionfsFuse => {
+            let argv = unionfs_command();
+            let status = std::process::Command::new(&argv[0])
+                .args(&argv[1..])
+                .env("PATH", PATH)
+                .status()
+                .map_err(|e| format!("running {}: {e}", argv.join(" ")))?;
+            if !status.success() {
+                return Err(format!("{} failed ({status})", argv.join(" ")));
+            }
+        }
+    }
+    log.step(&format!("writable root: {:?} over the read-only NFS root, changes in a tmpfs", layer));
+    let new_root = format!("{LAYER}/root");
+    for dir in ["/proc", "/sys", "/dev"] {
+        move_mount(dir, &format!("{new_root}{dir}"))?;
+    }
+    std::fs::create_dir_all(format!("{new_root}/oldroot")).map_err(|e| format!("mkdir oldroot: {e}"))?;
+    std::env::set_current_dir(&new_root).map_err(|e| format!("cd {new_root}: {e}"))?;
+    let (dot, old) = (cstr(".")?, cstr("oldroot")?);
+    // SAFETY: pivot_root has no libc wrapper; both arguments are valid paths.
+    let rc = unsafe { libc::syscall(libc::SYS_pivot_root, dot.as_ptr(), old.as_ptr()) };
+    if rc != 0 {
+        return Err(format!("pivot_root into {new_root}: {}", std::io::Error::last_os_error()));
+    }
+    // SAFETY: chroot to the new root we are in.
+    if unsafe { libc::chroot(dot.as_ptr()) } != 0 {
+        return Err(format!("chroot: {}", std::io::Error::last_os_error()));
+    }
+    let _ = std::env::set_current_dir("/");
+    mount(&op("tmpfs", "/run", "tmpfs", "mode=0755"), 0)?;
+    log.step("switched into the writable root (the NFS root stays at /oldroot)");
+    Ok((c.custom_installer.after_install, layer))
+}
+
+/// A root shell on the console, forever: PID 1 must not exit.
+fn rescue(reason: &str) -> ! {
+    say(reason);
+    say("dropping to a root shell on the console; the installer's log is above");
+    loop {
+        match std::process::Command::new("sh").env("PATH", PATH).env("PS1", "nixos-pxe rescue# ").status() {
+            Ok(status) => say(&format!("the shell exited ({status}); starting another")),
+            Err(e) => {
+                say(&format!("cannot start sh ({e}); the machine waits here"));
+                std::thread::sleep(std::time::Duration::from_secs(3600));
+            }
+        }
+    }
+}
+
+fn finish(after: AfterInstall) -> ! {
+    let (cmd, word) = match after {
+        AfterInstall::Reboot => (libc::RB_AUTOBOOT, "rebooting"),
+        AfterInstall::Poweroff => (libc::RB_POWER_OFF, "powering off"),
+        AfterInstall::Halt => (libc::RB_HALT_SYSTEM, "halting"),
+    };
+    say(&format!("{word} (customInstaller.afterInstall)"));
+    // SAFETY: sync then reboot(2); as PID 1 we may.
+    unsafe {
+        libc::sync();
+        libc::reboot(cmd);
+    }
+    rescue(&format!("{word} failed: {}", std::io::Error::last_os_error()))
+}
+
+/// init's entry point.
+pub fn main() -> ExitCode {
+    let log = Log(Instant::now());
+    say("init: nixos-pxe is PID 1 on the NFS root");
+    // SAFETY: setting variables before any thread exists.
+    unsafe {
+        std::env::set_var("PATH", PATH);
+        std::env::set_var("HOME", "/root");
+        std::env::set_var("TERM", "linux");
+    }
+    let after = match make_root_writable(&log) {
+        Ok((after, _)) => after,
+        Err(e) => rescue(&format!("init FAILED: {e}")),
+    };
+    log.step("starting the installer");
+    let status = std::process::Command::new("/proc/self/exe").arg("install").env("PATH", PATH).status();
+    match status {
+        Ok(s) if s.success() => finish(after),
+        Ok(s) => rescue(&format!("the installer failed ({s})")),
+        Err(e) => rescue(&format!("cannot start the installer: {e}")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn overlay_uses_the_nfs_root_as_the_lower_layer_and_a_tmpfs_for_changes() {
+        let m = writable_root_mounts();
+        assert_eq!(m[0], op("tmpfs", "/tmp/nixos-pxe", "tmpfs", "mode=0755"));
+        assert_eq!(m[1].target, "/tmp/nixos-pxe/root");
+        assert_eq!(m[1].data, "lowerdir=/,upperdir=/tmp/nixos-pxe/upper,workdir=/tmp/nixos-pxe/work");
+        assert_eq!(unionfs_command()[3], "/tmp/nixos-pxe/upper=RW:/=RO");
+    }
+
+    #[test]
+    fn path_puts_the_nfs_roots_tools_first() {
+        assert!(PATH.starts_with("/nixos-pxe/tools/bin:/nixos-pxe/tools/sbin:"));
+        assert!(PATH.ends_with(":/bin"));
+    }
+}

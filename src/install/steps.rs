@@ -1,0 +1,357 @@
+//! The installer's acting steps: thin code around the programs and system calls, each failure
+//! worded with what was being done. The decisions they follow are made in disk.rs, plan.rs, lease.rs.
+
+use super::disk::{self, Decision, Sysfs};
+use super::lease::{self, Lease};
+use super::plan::{self, Filesystem, Plan};
+use super::{InstallArgs, say};
+use crate::command::Command;
+use crate::config::Config;
+use crate::error::Error;
+use camino::{Utf8Path, Utf8PathBuf};
+use std::ffi::CString;
+use std::io::Read;
+use std::net::Ipv4Addr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+/// Step 1: the lease, from `--lease-json` or from what the kernel's IP autoconfiguration left.
+pub fn network(args: &InstallArgs) -> Result<Lease, Error> {
+    let lease = match &args.lease_json {
+        Some(file) => {
+            let text = std::fs::read_to_string(file).map_err(Error::io(file))?;
+            serde_json::from_str(&text).map_err(|e| Error::Message(format!("{file}: not a lease: {e}")))?
+        }
+        None => kernel_lease()?,
+    };
+    say(&format!(
+        "{}: {}/{} gateway {} name servers {} domain {} host name {}",
+        lease.interface,
+        lease.address,
+        lease.prefix_length,
+        lease.gateway.map_or("none".into(), |g| g.to_string()),
+        if lease.name_servers.is_empty() { "none".into() } else { lease.name_servers.iter().map(Ipv4Addr::to_string).collect::<Vec<_>>().join(",") },
+        lease.domain.as_deref().unwrap_or("none"),
+        lease.host_name.as_deref().unwrap_or("none"),
+    ));
+    if !args.dry_run {
+        std::fs::write(&args.resolv_conf, lease::resolv_conf(&lease)).map_err(Error::io(&args.resolv_conf))?;
+    }
+    Ok(lease)
+}
+
+fn read(path: &str) -> Result<String, Error> {
+    std::fs::read_to_string(path).map_err(Error::io(path))
+}
+
+fn kernel_lease() -> Result<Lease, Error> {
+    let cmdline = read("/proc/cmdline")?;
+    let interface = lease::pnp_interface(&cmdline).ok_or_else(|| {
+        Error::Message(format!("the kernel command line names no interface in ip= ({})", cmdline.trim()))
+    })?;
+    let (address, mask) = interface_address(&interface)?;
+    let prefix_length = lease::prefix_length(mask).ok_or_else(|| Error::Message(format!("{interface} has the odd netmask {mask}")))?;
+    let (name_servers, domain) = lease::parse_pnp(&std::fs::read_to_string("/proc/net/pnp").unwrap_or_default());
+    Ok(Lease {
+        gateway: lease::parse_route_gateway(&read("/proc/net/route")?, &interface),
+        host_name: lease::host_name(&std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default()),
+        interface,
+        address,
+        prefix_length,
+        name_servers,
+        domain,
+    })
+}
+
+/// The IPv4 address and netmask of `interface` (SIOCGIFADDR, SIOCGIFNETMASK).
+fn interface_address(interface: &str) -> Result<(Ipv4Addr, Ipv4Addr), Error> {
+    let query = |request: libc::Ioctl| -> Result<Ipv4Addr, Error> {
+        // SAFETY: a plain AF_INET datagram socket and an ifreq zeroed and filled within bounds;
+        // the kernel writes a sockaddr_in into the union for these two requests.
+        unsafe {
+            let fd = libc::socket(libc::AF_INET, libc::SOCK_DGRAM, 0);
+            if fd < 0 {
+                return Err(Error::Message(format!("socket: {}", std::io::Error::last_os_error())));
+            }
+            let mut req: libc::ifreq = std::mem::zeroed();
+            for (i, b) in interface.bytes().take(libc::IFNAMSIZ - 1).enumerate() {
+                req.ifr_name[i] = b as libc::c_char;
+            }
+            let rc = libc::ioctl(fd, request, &mut req);
+            let err = std::io::Error::last_os_error();
+            libc::close(fd);
+            if rc < 0 {
+                return Err(Error::Message(format!("{interface} has no IPv4 address from the kernel's DHCP: {err}")));
+            }
+            let sin = &*(&req.ifr_ifru.ifru_addr as *const libc::sockaddr as *const libc::sockaddr_in);
+            Ok(Ipv4Addr::from(u32::from_be(sin.sin_addr.s_addr)))
+        }
+    };
+    Ok((query(libc::SIOCGIFADDR)?, query(libc::SIOCGIFNETMASK)?))
+}
+
+/// The programs the acting steps run; all are looked up before the disk is touched.
+fn required_programs(config: &Config) -> Vec<&'static str> {
+    let mut p = vec!["sfdisk", "mkfs.vfat", "mkfs.ext4", "nix-store", "nix-env", "nixos-generate-config", "nixos-enter"];
+    if config.custom_installer.swap_size_mib > 0 {
+        p.push("mkswap");
+    }
+    p
+}
+
+/// Step 2: everything checked before anything is written — the image, the programs, the disk and
+/// whether it may be overwritten — and the plan.
+pub fn disk(args: &InstallArgs, config: &Config, image: &Utf8Path) -> Result<(Plan, Decision), Error> {
+    let size = std::fs::metadata(image)
+        .map_err(|e| Error::Message(format!("the system image {image} cannot be read ({e}); nothing was written")))?
+        .len();
+    say(&format!("system image {image} ({})", disk::human_size(size)));
+    let missing: Vec<&str> = required_programs(config).into_iter().filter(|p| which::which(p).is_err()).collect();
+    if !missing.is_empty() {
+        return Err(Error::Message(format!(
+            "programs missing from PATH ({}): {}; nothing was written",
+            std::env::var("PATH").unwrap_or_default(),
+            missing.join(", ")
+        )));
+    }
+    let requested = &config.custom_installer.root_device;
+    let disk = disk::resolve(requested, &Sysfs { block: args.sysfs_block.clone() })?;
+    say(&format!("target disk {}", disk.describe()));
+    let found = disk::probe(&disk.device, disk.size_bytes)?;
+    let mounts = std::fs::read_to_string("/proc/mounts").unwrap_or_default();
+    let decision = disk::decide(config.custom_installer.wipe, &disk, &found, &disk::mounted_parts(&mounts, &disk));
+    match &decision {
+        Decision::Proceed => say(&format!("{} holds no partition table or file system: it will be partitioned", disk.device)),
+        Decision::Overwrite(why) => say(why),
+        Decision::Refuse(why) => say(&format!("refusing: {why}")),
+    }
+    let plan = plan::plan(&disk, &config.custom_installer)?;
+    Ok((plan, decision))
+}
+
+pub fn print_plan(plan: &Plan, decision: &Decision, image: &Utf8Path, lease: &Lease, config: &Config) {
+    say("dry run: the plan");
+    say(&format!("  disk {}", plan.disk.describe()));
+    for p in &plan.partitions {
+        say(&format!("  partition {} {} MiB {:?} label {}", p.device, p.size_mib, p.filesystem, p.label));
+    }
+    for c in plan.commands() {
+        say(&format!("  run {c}"));
+    }
+    say(&format!("  unpack {image} onto {} (mounted on /mnt), then the ESP on /mnt/boot", plan.root().device));
+    say("  run nix-store --load-db, nix-env --set the system profile, nixos-generate-config --root /mnt");
+    say(&format!("  write /etc/nixos/networking.nix:\n{}", lease::networking_nix(lease, &config.custom_installer.networking)));
+    say("  run NIXOS_INSTALL_BOOTLOADER=1 nixos-enter --root /mnt -- /nix/var/nix/profiles/system/bin/switch-to-configuration boot");
+    say(&format!("  then {:?}", config.custom_installer.after_install).to_lowercase());
+    match decision {
+        Decision::Refuse(why) => say(&format!("  BUT the installer would refuse: {why}")),
+        Decision::Overwrite(why) => say(&format!("  note: {why}")),
+        Decision::Proceed => {}
+    }
+}
+
+/// Waits for a partition's device node (devtmpfs makes it when the kernel has re-read the table).
+fn wait_for_device(device: &Utf8Path) -> Result<(), Error> {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while Instant::now() < deadline {
+        if device.exists() {
+            return Ok(());
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    Err(Error::Message(format!(
+        "{device} did not appear within 15 s after partitioning (is customInstaller.partitionSeparator right for this disk?)"
+    )))
+}
+
+/// Step 3: the partition table and the file systems.
+pub fn partition(plan: &Plan) -> Result<(), Error> {
+    say(&format!("writing a GPT to {}", plan.disk.device));
+    Command::new("sfdisk")
+        .args(["--wipe", "always", "--wipe-partitions", "always", "--quiet"])
+        .arg(plan.disk.device.as_str())
+        .stdin(plan.sfdisk_script())
+        .run()?;
+    // The kernel re-reads the table when sfdisk asks; some (loop devices among them) do not
+    // create the partitions then, and partx adds them explicitly.
+    let appeared = |timeout: Duration| {
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if plan.partitions.iter().all(|p| p.device.exists()) {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        false
+    };
+    if !appeared(Duration::from_secs(2)) && which::which("partx").is_ok() {
+        say(&format!("asking the kernel for the partitions of {} (partx -u)", plan.disk.device));
+        Command::new("partx").args(["-u", plan.disk.device.as_str()]).run()?;
+    }
+    for p in &plan.partitions {
+        wait_for_device(&p.device)?;
+    }
+    for p in &plan.partitions {
+        say(&format!("making {:?} on {} (label {})", p.filesystem, p.device, p.label));
+        let command = match p.filesystem {
+            Filesystem::Vfat => Command::new("mkfs.vfat").args(["-F", "32", "-n", p.label]),
+            Filesystem::Ext4 => Command::new("mkfs.ext4").args(["-F", "-q", "-L", p.label]),
+            Filesystem::Swap => Command::new("mkswap").args(["-L", p.label]),
+        };
+        command.arg(p.device.as_str()).run()?;
+    }
+    Ok(())
+}
+
+/// Mounts made by the installer, unmounted in reverse order.
+#[derive(Default)]
+pub struct Mounts {
+    points: Vec<Utf8PathBuf>,
+}
+
+fn cstring(s: &str) -> Result<CString, Error> {
+    CString::new(s).map_err(|_| Error::Message(format!("`{s}` contains a NUL byte")))
+}
+
+impl Mounts {
+    pub fn mount(&mut self, source: &str, target: &Utf8Path, fstype: &str) -> Result<(), Error> {
+        std::fs::create_dir_all(target).map_err(Error::io(target))?;
+        let (src, tgt, fs) = (cstring(source)?, cstring(target.as_str())?, cstring(fstype)?);
+        // SAFETY: valid NUL-terminated strings; no data argument.
+        let rc = unsafe { libc::mount(src.as_ptr(), tgt.as_ptr(), fs.as_ptr(), 0, std::ptr::null()) };
+        if rc != 0 {
+            return Err(Error::Message(format!("mounting {source} ({fstype}) on {target}: {}", std::io::Error::last_os_error())));
+        }
+        self.points.push(target.to_owned());
+        Ok(())
+    }
+
+    pub fn unmount_all(&mut self) -> Result<(), Error> {
+        // SAFETY: sync(2) takes no arguments.
+        unsafe { libc::sync() };
+        while let Some(point) = self.points.pop() {
+            let tgt = cstring(point.as_str())?;
+            // SAFETY: a valid path string.
+            if unsafe { libc::umount2(tgt.as_ptr(), 0) } != 0 {
+                return Err(Error::Message(format!("unmounting {point}: {}", std::io::Error::last_os_error())));
+            }
+            say(&format!("unmounted {point}"));
+        }
+        Ok(())
+    }
+}
+
+/// What the unpack step found and did.
+pub struct Unpacked {
+    pub system: String,
+    pub bytes_read: u64,
+    pub bytes_written: u64,
+}
+
+/// Counts the bytes read through it (the compressed image), for progress.
+struct Counting<R> {
+    inner: R,
+    count: Arc<AtomicU64>,
+}
+
+impl<R: Read> Read for Counting<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.count.fetch_add(n as u64, Ordering::Relaxed);
+        Ok(n)
+    }
+}
+
+/// Step 4: mounts the root and the ESP, unpacks the image with progress, registers the store
+/// paths and sets the system profile, as nixos-install does.
+pub fn unpack(plan: &Plan, image: &Utf8Path, target: &Utf8Path, mounts: &mut Mounts) -> Result<Unpacked, Error> {
+    mounts.mount(plan.root().device.as_str(), target, "ext4")?;
+    let total = std::fs::metadata(image).map_err(Error::io(image))?.len();
+    let file = std::fs::File::open(image).map_err(Error::io(image))?;
+    let count = Arc::new(AtomicU64::new(0));
+    let (codec, reader) = crate::compression::decoder(Counting { inner: file, count: count.clone() }).map_err(Error::io(image))?;
+    say(&format!("unpacking {image} ({codec:?}, {}) onto {target}", disk::human_size(total)));
+    let mut archive = tar::Archive::new(reader);
+    archive.set_preserve_permissions(true);
+    archive.set_preserve_ownerships(true);
+    archive.set_preserve_mtime(true);
+    archive.set_overwrite(true);
+    let start = Instant::now();
+    let mut last = Instant::now();
+    let mut written = 0u64;
+    let progress = |written: u64, read: u64| {
+        let secs = start.elapsed().as_secs_f64().max(0.001);
+        say(&format!(
+            "unpacked {} of image read {} / {} ({:.0}%), {}/s",
+            disk::human_size(written),
+            disk::human_size(read),
+            disk::human_size(total),
+            100.0 * read as f64 / total.max(1) as f64,
+            disk::human_size((written as f64 / secs) as u64)
+        ));
+    };
+    for entry in archive.entries().map_err(|e| Error::Message(format!("reading {image}: {e}")))? {
+        let mut entry = entry.map_err(|e| Error::Message(format!("reading {image}: {e}")))?;
+        written += entry.size();
+        let unpacked = entry.unpack_in(target).map_err(|e| {
+            let path = entry.path().map(|p| p.display().to_string()).unwrap_or_default();
+            Error::Message(format!("unpacking {path} from {image} onto {target}: {e}"))
+        })?;
+        if !unpacked {
+            return Err(Error::Message(format!("{image} holds a path outside the archive root; refusing it")));
+        }
+        if last.elapsed() >= Duration::from_secs(2) {
+            progress(written, count.load(Ordering::Relaxed));
+            last = Instant::now();
+        }
+    }
+    progress(written, count.load(Ordering::Relaxed));
+
+    let meta = target.join("nixos-pxe");
+    let system = std::fs::read_to_string(meta.join("system"))
+        .map_err(|e| Error::Message(format!("{image} has no nixos-pxe/system naming the system to install ({e})")))?
+        .trim()
+        .to_string();
+    let registration = std::fs::read(meta.join("registration"))
+        .map_err(|e| Error::Message(format!("{image} has no nixos-pxe/registration for the Nix database ({e})")))?;
+    say(&format!("registering the store paths of {system}"));
+    Command::new("nix-store").args(["--store", target.as_str(), "--load-db"]).stdin(registration).run()?;
+    let profile = target.join("nix/var/nix/profiles/system");
+    Command::new("nix-env").args(["--store", target.as_str(), "-p", profile.as_str(), "--set", &system]).run()?;
+    std::fs::create_dir_all(target.join("etc")).map_err(Error::io(target.join("etc")))?;
+    std::fs::write(target.join("etc/NIXOS"), "").map_err(Error::io(target.join("etc/NIXOS")))?;
+    std::fs::remove_dir_all(&meta).map_err(Error::io(&meta))?;
+    Ok(Unpacked { system, bytes_read: count.load(Ordering::Relaxed), bytes_written: written })
+}
+
+/// Step 5: the ESP on /boot (nixos-generate-config records the mounts it sees), then
+/// hardware-configuration.nix and networking.nix for the host's later rebuilds.
+pub fn configure(plan: &Plan, target: &Utf8Path, lease: &Lease, config: &Config, mounts: &mut Mounts) -> Result<(), Error> {
+    mounts.mount(plan.esp().device.as_str(), &target.join("boot"), "vfat")?;
+    Command::new("nixos-generate-config").args(["--root", target.as_str()]).run()?;
+    let dir = target.join("etc/nixos");
+    std::fs::create_dir_all(&dir).map_err(Error::io(&dir))?;
+    let file = dir.join("networking.nix");
+    let text = lease::networking_nix(lease, &config.custom_installer.networking);
+    std::fs::write(&file, &text).map_err(Error::io(&file))?;
+    say(&format!("wrote {file}"));
+    Ok(())
+}
+
+/// Step 6: the installed system's boot loader, with EFI variables reachable.
+pub fn bootloader(target: &Utf8Path, unpacked: &Unpacked, mounts: &mut Mounts) -> Result<(), Error> {
+    let efivars = Utf8Path::new("/sys/firmware/efi/efivars");
+    let mounted = std::fs::read_to_string("/proc/mounts").unwrap_or_default().lines().any(|l| l.contains(" efivarfs "));
+    if efivars.is_dir() && !mounted {
+        mounts.mount("efivarfs", efivars, "efivarfs")?;
+    } else if !efivars.is_dir() {
+        say("no EFI variables on this machine (/sys/firmware/efi/efivars): the boot entry cannot be registered");
+    }
+    say(&format!("installing the boot loader of {}", unpacked.system));
+    Command::new("nixos-enter")
+        .args(["--root", target.as_str(), "--", "/nix/var/nix/profiles/system/bin/switch-to-configuration", "boot"])
+        .env("NIXOS_INSTALL_BOOTLOADER", "1")
+        .run()?;
+    Ok(())
+}
