@@ -71,7 +71,7 @@ in
       rootDevice = mkOption {
         type = types.str;
         default = "/dev/sda";
-        description = "Whole disk to install on: a kernel name (/dev/sda, /dev/nvme0n1) or, better, a stable one (/dev/disk/by-id/..., /dev/disk/by-path/...).";
+        description = "Whole disk to install on: a kernel name (/dev/sda, /dev/nvme0n1) or, better, a stable /dev/disk/by-id/ name (virtio-, nvme- and wwn- ids are found from sysfs, without udev).";
       };
       partitionSeparator = mkOption {
         type = types.nullOr types.str;

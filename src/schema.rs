@@ -186,7 +186,7 @@ pub const OPTIONS: &[OptionSpec] = &[
     opt!(null "customInstaller.networking.staticInterfaceFromDHCP", Ty::Str, Some(rules::interface),
         "Interface of the installed system that gets the static address from the installer's lease. Required when useDHCP is false."),
     opt!("customInstaller.rootDevice", Ty::Str, Default::Str("/dev/sda"), Some(rules::device_path),
-        "Whole disk to install on: a kernel name (/dev/sda, /dev/nvme0n1) or, better, a stable one (/dev/disk/by-id/..., /dev/disk/by-path/...)."),
+        "Whole disk to install on: a kernel name (/dev/sda, /dev/nvme0n1) or, better, a stable /dev/disk/by-id/ name (virtio-, nvme- and wwn- ids are found from sysfs, without udev)."),
     opt!(null "customInstaller.partitionSeparator", Ty::Str, Some(rules::partition_separator),
         "Text between the disk name and the partition number; null picks it from the kernel's rule (\"p\" after a trailing digit, as in nvme0n1p1)."),
     opt!("customInstaller.wipe", Ty::Enum(WIPE_POLICIES), Default::Str("if-empty"), None,
