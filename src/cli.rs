@@ -36,6 +36,10 @@ pub enum Command {
         /// Print JSON instead of a table.
         #[arg(long)]
         json: bool,
+        /// Print the resolved configuration as the JSON tree that /nixos-pxe/config.json holds on the NFS root
+        /// (every option, defaults filled in); `--config` accepts it back.
+        #[arg(long, conflicts_with = "json")]
+        as_config_json: bool,
     },
     /// Validate a configuration; print each problem with its location and what is allowed. Writes nothing.
     Check {
@@ -138,8 +142,12 @@ pub fn main() -> ExitCode {
 
 pub fn run(cli: Cli) -> Result<ExitCode, Error> {
     match cli.command {
-        Command::Options { config, json } => {
+        Command::Options { config, json, as_config_json } => {
             let resolved = config.load()?;
+            if as_config_json {
+                println!("{}", serde_json::to_string_pretty(&resolved.config).unwrap_or_default());
+                return Ok(ExitCode::SUCCESS);
+            }
             print_options(&resolved, json);
             Ok(ExitCode::SUCCESS)
         }
