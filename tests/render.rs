@@ -137,3 +137,53 @@ fn kea_accepts_kea_dhcp4_json() {
 fn is_root() -> bool {
     run(Command::new("id").arg("-u")).stdout == b"0\n"
 }
+
+/// nfs-ganesha has no check mode, so the rendered ganesha.conf is run for real: rpcbind and
+/// ganesha.nfsd in a network namespace (10.42.0.1 on a bridge) and a mount namespace with its own
+/// /run (rpcbind's socket), until `showmount -e` lists the export; then both are stopped.
+#[test]
+fn ganesha_serves_the_export_from_ganesha_conf() {
+    assert!(is_root(), "this test needs root to make network and mount namespaces (CI runs as root)");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let export = dir.path().join("nfsroot");
+    std::fs::create_dir_all(&export).expect("mkdir export");
+    let config = dir.path().join("site.json");
+    let tree = serde_json::json!({ "bootServer": {
+        "address": "10.42.0.1", "subnet": "10.42.0.0/24", "dhcpMode": "proxy", "nfsExport": export.to_str().expect("utf-8"),
+    }});
+    std::fs::write(&config, tree.to_string()).expect("write config");
+    let out = render(config.to_str().expect("utf-8"));
+    let conf = out.path().join("ganesha.conf");
+    let log = dir.path().join("ganesha.log");
+    let ns = format!("nixos-pxe-ganesha-{}", std::process::id());
+    let script = r#"set -u
+        mount -t tmpfs tmpfs /run && mkdir -p /run/ganesha /run/rpcbind
+        rpcbind -f -w & rpcbind=$!
+        sleep 0.5
+        ganesha.nfsd -F -f "$1" -L "$2" -p /run/ganesha/pid & ganesha=$!
+        status=1
+        for i in $(seq 1 60); do
+          if showmount -e 10.42.0.1 2>/dev/null | grep -q "^$3 10.42.0.0/24\$"; then status=0; break; fi
+          sleep 0.5
+        done
+        showmount -e 10.42.0.1
+        rpcinfo -p 10.42.0.1
+        kill $ganesha $rpcbind; wait
+        exit $status"#;
+    let setup = format!(
+        "ip netns add {ns} && ip -n {ns} link set lo up && ip -n {ns} link add br0 type bridge && \
+         ip -n {ns} addr add 10.42.0.1/24 dev br0 && ip -n {ns} link set br0 up"
+    );
+    assert!(run(Command::new("sh").args(["-c", &setup])).status.success(), "cannot make namespace {ns}");
+    let result = run(Command::new("ip")
+        .args(["netns", "exec", &ns, "unshare", "--mount", "sh", "-c", script, "ganesha-check"])
+        .arg(&conf)
+        .arg(&log)
+        .arg(&export));
+    let _ = run(Command::new("ip").args(["netns", "del", &ns]));
+    let text = format!("{}{}", String::from_utf8_lossy(&result.stdout), String::from_utf8_lossy(&result.stderr));
+    let log = std::fs::read_to_string(&log).unwrap_or_default();
+    assert!(result.status.success(), "ganesha did not export {}:\n{text}\n--- ganesha log:\n{log}", export.display());
+    assert!(log.contains("Configuration file successfully parsed"), "{log}");
+    assert!(text.contains("100003    3   tcp   2049  nfs"), "NFSv3 over TCP on 2049:\n{text}");
+}

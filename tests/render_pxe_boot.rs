@@ -1,6 +1,7 @@
 //! The rendered grub.cfg and dnsmasq.conf working for real: a UEFI QEMU (OVMF, TCG) PXE-boots
-//! the bootx64.efi `mk-bootloader` built, in a network namespace this test makes, against dnsmasq
-//! started only from the rendered dnsmasq.conf; the serial console shows each GRUB step.
+//! the bootx64.efi `mk-bootloader` built, in a network namespace this test makes, against dnsmasq,
+//! ISC dhcpd (+ tftpd-hpa) and Kea (+ tftpd-hpa), each started only from its rendered file; the
+//! serial console shows each GRUB step.
 //! The kernel is the cached end-to-end test kernel (tests/e2e/build-test-kernel.sh) or
 //! $NIXOS_PXE_TEST_KERNEL; without one a stand-in file checks GRUB's failure message instead.
 
@@ -43,7 +44,8 @@ fn sh(script: &str) {
 /// Deleted, with every process this test started in it, when dropped.
 struct Lab {
     ns: String,
-    children: Vec<Child>,
+    /// Every process started, with its log.
+    children: Vec<(Child, PathBuf)>,
 }
 
 impl Lab {
@@ -71,7 +73,7 @@ impl Lab {
             .stderr(file)
             .spawn()
             .unwrap_or_else(|e| panic!("start {args:?}: {e}"));
-        self.children.push(child);
+        self.children.push((child, log.to_owned()));
     }
 
     /// Boots OVMF from tap0 and waits until every one of `expect` has appeared on the serial
@@ -108,6 +110,16 @@ impl Lab {
         let start = Instant::now();
         loop {
             let text = console(&serial);
+            // A server that died (a config it rejects) fails the test at once, with its log.
+            for (child, log) in &mut self.children {
+                if let Ok(Some(status)) = child.try_wait() {
+                    panic!(
+                        "{} exited ({status}) during the boot:\n{}\n--- console:\n{text}",
+                        log.display(),
+                        std::fs::read_to_string(log.as_path()).unwrap_or_default()
+                    );
+                }
+            }
             if in_order(&text, expect) {
                 return text;
             }
@@ -124,7 +136,7 @@ impl Lab {
 
 impl Drop for Lab {
     fn drop(&mut self) {
-        for child in &mut self.children {
+        for (child, _) in &mut self.children {
             let _ = child.kill();
             let _ = child.wait();
         }
@@ -240,23 +252,85 @@ fn lab_config() -> serde_json::Value {
     })
 }
 
+/// The DHCP server under test in authoritative mode.
+#[derive(Clone, Copy, Debug)]
+enum Dhcp {
+    Dnsmasq,
+    IscDhcpd,
+    Kea,
+}
+
 /// Authoritative mode: GRUB reads the server from option 66; the kernel gets option 17.
-#[test]
-fn grub_boots_the_kernel_from_the_rendered_dnsmasq_conf() {
+/// dnsmasq serves TFTP itself; ISC dhcpd and Kea get tftpd-hpa beside them.
+fn boots_with(server: Dhcp) {
     preflight();
     let dir = tempfile::tempdir().expect("tempdir");
     let (rendered, real_kernel) = prepare(dir.path(), lab_config());
     let cmdline = std::fs::read_to_string(rendered.join("cmdline")).expect("cmdline");
-    let mut lab = Lab::new("auth");
-    let conf = rendered.join("dnsmasq.conf");
-    lab.spawn(
-        &[
-            "dnsmasq",
-            "--keep-in-foreground",
-            &format!("--conf-file={}", conf.display()),
-        ],
-        &dir.path().join("dnsmasq.log"),
-    );
+    let mut lab = Lab::new(&format!("{server:?}").to_lowercase());
+    let log = dir.path().join("dhcp.log");
+    let tftp_root = dir.path().join("tftp");
+    let tftpd = |lab: &mut Lab| {
+        let root = tftp_root.to_str().expect("utf-8");
+        // -u root: the test's temporary directory is private to root.
+        lab.spawn(
+            &[
+                "in.tftpd",
+                "-L",
+                "-v",
+                "-u",
+                "root",
+                "-a",
+                "10.42.0.1:69",
+                "-s",
+                root,
+            ],
+            &dir.path().join("tftpd.log"),
+        );
+    };
+    match server {
+        Dhcp::Dnsmasq => {
+            let conf = rendered.join("dnsmasq.conf");
+            lab.spawn(
+                &[
+                    "dnsmasq",
+                    "--keep-in-foreground",
+                    &format!("--conf-file={}", conf.display()),
+                ],
+                &log,
+            );
+        }
+        Dhcp::IscDhcpd => {
+            let leases = dir.path().join("dhcpd.leases");
+            std::fs::write(&leases, "").expect("leases file");
+            let (conf, leases, pid) = (
+                rendered.join("dhcpd.conf"),
+                leases.display().to_string(),
+                dir.path().join("dhcpd.pid"),
+            );
+            let conf = conf.display().to_string();
+            let pid = pid.display().to_string();
+            lab.spawn(
+                &[
+                    "dhcpd", "-4", "-f", "-d", "-cf", &conf, "-lf", &leases, "-pf", &pid, "br0",
+                ],
+                &log,
+            );
+            tftpd(&mut lab);
+        }
+        Dhcp::Kea => {
+            // Kea's lease file (default path, in /var/lib/kea), lock and pid files (/run/kea): a
+            // mount namespace gives it private empty ones, so the rendered file runs unchanged.
+            let conf = rendered.join("kea-dhcp4.json").display().to_string();
+            let script = "mount -t tmpfs tmpfs /run && mkdir -p /run/kea && mount -t tmpfs tmpfs /var/lib && \
+                          mkdir /var/lib/kea && exec kea-dhcp4 -c \"$1\"";
+            lab.spawn(
+                &["unshare", "--mount", "sh", "-c", script, "kea", &conf],
+                &log,
+            );
+            tftpd(&mut lab);
+        }
+    }
     let mut expect = vec![
         "nixos-pxe: GRUB started",
         "nixos-pxe: DHCP on efinet0",
@@ -275,7 +349,31 @@ fn grub_boots_the_kernel_from_the_rendered_dnsmasq_conf() {
     } else {
         expect.push("nixos-pxe: could not load nixos/bzImage from the TFTP server 10.42.0.1");
     }
-    lab.pxe_boot(dir.path(), &expect);
+    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        lab.pxe_boot(dir.path(), &expect)
+    }));
+    if let Err(panic) = result {
+        eprintln!(
+            "{server:?} log:\n{}",
+            std::fs::read_to_string(&log).unwrap_or_default()
+        );
+        std::panic::resume_unwind(panic);
+    }
+}
+
+#[test]
+fn grub_boots_the_kernel_from_the_rendered_dnsmasq_conf() {
+    boots_with(Dhcp::Dnsmasq);
+}
+
+#[test]
+fn grub_boots_the_kernel_from_the_rendered_dhcpd_conf() {
+    boots_with(Dhcp::IscDhcpd);
+}
+
+#[test]
+fn grub_boots_the_kernel_from_the_rendered_kea_dhcp4_json() {
+    boots_with(Dhcp::Kea);
 }
 
 /// Proxy mode: a site DHCP server (another namespace, 10.42.0.2) hands out addresses only; the
@@ -325,7 +423,7 @@ fn proxy_mode_boots_with_another_server_handing_out_addresses() {
         .stderr(file)
         .spawn()
         .expect("start the site's dnsmasq");
-    lab.children.push(site_server);
+    lab.children.push((site_server, site_log.clone()));
     let conf = rendered.join("dnsmasq.conf");
     lab.spawn(
         &[
