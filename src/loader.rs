@@ -6,7 +6,7 @@
 //! only worked because its commands happened to run one after another). Normal mode reads
 //! `(memdisk)/boot/grub/grub.cfg` through the prefix; `-c` only puts the console on the serial port.
 
-use crate::command::Command;
+use crate::command::{Command, CommandError};
 use crate::config::Resolved;
 use crate::error::Error;
 use crate::render;
@@ -97,18 +97,49 @@ pub fn modules_for(grub_cfg: &str) -> Result<Vec<String>, Error> {
     Ok(modules.into_iter().collect())
 }
 
+const LIB_HINT: &str = "pass GRUB's x86_64-efi module directory, e.g. /usr/lib/grub/x86_64-efi (Debian: grub-efi-amd64-bin) or ${grub2_efi}/lib/grub/x86_64-efi (nixpkgs)";
+
 /// Checks that `lib` is an x86_64-efi module directory holding every module.
 fn check_modules(lib: &Utf8Path, modules: &[String]) -> Result<(), Error> {
+    if !lib.is_dir() {
+        return Err(Error::Message(format!("--grub-lib {lib} does not exist or is not a directory; {LIB_HINT}")));
+    }
     if !lib.join("moddep.lst").is_file() {
-        return Err(Error::Message(format!(
-            "{lib} is not a GRUB module directory (no moddep.lst); pass the x86_64-efi directory, e.g. /usr/lib/grub/x86_64-efi (Debian: grub-efi-amd64-bin) or ${{grub2_efi}}/lib/grub/x86_64-efi"
-        )));
+        return Err(Error::Message(format!("{lib} is not a GRUB module directory (no moddep.lst); {LIB_HINT}")));
+    }
+    // modinfo.sh names the platform the modules were built for; i386-pc modules would make
+    // grub-mkimage fail later with a less helpful message.
+    if let Ok(info) = std::fs::read_to_string(lib.join("modinfo.sh")) {
+        let value = |key: &str| info.lines().find_map(|l| l.strip_prefix(key)).map(|v| v.trim_matches(|c| c == '"' || c == '\'').to_string());
+        let (cpu, platform) = (value("grub_modinfo_target_cpu="), value("grub_modinfo_platform="));
+        if let (Some(cpu), Some(platform)) = (cpu, platform)
+            && (cpu != "x86_64" || platform != "efi")
+        {
+            return Err(Error::Message(format!("{lib} holds GRUB modules for {cpu}-{platform}, not x86_64-efi; {LIB_HINT}")));
+        }
     }
     let missing: Vec<&str> = modules.iter().filter(|m| !lib.join(format!("{m}.mod")).is_file()).map(String::as_str).collect();
     if missing.is_empty() {
         Ok(())
     } else {
         Err(Error::Message(format!("{lib} lacks the GRUB modules {} that grub.cfg needs", missing.join(", "))))
+    }
+}
+
+/// Finds grub-mkimage before anything is written, with a hint where it comes from.
+fn find_mkimage(mkimage: &str) -> Result<(), Error> {
+    let found = match Command::new(mkimage).resolve() {
+        Ok(path) => path.is_file(),
+        Err(_) => false,
+    };
+    if found {
+        Ok(())
+    } else {
+        Err(CommandError::NotFound {
+            program: mkimage.to_string(),
+            hint: Some("Debian: apt-get install grub-common; nixpkgs: grub2_efi; or pass --grub-mkimage PATH".into()),
+        }
+        .into())
     }
 }
 
@@ -141,8 +172,7 @@ pub fn build(resolved: &Resolved, tools: &GrubTools, out: &Utf8Path) -> Result<B
     modules.extend(modules_for(&early)?);
     let modules: Vec<String> = modules.into_iter().collect();
     check_modules(&tools.lib, &modules)?;
-    // Found before anything is written: a missing grub-mkimage leaves `out` untouched.
-    Command::new(&tools.mkimage).resolve()?;
+    find_mkimage(&tools.mkimage)?;
     std::fs::create_dir_all(out).map_err(Error::io(out))?;
 
     let image = out.join(crate::schema::LOADER_FILE_NAME);

@@ -128,7 +128,7 @@ fn grub_data(hb: &Handlebars, resolved: &Resolved) -> Result<Value, Error> {
 /// Everything `nixos-pxe render` writes, in order. dhcpd.conf and kea-dhcp4.json are made only in
 /// authoritative mode: neither server can act as a PXE proxy.
 pub fn render_all(resolved: &Resolved) -> Result<Vec<Rendered>, Error> {
-    require_server_facts(resolved, "rendering the server configurations").map_err(ConfigError::Invalid)?;
+    require_server_facts(resolved, "`nixos-pxe render` (the DHCP, TFTP and NFS server configurations)").map_err(ConfigError::Invalid)?;
     let hb = engine()?;
     let data = server_data(resolved);
     let proxy = resolved.config.boot_server.dhcp_mode == DhcpMode::Proxy;
@@ -244,8 +244,11 @@ pub fn write_all(resolved: &Resolved, out: &Utf8Path) -> Result<Vec<Utf8PathBuf>
 /// Writes `contents` to `path` through a temporary file in the same directory.
 pub fn write_atomically(path: &Utf8Path, contents: &str) -> Result<Utf8PathBuf, Error> {
     let tmp = Utf8PathBuf::from(format!("{path}.tmp-{}", std::process::id()));
-    std::fs::write(&tmp, contents).map_err(Error::io(&tmp))?;
-    std::fs::rename(&tmp, path).map_err(Error::io(path))?;
+    let result = std::fs::write(&tmp, contents).map_err(Error::io(&tmp)).and_then(|()| std::fs::rename(&tmp, path).map_err(Error::io(path)));
+    if result.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    result?;
     Ok(path.to_owned())
 }
 
@@ -311,7 +314,7 @@ mod tests {
     #[test]
     fn server_configs_need_the_server_facts() {
         let err = render_all(&resolved(&[])).unwrap_err().to_string();
-        assert!(err.contains("rendering the server configurations needs `bootServer.address`"), "{err}");
+        assert!(err.contains("`nixos-pxe render` (the DHCP, TFTP and NFS server configurations) needs `bootServer.address`"), "{err}");
         assert!(err.contains("bootServer.dhcpRange.end"), "{err}");
     }
 

@@ -8,7 +8,16 @@ const GRUB_LIB: &str = "/usr/lib/grub/x86_64-efi";
 
 fn mk_bootloader(config: &str, grub_lib: &str, out: &Path) -> std::process::Output {
     Command::new(env!("CARGO_BIN_EXE_nixos-pxe"))
-        .args(["mk-bootloader", "--source", "static", "--config", config, "--grub-lib", grub_lib, "--out"])
+        .args([
+            "mk-bootloader",
+            "--source",
+            "static",
+            "--config",
+            config,
+            "--grub-lib",
+            grub_lib,
+            "--out",
+        ])
         .arg(out)
         .current_dir(env!("CARGO_MANIFEST_DIR"))
         .output()
@@ -21,15 +30,32 @@ fn u16_at(b: &[u8], at: usize) -> u16 {
 
 #[test]
 fn builds_a_small_efi_image_with_the_config_embedded() {
-    assert!(Path::new(GRUB_LIB).join("moddep.lst").exists(), "{GRUB_LIB} missing: apt-get install grub-efi-amd64-bin");
+    assert!(
+        Path::new(GRUB_LIB).join("moddep.lst").exists(),
+        "{GRUB_LIB} missing: apt-get install grub-efi-amd64-bin"
+    );
     let out = tempfile::tempdir().expect("tempdir");
-    let result = mk_bootloader("examples/static-second-nic/installer.nix", GRUB_LIB, out.path());
-    assert!(result.status.success(), "{}", String::from_utf8_lossy(&result.stderr));
+    let result = mk_bootloader(
+        "examples/static-second-nic/installer.nix",
+        GRUB_LIB,
+        out.path(),
+    );
+    assert!(
+        result.status.success(),
+        "{}",
+        String::from_utf8_lossy(&result.stderr)
+    );
 
-    let mut names: Vec<String> =
-        std::fs::read_dir(out.path()).expect("dir").map(|e| e.expect("entry").file_name().to_string_lossy().into_owned()).collect();
+    let mut names: Vec<String> = std::fs::read_dir(out.path())
+        .expect("dir")
+        .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+        .collect();
     names.sort();
-    assert_eq!(names, ["bootx64.efi", "grub.cfg"], "the seed's result/ holds exactly these two files");
+    assert_eq!(
+        names,
+        ["bootx64.efi", "grub.cfg"],
+        "the seed's result/ holds exactly these two files"
+    );
 
     let image = std::fs::read(out.path().join("bootx64.efi")).expect("read image");
     assert_eq!(&image[..2], b"MZ");
@@ -38,13 +64,24 @@ fn builds_a_small_efi_image_with_the_config_embedded() {
     assert_eq!(u16_at(&image, pe + 4), 0x8664, "machine: x86-64");
     let optional = pe + 24;
     assert_eq!(u16_at(&image, optional), 0x20b, "PE32+");
-    assert_eq!(u16_at(&image, optional + 68), 10, "subsystem: EFI application");
-    assert!(image.len() < 1024 * 1024, "a minimal image is well under 1 MiB, got {} bytes", image.len());
+    assert_eq!(
+        u16_at(&image, optional + 68),
+        10,
+        "subsystem: EFI application"
+    );
+    assert!(
+        image.len() < 1024 * 1024,
+        "a minimal image is well under 1 MiB, got {} bytes",
+        image.len()
+    );
 
     let cfg = std::fs::read_to_string(out.path().join("grub.cfg")).expect("grub.cfg");
     assert!(cfg.contains("net_bootp efinet1;"), "{cfg}");
     let embedded = image.windows(cfg.len()).any(|w| w == cfg.as_bytes());
-    assert!(embedded, "grub.cfg is embedded in bootx64.efi byte for byte");
+    assert!(
+        embedded,
+        "grub.cfg is embedded in bootx64.efi byte for byte"
+    );
 }
 
 #[test]
@@ -54,6 +91,110 @@ fn a_wrong_module_directory_is_named_and_nothing_is_written() {
     let result = mk_bootloader("examples/seed/installer.nix", "/usr/lib", &target);
     assert_eq!(result.status.code(), Some(1));
     let err = String::from_utf8_lossy(&result.stderr);
-    assert!(err.contains("/usr/lib is not a GRUB module directory (no moddep.lst)"), "{err}");
+    assert!(
+        err.contains("/usr/lib is not a GRUB module directory (no moddep.lst)"),
+        "{err}"
+    );
     assert!(!target.exists());
+}
+
+#[test]
+fn a_missing_grub_mkimage_is_named_and_nothing_is_written() {
+    let out = tempfile::tempdir().expect("tempdir");
+    let target = out.path().join("result");
+    let result = Command::new(env!("CARGO_BIN_EXE_nixos-pxe"))
+        .args([
+            "mk-bootloader",
+            "--source",
+            "static",
+            "--config",
+            "examples/seed/installer.nix",
+            "--grub-lib",
+            GRUB_LIB,
+        ])
+        .args(["--grub-mkimage", "no-such-grub-mkimage", "--out"])
+        .arg(&target)
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .expect("run nixos-pxe");
+    assert_eq!(result.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&result.stderr);
+    assert!(
+        err.contains("`no-such-grub-mkimage` was not found on PATH"),
+        "{err}"
+    );
+    assert!(err.contains("--grub-mkimage PATH"), "{err}");
+    assert!(!target.exists());
+}
+
+/// A copy of Debian's module directory, as a place to break one thing at a time.
+fn copy_lib(to: &Path) {
+    std::fs::create_dir_all(to).expect("mkdir");
+    for entry in std::fs::read_dir(GRUB_LIB).expect("grub lib") {
+        let entry = entry.expect("entry");
+        if entry.file_type().expect("type").is_file() {
+            std::fs::copy(entry.path(), to.join(entry.file_name())).expect("copy");
+        }
+    }
+}
+
+#[test]
+fn modules_for_another_platform_are_refused() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let lib = dir.path().join("i386-pc");
+    copy_lib(&lib);
+    let info = std::fs::read_to_string(lib.join("modinfo.sh")).expect("modinfo.sh");
+    let info = info
+        .replace(
+            "grub_modinfo_target_cpu=x86_64",
+            "grub_modinfo_target_cpu=i386",
+        )
+        .replace("grub_modinfo_platform=efi", "grub_modinfo_platform=pc");
+    std::fs::write(lib.join("modinfo.sh"), info).expect("write");
+    let result = mk_bootloader(
+        "examples/seed/installer.nix",
+        lib.to_str().expect("utf-8"),
+        &dir.path().join("out"),
+    );
+    assert_eq!(result.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&result.stderr);
+    assert!(
+        err.contains("holds GRUB modules for i386-pc, not x86_64-efi"),
+        "{err}"
+    );
+}
+
+/// grub-mkimage itself failing (here on a dependency missing from the module directory, which
+/// only grub-mkimage resolves): its stderr reaches the operator and no image is left behind.
+#[test]
+fn a_failing_grub_mkimage_keeps_its_stderr() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let lib = dir.path().join("x86_64-efi");
+    copy_lib(&lib);
+    // archelp is what tar (the memdisk's format) depends on, not a module grub.cfg names.
+    std::fs::remove_file(lib.join("archelp.mod")).expect("remove archelp.mod");
+    let out = dir.path().join("out");
+    let result = mk_bootloader(
+        "examples/seed/installer.nix",
+        lib.to_str().expect("utf-8"),
+        &out,
+    );
+    assert_eq!(result.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&result.stderr);
+    assert!(
+        err.contains("`") && err.contains("grub-mkimage") && err.contains("failed"),
+        "{err}"
+    );
+    assert!(
+        err.contains("archelp.mod"),
+        "grub-mkimage's own message names the module: {err}"
+    );
+    let left: Vec<_> = std::fs::read_dir(&out)
+        .map(|d| d.flatten().map(|e| e.file_name()).collect())
+        .unwrap_or_default();
+    assert!(
+        left.is_empty(),
+        "nothing left in {}: {left:?}",
+        out.display()
+    );
 }
