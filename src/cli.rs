@@ -47,6 +47,10 @@ pub enum Command {
         config: ConfigArgs,
     },
     /// Write grub.cfg, cmdline, dhcpd.conf, kea-dhcp4.json, dnsmasq.conf, exports and ganesha.conf into DIR.
+    ///
+    /// Needs bootServer.address, .subnet and (authoritative DHCP) .dhcpRange. With
+    /// bootServer.dhcpMode = "proxy", dhcpd.conf and kea-dhcp4.json are not written: neither server
+    /// can answer as a PXE proxy beside another DHCP server; dnsmasq.conf is then a proxy config.
     Render {
         #[command(flatten)]
         config: ConfigArgs,
