@@ -82,6 +82,17 @@ fn builds_a_small_efi_image_with_the_config_embedded() {
         embedded,
         "grub.cfg is embedded in bootx64.efi byte for byte"
     );
+    // In the memdisk's tar, where the prefix (memdisk)/boot/grub makes normal mode read it.
+    let name = b"boot/grub/grub.cfg\0";
+    assert!(
+        image.windows(name.len()).any(|w| w == name),
+        "the memdisk holds boot/grub/grub.cfg"
+    );
+    let stdout = String::from_utf8_lossy(&result.stdout);
+    assert!(
+        stdout.contains(" memdisk ") && stdout.contains(" tar "),
+        "memdisk and tar modules: {stdout}"
+    );
 }
 
 #[test]

@@ -185,7 +185,14 @@ fn test_kernel() -> Option<PathBuf> {
     found.pop()
 }
 
-fn preflight() {
+/// One QEMU at a time: under TCG on 2 cores, parallel boots would only slow each other past
+/// their timeout. Held for a whole test.
+static ONE_BOOT_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn preflight() -> std::sync::MutexGuard<'static, ()> {
+    let guard = ONE_BOOT_AT_A_TIME
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
     let uid = Command::new("id").arg("-u").output().expect("id");
     assert_eq!(
         uid.stdout, b"0\n",
@@ -197,6 +204,7 @@ fn preflight() {
             "{file} missing: dev/install-deps.sh installs ovmf and grub-efi-amd64-bin"
         );
     }
+    guard
 }
 
 /// Renders `config` (an option tree, as JSON) and puts bootx64.efi and a kernel under its TFTP root.
@@ -263,7 +271,7 @@ enum Dhcp {
 /// Authoritative mode: GRUB reads the server from option 66; the kernel gets option 17.
 /// dnsmasq serves TFTP itself; ISC dhcpd and Kea get tftpd-hpa beside them.
 fn boots_with(server: Dhcp) {
-    preflight();
+    let _one_boot = preflight();
     let dir = tempfile::tempdir().expect("tempdir");
     let (rendered, real_kernel) = prepare(dir.path(), lab_config());
     let cmdline = std::fs::read_to_string(rendered.join("cmdline")).expect("cmdline");
@@ -381,7 +389,7 @@ fn grub_boots_the_kernel_from_the_rendered_kea_dhcp4_json() {
 /// command line carries nfsroot=.
 #[test]
 fn proxy_mode_boots_with_another_server_handing_out_addresses() {
-    preflight();
+    let _one_boot = preflight();
     let dir = tempfile::tempdir().expect("tempdir");
     let mut config = lab_config();
     config["bootServer"]["dhcpMode"] = "proxy".into();
@@ -470,7 +478,7 @@ fn proxy_mode_boots_with_another_server_handing_out_addresses() {
 /// the cards it sees, instead of hanging or booting nothing silently.
 #[test]
 fn a_wrong_efinet_interface_is_explained_on_the_console() {
-    preflight();
+    let _one_boot = preflight();
     let dir = tempfile::tempdir().expect("tempdir");
     let mut config = lab_config();
     config["nfsroot"] = serde_json::json!({ "bootLoader": { "efinetDHCPInterface": "efinet1" } });
