@@ -109,20 +109,30 @@ impl Lab {
         self.spawn(&args, &dir.join("qemu.log"));
         let start = Instant::now();
         loop {
-            let text = console(&serial);
-            // A server that died (a config it rejects) fails the test at once, with its log.
-            for (child, log) in &mut self.children {
-                if let Ok(Some(status)) = child.try_wait() {
-                    panic!(
-                        "{} exited ({status}) during the boot:\n{}\n--- console:\n{text}",
+            // Exits are looked at before the console is read: QEMU itself ends when the kernel
+            // panics and reboots (-no-reboot) once it is past what this test expects.
+            let exited: Vec<String> = self
+                .children
+                .iter_mut()
+                .filter_map(|(child, log)| match child.try_wait() {
+                    Ok(Some(status)) => Some(format!(
+                        "{} exited ({status}):\n{}",
                         log.display(),
                         std::fs::read_to_string(log.as_path()).unwrap_or_default()
-                    );
-                }
-            }
+                    )),
+                    _ => None,
+                })
+                .collect();
+            let text = console(&serial);
             if in_order(&text, expect) {
                 return text;
             }
+            // A server that died (a config it rejects) fails the test at once, with its log.
+            assert!(
+                exited.is_empty(),
+                "{}\n--- the console lacks (in order) {expect:?}:\n{text}",
+                exited.join("\n")
+            );
             assert!(
                 start.elapsed() < BOOT_TIMEOUT,
                 "after {:?} the serial console lacks (in order) {expect:?}:\n{text}\n--- qemu:\n{}",
@@ -260,6 +270,10 @@ fn lab_config() -> serde_json::Value {
     })
 }
 
+/// Every dnsmasq here runs with `--log-facility=-` (its log into the test's log, not syslog) and
+/// `--pid-file` without a path (none: /run/dnsmasq is shared with every dnsmasq on the machine,
+/// and a second one there made the first exit with status 3). Neither changes the rendered file.
+///
 /// The DHCP server under test in authoritative mode.
 #[derive(Clone, Copy, Debug)]
 enum Dhcp {
@@ -303,6 +317,8 @@ fn boots_with(server: Dhcp) {
                 &[
                     "dnsmasq",
                     "--keep-in-foreground",
+                    "--log-facility=-",
+                    "--pid-file",
                     &format!("--conf-file={}", conf.display()),
                 ],
                 &log,
@@ -417,6 +433,8 @@ fn proxy_mode_boots_with_another_server_handing_out_addresses() {
             &site,
             "dnsmasq",
             "--keep-in-foreground",
+            "--log-facility=-",
+            "--pid-file",
             "--port=0",
             "--interface=eth0",
             "--bind-interfaces",
@@ -437,6 +455,8 @@ fn proxy_mode_boots_with_another_server_handing_out_addresses() {
         &[
             "dnsmasq",
             "--keep-in-foreground",
+            "--log-facility=-",
+            "--pid-file",
             &format!("--conf-file={}", conf.display()),
         ],
         &dir.path().join("dnsmasq.log"),
@@ -489,6 +509,8 @@ fn a_wrong_efinet_interface_is_explained_on_the_console() {
         &[
             "dnsmasq",
             "--keep-in-foreground",
+            "--log-facility=-",
+            "--pid-file",
             &format!("--conf-file={}", conf.display()),
         ],
         &dir.path().join("dnsmasq.log"),
