@@ -106,6 +106,9 @@ pub enum Command {
     /// Be the init of the NFS root (what /init runs as PID 1): make / writable, run the installer,
     /// then reboot, power off or halt; on failure, a root shell on the console.
     Init,
+    /// Be the boot server on one interface: TFTP (read-only, from the TFTP root) in one process, configured
+    /// from bootServer.*; Ctrl-C stops it. Logs every transfer (client, file, bytes, time) to stderr.
+    Serve(crate::serve::ServeArgs),
 }
 
 /// Where the configuration comes from.
@@ -208,6 +211,7 @@ pub fn run(cli: Cli) -> Result<ExitCode, Error> {
             }
         },
         Command::Init => Ok(crate::init::main()),
+        Command::Serve(args) => crate::serve::run(&args).map(|()| ExitCode::SUCCESS),
     }
 }
 

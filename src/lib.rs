@@ -15,3 +15,4 @@ pub mod origin;
 pub mod pack;
 pub mod render;
 pub mod schema;
+pub mod serve;

@@ -1,0 +1,127 @@
+//! `nixos-pxe serve`: the boot server in one process (TFTP now; DHCP and NFS per issue 5), configured
+//! from the same bootServer.* options `render` uses, bound to one interface, stopped cleanly by Ctrl-C.
+
+pub mod tftp;
+pub mod tftp_packet;
+
+use crate::cli::ConfigArgs;
+use crate::config::typed::DhcpMode;
+use crate::error::Error;
+use camino::Utf8PathBuf;
+use clap::{Args, ValueEnum};
+use std::net::{Ipv4Addr, SocketAddr, UdpSocket};
+use std::os::fd::AsRawFd;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    #[command(flatten)]
+    pub config: ConfigArgs,
+    /// The interface to serve on; every socket is bound to it (SO_BINDTODEVICE, needs root)
+    /// [default: bootServer.interface].
+    #[arg(long, value_name = "IF")]
+    pub interface: Option<String>,
+    /// DHCP: authoritative (leases from bootServer.dhcpRange plus PXE options), proxy (PXE options only,
+    /// beside another DHCP server), off [default: bootServer.dhcpMode].
+    #[arg(long, value_enum, value_name = "MODE")]
+    pub dhcp: Option<DhcpChoice>,
+    /// The directory served read-only over TFTP (bootx64.efi, nixos/bzImage) [default: bootServer.tftpRoot].
+    #[arg(long, value_name = "DIR")]
+    pub tftp_root: Option<Utf8PathBuf>,
+    /// UDP port of TFTP requests; transfers use ephemeral ports as RFC 1350 says.
+    #[arg(long, value_name = "PORT", default_value_t = 69)]
+    pub tftp_port: u16,
+    /// Seconds without an acknowledgement before a TFTP block window is resent (clients may ask for
+    /// another value with the timeout option).
+    #[arg(long, value_name = "SECONDS", default_value_t = 1)]
+    pub tftp_timeout: u64,
+    /// Timeouts in a row after which a TFTP transfer is abandoned.
+    #[arg(long, value_name = "N", default_value_t = 5)]
+    pub tftp_retries: u32,
+    /// The unpacked NFS root to serve over NFSv3 (not yet built in: serve it with the kernel NFS server
+    /// or nfs-ganesha using `render`'s exports or ganesha.conf).
+    #[arg(long, value_name = "DIR")]
+    pub nfs_root: Option<Utf8PathBuf>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum DhcpChoice {
+    Authoritative,
+    Proxy,
+    Off,
+}
+
+static STOP: AtomicBool = AtomicBool::new(false);
+
+extern "C" fn on_signal(_: libc::c_int) {
+    // Only an atomic store: the one thing a signal handler may safely do here.
+    STOP.store(true, Ordering::Relaxed);
+}
+
+pub fn run(args: &ServeArgs) -> Result<(), Error> {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .try_init();
+    let resolved = args.config.load()?;
+    let server = &resolved.config.boot_server;
+    let interface = args.interface.clone().or_else(|| server.interface.clone());
+    let dhcp = args.dhcp.unwrap_or(match server.dhcp_mode {
+        DhcpMode::Authoritative => DhcpChoice::Authoritative,
+        DhcpMode::Proxy => DhcpChoice::Proxy,
+    });
+    if dhcp != DhcpChoice::Off {
+        return Err(Error::Message(format!(
+            "serve: --dhcp {} is not built in yet; use --dhcp off with the dhcpd.conf, kea-dhcp4.json or dnsmasq.conf that `nixos-pxe render` writes",
+            if dhcp == DhcpChoice::Proxy { "proxy" } else { "authoritative" }
+        )));
+    }
+    if let Some(root) = &args.nfs_root {
+        return Err(Error::Message(format!(
+            "serve: --nfs-root {root}: the NFS server is not built in yet; export it with the kernel NFS server or nfs-ganesha (`nixos-pxe render` writes exports and ganesha.conf)"
+        )));
+    }
+    let root = args.tftp_root.clone().unwrap_or_else(|| Utf8PathBuf::from(&server.tftp_root));
+    let mut settings = tftp::Settings::new(root.as_std_path()).map_err(|e| Error::Message(format!("serve: {e}")))?;
+    settings.timeout = std::time::Duration::from_secs(args.tftp_timeout.clamp(1, 255));
+    settings.retries = args.tftp_retries;
+    settings.interface = interface.clone();
+
+    // SAFETY: installing a handler that only stores to an atomic.
+    unsafe {
+        libc::signal(libc::SIGINT, on_signal as extern "C" fn(libc::c_int) as libc::sighandler_t);
+        libc::signal(libc::SIGTERM, on_signal as extern "C" fn(libc::c_int) as libc::sighandler_t);
+    }
+    let address = SocketAddr::from((Ipv4Addr::UNSPECIFIED, args.tftp_port));
+    let listener = tftp::bind(address, interface.as_deref()).map_err(|e| {
+        Error::Message(format!(
+            "serve: cannot listen for TFTP on {address}{}: {e} (port 69 and SO_BINDTODEVICE need root)",
+            interface.as_deref().map(|i| format!(" on interface {i}")).unwrap_or_default()
+        ))
+    })?;
+    tftp::serve(listener, settings, &STOP).map_err(|e| Error::Message(format!("serve: TFTP: {e}")))?;
+    Ok(())
+}
+
+/// SO_BINDTODEVICE: the socket only sees packets that arrived on `interface` and sends out of it.
+pub fn bind_to_device(socket: &UdpSocket, interface: &str) -> std::io::Result<()> {
+    let name = interface.as_bytes();
+    // SAFETY: setsockopt reads `name.len()` bytes from a live slice; the fd belongs to `socket`.
+    let rc = unsafe {
+        libc::setsockopt(
+            socket.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_BINDTODEVICE,
+            name.as_ptr().cast(),
+            name.len() as libc::socklen_t,
+        )
+    };
+    if rc == 0 {
+        Ok(())
+    } else {
+        let e = std::io::Error::last_os_error();
+        Err(std::io::Error::new(e.kind(), format!("SO_BINDTODEVICE {interface}: {e}")))
+    }
+}

@@ -1,0 +1,531 @@
+//! The read-only TFTP server of `nixos-pxe serve`: one listener, one thread and one ephemeral socket per
+//! transfer; option negotiation (blksize, tsize, timeout, windowsize), rollover, and non-amplifying retransmission.
+
+use super::tftp_packet::{self as packet, ErrorCode, Packet, Request};
+use std::fs::File;
+use std::io;
+use std::net::{SocketAddr, UdpSocket};
+use std::os::unix::fs::FileExt;
+use std::path::{Component, Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+/// RFC 2348: blksize between 8 and 65464.
+pub const MIN_BLKSIZE: usize = 8;
+pub const MAX_BLKSIZE: usize = 65464;
+/// The largest window we agree to (RFC 7440 lets the server answer less than asked). It must stay far
+/// below 65536 so an ACK's 16-bit block number maps to exactly one block of the window.
+pub const MAX_WINDOW: u16 = 64;
+
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// The TFTP root, canonicalized.
+    pub root: PathBuf,
+    /// Retransmission timeout unless the client asks for one (RFC 2349 `timeout`).
+    pub timeout: Duration,
+    /// Timeouts in a row without progress before a transfer is abandoned.
+    pub retries: u32,
+    /// Transfers at once; more requests get "server busy" instead of another thread.
+    pub max_transfers: usize,
+    /// SO_BINDTODEVICE for every socket (the transfer sockets too, so replies leave on that link).
+    pub interface: Option<String>,
+}
+
+impl Settings {
+    pub fn new(root: &Path) -> io::Result<Settings> {
+        let root = root.canonicalize().map_err(|e| io::Error::new(e.kind(), format!("TFTP root {}: {e}", root.display())))?;
+        Ok(Settings { root, timeout: Duration::from_secs(1), retries: 5, max_transfers: 512, interface: None })
+    }
+}
+
+/// What was agreed for one transfer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Negotiated {
+    pub blksize: usize,
+    pub timeout: Duration,
+    pub window: u16,
+    /// The OACK's options; empty means no OACK (plain RFC 1350, data starts at block 1).
+    pub oack: Vec<(String, String)>,
+}
+
+/// RFC 2347: options the server does not know or cannot honour are left out of the OACK; values out of
+/// range are ignored (timeout) or lowered to our maximum (blksize, windowsize), never refused.
+pub fn negotiate(request: &Request, file_size: u64, default_timeout: Duration) -> Negotiated {
+    let mut n = Negotiated { blksize: 512, timeout: default_timeout, window: 1, oack: Vec::new() };
+    for (name, value) in &request.options {
+        let number = value.trim().parse::<u64>().ok();
+        match (name.as_str(), number) {
+            ("blksize", Some(v)) if v >= MIN_BLKSIZE as u64 => {
+                n.blksize = v.min(MAX_BLKSIZE as u64) as usize;
+                n.oack.push((name.clone(), n.blksize.to_string()));
+            }
+            ("timeout", Some(v)) if (1..=255).contains(&v) => {
+                n.timeout = Duration::from_secs(v);
+                n.oack.push((name.clone(), v.to_string()));
+            }
+            ("tsize", Some(_)) => n.oack.push((name.clone(), file_size.to_string())),
+            ("windowsize", Some(v)) if v >= 1 => {
+                n.window = v.min(MAX_WINDOW as u64) as u16;
+                n.oack.push((name.clone(), n.window.to_string()));
+            }
+            _ => {}
+        }
+    }
+    n
+}
+
+/// Why a request was refused, as the client sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refusal {
+    pub code: ErrorCode,
+    pub message: String,
+}
+
+/// Maps a requested name to a regular file inside the root. `..` anywhere is refused; a leading `/` (or
+/// the root's own absolute path) is taken relative to the root, as tftpd-hpa -s does; backslashes count
+/// as separators (some firmware sends them); and the canonical path (every symlink resolved) must stay
+/// under the canonical root, so a symlink pointing out is refused too.
+pub fn resolve(root: &Path, requested: &str) -> Result<PathBuf, Refusal> {
+    let refuse = |code, message: &str| Err(Refusal { code, message: message.to_string() });
+    let normalized = requested.replace('\\', "/");
+    let relative = match Path::new(&normalized).strip_prefix(root) {
+        Ok(inside) => inside.to_path_buf(),
+        Err(_) => PathBuf::from(normalized.trim_start_matches('/')),
+    };
+    if relative.components().any(|c| !matches!(c, Component::Normal(_) | Component::CurDir)) {
+        return refuse(ErrorCode::AccessViolation, "access violation: path leaves the TFTP root");
+    }
+    let path = root.join(&relative);
+    let canonical = match path.canonicalize() {
+        Ok(p) => p,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return refuse(ErrorCode::FileNotFound, "file not found"),
+        Err(_) => return refuse(ErrorCode::AccessViolation, "access violation"),
+    };
+    if !canonical.starts_with(root) {
+        return refuse(ErrorCode::AccessViolation, "access violation: symlink points outside the TFTP root");
+    }
+    if !canonical.is_file() {
+        return refuse(ErrorCode::FileNotFound, "not a regular file");
+    }
+    Ok(canonical)
+}
+
+/// The two things a transfer does with the network; a UDP socket in the server, a scripted peer in tests.
+pub trait Link {
+    fn send(&mut self, datagram: &[u8]) -> io::Result<()>;
+    /// A datagram from the client, or None when `deadline` passes first.
+    fn recv(&mut self, buf: &mut [u8], deadline: Instant) -> io::Result<Option<usize>>;
+}
+
+/// A socket connected to the client: the kernel drops datagrams from any other address.
+pub struct UdpLink(pub UdpSocket);
+
+impl Link for UdpLink {
+    fn send(&mut self, datagram: &[u8]) -> io::Result<()> {
+        self.0.send(datagram).map(|_| ())
+    }
+    fn recv(&mut self, buf: &mut [u8], deadline: Instant) -> io::Result<Option<usize>> {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Ok(None);
+        }
+        self.0.set_read_timeout(Some(left))?;
+        match self.0.recv(buf) {
+            Ok(n) => Ok(Some(n)),
+            Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum TransferError {
+    #[error("no acknowledgement after {0} timeouts")]
+    Timeout(u32),
+    #[error("client sent error {code}: {message}")]
+    Client { code: u16, message: String },
+    #[error("{0}")]
+    Io(#[from] io::Error),
+}
+
+/// Counters of one transfer, for the log and for tests.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Stats {
+    pub bytes: u64,
+    pub blocks: u64,
+    /// DATA packets sent, retransmissions included.
+    pub data_sent: u64,
+    pub timeouts: u64,
+}
+
+/// Sends `file` (`size` bytes) with the negotiated options.
+///
+/// Retransmission, and why it cannot amplify:
+/// - State: `acked` = highest block the client has acknowledged in order (blocks count from 1 and are
+///   numbered on the wire modulo 65536, so they roll over to 0 after 65535); `next` = next block to send.
+///   We send while `next <= acked + window`, so at most one window is ever outstanding.
+/// - An ACK is mapped to the one block of the outstanding window [acked, next-1] with that 16-bit number.
+///   Only an ACK that ADVANCES `acked` causes sending: it slides the window by the blocks it acknowledges.
+///   If it acknowledges less than everything sent (RFC 7440: the client saw a gap and acknowledges the
+///   last block it got in order), we go back to acked+1, so one advancing ACK sends at most one window.
+/// - A duplicate ACK (same block again) or a stale one (outside the window, e.g. delayed from before a
+///   rollover) is ignored: it sends nothing and does not reset the timer. This is the Sorcerer's
+///   Apprentice fix of RFC 1123 4.2.3.1 extended to windows; servers that resent the window on each
+///   duplicate turned EDK2's 1.7 MB into 20 GB.
+/// - Timeout (no advancing ACK for `timeout`): resend the window from acked+1, once per timeout period;
+///   after `retries` timeouts in a row the transfer is abandoned.
+pub fn send_file(link: &mut dyn Link, file: &File, size: u64, n: &Negotiated, retries: u32) -> Result<Stats, TransferError> {
+    let mut stats = Stats::default();
+    let mut buf = vec![0u8; MAX_BLKSIZE + 4];
+    if !n.oack.is_empty() {
+        let oack = packet::encode_oack(&n.oack);
+        let mut timeouts = 0;
+        link.send(&oack)?;
+        let mut deadline = Instant::now() + n.timeout;
+        loop {
+            match link.recv(&mut buf, deadline)? {
+                None => {
+                    timeouts += 1;
+                    stats.timeouts += 1;
+                    if timeouts > retries {
+                        return Err(TransferError::Timeout(timeouts));
+                    }
+                    link.send(&oack)?;
+                    deadline = Instant::now() + n.timeout;
+                }
+                Some(len) => match packet::parse(&buf[..len]) {
+                    Ok(Packet::Ack { block: 0 }) => break,
+                    Ok(Packet::Error { code, message }) => return Err(TransferError::Client { code, message }),
+                    _ => {}
+                },
+            }
+        }
+    }
+
+    let blksize = n.blksize as u64;
+    // A file that is an exact multiple of blksize ends with an empty block.
+    let last = size / blksize + 1;
+    let window = u64::from(n.window.max(1));
+    let mut data = vec![0u8; n.blksize];
+    let mut out = Vec::with_capacity(n.blksize + 4);
+    let mut acked: u64 = 0;
+    let mut next: u64 = 1;
+    let mut timeouts = 0;
+    let mut deadline = Instant::now() + n.timeout;
+    loop {
+        while next <= last && next <= acked + window {
+            let offset = (next - 1) * blksize;
+            let want = (size.saturating_sub(offset)).min(blksize) as usize;
+            let got = read_full(file, &mut data[..want], offset)?;
+            packet::encode_data(&mut out, (next % 65536) as u16, &data[..got]);
+            link.send(&out)?;
+            stats.data_sent += 1;
+            next += 1;
+        }
+        match link.recv(&mut buf, deadline)? {
+            None => {
+                timeouts += 1;
+                stats.timeouts += 1;
+                if timeouts > retries {
+                    return Err(TransferError::Timeout(timeouts));
+                }
+                next = acked + 1;
+                deadline = Instant::now() + n.timeout;
+            }
+            Some(len) => match packet::parse(&buf[..len]) {
+                Ok(Packet::Ack { block }) => {
+                    let sent = next - 1;
+                    let Some(block) = ack_to_block(block, acked, sent) else { continue };
+                    if block <= acked {
+                        continue; // duplicate: see above
+                    }
+                    acked = block;
+                    timeouts = 0;
+                    deadline = Instant::now() + n.timeout;
+                    if acked == last {
+                        stats.blocks = last;
+                        stats.bytes = size;
+                        return Ok(stats);
+                    }
+                    if acked < sent {
+                        next = acked + 1;
+                    }
+                }
+                Ok(Packet::Error { code, message }) => return Err(TransferError::Client { code, message }),
+                _ => {}
+            },
+        }
+    }
+}
+
+/// The block in [acked, sent] whose number on the wire is `wire`, if any.
+fn ack_to_block(wire: u16, acked: u64, sent: u64) -> Option<u64> {
+    let distance = u64::from(wire.wrapping_sub((acked % 65536) as u16));
+    let block = acked + distance;
+    (block <= sent).then_some(block)
+}
+
+fn read_full(file: &File, buf: &mut [u8], offset: u64) -> io::Result<usize> {
+    let mut done = 0;
+    while done < buf.len() {
+        match file.read_at(&mut buf[done..], offset + done as u64) {
+            Ok(0) => break, // the file shrank while we served it: send what there is
+            Ok(k) => done += k,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(done)
+}
+
+/// A UDP socket on `addr`, bound to `interface` when given (needs CAP_NET_RAW/root).
+pub fn bind(addr: SocketAddr, interface: Option<&str>) -> io::Result<UdpSocket> {
+    let socket = UdpSocket::bind(addr)?;
+    if let Some(interface) = interface {
+        super::bind_to_device(&socket, interface)?;
+    }
+    Ok(socket)
+}
+
+/// Serves until `stop` is set: reads requests on `listener`, starts a transfer thread for each RRQ.
+pub fn serve(listener: UdpSocket, settings: Settings, stop: &AtomicBool) -> io::Result<()> {
+    let settings = Arc::new(settings);
+    let active = Arc::new(AtomicUsize::new(0));
+    listener.set_read_timeout(Some(Duration::from_millis(250)))?;
+    tracing::info!(address = %listener.local_addr()?, root = %settings.root.display(), "tftp: serving");
+    let mut buf = vec![0u8; 2048];
+    while !stop.load(Ordering::Relaxed) {
+        let (len, peer) = match listener.recv_from(&mut buf) {
+            Ok(x) => x,
+            Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut | io::ErrorKind::Interrupted) => continue,
+            Err(e) => return Err(e),
+        };
+        match packet::parse(&buf[..len]) {
+            Ok(Packet::Rrq(request)) => {
+                if active.load(Ordering::Relaxed) >= settings.max_transfers {
+                    tracing::warn!(client = %peer, file = %request.filename, "tftp: refused, {} transfers running", settings.max_transfers);
+                    let _ = listener.send_to(&packet::encode_error(ErrorCode::NotDefined, "server busy"), peer);
+                    continue;
+                }
+                let (settings, active) = (Arc::clone(&settings), Arc::clone(&active));
+                active.fetch_add(1, Ordering::Relaxed);
+                let spawned = std::thread::Builder::new().name(format!("tftp {peer}")).spawn(move || {
+                    transfer(&settings, peer, &request);
+                    active.fetch_sub(1, Ordering::Relaxed);
+                });
+                if let Err(e) = spawned {
+                    tracing::error!(client = %peer, "tftp: cannot start a transfer thread: {e}");
+                }
+            }
+            Ok(Packet::Wrq(request)) => {
+                tracing::warn!(client = %peer, file = %request.filename, "tftp: write request refused (read-only server)");
+                let _ = listener.send_to(&packet::encode_error(ErrorCode::AccessViolation, "read-only server"), peer);
+            }
+            // DATA/ACK/ERROR on port 69 belong to no transfer; garbage is dropped without an answer so the
+            // server cannot be used to reflect traffic.
+            Ok(other) => tracing::debug!(client = %peer, "tftp: ignored {other:?} on the request port"),
+            Err(e) => tracing::warn!(client = %peer, bytes = len, "tftp: malformed request: {e}"),
+        }
+    }
+    tracing::info!(transfers_running = active.load(Ordering::Relaxed), "tftp: stopped");
+    Ok(())
+}
+
+/// One read request, start to end, on its own socket (RFC 1350: a new TID per transfer).
+fn transfer(settings: &Settings, peer: SocketAddr, request: &Request) {
+    let started = Instant::now();
+    let file_name = request.filename.as_str();
+    let socket = match bind(SocketAddr::new(unspecified(peer), 0), settings.interface.as_deref()).and_then(|s| s.connect(peer).map(|()| s)) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::error!(client = %peer, file = file_name, "tftp: cannot open a transfer socket: {e}");
+            return;
+        }
+    };
+    let mut link = UdpLink(socket);
+    let refuse = |link: &mut UdpLink, code: ErrorCode, message: &str| {
+        tracing::warn!(client = %peer, file = file_name, code = code as u16, "tftp: refused: {message}");
+        let _ = link.send(&packet::encode_error(code, message));
+    };
+    if request.mode != "octet" && request.mode != "netascii" {
+        return refuse(&mut link, ErrorCode::IllegalOperation, "only octet mode is served");
+    }
+    let path = match resolve(&settings.root, file_name) {
+        Ok(p) => p,
+        Err(r) => return refuse(&mut link, r.code, &r.message),
+    };
+    let (file, size) = match File::open(&path).and_then(|f| f.metadata().map(|m| (f, m.len()))) {
+        Ok(x) => x,
+        Err(e) => return refuse(&mut link, ErrorCode::AccessViolation, &format!("cannot read: {e}")),
+    };
+    let n = negotiate(request, size, settings.timeout);
+    match send_file(&mut link, &file, size, &n, settings.retries) {
+        Ok(stats) => {
+            let seconds = started.elapsed().as_secs_f64();
+            tracing::info!(
+                client = %peer, file = file_name, bytes = stats.bytes, blksize = n.blksize, windowsize = n.window,
+                sent = stats.data_sent, timeouts = stats.timeouts, seconds,
+                mb_per_s = stats.bytes as f64 / 1e6 / seconds.max(1e-9), "tftp: sent"
+            );
+        }
+        // A client that only asked for tsize ends the transfer with error 8 after the OACK.
+        Err(TransferError::Client { code: 8, .. }) => {
+            tracing::info!(client = %peer, file = file_name, bytes = size, "tftp: client ended after the OACK (option query)")
+        }
+        Err(e) => {
+            tracing::warn!(client = %peer, file = file_name, seconds = started.elapsed().as_secs_f64(), "tftp: transfer failed: {e}")
+        }
+    }
+}
+
+fn unspecified(peer: SocketAddr) -> std::net::IpAddr {
+    match peer {
+        SocketAddr::V4(_) => std::net::Ipv4Addr::UNSPECIFIED.into(),
+        SocketAddr::V6(_) => std::net::Ipv6Addr::UNSPECIFIED.into(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::VecDeque;
+    use std::io::Write;
+
+    fn request(options: &[(&str, &str)]) -> Request {
+        Request { filename: "f".into(), mode: "octet".into(), options: options.iter().map(|(a, b)| (a.to_string(), b.to_string())).collect() }
+    }
+
+    #[test]
+    fn negotiation_clamps_and_ignores() {
+        let n = negotiate(&request(&[("blksize", "70000"), ("tsize", "0"), ("windowsize", "1000"), ("timeout", "0"), ("x", "1")]), 42, Duration::from_secs(1));
+        assert_eq!(n.blksize, MAX_BLKSIZE);
+        assert_eq!(n.window, MAX_WINDOW);
+        assert_eq!(n.timeout, Duration::from_secs(1));
+        assert_eq!(n.oack, vec![("blksize".into(), "65464".into()), ("tsize".into(), "42".into()), ("windowsize".into(), "64".into())]);
+        let n = negotiate(&request(&[("blksize", "7"), ("timeout", "3")]), 0, Duration::from_secs(1));
+        assert_eq!((n.blksize, n.timeout), (512, Duration::from_secs(3)));
+        assert!(negotiate(&request(&[]), 0, Duration::from_secs(1)).oack.is_empty());
+    }
+
+    #[test]
+    fn ack_mapping_survives_rollover() {
+        assert_eq!(ack_to_block(0, 65535, 65536 + 3), Some(65536));
+        assert_eq!(ack_to_block(65535, 65535, 65536 + 3), Some(65535));
+        assert_eq!(ack_to_block(5, 65535, 65536 + 3), None);
+        assert_eq!(ack_to_block(3, 0, 4), Some(3));
+    }
+
+    #[test]
+    fn paths_outside_the_root_are_refused() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let root = dir.path().join("root");
+        std::fs::create_dir_all(root.join("nixos")).expect("mkdir");
+        std::fs::write(root.join("nixos/bzImage"), b"k").expect("write");
+        std::fs::write(dir.path().join("secret"), b"s").expect("write");
+        std::os::unix::fs::symlink(dir.path().join("secret"), root.join("out")).expect("symlink");
+        std::os::unix::fs::symlink("nixos/bzImage", root.join("in")).expect("symlink");
+        let root = root.canonicalize().expect("canonical");
+        let code = |p: &str| resolve(&root, p).map_err(|r| r.code);
+        assert!(code("nixos/bzImage").is_ok());
+        assert!(code("/nixos/bzImage").is_ok());
+        assert!(code(&format!("{}/nixos/bzImage", root.display())).is_ok());
+        assert!(code("in").is_ok());
+        assert_eq!(code("../secret"), Err(ErrorCode::AccessViolation));
+        assert_eq!(code("nixos/../../secret"), Err(ErrorCode::AccessViolation));
+        assert_eq!(code("..\\secret"), Err(ErrorCode::AccessViolation));
+        assert_eq!(code("out"), Err(ErrorCode::AccessViolation));
+        assert_eq!(code("/etc/passwd"), Err(ErrorCode::FileNotFound));
+        assert_eq!(code("nixos"), Err(ErrorCode::FileNotFound));
+        assert_eq!(code("missing"), Err(ErrorCode::FileNotFound));
+    }
+
+    /// A scripted client: answers every DATA packet it is sent, counting them; `dup` repeats each ACK.
+    struct Client {
+        inbox: VecDeque<Vec<u8>>,
+        window: u64,
+        received: Vec<u8>,
+        expected_block: u64,
+        since_ack: u64,
+        data_packets: u64,
+        dup: bool,
+        /// Drop the DATA packets whose (absolute) send index is listed, as loss would.
+        lose: Vec<u64>,
+    }
+
+    impl Link for Client {
+        fn send(&mut self, datagram: &[u8]) -> io::Result<()> {
+            match packet::parse(datagram).expect("server sends valid packets") {
+                Packet::Oack { .. } => self.inbox.push_back(packet::encode_ack(0)),
+                Packet::Data { block, data } => {
+                    self.data_packets += 1;
+                    if self.lose.contains(&self.data_packets) {
+                        return Ok(());
+                    }
+                    let ack = |b: u64| packet::encode_ack((b % 65536) as u16);
+                    if block == (self.expected_block % 65536) as u16 {
+                        self.received.extend_from_slice(data);
+                        self.since_ack += 1;
+                        let done = data.len() < 512;
+                        if self.since_ack == self.window || done {
+                            self.since_ack = 0;
+                            self.inbox.push_back(ack(self.expected_block));
+                            if self.dup {
+                                self.inbox.push_back(ack(self.expected_block));
+                                self.inbox.push_back(ack(self.expected_block.saturating_sub(1)));
+                            }
+                        }
+                        self.expected_block += 1;
+                    } else {
+                        // RFC 7440: out of order, acknowledge the last block received in order.
+                        self.since_ack = 0;
+                        self.inbox.push_back(ack(self.expected_block - 1));
+                    }
+                }
+                other => panic!("unexpected {other:?}"),
+            }
+            Ok(())
+        }
+        fn recv(&mut self, buf: &mut [u8], _deadline: Instant) -> io::Result<Option<usize>> {
+            Ok(self.inbox.pop_front().map(|p| {
+                buf[..p.len()].copy_from_slice(&p);
+                p.len()
+            }))
+        }
+    }
+
+    fn run(size: usize, window: u16, dup: bool, lose: Vec<u64>) -> (Stats, Client, Vec<u8>) {
+        let mut f = tempfile::tempfile().expect("tempfile");
+        let content: Vec<u8> = (0..size).map(|i| (i * 7 % 251) as u8).collect();
+        f.write_all(&content).expect("write");
+        let n = negotiate(&request(&[("windowsize", &window.to_string()), ("tsize", "0")]), size as u64, Duration::from_millis(1));
+        let mut client = Client { inbox: VecDeque::new(), window: window.into(), received: Vec::new(), expected_block: 1, since_ack: 0, data_packets: 0, dup, lose };
+        let stats = send_file(&mut client, &f, size as u64, &n, 5).expect("transfer");
+        (stats, client, content)
+    }
+
+    #[test]
+    fn duplicate_and_stale_acks_send_nothing_extra() {
+        // 100 blocks and the final empty one (exact multiple of 512), window 4, every ACK doubled plus a stale one.
+        let (stats, client, content) = run(512 * 100, 4, true, vec![]);
+        assert_eq!(client.received, content);
+        assert_eq!(stats.data_sent, 101, "one DATA packet per block, none resent for duplicate ACKs");
+        assert_eq!(client.data_packets, 101);
+    }
+
+    #[test]
+    fn a_lost_block_costs_at_most_one_window() {
+        let (stats, client, content) = run(512 * 40 + 17, 8, false, vec![3]);
+        assert_eq!(client.received, content);
+        // Block 3 lost: the client acknowledges 2 on seeing 4; blocks 3..10 are resent once.
+        assert!(stats.data_sent <= 41 + 8, "sent {}", stats.data_sent);
+    }
+
+    #[test]
+    fn block_numbers_roll_over() {
+        let (stats, client, content) = run(512 * 65536 + 100, 16, false, vec![]);
+        assert_eq!(client.received.len(), content.len());
+        assert!(client.received == content);
+        assert_eq!(stats.blocks, 65537);
+    }
+}
