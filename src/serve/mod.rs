@@ -64,6 +64,7 @@ pub fn run(args: &ServeArgs) -> Result<(), Error> {
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
         )
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .try_init();
     let resolved = args.config.load()?;
     let server = &resolved.config.boot_server;

@@ -459,6 +459,7 @@ mod tests {
                 Packet::Oack { .. } => self.inbox.push_back(packet::encode_ack(0)),
                 Packet::Data { block, data } => {
                     self.data_packets += 1;
+                    assert!(self.data_packets <= 200_000, "amplification: {} DATA packets sent", self.data_packets);
                     if self.lose.contains(&self.data_packets) {
                         return Ok(());
                     }
