@@ -106,8 +106,9 @@ pub enum Command {
     /// Be the init of the NFS root (what /init runs as PID 1): make / writable, run the installer,
     /// then reboot, power off or halt; on failure, a root shell on the console.
     Init,
-    /// Be the boot server on one interface: TFTP (read-only, from the TFTP root) in one process, configured
-    /// from bootServer.*; Ctrl-C stops it. Logs every transfer (client, file, bytes, time) to stderr.
+    /// Be the boot server on one interface: DHCP (authoritative or proxy) and TFTP (read-only, from the TFTP
+    /// root) in one process, configured from bootServer.*; Ctrl-C stops it. Logs every lease and transfer
+    /// (client MAC or address, file, bytes, time) to stderr.
     Serve(crate::serve::ServeArgs),
 }
 

@@ -1,6 +1,7 @@
-//! `nixos-pxe serve`: the boot server in one process (TFTP now; DHCP and NFS per issue 5), configured
+//! `nixos-pxe serve`: the boot server in one process (DHCP and TFTP; NFS still external), configured
 //! from the same bootServer.* options `render` uses, bound to one interface, stopped cleanly by Ctrl-C.
 
+pub mod dhcp;
 pub mod tftp;
 pub mod tftp_packet;
 
@@ -73,12 +74,13 @@ pub fn run(args: &ServeArgs) -> Result<(), Error> {
         DhcpMode::Authoritative => DhcpChoice::Authoritative,
         DhcpMode::Proxy => DhcpChoice::Proxy,
     });
-    if dhcp != DhcpChoice::Off {
-        return Err(Error::Message(format!(
-            "serve: --dhcp {} is not built in yet; use --dhcp off with the dhcpd.conf, kea-dhcp4.json or dnsmasq.conf that `nixos-pxe render` writes",
-            if dhcp == DhcpChoice::Proxy { "proxy" } else { "authoritative" }
-        )));
+    let dhcp_settings = match dhcp {
+        DhcpChoice::Off => None,
+        DhcpChoice::Authoritative => Some(dhcp::Mode::Authoritative),
+        DhcpChoice::Proxy => Some(dhcp::Mode::Proxy),
     }
+    .map(|mode| dhcp::Settings::from_config(server, mode).map_err(|e| Error::Message(format!("serve --dhcp: {e}"))))
+    .transpose()?;
     if let Some(root) = &args.nfs_root {
         return Err(Error::Message(format!(
             "serve: --nfs-root {root}: the NFS server is not built in yet; export it with the kernel NFS server or nfs-ganesha (`nixos-pxe render` writes exports and ganesha.conf)"
@@ -102,8 +104,32 @@ pub fn run(args: &ServeArgs) -> Result<(), Error> {
             interface.as_deref().map(|i| format!(" on interface {i}")).unwrap_or_default()
         ))
     })?;
-    tftp::serve(listener, settings, &STOP).map_err(|e| Error::Message(format!("serve: TFTP: {e}")))?;
-    Ok(())
+    let dhcp_thread = match dhcp_settings {
+        None => None,
+        Some(d) => {
+            let Some(interface) = interface.as_deref() else {
+                return Err(Error::Message("serve --dhcp: name the interface with --interface or bootServer.interface".into()));
+            };
+            let socket = tftp::bind(SocketAddr::from((Ipv4Addr::UNSPECIFIED, 67)), Some(interface))
+                .map_err(|e| Error::Message(format!("serve: cannot listen for DHCP on port 67 of {interface}: {e} (needs root)")))?;
+            Some(std::thread::spawn(move || {
+                let result = dhcp::serve(socket, d, &STOP);
+                // Without DHCP no client can boot: stop TFTP too rather than serve half a boot server.
+                STOP.store(true, Ordering::Relaxed);
+                result
+            }))
+        }
+    };
+    let tftp_result = tftp::serve(listener, settings, &STOP).map_err(|e| Error::Message(format!("serve: TFTP: {e}")));
+    STOP.store(true, Ordering::Relaxed);
+    if let Some(t) = dhcp_thread {
+        match t.join() {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => return Err(Error::Message(format!("serve: DHCP: {e}"))),
+            Err(_) => return Err(Error::Message("serve: the DHCP thread panicked".into())),
+        }
+    }
+    tftp_result
 }
 
 /// SO_BINDTODEVICE: the socket only sees packets that arrived on `interface` and sends out of it.

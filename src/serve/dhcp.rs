@@ -1,0 +1,252 @@
+//! The DHCP server of `nixos-pxe serve` (dhcproto): authoritative (leases from bootServer.dhcpRange plus
+//! the PXE options) or proxy (PXE options only); replies are pure functions of the request and the lease table.
+
+use crate::config::typed::BootServer;
+use dhcproto::v4::{Decodable, Decoder, DhcpOption, Encodable, Encoder, Message, MessageType, Opcode, OptionCode};
+use std::collections::HashMap;
+use std::io;
+use std::net::{Ipv4Addr, SocketAddr, UdpSocket};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+/// The boot file for x86-64 UEFI (option 93 arch 7 or 9), relative to the TFTP root.
+pub const UEFI_X64_BOOTFILE: &str = "bootx64.efi";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    Authoritative,
+    Proxy,
+}
+
+/// What the replies carry, taken from bootServer.*.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub mode: Mode,
+    pub server: Ipv4Addr,
+    pub netmask: Ipv4Addr,
+    pub range: (Ipv4Addr, Ipv4Addr),
+    pub router: Option<Ipv4Addr>,
+    pub name_servers: Vec<Ipv4Addr>,
+    pub domain: Option<String>,
+    pub lease_seconds: u32,
+    /// Option 66: the name if bootServer.name is set, else the address.
+    pub tftp_server: String,
+    /// Option 17: `<address>:<nfsExport>,<nfsMountOptions>`.
+    pub root_path: String,
+}
+
+impl Settings {
+    /// From bootServer.*; says which option is missing.
+    pub fn from_config(s: &BootServer, mode: Mode) -> Result<Settings, String> {
+        let server = s.address.ok_or("bootServer.address is not set (e.g. \"10.42.0.1\")")?;
+        let (_, prefix) = s.subnet_parts().ok_or("bootServer.subnet is not set (e.g. \"10.42.0.0/24\")")?;
+        let netmask = Ipv4Addr::from(if prefix == 0 { 0 } else { u32::MAX << (32 - u32::from(prefix)) });
+        let range = match (mode, s.dhcp_range.start, s.dhcp_range.end) {
+            (Mode::Authoritative, Some(a), Some(b)) => (a, b),
+            (Mode::Authoritative, _, _) => return Err("bootServer.dhcpRange.start and .end are needed for authoritative DHCP".into()),
+            (Mode::Proxy, _, _) => (Ipv4Addr::UNSPECIFIED, Ipv4Addr::UNSPECIFIED),
+        };
+        Ok(Settings {
+            mode,
+            server,
+            netmask,
+            range,
+            router: s.router,
+            name_servers: s.name_servers.clone(),
+            domain: s.domain_name.clone(),
+            lease_seconds: s.lease_seconds,
+            tftp_server: s.tftp_server_name().unwrap_or_else(|| server.to_string()),
+            root_path: format!("{server}:{},{}", s.nfs_export, s.nfs_mount_options),
+        })
+    }
+}
+
+/// Leases by client hardware address; addresses handed out in order from the range.
+#[derive(Debug, Default)]
+pub struct Leases {
+    by_mac: HashMap<Vec<u8>, Ipv4Addr>,
+}
+
+impl Leases {
+    /// The client's address: the one it already has, else the first free one in the range.
+    pub fn address_for(&mut self, mac: &[u8], range: (Ipv4Addr, Ipv4Addr)) -> Option<Ipv4Addr> {
+        if let Some(a) = self.by_mac.get(mac) {
+            return Some(*a);
+        }
+        let taken: std::collections::HashSet<Ipv4Addr> = self.by_mac.values().copied().collect();
+        let free = (u32::from(range.0)..=u32::from(range.1)).map(Ipv4Addr::from).find(|a| !taken.contains(a))?;
+        self.by_mac.insert(mac.to_vec(), free);
+        Some(free)
+    }
+    pub fn release(&mut self, mac: &[u8]) {
+        self.by_mac.remove(mac);
+    }
+}
+
+/// The client's architecture (option 93), if it sent one.
+fn architecture(request: &Message) -> Option<u16> {
+    match request.opts().get(OptionCode::ClientSystemArchitecture) {
+        Some(DhcpOption::ClientSystemArchitecture(a)) => Some(u16::from(*a)),
+        _ => None,
+    }
+}
+
+fn is_pxe_client(request: &Message) -> bool {
+    matches!(request.opts().get(OptionCode::ClassIdentifier), Some(DhcpOption::ClassIdentifier(c)) if c.starts_with(b"PXEClient"))
+}
+
+/// The reply to one request, or None when this server must stay silent (not ours, proxy and not PXE, ...).
+pub fn reply(settings: &Settings, leases: &mut Leases, request: &Message) -> Option<Message> {
+    if request.opcode() != Opcode::BootRequest {
+        return None;
+    }
+    let mac = request.chaddr().to_vec();
+    // GRUB's net_bootp sends a BOOTP request (no option 53); the seed answers it with a DHCP ACK.
+    let kind = request.opts().msg_type();
+    let answer = match (settings.mode, kind) {
+        (_, Some(MessageType::Discover)) => MessageType::Offer,
+        (Mode::Authoritative, None | Some(MessageType::Request) | Some(MessageType::Inform)) => MessageType::Ack,
+        (Mode::Authoritative, Some(MessageType::Release | MessageType::Decline)) => {
+            leases.release(&mac);
+            return None;
+        }
+        (Mode::Proxy, Some(MessageType::Request)) if is_pxe_client(request) => MessageType::Ack,
+        _ => return None,
+    };
+    if settings.mode == Mode::Proxy && !is_pxe_client(request) {
+        return None;
+    }
+    // A REQUEST for another server's offer (option 54 names it) is not for us.
+    if let Some(DhcpOption::ServerIdentifier(id)) = request.opts().get(OptionCode::ServerIdentifier)
+        && *id != settings.server
+    {
+        if settings.mode == Mode::Authoritative {
+            leases.release(&mac);
+        }
+        return None;
+    }
+    let yiaddr = match (settings.mode, kind) {
+        (Mode::Proxy, _) | (_, Some(MessageType::Inform)) => Ipv4Addr::UNSPECIFIED,
+        _ => leases.address_for(&mac, settings.range)?,
+    };
+    let mut answer_type = answer;
+    if kind == Some(MessageType::Request) && settings.mode == Mode::Authoritative {
+        let wanted = match request.opts().get(OptionCode::RequestedIpAddress) {
+            Some(DhcpOption::RequestedIpAddress(a)) => *a,
+            _ => request.ciaddr(),
+        };
+        if wanted != yiaddr {
+            answer_type = MessageType::Nak;
+        }
+    }
+
+    let mut m = Message::new_with_id(request.xid(), Ipv4Addr::UNSPECIFIED, Ipv4Addr::UNSPECIFIED, settings.server, request.giaddr(), &mac[..mac.len().min(16)]);
+    m.set_opcode(Opcode::BootReply).set_flags(request.flags());
+    m.set_htype(request.htype());
+    let opts = m.opts_mut();
+    opts.insert(DhcpOption::MessageType(answer_type));
+    opts.insert(DhcpOption::ServerIdentifier(settings.server));
+    if answer_type == MessageType::Nak {
+        return Some(m);
+    }
+    if request.opts().msg_type() != Some(MessageType::Inform) {
+        m.set_yiaddr(yiaddr);
+    } else {
+        m.set_ciaddr(request.ciaddr());
+    }
+    let opts = m.opts_mut();
+    if settings.mode == Mode::Authoritative {
+        opts.insert(DhcpOption::SubnetMask(settings.netmask));
+        if let Some(r) = settings.router {
+            opts.insert(DhcpOption::Router(vec![r]));
+        }
+        if !settings.name_servers.is_empty() {
+            opts.insert(DhcpOption::DomainNameServer(settings.name_servers.clone()));
+        }
+        if let Some(d) = &settings.domain {
+            opts.insert(DhcpOption::DomainName(d.clone()));
+        }
+        if kind != Some(MessageType::Inform) {
+            opts.insert(DhcpOption::AddressLeaseTime(settings.lease_seconds));
+        }
+        opts.insert(DhcpOption::RootPath(settings.root_path.clone()));
+    } else {
+        // RFC 4578 / PXE: a proxy offer identifies itself as PXEClient.
+        opts.insert(DhcpOption::ClassIdentifier(b"PXEClient".to_vec()));
+    }
+    opts.insert(DhcpOption::TFTPServerName(settings.tftp_server.as_bytes().to_vec()));
+    // Option 67 only for the architectures we have a boot file for: x86-64 UEFI (7, 9). A client that sends
+    // no option 93 (GRUB's own BOOTP, a Linux DHCP client) gets it too: it is already past the firmware.
+    let bootfile = match architecture(request) {
+        Some(7 | 9) | None => Some(UEFI_X64_BOOTFILE),
+        Some(_) => None,
+    };
+    if let Some(file) = bootfile {
+        opts.insert(DhcpOption::BootfileName(file.as_bytes().to_vec()));
+        m.set_fname_str(file);
+    }
+    m.set_sname_str(&settings.tftp_server);
+    Some(m)
+}
+
+/// Where a reply goes (RFC 2131 4.1): the relay, the client's own address, or broadcast.
+pub fn destination(request: &Message, reply: &Message) -> SocketAddr {
+    if !request.giaddr().is_unspecified() {
+        return SocketAddr::from((request.giaddr(), 67));
+    }
+    if !request.ciaddr().is_unspecified() && reply.opts().msg_type() != Some(MessageType::Nak) {
+        return SocketAddr::from((request.ciaddr(), 68));
+    }
+    SocketAddr::from((Ipv4Addr::BROADCAST, 68))
+}
+
+pub fn parse(buf: &[u8]) -> Result<Message, dhcproto::error::DecodeError> {
+    Message::decode(&mut Decoder::new(buf))
+}
+
+fn mac_text(mac: &[u8]) -> String {
+    mac.iter().take(6).map(|b| format!("{b:02x}")).collect::<Vec<_>>().join(":")
+}
+
+/// Serves until `stop` is set.
+pub fn serve(socket: UdpSocket, settings: Settings, stop: &AtomicBool) -> io::Result<()> {
+    socket.set_broadcast(true)?;
+    socket.set_read_timeout(Some(Duration::from_millis(250)))?;
+    tracing::info!(address = %socket.local_addr()?, mode = ?settings.mode, server = %settings.server, "dhcp: serving");
+    let mut leases = Leases::default();
+    let mut buf = vec![0u8; 4096];
+    while !stop.load(Ordering::Relaxed) {
+        let (len, peer) = match socket.recv_from(&mut buf) {
+            Ok(x) => x,
+            Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut | io::ErrorKind::Interrupted) => continue,
+            Err(e) => return Err(e),
+        };
+        let request = match parse(&buf[..len]) {
+            Ok(m) => m,
+            Err(e) => {
+                tracing::warn!(client = %peer, bytes = len, "dhcp: malformed packet: {e}");
+                continue;
+            }
+        };
+        let mac = mac_text(request.chaddr());
+        let Some(answer) = reply(&settings, &mut leases, &request) else {
+            tracing::debug!(mac, kind = ?request.opts().msg_type(), "dhcp: not answered");
+            continue;
+        };
+        let mut out = Vec::new();
+        if let Err(e) = answer.encode(&mut Encoder::new(&mut out)) {
+            tracing::error!(mac, "dhcp: cannot encode the reply: {e}");
+            continue;
+        }
+        let to = destination(&request, &answer);
+        match socket.send_to(&out, to) {
+            Ok(_) => tracing::info!(
+                mac, request = ?request.opts().msg_type().unwrap_or(MessageType::Unknown(0)), reply = ?answer.opts().msg_type(),
+                address = %answer.yiaddr(), arch = ?architecture(&request), to = %to, "dhcp: answered"
+            ),
+            Err(e) => tracing::warn!(mac, to = %to, "dhcp: cannot send the reply: {e}"),
+        }
+    }
+    tracing::info!("dhcp: stopped");
+    Ok(())
+}

@@ -1,0 +1,70 @@
+//! `nixos-pxe serve --dhcp` against busybox udhcpc over a veth pair between two network namespaces this
+//! test creates: the options a PXE client and the installed kernel's DHCP client receive, both modes.
+
+use std::process::Command;
+
+fn run(mode: &str, client_args: &str) -> String {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let bin = env!("CARGO_BIN_EXE_nixos-pxe");
+    let config = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/seed/installer.nix");
+    let tag = format!("{}{}", std::process::id() % 100000, &mode[..1]);
+    let (srv, cli) = (format!("nxs{tag}"), format!("nxc{tag}"));
+    let script = format!(
+        r#"set -eu
+cd {dir}
+ip netns add {srv}; ip netns add {cli}
+trap 'ip netns del {srv}; ip netns del {cli}' EXIT
+ip link add v{tag} netns {srv} type veth peer name eth0 netns {cli}
+ip -n {srv} addr add 10.42.0.1/24 dev v{tag}; ip -n {srv} link set v{tag} up; ip -n {srv} link set lo up
+ip -n {cli} link set eth0 up
+mkdir root
+ip netns exec {srv} {bin} serve --config {config} --source static --interface v{tag} --dhcp {mode} --tftp-root root 2>server.log &
+SERVER=$!
+for i in $(seq 50); do grep -q "dhcp: serving" server.log && break; sleep 0.1; done
+printf '#!/bin/sh\n[ "$1" = bound ] && env | sort > %s/lease.env\nexit 0\n' "$PWD" > script.sh; chmod +x script.sh
+ip netns exec {cli} busybox udhcpc -f -i eth0 -n -q -t 5 -T 1 -s ./script.sh -O tftp -O rootpath -O bootfile {client_args} >udhcpc.log 2>&1 || {{ cat udhcpc.log server.log; kill -INT $SERVER; exit 1; }}
+kill -INT $SERVER; wait $SERVER
+cat lease.env; echo ---; cat server.log
+"#,
+        dir = dir.path().display()
+    );
+    let out = Command::new("bash").args(["-c", &script]).output().expect("bash");
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "{text}");
+    text
+}
+
+#[test]
+fn authoritative_lease_carries_the_pxe_options() {
+    // Option 93 = 7 (x86-64 UEFI), as OVMF sends it.
+    let out = run("authoritative", "-x 0x5d:0007");
+    for want in [
+        "ip=10.42.0.100\n",
+        "subnet=255.255.255.0\n",
+        "router=10.42.0.1\n",
+        "dns=10.42.0.1\n",
+        "domain=pxe.test\n",
+        "serverid=10.42.0.1\n",
+        "siaddr=10.42.0.1\n",
+        "tftp=10.42.0.1\n",
+        "boot_file=bootx64.efi\n",
+        "rootpath=10.42.0.1:/srv/nixos/nfsroot,vers=3,tcp\n",
+        "lease=",
+    ] {
+        assert!(out.contains(want), "missing {want:?} in:\n{out}");
+    }
+    assert!(out.contains("dhcp: answered") && out.contains("reply=Some(Ack)"), "{out}");
+}
+
+#[test]
+fn proxy_mode_gives_boot_information_only() {
+    // A proxy answers PXE clients only (vendor class PXEClient) and never hands out an address, so
+    // udhcpc (which needs one) gets no lease; the server's log shows the proxy offer it made.
+    let dir_out = std::panic::catch_unwind(|| run("proxy", "-V PXEClient:Arch:00007 -x 0x5d:0007"));
+    let text = match dir_out {
+        Ok(t) => t,
+        Err(e) => e.downcast_ref::<String>().cloned().unwrap_or_default(),
+    };
+    assert!(text.contains("reply=Some(Offer) address=0.0.0.0"), "{text}");
+    assert!(!text.contains("ip=10.42.0."), "a proxy handed out an address:\n{text}");
+}
