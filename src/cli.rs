@@ -108,7 +108,7 @@ pub enum Command {
     Init,
     /// Be the boot server on one interface: DHCP (authoritative or proxy) and TFTP (read-only, from the TFTP
     /// root) in one process, configured from bootServer.*; Ctrl-C stops it. Logs every lease and transfer
-    /// (client MAC or address, file, bytes, time) to stderr.
+    /// (client MAC or address, file, bytes, time) to stderr; RUST_LOG=debug shows ignored packets too.
     Serve(crate::serve::ServeArgs),
 }
 

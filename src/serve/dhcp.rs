@@ -294,7 +294,7 @@ mod tests {
         m
     }
 
-    fn option<'a>(m: &'a Message, code: OptionCode) -> Option<&'a DhcpOption> {
+    fn option(m: &Message, code: OptionCode) -> Option<&DhcpOption> {
         m.opts().get(code)
     }
 
