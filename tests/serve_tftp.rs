@@ -123,3 +123,48 @@ nft list ruleset | grep 'counter'
     );
     assert!(ok, "{log}");
 }
+
+#[test]
+fn duplicate_acks_over_the_wire_add_no_packets_and_many_clients_run_at_once() {
+    let dir = setup();
+    // A client that answers every window with its ACK twice plus a stale ACK, and counts the DATA
+    // packets it gets: exactly one per block means duplicates triggered nothing.
+    std::fs::write(
+        dir.path().join("dupack.py"),
+        r#"import socket, struct, sys
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.settimeout(5)
+s.sendto(b"\0\1odd\0octet\0blksize\0" b"512\0windowsize\0" b"4\0", ("127.0.0.1", 69))
+data, peer = s.recvfrom(70000); assert data[:2] == b"\0\6", data
+s.sendto(b"\0\4\0\0", peer)
+got, packets, expect = bytearray(), 0, 1
+while True:
+    data, _ = s.recvfrom(70000); packets += 1
+    op, block = struct.unpack("!HH", data[:4]); assert op == 3, data
+    if block == expect:
+        got += data[4:]; expect += 1
+    last = len(data) - 4 < 512
+    if (expect - 1) % 4 == 0 or last:
+        for b in (expect - 1, expect - 1, max(expect - 2, 0)):
+            s.sendto(struct.pack("!HH", 4, b), peer)
+    if last:
+        break
+assert bytes(got) == open("root/odd", "rb").read(), "content differs"
+print("packets", packets)
+"#,
+    )
+    .expect("write client");
+    let (ok, log) = in_namespace(
+        dir.path(),
+        r#"
+out=$(python3 dupack.py) || fail "dupack client: $out"
+[ "$out" = "packets 196" ] || fail "expected 196 DATA packets for 196 blocks, got: $out"
+sleep 0.3; grep -q 'file="odd" bytes=100003 blksize=512 windowsize=4 sent=196 timeouts=0' server.log || fail "server counted resends"
+pids=""
+for i in $(seq 30); do atftp --option "blksize 1468" --option "windowsize 4" -g -r nixos/bzImage -l par$i 127.0.0.1 >/dev/null 2>&1 & pids="$pids $!"; done
+for p in $pids; do wait $p || fail "a parallel client failed"; done
+for i in $(seq 30); do cmp par$i root/nixos/bzImage || fail "parallel client $i differs"; done
+[ $(grep -c 'tftp: sent.*file="nixos/bzImage"' server.log) = 30 ] || fail "not 30 transfers logged"
+"#,
+    );
+    assert!(ok, "{log}");
+}
