@@ -10,7 +10,10 @@ use std::time::Instant;
 
 /// Where the configuration is on the NFS root.
 pub const CONFIG: &str = "/nixos-pxe/config.json";
-/// The tmpfs that holds the writable layer, and where the writable root is assembled.
+/// The tmpfs that holds the writable layer: on /tmp, an empty directory of the NFS root (nothing
+/// can be created on the read-only root, so the mount point must exist there).
+pub const TMPFS: &str = "/tmp";
+/// Where in that tmpfs the layer's directories are and the writable root is assembled.
 pub const LAYER: &str = "/tmp/nixos-pxe";
 /// PATH for the installer: the NFS root's tools first, then where a NixOS or Debian root keeps programs.
 pub const PATH: &str = "/nixos-pxe/tools/bin:/nixos-pxe/tools/sbin:/run/current-system/sw/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
@@ -32,7 +35,7 @@ fn op(source: &str, target: &str, fstype: &str, data: &str) -> MountOp {
 /// program, run instead of the last mount).
 pub fn writable_root_mounts() -> Vec<MountOp> {
     vec![
-        op("tmpfs", LAYER, "tmpfs", "mode=0755"),
+        op("tmpfs", TMPFS, "tmpfs", "mode=1777"),
         op(
             "overlay",
             &format!("{LAYER}/root"),
@@ -58,7 +61,6 @@ fn cstr(s: &str) -> Result<CString, String> {
 }
 
 fn mount(m: &MountOp, flags: libc::c_ulong) -> Result<(), String> {
-    let _ = std::fs::create_dir_all(&m.target);
     let (src, tgt, fs, data) = (cstr(&m.source)?, cstr(&m.target)?, cstr(&m.fstype)?, cstr(&m.data)?);
     let data_ptr = if m.data.is_empty() { std::ptr::null() } else { data.as_ptr() as *const libc::c_void };
     // SAFETY: valid NUL-terminated strings that outlive the call.
@@ -206,7 +208,7 @@ mod tests {
     #[test]
     fn overlay_uses_the_nfs_root_as_the_lower_layer_and_a_tmpfs_for_changes() {
         let m = writable_root_mounts();
-        assert_eq!(m[0], op("tmpfs", "/tmp/nixos-pxe", "tmpfs", "mode=0755"));
+        assert_eq!(m[0], op("tmpfs", "/tmp", "tmpfs", "mode=1777"));
         assert_eq!(m[1].target, "/tmp/nixos-pxe/root");
         assert_eq!(m[1].data, "lowerdir=/,upperdir=/tmp/nixos-pxe/upper,workdir=/tmp/nixos-pxe/work");
         assert_eq!(unionfs_command()[3], "/tmp/nixos-pxe/upper=RW:/=RO");
