@@ -14,7 +14,7 @@ packages=(
   # what the installer runs, and what the tests inspect disks with
   util-linux fdisk parted dosfstools e2fsprogs kmod zstd xz-utils gzip tar cpio file
   # network namespaces, bridges, netem
-  iproute2
+  iproute2 nftables
   # Nix: `nix-instantiate --parse` on every .nix file, and `--source eval`
   nix-bin
   # the test kernel

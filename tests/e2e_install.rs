@@ -1,0 +1,525 @@
+//! End to end: a UEFI QEMU machine PXE-boots and installs itself, with every piece that is ours from
+//! the project: servers configured only from `nixos-pxe render` output for the example configuration,
+//! bootx64.efi from `nixos-pxe mk-bootloader` (Debian's GRUB), a kernel built from Debian's source
+//! with `nixos-pxe kernel-config`'s fragment, and nixos-pxe itself as /init and installer.
+//!
+//! Stand-ins, because NixOS cannot be built here: the NFS root is busybox plus Debian's disk tools
+//! instead of the Nix closure, and nix-store, nix-env, nixos-generate-config and nixos-enter are
+//! small scripts that record on the target disk that they ran; the system image is a tiny tree
+//! packed with `nixos-pxe pack`. Everything runs in a network namespace this test makes; the disk is
+//! an image file this test makes. Needs root. Milestone times go to target/e2e-report.json.
+
+use std::io::Read;
+use std::os::unix::fs::{PermissionsExt, symlink};
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+const OVMF_CODE: &str = "/usr/share/OVMF/OVMF_CODE.fd";
+const OVMF_VARS: &str = "/usr/share/OVMF/OVMF_VARS.fd";
+const GRUB_LIB: &str = "/usr/lib/grub/x86_64-efi";
+const SEED: &str = "examples/seed/installer.nix";
+const STATIC: &str = "tests/configs/lab-static.nix";
+/// A whole install under TCG on two busy cores.
+const RUN_TIMEOUT: Duration = Duration::from_secs(420);
+const DISK_MIB: u64 = 2048;
+
+/// One QEMU at a time: under TCG two would starve each other on two cores.
+static QEMU: Mutex<()> = Mutex::new(());
+
+fn root() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn run(cmd: &mut Command) -> String {
+    let out = cmd.output().unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e} (dev/install-deps.sh installs it)"));
+    assert!(out.status.success(), "{cmd:?} failed: {}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn sh(script: &str) -> String {
+    run(Command::new("sh").args(["-ec", script]))
+}
+
+fn pxe(args: &[&str]) -> String {
+    run(Command::new(env!("CARGO_BIN_EXE_nixos-pxe")).args(args).current_dir(root()))
+}
+
+fn preflight() {
+    assert_eq!(run(Command::new("id").arg("-u")), "0\n", "the end-to-end test needs root (CI runs as root)");
+    for file in [OVMF_CODE, OVMF_VARS, GRUB_LIB, "/bin/busybox", "/usr/sbin/dhcpd", "/usr/sbin/in.tftpd", "/usr/sbin/dnsmasq", "/usr/bin/ganesha.nfsd", "/usr/sbin/rpcbind"] {
+        assert!(Path::new(file).exists(), "{file} missing: run dev/install-deps.sh");
+    }
+}
+
+/// The test kernel, built once from Debian's linux-source with the fragment of the configuration.
+fn kernel(config: &str) -> PathBuf {
+    let fragment = std::env::temp_dir().join(format!("nixos-pxe-fragment-{}", std::process::id()));
+    std::fs::write(&fragment, pxe(&["kernel-config", "--source", "static", "--config", config])).expect("write fragment");
+    let out = run(Command::new("bash").arg(root().join("tests/e2e/build-test-kernel.sh")).arg(&fragment));
+    let _ = std::fs::remove_file(&fragment);
+    PathBuf::from(out.lines().last().expect("the script prints the kernel's path"))
+}
+
+/// Copies `binary` into the NFS root at `dest` with the shared libraries it needs (found by ldd).
+fn install_binary(nfsroot: &Path, binary: &Path, dest: &str) {
+    let target = nfsroot.join(dest.trim_start_matches('/'));
+    std::fs::create_dir_all(target.parent().expect("parent")).expect("mkdir");
+    std::fs::copy(binary, &target).unwrap_or_else(|e| panic!("copy {}: {e}", binary.display()));
+    for line in run(Command::new("ldd").arg(binary)).lines() {
+        let lib = match line.split("=>").nth(1) {
+            Some(rest) => rest.split_whitespace().next().unwrap_or_default().to_string(),
+            None => line.split_whitespace().next().unwrap_or_default().to_string(),
+        };
+        if lib.starts_with('/') {
+            let dest = nfsroot.join(lib.trim_start_matches('/'));
+            if !dest.exists() {
+                std::fs::create_dir_all(dest.parent().expect("parent")).expect("mkdir");
+                std::fs::copy(&lib, &dest).unwrap_or_else(|e| panic!("copy {lib}: {e}"));
+            }
+        }
+    }
+}
+
+fn write_exec(path: &Path, text: &str) {
+    std::fs::create_dir_all(path.parent().expect("parent")).expect("mkdir");
+    std::fs::write(path, text).expect("write");
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+}
+
+/// The NFS root: the brief's layout, with busybox and Debian programs standing in for the closure.
+fn nfs_root(dir: &Path, config: &str, with_image: bool) -> PathBuf {
+    let nfsroot = dir.join("nfsroot");
+    for d in ["dev", "proc", "sys", "run", "tmp", "mnt", "etc", "root", "bin", "nixos-pxe/tools/bin", "nixos-pxe/tools/sbin"] {
+        std::fs::create_dir_all(nfsroot.join(d)).expect("mkdir");
+    }
+    // busybox: the shell for stand-ins and the rescue shell.
+    std::fs::copy("/bin/busybox", nfsroot.join("bin/busybox")).expect("copy busybox");
+    for applet in run(Command::new("/bin/busybox").arg("--list")).lines() {
+        let link = nfsroot.join("bin").join(applet);
+        if applet != "busybox" && !link.exists() {
+            symlink("busybox", link).expect("symlink");
+        }
+    }
+    // nixos-pxe itself, as /init and on PATH (the Nix closure puts it in /nix/store).
+    install_binary(&nfsroot, Path::new(env!("CARGO_BIN_EXE_nixos-pxe")), "/nixos-pxe/tools/bin/nixos-pxe");
+    symlink("/nixos-pxe/tools/bin/nixos-pxe", nfsroot.join("init")).expect("symlink init");
+    // The disk tools the installer runs, from Debian.
+    for (src, name) in [
+        ("/usr/sbin/sfdisk", "sfdisk"),
+        ("/usr/sbin/mkfs.fat", "mkfs.vfat"),
+        ("/usr/sbin/mke2fs", "mkfs.ext4"),
+        ("/usr/sbin/mkswap", "mkswap"),
+        ("/usr/bin/partx", "partx"),
+    ] {
+        install_binary(&nfsroot, Path::new(src), &format!("/nixos-pxe/tools/sbin/{name}"));
+    }
+    // Stand-ins for the NixOS-only commands: they record, on the target disk, that they ran.
+    let bin = nfsroot.join("nixos-pxe/tools/bin");
+    write_exec(&bin.join("nix-store"), "#!/bin/sh\n# stand-in for nix-store --store ROOT --load-db\necho \"nix-store $*\" >> \"$2/stand-in.log\"\ncat > \"$2/stand-in.registration\"\n");
+    write_exec(&bin.join("nix-env"), "#!/bin/sh\n# stand-in for nix-env --store ROOT -p PROFILE --set SYSTEM\necho \"nix-env $*\" >> \"$2/stand-in.log\"\nmkdir -p \"$(dirname \"$4\")\"\nln -sfn \"$6\" \"$4\"\n");
+    write_exec(&bin.join("nixos-generate-config"), "#!/bin/sh\n# stand-in for nixos-generate-config --root ROOT\necho \"nixos-generate-config $*\" >> \"$2/stand-in.log\"\nmkdir -p \"$2/etc/nixos\"\ngrep \" $2\" /proc/mounts > \"$2/etc/nixos/hardware-configuration.nix\"\n");
+    write_exec(&bin.join("nixos-enter"), "#!/bin/sh\n# stand-in for nixos-enter --root ROOT -- COMMAND\necho \"nixos-enter $* NIXOS_INSTALL_BOOTLOADER=$NIXOS_INSTALL_BOOTLOADER\" >> \"$2/stand-in.log\"\nls /sys/firmware/efi/efivars > \"$2/stand-in.efivars\"\n");
+    // The configuration, as the Nix side writes it.
+    std::fs::write(nfsroot.join("nixos-pxe/config.json"), pxe(&["options", "--source", "static", "--config", config, "--as-config-json"])).expect("config.json");
+    if with_image {
+        let tree = dir.join("image");
+        let system = tree.join("nix/store/00000000000000000000000000000000-nixos-system-pxe-example");
+        std::fs::create_dir_all(system.join("bin")).expect("mkdir");
+        write_exec(&system.join("bin/switch-to-configuration"), "#!/bin/sh\necho stand-in\n");
+        std::fs::write(system.join("nixos-version"), "stand-in system image\n").expect("write");
+        std::fs::write(tree.join("registration"), "stand-in registration\n").expect("write");
+        std::fs::write(tree.join("system"), "/nix/store/00000000000000000000000000000000-nixos-system-pxe-example\n").expect("write");
+        let out = nfsroot.join("nixos-pxe/system.tar.zst");
+        pxe(&[
+            "pack",
+            "--out",
+            out.to_str().expect("utf8"),
+            "--file",
+            &format!("nix={}", tree.join("nix").display()),
+            "--file",
+            &format!("nixos-pxe/registration={}", tree.join("registration").display()),
+            "--file",
+            &format!("nixos-pxe/system={}", tree.join("system").display()),
+        ]);
+    }
+    nfsroot
+}
+
+/// The servers of one run.
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Servers {
+    /// ISC dhcpd (the seed's server) and tftpd-hpa.
+    IscTftpd,
+    /// dnsmasq for DHCP and TFTP.
+    Dnsmasq,
+}
+
+/// A network namespace with the boot network (bridge br0 holding the server's address, tap0 for
+/// the client) and the processes started in it; all removed when dropped, also on panic.
+struct Lab {
+    ns: String,
+    children: Vec<Child>,
+}
+
+impl Lab {
+    fn new(tag: &str) -> Lab {
+        let ns = format!("nixos-pxe-e2e-{tag}-{}", std::process::id());
+        sh(&format!(
+            "ip netns add {ns}; ip -n {ns} link set lo up; ip -n {ns} link add br0 type bridge; \
+             ip -n {ns} addr add 10.42.0.1/24 dev br0; ip -n {ns} link set br0 up; \
+             ip -n {ns} tuntap add dev tap0 mode tap; ip -n {ns} link set tap0 master br0 up"
+        ));
+        Lab { ns, children: Vec::new() }
+    }
+
+    /// Runs `script` in the namespace, in a mount namespace of its own where the example's
+    /// server paths (/srv/tftp, /srv/nixos/nfsroot) are this run's directories, so the rendered
+    /// configurations are used exactly as written and the host's /srv is not touched.
+    fn spawn(&mut self, tftp: &Path, nfsroot: &Path, script: &str, log: &Path) {
+        let file = std::fs::File::create(log).expect("log file");
+        let full = format!(
+            "mount -t tmpfs lab /srv && mkdir -p /srv/tftp /srv/nixos/nfsroot && \
+             mount --bind {} /srv/tftp && mount --bind {} /srv/nixos/nfsroot && {script}",
+            tftp.display(),
+            nfsroot.display()
+        );
+        let child = Command::new("ip")
+            .args(["netns", "exec", &self.ns, "unshare", "--mount", "--propagation", "private", "sh", "-ec", &full])
+            .stdin(Stdio::null())
+            .stdout(file.try_clone().expect("dup"))
+            .stderr(file)
+            .process_group(0)
+            .spawn()
+            .expect("start a lab process");
+        self.children.push(child);
+    }
+}
+
+impl Drop for Lab {
+    fn drop(&mut self) {
+        for child in &mut self.children {
+            // Each spawn is a process group (sh and the servers it started).
+            // SAFETY: kill(2) on the process group this test created for the spawn.
+            unsafe { libc::kill(-(child.id() as i32), libc::SIGKILL) };
+            let _ = child.wait();
+        }
+        let _ = Command::new("ip").args(["netns", "del", &self.ns]).status();
+    }
+}
+
+
+/// The serial console as text.
+fn console(path: &Path) -> String {
+    let mut bytes = Vec::new();
+    if let Ok(mut f) = std::fs::File::open(path) {
+        let _ = f.read_to_end(&mut bytes);
+    }
+    String::from_utf8_lossy(&bytes).replace('\r', "")
+}
+
+/// What the run reached, and when (seconds from QEMU's start).
+const MILESTONES: &[(&str, &str)] = &[
+    ("firmware DHCP", "Station IP address"),
+    ("loader fetched", "nixos-pxe: GRUB started"),
+    ("kernel fetched", "Linux version"),
+    ("NFS root mounted", "VFS: Mounted root (nfs"),
+    ("init start", "nixos-pxe: init: nixos-pxe is PID 1"),
+    ("installer start", "nixos-pxe: step 1/7 network"),
+    ("install done", "nixos-pxe: install complete"),
+];
+
+struct Boot {
+    serial: String,
+    times: Vec<(&'static str, f64)>,
+    exited: bool,
+}
+
+/// Boots the client from tap0 with `disk`, until QEMU exits (the installer's reboot with
+/// -no-reboot), `stop_at` appears, or the timeout. Returns the console and the milestone times.
+fn boot(lab: &Lab, dir: &Path, disk: &Path, stop_at: Option<&str>) -> Boot {
+    let _one_at_a_time = QEMU.lock().unwrap_or_else(|e| e.into_inner());
+    let vars = dir.join("OVMF_VARS.fd");
+    std::fs::copy(OVMF_VARS, &vars).expect("copy OVMF vars");
+    let serial = dir.join("serial.log");
+    let qemu = format!(
+        "exec qemu-system-x86_64 -accel tcg -machine q35 -m 1024 -no-reboot -display none -monitor none \
+         -drive if=pflash,format=raw,readonly=on,file={OVMF_CODE} -drive if=pflash,format=raw,file={} \
+         -netdev tap,id=n0,ifname=tap0,script=no,downscript=no -device virtio-net-pci,netdev=n0,romfile=,bootindex=1 \
+         -drive file={},format=raw,if=none,id=d0 -device virtio-blk-pci,drive=d0 -serial file:{}",
+        vars.display(),
+        disk.display(),
+        serial.display()
+    );
+    let log = dir.join("qemu.log");
+    let file = std::fs::File::create(&log).expect("log");
+    let mut child = Command::new("ip")
+        .args(["netns", "exec", &lab.ns, "sh", "-c", &qemu])
+        .stdin(Stdio::null())
+        .stdout(file.try_clone().expect("dup"))
+        .stderr(file)
+        .spawn()
+        .expect("start qemu");
+    let start = Instant::now();
+    let mut times: Vec<(&'static str, f64)> = Vec::new();
+    let exited = loop {
+        let text = console(&serial);
+        for (name, pattern) in MILESTONES {
+            if !times.iter().any(|(n, _)| n == name) && text.contains(pattern) {
+                times.push((name, start.elapsed().as_secs_f64()));
+            }
+        }
+        if let Ok(Some(_)) = child.try_wait() {
+            break true;
+        }
+        let stuck = text.contains("Kernel panic") || text.contains("dropping to a root shell");
+        if stop_at.is_some_and(|p| text.contains(p)) || stuck || start.elapsed() > RUN_TIMEOUT {
+            // Let the last lines reach the log.
+            std::thread::sleep(Duration::from_millis(500));
+            let _ = child.kill();
+            let _ = child.wait();
+            break false;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    Boot { serial: console(&serial), times, exited }
+}
+
+/// Starts the servers of `servers` from `rendered` and the NFS server, for `nfsroot`.
+fn start_servers(lab: &mut Lab, dir: &Path, rendered: &Path, tftp: &Path, nfsroot: &Path, servers: Servers, nfs: bool) {
+    match servers {
+        Servers::IscTftpd => {
+            std::fs::write(dir.join("dhcpd.leases"), "").expect("leases");
+            lab.spawn(
+                tftp,
+                nfsroot,
+                &format!(
+                    "exec dhcpd -4 -f -d -cf {} -lf {} -pf {} br0",
+                    rendered.join("dhcpd.conf").display(),
+                    dir.join("dhcpd.leases").display(),
+                    dir.join("dhcpd.pid").display()
+                ),
+                &dir.join("dhcp.log"),
+            );
+            // -u root: the run's directories are private to root.
+            lab.spawn(tftp, nfsroot, "exec in.tftpd -L -v -u root -a 10.42.0.1:69 -s /srv/tftp", &dir.join("tftpd.log"));
+        }
+        Servers::Dnsmasq => {
+            lab.spawn(
+                tftp,
+                nfsroot,
+                &format!("exec dnsmasq --keep-in-foreground --log-facility=- --conf-file={}", rendered.join("dnsmasq.conf").display()),
+                &dir.join("dhcp.log"),
+            );
+        }
+    }
+    if nfs {
+        lab.spawn(
+            tftp,
+            nfsroot,
+            &format!(
+                "mount -t tmpfs run /run && mkdir -p /run/rpcbind /var/run/ganesha && rpcbind -w -f & sleep 1; \
+                 exec ganesha.nfsd -F -f {} -L {} -p {}",
+                rendered.join("ganesha.conf").display(),
+                dir.join("ganesha.log").display(),
+                dir.join("ganesha.pid").display()
+            ),
+            &dir.join("nfs.log"),
+        );
+    }
+    // Servers up: DHCP bound, NFS registered (ganesha takes a moment to start its grace-free export).
+    std::thread::sleep(Duration::from_secs(3));
+}
+
+/// A run's directory: rendered configs, TFTP root with the loader and the kernel, a blank disk.
+struct Prepared {
+    dir: tempfile::TempDir,
+    rendered: PathBuf,
+    tftp: PathBuf,
+    disk: PathBuf,
+    cmdline: String,
+}
+
+fn prepare(config: &str) -> Prepared {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let rendered = dir.path().join("rendered");
+    pxe(&["render", "--source", "static", "--config", config, "--out", rendered.to_str().expect("utf8")]);
+    let tftp = dir.path().join("tftp");
+    std::fs::create_dir_all(tftp.join("nixos")).expect("mkdir");
+    pxe(&["mk-bootloader", "--source", "static", "--config", config, "--grub-lib", GRUB_LIB, "--out", tftp.to_str().expect("utf8")]);
+    std::fs::remove_file(tftp.join("grub.cfg")).expect("only bootx64.efi is served");
+    std::fs::copy(kernel(config), tftp.join("nixos/bzImage")).expect("copy kernel");
+    let disk = dir.path().join("disk.img");
+    std::fs::File::create(&disk).expect("disk").set_len(DISK_MIB << 20).expect("size");
+    let cmdline = std::fs::read_to_string(rendered.join("cmdline")).expect("cmdline").trim().to_string();
+    Prepared { dir, rendered, tftp, disk, cmdline }
+}
+
+fn sha256(path: &Path) -> String {
+    run(Command::new("sha256sum").arg(path)).split_whitespace().next().unwrap_or_default().to_string()
+}
+
+/// The installed disk, read back through a loop device after QEMU has exited.
+struct Inspected {
+    table: serde_json::Value,
+    labels: Vec<String>,
+    files: std::collections::BTreeMap<String, String>,
+}
+
+fn inspect(disk: &Path, files: &[&str]) -> Inspected {
+    let dev = run(Command::new("losetup").args(["--find", "--show", "--partscan", "--read-only"]).arg(disk)).trim().to_string();
+    let result = std::panic::catch_unwind(|| {
+        let _ = Command::new("partx").args(["-u", &dev]).output();
+        let table: serde_json::Value = serde_json::from_str(&run(Command::new("sfdisk").arg("--json").arg(&dev))).expect("json");
+        let labels = (1..=2).map(|n| run(Command::new("blkid").args(["-o", "export"]).arg(format!("{dev}p{n}")))).collect();
+        let mnt = tempfile::tempdir().expect("tempdir");
+        run(Command::new("mount").args(["-o", "ro"]).arg(format!("{dev}p2")).arg(mnt.path()));
+        let files = files
+            .iter()
+            .map(|f| (f.to_string(), std::fs::read_to_string(mnt.path().join(f)).unwrap_or_else(|e| format!("<missing: {e}>"))))
+            .collect();
+        let _ = Command::new("umount").arg(mnt.path()).status();
+        Inspected { table, labels, files }
+    });
+    let _ = Command::new("losetup").args(["-d", &dev]).status();
+    result.unwrap_or_else(|e| std::panic::resume_unwind(e))
+}
+
+fn report(name: &str, boot: &Boot) {
+    let path = root().join("target").join("e2e-report.json");
+    let mut all: serde_json::Value = std::fs::read_to_string(&path).ok().and_then(|t| serde_json::from_str(&t).ok()).unwrap_or(serde_json::json!({}));
+    let times: serde_json::Map<String, serde_json::Value> = boot.times.iter().map(|(n, t)| (n.to_string(), serde_json::json!((t * 10.0).round() / 10.0))).collect();
+    all[name] = serde_json::Value::Object(times);
+    let _ = std::fs::write(&path, serde_json::to_string_pretty(&all).unwrap_or_default());
+    eprintln!("e2e {name}: seconds from QEMU start (written to {}):", path.display());
+    for (n, t) in &boot.times {
+        eprintln!("  {n:<18} {t:>6.1}");
+    }
+}
+
+fn tail(text: &str) -> String {
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(80)..].join("\n")
+}
+
+/// A full install: the chain's every link seen on the console, then the disk read back.
+fn installs(config: &str, servers: Servers, name: &str) -> (Prepared, Boot, Inspected) {
+    preflight();
+    let p = prepare(config);
+    let nfsroot = nfs_root(p.dir.path(), config, true);
+    let mut lab = Lab::new(name);
+    start_servers(&mut lab, p.dir.path(), &p.rendered, &p.tftp, &nfsroot, servers, true);
+    let b = boot(&lab, p.dir.path(), &p.disk, None);
+    report(name, &b);
+    let serial = &b.serial;
+    assert!(b.exited, "QEMU did not finish within {RUN_TIMEOUT:?} (the installer reboots, -no-reboot ends QEMU):\n{}", tail(serial));
+    assert!(serial.contains("nixos-pxe: install complete in "), "{}", tail(serial));
+    for (milestone, _) in MILESTONES {
+        assert!(b.times.iter().any(|(n, _)| n == milestone), "never reached: {milestone}\n{}", tail(serial));
+    }
+    // GRUB: DHCP on the configured interface, the server from option 66, the kernel over TFTP.
+    assert!(serial.contains("nixos-pxe: DHCP on efinet0"), "{}", tail(serial));
+    assert!(serial.contains("nixos-pxe: boot server 10.42.0.1"), "{}", tail(serial));
+    assert!(serial.contains("nixos-pxe: loading (tftp)/nixos/bzImage"), "{}", tail(serial));
+    // The kernel ran with exactly the rendered command line, configured eth0, mounted NFS read-only.
+    // GRUB prepends BOOT_IMAGE=...; the rest must be exactly the rendered line.
+    let line = serial.lines().find(|l| l.starts_with("Command line:")).unwrap_or_default();
+    assert!(line.ends_with(&format!(" {}", p.cmdline)), "kernel command line `{line}` does not end with {}", p.cmdline);
+    assert!(serial.contains("IP-Config: Complete:") && serial.contains("device=eth0"), "{}", tail(serial));
+    assert!(serial.contains("VFS: Mounted root (nfs filesystem) readonly"), "{}", tail(serial));
+    assert!(serial.contains("writable root: Overlayfs over the read-only NFS root"), "{}", tail(serial));
+    for (i, step) in ["network", "disk", "partition", "unpack", "configure", "bootloader", "finish"].iter().enumerate() {
+        assert!(serial.contains(&format!("nixos-pxe: step {}/7 {step} done in ", i + 1)), "{step}\n{}", tail(serial));
+    }
+    assert!(serial.contains("rebooting (customInstaller.afterInstall)"), "{}", tail(serial));
+    let disk = inspect(&p.disk, &["stand-in.log", "etc/nixos/networking.nix", "etc/nixos/hardware-configuration.nix", "stand-in.efivars", "nix/store/00000000000000000000000000000000-nixos-system-pxe-example/nixos-version"]);
+    assert_eq!(disk.table["partitiontable"]["label"], "gpt");
+    let names: Vec<&str> = disk.table["partitiontable"]["partitions"].as_array().expect("partitions").iter().map(|p| p["name"].as_str().unwrap_or_default()).collect();
+    assert_eq!(names, ["ESP", "nixos"]);
+    assert!(disk.labels[0].contains("TYPE=vfat") && disk.labels[1].contains("LABEL=nixos") && disk.labels[1].contains("TYPE=ext4"), "{:?}", disk.labels);
+    assert_eq!(disk.files["nix/store/00000000000000000000000000000000-nixos-system-pxe-example/nixos-version"], "stand-in system image\n");
+    let log = &disk.files["stand-in.log"];
+    assert!(log.contains("--load-db") && log.contains("--set /nix/store/00000000000000000000000000000000-nixos-system-pxe-example"), "{log}");
+    assert!(log.contains("-- /nix/var/nix/profiles/system/bin/switch-to-configuration boot NIXOS_INSTALL_BOOTLOADER=1"), "{log}");
+    // nixos-generate-config saw the root and the ESP mounted; EFI variables were reachable.
+    let hw = &disk.files["etc/nixos/hardware-configuration.nix"];
+    assert!(hw.contains("/dev/vda2") && hw.contains("/dev/vda1") && hw.contains("vfat"), "{hw}");
+    assert!(!disk.files["stand-in.efivars"].starts_with("<missing"), "efivarfs was not mounted");
+    (p, b, disk)
+}
+
+#[test]
+#[ignore = "end-to-end QEMU install: still being stabilised (issue 4); run with cargo test --test e2e_install -- --ignored"]
+fn seed_example_installs_with_isc_dhcpd_and_tftpd_hpa() {
+    let (p, _, disk) = installs(SEED, Servers::IscTftpd, "isc");
+    let networking = &disk.files["etc/nixos/networking.nix"];
+    assert!(networking.contains("networking.useDHCP = true;"), "{networking}");
+    let dhcp = std::fs::read_to_string(p.dir.path().join("dhcp.log")).unwrap_or_default();
+    assert!(dhcp.contains("DHCPACK on 10.42.0."), "dhcpd handed out a lease:\n{dhcp}");
+}
+
+#[test]
+#[ignore = "end-to-end QEMU install: still being stabilised (issue 4); run with cargo test --test e2e_install -- --ignored"]
+fn static_configuration_installs_with_dnsmasq() {
+    let (p, _, disk) = installs(STATIC, Servers::Dnsmasq, "dnsmasq");
+    let networking = &disk.files["etc/nixos/networking.nix"];
+    assert!(networking.contains("networking.useDHCP = false;"), "{networking}");
+    assert!(networking.contains("networking.interfaces.\"enp0s2\".ipv4.addresses = [ { address = \"10.42.0.1"), "{networking}");
+    assert!(networking.contains("networking.defaultGateway = \"10.42.0.1\";"), "{networking}");
+    assert!(networking.contains("networking.nameservers = [ \"10.42.0.1\" ];"), "{networking}");
+    let log = std::fs::read_to_string(p.dir.path().join("dhcp.log")).unwrap_or_default();
+    assert!(log.contains("sent /srv/tftp/bootx64.efi") && log.contains("sent /srv/tftp/nixos/bzImage"), "dnsmasq served both files:\n{log}");
+}
+
+/// The failures: each says on the console what failed, nothing reports success, the disk is unchanged.
+fn fails(name: &str, prepare_disk: impl FnOnce(&Path), image: bool, nfs: bool, expect: &[&str]) {
+    preflight();
+    let p = prepare(SEED);
+    prepare_disk(&p.disk);
+    let before = sha256(&p.disk);
+    let nfsroot = nfs_root(p.dir.path(), SEED, image);
+    let mut lab = Lab::new(name);
+    start_servers(&mut lab, p.dir.path(), &p.rendered, &p.tftp, &nfsroot, Servers::Dnsmasq, nfs);
+    let b = boot(&lab, p.dir.path(), &p.disk, Some(expect[expect.len() - 1]));
+    report(name, &b);
+    for e in expect {
+        assert!(b.serial.contains(e), "the console lacks `{e}`:\n{}", tail(&b.serial));
+    }
+    assert!(!b.serial.contains("install complete"), "{}", tail(&b.serial));
+    assert_eq!(sha256(&p.disk), before, "the disk is unchanged");
+}
+
+#[test]
+#[ignore = "end-to-end QEMU install: still being stabilised (issue 4); run with cargo test --test e2e_install -- --ignored"]
+fn refuses_a_disk_that_holds_a_file_system() {
+    fails(
+        "refuse",
+        |disk| {
+            sh(&format!("mkfs.ext4 -q -F -L precious {}", disk.display()));
+        },
+        true,
+        true,
+        &["is not empty: it holds an ext2/ext3/ext4 file system", "install FAILED at step 2/7 (disk)", "dropping to a root shell"],
+    );
+}
+
+#[test]
+#[ignore = "end-to-end QEMU install: still being stabilised (issue 4); run with cargo test --test e2e_install -- --ignored"]
+fn a_missing_system_image_is_reported_and_nothing_written() {
+    fails(
+        "no-image",
+        |_| {},
+        false,
+        true,
+        &["install FAILED at step 2/7 (disk): the system image /nixos-pxe/system.tar.zst cannot be read", "dropping to a root shell"],
+    );
+}
+
+#[test]
+#[ignore = "end-to-end QEMU install: still being stabilised (issue 4); run with cargo test --test e2e_install -- --ignored"]
+fn a_missing_nfs_export_stops_the_kernel_with_its_message() {
+    // No NFS server: the kernel cannot mount its root and says so; the installer never starts.
+    fails("no-nfs", |_| {}, true, false, &["IP-Config: Complete:", "Root-NFS", "VFS: Unable to mount root fs"]);
+}
