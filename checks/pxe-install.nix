@@ -1,76 +1,114 @@
 # The whole chain in NixOS VMs: a server runs dnsmasq (DHCP + TFTP) and the kernel NFS server
 # from `nixos-pxe render` output; a UEFI client with one empty disk PXE-boots, installs, reboots
-# and comes up as the target system. Runs where nixpkgs is available (`nix flake check`).
+# and comes up as the target system. Runs where nixpkgs is (`nix flake check`, with KVM).
+# Interfaces checked against nixpkgs' source: pkgs.testers.runNixOSTest
+# (pkgs/build-support/testers/default.nix), globalTimeout (nixos/lib/testing/driver.nix),
+# virtualisation.* (nixos/modules/virtualisation/qemu-vm.nix), the vlan NICs
+# (nixos/lib/testing/network.nix, nixos/lib/qemu-common.nix), start(allow_reboot) and
+# wait_for_console_text (nixos/lib/test-driver/src/test_driver/machine/__init__.py).
 { pkgs, installer }:
 let
+  inherit (pkgs) lib;
+  server = installer.config.bootServer;
+  # Import from derivation: every server file exists once, in templates/, rendered by the tool.
   configs = installer.serverConfigs;
+  cmdline = lib.removeSuffix "\n" (builtins.readFile "${configs}/cmdline");
+  toplevel = installer.target.config.system.build.toplevel;
 in
 pkgs.testers.runNixOSTest {
   name = "nixos-pxe-install";
   globalTimeout = 3600;
 
-  nodes.server = { lib, ... }: {
+  nodes.server = {
     virtualisation.vlans = [ 1 ];
+    # The NFS root (the tools' closure and the target's compressed closure) is unpacked on disk.
+    virtualisation.diskSize = 8192;
     networking.useDHCP = false;
     networking.firewall.enable = false;
-    networking.interfaces.eth1.ipv4.addresses = lib.mkForce [ { address = "10.42.0.1"; prefixLength = 24; } ];
+    # The vlan NIC is eth1 (eth0 is the test driver's user-mode network); mkForce replaces the
+    # 192.168.1.x address the test framework gives it with the configuration's.
+    networking.interfaces.${server.interface}.ipv4.addresses = lib.mkForce [
+      { address = server.address; prefixLength = lib.toInt (lib.last (lib.splitString "/" server.subnet)); }
+    ];
 
-    # The TFTP root and the NFS root, laid out as the README tells a site to do it.
+    # The TFTP root and the NFS root, laid out as the README tells a site to (the kernel at
+    # nixos/bzImage below the TFTP root is the boot chain's contract, schema::KERNEL_TFTP_PATH).
     systemd.services.pxe-files = {
-      wantedBy = [ "multi-user.target" ];
-      before = [ "nfs-server.service" "pxe-dnsmasq.service" ];
-      serviceConfig.Type = "oneshot";
+      requiredBy = [ "nfs-server.service" "nfs-mountd.service" "pxe-dnsmasq.service" ];
+      before = [ "nfs-server.service" "nfs-mountd.service" "pxe-dnsmasq.service" ];
+      serviceConfig = { Type = "oneshot"; RemainAfterExit = true; };
       script = ''
-        mkdir -p /srv/tftp/nixos /srv/nixos/nfsroot
-        cp ${installer.bootLoader}/bootx64.efi /srv/tftp/
-        cp ${installer.kernel}/bzImage /srv/tftp/nixos/bzImage
-        ${pkgs.gnutar}/bin/tar -xf ${installer.tarball}/nfsroot.tar -C /srv/nixos/nfsroot
+        mkdir -p ${server.tftpRoot}/nixos ${server.nfsExport}
+        cp ${installer.bootLoader}/bootx64.efi ${server.tftpRoot}/bootx64.efi
+        cp ${installer.kernel}/bzImage ${server.tftpRoot}/nixos/bzImage
+        ${pkgs.gnutar}/bin/tar -xf ${installer.tarball}/nfsroot.tar -C ${server.nfsExport}
       '';
     };
 
+    # dnsmasq on the rendered dnsmasq.conf. The lease file goes where this unit may write
+    # (dnsmasq's built-in default, /var/lib/misc, does not exist on NixOS).
     systemd.services.pxe-dnsmasq = {
       wantedBy = [ "multi-user.target" ];
-      after = [ "network-online.target" "pxe-files.service" ];
+      after = [ "network-online.target" "network-addresses-${server.interface}.service" ];
       wants = [ "network-online.target" ];
-      serviceConfig.ExecStart = "${pkgs.dnsmasq}/bin/dnsmasq --conf-file=${configs}/dnsmasq.conf --no-daemon";
+      serviceConfig = {
+        ExecStart = "${pkgs.dnsmasq}/bin/dnsmasq --conf-file=${configs}/dnsmasq.conf --keep-in-foreground --dhcp-leasefile=/var/lib/pxe-dnsmasq/leases";
+        StateDirectory = "pxe-dnsmasq";
+        Restart = "on-failure";
+      };
     };
 
+    # nixos/modules/services/network-filesystems/nfsd.nix: exports is types.lines.
     services.nfs.server.enable = true;
-    # The rendered exports file (import from derivation: the line exists once, in templates/).
     services.nfs.server.exports = builtins.readFile "${configs}/exports";
   };
 
-  # A diskless-firmware client: OVMF, network first, one empty disk (vda) to install on.
+  # Firmware, not a NixOS boot: OVMF with writable variables (useEFIBoot adds the pflash drives
+  # without useBootLoader), no -kernel (directBoot), no root disk (diskImage = null), one empty
+  # disk to install on (vda). Without the user-mode NIC the vlan NIC is the only one, so the
+  # firmware's efinet0 and the kernel's eth0 (the configuration's defaults) are that NIC. With
+  # no bootindex anywhere, OVMF tries the devices in its own order: the empty disk fails, PXE
+  # follows; after the install, systemd-boot's entry is first in the kept BootOrder.
   nodes.client = { lib, ... }: {
     virtualisation = {
       vlans = [ 1 ];
-      useBootLoader = true;
+      qemu.networkingOptions = lib.mkForce [ ];
+      directBoot.enable = false;
       useEFIBoot = true;
       diskImage = null;
-      mountHostNixStore = true;
       emptyDiskImages = [ 8192 ];
       memorySize = 2048;
-      qemu.options = [ "-boot" "order=n" ];
     };
-    boot.loader.grub.enable = false;
-    fileSystems."/" = { device = "tmpfs"; fsType = "tmpfs"; };
   };
 
   testScript = ''
+    import re
+
     server.start()
+    server.wait_for_unit("pxe-files.service")
     server.wait_for_unit("pxe-dnsmasq.service")
     server.wait_for_unit("nfs-server.service")
+    server.succeed("exportfs -v | grep -q '${server.nfsExport}'")
+    # /init is a link into the NFS root's own store, not the server's.
+    server.succeed("test -x ${server.nfsExport}$(readlink ${server.nfsExport}/init)")
 
     client.start(allow_reboot=True)
-    client.wait_for_console_text("nixos-pxe: DHCP on efinet0")
-    client.wait_for_console_text("Command line: ${builtins.replaceStrings [ "\n" ] [ "" ] (builtins.readFile "${configs}/cmdline")}")
-    client.wait_for_console_text("nixos-pxe: install complete")
+    # Our GRUB (bootx64.efi), then the kernel with the rendered command line, the NFS root,
+    # our init and installer; the installer reboots the machine when it is done.
+    client.wait_for_console_text("nixos-pxe: DHCP on efinet0", timeout=600)
+    client.wait_for_console_text(re.escape(${builtins.toJSON cmdline}), timeout=600)
+    client.wait_for_console_text("nixos-pxe: step 1/7 network", timeout=600)
+    client.wait_for_console_text("nixos-pxe: install complete", timeout=2400)
 
-    # After the reboot the client runs the installed system (its boot entry is first now).
+    # After the reboot: the installed system (the test backdoor is part of the target).
     client.wait_for_unit("multi-user.target")
     assert client.succeed("hostname").strip() == "installed-by-pxe"
-    client.succeed("findmnt -n -o SOURCE / | grep -q vda2")
-    client.succeed("grep -q 'useDHCP = false' /etc/nixos/networking.nix")
+    assert client.succeed("readlink -f /run/current-system").strip() == "${toplevel}"
+    client.succeed("findmnt -n -o SOURCE / | grep -qx /dev/vda2")
+    client.succeed("findmnt -n -o SOURCE /boot | grep -qx /dev/vda1")
     client.succeed("test -f /etc/nixos/hardware-configuration.nix")
+    # networking.nix from the lease: useDHCP = false, the address dnsmasq handed out on eth0.
+    client.succeed("grep -qF 'networking.useDHCP = false;' /etc/nixos/networking.nix")
+    client.succeed("grep -qE 'networking.interfaces.\"eth0\".ipv4.addresses = \\[ \\{ address = \"10\\.42\\.0\\.1[0-9][0-9]\";' /etc/nixos/networking.nix")
   '';
 }

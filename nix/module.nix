@@ -1,8 +1,9 @@
 # The options of a nixos-pxe installer: the boot loader and kernel (nfsroot.*), the installer
 # (customInstaller.*) and the boot server (bootServer.*). Names, types and defaults mirror
 # src/schema.rs exactly; tests/module_matches_schema.rs fails when they drift. The checks
-# themselves live in the Rust tool, which validates the JSON this module's values become.
-{ lib, config, ... }:
+# themselves live in the Rust tool, which validates the JSON this module's values become
+# (config.system.build.nixosPxeConfig, the tool's --config and the NFS root's config.json).
+{ lib, config, pkgs, ... }:
 let
   inherit (lib) mkOption types;
   cfg = config;
@@ -14,6 +15,7 @@ in
         efinetDHCPInterface = mkOption {
           type = types.str;
           default = "efinet0";
+          example = "efinet1";
           description = "GRUB network interface on which net_bootp runs and from which DHCP option 66 (the TFTP server) is read. GRUB numbers the NICs the firmware connected, in boot order: efinet0 is the first.";
         };
         linuxPnPInterface = mkOption {
@@ -42,6 +44,7 @@ in
       extraKernelOptions = mkOption {
         type = types.listOf types.str;
         default = [ ];
+        example = [ "MLX5_CORE" "NR_CPUS=512" ];
         description = "Kernel config symbols to build in on top of the NFS-root set, e.g. \"MLX5_CORE\" or \"NR_CPUS=512\".";
       };
       writableLayer = mkOption {
@@ -65,12 +68,14 @@ in
         staticInterfaceFromDHCP = mkOption {
           type = types.nullOr types.str;
           default = null;
+          example = "eth0";
           description = "Interface of the installed system that gets the static address from the installer's lease. Required when useDHCP is false.";
         };
       };
       rootDevice = mkOption {
         type = types.str;
         default = "/dev/sda";
+        example = "/dev/disk/by-id/nvme-SAMSUNG_MZ1L2960HCJR-00A07_S665NN0W123456";
         description = "Whole disk to install on: a kernel name (/dev/sda, /dev/nvme0n1) or, better, a stable /dev/disk/by-id/ name (virtio-, nvme- and wwn- ids are found from sysfs, without udev).";
       };
       partitionSeparator = mkOption {
@@ -112,11 +117,13 @@ in
         directory = mkOption {
           type = types.nullOr types.path;
           default = null;
+          example = lib.literalExpression "./host";
           description = "Directory holding the target system's configuration.nix.";
         };
         flake = mkOption {
           type = types.nullOr types.str;
           default = null;
+          example = "github:example/infra#web1";
           description = "The target system as a flake output, FLAKEREF#NAME for nixosConfigurations.NAME.";
         };
       };
@@ -130,6 +137,7 @@ in
       address = mkOption {
         type = types.nullOr types.str;
         default = null;
+        example = "10.42.0.1";
         description = "IPv4 address of the boot server (TFTP next-server and NFS server).";
       };
       name = mkOption {
@@ -145,6 +153,7 @@ in
       subnet = mkOption {
         type = types.nullOr types.str;
         default = null;
+        example = "10.42.0.0/24";
         description = "The clients' IPv4 subnet in CIDR form, e.g. 10.42.0.0/24.";
       };
       dhcpRange = {
@@ -167,6 +176,7 @@ in
       nameServers = mkOption {
         type = types.listOf types.str;
         default = [ ];
+        example = [ "10.42.0.1" ];
         description = "DNS servers handed to clients (DHCP option 6).";
       };
       domainName = mkOption {
@@ -202,15 +212,31 @@ in
     };
   };
 
-  # Rules between options, as in src/config/typed.rs (the tool checks them again, with locations).
-  config.assertions = [
-    {
-      assertion = cfg.customInstaller.networking.useDHCP || cfg.customInstaller.networking.staticInterfaceFromDHCP != null;
-      message = "nixos-pxe: customInstaller.networking.useDHCP is false, so customInstaller.networking.staticInterfaceFromDHCP must name the interface for the static address";
-    }
-    {
-      assertion = cfg.customInstaller.target.directory == null || cfg.customInstaller.target.flake == null;
-      message = "nixos-pxe: set customInstaller.target.directory or customInstaller.target.flake, not both";
-    }
-  ];
+  config = {
+    # Rules between options, as in src/config/typed.rs (cross_checks). The tool checks them again
+    # when it reads the JSON; here they fail the evaluation early (lib.mkInstaller throws them).
+    assertions = [
+      {
+        assertion = cfg.customInstaller.networking.useDHCP || cfg.customInstaller.networking.staticInterfaceFromDHCP != null;
+        message = "nixos-pxe: customInstaller.networking.useDHCP is false, so customInstaller.networking.staticInterfaceFromDHCP must name the interface for the static address";
+      }
+      {
+        assertion = cfg.customInstaller.target.directory == null || cfg.customInstaller.target.flake == null;
+        message = "nixos-pxe: set customInstaller.target.directory or customInstaller.target.flake, not both";
+      }
+    ];
+
+    # The option tree as JSON: what `nixos-pxe --config` reads and the NFS root holds as
+    # /nixos-pxe/config.json. target.directory is written as its string (toString of a path does
+    # not copy it to the store): the tool only names it, and lib.mkInstaller builds the target
+    # system from the path value itself. system.build takes any attribute (nixos/modules/system/
+    # activation/top-level.nix), like system.build.toplevel; it is lazy, so importing this module
+    # into an ordinary system costs nothing.
+    system.build.nixosPxeConfig = pkgs.writeText "nixos-pxe-config.json" (builtins.toJSON {
+      inherit (cfg) nfsroot bootServer;
+      customInstaller = lib.recursiveUpdate cfg.customInstaller {
+        target.directory = if cfg.customInstaller.target.directory == null then null else toString cfg.customInstaller.target.directory;
+      };
+    });
+  };
 }

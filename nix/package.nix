@@ -1,5 +1,7 @@
-# The nixos-pxe tool. Its source keeps templates/ (compiled in with include_str!) and the files the
-# unit tests read; only the library's unit tests run here, the rest need root and real servers.
+# The nixos-pxe tool (rustPlatform.buildRustPackage with cargoLock.lockFile, so no vendor hash).
+# Its source keeps templates/ (compiled in with include_str!) and nix/module.nix; the check runs
+# the library's unit tests and the module-against-schema test. The other integration tests need
+# root, namespaces, QEMU or the real DHCP servers, which a build sandbox does not have.
 { lib, rustPlatform }:
 rustPlatform.buildRustPackage {
   pname = "nixos-pxe";
@@ -19,7 +21,7 @@ rustPlatform.buildRustPackage {
     ];
   };
   cargoLock.lockFile = ../Cargo.lock;
-  cargoTestFlags = [ "--lib" ];
+  cargoTestFlags = [ "--lib" "--test" "module_matches_schema" ];
   meta = {
     description = "Unattended PXE installation of NixOS hosts";
     mainProgram = "nixos-pxe";
