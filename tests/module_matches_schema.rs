@@ -4,37 +4,54 @@
 use nixos_pxe_installer::schema::{self, OPTIONS};
 use rnix::ast::{self, HasEntry};
 use rowan::ast::AstNode;
+use serde_json::Value;
 use std::collections::BTreeMap;
 
-/// An option found in the module: its type expression and default expression, as text.
+const MODULE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/nix/module.nix");
+
+/// An option found in the module: its type expression as text and its default as a value.
 struct Declared {
     ty: String,
-    default: String,
+    default: Result<Value, String>,
 }
 
-fn module_options() -> BTreeMap<String, Declared> {
-    let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/nix/module.nix")).expect("nix/module.nix");
-    let parse = rnix::Root::parse(&text);
-    assert!(parse.errors().is_empty(), "nix/module.nix does not parse: {:?}", parse.errors());
+/// The `mkOption` declarations under `options = { ... }` of a module's text, by dotted path.
+fn module_options(text: &str) -> BTreeMap<String, Declared> {
+    let parse = rnix::Root::parse(text);
+    assert!(
+        parse.errors().is_empty(),
+        "nix/module.nix does not parse: {:?}",
+        parse.errors()
+    );
     let mut body = parse.tree().expr().expect("an expression");
     while let ast::Expr::Lambda(l) = body {
         body = l.body().expect("lambda body");
     }
-    let ast::Expr::LetIn(let_in) = body else { panic!("nix/module.nix is expected to be `{{ ... }}: let ... in {{ ... }}`") };
-    let ast::Expr::AttrSet(module) = let_in.body().expect("let body") else { panic!("the module body is an attribute set") };
+    if let ast::Expr::LetIn(let_in) = body {
+        body = let_in.body().expect("let body");
+    }
+    let ast::Expr::AttrSet(module) = body else {
+        panic!("nix/module.nix is expected to be `{{ ... }}: [let ... in] {{ ... }}`")
+    };
     let options = module
         .attrpath_values()
         .find(|e| path_of(e) == ["options"])
         .and_then(|e| e.value())
         .expect("the module has `options = { ... }`");
-    let ast::Expr::AttrSet(options) = options else { panic!("`options` is an attribute set") };
+    let ast::Expr::AttrSet(options) = options else {
+        panic!("`options` is an attribute set")
+    };
     let mut found = BTreeMap::new();
     walk(&options, &mut Vec::new(), &mut found);
     found
 }
 
 fn path_of(e: &ast::AttrpathValue) -> Vec<String> {
-    e.attrpath().expect("attrpath").attrs().map(|a| a.syntax().text().to_string()).collect()
+    e.attrpath()
+        .expect("attrpath")
+        .attrs()
+        .map(|a| a.syntax().text().to_string())
+        .collect()
 }
 
 fn walk(set: &ast::AttrSet, prefix: &mut Vec<String>, found: &mut BTreeMap<String, Declared>) {
@@ -44,17 +61,44 @@ fn walk(set: &ast::AttrSet, prefix: &mut Vec<String>, found: &mut BTreeMap<Strin
         prefix.extend(path);
         match entry.value().expect("value") {
             ast::Expr::AttrSet(inner) => walk(&inner, prefix, found),
-            ast::Expr::Apply(apply) if apply.lambda().is_some_and(|f| f.syntax().text() == "mkOption") => {
-                let Some(ast::Expr::AttrSet(args)) = apply.argument() else { panic!("mkOption takes an attribute set") };
-                let field = |name: &str| {
-                    args.attrpath_values()
-                        .find(|e| path_of(e) == [name])
-                        .and_then(|e| e.value())
-                        .map(|v| v.syntax().text().to_string())
-                        .unwrap_or_else(|| panic!("{}: mkOption without `{name}`", prefix.join(".")))
+            ast::Expr::Apply(apply)
+                if apply
+                    .lambda()
+                    .is_some_and(|f| f.syntax().text() == "mkOption") =>
+            {
+                let Some(ast::Expr::AttrSet(args)) = apply.argument() else {
+                    panic!("mkOption takes an attribute set")
                 };
-                let _ = field("description");
-                found.insert(prefix.join("."), Declared { ty: field("type"), default: field("default") });
+                let name = prefix.join(".");
+                let field = |field: &str| {
+                    args.attrpath_values()
+                        .find(|e| path_of(e) == [field])
+                        .and_then(|e| e.value())
+                };
+                let missing = |field: &str| -> ! { panic!("{name}: mkOption without `{field}`") };
+                // A description must be there and say something (a string, not empty).
+                match field("description") {
+                    Some(ast::Expr::Str(s))
+                        if !s
+                            .syntax()
+                            .text()
+                            .to_string()
+                            .trim_matches('"')
+                            .trim()
+                            .is_empty() => {}
+                    Some(other) => panic!(
+                        "{name}: description is not a non-empty string: {}",
+                        other.syntax().text()
+                    ),
+                    None => missing("description"),
+                }
+                let ty = field("type")
+                    .unwrap_or_else(|| missing("type"))
+                    .syntax()
+                    .text()
+                    .to_string();
+                let default = value_of(&field("default").unwrap_or_else(|| missing("default")));
+                found.insert(name, Declared { ty, default });
             }
             other => panic!("{}: unexpected {}", prefix.join("."), other.syntax().text()),
         }
@@ -62,52 +106,186 @@ fn walk(set: &ast::AttrSet, prefix: &mut Vec<String>, found: &mut BTreeMap<Strin
     }
 }
 
-/// Type expressions compared without parentheses and extra spaces.
-fn normalize(ty: &str) -> String {
-    ty.replace(['(', ')'], " ").split_whitespace().collect::<Vec<_>>().join(" ")
-}
-
-/// The schema's default written as Nix.
-fn nix_default(default: schema::Default) -> String {
-    match default {
-        schema::Default::Null => "null".into(),
-        schema::Default::Bool(b) => b.to_string(),
-        schema::Default::Str(s) => format!("\"{s}\""),
-        schema::Default::Int(i) => i.to_string(),
-        schema::Default::EmptyList => "[ ]".into(),
+/// The value of a default written as a literal: a string, an integer, true/false/null, or a list
+/// of those. Anything else is an error naming the expression, so it is reported, not guessed.
+fn value_of(expr: &ast::Expr) -> Result<Value, String> {
+    match expr {
+        ast::Expr::Str(s) => {
+            let mut text = String::new();
+            for part in s.normalized_parts() {
+                match part {
+                    ast::InterpolPart::Literal(l) => text.push_str(&l),
+                    ast::InterpolPart::Interpolation(_) => {
+                        return Err(format!("an interpolated string: {}", s.syntax().text()));
+                    }
+                }
+            }
+            Ok(Value::String(text))
+        }
+        ast::Expr::Literal(l) => match l.kind() {
+            ast::LiteralKind::Integer(i) => i
+                .value()
+                .map(Value::from)
+                .map_err(|e| format!("{}: {e}", l.syntax().text())),
+            _ => Err(format!(
+                "a literal that is not an integer: {}",
+                l.syntax().text()
+            )),
+        },
+        ast::Expr::Ident(i) => match i.syntax().text().to_string().as_str() {
+            "true" => Ok(Value::Bool(true)),
+            "false" => Ok(Value::Bool(false)),
+            "null" => Ok(Value::Null),
+            other => Err(format!("the name `{other}`")),
+        },
+        ast::Expr::List(list) => list
+            .items()
+            .map(|item| value_of(&item))
+            .collect::<Result<Vec<_>, _>>()
+            .map(Value::Array),
+        ast::Expr::Paren(p) => value_of(&p.expr().ok_or("empty parentheses")?),
+        other => Err(format!(
+            "an expression that is not a literal: {}",
+            other.syntax().text()
+        )),
     }
 }
 
-#[test]
-fn module_declares_exactly_the_schema() {
-    let declared = module_options();
+/// Type expressions compared without parentheses and extra spaces.
+fn normalize(ty: &str) -> String {
+    ty.replace(['(', ')'], " ")
+        .split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// Every disagreement between a module's text and src/schema.rs, one line each, naming the option.
+fn disagreements(text: &str) -> Vec<String> {
+    let declared = module_options(text);
     let mut problems = Vec::new();
     for option in OPTIONS {
-        match declared.get(option.path) {
-            None => problems.push(format!("{}: in src/schema.rs but not in nix/module.nix", option.path)),
-            Some(d) => {
-                if normalize(&d.ty) != normalize(&option.nix_type()) {
-                    problems.push(format!("{}: type is `{}` in nix/module.nix, `{}` in the schema", option.path, d.ty, option.nix_type()));
-                }
-                let default = d.default.split_whitespace().collect::<Vec<_>>().join(" ");
-                if default != nix_default(option.default) {
-                    problems.push(format!("{}: default is `{}` in nix/module.nix, `{}` in the schema", option.path, d.default, nix_default(option.default)));
-                }
-            }
+        let Some(d) = declared.get(option.path) else {
+            problems.push(format!(
+                "{}: in src/schema.rs but not in nix/module.nix",
+                option.path
+            ));
+            continue;
+        };
+        if normalize(&d.ty) != normalize(&option.nix_type()) {
+            problems.push(format!(
+                "{}: type is `{}` in nix/module.nix, `{}` in the schema",
+                option.path,
+                d.ty,
+                option.nix_type()
+            ));
+        }
+        match &d.default {
+            Ok(value) if *value == option.default.to_value() => {}
+            Ok(value) => problems.push(format!(
+                "{}: default is {value} in nix/module.nix, {} in the schema",
+                option.path,
+                option.default.to_value()
+            )),
+            Err(why) => problems.push(format!(
+                "{}: the default in nix/module.nix is {why}; expected the literal {}",
+                option.path,
+                option.default.to_value()
+            )),
         }
     }
     for path in declared.keys() {
         if schema::find(path).is_none() {
-            problems.push(format!("{path}: in nix/module.nix but not in src/schema.rs"));
+            problems.push(format!(
+                "{path}: in nix/module.nix but not in src/schema.rs"
+            ));
         }
     }
-    assert!(problems.is_empty(), "nix/module.nix and src/schema.rs disagree:\n{}", problems.join("\n"));
+    problems
+}
+
+fn module_text() -> String {
+    std::fs::read_to_string(MODULE).expect("read nix/module.nix")
 }
 
 #[test]
-fn the_comparison_sees_a_changed_default() {
-    // The test above would be worthless if every default compared equal: check one that differs.
-    assert_ne!(nix_default(schema::Default::Str("efinet0")), "\"efinet1\"");
-    assert_eq!(normalize("types.nullOr (types.enum [ \"a\" ])"), normalize("types.nullOr types.enum [ \"a\" ]"));
-    assert_eq!(module_options().len(), OPTIONS.len());
+fn module_declares_exactly_the_schema() {
+    let problems = disagreements(&module_text());
+    assert!(
+        problems.is_empty(),
+        "nix/module.nix and src/schema.rs disagree:\n{}",
+        problems.join("\n")
+    );
+    assert_eq!(module_options(&module_text()).len(), OPTIONS.len());
+}
+
+/// `module.nix` with `from` replaced by `to` exactly once (the edit must apply, or the test
+/// below would pass for the wrong reason).
+fn edited(from: &str, to: &str) -> String {
+    let text = module_text();
+    assert_eq!(
+        text.matches(from).count(),
+        1,
+        "`{from}` occurs once in nix/module.nix"
+    );
+    text.replacen(from, to, 1)
+}
+
+#[test]
+fn a_changed_default_is_reported_with_its_option() {
+    let problems = disagreements(&edited("default = \"efinet0\";", "default = \"efinet1\";"));
+    assert_eq!(
+        problems,
+        [
+            "nfsroot.bootLoader.efinetDHCPInterface: default is \"efinet1\" in nix/module.nix, \"efinet0\" in the schema"
+        ]
+    );
+    let problems = disagreements(&edited("default = 3600;", "default = 3601;"));
+    assert_eq!(
+        problems,
+        ["bootServer.leaseSeconds: default is 3601 in nix/module.nix, 3600 in the schema"]
+    );
+    let problems = disagreements(&edited("default = true;", "default = false;"));
+    assert_eq!(
+        problems,
+        [
+            "customInstaller.networking.useDHCP: default is false in nix/module.nix, true in the schema"
+        ]
+    );
+    // A default that is not a literal cannot be compared: said so, not guessed.
+    let problems = disagreements(&edited("default = 512;", "default = 256 * 2;"));
+    assert_eq!(problems.len(), 1, "{problems:?}");
+    assert!(problems[0].starts_with("customInstaller.espSizeMiB: the default in nix/module.nix is an expression that is not a literal"), "{problems:?}");
+}
+
+#[test]
+fn a_changed_type_a_missing_and_an_extra_option_are_reported() {
+    let problems = disagreements(&edited(
+        "type = types.nullOr types.int;",
+        "type = types.nullOr types.str;",
+    ));
+    assert_eq!(
+        problems,
+        [
+            "customInstaller.rootSizeMiB: type is `types.nullOr types.str` in nix/module.nix, `types.nullOr (types.int)` in the schema"
+        ]
+    );
+
+    // tftpRoot renamed: the schema's option is missing and the module has one the schema lacks.
+    let problems = disagreements(&edited("tftpRoot = mkOption", "tftpDir = mkOption"));
+    assert_eq!(
+        problems,
+        [
+            "bootServer.tftpRoot: in src/schema.rs but not in nix/module.nix",
+            "bootServer.tftpDir: in nix/module.nix but not in src/schema.rs"
+        ]
+    );
+}
+
+#[test]
+#[should_panic(expected = "bootServer.router: mkOption without `description`")]
+fn an_option_without_description_is_refused() {
+    disagreements(&edited(
+        "description = \"Default gateway handed to clients (DHCP option 3).\";",
+        "",
+    ));
 }
