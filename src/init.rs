@@ -45,7 +45,7 @@ pub fn writable_root_mounts() -> Vec<MountOp> {
     ]
 }
 
-/// unionfs-fuse's command line for the same layout (the seed's way; fuse3 options).
+/// unionfs-fuse's command line for the same layout (the seed's way; options libfuse 2 and 3 both take).
 pub fn unionfs_command() -> Vec<String> {
     vec![
         "unionfs".into(),
@@ -125,26 +125,37 @@ fn make_root_writable(log: &Log) -> Result<(AfterInstall, WritableLayer), String
             }
         }
     }
-    log.step(&format!("writable root: {:?} over the read-only NFS root, changes in a tmpfs", layer));
+    log.step(&format!("writable root: {} over the read-only NFS root, changes in a tmpfs", layer.as_str()));
     let new_root = format!("{LAYER}/root");
     for dir in ["/proc", "/sys", "/dev"] {
         move_mount(dir, &format!("{new_root}{dir}"))?;
     }
-    std::fs::create_dir_all(format!("{new_root}/oldroot")).map_err(|e| format!("mkdir oldroot: {e}"))?;
     std::env::set_current_dir(&new_root).map_err(|e| format!("cd {new_root}: {e}"))?;
-    let (dot, old) = (cstr(".")?, cstr("oldroot")?);
-    // SAFETY: pivot_root has no libc wrapper; both arguments are valid paths.
-    let rc = unsafe { libc::syscall(libc::SYS_pivot_root, dot.as_ptr(), old.as_ptr()) };
-    if rc != 0 {
-        return Err(format!("pivot_root into {new_root}: {}", std::io::Error::last_os_error()));
-    }
-    // SAFETY: chroot to the new root we are in.
+    let dot = cstr(".")?;
+    let switched = match layer {
+        WritableLayer::Overlayfs => {
+            std::fs::create_dir_all("oldroot").map_err(|e| format!("mkdir {new_root}/oldroot: {e}"))?;
+            let old = cstr("oldroot")?;
+            // SAFETY: pivot_root has no libc wrapper; both arguments are valid paths.
+            let rc = unsafe { libc::syscall(libc::SYS_pivot_root, dot.as_ptr(), old.as_ptr()) };
+            if rc != 0 {
+                return Err(format!("pivot_root into {new_root}: {}", std::io::Error::last_os_error()));
+            }
+            "switched into the writable root (pivot_root; the NFS root stays at /oldroot)"
+        }
+        // No pivot_root: it would also move the unionfs daemon's root into the union, and its
+        // branch `/` would then be the union itself (every lookup would wait on itself). Only
+        // init changes its root; the daemon keeps the NFS root as its `/`.
+        WritableLayer::UnionfsFuse => "switched into the writable root (chroot; unionfs-fuse keeps the NFS root)",
+    };
+    // SAFETY: chroot to the new root we are in (after pivot_root, `/` is already there; the
+    // chroot makes that hold for this process whatever pivot_root did to its root).
     if unsafe { libc::chroot(dot.as_ptr()) } != 0 {
-        return Err(format!("chroot: {}", std::io::Error::last_os_error()));
+        return Err(format!("chroot into {new_root}: {}", std::io::Error::last_os_error()));
     }
     let _ = std::env::set_current_dir("/");
     mount(&op("tmpfs", "/run", "tmpfs", "mode=0755"), 0)?;
-    log.step("switched into the writable root (the NFS root stays at /oldroot)");
+    log.step(switched);
     Ok((c.custom_installer.after_install, layer))
 }
 

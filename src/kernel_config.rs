@@ -2,7 +2,6 @@
 //! modules): the one source for the flake's `kernel` and the test kernel.
 
 use crate::config::Config;
-use crate::config::typed::WritableLayer;
 use serde_json::{Map, Value};
 
 /// A set of symbols and why they are there (printed as a comment in the kconfig fragment).
@@ -91,9 +90,6 @@ pub fn fragment(config: &Config) -> Vec<Symbol> {
         for symbol in group.symbols {
             set((*symbol).to_string(), "y".into(), group.why);
         }
-    }
-    if config.nfsroot.writable_layer == WritableLayer::UnionfsFuse {
-        set("FUSE_FS".into(), "y".into(), "nfsroot.writableLayer = \"unionfs-fuse\"");
     }
     for extra in &config.nfsroot.extra_kernel_options {
         if let Some((name, value)) = parse_symbol(extra) {

@@ -60,6 +60,16 @@ pub enum WritableLayer {
     UnionfsFuse,
 }
 
+impl WritableLayer {
+    /// The option's value, as users write it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            WritableLayer::Overlayfs => "overlayfs",
+            WritableLayer::UnionfsFuse => "unionfs-fuse",
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct CustomInstaller {
