@@ -130,6 +130,11 @@ enum Servers {
     IscTftpd,
     /// dnsmasq for DHCP and TFTP.
     Dnsmasq,
+    /// `nixos-pxe serve` alone: DHCP, TFTP and the NFS root.
+    Serve,
+    /// `nixos-pxe serve` in proxy DHCP mode, and a site DHCP server (dnsmasq on another host of
+    /// the bridge) that hands out the addresses.
+    ServeBesideSiteDhcp,
 }
 
 /// Starts `script` in the lab, in a mount namespace of its own where the example's server paths
@@ -147,8 +152,27 @@ fn spawn_with_srv(lab: &mut Lab, tftp: &Path, nfsroot: &Path, script: &str, log:
 
 /// Starts the DHCP and TFTP servers of `servers` from the rendered files, and (with `nfs`)
 /// rpcbind and nfs-ganesha from the rendered ganesha.conf, exporting `nfsroot`.
-fn start_servers(lab: &mut Lab, dir: &Path, rendered: &Path, tftp: &Path, nfsroot: &Path, servers: Servers, nfs: bool) {
+fn start_servers(lab: &mut Lab, dir: &Path, config: &str, rendered: &Path, tftp: &Path, nfsroot: &Path, servers: Servers, nfs: bool) {
     match servers {
+        Servers::Serve | Servers::ServeBesideSiteDhcp => {
+            if servers == Servers::ServeBesideSiteDhcp {
+                // Proxy mode: the site's DHCP server, addresses only, on another host of the bridge.
+                let site = lab.add_host("site", "10.42.0.2");
+                lab.spawn_in(
+                    &site,
+                    &["dnsmasq", "--keep-in-foreground", "--log-facility=-", "--pid-file", "--port=0", "--interface=eth0", "--bind-interfaces",
+                      "--dhcp-range=10.42.0.150,10.42.0.159,255.255.255.0,600", "--log-dhcp", "--conf-file=/dev/null"],
+                    &dir.join("site-dhcp.log"),
+                );
+            }
+            let script = format!(
+                "exec {} serve --source static --config {} --interface br0{}",
+                env!("CARGO_BIN_EXE_nixos-pxe"),
+                root().join(config).display(),
+                if nfs { " --nfs-root /srv/nixos/nfsroot" } else { "" }
+            );
+            spawn_with_srv(lab, tftp, nfsroot, &script, &dir.join("dhcp.log"));
+        }
         Servers::IscTftpd => {
             std::fs::write(dir.join("dhcpd.leases"), "").expect("leases");
             let script = format!(
@@ -170,7 +194,7 @@ fn start_servers(lab: &mut Lab, dir: &Path, rendered: &Path, tftp: &Path, nfsroo
             spawn_with_srv(lab, tftp, nfsroot, &script, &dir.join("dhcp.log"));
         }
     }
-    if nfs {
+    if nfs && matches!(servers, Servers::IscTftpd | Servers::Dnsmasq) {
         // rpcbind and ganesha in one mount namespace with a private /run (their sockets and pid
         // files); the host kernel has no nfsd, ganesha is the NFS server here.
         let script = format!(
@@ -310,7 +334,7 @@ fn installs(config: &str, servers: Servers, name: &str) -> (Prepared, Boot, Insp
     let p = prepare(config);
     let nfsroot = nfs_root(p.dir.path(), config, true);
     let mut lab = Lab::new(&format!("e2e-{name}"));
-    start_servers(&mut lab, p.dir.path(), &p.rendered, &p.tftp, &nfsroot, servers, true);
+    start_servers(&mut lab, p.dir.path(), config, &p.rendered, &p.tftp, &nfsroot, servers, true);
     let b = boot(&lab, p.dir.path(), &p.disk, None);
     drop(lab);
     report(name, &b);
@@ -322,7 +346,8 @@ fn installs(config: &str, servers: Servers, name: &str) -> (Prepared, Boot, Insp
         assert!(b.times.iter().any(|(n, _)| n == milestone), "never reached: {milestone}\n{}", tail(serial));
     }
     // GRUB: DHCP on the configured interface, the server from option 66, the kernel over TFTP.
-    assert!(common::in_order(serial, &["nixos-pxe: DHCP on efinet0", "nixos-pxe: boot server 10.42.0.1 (DHCP option 66)", "nixos-pxe: loading (tftp)/nixos/bzImage from 10.42.0.1"]), "{}", tail(serial));
+    // (The server comes from option 66, or from grub.cfg in proxy mode: each test checks which.)
+    assert!(common::in_order(serial, &["nixos-pxe: DHCP on efinet0", "nixos-pxe: boot server 10.42.0.1 (", "nixos-pxe: loading (tftp)/nixos/bzImage from 10.42.0.1"]), "{}", tail(serial));
     // The kernel ran with exactly the rendered command line (GRUB prepends BOOT_IMAGE=),
     // configured eth0, mounted the NFS root read-only; init made it writable.
     let line = serial.lines().find(|l| l.starts_with("Command line:")).unwrap_or_default();
@@ -360,6 +385,7 @@ fn server_logs(dir: &Path) -> String {
 #[test]
 fn seed_example_installs_with_isc_dhcpd_and_tftpd_hpa() {
     let (p, b, disk) = installs(SEED, Servers::IscTftpd, "isc");
+    assert!(b.serial.contains("nixos-pxe: boot server 10.42.0.1 (DHCP option 66)"), "{}", tail(&b.serial));
     assert!(b.serial.contains("writable root: overlayfs over the read-only NFS root"), "{}", tail(&b.serial));
     let networking = &disk.files["etc/nixos/networking.nix"];
     assert!(networking.contains("networking.useDHCP = true;"), "{networking}");
@@ -386,6 +412,31 @@ fn unionfs_fuse_writable_layer_installs() {
     assert!(b.serial.contains("writable root: unionfs-fuse over the read-only NFS root"), "{}", tail(&b.serial));
 }
 
+const SERVE: &str = "tests/configs/lab-serve.nix";
+const SERVE_PROXY: &str = "tests/configs/lab-serve-proxy.nix";
+
+/// `nixos-pxe serve` as the only server: its DHCP hands out the lease with options 66, 67 and 17,
+/// its TFTP serves the loader and the kernel, and the kernel mounts its root from serve's NFS.
+#[test]
+fn serve_alone_installs_the_seed_example() {
+    let (p, b, _) = installs(SERVE, Servers::Serve, "serve");
+    assert!(b.serial.contains("nixos-pxe: boot server 10.42.0.1 (DHCP option 66)"), "{}", tail(&b.serial));
+    assert!(b.serial.contains("port=2049,mountport=2049,mountproto=tcp,nolock"), "option 17 carried the port options:\n{}", tail(&b.serial));
+    let log = std::fs::read_to_string(p.dir.path().join("dhcp.log")).unwrap_or_default();
+    assert!(log.contains("NFS: serving read-only") && log.contains("bootx64.efi") && log.contains("bzImage"), "serve's log:\n{log}");
+}
+
+/// `nixos-pxe serve --dhcp proxy` beside a site DHCP server: addresses from the site, the boot
+/// file from serve, the server and the NFS root named by grub.cfg and the command line.
+#[test]
+fn serve_in_proxy_mode_installs_beside_a_site_dhcp_server() {
+    let (p, b, _) = installs(SERVE_PROXY, Servers::ServeBesideSiteDhcp, "serve-proxy");
+    assert!(b.serial.contains("nixos-pxe: boot server 10.42.0.1 (bootServer.address; proxy DHCP mode)"), "{}", tail(&b.serial));
+    assert!(b.serial.contains("IP-Config: Got DHCP answer from 10.42.0.2"), "the kernel's address came from the site:\n{}", tail(&b.serial));
+    let site = std::fs::read_to_string(p.dir.path().join("site-dhcp.log")).unwrap_or_default();
+    assert!(site.contains("DHCPACK(eth0) 10.42.0.15"), "the site handed out the address:\n{site}");
+}
+
 /// The failures: each says on the console what failed, nothing reports success, the disk is unchanged.
 fn fails(name: &str, prepare_disk: impl FnOnce(&Path), image: bool, nfs: bool, expect: &[&str]) {
     let _one_qemu = preflight();
@@ -394,7 +445,7 @@ fn fails(name: &str, prepare_disk: impl FnOnce(&Path), image: bool, nfs: bool, e
     let before = sha256(&p.disk);
     let nfsroot = nfs_root(p.dir.path(), SEED, image);
     let mut lab = Lab::new(&format!("e2e-{name}"));
-    start_servers(&mut lab, p.dir.path(), &p.rendered, &p.tftp, &nfsroot, Servers::Dnsmasq, nfs);
+    start_servers(&mut lab, p.dir.path(), SEED, &p.rendered, &p.tftp, &nfsroot, Servers::Dnsmasq, nfs);
     let b = boot(&lab, p.dir.path(), &p.disk, Some(expect[expect.len() - 1]));
     drop(lab);
     report(name, &b);

@@ -220,11 +220,25 @@ fn mac_text(mac: &[u8]) -> String {
     mac.iter().take(6).map(|b| format!("{b:02x}")).collect::<Vec<_>>().join(":")
 }
 
+/// Where replies go.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AnswerTo {
+    /// Port 67: the relay, the client's address or broadcast (RFC 2131 4.1).
+    Rfc2131,
+    /// Port 4011, the PXE boot server port: back to the sender. A UEFI PXE client that got an
+    /// address from the site's server and only a boot file name from a proxy (no PXE vendor
+    /// options) asks the proxy again there, unicast, before it downloads (EDK2 does).
+    Sender,
+}
+
+/// The PXE boot server port of proxy DHCP.
+pub const PXE_BOOT_SERVER_PORT: u16 = 4011;
+
 /// Serves until `stop` is set.
-pub fn serve(socket: UdpSocket, settings: Settings, stop: &AtomicBool) -> io::Result<()> {
+pub fn serve(socket: UdpSocket, settings: Settings, stop: &AtomicBool, answer_to: AnswerTo) -> io::Result<()> {
     socket.set_broadcast(true)?;
     socket.set_read_timeout(Some(Duration::from_millis(250)))?;
-    tracing::info!(address = %socket.local_addr()?, mode = ?settings.mode, server = %settings.server, "dhcp: serving");
+    tracing::info!(address = %socket.local_addr()?, mode = ?settings.mode, server = %settings.server, ?answer_to, "dhcp: serving");
     let mut leases = Leases::default();
     let mut buf = vec![0u8; 4096];
     while !stop.load(Ordering::Relaxed) {
@@ -250,7 +264,10 @@ pub fn serve(socket: UdpSocket, settings: Settings, stop: &AtomicBool) -> io::Re
             tracing::error!(mac, "dhcp: cannot encode the reply: {e}");
             continue;
         }
-        let to = destination(&request, &answer);
+        let to = match answer_to {
+            AnswerTo::Rfc2131 => destination(&request, &answer),
+            AnswerTo::Sender => peer,
+        };
         match socket.send_to(&out, to) {
             Ok(_) => tracing::info!(
                 mac, request = ?request.opts().msg_type().unwrap_or(MessageType::Unknown(0)), reply = ?answer.opts().msg_type(),

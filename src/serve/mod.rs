@@ -1,7 +1,9 @@
-//! `nixos-pxe serve`: the boot server in one process (DHCP and TFTP; NFS still external), configured
-//! from the same bootServer.* options `render` uses, bound to one interface, stopped cleanly by Ctrl-C.
+//! `nixos-pxe serve`: the boot server in one process (DHCP, TFTP and, with --nfs-root, the NFS root),
+//! configured from the same bootServer.* options `render` uses, bound to one interface, stopped
+//! cleanly by Ctrl-C.
 
 pub mod dhcp;
+pub mod nfs;
 pub mod tftp;
 pub mod tftp_packet;
 
@@ -39,8 +41,11 @@ pub struct ServeArgs {
     /// Timeouts in a row after which a TFTP transfer is abandoned.
     #[arg(long, value_name = "N", default_value_t = 5)]
     pub tftp_retries: u32,
-    /// The unpacked NFS root to serve over NFSv3 (not yet built in: serve it with the kernel NFS server
-    /// or nfs-ganesha using `render`'s exports or ganesha.conf).
+    /// Also serve this directory (the unpacked NFS root tarball) read-only over NFSv3, as
+    /// bootServer.nfsExport, on bootServer.address. NFS and MOUNT share one TCP port and there is no
+    /// portmapper nor lock manager, so bootServer.nfsMountOptions must name the port, e.g.
+    /// "vers=3,tcp,port=2049,mountport=2049,mountproto=tcp,nolock". Without this option, export the
+    /// root with the kernel NFS server or nfs-ganesha (`render` writes exports and ganesha.conf).
     #[arg(long, value_name = "DIR")]
     pub nfs_root: Option<Utf8PathBuf>,
 }
@@ -81,11 +86,14 @@ pub fn run(args: &ServeArgs) -> Result<(), Error> {
     }
     .map(|mode| dhcp::Settings::from_config(server, mode).map_err(|e| Error::Message(format!("serve --dhcp: {e}"))))
     .transpose()?;
-    if let Some(root) = &args.nfs_root {
-        return Err(Error::Message(format!(
-            "serve: --nfs-root {root}: the NFS server is not built in yet; export it with the kernel NFS server or nfs-ganesha (`nixos-pxe render` writes exports and ganesha.conf)"
-        )));
-    }
+    let nfs_settings = match &args.nfs_root {
+        None => None,
+        Some(root) => {
+            let port = nfs::port_from_mount_options(&server.nfs_mount_options).map_err(|e| Error::Message(format!("serve --nfs-root: {e}")))?;
+            let ip = server.address.unwrap_or(Ipv4Addr::UNSPECIFIED);
+            Some(nfs::Settings { root: root.clone().into(), export: server.nfs_export.clone(), address: SocketAddr::from((ip, port)) })
+        }
+    };
     let root = args.tftp_root.clone().unwrap_or_else(|| Utf8PathBuf::from(&server.tftp_root));
     let mut settings = tftp::Settings::new(root.as_std_path()).map_err(|e| Error::Message(format!("serve: {e}")))?;
     settings.timeout = std::time::Duration::from_secs(args.tftp_timeout.clamp(1, 255));
@@ -104,25 +112,45 @@ pub fn run(args: &ServeArgs) -> Result<(), Error> {
             interface.as_deref().map(|i| format!(" on interface {i}")).unwrap_or_default()
         ))
     })?;
-    let dhcp_thread = match dhcp_settings {
-        None => None,
-        Some(d) => {
-            let Some(interface) = interface.as_deref() else {
-                return Err(Error::Message("serve --dhcp: name the interface with --interface or bootServer.interface".into()));
-            };
-            let socket = tftp::bind(SocketAddr::from((Ipv4Addr::UNSPECIFIED, 67)), Some(interface))
-                .map_err(|e| Error::Message(format!("serve: cannot listen for DHCP on port 67 of {interface}: {e} (needs root)")))?;
-            Some(std::thread::spawn(move || {
-                let result = dhcp::serve(socket, d, &STOP);
+    let mut dhcp_threads = Vec::new();
+    if let Some(d) = dhcp_settings {
+        let Some(interface) = interface.as_deref() else {
+            return Err(Error::Message("serve --dhcp: name the interface with --interface or bootServer.interface".into()));
+        };
+        let mut ports = vec![(67, dhcp::AnswerTo::Rfc2131)];
+        if d.mode == dhcp::Mode::Proxy {
+            ports.push((dhcp::PXE_BOOT_SERVER_PORT, dhcp::AnswerTo::Sender));
+        }
+        for (port, answer_to) in ports {
+            let socket = tftp::bind(SocketAddr::from((Ipv4Addr::UNSPECIFIED, port)), Some(interface))
+                .map_err(|e| Error::Message(format!("serve: cannot listen for DHCP on port {port} of {interface}: {e} (needs root)")))?;
+            let d = d.clone();
+            dhcp_threads.push(std::thread::spawn(move || {
+                let result = dhcp::serve(socket, d, &STOP, answer_to);
                 // Without DHCP no client can boot: stop TFTP too rather than serve half a boot server.
                 STOP.store(true, Ordering::Relaxed);
                 result
-            }))
+            }));
         }
-    };
+    }
+    let nfs_thread = nfs_settings.map(|n| {
+        std::thread::spawn(move || {
+            let result = nfs::serve(&n, &STOP);
+            // Without its root no client gets past the kernel: stop the rest rather than serve half a boot server.
+            STOP.store(true, Ordering::Relaxed);
+            result
+        })
+    });
     let tftp_result = tftp::serve(listener, settings, &STOP).map_err(|e| Error::Message(format!("serve: TFTP: {e}")));
     STOP.store(true, Ordering::Relaxed);
-    if let Some(t) = dhcp_thread {
+    if let Some(t) = nfs_thread {
+        match t.join() {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => return Err(Error::Message(format!("serve: NFS: {e}"))),
+            Err(_) => return Err(Error::Message("serve: the NFS thread panicked".into())),
+        }
+    }
+    for t in dhcp_threads {
         match t.join() {
             Ok(Ok(())) => {}
             Ok(Err(e)) => return Err(Error::Message(format!("serve: DHCP: {e}"))),
