@@ -152,7 +152,8 @@ fn spawn_with_srv(lab: &mut Lab, tftp: &Path, nfsroot: &Path, script: &str, log:
 
 /// Starts the DHCP and TFTP servers of `servers` from the rendered files, and (with `nfs`)
 /// rpcbind and nfs-ganesha from the rendered ganesha.conf, exporting `nfsroot`.
-fn start_servers(lab: &mut Lab, dir: &Path, config: &str, rendered: &Path, tftp: &Path, nfsroot: &Path, servers: Servers, nfs: bool) {
+fn start_servers(lab: &mut Lab, p: &Prepared, config: &str, nfsroot: &Path, servers: Servers, nfs: bool) {
+    let (dir, rendered, tftp) = (p.dir.path(), p.rendered.as_path(), p.tftp.as_path());
     match servers {
         Servers::Serve | Servers::ServeBesideSiteDhcp => {
             if servers == Servers::ServeBesideSiteDhcp {
@@ -334,7 +335,7 @@ fn installs(config: &str, servers: Servers, name: &str) -> (Prepared, Boot, Insp
     let p = prepare(config);
     let nfsroot = nfs_root(p.dir.path(), config, true);
     let mut lab = Lab::new(&format!("e2e-{name}"));
-    start_servers(&mut lab, p.dir.path(), config, &p.rendered, &p.tftp, &nfsroot, servers, true);
+    start_servers(&mut lab, &p, config, &nfsroot, servers, true);
     let b = boot(&lab, p.dir.path(), &p.disk, None);
     drop(lab);
     report(name, &b);
@@ -423,7 +424,9 @@ fn serve_alone_installs_the_seed_example() {
     assert!(b.serial.contains("nixos-pxe: boot server 10.42.0.1 (DHCP option 66)"), "{}", tail(&b.serial));
     assert!(b.serial.contains("port=2049,mountport=2049,mountproto=tcp,nolock"), "option 17 carried the port options:\n{}", tail(&b.serial));
     let log = std::fs::read_to_string(p.dir.path().join("dhcp.log")).unwrap_or_default();
-    assert!(log.contains("NFS: serving read-only") && log.contains("bootx64.efi") && log.contains("bzImage"), "serve's log:\n{log}");
+    assert!(log.contains("NFS: serving read-only") && log.contains("Accepting connection from 10.42.0."), "serve's NFS was mounted:\n{log}");
+    assert!(log.contains("tftp: sent") && log.contains("file=\"bootx64.efi\"") && log.contains("file=\"/nixos/bzImage\""), "serve's TFTP:\n{log}");
+    assert!(log.contains("request=Discover reply=Some(Offer)") && log.contains("request=Request reply=Some(Ack)"), "serve's DHCP:\n{log}");
 }
 
 /// `nixos-pxe serve --dhcp proxy` beside a site DHCP server: addresses from the site, the boot
@@ -433,6 +436,14 @@ fn serve_in_proxy_mode_installs_beside_a_site_dhcp_server() {
     let (p, b, _) = installs(SERVE_PROXY, Servers::ServeBesideSiteDhcp, "serve-proxy");
     assert!(b.serial.contains("nixos-pxe: boot server 10.42.0.1 (bootServer.address; proxy DHCP mode)"), "{}", tail(&b.serial));
     assert!(b.serial.contains("IP-Config: Got DHCP answer from 10.42.0.2"), "the kernel's address came from the site:\n{}", tail(&b.serial));
+    // OVMF asked serve again on the PXE boot server port before downloading (EDK2 does, for a
+    // proxy offer without PXE vendor options); serve answered back to the sender.
+    let serve = std::fs::read_to_string(p.dir.path().join("dhcp.log")).unwrap_or_default();
+    assert!(
+        serve.lines().any(|l| l.contains("dhcp: answered") && l.contains("request=Request reply=Some(Ack)") && l.ends_with(":4011")),
+        "serve's log:\n{serve}"
+    );
+    assert!(serve.contains("Accepting connection from 10.42.0.15"), "the kernel mounted serve's NFS:\n{serve}");
     let site = std::fs::read_to_string(p.dir.path().join("site-dhcp.log")).unwrap_or_default();
     assert!(site.contains("DHCPACK(eth0) 10.42.0.15"), "the site handed out the address:\n{site}");
 }
@@ -445,7 +456,7 @@ fn fails(name: &str, prepare_disk: impl FnOnce(&Path), image: bool, nfs: bool, e
     let before = sha256(&p.disk);
     let nfsroot = nfs_root(p.dir.path(), SEED, image);
     let mut lab = Lab::new(&format!("e2e-{name}"));
-    start_servers(&mut lab, p.dir.path(), SEED, &p.rendered, &p.tftp, &nfsroot, Servers::Dnsmasq, nfs);
+    start_servers(&mut lab, &p, SEED, &nfsroot, Servers::Dnsmasq, nfs);
     let b = boot(&lab, p.dir.path(), &p.disk, Some(expect[expect.len() - 1]));
     drop(lab);
     report(name, &b);
