@@ -207,7 +207,7 @@ in
       nfsMountOptions = mkOption {
         type = types.str;
         default = "vers=3,tcp";
-        description = "NFS mount options the kernel uses for the root, after the path in root-path (option 17) or nfsroot=.";
+        description = "NFS mount options the kernel uses for the root, after the path in root-path (option 17) or nfsroot=. For `nixos-pxe serve --nfs-root` (no portmapper, no lock manager): \"vers=3,tcp,port=2049,mountport=2049,mountproto=tcp,nolock\".";
       };
     };
   };

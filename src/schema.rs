@@ -235,7 +235,7 @@ pub const OPTIONS: &[OptionSpec] = &[
     opt!(null "bootServer.nfsClients", Ty::Str, Some(rules::nfs_clients),
         "Clients allowed to mount the NFS root (CIDR or address); null means bootServer.subnet."),
     opt!("bootServer.nfsMountOptions", Ty::Str, Default::Str("vers=3,tcp"), Some(rules::mount_options),
-        "NFS mount options the kernel uses for the root, after the path in root-path (option 17) or nfsroot=."),
+        "NFS mount options the kernel uses for the root, after the path in root-path (option 17) or nfsroot=. For `nixos-pxe serve --nfs-root` (no portmapper, no lock manager): \"vers=3,tcp,port=2049,mountport=2049,mountproto=tcp,nolock\"."),
 ];
 
 /// The option with this dotted path.
