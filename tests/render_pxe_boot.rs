@@ -98,6 +98,21 @@ fn lab_config() -> serde_json::Value {
     })
 }
 
+/// dnsmasq started from the rendered dnsmasq.conf, as it is, its log into `log`.
+fn spawn_rendered_dnsmasq(lab: &mut Lab, rendered: &Path, log: &Path) {
+    let conf = rendered.join("dnsmasq.conf");
+    lab.spawn(
+        &[
+            "dnsmasq",
+            "--keep-in-foreground",
+            "--log-facility=-",
+            "--pid-file",
+            &format!("--conf-file={}", conf.display()),
+        ],
+        log,
+    );
+}
+
 /// Every dnsmasq here runs with `--log-facility=-` (its log into the test's log, not syslog) and
 /// `--pid-file` without a path (none: /run/dnsmasq is shared with every dnsmasq on the machine,
 /// and a second one there made the first exit with status 3). Neither changes the rendered file.
@@ -139,19 +154,7 @@ fn boots_with(server: Dhcp) {
         );
     };
     match server {
-        Dhcp::Dnsmasq => {
-            let conf = rendered.join("dnsmasq.conf");
-            lab.spawn(
-                &[
-                    "dnsmasq",
-                    "--keep-in-foreground",
-                    "--log-facility=-",
-                    "--pid-file",
-                    &format!("--conf-file={}", conf.display()),
-                ],
-                &log,
-            );
-        }
+        Dhcp::Dnsmasq => spawn_rendered_dnsmasq(&mut lab, &rendered, &log),
         Dhcp::IscDhcpd => {
             let leases = dir.path().join("dhcpd.leases");
             std::fs::write(&leases, "").expect("leases file");
@@ -260,17 +263,7 @@ fn proxy_mode_boots_with_another_server_handing_out_addresses() {
         ],
         &site_log,
     );
-    let conf = rendered.join("dnsmasq.conf");
-    lab.spawn(
-        &[
-            "dnsmasq",
-            "--keep-in-foreground",
-            "--log-facility=-",
-            "--pid-file",
-            &format!("--conf-file={}", conf.display()),
-        ],
-        &dir.path().join("dnsmasq.log"),
-    );
+    spawn_rendered_dnsmasq(&mut lab, &rendered, &dir.path().join("dnsmasq.log"));
     let mut expect = vec![
         "nixos-pxe: efinet0 has address 10.42.0.15",
         "nixos-pxe: boot server 10.42.0.1 (bootServer.address; proxy DHCP mode)",
@@ -309,17 +302,7 @@ fn a_wrong_efinet_interface_is_explained_on_the_console() {
     config["nfsroot"] = serde_json::json!({ "bootLoader": { "efinetDHCPInterface": "efinet1" } });
     let rendered = prepare(dir.path(), config, Kernel::Missing);
     let mut lab = Lab::new("wrongnic");
-    let conf = rendered.join("dnsmasq.conf");
-    lab.spawn(
-        &[
-            "dnsmasq",
-            "--keep-in-foreground",
-            "--log-facility=-",
-            "--pid-file",
-            &format!("--conf-file={}", conf.display()),
-        ],
-        &dir.path().join("dnsmasq.log"),
-    );
+    spawn_rendered_dnsmasq(&mut lab, &rendered, &dir.path().join("dnsmasq.log"));
     pxe_boot(
         &mut lab,
         dir.path(),
@@ -340,17 +323,7 @@ fn a_missing_kernel_is_explained_on_the_console() {
     let dir = tempfile::tempdir().expect("tempdir");
     let rendered = prepare(dir.path(), lab_config(), Kernel::Missing);
     let mut lab = Lab::new("nokernel");
-    let conf = rendered.join("dnsmasq.conf");
-    lab.spawn(
-        &[
-            "dnsmasq",
-            "--keep-in-foreground",
-            "--log-facility=-",
-            "--pid-file",
-            &format!("--conf-file={}", conf.display()),
-        ],
-        &dir.path().join("dnsmasq.log"),
-    );
+    spawn_rendered_dnsmasq(&mut lab, &rendered, &dir.path().join("dnsmasq.log"));
     pxe_boot(
         &mut lab,
         dir.path(),

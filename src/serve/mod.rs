@@ -44,8 +44,10 @@ pub struct ServeArgs {
     /// Also serve this directory (the unpacked NFS root tarball) read-only over NFSv3, as
     /// bootServer.nfsExport, on bootServer.address. NFS and MOUNT share one TCP port and there is no
     /// portmapper nor lock manager, so bootServer.nfsMountOptions must name the port, e.g.
-    /// "vers=3,tcp,port=2049,mountport=2049,mountproto=tcp,nolock". Without this option, export the
-    /// root with the kernel NFS server or nfs-ganesha (`render` writes exports and ganesha.conf).
+    /// "vers=3,tcp,port=2049,mountport=2049,mountproto=tcp,nolock". It answers every client that
+    /// reaches that address (bootServer.nfsClients restricts only the exports and ganesha.conf
+    /// `render` writes): serve it on the boot network only. Without this option, export the root
+    /// with the kernel NFS server or nfs-ganesha.
     #[arg(long, value_name = "DIR")]
     pub nfs_root: Option<Utf8PathBuf>,
 }
