@@ -92,6 +92,11 @@ pub fn run(args: &ServeArgs) -> Result<(), Error> {
         None => None,
         Some(root) => {
             let port = nfs::port_from_mount_options(&server.nfs_mount_options).map_err(|e| Error::Message(format!("serve --nfs-root: {e}")))?;
+            if !root.is_dir() {
+                return Err(Error::Message(format!(
+                    "serve --nfs-root {root}: not a directory; unpack the NFS root tarball there first (tar -xf nfsroot.tar -C {root})"
+                )));
+            }
             let ip = server.address.unwrap_or(Ipv4Addr::UNSPECIFIED);
             Some(nfs::Settings { root: root.clone().into(), export: server.nfs_export.clone(), address: SocketAddr::from((ip, port)) })
         }
