@@ -285,10 +285,12 @@ pub fn serve(settings: &Settings, stop: &AtomicBool) -> Result<(), String> {
             address = %settings.address,
             "NFS: serving read-only (NFSv3 and MOUNT on one port, no portmapper, no locks)"
         );
-        tokio::select! {
+        let result = tokio::select! {
             result = listener.handle_forever() => result.map_err(|e| format!("NFS server stopped: {e}")),
             () = async { while !stop.load(Ordering::Relaxed) { tokio::time::sleep(Duration::from_millis(200)).await } } => Ok(()),
-        }
+        };
+        tracing::info!("NFS: stopped");
+        result
     })
 }
 
