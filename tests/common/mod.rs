@@ -85,6 +85,7 @@ impl Lab {
              ip -n {ns} addr add {SERVER_ADDRESS}/24 dev br0; ip -n {ns} link set br0 up; \
              ip -n {ns} tuntap add dev tap0 mode tap; ip -n {ns} link set tap0 master br0 up"
         ));
+        reap_when_this_process_ends(&ns);
         Lab {
             ns,
             children: Vec::new(),
@@ -104,6 +105,7 @@ impl Lab {
              ip -n {host} addr add {address}/24 dev eth0; ip -n {host} link set eth0 up",
             ns = self.ns
         ));
+        reap_when_this_process_ends(&host);
         self.extra.push(host.clone());
         host
     }
@@ -158,6 +160,25 @@ impl Drop for Lab {
             let _ = Command::new("ip").args(["netns", "del", ns]).status();
         }
     }
+}
+
+/// Cleanup on interrupt: Drop does not run when the test binary is killed (Ctrl-C, a CI timeout),
+/// so a small watcher in a session of its own (a terminal's Ctrl-C does not reach it) waits for
+/// this process to end and then kills what still runs in namespace `ns` and deletes it. After a
+/// normal Drop it finds nothing left to do.
+fn reap_when_this_process_ends(ns: &str) {
+    let script = format!(
+        "while kill -0 {pid} 2>/dev/null; do sleep 1; done; \
+         ip netns pids {ns} 2>/dev/null | xargs -r kill -9; ip netns del {ns} 2>/dev/null; true",
+        pid = std::process::id()
+    );
+    let _ = Command::new("sh")
+        .args(["-c", &script])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .process_group(0)
+        .spawn();
 }
 
 /// A UEFI client: OVMF under TCG, a virtio NIC on tap0 with OVMF's own PXE (no option ROM, as on
