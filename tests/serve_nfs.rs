@@ -2,8 +2,9 @@
 //! `nfs-cat` (the host kernel has no NFS client; the kernel's own client is exercised by the QEMU
 //! install in tests/e2e_install.rs). In a network namespace this test creates, on its loopback.
 
+mod common;
+
 use std::path::Path;
-use std::process::Command;
 
 const CONFIG: &str = r#"{
   bootServer = {
@@ -17,31 +18,12 @@ const CONFIG: &str = r#"{
 }
 "#;
 
-/// Runs `script` in a fresh network namespace with serve started on lo; `$URL` is the export's
-/// NFS URL for libnfs, `fail` ends the script with the server's log.
+/// Runs `script` in a fresh network namespace with serve's TFTP and NFS on lo; `$URL` is the
+/// export's NFS URL for libnfs and `$Q` its query (version and ports).
 fn with_server(dir: &Path, script: &str) -> (bool, String) {
-    let bin = env!("CARGO_BIN_EXE_nixos-pxe");
-    let full = format!(
-        r#"set -eu
-cd {dir}
-ip link set lo up
-{bin} serve --config config.nix --source static --interface lo --dhcp off --tftp-root tftp --nfs-root export 2>server.log &
-SERVER=$!
-for i in $(seq 50); do grep -q "NFS: serving" server.log && break; sleep 0.1; done
-URL="nfs://127.0.0.1/srv/nixos/nfsroot"
-Q="?version=3&nfsport=2049&mountport=2049"
-fail() {{ echo "FAILED: $*"; cat server.log; kill -INT $SERVER; exit 1; }}
-{script}
-kill -INT $SERVER
-wait $SERVER || fail "server exited with status $? after SIGINT"
-grep -q "NFS: stopped" server.log || fail "no clean NFS stop in the log"
-echo ALL-OK
-"#,
-        dir = dir.display()
-    );
-    let out = Command::new("unshare").args(["-n", "bash", "-c", &full]).output().expect("run unshare (needs root)");
-    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
-    (out.status.success() && text.contains("ALL-OK"), text)
+    let args = "--config config.nix --source static --interface lo --dhcp off --tftp-root tftp --nfs-root export";
+    let script = format!("URL=\"nfs://127.0.0.1/srv/nixos/nfsroot\"\nQ=\"?version=3&nfsport=2049&mountport=2049\"\n{script}");
+    common::with_serve_on_loopback(dir, args, "NFS: serving", &script, "NFS: stopped")
 }
 
 fn setup() -> tempfile::TempDir {

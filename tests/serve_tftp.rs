@@ -1,37 +1,20 @@
 //! `nixos-pxe serve` TFTP against real clients (curl, atftp) in a network namespace this test creates:
 //! sizes from 0 bytes to past the 16-bit block rollover, traversal attempts, a stuck client, 10% loss.
 
+mod common;
+
 use std::path::Path;
-use std::process::Command;
 
 fn write(path: &Path, size: usize, seed: usize) {
     let data: Vec<u8> = (0..size).map(|i| ((i * 31 + seed * 17 + i / 977) % 253) as u8).collect();
     std::fs::write(path, data).expect("write test file");
 }
 
-/// Runs `script` in a fresh network namespace (unshare -n) with the server started from $BIN on lo.
+/// Runs `script` in a fresh network namespace with serve's TFTP (no DHCP) on lo.
 fn in_namespace(dir: &Path, script: &str) -> (bool, String) {
-    let bin = env!("CARGO_BIN_EXE_nixos-pxe");
     let config = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/seed/installer.nix");
-    let full = format!(
-        r#"set -eu
-cd {dir}
-ip link set lo up
-{bin} serve --config {config} --source static --interface lo --dhcp off --tftp-root root 2>server.log &
-SERVER=$!
-for i in $(seq 50); do grep -q "tftp: serving" server.log && break; sleep 0.1; done
-fail() {{ echo "FAILED: $*"; cat server.log; kill -INT $SERVER; exit 1; }}
-{script}
-kill -INT $SERVER
-wait $SERVER || fail "server exited with status $? after SIGINT"
-grep -q "tftp: stopped" server.log || fail "no clean stop in the log"
-echo ALL-OK
-"#,
-        dir = dir.display()
-    );
-    let out = Command::new("unshare").args(["-n", "bash", "-c", &full]).output().expect("run unshare (needs root)");
-    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
-    (out.status.success() && text.contains("ALL-OK"), text)
+    let args = format!("--config {config} --source static --interface lo --dhcp off --tftp-root root");
+    common::with_serve_on_loopback(dir, &args, "tftp: serving", script, "tftp: stopped")
 }
 
 fn setup() -> tempfile::TempDir {

@@ -1,4 +1,5 @@
-//! The PXE lab the QEMU tests share: a network namespace with the boot network, the servers
+//! What the namespace tests share: `with_serve_on_loopback` for serve's protocol tests, and the
+//! PXE lab of the QEMU tests: a network namespace with the boot network, the servers
 //! started in it, a UEFI QEMU client on its tap device, and the serial console read back.
 //! Everything a test creates here (namespaces, processes) is removed when its owner is dropped,
 //! also when the test panics. Nothing is sent outside the namespace.
@@ -320,4 +321,34 @@ pub fn test_kernel(config_args: &[&str]) -> PathBuf {
             .last()
             .expect("build-test-kernel.sh prints the kernel's path"),
     )
+}
+
+/// Runs the bash `script` in a fresh network namespace (`unshare -n`, loopback only) in `dir`,
+/// after starting `nixos-pxe serve SERVE_ARGS` there and waiting for `ready` in its log
+/// (server.log). `fail MSG` in the script ends it with the server's log. Afterwards serve gets
+/// SIGINT and must exit 0 and log `stopped`. Returns whether all of it held, and the output.
+pub fn with_serve_on_loopback(dir: &Path, serve_args: &str, ready: &str, script: &str, stopped: &str) -> (bool, String) {
+    let bin = env!("CARGO_BIN_EXE_nixos-pxe");
+    let full = format!(
+        r#"set -eu
+cd {dir}
+ip link set lo up
+{bin} serve {serve_args} 2>server.log &
+SERVER=$!
+for i in $(seq 50); do grep -q "{ready}" server.log && break; sleep 0.1; done
+fail() {{ echo "FAILED: $*"; cat server.log; kill -INT $SERVER; exit 1; }}
+{script}
+kill -INT $SERVER
+wait $SERVER || fail "server exited with status $? after SIGINT"
+grep -q "{stopped}" server.log || fail "no clean stop in the log"
+echo ALL-OK
+"#,
+        dir = dir.display()
+    );
+    let out = Command::new("unshare")
+        .args(["-n", "bash", "-c", &full])
+        .output()
+        .expect("run unshare (needs root)");
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    (out.status.success() && text.contains("ALL-OK"), text)
 }
