@@ -15,6 +15,7 @@ rustPlatform.buildRustPackage {
       ../src
       ../templates
       ../tests
+      ../benches
       ../examples
       ../nix/module.nix
       ../README.md
