@@ -22,6 +22,15 @@ fn nix_available() -> bool {
         .is_ok_and(|o| o.status.success())
 }
 
+/// The line `nixos-pxe options` prints for `option`, or "" when there is none.
+fn option_line(stdout: &str, option: &str) -> String {
+    stdout
+        .lines()
+        .find(|l| l.starts_with(&format!("{option} ")))
+        .unwrap_or_default()
+        .to_string()
+}
+
 #[test]
 fn check_points_at_the_bad_value_and_writes_nothing() {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -78,13 +87,7 @@ fn options_say_where_each_value_came_from() {
     ]);
     assert!(out.status.success(), "{}", text(&out.stderr));
     let stdout = text(&out.stdout);
-    let line = |option: &str| {
-        stdout
-            .lines()
-            .find(|l| l.starts_with(&format!("{option} ")))
-            .unwrap_or_default()
-            .to_string()
-    };
+    let line = |option: &str| option_line(&stdout, option);
     assert!(
         line("nfsroot.bootLoader.efinetDHCPInterface").ends_with("\"efinet0\"  (default)"),
         "{stdout}"
@@ -180,13 +183,7 @@ fn eval_reads_let_and_string_operations_that_static_rejects() {
     let out = pxe(&["options", "--config", path, "--source", "eval"]);
     assert!(out.status.success(), "{}", text(&out.stderr));
     let stdout = text(&out.stdout);
-    let line = |option: &str| {
-        stdout
-            .lines()
-            .find(|l| l.starts_with(&format!("{option} ")))
-            .unwrap_or_default()
-            .to_string()
-    };
+    let line = |option: &str| option_line(&stdout, option);
     assert!(
         line("customInstaller.rootDevice").contains("\"/dev/sdb\"  (")
             && line("customInstaller.rootDevice").contains("h.nix:5:3)"),

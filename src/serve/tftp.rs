@@ -159,6 +159,14 @@ pub struct Stats {
     pub timeouts: u64,
 }
 
+/// One retransmission timeout without progress: counted for this wait and for the transfer's
+/// statistics; more than `retries` in a row abandon the transfer.
+fn count_timeout(timeouts: &mut u32, stats: &mut Stats, retries: u32) -> Result<(), TransferError> {
+    *timeouts += 1;
+    stats.timeouts += 1;
+    if *timeouts > retries { Err(TransferError::Timeout(*timeouts)) } else { Ok(()) }
+}
+
 /// Sends `file` (`size` bytes) with the negotiated options.
 ///
 /// Retransmission, and why it cannot amplify:
@@ -186,11 +194,7 @@ pub fn send_file(link: &mut dyn Link, file: &File, size: u64, n: &Negotiated, re
         loop {
             match link.recv(&mut buf, deadline)? {
                 None => {
-                    timeouts += 1;
-                    stats.timeouts += 1;
-                    if timeouts > retries {
-                        return Err(TransferError::Timeout(timeouts));
-                    }
+                    count_timeout(&mut timeouts, &mut stats, retries)?;
                     link.send(&oack)?;
                     deadline = Instant::now() + n.timeout;
                 }
@@ -225,11 +229,7 @@ pub fn send_file(link: &mut dyn Link, file: &File, size: u64, n: &Negotiated, re
         }
         match link.recv(&mut buf, deadline)? {
             None => {
-                timeouts += 1;
-                stats.timeouts += 1;
-                if timeouts > retries {
-                    return Err(TransferError::Timeout(timeouts));
-                }
+                count_timeout(&mut timeouts, &mut stats, retries)?;
                 next = acked + 1;
                 deadline = Instant::now() + n.timeout;
             }
