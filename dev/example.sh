@@ -7,7 +7,7 @@ cd "$(dirname "$0")/.."
 config=${CONFIG:-examples/seed/installer.nix}
 out=${1:-out}
 
-bash dev/install-deps.sh
+bash dev/install-deps.sh example
 cargo build --release --locked
 pxe=target/release/nixos-pxe
 

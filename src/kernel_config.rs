@@ -33,6 +33,13 @@ pub const GROUPS: &[Group] = &[
         symbols: &["EFI", "EFI_STUB", "EFIVAR_FS", "SERIAL_8250", "SERIAL_8250_CONSOLE", "PRINTK", "TTY"],
     },
     Group {
+        why: "what the network card drivers below depend on, built in as well: nixpkgs' autoModules makes every \
+              tristate a module, and a driver can be no more built in than its dependencies (PTP clock: Intel, \
+              Broadcom, Mellanox; GNSS: ice; VXLAN, MLXFW and the Hyper-V PCI interface: mlx5_core). \
+              tests/kernel_fragment.rs proves it against allmodconfig",
+        symbols: &["PTP_1588_CLOCK", "GNSS", "VXLAN", "MLXFW", "HYPERV", "PCI_HYPERV_INTERFACE"],
+    },
+    Group {
         why: "server network cards (the seed's fleet: Intel; today's racks: Broadcom, Mellanox, Realtek) and virtio",
         symbols: &[
             "PCI", "NETDEVICES", "ETHERNET", "NET_VENDOR_INTEL", "E1000", "E1000E", "IGB", "IXGBE", "I40E", "ICE",

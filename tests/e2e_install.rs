@@ -24,7 +24,7 @@ const UNIONFS: &str = "tests/configs/lab-unionfs.nix";
 const RUN_TIMEOUT: Duration = Duration::from_secs(420);
 const DISK_MIB: u64 = 2048;
 
-fn preflight() -> std::sync::MutexGuard<'static, ()> {
+fn preflight() -> common::OneQemu {
     common::preflight(&[
         "/bin/busybox",
         "/usr/sbin/dhcpd",

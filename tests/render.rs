@@ -16,7 +16,7 @@ fn root() -> &'static Path {
 }
 
 fn run(cmd: &mut Command) -> Output {
-    cmd.output().unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e} (dev/install-deps.sh installs it)"))
+    cmd.output().unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e} (dev/install-deps.sh test installs it)"))
 }
 
 fn render(config: &str) -> tempfile::TempDir {

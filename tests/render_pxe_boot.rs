@@ -39,7 +39,7 @@ fn pxe_boot(lab: &mut Lab, dir: &Path, expect: &[&str]) -> String {
     }
 }
 
-fn preflight() -> std::sync::MutexGuard<'static, ()> {
+fn preflight() -> common::OneQemu {
     common::preflight(&[])
 }
 

@@ -26,7 +26,7 @@ pub fn root() -> &'static Path {
 pub fn run(cmd: &mut Command) -> String {
     let out = cmd
         .output()
-        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e} (dev/install-deps.sh installs it)"));
+        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e} (dev/install-deps.sh test installs it)"));
     assert!(
         out.status.success(),
         "{cmd:?} failed: {}{}",
@@ -48,12 +48,19 @@ pub fn nixos_pxe(args: &[&str]) -> String {
 }
 
 /// One QEMU at a time in a test binary: under TCG two would starve each other on two cores.
-/// Cargo runs test binaries one after another, so this is enough for the whole suite.
 static ONE_QEMU: Mutex<()> = Mutex::new(());
 
+/// What keeps other QEMU boots waiting while one runs: the lock of this test binary and a lock
+/// file for every process on the machine (several checkouts' test runs, a benchmark), held until
+/// dropped.
+pub struct OneQemu {
+    _in_process: MutexGuard<'static, ()>,
+    _machine: std::fs::File,
+}
+
 /// Root, the firmware and GRUB present; returns the guard that keeps other boots waiting.
-pub fn preflight(programs: &[&str]) -> MutexGuard<'static, ()> {
-    let guard = ONE_QEMU.lock().unwrap_or_else(PoisonError::into_inner);
+pub fn preflight(programs: &[&str]) -> OneQemu {
+    let in_process = ONE_QEMU.lock().unwrap_or_else(PoisonError::into_inner);
     assert_eq!(
         run(Command::new("id").arg("-u")),
         "0\n",
@@ -62,10 +69,23 @@ pub fn preflight(programs: &[&str]) -> MutexGuard<'static, ()> {
     for file in [OVMF_CODE, OVMF_VARS, GRUB_LIB].iter().chain(programs) {
         assert!(
             Path::new(file).exists(),
-            "{file} missing: run dev/install-deps.sh"
+            "{file} missing: run dev/install-deps.sh test"
         );
     }
-    guard
+    let path = "/run/lock/nixos-pxe-qemu.lock";
+    let machine = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(path)
+        .unwrap_or_else(|e| panic!("{path}: {e}"));
+    // SAFETY: flock(2) on a descriptor this function owns; blocks until no other process holds it.
+    let rc = unsafe { libc::flock(std::os::fd::AsRawFd::as_raw_fd(&machine), libc::LOCK_EX) };
+    assert_eq!(rc, 0, "flock {path}: {}", std::io::Error::last_os_error());
+    OneQemu {
+        _in_process: in_process,
+        _machine: machine,
+    }
 }
 
 /// A network namespace holding the boot network: bridge br0 with the server's address and tap0
