@@ -16,6 +16,10 @@ cache_root=${NIXOS_PXE_KERNEL_CACHE:-/var/cache/nixos-pxe/test-kernel}
 version=$(dpkg-query -W -f='${Version}' linux-source-6.1)
 key=$( { cat "$fragment" "$base"; echo "linux-source-6.1 $version"; } | sha256sum | cut -c1-16)
 cache="$cache_root/$key"
+# One build at a time on this machine: a second caller waits for the first and then finds it cached.
+mkdir -p "$cache_root"
+exec 9>"$cache_root/.lock"
+flock 9
 if [ -s "$cache/bzImage" ]; then
   echo "build-test-kernel: cached ($cache)" >&2
   echo "$cache/bzImage"
