@@ -159,12 +159,13 @@ fn start_servers(lab: &mut Lab, p: &Prepared, config: &str, nfsroot: &Path, serv
             if servers == Servers::ServeBesideSiteDhcp {
                 // Proxy mode: the site's DHCP server, addresses only, on another host of the bridge.
                 let site = lab.add_host("site", "10.42.0.2");
-                lab.spawn_in(
-                    &site,
-                    &["dnsmasq", "--keep-in-foreground", "--log-facility=-", "--pid-file", "--port=0", "--interface=eth0", "--bind-interfaces",
-                      "--dhcp-range=10.42.0.150,10.42.0.159,255.255.255.0,600", "--log-dhcp", "--conf-file=/dev/null"],
-                    &dir.join("site-dhcp.log"),
+                let mut args = vec!["dnsmasq".to_string()];
+                args.extend(common::dnsmasq_host_safe_args(&dir.join("site-dhcp.leases")));
+                args.extend(
+                    ["--port=0", "--interface=eth0", "--bind-interfaces", "--dhcp-range=10.42.0.150,10.42.0.159,255.255.255.0,600", "--log-dhcp", "--conf-file=/dev/null"]
+                        .map(String::from),
                 );
+                lab.spawn_in(&site, &args.iter().map(String::as_str).collect::<Vec<_>>(), &dir.join("site-dhcp.log"));
             }
             let script = format!(
                 "exec {} serve --source static --config {} --interface br0{}",
@@ -187,9 +188,9 @@ fn start_servers(lab: &mut Lab, p: &Prepared, config: &str, nfsroot: &Path, serv
             spawn_with_srv(lab, tftp, nfsroot, "exec in.tftpd -L -v -u root -a 10.42.0.1:69 -s /srv/tftp", &dir.join("tftpd.log"));
         }
         Servers::Dnsmasq => {
-            // --pid-file without a path: none (the default /run/dnsmasq is shared with the host's).
             let script = format!(
-                "exec dnsmasq --keep-in-foreground --log-facility=- --pid-file --conf-file={}",
+                "exec dnsmasq {} --conf-file={}",
+                common::dnsmasq_host_safe_args(&dir.join("dnsmasq.leases")).join(" "),
                 rendered.join("dnsmasq.conf").display()
             );
             spawn_with_srv(lab, tftp, nfsroot, &script, &dir.join("dhcp.log"));

@@ -2,6 +2,8 @@
 //! server config checked by the real program that will read it (dhcpd, kea-dhcp4, dnsmasq, GRUB).
 //! `UPDATE_GOLDEN=1 cargo test --test render` rewrites the golden files.
 
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
@@ -155,11 +157,12 @@ fn ganesha_serves_the_export_from_ganesha_conf() {
     let out = render(config.to_str().expect("utf-8"));
     let conf = out.path().join("ganesha.conf");
     let log = dir.path().join("ganesha.log");
-    let ns = format!("nixos-pxe-ganesha-{}", std::process::id());
+    // rpcbind must have its socket before ganesha registers with it: waited for, not slept on.
     let script = r#"set -u
         mount -t tmpfs tmpfs /run && mkdir -p /run/ganesha /run/rpcbind
         rpcbind -f -w & rpcbind=$!
-        sleep 0.5
+        for i in $(seq 1 100); do [ -S /run/rpcbind.sock ] && break; sleep 0.1; done
+        if [ ! -S /run/rpcbind.sock ]; then echo "rpcbind made no /run/rpcbind.sock within 10 s"; kill $rpcbind; exit 1; fi
         ganesha.nfsd -F -f "$1" -L "$2" -p /run/ganesha/pid & ganesha=$!
         status=1
         for i in $(seq 1 60); do
@@ -170,20 +173,25 @@ fn ganesha_serves_the_export_from_ganesha_conf() {
         rpcinfo -p 10.42.0.1
         kill $ganesha $rpcbind; wait
         exit $status"#;
+    // Deleted with whatever runs in it on every way out: Drop, a panic, or this process killed.
+    let ns = common::Namespace::new("ganesha");
+    let ns = &ns.name;
     let setup = format!(
-        "ip netns add {ns} && ip -n {ns} link set lo up && ip -n {ns} link add br0 type bridge && \
-         ip -n {ns} addr add 10.42.0.1/24 dev br0 && ip -n {ns} link set br0 up"
+        "ip -n {ns} link add br0 type bridge && ip -n {ns} addr add 10.42.0.1/24 dev br0 && ip -n {ns} link set br0 up"
     );
-    assert!(run(Command::new("sh").args(["-c", &setup])).status.success(), "cannot make namespace {ns}");
-    let result = run(Command::new("ip")
-        .args(["netns", "exec", &ns, "unshare", "--mount", "sh", "-c", script, "ganesha-check"])
-        .arg(&conf)
-        .arg(&log)
-        .arg(&export));
-    let _ = run(Command::new("ip").args(["netns", "del", &ns]));
-    let text = format!("{}{}", String::from_utf8_lossy(&result.stdout), String::from_utf8_lossy(&result.stderr));
+    assert!(run(Command::new("sh").args(["-c", &setup])).status.success(), "cannot set up namespace {ns}");
+    let (status, text) = common::run_within(
+        Command::new("ip")
+            .args(["netns", "exec", ns, "unshare", "--mount", "sh", "-c", script, "ganesha-check"])
+            .arg(&conf)
+            .arg(&log)
+            .arg(&export),
+        dir.path(),
+        std::time::Duration::from_secs(120),
+        || common::delete_namespace(ns),
+    );
     let log = std::fs::read_to_string(&log).unwrap_or_default();
-    assert!(result.status.success(), "ganesha did not export {}:\n{text}\n--- ganesha log:\n{log}", export.display());
+    assert!(status.success(), "ganesha did not export {}:\n{text}\n--- ganesha log:\n{log}", export.display());
     assert!(log.contains("Configuration file successfully parsed"), "{log}");
     assert!(text.contains("100003    3   tcp   2049  nfs"), "NFSv3 over TCP on 2049:\n{text}");
 }

@@ -98,25 +98,16 @@ fn lab_config() -> serde_json::Value {
     })
 }
 
-/// dnsmasq started from the rendered dnsmasq.conf, as it is, its log into `log`.
+/// dnsmasq started from the rendered dnsmasq.conf, as it is, its log into `log` and its leases
+/// beside it (common::dnsmasq_host_safe_args: nothing of the host's is written).
 fn spawn_rendered_dnsmasq(lab: &mut Lab, rendered: &Path, log: &Path) {
     let conf = rendered.join("dnsmasq.conf");
-    lab.spawn(
-        &[
-            "dnsmasq",
-            "--keep-in-foreground",
-            "--log-facility=-",
-            "--pid-file",
-            &format!("--conf-file={}", conf.display()),
-        ],
-        log,
-    );
+    let mut args = vec!["dnsmasq".to_string()];
+    args.extend(common::dnsmasq_host_safe_args(&log.with_extension("leases")));
+    args.push(format!("--conf-file={}", conf.display()));
+    lab.spawn(&args.iter().map(String::as_str).collect::<Vec<_>>(), log);
 }
 
-/// Every dnsmasq here runs with `--log-facility=-` (its log into the test's log, not syslog) and
-/// `--pid-file` without a path (none: /run/dnsmasq is shared with every dnsmasq on the machine,
-/// and a second one there made the first exit with status 3). Neither changes the rendered file.
-///
 /// The DHCP server under test in authoritative mode.
 #[derive(Clone, Copy, Debug)]
 enum Dhcp {
@@ -247,22 +238,20 @@ fn proxy_mode_boots_with_another_server_handing_out_addresses() {
     // The site's DHCP server: its own namespace, on the same bridge through a veth pair.
     let site = lab.add_host("site", "10.42.0.2");
     let site_log = dir.path().join("site-dhcp.log");
-    lab.spawn_in(
-        &site,
-        &[
-            "dnsmasq",
-            "--keep-in-foreground",
-            "--log-facility=-",
-            "--pid-file",
+    let mut site_args = vec!["dnsmasq".to_string()];
+    site_args.extend(common::dnsmasq_host_safe_args(&site_log.with_extension("leases")));
+    site_args.extend(
+        [
             "--port=0",
             "--interface=eth0",
             "--bind-interfaces",
             "--dhcp-range=10.42.0.150,10.42.0.159,255.255.255.0,600",
             "--log-dhcp",
             "--conf-file=/dev/null",
-        ],
-        &site_log,
+        ]
+        .map(String::from),
     );
+    lab.spawn_in(&site, &site_args.iter().map(String::as_str).collect::<Vec<_>>(), &site_log);
     spawn_rendered_dnsmasq(&mut lab, &rendered, &dir.path().join("dnsmasq.log"));
     let mut expect = vec![
         "nixos-pxe: efinet0 has address 10.42.0.15",

@@ -2,21 +2,29 @@
 //! PXE lab of the QEMU tests: a network namespace with the boot network, the servers
 //! started in it, a UEFI QEMU client on its tap device, and the serial console read back.
 //! Everything a test creates here (namespaces, processes) is removed when its owner is dropped,
-//! also when the test panics. Nothing is sent outside the namespace.
+//! also when the test panics, and by a watcher when the test process is killed. Nothing is sent
+//! outside the namespace, and the host's DHCP lease file and mounts are checked to be untouched.
 #![allow(dead_code)] // each test binary uses part of it
 
 use std::io::Read;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Mutex, MutexGuard, PoisonError};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 pub const OVMF_CODE: &str = "/usr/share/OVMF/OVMF_CODE.fd";
 pub const OVMF_VARS: &str = "/usr/share/OVMF/OVMF_VARS.fd";
 pub const GRUB_LIB: &str = "/usr/lib/grub/x86_64-efi";
 /// The boot server's address on the lab's bridge, as in the example configuration.
 pub const SERVER_ADDRESS: &str = "10.42.0.1";
+/// The MAC address of the QEMU client's NIC (QEMU's default for the first NIC, set explicitly).
+pub const CLIENT_MAC: &str = "52:54:00:12:34:56";
+/// Where Debian's dnsmasq keeps its leases unless told otherwise: a test must never write it.
+pub const HOST_DNSMASQ_LEASES: &str = "/var/lib/misc/dnsmasq.leases";
+/// How long a server may take to start listening on a busy two-core machine.
+pub const SERVER_START_TIMEOUT: Duration = Duration::from_secs(60);
 
 pub fn root() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -90,35 +98,45 @@ pub fn preflight(programs: &[&str]) -> OneQemu {
 
 /// A network namespace holding the boot network: bridge br0 with the server's address and tap0
 /// for QEMU. Owns the processes started in it and any extra namespaces joined to the bridge.
+/// Dropped without a panic, it checks that the host's dnsmasq lease file and mounts are as they
+/// were when it was made.
 pub struct Lab {
     pub ns: String,
     children: Vec<(Child, PathBuf)>,
     extra: Vec<String>,
+    host_before: HostState,
 }
 
 impl Lab {
     pub fn new(tag: &str) -> Lab {
         let ns = format!("nixos-pxe-{tag}-{}", std::process::id());
+        // The watcher first and the Lab before any command that can fail: a half-made namespace
+        // is deleted by Drop on a panic and by the watcher when the test process is killed.
+        reap_namespace_when_this_process_ends(&ns);
         // A stale namespace of the same name (an earlier run killed by a signal) goes first.
-        let _ = Command::new("ip").args(["netns", "del", &ns]).output();
-        sh(&format!(
-            "ip netns add {ns}; ip -n {ns} link set lo up; ip -n {ns} link add br0 type bridge; \
-             ip -n {ns} addr add {SERVER_ADDRESS}/24 dev br0; ip -n {ns} link set br0 up; \
-             ip -n {ns} tuntap add dev tap0 mode tap; ip -n {ns} link set tap0 master br0 up"
-        ));
-        reap_when_this_process_ends(&ns);
-        Lab {
+        delete_namespace(&ns);
+        let lab = Lab {
             ns,
             children: Vec::new(),
             extra: Vec::new(),
-        }
+            host_before: HostState::now(),
+        };
+        sh(&format!(
+            "ip netns add {ns}; ip -n {ns} link set lo up; ip -n {ns} link add br0 type bridge; \
+             ip -n {ns} addr add {SERVER_ADDRESS}/24 dev br0; ip -n {ns} link set br0 up; \
+             ip -n {ns} tuntap add dev tap0 mode tap; ip -n {ns} link set tap0 master br0 up",
+            ns = lab.ns
+        ));
+        lab
     }
 
     /// A second namespace with `address`/24 on its eth0, joined to the lab's bridge by a veth
     /// pair: another machine on the boot network (a site DHCP server). Deleted with the lab.
     pub fn add_host(&mut self, suffix: &str, address: &str) -> String {
         let host = format!("{}-{suffix}", self.ns);
-        let _ = Command::new("ip").args(["netns", "del", &host]).output();
+        reap_namespace_when_this_process_ends(&host);
+        delete_namespace(&host);
+        self.extra.push(host.clone());
         sh(&format!(
             "ip netns add {host}; ip -n {host} link set lo up; \
              ip -n {ns} link add veth-{suffix} type veth peer name eth0 netns {host}; \
@@ -126,8 +144,6 @@ impl Lab {
              ip -n {host} addr add {address}/24 dev eth0; ip -n {host} link set eth0 up",
             ns = self.ns
         ));
-        reap_when_this_process_ends(&host);
-        self.extra.push(host.clone());
         host
     }
 
@@ -168,6 +184,46 @@ impl Lab {
             })
             .collect()
     }
+
+    /// Waits until `ready` holds (a server listening, answering): fails the test at once with
+    /// the log of a server that exited, and after SERVER_START_TIMEOUT with every server's log.
+    pub fn wait_until_ready(&mut self, what: &str, mut ready: impl FnMut(&Lab) -> bool) {
+        let start = Instant::now();
+        loop {
+            let exited = self.exited();
+            assert!(exited.is_empty(), "a server exited while waiting for {what}:\n{}", exited.join("\n"));
+            if ready(self) {
+                return;
+            }
+            if start.elapsed() > SERVER_START_TIMEOUT {
+                let logs: Vec<String> = self
+                    .children
+                    .iter()
+                    .map(|(_, log)| format!("--- {}:\n{}", log.display(), std::fs::read_to_string(log).unwrap_or_default()))
+                    .collect();
+                panic!("not ready within {SERVER_START_TIMEOUT:?}: {what}\n{}", logs.join("\n"));
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+
+    /// Waits until every one of `sockets` is bound in namespace `ns` (see `wait_until_ready`).
+    pub fn wait_listening(&mut self, ns: &str, sockets: &[Socket]) {
+        let what = format!("{sockets:?} bound in namespace {ns}");
+        self.wait_until_ready(&what, |_| listening(ns, sockets));
+    }
+
+    /// Whether `args` run in namespace `ns` succeed (a client's probe of a server).
+    pub fn probe(&self, ns: &str, args: &[&str]) -> bool {
+        Command::new("ip")
+            .args(["netns", "exec", ns])
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
+    }
 }
 
 impl Drop for Lab {
@@ -178,28 +234,202 @@ impl Drop for Lab {
             let _ = child.wait();
         }
         for ns in self.extra.iter().chain([&self.ns]) {
-            let _ = Command::new("ip").args(["netns", "del", ns]).status();
+            delete_namespace(ns);
+        }
+        // After a panic the test has failed already; a second panic here would abort.
+        if !std::thread::panicking() {
+            self.host_before.assert_unchanged(&format!("the lab {}", self.ns));
         }
     }
 }
 
-/// Cleanup on interrupt: Drop does not run when the test binary is killed (Ctrl-C, a CI timeout),
-/// so a small watcher in a session of its own (a terminal's Ctrl-C does not reach it) waits for
-/// this process to end and then kills what still runs in namespace `ns` and deletes it. After a
-/// normal Drop it finds nothing left to do.
-fn reap_when_this_process_ends(ns: &str) {
-    let script = format!(
-        "while kill -0 {pid} 2>/dev/null; do sleep 1; done; \
-         ip netns pids {ns} 2>/dev/null | xargs -r kill -9; ip netns del {ns} 2>/dev/null; true",
-        pid = std::process::id()
-    );
+/// A socket a server has bound, as /proc/net/{udp,tcp}[6] shows it in a namespace.
+#[derive(Clone, Copy, Debug)]
+pub enum Socket {
+    /// Any UDP socket on this local port.
+    Udp(u16),
+    /// A TCP socket listening on this local port.
+    TcpListen(u16),
+}
+
+/// Whether every one of `sockets` is bound in network namespace `ns`.
+pub fn listening(ns: &str, sockets: &[Socket]) -> bool {
+    let table = |proto: &str| {
+        let out = Command::new("ip")
+            .args(["netns", "exec", ns, "cat"])
+            .args([format!("/proc/net/{proto}"), format!("/proc/net/{proto}6")])
+            .output();
+        out.map(|o| String::from_utf8_lossy(&o.stdout).into_owned()).unwrap_or_default()
+    };
+    let (udp, tcp) = (table("udp"), table("tcp"));
+    sockets.iter().all(|socket| match *socket {
+        Socket::Udp(port) => bound(&udp, port, None),
+        Socket::TcpListen(port) => bound(&tcp, port, Some("0A")),
+    })
+}
+
+/// Whether a /proc/net table has a socket on local `port` (in state `state`, hex, if given).
+fn bound(table: &str, port: u16, state: Option<&str>) -> bool {
+    table.lines().skip(1).any(|line| {
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        let local_port = fields.get(1).and_then(|a| a.rsplit(':').next()).and_then(|p| u16::from_str_radix(p, 16).ok());
+        local_port == Some(port) && state.is_none_or(|s| fields.get(3) == Some(&s))
+    })
+}
+
+/// The arguments every dnsmasq of the tests runs with, so that it leaves the host alone: its log
+/// into the test's log (not syslog), no pid file (`--pid-file` without a path: /run/dnsmasq is
+/// shared with every dnsmasq on the machine, and a second one there made the first exit with
+/// status 3), and its leases in `lease_file` in the test's directory instead of the host's
+/// /var/lib/misc/dnsmasq.leases. None of them changes the rendered configuration.
+pub fn dnsmasq_host_safe_args(lease_file: &Path) -> Vec<String> {
+    vec![
+        "--keep-in-foreground".into(),
+        "--log-facility=-".into(),
+        "--pid-file".into(),
+        format!("--dhcp-leasefile={}", lease_file.display()),
+    ]
+}
+
+/// What a test could change on the host by mistake: Debian's dnsmasq lease file (contents and
+/// modification time) and the host's mounts outside temporary directories and /run/netns (where
+/// other tests on the machine make theirs at the same time).
+#[derive(Debug, PartialEq)]
+pub struct HostState {
+    dnsmasq_leases: Option<(Vec<u8>, Option<std::time::SystemTime>)>,
+    mounts: Vec<String>,
+}
+
+impl HostState {
+    pub fn now() -> HostState {
+        let dnsmasq_leases = std::fs::read(HOST_DNSMASQ_LEASES)
+            .ok()
+            .map(|bytes| (bytes, std::fs::metadata(HOST_DNSMASQ_LEASES).and_then(|m| m.modified()).ok()));
+        // This process's mount table is the host's: the tests' own mounts are made in private
+        // mount namespaces.
+        let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").expect("read /proc/self/mountinfo");
+        let mounts = mountinfo
+            .lines()
+            .filter(|line| {
+                let point = line.split_whitespace().nth(4).unwrap_or_default();
+                !["/tmp/", "/var/tmp/", "/run/netns/"].iter().any(|p| point.starts_with(p))
+            })
+            .map(|line| {
+                // Without the mount's id and its parent's, which a remount elsewhere can shift.
+                line.split_whitespace().skip(2).collect::<Vec<_>>().join(" ")
+            })
+            .collect();
+        HostState { dnsmasq_leases, mounts }
+    }
+
+    /// Fails the test, naming `who`, if the host's lease file or mounts differ from `self`.
+    pub fn assert_unchanged(&self, who: &str) {
+        let now = HostState::now();
+        assert!(
+            self.dnsmasq_leases == now.dnsmasq_leases,
+            "{who} changed the host's {HOST_DNSMASQ_LEASES} (a dnsmasq without --dhcp-leasefile in the test's directory?): \
+             before {:?}, now {:?}",
+            self.dnsmasq_leases.as_ref().map(|(b, t)| (String::from_utf8_lossy(b).into_owned(), t)),
+            now.dnsmasq_leases.as_ref().map(|(b, t)| (String::from_utf8_lossy(b).into_owned(), t)),
+        );
+        let added: Vec<&String> = now.mounts.iter().filter(|m| !self.mounts.contains(m)).collect();
+        let removed: Vec<&String> = self.mounts.iter().filter(|m| !now.mounts.contains(m)).collect();
+        assert!(
+            added.is_empty() && removed.is_empty(),
+            "{who} changed the host's mounts (a mount outside a private mount namespace?):\nadded: {added:#?}\nremoved: {removed:#?}"
+        );
+    }
+}
+
+/// Kills every process in network namespace `ns` and deletes it; nothing if there is none.
+pub fn delete_namespace(ns: &str) {
     let _ = Command::new("sh")
+        .args(["-c", "ip netns pids \"$1\" 2>/dev/null | xargs -r kill -9; ip netns del \"$1\" 2>/dev/null; true", "delete-namespace", ns])
+        .status();
+}
+
+/// Cleanup on interrupt: Drop does not run when the test binary is killed (Ctrl-C, a CI timeout,
+/// kill -9), so a small watcher in a process group of its own (a terminal's Ctrl-C does not reach it)
+/// waits for this process to end and then runs the shell `cleanup`. Register it before making
+/// what it removes; after a normal Drop it finds nothing left to do.
+pub fn reap_when_this_process_ends(cleanup: &str) {
+    let script = format!("while kill -0 {pid} 2>/dev/null; do sleep 1; done; {cleanup}; true", pid = std::process::id());
+    // Never waited for: it outlives this process by design.
+    Command::new("sh")
         .args(["-c", &script])
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .process_group(0)
-        .spawn();
+        .spawn()
+        .map(drop)
+        .expect("start the clean-up watcher");
+}
+
+/// The watcher for network namespace `ns`: kills what still runs in it and deletes it.
+pub fn reap_namespace_when_this_process_ends(ns: &str) {
+    reap_when_this_process_ends(&format!("ip netns pids {ns} 2>/dev/null | xargs -r kill -9; ip netns del {ns} 2>/dev/null"));
+}
+
+/// A network namespace of this test process with a unique name starting with `tag`: made now,
+/// deleted with everything in it when dropped (also on a panic) or, by a watcher, when the test
+/// process is killed.
+pub struct Namespace {
+    pub name: String,
+}
+
+impl Namespace {
+    pub fn new(tag: &str) -> Namespace {
+        static NEXT: AtomicU32 = AtomicU32::new(0);
+        let name = format!("nixos-pxe-{tag}-{}-{}", std::process::id(), NEXT.fetch_add(1, Ordering::Relaxed));
+        reap_namespace_when_this_process_ends(&name);
+        delete_namespace(&name);
+        let ns = Namespace { name };
+        run(Command::new("ip").args(["netns", "add", &ns.name]));
+        run(Command::new("ip").args(["-n", &ns.name, "link", "set", "lo", "up"]));
+        ns
+    }
+}
+
+impl Drop for Namespace {
+    fn drop(&mut self) {
+        delete_namespace(&self.name);
+    }
+}
+
+/// Runs `cmd` (which must not outlive what `stop` stops) with stdout and stderr in files of
+/// `dir` (a process it leaves behind cannot keep the test waiting on a pipe); after `timeout`
+/// it calls `stop` and fails the test with the output so far. Returns the status and the output.
+pub fn run_within(cmd: &mut Command, dir: &Path, timeout: Duration, stop: impl Fn()) -> (ExitStatus, String) {
+    let (out, err) = (dir.join("run-within.stdout"), dir.join("run-within.stderr"));
+    let mut child = cmd
+        .stdin(Stdio::null())
+        .stdout(std::fs::File::create(&out).expect("stdout file"))
+        .stderr(std::fs::File::create(&err).expect("stderr file"))
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
+    let start = Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("wait") {
+            break Some(status);
+        }
+        if start.elapsed() > timeout {
+            let _ = child.kill();
+            let _ = child.wait();
+            stop();
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let text = format!(
+        "{}{}",
+        std::fs::read_to_string(&out).unwrap_or_default(),
+        std::fs::read_to_string(&err).unwrap_or_default()
+    );
+    match status {
+        Some(status) => (status, text),
+        None => panic!("{cmd:?} did not end within {timeout:?} and was stopped; its output:\n{text}"),
+    }
 }
 
 /// A UEFI client: OVMF under TCG, a virtio NIC on tap0 with OVMF's own PXE (no option ROM, as on
@@ -232,10 +462,10 @@ impl Qemu {
             "-netdev",
             "tap,id=n0,ifname=tap0,script=no,downscript=no",
             "-device",
-            "virtio-net-pci,netdev=n0,romfile=,bootindex=1",
         ]
         .map(String::from)
         .to_vec();
+        args.push(format!("virtio-net-pci,netdev=n0,romfile=,bootindex=1,mac={CLIENT_MAC}"));
         args.extend([
             "-m".into(),
             memory_mib.to_string(),
@@ -343,20 +573,32 @@ pub fn test_kernel(config_args: &[&str]) -> PathBuf {
     )
 }
 
-/// Runs the bash `script` in a fresh network namespace (`unshare -n`, loopback only) in `dir`,
-/// after starting `nixos-pxe serve SERVE_ARGS` there and waiting for `ready` in its log
-/// (server.log). `fail MSG` in the script ends it with the server's log. Afterwards serve gets
-/// SIGINT and must exit 0 and log `stopped`. Returns whether all of it held, and the output.
+/// How long one `with_serve_on_loopback` script may take, transfers with packet loss included.
+pub const LOOPBACK_SCRIPT_TIMEOUT: Duration = Duration::from_secs(300);
+
+/// Runs the bash `script` in a fresh network namespace (loopback only) in `dir`, after starting
+/// `nixos-pxe serve SERVE_ARGS` there and waiting (up to 10 s) for `ready` in its log
+/// (server.log); a server that never logs it fails the run with its log. `fail MSG` in the script
+/// ends it with the server's log. Afterwards serve gets SIGINT and must exit 0 and log `stopped`.
+/// Whatever ends the script (a failing command, the LOOPBACK_SCRIPT_TIMEOUT, the test process
+/// killed) also ends serve and deletes the namespace. Returns whether all of it held, and the output.
 pub fn with_serve_on_loopback(dir: &Path, serve_args: &str, ready: &str, script: &str, stopped: &str) -> (bool, String) {
     let bin = env!("CARGO_BIN_EXE_nixos-pxe");
     let full = format!(
         r#"set -eu
 cd {dir}
-ip link set lo up
 {bin} serve {serve_args} 2>server.log &
 SERVER=$!
-for i in $(seq 50); do grep -q "{ready}" server.log && break; sleep 0.1; done
-fail() {{ echo "FAILED: $*"; cat server.log; kill -INT $SERVER; exit 1; }}
+# A failing command (set -e) or `fail` must not leave serve running: stop it on every exit.
+trap 'kill -9 $SERVER 2>/dev/null || true' EXIT
+fail() {{ echo "FAILED: $*"; cat server.log; exit 1; }}
+ready=
+for i in $(seq 100); do
+  if grep -q "{ready}" server.log; then ready=yes; break; fi
+  kill -0 $SERVER 2>/dev/null || fail "serve exited before it logged '{ready}'"
+  sleep 0.1
+done
+[ -n "$ready" ] || fail "serve did not log '{ready}' within 10 s"
 {script}
 kill -INT $SERVER
 wait $SERVER || fail "server exited with status $? after SIGINT"
@@ -365,10 +607,12 @@ echo ALL-OK
 "#,
         dir = dir.display()
     );
-    let out = Command::new("unshare")
-        .args(["-n", "bash", "-c", &full])
-        .output()
-        .expect("run unshare (needs root)");
-    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
-    (out.status.success() && text.contains("ALL-OK"), text)
+    let ns = Namespace::new("lo");
+    let (status, text) = run_within(
+        Command::new("ip").args(["netns", "exec", &ns.name, "bash", "-c", &full]),
+        dir,
+        LOOPBACK_SCRIPT_TIMEOUT,
+        || delete_namespace(&ns.name),
+    );
+    (status.success() && text.contains("ALL-OK"), text)
 }
