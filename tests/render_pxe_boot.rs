@@ -7,7 +7,7 @@
 
 mod common;
 
-use common::{GRUB_LIB, Lab, Qemu, in_order, nixos_pxe};
+use common::{CLIENT_MAC, GRUB_LIB, Lab, Qemu, in_order, nixos_pxe};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -281,8 +281,10 @@ fn proxy_mode_boots_with_another_server_handing_out_addresses() {
     }
 }
 
-/// The wrong efinet interface (efinet1 on a one-NIC machine): GRUB says what failed and lists
-/// the cards it sees, instead of hanging or booting nothing silently.
+/// The wrong efinet interface (efinet1 on a one-NIC machine): GRUB's own DHCP command fails, and
+/// GRUB lists the cards it sees (`net_ls_cards`: efinet0 with the client's MAC, nothing else),
+/// instead of hanging or booting nothing silently. The card list is what GRUB printed, not the
+/// template's own words (its echo names "efinet0" too).
 #[test]
 fn a_wrong_efinet_interface_is_explained_on_the_console() {
     let _one_boot = preflight();
@@ -292,16 +294,37 @@ fn a_wrong_efinet_interface_is_explained_on_the_console() {
     let rendered = prepare(dir.path(), config, Kernel::Missing);
     let mut lab = Lab::new("wrongnic");
     spawn_rendered_dnsmasq(&mut lab, &rendered, &dir.path().join("dnsmasq.log"));
-    pxe_boot(
+    let card = format!("efinet0 {CLIENT_MAC}");
+    let text = pxe_boot(
         &mut lab,
         dir.path(),
         &[
-            "nixos-pxe: DHCP on efinet1",
+            "nixos-pxe: DHCP on efinet1 (",
+            // GRUB's net_bootp on a card it does not have.
+            "error: no network card found.",
             "nixos-pxe: DHCP on efinet1 failed",
-            "efinet0",
+            "these are the cards GRUB sees:",
+            &card,
             "set nfsroot.bootLoader.efinetDHCPInterface",
         ],
     );
+    assert_eq!(cards_listed(&text), [card], "the cards GRUB listed:\n{text}");
+    assert!(!text.contains("efinet1 has address"), "{text}");
+}
+
+/// The lines `net_ls_cards` printed ("efinetN MAC"), each once: the serial console carries both
+/// of GRUB's terminals (serial and console), so every line arrives twice.
+fn cards_listed(console: &str) -> Vec<String> {
+    let is_mac = |s: &str| s.len() == 17 && s.split(':').all(|b| b.len() == 2 && b.chars().all(|c| c.is_ascii_hexdigit()));
+    let mut cards: Vec<String> = Vec::new();
+    for line in console.lines() {
+        let words: Vec<&str> = line.split_whitespace().collect();
+        let card = matches!(words.as_slice(), [name, mac] if name.strip_prefix("efinet").is_some_and(|n| n.parse::<u32>().is_ok()) && is_mac(mac));
+        if card && !cards.iter().any(|c| c == line.trim()) {
+            cards.push(line.trim().to_string());
+        }
+    }
+    cards
 }
 
 /// A TFTP root without the kernel: GRUB names the file and the server it could not load it from,
