@@ -11,7 +11,7 @@
 
 mod common;
 
-use common::{GRUB_LIB, Lab, Qemu, nixos_pxe as pxe, root, run, sh, tail};
+use common::{GRUB_LIB, Lab, Qemu, SERVER_ADDRESS, Socket, nixos_pxe as pxe, root, run, sh, tail};
 use std::os::unix::fs::{PermissionsExt, symlink};
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -32,6 +32,7 @@ fn preflight() -> common::OneQemu {
         "/usr/sbin/dnsmasq",
         "/usr/bin/ganesha.nfsd",
         "/usr/sbin/rpcbind",
+        "/usr/sbin/rpcinfo",
         "/usr/bin/unionfs",
     ])
 }
@@ -196,11 +197,18 @@ fn start_servers(lab: &mut Lab, p: &Prepared, config: &str, nfsroot: &Path, serv
             spawn_with_srv(lab, tftp, nfsroot, &script, &dir.join("dhcp.log"));
         }
     }
-    if nfs && matches!(servers, Servers::IscTftpd | Servers::Dnsmasq) {
+    let ganesha = nfs && matches!(servers, Servers::IscTftpd | Servers::Dnsmasq);
+    if ganesha {
         // rpcbind and ganesha in one mount namespace with a private /run (their sockets and pid
-        // files); the host kernel has no nfsd, ganesha is the NFS server here.
+        // files); the host kernel has no nfsd, ganesha is the NFS server here. The /run mount
+        // comes first, then rpcbind, and ganesha starts once rpcbind's socket is there (it
+        // registers with rpcbind at start).
         let script = format!(
-            "mount -t tmpfs run /run && mkdir -p /run/rpcbind /var/run/ganesha && rpcbind -w -f & sleep 1; \
+            "mount -t tmpfs run /run; mkdir -p /run/rpcbind /var/run/ganesha; \
+             rpcbind -w -f & \
+             i=0; until [ -S /run/rpcbind.sock ]; do \
+               i=$((i + 1)); [ $i -le 100 ] || {{ echo 'rpcbind made no /run/rpcbind.sock within 10 s'; exit 1; }}; sleep 0.1; \
+             done; \
              exec ganesha.nfsd -F -f {} -L {} -p {}",
             rendered.join("ganesha.conf").display(),
             dir.join("ganesha.log").display(),
@@ -208,10 +216,24 @@ fn start_servers(lab: &mut Lab, p: &Prepared, config: &str, nfsroot: &Path, serv
         );
         spawn_with_srv(lab, tftp, nfsroot, &script, &dir.join("nfs.log"));
     }
-    // Servers up: DHCP bound, NFS registered with rpcbind.
-    std::thread::sleep(Duration::from_secs(3));
-    let died = lab.exited();
-    assert!(died.is_empty(), "a server did not start:\n{}", died.join("\n"));
+    // Each server listening before the client starts (a server that exits or never listens
+    // fails the test with the servers' logs).
+    let mut sockets = vec![Socket::Udp(67), Socket::Udp(69)];
+    if nfs && !ganesha {
+        sockets.push(Socket::TcpListen(2049));
+    }
+    let ns = lab.ns.clone();
+    lab.wait_listening(&ns, &sockets);
+    if servers == Servers::ServeBesideSiteDhcp {
+        lab.wait_listening(&format!("{ns}-site"), &[Socket::Udp(67)]);
+    }
+    if ganesha {
+        // ganesha serves once MOUNT and NFSv3 answer a NULL call over TCP through rpcbind, as
+        // the kernel will reach them.
+        lab.wait_until_ready("nfs-ganesha answering MOUNT v3 and NFS v3 (rpcinfo -t)", |lab| {
+            lab.probe(&ns, &["rpcinfo", "-t", SERVER_ADDRESS, "mountd", "3"]) && lab.probe(&ns, &["rpcinfo", "-t", SERVER_ADDRESS, "nfs", "3"])
+        });
+    }
 }
 
 /// What the run reached, and when (seconds from QEMU's start).

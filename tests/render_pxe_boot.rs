@@ -7,7 +7,7 @@
 
 mod common;
 
-use common::{CLIENT_MAC, GRUB_LIB, Lab, Qemu, in_order, nixos_pxe};
+use common::{CLIENT_MAC, GRUB_LIB, Lab, Qemu, Socket, in_order, nixos_pxe};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -41,6 +41,13 @@ fn pxe_boot(lab: &mut Lab, dir: &Path, expect: &[&str]) -> String {
 
 fn preflight() -> common::OneQemu {
     common::preflight(&[])
+}
+
+/// Waits until DHCP (67) and TFTP (69) are bound in the lab before the client starts; a server
+/// that exits or never binds fails the test with the servers' logs.
+fn wait_for_dhcp_and_tftp(lab: &mut Lab) {
+    let ns = lab.ns.clone();
+    lab.wait_listening(&ns, &[Socket::Udp(67), Socket::Udp(69)]);
 }
 
 /// Whether the TFTP root gets the kernel.
@@ -177,6 +184,7 @@ fn boots_with(server: Dhcp) {
             tftpd(&mut lab);
         }
     }
+    wait_for_dhcp_and_tftp(&mut lab);
     let mut expect = vec![
         "nixos-pxe: GRUB started",
         "nixos-pxe: DHCP on efinet0",
@@ -253,6 +261,8 @@ fn proxy_mode_boots_with_another_server_handing_out_addresses() {
     );
     lab.spawn_in(&site, &site_args.iter().map(String::as_str).collect::<Vec<_>>(), &site_log);
     spawn_rendered_dnsmasq(&mut lab, &rendered, &dir.path().join("dnsmasq.log"));
+    wait_for_dhcp_and_tftp(&mut lab);
+    lab.wait_listening(&site, &[Socket::Udp(67)]);
     let mut expect = vec![
         "nixos-pxe: efinet0 has address 10.42.0.15",
         "nixos-pxe: boot server 10.42.0.1 (bootServer.address; proxy DHCP mode)",
@@ -294,6 +304,7 @@ fn a_wrong_efinet_interface_is_explained_on_the_console() {
     let rendered = prepare(dir.path(), config, Kernel::Missing);
     let mut lab = Lab::new("wrongnic");
     spawn_rendered_dnsmasq(&mut lab, &rendered, &dir.path().join("dnsmasq.log"));
+    wait_for_dhcp_and_tftp(&mut lab);
     let card = format!("efinet0 {CLIENT_MAC}");
     let text = pxe_boot(
         &mut lab,
@@ -336,6 +347,7 @@ fn a_missing_kernel_is_explained_on_the_console() {
     let rendered = prepare(dir.path(), lab_config(), Kernel::Missing);
     let mut lab = Lab::new("nokernel");
     spawn_rendered_dnsmasq(&mut lab, &rendered, &dir.path().join("dnsmasq.log"));
+    wait_for_dhcp_and_tftp(&mut lab);
     pxe_boot(
         &mut lab,
         dir.path(),
