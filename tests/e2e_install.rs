@@ -63,6 +63,25 @@ fn write_exec(path: &Path, text: &str) {
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755)).expect("chmod");
 }
 
+/// Stand-in for nixos-enter --root ROOT -- switch-to-configuration boot. systemd-boot with
+/// canTouchEfiVariables needs the firmware's EFI variables to write its boot entry, so this fails,
+/// as bootctl would, unless efivarfs is mounted and lists variables; their names go to
+/// ROOT/stand-in.efivars only when it succeeds.
+const NIXOS_ENTER_STAND_IN: &str = r#"#!/bin/sh
+# stand-in for nixos-enter --root ROOT -- COMMAND
+echo "nixos-enter $* NIXOS_INSTALL_BOOTLOADER=$NIXOS_INSTALL_BOOTLOADER" >> "$2/stand-in.log"
+efivars=/sys/firmware/efi/efivars
+if ! grep -q " $efivars efivarfs " /proc/mounts; then
+  echo "stand-in nixos-enter: efivarfs is not mounted on $efivars: systemd-boot could write no boot entry" >&2
+  exit 1
+fi
+if ! ls "$efivars" > /tmp/efivars || [ ! -s /tmp/efivars ]; then
+  echo "stand-in nixos-enter: $efivars lists no EFI variables: systemd-boot could write no boot entry" >&2
+  exit 1
+fi
+cp /tmp/efivars "$2/stand-in.efivars"
+"#;
+
 /// The NFS root: the brief's layout, with busybox and Debian programs standing in for the closure.
 fn nfs_root(dir: &Path, config: &str, with_image: bool) -> PathBuf {
     let nfsroot = dir.join("nfsroot");
@@ -97,7 +116,7 @@ fn nfs_root(dir: &Path, config: &str, with_image: bool) -> PathBuf {
     write_exec(&bin.join("nix-store"), "#!/bin/sh\n# stand-in for nix-store --store ROOT --load-db\necho \"nix-store $*\" >> \"$2/stand-in.log\"\ncat > \"$2/stand-in.registration\"\n");
     write_exec(&bin.join("nix-env"), "#!/bin/sh\n# stand-in for nix-env --store ROOT -p PROFILE --set SYSTEM\necho \"nix-env $*\" >> \"$2/stand-in.log\"\nmkdir -p \"$(dirname \"$4\")\"\nln -sfn \"$6\" \"$4\"\n");
     write_exec(&bin.join("nixos-generate-config"), "#!/bin/sh\n# stand-in for nixos-generate-config --root ROOT\necho \"nixos-generate-config $*\" >> \"$2/stand-in.log\"\nmkdir -p \"$2/etc/nixos\"\ngrep \" $2\" /proc/mounts > \"$2/etc/nixos/hardware-configuration.nix\"\n");
-    write_exec(&bin.join("nixos-enter"), "#!/bin/sh\n# stand-in for nixos-enter --root ROOT -- COMMAND\necho \"nixos-enter $* NIXOS_INSTALL_BOOTLOADER=$NIXOS_INSTALL_BOOTLOADER\" >> \"$2/stand-in.log\"\nls /sys/firmware/efi/efivars > \"$2/stand-in.efivars\"\n");
+    write_exec(&bin.join("nixos-enter"), NIXOS_ENTER_STAND_IN);
     // The configuration, as the Nix side writes it.
     std::fs::write(nfsroot.join("nixos-pxe/config.json"), pxe(&["options", "--source", "static", "--config", config, "--as-config-json"])).expect("config.json");
     if with_image {
@@ -364,7 +383,7 @@ fn installs(config: &str, servers: Servers, name: &str) -> (Prepared, Boot, Insp
     report(name, &b);
     let serial = &b.serial;
     let logs = || server_logs(p.dir.path());
-    assert!(b.exited, "QEMU did not finish within {RUN_TIMEOUT:?} (the installer reboots, -no-reboot ends QEMU):\n{}{}", tail(serial), logs());
+    assert!(b.exited, "QEMU did not finish (a line of {STUCK:?} appeared, or {RUN_TIMEOUT:?} passed; the installer reboots, -no-reboot ends QEMU):\n{}{}", tail(serial), logs());
     assert!(serial.contains("nixos-pxe: install complete in "), "{}{}", tail(serial), logs());
     for (milestone, _) in MILESTONES {
         assert!(b.times.iter().any(|(n, _)| n == milestone), "never reached: {milestone}\n{}", tail(serial));
@@ -391,11 +410,25 @@ fn installs(config: &str, servers: Servers, name: &str) -> (Prepared, Boot, Insp
     let log = &disk.files["stand-in.log"];
     assert!(log.contains("--load-db") && log.contains("--set /nix/store/00000000000000000000000000000000-nixos-system-pxe-example"), "{log}");
     assert!(log.contains("-- /nix/var/nix/profiles/system/bin/switch-to-configuration boot NIXOS_INSTALL_BOOTLOADER=1"), "{log}");
-    // nixos-generate-config saw the root and the ESP mounted; EFI variables were reachable.
+    // nixos-generate-config saw the root and the ESP mounted; the boot loader step saw OVMF's
+    // EFI variables through efivarfs (the stand-in fails without them): BootOrder among them.
     let hw = &disk.files["etc/nixos/hardware-configuration.nix"];
     assert!(hw.contains("/dev/vda2") && hw.contains("/dev/vda1") && hw.contains("vfat"), "{hw}");
-    assert!(!disk.files["stand-in.efivars"].starts_with("<missing"), "efivarfs was not mounted");
+    assert!(serial.contains("nixos-pxe: EFI variables reachable in /sys/firmware/efi/efivars"), "{}", tail(serial));
+    let efivars = &disk.files["stand-in.efivars"];
+    assert!(efivars.lines().any(|v| v == "BootOrder-8be4df61-93ca-11d2-aa0d-00e098032b8c"), "EFI variables the boot loader step saw:\n{efivars}");
     (p, b, disk)
+}
+
+/// The address the kernel's DHCP (IP-PnP) configured, from its console line
+/// "device=eth0, hwaddr=..., ipaddr=A.B.C.D, mask=..., gw=...".
+fn kernel_address(serial: &str) -> String {
+    serial
+        .lines()
+        .filter(|l| l.contains("device=eth0"))
+        .find_map(|l| l.split(", ").find_map(|f| f.trim().strip_prefix("ipaddr=")))
+        .unwrap_or_else(|| panic!("no IP-Config line with ipaddr= on the console:\n{}", tail(serial)))
+        .to_string()
 }
 
 /// The servers' logs of a run, for a failure message.
@@ -419,10 +452,17 @@ fn seed_example_installs_with_isc_dhcpd_and_tftpd_hpa() {
 
 #[test]
 fn static_configuration_installs_with_dnsmasq() {
-    let (p, _, disk) = installs(STATIC, Servers::Dnsmasq, "dnsmasq");
+    let (p, b, disk) = installs(STATIC, Servers::Dnsmasq, "dnsmasq");
     let networking = &disk.files["etc/nixos/networking.nix"];
     assert!(networking.contains("networking.useDHCP = false;"), "{networking}");
-    assert!(networking.contains("networking.interfaces.\"enp0s2\".ipv4.addresses = [ { address = \"10.42.0.1"), "{networking}");
+    // The static address is exactly the one the kernel's DHCP got (not the gateway's, which
+    // shares its first digits), and the one dnsmasq recorded for the client's MAC.
+    let address = kernel_address(&b.serial);
+    assert_ne!(address, "10.42.0.1", "{}", tail(&b.serial));
+    let leases = std::fs::read_to_string(p.dir.path().join("dnsmasq.leases")).unwrap_or_default();
+    assert!(leases.lines().any(|l| l.split_whitespace().nth(1) == Some(common::CLIENT_MAC) && l.split_whitespace().nth(2) == Some(address.as_str())), "dnsmasq's lease file (in the test's directory):\n{leases}");
+    let static_address = format!("networking.interfaces.\"enp0s2\".ipv4.addresses = [ {{ address = \"{address}\"; prefixLength = 24; }} ];");
+    assert!(networking.contains(&static_address), "expected {static_address}:\n{networking}");
     assert!(networking.contains("networking.defaultGateway = \"10.42.0.1\";"), "{networking}");
     assert!(networking.contains("networking.nameservers = [ \"10.42.0.1\" ];"), "{networking}");
     let log = std::fs::read_to_string(p.dir.path().join("dhcp.log")).unwrap_or_default();

@@ -2,6 +2,7 @@
 //! times. Nothing is written before every check has passed; a failure names its step and cause.
 
 pub mod disk;
+pub mod efi;
 pub mod lease;
 pub mod plan;
 mod steps;

@@ -2,6 +2,7 @@
 //! worded with what was being done. The decisions they follow are made in disk.rs, plan.rs, lease.rs.
 
 use super::disk::{self, Decision, Sysfs};
+use super::efi;
 use super::lease::{self, Lease};
 use super::plan::{self, Filesystem, Plan};
 use super::{InstallArgs, say};
@@ -339,15 +340,24 @@ pub fn configure(plan: &Plan, target: &Utf8Path, lease: &Lease, config: &Config,
     Ok(())
 }
 
-/// Step 6: the installed system's boot loader, with EFI variables reachable.
+/// Step 6: the installed system's boot loader, with EFI variables reachable (efi::decide): on a
+/// machine not booted by UEFI, or without variables, it fails instead of installing a boot
+/// loader that registers nothing.
 pub fn bootloader(target: &Utf8Path, unpacked: &Unpacked, mounts: &mut Mounts) -> Result<(), Error> {
-    let efivars = Utf8Path::new("/sys/firmware/efi/efivars");
-    let mounted = std::fs::read_to_string("/proc/mounts").unwrap_or_default().lines().any(|l| l.contains(" efivarfs "));
-    if efivars.is_dir() && !mounted {
-        mounts.mount("efivarfs", efivars, "efivarfs")?;
-    } else if !efivars.is_dir() {
-        say("no EFI variables on this machine (/sys/firmware/efi/efivars): the boot entry cannot be registered");
+    let efivars = Utf8Path::new(efi::EFIVARS);
+    let seen = || efi::Seen {
+        booted_by_uefi: Utf8Path::new(efi::FIRMWARE_EFI).is_dir(),
+        efivarfs_mounted: efi::efivarfs_mounted(&std::fs::read_to_string("/proc/self/mounts").unwrap_or_default(), efivars),
+        variables: std::fs::read_dir(efivars).map(|entries| entries.count()).unwrap_or(0),
+    };
+    if efi::decide(seen()).map_err(Error::Message)? == efi::Next::MountEfivarfs {
+        mounts.mount("efivarfs", efivars, "efivarfs").map_err(|e| Error::Message(efi::mount_failed(&e.to_string())))?;
+        // Mounted now: Ready, or the error for an efivarfs without variables.
+        if efi::decide(seen()).map_err(Error::Message)? != efi::Next::Ready {
+            return Err(Error::Message(efi::mount_failed(&format!("efivarfs was mounted on {efivars} but /proc/self/mounts does not show it"))));
+        }
     }
+    say(&format!("EFI variables reachable in {efivars}: the boot entry can be registered"));
     say(&format!("installing the boot loader of {}", unpacked.system));
     Command::new("nixos-enter")
         .args(["--root", target.as_str(), "--", "/nix/var/nix/profiles/system/bin/switch-to-configuration", "boot"])
