@@ -5,7 +5,10 @@
 //! Stand-ins for the NixOS-only programs (nix-store, nix-env, nixos-generate-config, nixos-enter):
 //! small scripts that record their arguments, since NixOS itself cannot run here.
 
+mod common;
+
 use std::os::unix::fs::PermissionsExt;
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
@@ -20,8 +23,17 @@ struct Loop {
 }
 
 impl Loop {
+    /// Also starts the watcher that, should the test process be killed (no Drop runs then),
+    /// unmounts what is mounted below `dir`, detaches every loop device over the backing file
+    /// and removes `dir`.
     fn new(dir: &Path, mib: u64) -> Loop {
         let backing = dir.join("disk.img");
+        common::reap_when_this_process_ends(&format!(
+            "awk -v d='{dir}/' 'index($2, d) == 1 {{ print $2 }}' /proc/self/mounts | sort -r | xargs -r -n1 umount -l; \
+             losetup -n -O NAME -j '{backing}' | xargs -r -n1 losetup -d; rm -rf --one-file-system '{dir}'",
+            dir = dir.display(),
+            backing = backing.display()
+        ));
         let f = std::fs::File::create(&backing).expect("create");
         f.set_len(mib << 20).expect("size");
         let out = Command::new("losetup").args(["--find", "--show", "--partscan"]).arg(&backing).output().expect("losetup");
@@ -52,7 +64,15 @@ fn stand_ins(dir: &Path, log: &Path) -> PathBuf {
     let bin = dir.join("stand-in-bin");
     std::fs::create_dir_all(&bin).expect("mkdir");
     let log = log.display();
-    write_exec(&bin.join("nix-store"), &format!("#!/bin/sh\n# stand-in for Nix's nix-store\necho \"nix-store $*\" >> {log}\ncat > {log}.registration\n"));
+    // nix-store runs while the installer has the target mounted: it also records the installer's
+    // mount table and the host's (the test process's), which must not show the target.
+    write_exec(
+        &bin.join("nix-store"),
+        &format!(
+            "#!/bin/sh\n# stand-in for Nix's nix-store\necho \"nix-store $*\" >> {log}\ncat > {log}.registration\n\
+             cat /proc/self/mountinfo > {log}.installer-mounts\ncat \"$NIXOS_PXE_TEST_HOST_MOUNTINFO\" > {log}.host-mounts\n"
+        ),
+    );
     write_exec(&bin.join("nix-env"), &format!("#!/bin/sh\n# stand-in for Nix's nix-env\necho \"nix-env $*\" >> {log}\n"));
     write_exec(
         &bin.join("nixos-generate-config"),
@@ -60,7 +80,10 @@ fn stand_ins(dir: &Path, log: &Path) -> PathBuf {
     );
     write_exec(
         &bin.join("nixos-enter"),
-        &format!("#!/bin/sh\n# stand-in for NixOS's nixos-enter\necho \"nixos-enter $* NIXOS_INSTALL_BOOTLOADER=$NIXOS_INSTALL_BOOTLOADER\" >> {log}\n"),
+        &format!(
+            "#!/bin/sh\n# stand-in for NixOS's nixos-enter\necho \"nixos-enter $* NIXOS_INSTALL_BOOTLOADER=$NIXOS_INSTALL_BOOTLOADER\" >> {log}\n\
+             cat \"$NIXOS_PXE_TEST_HOST_MOUNTINFO\" > {log}.host-mounts-at-bootloader\n"
+        ),
     );
     bin
 }
@@ -114,9 +137,25 @@ fn lease(dir: &Path) -> PathBuf {
     file
 }
 
+/// Stand-in firmware for the installer: a private mount namespace (nothing it mounts reaches
+/// the host, efivarfs on /sys included) with a tmpfs on /sys/firmware holding efi/efivars and one
+/// variable, as a UEFI-booted machine shows them; the host's own firmware (often none here) plays
+/// no part. The installer, a child of this test, is killed if the test process dies.
+const STAND_IN_FIRMWARE: &str = "mount -t tmpfs stand-in-firmware /sys/firmware; mkdir -p /sys/firmware/efi/efivars; \
+     printf 'stand-in' > /sys/firmware/efi/efivars/BootOrder-8be4df61-93ca-11d2-aa0d-00e098032b8c; exec \"$@\"";
+
 fn install(dir: &Path, config: &Path, image: &Path, bin: &Path, extra: &[&str]) -> Output {
     let path = format!("{}:{}", bin.display(), std::env::var("PATH").unwrap_or_default());
-    Command::new(env!("CARGO_BIN_EXE_nixos-pxe"))
+    let mut command = Command::new("unshare");
+    command.args(["--mount", "--propagation", "private", "sh", "-ec", STAND_IN_FIRMWARE, "stand-in-firmware"]);
+    // SAFETY: prctl(2) is async-signal-safe; it only sets this child's parent-death signal.
+    unsafe {
+        command.pre_exec(|| {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) == 0 { Ok(()) } else { Err(std::io::Error::last_os_error()) }
+        });
+    }
+    command
+        .arg(env!("CARGO_BIN_EXE_nixos-pxe"))
         .arg("install")
         .arg("--config")
         .arg(config)
@@ -130,6 +169,7 @@ fn install(dir: &Path, config: &Path, image: &Path, bin: &Path, extra: &[&str]) 
         .arg(dir.join("resolv.conf"))
         .args(extra)
         .env("PATH", path)
+        .env("NIXOS_PXE_TEST_HOST_MOUNTINFO", format!("/proc/{}/mountinfo", std::process::id()))
         .output()
         .expect("run the installer")
 }
@@ -150,8 +190,17 @@ fn installs_onto_an_empty_loop_device() {
     let disk = Loop::new(dir.path(), 2048);
     let log = dir.path().join("stand-ins.log");
     let bin = stand_ins(dir.path(), &log);
+    let host_before = common::HostState::now();
     let out = install(dir.path(), &config(dir.path(), &disk.device, ""), &image(dir.path()), &bin, &[]);
     let stdout = String::from_utf8_lossy(&out.stdout);
+    // The installer's mounts stayed in its own mount namespace: while it had the target mounted
+    // (when nix-store ran) the host's mount table did not show it, and nothing of the host's
+    // changed (efivarfs on /sys among what is compared).
+    let target = format!(" {}/disk.mnt ", dir.path().display());
+    let seen = |suffix: &str| std::fs::read_to_string(format!("{}.{suffix}", log.display())).unwrap_or_else(|e| format!("<{suffix}: {e}>"));
+    assert!(seen("installer-mounts").contains(&target), "the installer's mounts:\n{}", seen("installer-mounts"));
+    assert!(!seen("host-mounts").contains(&target) && !seen("host-mounts").starts_with('<'), "the host's mounts:\n{}", seen("host-mounts"));
+    host_before.assert_unchanged("the installer");
     // The ESP is FAT32; a kernel without vfat (some CI sandboxes) cannot mount it. Then the installer
     // must stop at that mount with a clear message, and the QEMU end-to-end test (whose kernel has
     // vfat) covers the configure and bootloader steps.
@@ -210,6 +259,9 @@ fn installs_onto_an_empty_loop_device() {
         assert!(networking.contains("networking.useDHCP = false;"), "{networking}");
         assert!(hardware, "hardware-configuration.nix");
         assert!(calls.contains("-- /nix/var/nix/profiles/system/bin/switch-to-configuration boot NIXOS_INSTALL_BOOTLOADER=1"), "{calls}");
+        assert!(stdout.contains("EFI variables reachable in /sys/firmware/efi/efivars"), "{stdout}");
+        let host = seen("host-mounts-at-bootloader");
+        assert!(!host.starts_with('<') && !host.contains("efivarfs") && !host.contains(" /sys/firmware"), "the host's mounts at the bootloader step:\n{host}");
     }
     assert_eq!(std::fs::read_to_string(dir.path().join("resolv.conf")).expect("resolv.conf").lines().last(), Some("nameserver 10.42.0.1"));
 }
