@@ -484,6 +484,7 @@ fn ganesha_nfs(bench: &Bench) -> NfsServer {
         "mount -t tmpfs run /run; mkdir -p /run/rpcbind /run/ganesha; \
          rpcbind -w -f & \
          for i in $(seq 50); do [ -S /run/rpcbind.sock ] && break; sleep 0.1; done; \
+         [ -S /run/rpcbind.sock ] || {{ echo 'rpcbind made no /run/rpcbind.sock within 5 s'; exit 1; }}; \
          exec ganesha.nfsd -F -f {} -L STDERR -p /run/ganesha/ganesha.pid",
         bench.workspace.rendered().join("ganesha.conf").display()
     );
