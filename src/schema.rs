@@ -175,7 +175,7 @@ pub const OPTIONS: &[OptionSpec] = &[
     opt!("nfsroot.bootLoader.timeout", Ty::Int, Default::Int(5), Some(rules::non_negative),
         "Seconds GRUB shows its menu before it boots the installer."),
     opt!("nfsroot.extraKernelOptions", Ty::ListOfStr, Default::EmptyList, Some(rules::kernel_symbols),
-        "Kernel config symbols to build in on top of the NFS-root set, e.g. \"MLX5_CORE\" or \"NR_CPUS=512\"."),
+        "Kernel config symbols to build in on top of the NFS-root set, e.g. \"MLX5_CORE\" or \"NR_CPUS=512\". A driver is built in only if everything it depends on is: list its dependencies too (e.g. \"QED\" for \"QEDE\")."),
     opt!("nfsroot.writableLayer", Ty::Enum(WRITABLE_LAYERS), Default::Str("overlayfs"), None,
         "How init makes the read-only NFS root writable: overlayfs, or unionfs-fuse (the seed's way, for kernels without overlayfs)."),
     opt!("nfsroot.init", Ty::Str, Default::Str("/init"), Some(rules::init_path),
