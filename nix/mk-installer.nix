@@ -42,7 +42,7 @@ in
   serverConfigs = import ./server-configs.nix { inherit pkgs tool configJSON; };
   tarball = import ./tarball.nix {
     inherit lib pkgs tool configJSON systemImage;
-    inherit (nfsroot) writableLayer;
+    inherit (nfsroot) writableLayer init;
   };
   # The evaluated option values (target.directory still a path here).
   config = options.config;

@@ -52,7 +52,7 @@ in
         type = types.listOf types.str;
         default = [ ];
         example = [ "MLX5_CORE" "NR_CPUS=512" ];
-        description = "Kernel config symbols to build in on top of the NFS-root set, e.g. \"MLX5_CORE\" or \"NR_CPUS=512\".";
+        description = "Kernel config symbols to build in on top of the NFS-root set, e.g. \"MLX5_CORE\" or \"NR_CPUS=512\". A driver is built in only if everything it depends on is: list its dependencies too (e.g. \"QED\" for \"QEDE\").";
       };
       writableLayer = mkOption {
         type = types.enum [ "overlayfs" "unionfs-fuse" ];
@@ -62,7 +62,7 @@ in
       init = mkOption {
         type = types.str;
         default = "/init";
-        description = "Path of the init program inside the NFS root, passed as init= (the tarball links /init to nixos-pxe's init).";
+        description = "Path of the init program inside the NFS root, passed as init= (the tarball links /init to nixos-pxe). Its file name must be init: nixos-pxe is init only when started under that name as PID 1.";
       };
     };
     customInstaller = {

@@ -2,7 +2,9 @@
 # /nixos-pxe/config.json, /nixos-pxe/system.tar.*, /nixos-pxe/tools/{bin,sbin} and their closure
 # in /nix/store, and empty mount points. Unpack it on the boot server into bootServer.nfsExport:
 # tar -xf nfsroot.tar -C <nfsExport>.
-{ lib, pkgs, tool, configJSON, systemImage, writableLayer }:
+# init: nfsroot.init, the path the kernel runs (init=); its file name is `init` (src/schema.rs checks
+# it), which is how the tool knows to be init (src/start.rs).
+{ lib, pkgs, tool, configJSON, systemImage, writableLayer, init }:
 let
   # What init and the installer run (src/install: sfdisk, mkswap, mkfs.vfat, mkfs.ext4,
   # nix-store, nix-env, nixos-generate-config, nixos-enter; sh for the rescue shell). init puts
@@ -33,7 +35,7 @@ pkgs.runCommand "nixos-pxe-nfsroot" { nativeBuildInputs = [ tool ]; passthru = {
     --store-paths ${closure}/store-paths \
     --file nixos-pxe/config.json=${configJSON} \
     --file nixos-pxe/${imageName}=${systemImage}/${imageName} \
-    --symlink init=${tool}/bin/nixos-pxe \
+    --symlink ${lib.removePrefix "/" init}=${tool}/bin/nixos-pxe \
     --symlink nixos-pxe/tools=${tools} \
     --dir dev --dir proc --dir sys --dir run --dir tmp --dir mnt --dir etc
 ''
