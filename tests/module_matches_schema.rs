@@ -13,6 +13,7 @@ const MODULE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/nix/module.nix");
 struct Declared {
     ty: String,
     default: Result<Value, String>,
+    description: Result<Value, String>,
 }
 
 /// The `mkOption` declarations under `options = { ... }` of a module's text, by dotted path.
@@ -98,7 +99,8 @@ fn walk(set: &ast::AttrSet, prefix: &mut Vec<String>, found: &mut BTreeMap<Strin
                     .text()
                     .to_string();
                 let default = value_of(&field("default").unwrap_or_else(|| missing("default")));
-                found.insert(name, Declared { ty, default });
+                let description = value_of(&field("description").unwrap_or_else(|| missing("description")));
+                found.insert(name, Declared { ty, default, description });
             }
             other => panic!("{}: unexpected {}", prefix.join("."), other.syntax().text()),
         }
@@ -191,6 +193,13 @@ fn disagreements(text: &str) -> Vec<String> {
                 option.path,
                 option.default.to_value()
             )),
+        }
+        // The same words in `nixos-option`/the manual as in `nixos-pxe options` and the README.
+        if d.description.as_ref().ok().and_then(Value::as_str) != Some(option.description) {
+            problems.push(format!(
+                "{}: description differs:\n  nix/module.nix: {:?}\n  src/schema.rs:  {:?}",
+                option.path, d.description, option.description
+            ));
         }
     }
     for path in declared.keys() {

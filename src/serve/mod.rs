@@ -2,8 +2,10 @@
 //! configured from the same bootServer.* options `render` uses, bound to one interface, stopped
 //! cleanly by Ctrl-C.
 
+pub mod beneath;
 pub mod dhcp;
 pub mod nfs;
+pub mod nfs_fs;
 pub mod tftp;
 pub mod tftp_packet;
 
@@ -98,7 +100,8 @@ pub fn run(args: &ServeArgs) -> Result<(), Error> {
                 )));
             }
             let ip = server.address.unwrap_or(Ipv4Addr::UNSPECIFIED);
-            Some(nfs::Settings { root: root.clone().into(), export: server.nfs_export.clone(), address: SocketAddr::from((ip, port)) })
+            let key = nfs_fs::HandleKey::random().map_err(|e| Error::Message(format!("serve --nfs-root: no random key for the file handles: {e}")))?;
+            Some(nfs::Settings { root: root.clone().into(), export: server.nfs_export.clone(), address: SocketAddr::from((ip, port)), key })
         }
     };
     let root = args.tftp_root.clone().unwrap_or_else(|| Utf8PathBuf::from(&server.tftp_root));

@@ -6,6 +6,8 @@ use std::fs::File;
 use std::io;
 use std::net::{SocketAddr, UdpSocket};
 use std::os::unix::fs::FileExt;
+use crate::serve::beneath::{Kind, Links, Root, kind};
+use rustix::fs::OFlags;
 use std::path::{Component, Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -20,8 +22,8 @@ pub const MAX_WINDOW: u16 = 64;
 
 #[derive(Debug, Clone)]
 pub struct Settings {
-    /// The TFTP root, canonicalized.
-    pub root: PathBuf,
+    /// The TFTP root, held open: every file is opened below it (src/serve/beneath.rs).
+    pub root: Arc<Root>,
     /// Retransmission timeout unless the client asks for one (RFC 2349 `timeout`).
     pub timeout: Duration,
     /// Timeouts in a row without progress before a transfer is abandoned.
@@ -34,7 +36,7 @@ pub struct Settings {
 
 impl Settings {
     pub fn new(root: &Path) -> io::Result<Settings> {
-        let root = root.canonicalize().map_err(|e| io::Error::new(e.kind(), format!("TFTP root {}: {e}", root.display())))?;
+        let root = Arc::new(Root::open(root).map_err(|e| io::Error::new(e.kind(), format!("TFTP root {e}")))?);
         Ok(Settings { root, timeout: Duration::from_secs(1), retries: 5, max_transfers: 512, interface: None })
     }
 }
@@ -82,33 +84,57 @@ pub struct Refusal {
     pub message: String,
 }
 
-/// Maps a requested name to a regular file inside the root. `..` anywhere is refused; a leading `/` (or
-/// the root's own absolute path) is taken relative to the root, as tftpd-hpa -s does; backslashes count
-/// as separators (some firmware sends them); and the canonical path (every symlink resolved) must stay
-/// under the canonical root, so a symlink pointing out is refused too.
-pub fn resolve(root: &Path, requested: &str) -> Result<PathBuf, Refusal> {
+/// Opens the regular file a client asked for, below the root and nowhere else. `..` anywhere is
+/// refused; a leading `/` (or the root's own absolute path) is taken relative to the root, as
+/// tftpd-hpa -s does; backslashes count as separators (some firmware sends them). The file is
+/// opened by `openat2` below the root's descriptor: a symbolic link is followed only if it stays
+/// below the root (relative, no `..` above it), never into another file system, and on kernels
+/// without openat2 not at all. Only a regular file is sent: a FIFO or device node is refused
+/// without being opened for reading.
+pub fn open(root: &Root, requested: &str) -> Result<(File, u64), Refusal> {
     let refuse = |code, message: &str| Err(Refusal { code, message: message.to_string() });
     let normalized = requested.replace('\\', "/");
-    let relative = match Path::new(&normalized).strip_prefix(root) {
+    let relative = match Path::new(&normalized).strip_prefix(&root.path) {
         Ok(inside) => inside.to_path_buf(),
         Err(_) => PathBuf::from(normalized.trim_start_matches('/')),
     };
     if relative.components().any(|c| !matches!(c, Component::Normal(_) | Component::CurDir)) {
         return refuse(ErrorCode::AccessViolation, "access violation: path leaves the TFTP root");
     }
-    let path = root.join(&relative);
-    let canonical = match path.canonicalize() {
-        Ok(p) => p,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return refuse(ErrorCode::FileNotFound, "file not found"),
-        Err(_) => return refuse(ErrorCode::AccessViolation, "access violation"),
-    };
-    if !canonical.starts_with(root) {
-        return refuse(ErrorCode::AccessViolation, "access violation: symlink points outside the TFTP root");
-    }
-    if !canonical.is_file() {
+    let relative: PathBuf = relative.components().filter(|c| matches!(c, Component::Normal(_))).collect();
+    if relative.as_os_str().is_empty() {
         return refuse(ErrorCode::FileNotFound, "not a regular file");
     }
-    Ok(canonical)
+    // O_PATH first: the type decides before anything is opened for reading.
+    let fd = match root.open_below(&relative, OFlags::PATH, Links::FollowBeneath) {
+        Ok(fd) => fd,
+        Err(e) => {
+            return match e.raw_os_error() {
+                Some(libc::ENOENT | libc::ENOTDIR) => refuse(ErrorCode::FileNotFound, "file not found"),
+                Some(libc::EXDEV) => refuse(ErrorCode::AccessViolation, "access violation: a symlink or mount point leads outside the TFTP root"),
+                Some(libc::ELOOP) => refuse(ErrorCode::AccessViolation, "access violation: symlinks are not followed (kernel without openat2)"),
+                _ => refuse(ErrorCode::AccessViolation, "access violation"),
+            };
+        }
+    };
+    let stat = rustix::fs::fstat(&fd).map_err(|_| Refusal { code: ErrorCode::AccessViolation, message: "access violation".into() })?;
+    match kind(&stat) {
+        Kind::File => {}
+        // Only where openat2 is missing: with it, a link at the end is followed below the root.
+        Kind::Link => return refuse(ErrorCode::AccessViolation, "access violation: symlinks are not followed (kernel without openat2)"),
+        Kind::Directory | Kind::Special => return refuse(ErrorCode::FileNotFound, "not a regular file"),
+    }
+    let file = match root.open_below(&relative, OFlags::RDONLY | OFlags::NONBLOCK | OFlags::NOCTTY, Links::FollowBeneath) {
+        Ok(fd) => File::from(fd),
+        Err(e) => return refuse(ErrorCode::AccessViolation, &format!("cannot read: {e}")),
+    };
+    // The same file as the one whose type was checked (not swapped in between).
+    match rustix::fs::fstat(&file) {
+        Ok(opened) if kind(&opened) == Kind::File && opened.st_ino == stat.st_ino && opened.st_dev == stat.st_dev => {
+            Ok((file, opened.st_size as u64))
+        }
+        _ => refuse(ErrorCode::FileNotFound, "not a regular file"),
+    }
 }
 
 /// The two things a transfer does with the network; a UDP socket in the server, a scripted peer in tests.
@@ -293,7 +319,7 @@ pub fn serve(listener: UdpSocket, settings: Settings, stop: &AtomicBool) -> io::
     let settings = Arc::new(settings);
     let active = Arc::new(AtomicUsize::new(0));
     listener.set_read_timeout(Some(Duration::from_millis(250)))?;
-    tracing::info!(address = %listener.local_addr()?, root = %settings.root.display(), "tftp: serving");
+    tracing::info!(address = %listener.local_addr()?, root = %settings.root.path.display(), "tftp: serving");
     let mut buf = vec![0u8; 2048];
     while !stop.load(Ordering::Relaxed) {
         let (len, peer) = match listener.recv_from(&mut buf) {
@@ -351,13 +377,9 @@ fn transfer(settings: &Settings, peer: SocketAddr, request: &Request) {
     if request.mode != "octet" && request.mode != "netascii" {
         return refuse(&mut link, ErrorCode::IllegalOperation, "only octet mode is served");
     }
-    let path = match resolve(&settings.root, file_name) {
-        Ok(p) => p,
-        Err(r) => return refuse(&mut link, r.code, &r.message),
-    };
-    let (file, size) = match File::open(&path).and_then(|f| f.metadata().map(|m| (f, m.len()))) {
+    let (file, size) = match open(&settings.root, file_name) {
         Ok(x) => x,
-        Err(e) => return refuse(&mut link, ErrorCode::AccessViolation, &format!("cannot read: {e}")),
+        Err(r) => return refuse(&mut link, r.code, &r.message),
     };
     let n = negotiate(request, size, settings.timeout);
     match send_file(&mut link, &file, size, &n, settings.retries) {
@@ -421,23 +443,40 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let root = dir.path().join("root");
         std::fs::create_dir_all(root.join("nixos")).expect("mkdir");
-        std::fs::write(root.join("nixos/bzImage"), b"k").expect("write");
+        std::fs::write(root.join("nixos/bzImage"), b"kernel").expect("write");
         std::fs::write(dir.path().join("secret"), b"s").expect("write");
         std::os::unix::fs::symlink(dir.path().join("secret"), root.join("out")).expect("symlink");
+        std::os::unix::fs::symlink("../secret", root.join("up")).expect("symlink");
+        std::os::unix::fs::symlink("..", root.join("parent")).expect("symlink");
+        std::os::unix::fs::symlink("/", root.join("hostroot")).expect("symlink");
         std::os::unix::fs::symlink("nixos/bzImage", root.join("in")).expect("symlink");
-        let root = root.canonicalize().expect("canonical");
-        let code = |p: &str| resolve(&root, p).map_err(|r| r.code);
-        assert!(code("nixos/bzImage").is_ok());
-        assert!(code("/nixos/bzImage").is_ok());
-        assert!(code(&format!("{}/nixos/bzImage", root.display())).is_ok());
-        assert!(code("in").is_ok());
+        std::os::unix::fs::symlink("nixos", root.join("dir")).expect("symlink");
+        rustix::fs::mkfifoat(rustix::fs::CWD, root.join("fifo"), rustix::fs::Mode::from_raw_mode(0o644)).expect("mkfifo");
+        let root = Root::open(&root).expect("root");
+        let code = |p: &str| open(&root, p).map(|(_, size)| size).map_err(|r| r.code);
+        assert_eq!(code("nixos/bzImage"), Ok(6));
+        assert_eq!(code("/nixos/bzImage"), Ok(6));
+        assert_eq!(code(&format!("{}/nixos/bzImage", root.path.display())), Ok(6));
+        assert_eq!(code("in"), Ok(6), "a link that stays below the root is followed");
+        assert_eq!(code("dir/bzImage"), Ok(6));
+        assert_eq!(code("./nixos/./bzImage"), Ok(6));
         assert_eq!(code("../secret"), Err(ErrorCode::AccessViolation));
         assert_eq!(code("nixos/../../secret"), Err(ErrorCode::AccessViolation));
         assert_eq!(code("..\\secret"), Err(ErrorCode::AccessViolation));
-        assert_eq!(code("out"), Err(ErrorCode::AccessViolation));
+        for link_out in ["out", "up", "parent/secret", "hostroot/etc/hostname", "hostroot/etc/shadow"] {
+            assert_eq!(code(link_out), Err(ErrorCode::AccessViolation), "{link_out}");
+        }
         assert_eq!(code("/etc/passwd"), Err(ErrorCode::FileNotFound));
         assert_eq!(code("nixos"), Err(ErrorCode::FileNotFound));
         assert_eq!(code("missing"), Err(ErrorCode::FileNotFound));
+        assert_eq!(code(""), Err(ErrorCode::FileNotFound));
+        // A FIFO is refused without being opened for reading (which would block).
+        assert_eq!(code("fifo"), Err(ErrorCode::FileNotFound));
+        // Without openat2 no link is followed, not even one inside.
+        root.force_component_walk();
+        assert_eq!(code("nixos/bzImage"), Ok(6));
+        assert_eq!(code("in"), Err(ErrorCode::AccessViolation));
+        assert_eq!(code("hostroot/etc/shadow"), Err(ErrorCode::AccessViolation));
     }
 
     /// A scripted client: answers every DATA packet it is sent, counting them; `dup` repeats each ACK.
