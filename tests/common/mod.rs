@@ -327,8 +327,8 @@ impl HostState {
         let now = HostState::now();
         assert!(
             self.dnsmasq_leases == now.dnsmasq_leases,
-            "{who} changed the host's {HOST_DNSMASQ_LEASES} (a dnsmasq without --dhcp-leasefile in the test's directory?): \
-             before {:?}, now {:?}",
+            "the host's {HOST_DNSMASQ_LEASES} changed while {who} ran (a dnsmasq without --dhcp-leasefile in the test's \
+             directory: this test's, or another on the machine): before {:?}, now {:?}",
             self.dnsmasq_leases.as_ref().map(|(b, t)| (String::from_utf8_lossy(b).into_owned(), t)),
             now.dnsmasq_leases.as_ref().map(|(b, t)| (String::from_utf8_lossy(b).into_owned(), t)),
         );
@@ -336,7 +336,7 @@ impl HostState {
         let removed: Vec<&String> = self.mounts.iter().filter(|m| !now.mounts.contains(m)).collect();
         assert!(
             added.is_empty() && removed.is_empty(),
-            "{who} changed the host's mounts (a mount outside a private mount namespace?):\nadded: {added:#?}\nremoved: {removed:#?}"
+            "the host's mounts changed while {who} ran (a mount outside a private mount namespace?):\nadded: {added:#?}\nremoved: {removed:#?}"
         );
     }
 }
