@@ -1,6 +1,6 @@
 //! `nixos-pxe render` on the examples: every output compared with its golden file, and every
 //! server config checked by the real program that will read it (dhcpd, kea-dhcp4, dnsmasq, GRUB).
-//! `UPDATE_GOLDEN=1 cargo test --test render` rewrites the golden files.
+//! `UPDATE_GOLDEN=1 cargo test --test render` rewrites the golden files (only the value 1 does).
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -9,6 +9,7 @@ const CASES: &[(&str, &str)] = &[
     ("seed", "examples/seed/installer.nix"),
     ("static-second-nic", "examples/static-second-nic/installer.nix"),
     ("proxy", "tests/configs/proxy.nix"),
+    ("fleet", "examples/fleet/installer.nix"),
 ];
 
 fn root() -> &'static Path {
@@ -29,15 +30,28 @@ fn render(config: &str) -> tempfile::TempDir {
     out
 }
 
+/// The files below `dir` (a fleet's per-host files are in hosts/), as paths relative to it.
 fn files(dir: &Path) -> Vec<PathBuf> {
-    let mut files: Vec<PathBuf> = std::fs::read_dir(dir).expect("dir").map(|e| e.expect("entry").path()).collect();
+    let mut files = Vec::new();
+    let mut dirs = vec![PathBuf::new()];
+    while let Some(sub) = dirs.pop() {
+        for entry in std::fs::read_dir(dir.join(&sub)).expect("dir") {
+            let entry = entry.expect("entry");
+            let relative = sub.join(entry.file_name());
+            if entry.file_type().expect("type").is_dir() {
+                dirs.push(relative);
+            } else {
+                files.push(relative);
+            }
+        }
+    }
     files.sort();
     files
 }
 
 #[test]
 fn rendered_files_match_the_golden_files() {
-    let update = std::env::var_os("UPDATE_GOLDEN").is_some();
+    let update = std::env::var_os("UPDATE_GOLDEN").is_some_and(|v| v == "1");
     let mut mismatches = Vec::new();
     for (name, config) in CASES {
         let out = render(config);
@@ -47,11 +61,11 @@ fn rendered_files_match_the_golden_files() {
             std::fs::create_dir_all(&golden_dir).expect("mkdir");
         }
         let rendered = files(out.path());
-        let names = |v: &[PathBuf]| v.iter().map(|p| p.file_name().expect("name").to_owned()).collect::<Vec<_>>();
         for file in &rendered {
-            let golden = golden_dir.join(file.file_name().expect("name"));
-            let got = std::fs::read_to_string(file).expect("read");
+            let golden = golden_dir.join(file);
+            let got = std::fs::read_to_string(out.path().join(file)).expect("read");
             if update {
+                std::fs::create_dir_all(golden.parent().expect("parent")).expect("mkdir");
                 std::fs::write(&golden, &got).expect("write golden");
                 continue;
             }
@@ -61,7 +75,7 @@ fn rendered_files_match_the_golden_files() {
             }
         }
         if !update {
-            assert_eq!(names(&rendered), names(&files(&golden_dir)), "{name}: the set of rendered files changed");
+            assert_eq!(rendered, files(&golden_dir), "{name}: the set of rendered files changed");
         }
     }
     assert!(mismatches.is_empty(), "rendered output differs (UPDATE_GOLDEN=1 to accept):\n{}", mismatches.join("\n"));
@@ -87,13 +101,62 @@ fn diff(want: &str, got: &str) -> String {
     out
 }
 
+/// grub.cfg and every per-host file of a fleet.
 #[test]
 fn grub_accepts_every_grub_cfg() {
+    let mut checked = 0;
     for (_, config) in CASES {
         let out = render(config);
-        let result = run(Command::new("grub-script-check").arg(out.path().join("grub.cfg")));
-        assert!(result.status.success(), "{config}: {}", String::from_utf8_lossy(&result.stderr));
+        for file in files(out.path()).iter().filter(|f| f.extension().is_some_and(|e| e == "cfg") && *f != Path::new("dhcpd.conf")) {
+            let result = run(Command::new("grub-script-check").arg(out.path().join(file)));
+            assert!(result.status.success(), "{config} {}: {}", file.display(), String::from_utf8_lossy(&result.stderr));
+            checked += 1;
+        }
     }
+    assert_eq!(checked, CASES.len() + 4, "each grub.cfg and the fleet's four per-host files");
+}
+
+/// A fleet's render: one install entry per MAC, the MAC in GRUB's spelling in the file name and
+/// on the kernel command line, each host's own generation; and a MAC taken out of the fleet
+/// loses its file on the next render (else it would still be installed).
+#[test]
+fn a_fleet_renders_one_file_per_mac_and_drops_stale_ones() {
+    let out = render("examples/fleet/installer.nix");
+    let hosts: Vec<PathBuf> = files(out.path()).into_iter().filter(|f| f.starts_with("hosts")).collect();
+    let names: Vec<String> = hosts.iter().map(|f| f.display().to_string()).collect();
+    assert_eq!(
+        names,
+        [
+            "hosts/mac-52:54:00:00:0a:02.cfg",
+            "hosts/mac-52:54:00:00:0b:01.cfg",
+            "hosts/mac-52:54:00:00:0b:02.cfg",
+            "hosts/mac-52:54:00:12:34:56.cfg"
+        ]
+    );
+    let db1 = std::fs::read_to_string(out.path().join("hosts/mac-52:54:00:00:0b:02.cfg")).expect("db1");
+    assert!(db1.contains("nixos-pxe.host=db1 nixos-pxe.generation=2 nixos-pxe.mac=52:54:00:00:0b:02;"), "{db1}");
+    // The same directory rendered again from a fleet without db1's second NIC and without web2.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let text = std::fs::read_to_string(root().join("examples/fleet/installer.nix")).expect("example");
+    let smaller = text
+        .replace("macs = [ \"5254.0000.0b01\" \"5254.0000.0b02\" ];", "macs = [ \"5254.0000.0b01\" ];")
+        .replace("./hosts/web;", &format!("{}/examples/fleet/hosts/web;", root().display()));
+    let start = smaller.find("      web2 = {").expect("web2");
+    let end = start + smaller[start..].find("      db1 = {").expect("db1");
+    let smaller = format!("{}{}", &smaller[..start], &smaller[end..]);
+    assert!(!smaller.contains("0b02") && !smaller.contains("web2"), "{smaller}");
+    let file = dir.path().join("smaller.nix");
+    std::fs::write(&file, smaller).expect("write");
+    // A file of the operator's own in hosts/ stays.
+    std::fs::write(out.path().join("hosts/mac-02:00:00:00:00:01.cfg"), "# mine\n").expect("write");
+    let result = run(Command::new(env!("CARGO_BIN_EXE_nixos-pxe"))
+        .args(["render", "--source", "static", "--config"])
+        .arg(&file)
+        .arg("--out")
+        .arg(out.path()));
+    assert!(result.status.success(), "{}", String::from_utf8_lossy(&result.stderr));
+    let left: Vec<String> = files(out.path()).into_iter().filter(|f| f.starts_with("hosts")).map(|f| f.display().to_string()).collect();
+    assert_eq!(left, ["hosts/mac-02:00:00:00:00:01.cfg", "hosts/mac-52:54:00:00:0b:01.cfg", "hosts/mac-52:54:00:12:34:56.cfg"]);
 }
 
 #[test]

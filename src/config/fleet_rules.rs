@@ -19,7 +19,13 @@ pub fn checks(resolved: &Resolved) -> Vec<Diagnostic> {
         return problems;
     }
     let at = |path: &str| resolved.origin_of(path);
-    let first_host = resolved.members.iter().find(|m| m.set == HOSTS).map(|m| m.origin.clone());
+    // The host written first in the file(s), where a fleet's rule about a default can point.
+    let first_host = resolved
+        .members
+        .iter()
+        .filter(|m| m.set == HOSTS)
+        .min_by_key(|m| m.origin.location().map(|l| (l.file.clone(), l.line, l.column)))
+        .map(|m| m.origin.clone());
     // A default has no place in the file; the first host is what makes it wrong.
     let at_or_host = |path: &str| match at(path) {
         Origin::Default => first_host.clone().unwrap_or(Origin::Default),

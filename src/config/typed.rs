@@ -38,7 +38,7 @@ pub struct HostOptions {
     pub target: Target,
     #[serde(default)]
     pub custom_installer: Map<String, Value>,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub image: Option<String>,
 }
 
