@@ -2,13 +2,20 @@
 # (customInstaller.*) and the boot server (bootServer.*). Names, types and defaults mirror
 # src/schema.rs exactly; tests/module_matches_schema.rs fails when they drift. The checks
 # themselves live in the Rust tool, which validates the JSON this module's values become
-# (config.system.build.nixosPxeConfig, the tool's --config and the NFS root's config.json).
+# (config.nixosPxe.configJSON: the tool's --config and the NFS root's config.json).
+#
+# This file is the installer's options alone: lib.mkInstaller evaluates it with lib.evalModules
+# (nix/installer-options.nix), and nix/nixos-module.nix (the flake's nixosModules.default) puts
+# it into a NixOS system. It uses nothing NixOS declares, so it works in both.
 { lib, config, pkgs, ... }:
 let
   inherit (lib) mkOption types;
   cfg = config;
 in
 {
+  # nixosPxe.checks and nixosPxe.configJSON: what this module hands to whoever evaluates it.
+  imports = [ ./internal-options.nix ];
+
   options = {
     nfsroot = {
       bootLoader = {
@@ -45,7 +52,7 @@ in
         type = types.listOf types.str;
         default = [ ];
         example = [ "MLX5_CORE" "NR_CPUS=512" ];
-        description = "Kernel config symbols to build in on top of the NFS-root set, e.g. \"MLX5_CORE\" or \"NR_CPUS=512\".";
+        description = "Kernel config symbols to build in on top of the NFS-root set, e.g. \"MLX5_CORE\" or \"NR_CPUS=512\". A driver is built in only if everything it depends on is: list its dependencies too (e.g. \"QED\" for \"QEDE\").";
       };
       writableLayer = mkOption {
         type = types.enum [ "overlayfs" "unionfs-fuse" ];
@@ -55,7 +62,7 @@ in
       init = mkOption {
         type = types.str;
         default = "/init";
-        description = "Path of the init program inside the NFS root, passed as init= (the tarball links /init to nixos-pxe's init).";
+        description = "Path of the init program inside the NFS root, passed as init= (the tarball links /init to nixos-pxe). Its file name must be init: nixos-pxe is init only when started under that name as PID 1.";
       };
     };
     customInstaller = {
@@ -319,10 +326,11 @@ in
     };
   };
 
-  config = {
+  config.nixosPxe = {
     # Rules between options, as in src/config/typed.rs (cross_checks). The tool checks them again
-    # when it reads the JSON; here they fail the evaluation early (lib.mkInstaller throws them).
-    assertions = [
+    # when it reads the JSON; here they fail the evaluation early: lib.mkInstaller throws the
+    # failed ones, and nix/nixos-module.nix makes them NixOS assertions.
+    checks = [
       {
         assertion = cfg.customInstaller.networking.useDHCP || cfg.customInstaller.networking.staticInterfaceFromDHCP != null;
         message = "nixos-pxe: customInstaller.networking.useDHCP is false, so customInstaller.networking.staticInterfaceFromDHCP must name the interface for the static address";
@@ -336,10 +344,9 @@ in
     # The option tree as JSON: what `nixos-pxe --config` reads and the NFS root holds as
     # /nixos-pxe/config.json. target.directory is written as its string (toString of a path does
     # not copy it to the store): the tool only names it, and lib.mkInstaller builds the target
-    # system from the path value itself. system.build takes any attribute (nixos/modules/system/
-    # activation/top-level.nix), like system.build.toplevel; it is lazy, so importing this module
-    # into an ordinary system costs nothing.
-    system.build.nixosPxeConfig = pkgs.writeText "nixos-pxe-config.json" (builtins.toJSON {
+    # system from the path value itself. Lazy, so importing this module costs nothing until
+    # something reads it.
+    configJSON = pkgs.writeText "nixos-pxe-config.json" (builtins.toJSON {
       inherit (cfg) nfsroot bootServer;
       customInstaller = lib.recursiveUpdate cfg.customInstaller {
         target.directory = if cfg.customInstaller.target.directory == null then null else toString cfg.customInstaller.target.directory;

@@ -104,7 +104,7 @@ pub enum Command {
     /// holds a partition table or file system unless customInstaller.wipe = "always".
     Install(install::InstallArgs),
     /// Be the init of the NFS root (what /init runs as PID 1): make / writable, run the installer,
-    /// then reboot, power off or halt; on failure, a root shell on the console.
+    /// then reboot, power off or halt; on failure, a root shell on the console. Refused unless PID 1.
     Init,
     /// Be the boot server on one interface: DHCP (authoritative or proxy) and TFTP (read-only, from the TFTP
     /// root) in one process, configured from bootServer.*; Ctrl-C stops it. Logs every lease and transfer
@@ -135,6 +135,14 @@ pub enum KernelConfigFormat {
     Kconfig,
     /// {"X": "y"}, for nixpkgs' structuredExtraConfig.
     Json,
+}
+
+/// The names the command line takes as its first argument: the subcommands and clap's `help`.
+pub fn subcommand_names() -> Vec<String> {
+    use clap::CommandFactory;
+    let mut names: Vec<String> = Cli::command().get_subcommands().map(|s| s.get_name().to_string()).collect();
+    names.push("help".into());
+    names
 }
 
 pub fn main() -> ExitCode {
@@ -211,7 +219,15 @@ pub fn run(cli: Cli) -> Result<ExitCode, Error> {
                 Ok(ExitCode::from(1))
             }
         },
-        Command::Init => Ok(crate::init::main()),
+        // Asked for by name, init still mounts over `/`: only as the first process of a machine or
+        // of a PID namespace, never over a running system.
+        Command::Init => match std::process::id() {
+            1 => Ok(crate::init::main(&[])),
+            pid => Err(Error::Message(format!(
+                "init runs only as PID 1 (started by the kernel as nfsroot.init, or as the first process of a new \
+                 PID namespace); this is PID {pid}, so nothing was mounted"
+            ))),
+        },
         Command::Serve(args) => crate::serve::run(&args).map(|()| ExitCode::SUCCESS),
     }
 }

@@ -189,10 +189,13 @@ fn finish(after: AfterInstall) -> ! {
     rescue(&format!("{word} failed: {}", std::io::Error::last_os_error()))
 }
 
-/// init's entry point.
-pub fn main() -> ExitCode {
+/// init's entry point. `kernel_words`: what the kernel passed on from its command line (ignored).
+pub fn main(kernel_words: &[String]) -> ExitCode {
     let log = Log(Instant::now());
     say("init: nixos-pxe is PID 1 on the NFS root");
+    if !kernel_words.is_empty() {
+        say(&format!("init: ignoring the kernel command line's words passed to init: {}", kernel_words.join(" ")));
+    }
     // SAFETY: setting variables before any thread exists.
     unsafe {
         std::env::set_var("PATH", PATH);

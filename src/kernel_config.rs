@@ -82,6 +82,14 @@ pub struct Symbol {
     pub why: &'static str,
 }
 
+/// Why the `nfsroot.extraKernelOptions` symbols are there, and what a driver among them needs:
+/// kconfig quietly makes a driver a module when something it depends on is one, and nixpkgs'
+/// autoModules makes every tristate outside the fragment a module (tests/kernel_fragment.rs
+/// shows it with allmodconfig).
+pub const EXTRA_WHY: &str = "nfsroot.extraKernelOptions. A driver is built in only if everything it depends on is \
+    built in too (nixpkgs' autoModules makes the rest modules, and the NFS root loads none): list its dependencies \
+    here as well, e.g. QED for QEDE, MACSEC for AQTION (the `depends on` lines of its Kconfig entry)";
+
 /// The fragment for `config`: the fixed groups, then `nfsroot.extraKernelOptions`
 /// (a later value for the same symbol wins).
 pub fn fragment(config: &Config) -> Vec<Symbol> {
@@ -100,7 +108,7 @@ pub fn fragment(config: &Config) -> Vec<Symbol> {
     }
     for extra in &config.nfsroot.extra_kernel_options {
         if let Some((name, value)) = parse_symbol(extra) {
-            set(name, value, "nfsroot.extraKernelOptions");
+            set(name, value, EXTRA_WHY);
         }
     }
     out
@@ -179,5 +187,6 @@ mod tests {
         assert!(kconfig.contains("CONFIG_CMDLINE=\"quiet\"\n"));
         assert_eq!(kconfig.lines().filter(|l| l.contains("CONFIG_MLX5_CORE ") || l.starts_with("CONFIG_MLX5_CORE=")).count(), 1);
         assert_eq!(to_json(&symbols)["QED"], "y");
+        assert!(kconfig.contains("\n# nfsroot.extraKernelOptions. A driver is built in only if everything it depends on is built in too"));
     }
 }

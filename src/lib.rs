@@ -17,3 +17,4 @@ pub mod pack;
 pub mod render;
 pub mod schema;
 pub mod serve;
+pub mod start;

@@ -243,11 +243,11 @@ pub const OPTIONS: &[OptionSpec] = &[
     opt!("nfsroot.bootLoader.timeout", Ty::Int, Default::Int(5), Some(rules::non_negative),
         "Seconds GRUB shows its menu before it boots the installer."),
     opt!("nfsroot.extraKernelOptions", Ty::ListOfStr, Default::EmptyList, Some(rules::kernel_symbols),
-        "Kernel config symbols to build in on top of the NFS-root set, e.g. \"MLX5_CORE\" or \"NR_CPUS=512\"."),
+        "Kernel config symbols to build in on top of the NFS-root set, e.g. \"MLX5_CORE\" or \"NR_CPUS=512\". A driver is built in only if everything it depends on is: list its dependencies too (e.g. \"QED\" for \"QEDE\")."),
     opt!("nfsroot.writableLayer", Ty::Enum(WRITABLE_LAYERS), Default::Str("overlayfs"), None,
         "How init makes the read-only NFS root writable: overlayfs, or unionfs-fuse (the seed's way, for kernels without overlayfs)."),
-    opt!("nfsroot.init", Ty::Str, Default::Str("/init"), Some(rules::absolute_path),
-        "Path of the init program inside the NFS root, passed as init= (the tarball links /init to nixos-pxe's init)."),
+    opt!("nfsroot.init", Ty::Str, Default::Str("/init"), Some(rules::init_path),
+        "Path of the init program inside the NFS root, passed as init= (the tarball links /init to nixos-pxe). Its file name must be init: nixos-pxe is init only when started under that name as PID 1."),
     // The installer (the seed's customInstaller.*).
     NETWORKING_USE_DHCP,
     NETWORKING_STATIC_INTERFACE,
@@ -601,6 +601,22 @@ pub mod rules {
         }
     }
 
+    /// nfsroot.init: the kernel starts it with the path as argv[0], and nixos-pxe is init only
+    /// under the file name `init` (start.rs); any other name would run the command line as PID 1.
+    pub fn init_path(v: &Value) -> Result<(), String> {
+        absolute_path(v)?;
+        let s = str_of(v);
+        if crate::start::is_init_path(s) {
+            Ok(())
+        } else {
+            Err(format!(
+                "\"{s}\" does not end in /{name}: nixos-pxe becomes the NFS root's init only when the kernel starts it \
+                 under the file name `{name}`; use \"/init\" (the tarball's link) or link e.g. /sbin/{name} to nixos-pxe",
+                name = crate::start::INIT_FILE_NAME
+            ))
+        }
+    }
+
     pub fn device_path(v: &Value) -> Result<(), String> {
         let s = str_of(v);
         if s.starts_with("/dev/") && s.len() > 5 && !s.contains(char::is_whitespace) && !s.contains("/../") {
@@ -853,6 +869,10 @@ mod tests {
         let device = find("customInstaller.rootDevice").expect("option");
         assert!(device.check(&json!("sda")).is_err());
         assert!(device.check(&json!("/dev/disk/by-id/nvme-Samsung_123")).is_ok());
+        let init = find("nfsroot.init").expect("option");
+        assert!(init.check(&json!("/sbin/init")).is_ok());
+        assert!(init.check(&json!("init")).unwrap_err().contains("absolute path"));
+        assert!(init.check(&json!("/bin/nixos-pxe")).unwrap_err().contains("does not end in /init"));
     }
 
     #[test]

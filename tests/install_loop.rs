@@ -1,11 +1,16 @@
 //! The installer's disk steps for real, on loop devices backed by sparse files this test makes:
-//! partition, format, unpack a stand-in image, write networking.nix; and the refusal to touch a disk
-//! that holds a file system. Never any other device. Needs root (CI runs as root).
+//! partition, format, unpack a stand-in image (steps 1-4; steps 5-7 too on a kernel with vfat); the
+//! refusal to touch a disk that holds a file system or a mounted partition; a dry run that writes
+//! nothing anywhere; a missing image that stops before the disk is touched. Never any other device.
+//! Needs root (CI runs as root); without it each test fails, or skips loudly with
+//! NIXOS_PXE_ALLOW_SKIP=1 (tests/switches).
 //!
 //! Stand-ins for the NixOS-only programs (nix-store, nix-env, nixos-generate-config, nixos-enter):
 //! small scripts that record their arguments, since NixOS itself cannot run here.
 
-use std::os::unix::fs::PermissionsExt;
+mod switches;
+
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
@@ -140,10 +145,96 @@ fn run(cmd: &mut Command) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
+/// What the tests here need: root, for loop devices and mounts. False (after a loud SKIPPED line)
+/// when NIXOS_PXE_ALLOW_SKIP=1 lets the test skip; fails the test otherwise.
+fn can_run() -> bool {
+    if is_root() {
+        return true;
+    }
+    switches::skip_or_fail("needs root for loop devices and mounts (CI runs as root)");
+    false
+}
+
+/// The lines of /proc/mounts that name `device` (or one of its partitions) or lie under `dir`.
+fn mounts_of(device: &str, dir: &Path) -> Vec<String> {
+    let dir = dir.display().to_string();
+    std::fs::read_to_string("/proc/mounts")
+        .expect("/proc/mounts")
+        .lines()
+        .filter(|l| {
+            let mut f = l.split_whitespace();
+            let (source, point) = (f.next().unwrap_or_default(), f.next().unwrap_or_default());
+            source.starts_with(device) || point.starts_with(&dir)
+        })
+        .map(str::to_string)
+        .collect()
+}
+
+/// Every path under `dir` (itself included) with its type, mode, size, mtime and contents' hash:
+/// equal listings mean nothing there was created, removed or changed. "absent" when `dir` is.
+fn listing(dir: &Path) -> Vec<String> {
+    fn walk(path: &Path, out: &mut Vec<String>) {
+        let Ok(meta) = std::fs::symlink_metadata(path) else {
+            out.push(format!("{} absent", path.display()));
+            return;
+        };
+        let content = if meta.is_file() { std::fs::read(path).expect("read").iter().map(|b| *b as u64).sum::<u64>() } else { 0 };
+        out.push(format!("{} mode {:o} size {} mtime {}.{} sum {content}", path.display(), meta.mode(), meta.len(), meta.mtime(), meta.mtime_nsec()));
+        if meta.is_dir() {
+            let mut entries: Vec<PathBuf> = std::fs::read_dir(path).expect("read_dir").map(|e| e.expect("entry").path()).collect();
+            entries.sort();
+            for entry in entries {
+                walk(&entry, out);
+            }
+        }
+    }
+    let mut out = Vec::new();
+    walk(dir, &mut out);
+    out
+}
+
+/// The partition nodes of `device` (loop0p1, ...) that exist in /dev.
+fn partition_nodes(device: &str) -> Vec<String> {
+    let name = device.trim_start_matches("/dev/");
+    let mut nodes: Vec<String> = std::fs::read_dir("/dev")
+        .expect("/dev")
+        .filter_map(|e| e.ok()?.file_name().into_string().ok())
+        .filter(|n| n.strip_prefix(name).and_then(|rest| rest.strip_prefix('p')).is_some_and(|n| !n.is_empty() && n.chars().all(|c| c.is_ascii_digit())))
+        .collect();
+    nodes.sort();
+    nodes
+}
+
+/// A mount this test made itself, unmounted when dropped (also when the test fails).
+struct TestMount(PathBuf);
+
+impl TestMount {
+    fn new(source: &str, point: &Path, options: &str) -> TestMount {
+        std::fs::create_dir_all(point).expect("mkdir");
+        run(Command::new("mount").args(["-o", options, source]).arg(point));
+        TestMount(point.to_path_buf())
+    }
+}
+
+impl Drop for TestMount {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(&self.0).output();
+    }
+}
+
+/// The installer's line for a step that failed, as the console shows it.
+fn failed_line(stdout: &str) -> &str {
+    stdout.lines().find(|l| l.starts_with("nixos-pxe: install FAILED")).unwrap_or_default()
+}
+
+/// Steps 1-4 (network, disk, partition, unpack) on an empty loop device, each checked on the disk
+/// afterwards. The ESP is FAT32: on a kernel without vfat (this machine's, and some CI sandboxes')
+/// step 5 cannot mount it, and the test then asserts that exact stop, with nothing left mounted;
+/// steps 5-7 are proven by the QEMU end-to-end install (tests/e2e_install.rs), whose kernel has
+/// vfat. On a kernel with vfat the install must complete and steps 5-7 are checked here as well.
 #[test]
-fn installs_onto_an_empty_loop_device() {
-    if !is_root() {
-        eprintln!("SKIPPED: needs root for loop devices and mounts (CI runs as root)");
+fn partitions_formats_and_unpacks_on_a_loop_device() {
+    if !can_run() {
         return;
     }
     let dir = tempfile::tempdir().expect("tempdir");
@@ -152,10 +243,7 @@ fn installs_onto_an_empty_loop_device() {
     let bin = stand_ins(dir.path(), &log);
     let out = install(dir.path(), &config(dir.path(), &disk.device, ""), &image(dir.path()), &bin, &[]);
     let stdout = String::from_utf8_lossy(&out.stdout);
-    // The ESP is FAT32; a kernel without vfat (some CI sandboxes) cannot mount it. Then the installer
-    // must stop at that mount with a clear message, and the QEMU end-to-end test (whose kernel has
-    // vfat) covers the configure and bootloader steps.
-    let vfat = std::fs::read_to_string("/proc/filesystems").unwrap_or_default().contains("vfat");
+    let vfat = std::fs::read_to_string("/proc/filesystems").expect("/proc/filesystems").lines().any(|l| l.split_whitespace().last() == Some("vfat"));
     let steps: &[&str] = if vfat { &["network", "disk", "partition", "unpack", "configure", "bootloader", "finish"] } else { &["network", "disk", "partition", "unpack"] };
     for (i, step) in steps.iter().enumerate() {
         assert!(stdout.contains(&format!("nixos-pxe: step {}/7 {step} done in ", i + 1)), "{stdout}");
@@ -164,10 +252,23 @@ fn installs_onto_an_empty_loop_device() {
         assert!(out.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
         assert!(stdout.contains("nixos-pxe: install complete in "), "{stdout}");
     } else {
-        eprintln!("NOTE: this kernel has no vfat: the configure and bootloader steps are checked by the QEMU end-to-end test");
-        assert_eq!(out.status.code(), Some(1));
-        assert!(stdout.contains(&format!("install FAILED at step 5/7 (configure): mounting {}p1 (vfat) on ", disk.device)), "{stdout}");
-        assert!(!stdout.contains("install complete"), "{stdout}");
+        // Not a skip: what this test claims on such a kernel is steps 1-4 and this stop.
+        let _ = std::io::Write::write_all(
+            &mut std::io::stderr(),
+            b"NOTE install_loop: this kernel has no vfat, so steps 5-7 stop at the ESP mount here; tests/e2e_install.rs proves them in QEMU\n",
+        );
+        assert_eq!(out.status.code(), Some(1), "{stdout}");
+        let target = dir.path().join("disk.mnt");
+        assert_eq!(
+            failed_line(&stdout),
+            format!("nixos-pxe: install FAILED at step 5/7 (configure): mounting {}p1 (vfat) on {}/boot: No such device (os error 19)", disk.device, target.display()),
+            "{stdout}"
+        );
+        assert!(!stdout.contains("step 5/7 configure done") && !stdout.contains("step 6/7"), "{stdout}");
+        // The failure unmounts what the installer mounted, so the shell that follows can inspect the disk.
+        assert!(stdout.contains(&format!("nixos-pxe: unmounted {}\n", target.display())), "{stdout}");
+        assert_eq!(mounts_of(&disk.device, dir.path()), Vec::<String>::new(), "nothing stays mounted");
+        assert_eq!(std::fs::read_dir(&target).expect("target").count(), 0, "the mount point is left empty");
     }
 
     // The partition table, as sfdisk reads it back.
@@ -188,16 +289,15 @@ fn installs_onto_an_empty_loop_device() {
     assert!(probe(3).contains("LABEL=swap") && probe(3).contains("TYPE=swap"), "{}", probe(3));
 
     // The unpacked system and the written configuration.
-    let mnt = dir.path().join("check");
-    std::fs::create_dir_all(&mnt).expect("mkdir");
-    run(Command::new("mount").args(["-o", "ro"]).arg(format!("{}p2", disk.device)).arg(&mnt));
+    let check = TestMount::new(&format!("{}p2", disk.device), &dir.path().join("check"), "ro");
+    let mnt = check.0.clone();
     let read = |p: &str| std::fs::read_to_string(mnt.join(p)).unwrap_or_else(|e| format!("<{p}: {e}>"));
     let marker = read("nix/store/0123456789abcdfghijklmnpqrsvwxyz-nixos-system-test/marker");
     let networking = read("etc/nixos/networking.nix");
     let hardware = mnt.join("etc/nixos/hardware-configuration.nix").exists();
     let nixos = mnt.join("etc/NIXOS").exists();
     let leftover = mnt.join("nixos-pxe").exists();
-    run(Command::new("umount").arg(&mnt));
+    drop(check);
     assert_eq!(marker, "a file of the installed system\n");
     assert!(nixos, "etc/NIXOS");
     assert!(!leftover, "the image's nixos-pxe/ metadata is removed");
@@ -210,51 +310,148 @@ fn installs_onto_an_empty_loop_device() {
         assert!(networking.contains("networking.useDHCP = false;"), "{networking}");
         assert!(hardware, "hardware-configuration.nix");
         assert!(calls.contains("-- /nix/var/nix/profiles/system/bin/switch-to-configuration boot NIXOS_INSTALL_BOOTLOADER=1"), "{calls}");
+    } else {
+        assert!(networking.starts_with("<etc/nixos/networking.nix: "), "step 5 did not run: {networking}");
+        assert!(!calls.contains("nixos-generate-config") && !calls.contains("nixos-enter"), "{calls}");
     }
-    assert_eq!(std::fs::read_to_string(dir.path().join("resolv.conf")).expect("resolv.conf").lines().last(), Some("nameserver 10.42.0.1"));
+    assert_eq!(std::fs::read_to_string(dir.path().join("resolv.conf")).expect("resolv.conf"), RESOLV_CONF);
 }
+
+/// What step 1 writes to --resolv-conf for the test's lease.
+const RESOLV_CONF: &str = "# Written by nixos-pxe from the kernel's DHCP lease (/proc/net/pnp).\nsearch pxe.test\nnameserver 10.42.0.1\n";
 
 #[test]
 fn refuses_a_disk_with_a_file_system_and_leaves_it_byte_for_byte() {
-    if !is_root() {
-        eprintln!("SKIPPED: needs root for loop devices (CI runs as root)");
+    if !can_run() {
         return;
     }
     let dir = tempfile::tempdir().expect("tempdir");
     let disk = Loop::new(dir.path(), 2048);
     run(Command::new("mkfs.ext4").args(["-q", "-L", "precious"]).arg(&disk.device));
     let before = disk.sha256();
-    let bin = stand_ins(dir.path(), &dir.path().join("log"));
+    let log = dir.path().join("log");
+    let bin = stand_ins(dir.path(), &log);
     let out = install(dir.path(), &config(dir.path(), &disk.device, ""), &image(dir.path()), &bin, &[]);
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert_eq!(out.status.code(), Some(1), "{stdout}");
-    assert!(stdout.contains("nixos-pxe: install FAILED at step 2/7 (disk):"), "{stdout}");
-    assert!(stdout.contains("is not empty: it holds an ext2/ext3/ext4 file system (at byte 1080)"), "{stdout}");
-    assert!(stdout.contains("customInstaller.wipe = \"always\""), "{stdout}");
+    let d = &disk.device;
+    assert_eq!(
+        failed_line(&stdout),
+        format!(
+            "nixos-pxe: install FAILED at step 2/7 (disk): {d} (2.0 GiB) is not empty: it holds an ext2/ext3/ext4 file system (at byte 1080). \
+             Nothing was written. To install over it, set customInstaller.wipe = \"always\", or clear it first (wipefs -a {d})"
+        ),
+        "{stdout}"
+    );
     assert!(!stdout.contains("step 3/7"), "{stdout}");
     assert_eq!(disk.sha256(), before, "the disk is unchanged");
+    assert!(!log.exists(), "no stand-in ran");
 }
 
+/// A disk with a mounted partition is refused whatever the wipe policy, for that reason, and
+/// left as it was.
 #[test]
-fn dry_run_and_a_missing_image_change_nothing() {
-    if !is_root() {
-        eprintln!("SKIPPED: needs root for loop devices (CI runs as root)");
+fn refuses_a_disk_with_a_mounted_partition_even_with_wipe_always() {
+    if !can_run() {
         return;
     }
     let dir = tempfile::tempdir().expect("tempdir");
     let disk = Loop::new(dir.path(), 2048);
+    let d = disk.device.clone();
+    let table = Command::new("sfdisk").args(["--quiet", &d]).stdin(std::process::Stdio::piped()).spawn();
+    let mut sfdisk = table.expect("sfdisk");
+    std::io::Write::write_all(sfdisk.stdin.as_mut().expect("stdin"), b"label: gpt\nsize=64MiB, name=data\n").expect("write");
+    assert!(sfdisk.wait().expect("sfdisk").success());
+    run(Command::new("partx").args(["-u", &d]));
+    run(Command::new("mkfs.ext4").args(["-q", "-L", "busy"]).arg(format!("{d}p1")));
+    // Read-only and without the journal: the mount itself writes nothing, so the hash shows what
+    // the installer did.
     let before = disk.sha256();
-    let bin = stand_ins(dir.path(), &dir.path().join("log"));
-    let cfg = config(dir.path(), &disk.device, "");
-    let out = install(dir.path(), &cfg, &image(dir.path()), &bin, &["--dry-run"]);
+    let busy = TestMount::new(&format!("{d}p1"), &dir.path().join("busy"), "ro,noload");
+    let log = dir.path().join("log");
+    let bin = stand_ins(dir.path(), &log);
+    let out = install(dir.path(), &config(dir.path(), &d, r#", "wipe": "always""#), &image(dir.path()), &bin, &[]);
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{stdout}");
-    assert!(stdout.contains(&format!("run mkfs.ext4 -F -q -L nixos {}p2", disk.device)), "{stdout}");
-    assert!(stdout.contains("size=512MiB, type=C12A7328-F81F-11D2-BA4B-00A0C93EC93B"), "{stdout}");
-    let out = install(dir.path(), &cfg, &dir.path().join("no-such-image.tar.zst"), &bin, &[]);
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert_eq!(out.status.code(), Some(1));
-    assert!(stdout.contains("install FAILED at step 2/7 (disk): the system image") && stdout.contains("nothing was written"), "{stdout}");
+    assert_eq!(out.status.code(), Some(1), "{stdout}");
+    assert_eq!(failed_line(&stdout), format!("nixos-pxe: install FAILED at step 2/7 (disk): {d} is in use: {d}p1 mounted; nixos-pxe never overwrites a mounted disk"), "{stdout}");
+    assert!(!stdout.contains("step 3/7"), "{stdout}");
+    drop(busy);
     assert_eq!(disk.sha256(), before, "the disk is unchanged");
-    assert!(!dir.path().join("resolv.conf").exists() || out.status.code() == Some(1));
+    assert!(!log.exists(), "no stand-in ran");
+}
+
+/// A dry run writes nothing anywhere: the disk's bytes, the target directory, resolv.conf and the
+/// mount table are the same afterwards, and no partition appeared.
+#[test]
+fn a_dry_run_writes_nothing_anywhere() {
+    if !can_run() {
+        return;
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let disk = Loop::new(dir.path(), 2048);
+    let target = dir.path().join("disk.mnt");
+    std::fs::create_dir_all(target.join("etc")).expect("mkdir");
+    std::fs::write(target.join("etc/hostname"), "before\n").expect("write");
+    let log = dir.path().join("log");
+    let bin = stand_ins(dir.path(), &log);
+    let cfg = config(dir.path(), &disk.device, "");
+    let image = image(dir.path());
+    let (hash, files, mounts) = (disk.sha256(), listing(&target), mounts_of(&disk.device, dir.path()));
+    assert!(files.len() == 3 && mounts.is_empty(), "{files:?} {mounts:?}");
+
+    let out = install(dir.path(), &cfg, &image, &bin, &["--dry-run"]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    let d = &disk.device;
+    for line in [
+        format!("nixos-pxe: installing from {} with {} (dry run: nothing is changed)", image.display(), cfg.display()),
+        format!("nixos-pxe: {d} holds no partition table or file system: it will be partitioned"),
+        "nixos-pxe: dry run: the plan".to_string(),
+        format!("nixos-pxe:   partition {d}p2 1470 MiB Ext4 label nixos"),
+        format!("nixos-pxe:   run mkfs.ext4 -F -q -L nixos {d}p2"),
+    ] {
+        assert!(stdout.lines().any(|l| l == line), "no line {line:?} in:\n{stdout}");
+    }
+    assert!(!stdout.contains("step 3/7"), "{stdout}");
+    assert_eq!(disk.sha256(), hash, "the disk's bytes are unchanged");
+    assert_eq!(partition_nodes(d), Vec::<String>::new(), "no partition appeared");
+    assert_eq!(listing(&target), files, "the target directory is unchanged");
+    assert_eq!(mounts_of(d, dir.path()), mounts, "nothing was mounted");
+    assert!(!dir.path().join("resolv.conf").exists(), "a dry run writes no resolv.conf");
+    assert!(!log.exists(), "no stand-in ran");
+}
+
+/// A missing image stops the install at step 2, before the disk is touched: step 1 has written
+/// resolv.conf (its job, for the shell the failure leaves), and nothing else changed.
+#[test]
+fn a_missing_image_stops_at_step_2_with_the_disk_unchanged() {
+    if !can_run() {
+        return;
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let disk = Loop::new(dir.path(), 2048);
+    let log = dir.path().join("log");
+    let bin = stand_ins(dir.path(), &log);
+    let cfg = config(dir.path(), &disk.device, "");
+    let missing = dir.path().join("no-such-image.tar.zst");
+    let hash = disk.sha256();
+    let out = install(dir.path(), &cfg, &missing, &bin, &[]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{stdout}");
+    assert!(stdout.contains("nixos-pxe: step 1/7 network done in "), "{stdout}");
+    assert_eq!(
+        failed_line(&stdout),
+        format!(
+            "nixos-pxe: install FAILED at step 2/7 (disk): the system image {} cannot be read (No such file or directory (os error 2)); nothing was written to the disk",
+            missing.display()
+        ),
+        "{stdout}"
+    );
+    assert!(!stdout.contains("step 3/7"), "{stdout}");
+    assert_eq!(disk.sha256(), hash, "the disk's bytes are unchanged");
+    assert_eq!(partition_nodes(&disk.device), Vec::<String>::new(), "no partition appeared");
+    assert!(!dir.path().join("disk.mnt").exists(), "the target was not even created");
+    assert_eq!(mounts_of(&disk.device, dir.path()), Vec::<String>::new(), "nothing was mounted");
+    assert_eq!(std::fs::read_to_string(dir.path().join("resolv.conf")).expect("resolv.conf"), RESOLV_CONF);
+    assert!(!log.exists(), "no stand-in ran");
 }

@@ -16,6 +16,7 @@ const MODULE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/nix/module.nix");
 struct Declared {
     ty: String,
     default: Result<DefaultValue, String>,
+    description: Result<Value, String>,
 }
 
 /// A default as the module writes it: a literal, or another option's value (`cfg.a.b`).
@@ -119,7 +120,8 @@ fn walk(set: &ast::AttrSet, prefix: &mut Vec<String>, found: &mut BTreeMap<Strin
                     .text()
                     .to_string();
                 let default = default_of(&field("default").unwrap_or_else(|| missing("default")));
-                found.insert(name, Declared { ty, default });
+                let description = value_of(&field("description").unwrap_or_else(|| missing("description")));
+                found.insert(name, Declared { ty, default, description });
             }
             other => panic!("{}: unexpected {}", prefix.join("."), other.syntax().text()),
         }
@@ -267,6 +269,13 @@ fn disagreements(text: &str) -> Vec<String> {
                     inherit => shown(inherit),
                 }
             )),
+        }
+        // The same words in `nixos-option`/the manual as in `nixos-pxe options` and the README.
+        if d.description.as_ref().ok().and_then(Value::as_str) != Some(option.description) {
+            problems.push(format!(
+                "{}: description differs:\n  nix/module.nix: {:?}\n  src/schema.rs:  {:?}",
+                option.path, d.description, option.description
+            ));
         }
     }
     for path in declared.keys() {

@@ -1,5 +1,8 @@
 //! The README's option table is generated from the schema; this test fails when they drift.
-//! `UPDATE_README=1 cargo test --test readme` rewrites the table between its markers.
+//! `UPDATE_README=1 cargo test --test readme` rewrites the table between its markers, then fails
+//! showing the diff (tests/switches).
+
+mod switches;
 
 use nixos_pxe_installer::schema;
 
@@ -13,13 +16,15 @@ fn readme_option_table_matches_the_schema() {
     let start = readme.find(BEGIN).expect("README.md has the options:begin marker") + BEGIN.len();
     let end = readme[start..].find(END).expect("README.md has the options:end marker") + start;
     let table = schema::markdown_table();
+    let update = switches::on("UPDATE_README");
     if readme[start..end] != table {
-        if std::env::var_os("UPDATE_README").is_some() {
+        let diff = format!("README.md's option table:\n{}", switches::diff(&readme[start..end], &table));
+        if update {
             let updated = format!("{}{}{}", &readme[..start], table, &readme[end..]);
             std::fs::write(path, updated).expect("write README.md");
-        } else {
-            panic!("README.md's option table differs from src/schema.rs; run UPDATE_README=1 cargo test --test readme");
+            switches::rewritten("UPDATE_README", &[diff]);
         }
+        panic!("README.md's option table differs from src/schema.rs (UPDATE_README=1 cargo test --test readme rewrites it and shows the diff):\n{diff}");
     }
 }
 

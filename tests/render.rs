@@ -1,6 +1,8 @@
 //! `nixos-pxe render` on the examples: every output compared with its golden file, and every
 //! server config checked by the real program that will read it (dhcpd, kea-dhcp4, dnsmasq, GRUB).
-//! `UPDATE_GOLDEN=1 cargo test --test render` rewrites the golden files (only the value 1 does).
+//! `UPDATE_GOLDEN=1 cargo test --test render` rewrites the golden files, then fails showing the diff.
+
+mod switches;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -35,7 +37,12 @@ fn files(dir: &Path) -> Vec<PathBuf> {
     let mut files = Vec::new();
     let mut dirs = vec![PathBuf::new()];
     while let Some(sub) = dirs.pop() {
-        for entry in std::fs::read_dir(dir.join(&sub)).expect("dir") {
+        let entries = match std::fs::read_dir(dir.join(&sub)) {
+            Ok(entries) => entries,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(e) => panic!("{}: {e}", dir.join(&sub).display()),
+        };
+        for entry in entries {
             let entry = entry.expect("entry");
             let relative = sub.join(entry.file_name());
             if entry.file_type().expect("type").is_dir() {
@@ -49,56 +56,43 @@ fn files(dir: &Path) -> Vec<PathBuf> {
     files
 }
 
+/// Every rendered file (a fleet's per-host files in hosts/ too) against its golden file. With
+/// UPDATE_GOLDEN=1 the golden files are rewritten and the test still fails, showing the diff
+/// (tests/switches).
 #[test]
 fn rendered_files_match_the_golden_files() {
-    let update = std::env::var_os("UPDATE_GOLDEN").is_some_and(|v| v == "1");
+    let update = switches::on("UPDATE_GOLDEN");
     let mut mismatches = Vec::new();
     for (name, config) in CASES {
         let out = render(config);
         let golden_dir = root().join("tests/golden").join(name);
-        if update {
-            let _ = std::fs::remove_dir_all(&golden_dir);
-            std::fs::create_dir_all(&golden_dir).expect("mkdir");
-        }
-        let rendered = files(out.path());
-        for file in &rendered {
-            let golden = golden_dir.join(file);
-            let got = std::fs::read_to_string(out.path().join(file)).expect("read");
+        let (rendered, golden) = (files(out.path()), files(&golden_dir));
+        for file in golden.iter().filter(|f| !rendered.contains(f)) {
+            let path = golden_dir.join(file);
+            let want = std::fs::read_to_string(&path).expect("read golden");
+            mismatches.push(format!("{}: no longer rendered\n{}", path.display(), switches::diff(&want, "")));
             if update {
-                std::fs::create_dir_all(golden.parent().expect("parent")).expect("mkdir");
-                std::fs::write(&golden, &got).expect("write golden");
-                continue;
-            }
-            let want = std::fs::read_to_string(&golden).unwrap_or_default();
-            if got != want {
-                mismatches.push(format!("{}:\n{}", golden.display(), diff(&want, &got)));
+                std::fs::remove_file(&path).expect("remove golden");
             }
         }
-        if !update {
-            assert_eq!(rendered, files(&golden_dir), "{name}: the set of rendered files changed");
-        }
-    }
-    assert!(mismatches.is_empty(), "rendered output differs (UPDATE_GOLDEN=1 to accept):\n{}", mismatches.join("\n"));
-}
-
-/// A line diff good enough to see what changed.
-fn diff(want: &str, got: &str) -> String {
-    let (w, g): (Vec<&str>, Vec<&str>) = (want.lines().collect(), got.lines().collect());
-    let mut out = String::new();
-    for i in 0..w.len().max(g.len()) {
-        match (w.get(i), g.get(i)) {
-            (Some(a), Some(b)) if a == b => {}
-            (a, b) => {
-                if let Some(a) = a {
-                    out.push_str(&format!("  {}- {a}\n", i + 1));
-                }
-                if let Some(b) = b {
-                    out.push_str(&format!("  {}+ {b}\n", i + 1));
+        for file in &rendered {
+            let path = golden_dir.join(file);
+            let got = std::fs::read_to_string(out.path().join(file)).expect("read");
+            let want = if golden.contains(file) { std::fs::read_to_string(&path).expect("read golden") } else { String::new() };
+            if !golden.contains(file) || got != want {
+                let what = if golden.contains(file) { "differs" } else { "new, no golden file" };
+                mismatches.push(format!("{}: {what}\n{}", path.display(), switches::diff(&want, &got)));
+                if update {
+                    std::fs::create_dir_all(path.parent().expect("parent")).expect("mkdir");
+                    std::fs::write(&path, &got).expect("write golden");
                 }
             }
         }
     }
-    out
+    if update && !mismatches.is_empty() {
+        switches::rewritten("UPDATE_GOLDEN", &mismatches);
+    }
+    assert!(mismatches.is_empty(), "rendered output differs from tests/golden (UPDATE_GOLDEN=1 rewrites it and shows the diff):\n{}", mismatches.join("\n"));
 }
 
 /// grub.cfg and every per-host file of a fleet.

@@ -28,8 +28,31 @@ fn setup() -> tempfile::TempDir {
     write(&root.join("nixos/bzImage"), 3_000_000, 4);
     // More than 65535 blocks of 512 bytes: block numbers wrap to 0.
     write(&root.join("big"), 512 * 65536 + 12345, 5);
+    // What the traversal attempts aim at: a file beside the root (the script's working directory
+    // is the test's directory, so it is `secret` there), an absolute link to it and a relative
+    // link to the directory above the root.
     std::fs::write(dir.path().join("secret"), b"outside the root").expect("write");
     std::os::unix::fs::symlink(dir.path().join("secret"), root.join("escape")).expect("symlink");
+    std::os::unix::fs::symlink("..", root.join("updir")).expect("symlink");
+    // A client that sends one read request per name, each from a new port, and prints what comes
+    // back: the error's code and message exactly, or that data came.
+    std::fs::write(
+        dir.path().join("rrq.py"),
+        r#"import socket, struct, sys
+for name in sys.argv[1:]:
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.settimeout(5)
+    s.sendto(b"\0\1" + name.encode() + b"\0octet\0", ("127.0.0.1", 69))
+    data, peer = s.recvfrom(70000)
+    op, arg = struct.unpack("!HH", data[:4])
+    if op == 5:
+        message = data[4:].split(b"\0")[0].decode()
+        print(f"{name}: error {arg} {message}")
+    else:
+        print(f"{name}: opcode {op} block {arg}")
+        s.sendto(b"\0\5\0\0enough\0", peer)
+"#,
+    )
+    .expect("write client");
     dir
 }
 
@@ -60,12 +83,26 @@ cmp out root/big || fail "curl big differs"
 rm -f out; atftp --option "windowsize 8" -g -r big -l out 127.0.0.1 >atftp.log 2>&1 || { cat atftp.log; fail "atftp big windowsize 8"; }
 cmp out root/big || fail "atftp big differs"
 grep -q 'tftp: sent.*file="big" bytes=33566777 blksize=512 windowsize=8' server.log || fail "no log line for the windowed big transfer"
-for bad in ../secret nixos/../../secret escape /etc/passwd ..\\secret; do
+[ "$(cat secret)" = "outside the root" ] || fail "no secret beside the root: the leak checks below would prove nothing"
+# Each attempt gets exactly this error (code and message); b512x3 shows the client works.
+python3 rrq.py ../secret nixos/../../secret '..\secret' escape updir/secret /etc/passwd b512x3 >refusals 2>&1 || fail "rrq.py: $(cat refusals)"
+cat >expected <<'END'
+../secret: error 2 access violation: path leaves the TFTP root
+nixos/../../secret: error 2 access violation: path leaves the TFTP root
+..\secret: error 2 access violation: path leaves the TFTP root
+escape: error 2 access violation: a symlink or mount point leads outside the TFTP root
+updir/secret: error 2 access violation: a symlink or mount point leads outside the TFTP root
+/etc/passwd: error 1 file not found
+b512x3: opcode 3 block 1
+END
+diff expected refusals || fail "the refusals differ from the expected codes and messages"
+for bad in ../secret nixos/../../secret escape updir/secret /etc/passwd ..\\secret; do
   rm -f out
   if atftp -g -r "$bad" -l out 127.0.0.1 >atftp.log 2>&1; then fail "atftp got $bad"; fi
-  if [ -s out ] && cmp -s out ../secret; then fail "$bad leaked the secret"; fi
+  if [ -e out ] && cmp -s out secret; then fail "$bad leaked the secret"; fi
 done
 rm -f out; if curl -sS --path-as-is -o out tftp://127.0.0.1/../secret 2>/dev/null; then fail "curl got ../secret"; fi
+if [ -e out ] && cmp -s out secret; then fail "curl: ../secret leaked the secret"; fi
 grep -q 'refused: access violation: path leaves the TFTP root.*code=2' server.log || fail "traversal not logged"
 grep -q 'symlink or mount point leads outside the TFTP root' server.log || fail "symlink escape not logged"
 # Write requests are refused.

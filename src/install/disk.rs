@@ -121,7 +121,7 @@ impl Sysfs {
 /// exists, else matched against sysfs). Errors say what is there instead.
 pub fn resolve(requested: &str, sysfs: &Sysfs) -> Result<Disk, Error> {
     let available = || {
-        let disks: Vec<String> = sysfs.disks().iter().map(|d| sysfs.describe(d, d).describe()).collect();
+        let disks: Vec<String> = sysfs.disks().iter().map(|d| sysfs.describe(d, &format!("/dev/{d}")).describe()).collect();
         if disks.is_empty() { "the kernel sees no disks".to_string() } else { format!("disks present: {}", disks.join("; ")) }
     };
     let path = Utf8Path::new(requested);
@@ -159,20 +159,36 @@ pub struct Signature {
     pub offset: u64,
 }
 
-/// How much of the start and end of a disk the probe reads.
+/// How much of the start and end of a disk the probe reads: every signature below lies in the
+/// first 2 MiB or the last 640 KiB (ZFS's third label at most).
 pub const HEAD_BYTES: usize = 2 * 1024 * 1024;
 pub const TAIL_BYTES: usize = 1024 * 1024;
 
-/// Finds partition tables and file system signatures in the first `head` and last `tail` bytes of
-/// a disk of `size` bytes. Pure, so it is tested on made-up headers.
+/// The md RAID superblock magic, 0xa92b4efc, little-endian (versions 1.x; 0.90 on x86).
+const MD_MAGIC: [u8; 4] = [0xfc, 0x4e, 0x2b, 0xa9];
+/// ZFS's uberblock magic 0x00bab10c as a 64-bit word, in either byte order (host-endian on disk).
+const ZFS_UBERBLOCK_LE: [u8; 8] = [0x0c, 0xb1, 0xba, 0x00, 0, 0, 0, 0];
+const ZFS_UBERBLOCK_BE: [u8; 8] = [0, 0, 0, 0, 0x00, 0xba, 0xb1, 0x0c];
+const KIB: u64 = 1024;
+
+/// Finds partition tables and file system signatures in `head` (the disk's first bytes) and `tail`
+/// (its last bytes) of a disk of `size` bytes. Pure, so it is tested on made-up headers; the
+/// places are those the kernel and the tools write (and libblkid looks at).
 pub fn signatures(head: &[u8], tail: &[u8], size: u64) -> Vec<Signature> {
+    let tail_start = size.saturating_sub(tail.len() as u64);
+    // The bytes at `offset` from the disk's start, from whichever buffer holds them.
+    let at = |offset: u64, magic: &[u8]| {
+        let end = offset + magic.len() as u64;
+        let in_head = end <= head.len() as u64 && head[offset as usize..end as usize] == *magic;
+        let in_tail = offset >= tail_start && end <= size && tail.get((offset - tail_start) as usize..(end - tail_start) as usize) == Some(magic);
+        in_head || in_tail
+    };
     let mut found = Vec::new();
-    let at = |offset: usize, magic: &[u8]| head.get(offset..offset + magic.len()) == Some(magic);
     let mut add = |what: &str, offset: u64| found.push(Signature { what: what.to_string(), offset });
 
-    for sector in [512usize, 4096] {
+    for sector in [512, 4096] {
         if at(sector, b"EFI PART") {
-            add("a GPT partition table", sector as u64);
+            add("a GPT partition table", sector);
         }
     }
     if at(510, &[0x55, 0xaa]) {
@@ -193,29 +209,52 @@ pub fn signatures(head: &[u8], tail: &[u8], size: u64) -> Vec<Signature> {
     if at(0x10040, b"_BHRfS_M") {
         add("a btrfs file system", 0x10040);
     }
-    if at(4086, b"SWAPSPACE2") || at(4086, b"SWAP-SPACE") {
-        add("a swap area", 4086);
+    // The swap signature ends the first page, whatever the page size of the machine that made it.
+    if let Some(offset) = [4, 8, 16, 32, 64].map(|k| k * KIB - 10).into_iter().find(|&o| at(o, b"SWAPSPACE2") || at(o, b"SWAP-SPACE")) {
+        add("a swap area", offset);
     }
     if at(0, b"LUKS\xba\xbe") {
-        add("a LUKS container", 0);
+        let version = head.get(6..8).map_or(0, |v| u16::from_be_bytes([v[0], v[1]]));
+        add(if version == 2 { "a LUKS2 container" } else { "a LUKS1 container" }, 0);
+    } else if let Some(offset) = (14..=22).map(|bit| 1u64 << bit).find(|&o| at(o, b"SKUL\xba\xbe")) {
+        // LUKS2 keeps a second header (at 16 KiB to 4 MiB) for when the first is damaged or wiped.
+        add("a LUKS2 container (its secondary header)", offset);
     }
-    if (0..4).any(|s| at(s * 512, b"LABELONE")) {
-        add("an LVM physical volume", 512);
+    if let Some(sector) = (0..4).map(|s| s * 512).find(|&o| at(o, b"LABELONE")) {
+        add("an LVM physical volume", sector);
     }
-    if at(4096, &[0xfc, 0x4e, 0x2b, 0xa9]) || at(0, &[0xfc, 0x4e, 0x2b, 0xa9]) {
-        add("a Linux RAID (md) member", 4096);
+    // md superblocks: 1.1 at the start, 1.2 4 KiB in, 1.0 8 KiB from the end (4 KiB aligned),
+    // 0.90 in the last 64 KiB-aligned 64 KiB (the kernel's MD_NEW_SIZE_SECTORS); 0.90 is
+    // host-endian, so its magic is looked for in both byte orders.
+    let md_1_0 = (size & !(4 * KIB - 1)).checked_sub(8 * KIB);
+    let md_0_90 = (size & !(64 * KIB - 1)).checked_sub(64 * KIB);
+    let md_be: [u8; 4] = [0xa9, 0x2b, 0x4e, 0xfc];
+    for (offset, version) in [(Some(0), "1.1"), (Some(4 * KIB), "1.2"), (md_1_0, "1.0"), (md_0_90, "0.90")] {
+        let Some(offset) = offset else { continue };
+        if at(offset, &MD_MAGIC) || (version == "0.90" && at(offset, &md_be)) {
+            add(&format!("a Linux RAID (md) member, superblock {version}"), offset);
+            break;
+        }
     }
     if at(32769, b"CD001") {
         add("an ISO 9660 image", 32769);
     }
-    if (128..256).any(|k| at(k * 1024, &[0x0c, 0xb1, 0xba, 0x00])) {
-        add("a ZFS pool member", 128 * 1024);
+    // ZFS: four 256 KiB labels, two at the start and two at the end of the 256 KiB-aligned size,
+    // each ending in a 128 KiB ring of uberblocks (1 KiB apart at the least).
+    let aligned = size - size % (256 * KIB);
+    let labels = [Some(0), Some(256 * KIB), aligned.checked_sub(512 * KIB), aligned.checked_sub(256 * KIB)];
+    if let Some(offset) = labels
+        .into_iter()
+        .flatten()
+        .flat_map(|label| (0..128).map(move |slot| label + 128 * KIB + slot * KIB))
+        .find(|&o| at(o, &ZFS_UBERBLOCK_LE) || at(o, &ZFS_UBERBLOCK_BE))
+    {
+        add("a ZFS pool member", offset);
     }
-    // The backup GPT header in the disk's last sector.
-    if tail.len() >= 512 && tail[tail.len() - 512..].starts_with(b"EFI PART") {
-        add("a backup GPT header", size.saturating_sub(512));
+    // The backup GPT header, in the disk's last sector (512 or 4096 bytes).
+    if let Some(offset) = [512, 4096].into_iter().filter_map(|sector| size.checked_sub(sector)).find(|&o| at(o, b"EFI PART")) {
+        add("a backup GPT header", offset);
     }
-    found.dedup();
     found
 }
 
@@ -300,38 +339,120 @@ mod tests {
         assert_eq!(decide(WipePolicy::IfEmpty, &disk(), &[], &[]), Decision::Proceed);
     }
 
+    /// (what, offset) of each signature `signatures` finds.
+    fn found(head: &[u8], tail: &[u8], size: u64) -> Vec<(String, u64)> {
+        signatures(head, tail, size).into_iter().map(|s| (s.what, s.offset)).collect()
+    }
+
+    fn one(what: &str, offset: u64) -> Vec<(String, u64)> {
+        vec![(what.to_string(), offset)]
+    }
+
     #[test]
     fn known_signatures_are_found() {
         let mut ext4 = blank();
         ext4[1080..1082].copy_from_slice(&[0x53, 0xef]);
-        assert_eq!(signatures(&ext4, &[], 1 << 30)[0].what, "an ext2/ext3/ext4 file system");
+        assert_eq!(found(&ext4, &[], 1 << 30), one("an ext2/ext3/ext4 file system", 1080));
         let mut gpt = blank();
         gpt[510] = 0x55;
         gpt[511] = 0xaa;
         gpt[446 + 4] = 0xee;
         gpt[512..520].copy_from_slice(b"EFI PART");
-        let found: Vec<String> = signatures(&gpt, &[], 1 << 30).into_iter().map(|s| s.what).collect();
-        assert_eq!(found, ["a GPT partition table", "an MBR partition table"]);
+        let found_gpt: Vec<String> = signatures(&gpt, &[], 1 << 30).into_iter().map(|s| s.what).collect();
+        assert_eq!(found_gpt, ["a GPT partition table", "an MBR partition table"]);
         let mut tail = vec![0u8; 4096];
         tail[4096 - 512..4096 - 504].copy_from_slice(b"EFI PART");
-        assert_eq!(signatures(&blank(), &tail, 1 << 30)[0].what, "a backup GPT header");
-        let mut swap = blank();
-        swap[4086..4096].copy_from_slice(b"SWAPSPACE2");
-        assert_eq!(signatures(&swap, &[], 1 << 30)[0].what, "a swap area");
+        assert_eq!(found(&blank(), &tail, 1 << 30), one("a backup GPT header", (1 << 30) - 512));
+        let mut tail = vec![0u8; 4096];
+        tail[..8].copy_from_slice(b"EFI PART");
+        assert_eq!(found(&blank(), &tail, 1 << 30), one("a backup GPT header", (1 << 30) - 4096), "4 KiB sectors");
+        for page in [4096, 65536] {
+            let mut swap = blank();
+            swap[page - 10..page].copy_from_slice(b"SWAPSPACE2");
+            assert_eq!(found(&swap, &[], 1 << 30), one("a swap area", page as u64 - 10), "page size {page}");
+        }
+        let mut luks = blank();
+        luks[..8].copy_from_slice(b"LUKS\xba\xbe\x00\x02");
+        assert_eq!(found(&luks, &[], 1 << 30), one("a LUKS2 container", 0));
+        let mut secondary = blank();
+        secondary[0x8000..0x8006].copy_from_slice(b"SKUL\xba\xbe");
+        assert_eq!(found(&secondary, &[], 1 << 30), one("a LUKS2 container (its secondary header)", 0x8000));
+        let mut lvm = blank();
+        lvm[1024..1032].copy_from_slice(b"LABELONE");
+        assert_eq!(found(&lvm, &[], 1 << 30), one("an LVM physical volume", 1024), "the label's own sector");
+    }
+
+    /// md superblocks at the start (1.1, 1.2) and at the end (1.0, 0.90), the end ones in the
+    /// tail buffer at the kernel's offsets for a size that is not a multiple of 64 KiB.
+    #[test]
+    fn md_superblocks_are_found_at_both_ends() {
+        let size: u64 = (1 << 30) + 5 * 4096 + 1234;
+        let tail_start = size - TAIL_BYTES as u64;
+        let at_end = |offset: u64, magic: &[u8]| {
+            let mut tail = vec![0u8; TAIL_BYTES];
+            let i = (offset - tail_start) as usize;
+            tail[i..i + magic.len()].copy_from_slice(magic);
+            found(&blank(), &tail, size)
+        };
+        let end_1_0 = (size & !4095) - 8192;
+        let end_0_90 = (size & !65535) - 65536;
+        assert_eq!(end_1_0, (1 << 30) + 3 * 4096);
+        assert_eq!(end_0_90, (1 << 30) - 65536);
+        assert_eq!(at_end(end_1_0, &MD_MAGIC), one("a Linux RAID (md) member, superblock 1.0", end_1_0));
+        assert_eq!(at_end(end_0_90, &MD_MAGIC), one("a Linux RAID (md) member, superblock 0.90", end_0_90));
+        assert_eq!(at_end(end_0_90, &[0xa9, 0x2b, 0x4e, 0xfc]), one("a Linux RAID (md) member, superblock 0.90", end_0_90), "big-endian");
+        assert_eq!(at_end(end_0_90 + 4096, &MD_MAGIC), vec![], "not where no md version puts it");
+        for (offset, version) in [(0, "1.1"), (4096, "1.2")] {
+            let mut head = blank();
+            head[offset..offset + 4].copy_from_slice(&MD_MAGIC);
+            assert_eq!(found(&head, &[], size), one(&format!("a Linux RAID (md) member, superblock {version}"), offset as u64));
+        }
+    }
+
+    /// A ZFS uberblock in any of the four labels, the end ones relative to the 256 KiB-aligned size.
+    #[test]
+    fn zfs_uberblocks_are_found_in_every_label() {
+        let size: u64 = (1 << 30) + 100 * 1024;
+        let aligned = 1u64 << 30;
+        let tail_start = size - TAIL_BYTES as u64;
+        for (label, offset) in [(0, 0), (1, 256 * KIB), (2, aligned - 512 * KIB), (3, aligned - 256 * KIB)] {
+            for (slot, magic) in [(0, ZFS_UBERBLOCK_LE), (127, ZFS_UBERBLOCK_BE)] {
+                let at = offset + 128 * KIB + slot * KIB;
+                let (mut head, mut tail) = (blank(), vec![0u8; TAIL_BYTES]);
+                if at < HEAD_BYTES as u64 {
+                    head[at as usize..at as usize + 8].copy_from_slice(&magic);
+                } else {
+                    let i = (at - tail_start) as usize;
+                    tail[i..i + 8].copy_from_slice(&magic);
+                }
+                assert_eq!(found(&head, &tail, size), one("a ZFS pool member", at), "label {label} slot {slot}");
+            }
+        }
     }
 
     #[test]
     fn the_policy_decides() {
         let found = [Signature { what: "an ext2/ext3/ext4 file system".into(), offset: 1080 }];
         match decide(WipePolicy::IfEmpty, &disk(), &found, &[]) {
-            Decision::Refuse(why) => {
-                assert!(why.contains("/dev/sda (8.0 GiB), model QEMU HARDDISK is not empty"), "{why}");
-                assert!(why.contains("customInstaller.wipe = \"always\""), "{why}");
-            }
+            Decision::Refuse(why) => assert_eq!(
+                why,
+                "/dev/sda (8.0 GiB), model QEMU HARDDISK is not empty: it holds an ext2/ext3/ext4 file system (at byte 1080). \
+                 Nothing was written. To install over it, set customInstaller.wipe = \"always\", or clear it first (wipefs -a /dev/sda)"
+            ),
             other => panic!("{other:?}"),
         }
-        assert!(matches!(decide(WipePolicy::Always, &disk(), &found, &[]), Decision::Overwrite(_)));
-        assert!(matches!(decide(WipePolicy::Always, &disk(), &[], &["/dev/sda1".into()]), Decision::Refuse(_)));
-        assert_eq!(mounted_parts("/dev/sda1 / ext4 rw 0 0\n/dev/sdab1 /x ext4 rw 0 0\n", &disk()), ["/dev/sda1"]);
+        assert_eq!(
+            decide(WipePolicy::Always, &disk(), &found, &[]),
+            Decision::Overwrite(
+                "/dev/sda (8.0 GiB), model QEMU HARDDISK holds an ext2/ext3/ext4 file system (at byte 1080); overwriting it (customInstaller.wipe = \"always\")".into()
+            )
+        );
+        // A mounted part is refused for that reason, whatever the policy and whether or not the disk looks empty.
+        let in_use = Decision::Refuse("/dev/sda is in use: /dev/sda1, /dev/sda3 mounted; nixos-pxe never overwrites a mounted disk".into());
+        let mounted = ["/dev/sda1".to_string(), "/dev/sda3".to_string()];
+        for (policy, found) in [(WipePolicy::Always, &[][..]), (WipePolicy::Always, &found[..]), (WipePolicy::IfEmpty, &[][..])] {
+            assert_eq!(decide(policy, &disk(), found, &mounted), in_use, "{policy:?} {found:?}");
+        }
+        assert_eq!(mounted_parts("/dev/sda1 / ext4 rw 0 0\n/dev/sdab1 /x ext4 rw 0 0\n/dev/sda3 /y ext4 rw 0 0\n", &disk()), mounted);
     }
 }

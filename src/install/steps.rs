@@ -104,13 +104,13 @@ fn required_programs(config: &Config) -> Vec<&'static str> {
 /// whether it may be overwritten — and the plan.
 pub fn disk(args: &InstallArgs, config: &Config, image: &Utf8Path) -> Result<(Plan, Decision), Error> {
     let size = std::fs::metadata(image)
-        .map_err(|e| Error::Message(format!("the system image {image} cannot be read ({e}); nothing was written")))?
+        .map_err(|e| Error::Message(format!("the system image {image} cannot be read ({e}); nothing was written to the disk")))?
         .len();
     say(&format!("system image {image} ({})", disk::human_size(size)));
     let missing: Vec<&str> = required_programs(config).into_iter().filter(|p| which::which(p).is_err()).collect();
     if !missing.is_empty() {
         return Err(Error::Message(format!(
-            "programs missing from PATH ({}): {}; nothing was written",
+            "programs missing from PATH ({}): {}; nothing was written to the disk",
             std::env::var("PATH").unwrap_or_default(),
             missing.join(", ")
         )));
