@@ -225,9 +225,11 @@ fn run(args: &InstallArgs, cmdline: &str, kernel: &KernelArgs, reporter: Option<
         ));
         if f.args.served.is_none() {
             say("no reports: the kernel command line has no nixos-pxe.report= (a per-host file of nixos-pxe render, not serve)");
+        } else if args.dry_run {
+            say("no reports: a dry run sends none");
         }
     }
-    say(&format!("installing from {} with {}{}", image, args.config, if args.dry_run { " (dry run: nothing is changed, no report is sent)" } else { "" }));
+    say(&format!("installing from {} with {}{}", image, args.config, if args.dry_run { " (dry run: nothing is changed)" } else { "" }));
 
     let lease = runner.step(0, || steps::network(args, cmdline, kernel))?;
     let (plan, decision) = runner.step(1, || steps::disk(args, &config, &image, fleet.as_ref()))?;
