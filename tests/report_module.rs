@@ -10,6 +10,7 @@
 //!   sink in a network namespace of the test's: `booted` with the system's store path and the
 //!   boot token, the state file removed once serve answered (yes or no), kept when serve cannot be
 //!   reached (the next boot tries again).
+//!
 //! Needs nix-instantiate (nix-bin), curl, jq and root (the namespace); without one the test fails,
 //! or skips loudly with NIXOS_PXE_ALLOW_SKIP=1.
 
