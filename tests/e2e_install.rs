@@ -617,7 +617,7 @@ fn a_fleet_host_installs_from_its_boot_nic_and_reports() {
     let cmdline = linux.strip_suffix("; then").expect("; then");
     let line = serial.lines().find(|l| l.starts_with("Command line:")).unwrap_or_default();
     assert_eq!(line, format!("Command line: BOOT_IMAGE=(tftp)/nixos/bzImage {cmdline}"));
-    assert!(cmdline.contains(&format!("ip=dhcp ")) && cmdline.ends_with(&format!("nixos-pxe.mac={LIVE_MAC}")), "{cmdline}");
+    assert!(cmdline.contains(" ip=dhcp ") && cmdline.ends_with(&format!("nixos-pxe.mac={LIVE_MAC}")), "{cmdline}");
     assert!(serial.lines().any(|l| l.starts_with("IP-Config: Complete:")) && serial.contains("device=eth1"), "{}", tail(serial));
 
     // The installer: the host, its image, the NIC by MAC, the marker, the stamp, the reports.
