@@ -14,6 +14,9 @@ pub struct KernelArgs {
     pub mac: Option<Mac>,
     /// A fleet install: which host, which generation, and (from serve) the attempt.
     pub fleet: Option<FleetArgs>,
+    /// nixos-pxe.* words this installer does not know (a newer boot server's?): said and ignored,
+    /// so that a boot server upgraded before the NFS root does not stop every install.
+    pub unknown: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -46,8 +49,6 @@ pub enum KernelArgsError {
     Twice { name: String, first: String, second: String },
     #[error("the kernel command line's nixos-pxe.{name}={shown}: {why}")]
     Invalid { name: &'static str, shown: String, why: String },
-    #[error("the kernel command line has nixos-pxe.{name}=, which nixos-pxe does not know (it knows nixos-pxe.{}=)", KNOWN.join("=, nixos-pxe."))]
-    Unknown { name: String },
     #[error(
         "the kernel command line has {present} but not {missing}: these come together from the per-host GRUB configuration \
          (nixos-pxe/hosts/mac-<MAC>.cfg, written by nixos-pxe render or serve). Was the command line edited or cut short? \
@@ -56,7 +57,7 @@ pub enum KernelArgsError {
     Incomplete { present: String, missing: String },
 }
 
-const KNOWN: &[&str] = &["mac", "host", "generation", "attempt", "token", "report"];
+pub const KNOWN: &[&str] = &["mac", "host", "generation", "attempt", "token", "report"];
 
 /// Length of serve's tokens: 256 random bits in URL-safe base64 without padding.
 pub const TOKEN_CHARS: usize = 43;
@@ -64,11 +65,13 @@ pub const TOKEN_CHARS: usize = 43;
 /// The nixos-pxe words of `cmdline` (the text of /proc/cmdline).
 pub fn parse(cmdline: &str) -> Result<KernelArgs, KernelArgsError> {
     let mut found: Vec<(&str, &str)> = Vec::new();
+    let mut unknown = Vec::new();
     for word in cmdline.split_whitespace() {
         let Some(rest) = word.strip_prefix("nixos-pxe.") else { continue };
         let (name, value) = rest.split_once('=').unwrap_or((rest, ""));
         if !KNOWN.contains(&name) {
-            return Err(KernelArgsError::Unknown { name: name.to_string() });
+            unknown.push(format!("nixos-pxe.{name}="));
+            continue;
         }
         if let Some((_, first)) = found.iter().find(|(n, _)| *n == name) {
             return Err(KernelArgsError::Twice { name: name.to_string(), first: first.to_string(), second: value.to_string() });
@@ -125,7 +128,7 @@ pub fn parse(cmdline: &str) -> Result<KernelArgs, KernelArgsError> {
     } else {
         None
     };
-    Ok(KernelArgs { mac, fleet })
+    Ok(KernelArgs { mac, fleet, unknown })
 }
 
 fn positive(text: &str, name: &'static str) -> Result<u32, KernelArgsError> {
@@ -149,7 +152,7 @@ mod tests {
     #[test]
     fn a_single_installer_has_no_fleet_words() {
         assert_eq!(parse(BASE), Ok(KernelArgs::default()));
-        assert_eq!(parse(&format!("{BASE} nixos-pxe.mac=52:54:00:00:00:A1")), Ok(KernelArgs { mac: Some(mac("52:54:00:00:00:a1")), fleet: None }));
+        assert_eq!(parse(&format!("{BASE} nixos-pxe.mac=52:54:00:00:00:A1")), Ok(KernelArgs { mac: Some(mac("52:54:00:00:00:a1")), ..Default::default() }));
     }
 
     #[test]
@@ -224,16 +227,14 @@ mod tests {
     }
 
     #[test]
-    fn a_word_twice_or_unknown_is_refused() {
+    fn a_word_twice_is_refused_and_an_unknown_one_set_aside() {
         assert_eq!(
             parse("nixos-pxe.mac=52:54:00:00:00:a1 nixos-pxe.mac=52:54:00:00:00:a2").unwrap_err().to_string(),
             "the kernel command line has nixos-pxe.mac= twice (\"52:54:00:00:00:a1\" and \"52:54:00:00:00:a2\"); it must have one"
         );
-        assert_eq!(
-            parse("nixos-pxe.hots=web1").unwrap_err().to_string(),
-            "the kernel command line has nixos-pxe.hots=, which nixos-pxe does not know (it knows nixos-pxe.mac=, nixos-pxe.host=, \
-             nixos-pxe.generation=, nixos-pxe.attempt=, nixos-pxe.token=, nixos-pxe.report=)"
-        );
+        let args = parse("nixos-pxe.hots=web1 nixos-pxe.http nixos-pxe.mac=52:54:00:00:00:a1").expect("valid");
+        assert_eq!(args.unknown, ["nixos-pxe.hots=", "nixos-pxe.http="]);
+        assert_eq!(args.mac, Some(mac("52:54:00:00:00:a1")));
         // Words of other programs are not ours.
         assert_eq!(parse("nixos-pxe-debug=1 xnixos-pxe.host=a"), Ok(KernelArgs::default()));
     }

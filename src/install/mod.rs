@@ -142,6 +142,13 @@ pub fn main(args: &InstallArgs) -> ExitCode {
             return ExitCode::from(1);
         }
     };
+    if !kernel.unknown.is_empty() {
+        say(&format!(
+            "ignoring {} on the kernel command line: this installer knows nixos-pxe.{}= (is the boot server newer than the NFS root?)",
+            kernel.unknown.join(" "),
+            kernel_args::KNOWN.join("=, nixos-pxe.")
+        ));
+    }
     let reporter = match (&kernel.fleet, args.dry_run) {
         (Some(fleet), false) => Reporter::new(fleet),
         _ => None,
