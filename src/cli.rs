@@ -210,15 +210,8 @@ pub fn run(cli: Cli) -> Result<ExitCode, Error> {
             println!("{out}: {} entries, {} bytes of files, {} bytes written", summary.entries, summary.bytes_in, summary.bytes_out);
             Ok(ExitCode::SUCCESS)
         }
-        Command::Install(args) => match install::run(&args) {
-            Ok(()) => Ok(ExitCode::SUCCESS),
-            // On the console, under init: one greppable line that says which step failed and why.
-            Err(e) => {
-                let text = e.to_string();
-                install::say(&if text.starts_with("install FAILED") || text.starts_with("dry run") { text } else { format!("install FAILED: {text}") });
-                Ok(ExitCode::from(1))
-            }
-        },
+        // On the console, under init: one greppable line that says which step failed and why.
+        Command::Install(args) => Ok(install::main(&args)),
         // Asked for by name, init still mounts over `/`: only as the first process of a machine or
         // of a PID namespace, never over a running system.
         Command::Init => match std::process::id() {

@@ -7,6 +7,7 @@ pub mod command;
 pub mod compression;
 pub mod config;
 pub mod error;
+pub mod fleet;
 pub mod init;
 pub mod install;
 pub mod kernel_config;

@@ -1,5 +1,7 @@
 //! Builds the boot loader: a standalone GRUB EFI image with grub.cfg embedded, holding only the
 //! modules that grub.cfg uses (found from its commands), and grub.cfg beside it as the seed did.
+//! For a fleet also those of every per-host configuration GRUB may load at run time
+//! (`configfile`): a module missing from the image cannot be loaded from the network later.
 //!
 //! grub.cfg travels in the image's memdisk (a tar), not as grub-mkimage's `-c` config: GRUB runs
 //! a `-c` config with its rescue parser, which has no `if` and no `menuentry` (the seed's config
@@ -49,6 +51,12 @@ const COMMAND_MODULES: &[(&str, &str)] = &[
     ("net_ls_routes", "net"),
     ("linux", "linux"),
     ("boot", "boot"),
+    ("configfile", "configfile"),
+    ("source", "configfile"),
+    ("search", "search"),
+    ("chainloader", "chain"),
+    ("exit", "minicmd"),
+    ("read", "read"),
 ];
 
 /// Words that are part of GRUB's script language, not commands from modules.
@@ -170,6 +178,9 @@ pub fn build(resolved: &Resolved, tools: &GrubTools, out: &Utf8Path) -> Result<B
     let mut modules: BTreeSet<String> = IMAGE_MODULES.iter().map(|m| (*m).to_string()).collect();
     modules.extend(modules_for(&cfg)?);
     modules.extend(modules_for(&early)?);
+    for host_cfg in crate::fleet::grub::every_kind(resolved)? {
+        modules.extend(modules_for(&host_cfg)?);
+    }
     let modules: Vec<String> = modules.into_iter().collect();
     check_modules(&tools.lib, &modules)?;
     find_mkimage(&tools.mkimage)?;
@@ -220,7 +231,45 @@ mod tests {
 
     #[test]
     fn an_unmapped_command_is_an_error() {
-        let err = modules_for("chainloader /x\n").unwrap_err().to_string();
-        assert!(err.contains("`chainloader`"), "{err}");
+        let err = modules_for("lsefi\n").unwrap_err().to_string();
+        assert!(err.contains("`lsefi`"), "{err}");
+    }
+
+    /// Every command every template can produce is mapped: grub.cfg of each kind of
+    /// configuration, and each kind of per-host file a fleet machine may load.
+    #[test]
+    fn every_template_command_is_mapped() {
+        use crate::config::{Settings, resolve};
+        use crate::origin::Origin;
+        use serde_json::json;
+        let configs: &[&[(&str, serde_json::Value)]] = &[
+            &[],
+            &[("bootServer.dhcpMode", json!("proxy")), ("bootServer.address", json!("10.0.0.1"))],
+            &[("nfsroot.bootLoader.efinetDHCPInterface", json!("auto"))],
+            &[
+                ("nfsroot.bootLoader.efinetDHCPInterface", json!("auto")),
+                ("nfsroot.bootLoader.linuxPnPInterface", json!("auto")),
+                ("fleet.unknownHosts", json!("hold")),
+                ("fleet.hosts.a.macs", json!(["52:54:00:00:00:01"])),
+                ("fleet.hosts.a.target.flake", json!("/f#a")),
+            ],
+        ];
+        let mut fleet_modules = BTreeSet::new();
+        for pairs in configs {
+            let mut s = Settings::default();
+            for (path, value) in *pairs {
+                let segments: Vec<&str> = path.split('.').collect();
+                let crate::schema::Lookup::Option { spec, name } = crate::schema::lookup(&segments) else { panic!("{path}") };
+                s.define_named(spec, name.as_deref(), value.clone(), Origin::Default).expect("define");
+            }
+            let r = resolve(&s, camino::Utf8Path::new("t.nix")).expect("valid");
+            modules_for(&render::grub_cfg(&r).expect("grub.cfg")).expect("grub.cfg's commands are mapped");
+            for file in crate::fleet::grub::every_kind(&r).expect("host files") {
+                fleet_modules.extend(modules_for(&file).unwrap_or_else(|e| panic!("{e}:\n{file}")));
+            }
+        }
+        for needed in ["chain", "configfile", "fat", "http", "minicmd", "part_gpt", "search", "sleep"] {
+            assert!(fleet_modules.contains(needed), "{needed}: {fleet_modules:?}");
+        }
     }
 }

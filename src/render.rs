@@ -1,9 +1,13 @@
 //! Renders grub.cfg, the kernel command line and the DHCP/TFTP/NFS server configurations from
 //! the typed config: line-oriented files from templates/ (handlebars, strict), Kea's JSON with serde.
+//! For a fleet also each host's GRUB configuration (`hosts/mac-<mac>.cfg`, install entries; see
+//! [`crate::fleet::grub`]).
 
 use crate::config::typed::{DhcpMode, require_server_facts};
 use crate::config::{ConfigError, Resolved};
 use crate::error::Error;
+use crate::fleet::grub as host_grub;
+use crate::fleet::model::Fleet;
 use crate::schema::{self, KERNEL_TFTP_PATH, LOADER_FILE_NAME};
 use camino::{Utf8Path, Utf8PathBuf};
 use handlebars::Handlebars;
@@ -18,18 +22,24 @@ const TEMPLATES: &[(&str, &str)] = &[
     ("dnsmasq.conf", include_str!("../templates/dnsmasq.conf.hbs")),
     ("exports", include_str!("../templates/exports.hbs")),
     ("ganesha.conf", include_str!("../templates/ganesha.conf.hbs")),
+    ("host.cfg", include_str!("../templates/host.cfg.hbs")),
 ];
 
-/// One rendered file: its name in the output directory and its contents.
+/// One rendered file: its path below the output directory (`grub.cfg`, `hosts/mac-....cfg`)
+/// and its contents.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Rendered {
-    pub name: &'static str,
+    pub name: String,
     pub contents: String,
 }
 
+/// Where render puts the per-host files below its output directory; they go to
+/// `<tftpRoot>/nixos-pxe/hosts/` on the boot server.
+pub const HOSTS_DIR: &str = "hosts";
+
 /// The template engine: strict (a missing value is an error, not an empty string) and without
 /// HTML escaping (a kernel command line may hold `&` or `'`).
-fn engine() -> Result<Handlebars<'static>, Error> {
+pub(crate) fn engine() -> Result<Handlebars<'static>, Error> {
     let mut hb = Handlebars::new();
     hb.set_strict_mode(true);
     hb.register_escape_fn(handlebars::no_escape);
@@ -40,12 +50,12 @@ fn engine() -> Result<Handlebars<'static>, Error> {
     Ok(hb)
 }
 
-fn fill(hb: &Handlebars, name: &str, data: &Value) -> Result<String, Error> {
+pub(crate) fn fill(hb: &Handlebars, name: &str, data: &Value) -> Result<String, Error> {
     hb.render(name, data).map_err(|e| Error::Message(format!("internal: rendering {name} failed: {e}")))
 }
 
 /// The file name shown in the generated files' headers.
-fn source_name(resolved: &Resolved) -> String {
+pub(crate) fn source_name(resolved: &Resolved) -> String {
     resolved.source.to_string()
 }
 
@@ -56,12 +66,23 @@ pub fn root_path(resolved: &Resolved) -> Option<String> {
 }
 
 /// The kernel command line, e.g. `console=ttyS0,115200n8 ip=:::::eth0:dhcp: root=/dev/nfs init=/init`.
+/// With `linuxPnPInterface = "auto"`: `ip=dhcp` and `nixos-pxe.mac=` the MAC of the NIC GRUB
+/// booted from, as a GRUB variable that GRUB expands when it runs the `linux` command
+/// (`$net_default_mac`, or `$net_efinetN_mac` after net_bootp on a named card).
 pub fn cmdline(resolved: &Resolved) -> Result<String, Error> {
     let hb = engine()?;
-    cmdline_with(&hb, resolved)
+    cmdline_with(&hb, resolved, &boot_mac(resolved), "")
 }
 
-fn cmdline_with(hb: &Handlebars, resolved: &Resolved) -> Result<String, Error> {
+/// The GRUB variable holding the MAC of the NIC grub.cfg configured.
+fn boot_mac(resolved: &Resolved) -> String {
+    let boot_loader = &resolved.config.nfsroot.boot_loader;
+    if boot_loader.efinet_auto() { "$net_default_mac".into() } else { format!("$net_{}_mac", boot_loader.efinet_dhcp_interface) }
+}
+
+/// The command line with `mac` as the value of nixos-pxe.mac= (when linuxPnPInterface is
+/// "auto") and `fleet_args` (a fleet install's `nixos-pxe.host=...`) before it.
+pub(crate) fn cmdline_with(hb: &Handlebars, resolved: &Resolved, mac: &str, fleet_args: &str) -> Result<String, Error> {
     let c = &resolved.config;
     let proxy = c.boot_server.dhcp_mode == DhcpMode::Proxy;
     if proxy {
@@ -71,6 +92,9 @@ fn cmdline_with(hb: &Handlebars, resolved: &Resolved) -> Result<String, Error> {
         "console": c.nfsroot.boot_loader.serial.device,
         "settings": c.nfsroot.boot_loader.serial.settings,
         "pnp": c.nfsroot.boot_loader.linux_pnp_interface,
+        "pnp_auto": c.nfsroot.boot_loader.pnp_auto(),
+        "mac": mac,
+        "fleet_args": fleet_args,
         "init": c.nfsroot.init,
         "proxy": proxy,
         "nfsroot": root_path(resolved).unwrap_or_default(),
@@ -108,7 +132,13 @@ fn grub_data(hb: &Handlebars, resolved: &Resolved) -> Result<Value, Error> {
     let c = &resolved.config;
     let serial = c.nfsroot.boot_loader.serial.parsed();
     let proxy = c.boot_server.dhcp_mode == DhcpMode::Proxy;
+    let fleet = !c.fleet.hosts.is_empty();
     Ok(json!({
+        "title": if fleet { "NixOS fleet: this machine's configuration from the boot server" } else { "NixOS Installation" },
+        "fleet": fleet,
+        "hold": c.fleet.unknown_hosts == crate::config::typed::UnknownHosts::Hold,
+        "hosts_dir": host_grub::TFTP_DIR,
+        "efinet_auto": c.nfsroot.boot_loader.efinet_auto(),
         "source": source_name(resolved),
         "serial": {
             "unit": c.nfsroot.boot_loader.serial.unit(),
@@ -121,7 +151,7 @@ fn grub_data(hb: &Handlebars, resolved: &Resolved) -> Result<Value, Error> {
         "proxy": proxy,
         "server": c.boot_server.address.map(|a| a.to_string()).unwrap_or_default(),
         "kernel": KERNEL_TFTP_PATH,
-        "cmdline": cmdline_with(hb, resolved)?,
+        "cmdline": cmdline_with(hb, resolved, &boot_mac(resolved), "")?,
     }))
 }
 
@@ -133,17 +163,36 @@ pub fn render_all(resolved: &Resolved) -> Result<Vec<Rendered>, Error> {
     let data = server_data(resolved);
     let proxy = resolved.config.boot_server.dhcp_mode == DhcpMode::Proxy;
     let mut out = vec![
-        Rendered { name: "grub.cfg", contents: grub_cfg_with(&hb, resolved)? },
-        Rendered { name: "cmdline", contents: format!("{}\n", cmdline_with(&hb, resolved)?) },
+        Rendered { name: "grub.cfg".into(), contents: grub_cfg_with(&hb, resolved)? },
+        Rendered { name: "cmdline".into(), contents: format!("{}\n", cmdline_with(&hb, resolved, &boot_mac(resolved), "")?) },
     ];
     if !proxy {
-        out.push(Rendered { name: "dhcpd.conf", contents: fill(&hb, "dhcpd.conf", &data)? });
-        out.push(Rendered { name: "kea-dhcp4.json", contents: kea_json(resolved)? });
+        out.push(Rendered { name: "dhcpd.conf".into(), contents: fill(&hb, "dhcpd.conf", &data)? });
+        out.push(Rendered { name: "kea-dhcp4.json".into(), contents: kea_json(resolved)? });
     }
     for name in ["dnsmasq.conf", "exports", "ganesha.conf"] {
-        out.push(Rendered { name, contents: fill(&hb, name, &data)? });
+        out.push(Rendered { name: name.into(), contents: fill(&hb, name, &data)? });
     }
+    out.extend(host_files(resolved)?);
     Ok(out)
+}
+
+/// For a fleet, `hosts/mac-<mac>.cfg` for each MAC of each host: its install entry (with the
+/// check for the host's completion stamp). Without serve there is no state, so no attempt
+/// number, token or report URL; a machine boots locally once installed only through the stamp
+/// or the firmware's boot order (its disk first).
+fn host_files(resolved: &Resolved) -> Result<Vec<Rendered>, Error> {
+    let fleet = Fleet::from_config(&resolved.config).map_err(|e| Error::Message(format!("internal: {e}")))?;
+    let mut files = Vec::new();
+    for host in &fleet.hosts {
+        for mac in &host.macs {
+            files.push(Rendered {
+                name: format!("{HOSTS_DIR}/{}", host_grub::file_name(mac)),
+                contents: host_grub::install_file(resolved, mac, host)?,
+            });
+        }
+    }
+    Ok(files)
 }
 
 /// The values the server templates use; `require_server_facts` has checked the required ones.
@@ -238,16 +287,26 @@ pub fn kea_json(resolved: &Resolved) -> Result<String, Error> {
 pub fn write_all(resolved: &Resolved, out: &Utf8Path) -> Result<Vec<Utf8PathBuf>, Error> {
     let files = render_all(resolved)?;
     std::fs::create_dir_all(out).map_err(Error::io(out))?;
-    let written: Vec<Utf8PathBuf> = files.iter().map(|f| write_atomically(&out.join(f.name), &f.contents)).collect::<Result<_, _>>()?;
+    if files.iter().any(|f| f.name.starts_with(HOSTS_DIR)) {
+        let hosts = out.join(HOSTS_DIR);
+        std::fs::create_dir_all(&hosts).map_err(Error::io(&hosts))?;
+    }
+    let written: Vec<Utf8PathBuf> = files.iter().map(|f| write_atomically(&out.join(&f.name), &f.contents)).collect::<Result<_, _>>()?;
     remove_stale(out, &files)?;
     Ok(written)
 }
 
 /// A switch to proxy mode leaves no authoritative dhcpd.conf or kea-dhcp4.json from an earlier
-/// render behind for someone to start by mistake. Only files this tool generated are removed.
+/// render behind for someone to start by mistake, and a MAC or host taken out of the fleet
+/// leaves no install entry behind that would still install it. Only files this tool generated
+/// are removed.
 fn remove_stale(out: &Utf8Path, files: &[Rendered]) -> Result<(), Error> {
-    for name in ["dhcpd.conf", "kea-dhcp4.json"] {
-        let path = out.join(name);
+    let mut candidates: Vec<String> = ["dhcpd.conf", "kea-dhcp4.json"].map(String::from).to_vec();
+    if let Ok(entries) = out.join(HOSTS_DIR).read_dir_utf8() {
+        candidates.extend(entries.flatten().filter(|e| e.file_name().starts_with("mac-")).map(|e| format!("{HOSTS_DIR}/{}", e.file_name())));
+    }
+    for name in candidates {
+        let path = out.join(&name);
         if files.iter().any(|f| f.name == name) || !path.is_file() {
             continue;
         }
@@ -325,7 +384,7 @@ mod tests {
         let cfg = grub_cfg(&r).expect("render");
         assert!(cfg.contains("set net_default_server=10.42.0.1"), "{cfg}");
         assert!(!cfg.contains(" 66 string"), "{cfg}");
-        let names: Vec<&str> = render_all(&r).expect("render").iter().map(|f| f.name).collect();
+        let names: Vec<String> = render_all(&r).expect("render").iter().map(|f| f.name.clone()).collect();
         assert_eq!(names, ["grub.cfg", "cmdline", "dnsmasq.conf", "exports", "ganesha.conf"]);
     }
 

@@ -209,3 +209,75 @@ fn a_failing_grub_mkimage_keeps_its_stderr() {
         out.display()
     );
 }
+
+/// A fleet's bootx64.efi: grub.cfg loads each machine's own configuration at run time, so the
+/// image holds the modules of every kind of per-host file (install over TFTP or HTTP, local boot
+/// by chainloading an ESP's loader or exiting to the firmware, hold); none can be loaded later.
+#[test]
+fn a_fleet_image_holds_the_modules_of_every_per_host_file() {
+    let out = tempfile::tempdir().expect("tempdir");
+    let result = mk_bootloader("examples/fleet/installer.nix", GRUB_LIB, out.path());
+    assert!(
+        result.status.success(),
+        "{}",
+        String::from_utf8_lossy(&result.stderr)
+    );
+    let stdout = String::from_utf8_lossy(&result.stdout);
+    let modules: Vec<&str> = stdout
+        .split("GRUB modules: ")
+        .nth(1)
+        .and_then(|rest| rest.split(')').next())
+        .expect("the module list")
+        .split(' ')
+        .collect();
+    for needed in [
+        "configfile",
+        "search",
+        "chain",
+        "minicmd",
+        "part_gpt",
+        "fat",
+        "http",
+        "tftp",
+        "linux",
+        "test",
+    ] {
+        assert!(modules.contains(&needed), "{needed} in {modules:?}");
+    }
+    let cfg = std::fs::read_to_string(out.path().join("grub.cfg")).expect("grub.cfg");
+    assert!(
+        cfg.contains("configfile (tftp)/nixos-pxe/hosts/mac-$net_default_mac.cfg"),
+        "{cfg}"
+    );
+    assert!(!cfg.contains("net_bootp"), "auto: no second DHCP: {cfg}");
+    let image = std::fs::read(out.path().join("bootx64.efi")).expect("read image");
+    assert!(image.len() < 1024 * 1024, "{} bytes", image.len());
+}
+
+/// `fleet.unknownHosts = "hold"`: grub.cfg waits for Enter (`read`), so the read module is in.
+#[test]
+fn a_holding_fleet_image_can_wait_for_a_key() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = dir.path().join("fleet.nix");
+    let example =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/examples/fleet/installer.nix"))
+            .expect("example")
+            .replace("unknownHosts = \"local-boot\";", "unknownHosts = \"hold\";")
+            .replace(
+                "./hosts/web;",
+                concat!(env!("CARGO_MANIFEST_DIR"), "/examples/fleet/hosts/web;"),
+            );
+    assert!(example.contains("\"hold\""));
+    std::fs::write(&config, example).expect("write");
+    let result = mk_bootloader(config.to_str().expect("utf-8"), GRUB_LIB, &dir.path().join("out"));
+    assert!(
+        result.status.success(),
+        "{}",
+        String::from_utf8_lossy(&result.stderr)
+    );
+    assert!(
+        String::from_utf8_lossy(&result.stdout).contains(" read "),
+        "{}",
+        String::from_utf8_lossy(&result.stdout)
+    );
+}

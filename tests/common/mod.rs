@@ -442,8 +442,22 @@ pub struct Qemu {
     pub started: Instant,
 }
 
+/// A NIC of the client: the tap device (in the lab's namespace) it is on, its MAC (QEMU's default
+/// 52:54:00:12:34:56 when `None`), and its place in the firmware's boot order (`None`: not in it).
+/// NICs are given to QEMU in order, so the first is the lowest PCI slot: the kernel's eth0.
+#[derive(Debug, Clone, Copy)]
+pub struct Nic<'a> {
+    pub tap: &'a str,
+    pub mac: Option<&'a str>,
+    pub bootindex: Option<u32>,
+}
+
 impl Qemu {
     pub fn start(lab: &Lab, dir: &Path, memory_mib: u32, disk: Option<&Path>) -> Qemu {
+        Qemu::start_with_nics(lab, dir, memory_mib, disk, &[Nic { tap: "tap0", mac: Some(CLIENT_MAC), bootindex: Some(1) }])
+    }
+
+    pub fn start_with_nics(lab: &Lab, dir: &Path, memory_mib: u32, disk: Option<&Path>, nics: &[Nic]) -> Qemu {
         let vars = dir.join("OVMF_VARS.fd");
         std::fs::copy(OVMF_VARS, &vars).expect("copy OVMF vars");
         let serial = dir.join("serial.log");
@@ -459,13 +473,22 @@ impl Qemu {
             "none",
             "-monitor",
             "none",
-            "-netdev",
-            "tap,id=n0,ifname=tap0,script=no,downscript=no",
-            "-device",
         ]
         .map(String::from)
         .to_vec();
-        args.push(format!("virtio-net-pci,netdev=n0,romfile=,bootindex=1,mac={CLIENT_MAC}"));
+        for (i, nic) in nics.iter().enumerate() {
+            args.push("-netdev".into());
+            args.push(format!("tap,id=n{i},ifname={},script=no,downscript=no", nic.tap));
+            args.push("-device".into());
+            let mut device = format!("virtio-net-pci,netdev=n{i},romfile=");
+            if let Some(index) = nic.bootindex {
+                device.push_str(&format!(",bootindex={index}"));
+            }
+            if let Some(mac) = nic.mac {
+                device.push_str(&format!(",mac={mac}"));
+            }
+            args.push(device);
+        }
         args.extend([
             "-m".into(),
             memory_mib.to_string(),

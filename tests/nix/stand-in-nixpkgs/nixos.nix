@@ -10,6 +10,11 @@
 # - config.assertions holds, like nixos/modules/tasks/filesystems.nix, an assertion whose message
 #   interpolates an attribute that exists only when the assertion fails (the mount points' `cycle`):
 #   reading the messages of passing assertions throws, as it does in NixOS;
+# - systemd.services, with the options the project's modules set (nix/report-module.nix) declared
+#   with NixOS's types (nixos/lib/systemd-unit-options.nix at 01f31c2ee7d045a337dff0f858c0ed61dd0f4ddb:
+#   a misspelt or mistyped one fails as there), and NixOS's warnings about them
+#   (nixos/modules/system/boot/systemd.nix: a unit ordered after network-online.target without
+#   wanting it; Type=oneshot with Restart=always or on-success);
 # - system.build.toplevel checks the assertions (lib.asserts.checkAssertWarn, as
 #   nixos/modules/system/activation/top-level.nix) and is a real store path: the system's name and
 #   its file systems as JSON, in a second store path, so the closure has more than one path.
@@ -30,6 +35,40 @@ let
       autoResize = mkOption { type = types.bool; default = false; };
     };
   };
+
+  # A value of a [Unit] or [Service] setting (NixOS's unitOption: a scalar, or a list for a
+  # setting given several times).
+  unitScalar = types.oneOf [ types.bool types.int types.str types.path ];
+  unitOption = types.either unitScalar (types.listOf unitScalar);
+  units = mkOption { type = types.listOf types.str; default = [ ]; };
+  # NixOS's checkService: the Type and Restart values systemd knows.
+  checkService = settings:
+    lib.elem (settings.Type or "simple") [ "exec" "simple" "forking" "oneshot" "dbus" "notify" "notify-reload" "idle" ]
+    && lib.elem (settings.Restart or "no") [ "no" "on-success" "on-failure" "on-abnormal" "on-abort" "on-watchdog" "always" ];
+  serviceModule = {
+    options = {
+      enable = mkOption { type = types.bool; default = true; };
+      description = mkOption { type = types.singleLineStr; default = ""; };
+      wantedBy = units;
+      requiredBy = units;
+      wants = units;
+      requires = units;
+      bindsTo = units;
+      after = units;
+      before = units;
+      unitConfig = mkOption { type = types.attrsOf unitOption; default = { }; };
+      serviceConfig = mkOption { type = types.addCheck (types.attrsOf unitOption) checkService; default = { }; };
+      environment = mkOption { type = types.attrsOf (types.nullOr (types.oneOf [ types.str types.path types.package ])); default = { }; };
+      path = mkOption { type = types.listOf (types.oneOf [ types.package types.str ]); default = [ ]; };
+      script = mkOption { type = types.lines; default = ""; };
+      restartIfChanged = mkOption { type = types.bool; default = true; };
+    };
+  };
+  serviceWarnings = name: s:
+    lib.optional (lib.elem "network-online.target" s.after && !(lib.elem "network-online.target" (s.wants ++ s.requires ++ s.bindsTo)))
+      "${name}.service is ordered after 'network-online.target' but doesn't depend on it"
+    ++ lib.optional ((s.serviceConfig.Type or "") == "oneshot" && lib.elem (s.serviceConfig.Restart or "no") [ "always" "on-success" ])
+      "Service '${name}.service' with 'Type=oneshot' cannot have 'Restart=always' or 'Restart=on-success'";
 
   base = { config, ... }:
     let
@@ -68,6 +107,7 @@ let
         boot.loader.systemd-boot.enable = mkOption { type = types.bool; default = false; };
         boot.loader.efi.canTouchEfiVariables = mkOption { type = types.bool; default = false; };
         networking.hostName = mkOption { type = types.str; default = "nixos"; };
+        systemd.services = mkOption { type = types.attrsOf (types.submodule serviceModule); default = { }; };
         system.build = mkOption {
           type = types.submoduleWith { modules = [ { freeformType = types.lazyAttrsOf (types.uniq types.unspecified); } ]; };
           default = { };
@@ -81,6 +121,7 @@ let
             message = "stand-in NixOS: the file systems cannot be sorted: ${mountPoints sorted.cycle} loops to ${mountPoints sorted.loops}";
           }
         ];
+        warnings = lib.concatLists (lib.mapAttrsToList serviceWarnings config.systemd.services);
         system.build.toplevel = lib.asserts.checkAssertWarn config.assertions config.warnings system;
       };
     };
