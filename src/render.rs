@@ -47,6 +47,9 @@ pub(crate) fn engine() -> Result<Handlebars<'static>, Error> {
         hb.register_template_string(name, *text)
             .map_err(|e| Error::Message(format!("internal: template {name} does not compile: {e}")))?;
     }
+    // Booting from the disk, in grub.cfg (a stranger of a fleet) and in a host's file alike.
+    hb.register_partial("local_boot", include_str!("../templates/local-boot.hbs"))
+        .map_err(|e| Error::Message(format!("internal: template local-boot does not compile: {e}")))?;
     Ok(hb)
 }
 
@@ -138,6 +141,8 @@ fn grub_data(hb: &Handlebars, resolved: &Resolved) -> Result<Value, Error> {
         "fleet": fleet,
         "hold": c.fleet.unknown_hosts == crate::config::typed::UnknownHosts::Hold,
         "hosts_dir": host_grub::TFTP_DIR,
+        // A stranger has no stamp to look for.
+        "local_stamp": "",
         "efinet_auto": c.nfsroot.boot_loader.efinet_auto(),
         "source": source_name(resolved),
         "serial": {

@@ -17,6 +17,8 @@ pub const OVMF_VARS: &str = "/usr/share/OVMF/OVMF_VARS.fd";
 pub const GRUB_LIB: &str = "/usr/lib/grub/x86_64-efi";
 /// The boot server's address on the lab's bridge, as in the example configuration.
 pub const SERVER_ADDRESS: &str = "10.42.0.1";
+/// The MAC address of the QEMU client's NIC (QEMU's default for the first NIC, set explicitly).
+pub const CLIENT_MAC: &str = "52:54:00:12:34:56";
 
 pub fn root() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -203,7 +205,7 @@ fn reap_when_this_process_ends(ns: &str) {
 }
 
 /// A UEFI client: OVMF under TCG, a virtio NIC on tap0 with OVMF's own PXE (no option ROM, as on
-/// a server's onboard NIC) first in the boot order, an optional virtio disk, the serial console
+/// a server's onboard NIC) first in the boot order, an optional virtio disk second, the serial console
 /// in a file. `-no-reboot`: a reboot ends QEMU, so an install that reboots is seen as an exit.
 pub struct Qemu {
     child: Child,
@@ -232,10 +234,10 @@ impl Qemu {
             "-netdev",
             "tap,id=n0,ifname=tap0,script=no,downscript=no",
             "-device",
-            "virtio-net-pci,netdev=n0,romfile=,bootindex=1",
         ]
         .map(String::from)
         .to_vec();
+        args.push(format!("virtio-net-pci,netdev=n0,romfile=,bootindex=1,mac={CLIENT_MAC}"));
         args.extend([
             "-m".into(),
             memory_mib.to_string(),
@@ -251,7 +253,9 @@ impl Qemu {
                 "-drive".into(),
                 format!("file={},format=raw,if=none,id=d0", disk.display()),
                 "-device".into(),
-                "virtio-blk-pci,drive=d0".into(),
+                // Second in the boot order, as a server's disk is: OVMF connects only the devices
+                // in the boot order, so without it GRUB sees no disk and `exit` goes to the setup app.
+                "virtio-blk-pci,drive=d0,bootindex=2".into(),
             ]);
         }
         let file = std::fs::File::create(&log).expect("qemu log");
