@@ -382,6 +382,20 @@ mod tests {
     }
 
     #[test]
+    fn auto_interfaces_keep_the_firmwares_lease_and_pass_the_boot_mac() {
+        let r = resolved(&[("nfsroot.bootLoader.efinetDHCPInterface", json!("auto")), ("nfsroot.bootLoader.linuxPnPInterface", json!("auto"))]);
+        let line = cmdline(&r).expect("render");
+        assert_eq!(line, "console=ttyS0,115200n8 ip=dhcp root=/dev/nfs init=/init nixos-pxe.mac=$net_default_mac");
+        let cfg = grub_cfg(&r).expect("render");
+        assert!(!cfg.contains("net_bootp") && !cfg.contains(" 66 string"), "{cfg}");
+        assert!(cfg.contains(&format!("linux (tftp)/nixos/bzImage {line}; then")), "{cfg}");
+        // A named card for GRUB, "auto" for the kernel: the MAC of the card GRUB configured.
+        let r = resolved(&[("nfsroot.bootLoader.efinetDHCPInterface", json!("efinet1")), ("nfsroot.bootLoader.linuxPnPInterface", json!("auto"))]);
+        assert!(cmdline(&r).expect("render").ends_with(" ip=dhcp root=/dev/nfs init=/init nixos-pxe.mac=$net_efinet1_mac"));
+        assert!(grub_cfg(&r).expect("render").contains("net_bootp efinet1;"));
+    }
+
+    #[test]
     fn proxy_mode_names_the_server_and_makes_no_isc_or_kea_config() {
         let mut pairs = lab();
         pairs.push(("bootServer.dhcpMode", json!("proxy")));
