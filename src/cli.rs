@@ -169,8 +169,10 @@ pub fn run(cli: Cli) -> Result<ExitCode, Error> {
         }
         Command::Check { config } => {
             let resolved = config.load()?;
-            let set = resolved.effective.iter().filter(|e| e.origin != crate::origin::Origin::Default).count();
-            println!("{}: valid ({} options set, the rest default)", resolved.source, set);
+            let set = resolved.effective.iter().filter(|e| matches!(e.origin, crate::origin::Origin::Defined(_) | crate::origin::Origin::File { .. })).count();
+            let hosts = resolved.config.fleet.hosts.len();
+            let fleet = if hosts > 0 { format!("; a fleet of {hosts} host(s)") } else { String::new() };
+            println!("{}: valid ({} options set, the rest default{fleet})", resolved.source, set);
             Ok(ExitCode::SUCCESS)
         }
         Command::Render { config, out } => {

@@ -47,6 +47,9 @@ pub(crate) fn engine() -> Result<Handlebars<'static>, Error> {
         hb.register_template_string(name, *text)
             .map_err(|e| Error::Message(format!("internal: template {name} does not compile: {e}")))?;
     }
+    // Booting from the disk, in grub.cfg (a stranger of a fleet) and in a host's file alike.
+    hb.register_partial("local_boot", include_str!("../templates/local-boot.hbs"))
+        .map_err(|e| Error::Message(format!("internal: template local-boot does not compile: {e}")))?;
     Ok(hb)
 }
 
@@ -138,6 +141,8 @@ fn grub_data(hb: &Handlebars, resolved: &Resolved) -> Result<Value, Error> {
         "fleet": fleet,
         "hold": c.fleet.unknown_hosts == crate::config::typed::UnknownHosts::Hold,
         "hosts_dir": host_grub::TFTP_DIR,
+        // A stranger has no stamp to look for.
+        "local_stamp": "",
         "efinet_auto": c.nfsroot.boot_loader.efinet_auto(),
         "source": source_name(resolved),
         "serial": {
@@ -374,6 +379,20 @@ mod tests {
         assert!(cfg.contains("net_get_dhcp_option net_default_server efinet1 66 string"), "{cfg}");
         assert!(cfg.contains("serial --unit=1 --speed=115200 --word=8 --parity=no --stop=1"), "{cfg}");
         assert!(!cfg.contains("&amp;") && !cfg.contains("{{"), "{cfg}");
+    }
+
+    #[test]
+    fn auto_interfaces_keep_the_firmwares_lease_and_pass_the_boot_mac() {
+        let r = resolved(&[("nfsroot.bootLoader.efinetDHCPInterface", json!("auto")), ("nfsroot.bootLoader.linuxPnPInterface", json!("auto"))]);
+        let line = cmdline(&r).expect("render");
+        assert_eq!(line, "console=ttyS0,115200n8 ip=dhcp root=/dev/nfs init=/init nixos-pxe.mac=$net_default_mac");
+        let cfg = grub_cfg(&r).expect("render");
+        assert!(!cfg.contains("net_bootp") && !cfg.contains(" 66 string"), "{cfg}");
+        assert!(cfg.contains(&format!("linux (tftp)/nixos/bzImage {line}; then")), "{cfg}");
+        // A named card for GRUB, "auto" for the kernel: the MAC of the card GRUB configured.
+        let r = resolved(&[("nfsroot.bootLoader.efinetDHCPInterface", json!("efinet1")), ("nfsroot.bootLoader.linuxPnPInterface", json!("auto"))]);
+        assert!(cmdline(&r).expect("render").ends_with(" ip=dhcp root=/dev/nfs init=/init nixos-pxe.mac=$net_efinet1_mac"));
+        assert!(grub_cfg(&r).expect("render").contains("net_bootp efinet1;"));
     }
 
     #[test]

@@ -46,7 +46,7 @@ pub struct HostOptions {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum UnknownHosts {
-    /// GRUB exits; the firmware tries its next boot option.
+    /// GRUB starts the disk's EFI boot loader; without one it exits to the firmware.
     LocalBoot,
     /// A GRUB menu naming the MAC; no timeout, never a reboot.
     Hold,

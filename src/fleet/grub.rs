@@ -2,6 +2,12 @@
 //! (templates/host.cfg.hbs): an install entry (after a look for the host's completion stamp on
 //! the disks), a local-boot entry (this host's ESP, then any systemd-boot or removable-media
 //! loader, else `exit` to the firmware), or a hold menu saying why (no timeout, no reboot).
+//!
+//! Local boot chainloads rather than `exit`s: GRUB 2.06's `exit` reports success to the
+//! firmware, and an EDK2 firmware (OVMF, measured) then opens its boot manager instead of trying
+//! its next boot option. chainloader hands the started loader `$root` as its device, so `$root`
+//! is set to the ESP first (left at bootx64.efi's memdisk, chainloader fails with "not a valid
+//! root device").
 //! grub.cfg in bootx64.efi loads it from `(tftp)/nixos-pxe/hosts/mac-<mac>.cfg`.
 
 use super::decide::Decision;
@@ -97,6 +103,7 @@ pub fn host_cfg(resolved: &Resolved, mac: &Mac, host: Option<&HostSpec>, decisio
         }
         Decision::LocalBoot { why } => {
             data["local"] = true.into();
+            data["local_stamp"] = host.map(|h| done_stamp(&h.name, h.generation)).unwrap_or_default().into();
             data["title"] = word(&format!("Boot from the disk: {why}")).into();
             data["why_line"] = word(&format!("nixos-pxe: {mac}{}: {why}: booting from the disk", host_suffix(host))).into();
         }
@@ -218,8 +225,9 @@ mod tests {
         assert!(local.contains("search --no-floppy --file --set=esp /nixos-pxe/done-web1-g2"), "{local}");
         assert!(local.contains("chainloader ($esp)/EFI/BOOT/BOOTX64.EFI") && local.contains("\n  exit\n"), "{local}");
         assert!(!local.contains("linux "), "{local}");
+        assert!(local.contains("    set root=$esp\n    chainloader ($esp)/EFI/systemd/systemd-bootx64.efi"), "{local}");
         let stranger = host_cfg(&r, &mac("52:54:00:00:00:ff"), None, &Decision::LocalBoot { why: "not in the fleet".into() }, None).expect("render");
-        assert!(!stranger.contains("chainloader") && stranger.contains("\n  exit\n"), "a stranger's disk is left to the firmware: {stranger}");
+        assert!(!stranger.contains("done-") && stranger.contains("/EFI/BOOT/BOOTX64.EFI") && stranger.contains("\n  exit\n"), "{stranger}");
         let hold = host_cfg(&r, &mac("52:54:00:00:00:ff"), None, &Decision::Hold { why: "it's not in the fleet".into() }, None).expect("render");
         assert!(hold.contains("set timeout=-1"), "{hold}");
         assert!(hold.contains("echo 'nixos-pxe: HOLD 52:54:00:00:00:ff: it'\\''s not in the fleet'"), "{hold}");

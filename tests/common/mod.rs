@@ -433,7 +433,7 @@ pub fn run_within(cmd: &mut Command, dir: &Path, timeout: Duration, stop: impl F
 }
 
 /// A UEFI client: OVMF under TCG, a virtio NIC on tap0 with OVMF's own PXE (no option ROM, as on
-/// a server's onboard NIC) first in the boot order, an optional virtio disk, the serial console
+/// a server's onboard NIC) first in the boot order, an optional virtio disk second, the serial console
 /// in a file. `-no-reboot`: a reboot ends QEMU, so an install that reboots is seen as an exit.
 pub struct Qemu {
     child: Child,
@@ -504,7 +504,9 @@ impl Qemu {
                 "-drive".into(),
                 format!("file={},format=raw,if=none,id=d0", disk.display()),
                 "-device".into(),
-                "virtio-blk-pci,drive=d0".into(),
+                // Second in the boot order, as a server's disk is: OVMF connects only the devices
+                // in the boot order, so without it GRUB sees no disk and `exit` goes to the setup app.
+                "virtio-blk-pci,drive=d0,bootindex=2".into(),
             ]);
         }
         let file = std::fs::File::create(&log).expect("qemu log");
