@@ -91,8 +91,10 @@ fn diff(want: &str, got: &str) -> String {
 fn grub_accepts_every_grub_cfg() {
     for (_, config) in CASES {
         let out = render(config);
-        let result = run(Command::new("grub-script-check").arg(out.path().join("grub.cfg")));
-        assert!(result.status.success(), "{config}: {}", String::from_utf8_lossy(&result.stderr));
+        for name in ["grub.cfg", "grub-bios.cfg"] {
+            let result = run(Command::new("grub-script-check").arg(out.path().join(name)));
+            assert!(result.status.success(), "{config} {name}: {}", String::from_utf8_lossy(&result.stderr));
+        }
     }
 }
 
