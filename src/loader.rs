@@ -39,6 +39,27 @@
 //!   although dnsmasq sent it (`error: no DHCP option 66 found`); the reply to GRUB's own
 //!   `net_bootp pxe` (interface `pxe:dhcp`) has it. So grub.cfg reads option 66 from GRUB's own
 //!   lease on both firmwares.
+//!
+//! ## UEFI HTTP boot (measured 2026-11-30)
+//! Debian's OVMF (2022.11) offers it: with PXE turned off (fw_cfg
+//! `opt/org.tianocore/IPv4PXESupport=no`, `IPv6PXESupport=no`) its boot options were "UEFI HTTPv4
+//! (MAC:525400123456)", "UEFI HTTPv6 (...)", then the shell; its DHCPDISCOVER carried option 93 = 16
+//! and vendor class `HTTPClient:Arch:00016:UNDI:003000`, and it asked for option 60. Given
+//! `HTTPClient` in option 60 and `http://10.42.0.1/bootx64.efi` as boot file it sent HEAD, then
+//! GET, and GRUB printed 3.5 s after QEMU started. Without PXE turned off it tries PXEv4 and PXEv6
+//! first. Then, with Debian's GRUB 2.06-13, which carries SUSE's HTTP boot patches (its efinet.mod
+//! holds the string `HTTPClient`): `cmdpath` = `(http,10.42.0.1)`, `net_default_interface` =
+//! `efinet0`, `net_default_server` = 10.42.0.1 (from the URL), `net_efinet0_ip` = the lease,
+//! `net_efinet0_next_server` and `net_efinet0_dhcp_server_name` empty, `net_efinet0_boot_file` =
+//! the URL, option 60 `HTTPClient` and no option 66 in `efinet0`'s (made-up) reply; `net_bootp
+//! efinet0` then got a lease (`efinet0:dhcp`) with next-server and option 66. Upstream GRUB 2.06
+//! and 2.12 (nixpkgs) configure nothing after HTTP boot: `grub_efi_net_config_real` in
+//! efinet.c skips a device path ending in `Uri()` and reads only PXE's cached reply, so
+//! `net_default_server` stays unset and no interface exists before `net_bootp`. grub.cfg therefore
+//! takes the server from GRUB's own lease (option 66); an address embedded in grub.cfg is needed
+//! only where that lease cannot name it: proxy DHCP (embedded already), a site DHCP server that
+//! does not send option 66, or, for a kernel over HTTP instead of TFTP, the HTTP server's address
+//! `(http,ADDRESS)` on upstream GRUB, which keeps no record of the URL it was loaded from.
 
 use crate::command::{Command, CommandError};
 use crate::config::Resolved;
