@@ -46,7 +46,7 @@ pub enum Command {
         #[command(flatten)]
         config: ConfigArgs,
     },
-    /// Write grub.cfg, cmdline, dhcpd.conf, kea-dhcp4.json, dnsmasq.conf, exports and ganesha.conf into DIR.
+    /// Write grub.cfg, grub-bios.cfg, cmdline, dhcpd.conf, kea-dhcp4.json, dnsmasq.conf, exports and ganesha.conf into DIR.
     ///
     /// Needs bootServer.address, .subnet and (authoritative DHCP) .dhcpRange. With
     /// bootServer.dhcpMode = "proxy", dhcpd.conf and kea-dhcp4.json are not written: neither server
@@ -58,14 +58,19 @@ pub enum Command {
         #[arg(long, value_name = "DIR")]
         out: Utf8PathBuf,
     },
-    /// Build bootx64.efi (GRUB with the minimal module set and grub.cfg embedded) and write grub.cfg beside it.
+    /// Build bootx64.efi (GRUB with the minimal module set and grub.cfg embedded) and write grub.cfg beside it;
+    /// with --grub-bios-lib also bios.0 (GRUB i386-pc-pxe for legacy BIOS PXE) and grub-bios.cfg.
     MkBootloader {
         #[command(flatten)]
         config: ConfigArgs,
         /// GRUB's x86_64-efi module directory (Debian: /usr/lib/grub/x86_64-efi; nixpkgs: ${grub2_efi}/lib/grub/x86_64-efi).
         #[arg(long, value_name = "DIR")]
         grub_lib: Utf8PathBuf,
-        /// Directory to write bootx64.efi and grub.cfg into (created if missing).
+        /// GRUB's i386-pc module directory (Debian: /usr/lib/grub/i386-pc; nixpkgs: ${grub2}/lib/grub/i386-pc): also
+        /// write bios.0, GRUB for legacy BIOS PXE, and grub-bios.cfg.
+        #[arg(long, value_name = "DIR")]
+        grub_bios_lib: Option<Utf8PathBuf>,
+        /// Directory to write bootx64.efi and grub.cfg (and bios.0, grub-bios.cfg) into (created if missing).
         #[arg(long, value_name = "DIR")]
         out: Utf8PathBuf,
         /// grub-mkimage to run (default: found on PATH).
@@ -183,11 +188,16 @@ pub fn run(cli: Cli) -> Result<ExitCode, Error> {
             }
             Ok(ExitCode::SUCCESS)
         }
-        Command::MkBootloader { config, grub_lib, out, grub_mkimage } => {
+        Command::MkBootloader { config, grub_lib, grub_bios_lib, out, grub_mkimage } => {
             let resolved = config.load()?;
-            let built = loader::build(&resolved, &loader::GrubTools { lib: grub_lib, mkimage: grub_mkimage }, &out)?;
-            println!("{} ({} bytes; GRUB modules: {})", built.image, built.image_size, built.modules.join(" "));
-            println!("{}", built.grub_cfg);
+            let mut targets = vec![loader::Target { platform: loader::Platform::Efi, lib: grub_lib }];
+            if let Some(lib) = grub_bios_lib {
+                targets.push(loader::Target { platform: loader::Platform::Pc, lib });
+            }
+            for built in loader::build(&resolved, &targets, &grub_mkimage, &out)? {
+                println!("{} ({} bytes; GRUB modules: {})", built.image, built.image_size, built.modules.join(" "));
+                println!("{}", built.grub_cfg);
+            }
             Ok(ExitCode::SUCCESS)
         }
         Command::KernelConfig { config, format } => {

@@ -184,8 +184,11 @@ pub const AUTO: &str = "auto";
 
 /// Where the kernel must be, relative to the TFTP root (the seed's fixed name).
 pub const KERNEL_TFTP_PATH: &str = "nixos/bzImage";
-/// The boot loader file name the firmware fetches (DHCP option 67).
+/// The boot loader file name x86-64 UEFI firmware fetches (DHCP option 67).
 pub const LOADER_FILE_NAME: &str = "bootx64.efi";
+/// The boot loader file name legacy BIOS PXE firmware fetches: GRUB i386-pc-pxe. The `.0` is the
+/// PXE "layer" suffix BIOS boot files traditionally carry (dnsmasq's pxe-service adds it).
+pub const BIOS_LOADER_FILE_NAME: &str = "bios.0";
 
 macro_rules! opt {
     ($path:literal, $ty:expr, $default:expr, $rule:expr, $desc:literal) => {

@@ -108,7 +108,7 @@ fn grub_accepts_every_grub_cfg() {
             checked += 1;
         }
     }
-    assert_eq!(checked, CASES.len() + 4, "each grub.cfg and the fleet's four per-host files");
+    assert_eq!(checked, 2 * CASES.len() + 4, "each grub.cfg and grub-bios.cfg, and the fleet's four per-host files");
 }
 
 /// A fleet's render: one install entry per MAC, the MAC in GRUB's spelling in the file name and

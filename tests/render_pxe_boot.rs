@@ -1,13 +1,15 @@
 //! The rendered grub.cfg and dnsmasq.conf working for real: a UEFI QEMU (OVMF, TCG) PXE-boots
 //! the bootx64.efi `mk-bootloader` built, in a network namespace this test makes, against dnsmasq,
 //! ISC dhcpd (+ tftpd-hpa) and Kea (+ tftpd-hpa), each started only from its rendered file; the
-//! serial console shows each GRUB step.
+//! serial console shows each GRUB step. The other firmwares against the rendered dnsmasq.conf:
+//! legacy BIOS PXE (SeaBIOS + iPXE fetching bios.0) and UEFI HTTP boot (OVMF fetching
+//! bootx64.efi from an HTTP server, busybox httpd standing in for serve's HTTP endpoint).
 //! The kernel is the end-to-end test kernel (tests/e2e/build-test-kernel.sh, built once and cached)
 //! or $NIXOS_PXE_TEST_KERNEL; one test leaves it out to check GRUB's message for a missing kernel.
 
 mod common;
 
-use common::{CLIENT_MAC, GRUB_LIB, Lab, Qemu, Socket, in_order, nixos_pxe};
+use common::{Boot, CLIENT_MAC, GRUB_BIOS_LIB, GRUB_LIB, Lab, Qemu, Socket, in_order, nixos_pxe};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -18,13 +20,19 @@ const BOOT_TIMEOUT: Duration = Duration::from_secs(150);
 /// serial console (in that order); fails with the console's text, or at once with the log of a
 /// server that exited (a configuration it rejected).
 fn pxe_boot(lab: &mut Lab, dir: &Path, expect: &[&str]) -> String {
-    let mut qemu = Qemu::start(lab, dir, 512, None);
+    boot_until(lab, dir, Boot::OvmfPxe, expect)
+}
+
+/// `pxe_boot` with the firmware and network boot of `boot`.
+fn boot_until(lab: &mut Lab, dir: &Path, boot: Boot, expect: &[&str]) -> String {
+    let mut qemu = Qemu::start_with(lab, dir, 512, None, boot, common::ONE_NIC);
     loop {
         // Servers' exits are looked at before the console is read; QEMU's own exit is not an
         // error: it ends when the kernel panics and reboots (-no-reboot) past what is expected.
         let exited = lab.exited();
         let text = qemu.console();
         if in_order(&text, expect) {
+            eprintln!("{boot:?}: the console showed all of {expect:?} {:.1} s after QEMU started", qemu.started.elapsed().as_secs_f64());
             return text;
         }
         assert!(exited.is_empty(), "{}\n--- the console lacks (in order) {expect:?}:\n{text}", exited.join("\n"));
@@ -59,8 +67,8 @@ enum Kernel {
     Missing,
 }
 
-/// Renders `config` (an option tree, as JSON) and puts bootx64.efi and the kernel under its TFTP
-/// root. Returns the render directory.
+/// Renders `config` (an option tree, as JSON) and puts bootx64.efi, bios.0 and the kernel under its
+/// TFTP root. Returns the render directory.
 fn prepare(dir: &Path, config: serde_json::Value, kernel: Kernel) -> PathBuf {
     let tftp = dir.join("tftp");
     std::fs::create_dir_all(tftp.join("nixos")).expect("mkdir tftp");
@@ -83,6 +91,8 @@ fn prepare(dir: &Path, config: serde_json::Value, kernel: Kernel) -> PathBuf {
         file,
         "--grub-lib",
         GRUB_LIB,
+        "--grub-bios-lib",
+        GRUB_BIOS_LIB,
         "--out",
         tftp.to_str().expect("utf-8"),
     ]);
@@ -233,7 +243,19 @@ fn grub_boots_the_kernel_from_the_rendered_kea_dhcp4_json() {
 /// command line carries nfsroot=.
 #[test]
 fn proxy_mode_boots_with_another_server_handing_out_addresses() {
-    let _one_boot = preflight();
+    proxy_boot(Boot::OvmfPxe);
+}
+
+/// The same with legacy BIOS: iPXE gets a boot menu from the proxy (one entry, bios.0) and asks
+/// the proxy for it on port 4011, as the PXE specification has it.
+#[test]
+fn bios_proxy_mode_boots_with_another_server_handing_out_addresses() {
+    proxy_boot(Boot::SeaBiosIpxe);
+}
+
+fn proxy_boot(boot: Boot) {
+    let bios = boot == Boot::SeaBiosIpxe;
+    let _one_boot = if bios { common::preflight(&[GRUB_BIOS_LIB, common::SEABIOS, common::IPXE_VIRTIO_ROM]) } else { preflight() };
     let dir = tempfile::tempdir().expect("tempdir");
     let mut config = lab_config();
     config["bootServer"]["dhcpMode"] = "proxy".into();
@@ -244,7 +266,10 @@ fn proxy_mode_boots_with_another_server_handing_out_addresses() {
         cmdline.contains(" nfsroot=10.42.0.1:/srv/nixos/nfsroot,vers=3,tcp"),
         "{cmdline}"
     );
-    let mut lab = Lab::new("proxy");
+    let mut lab = Lab::new(if bios { "bios-proxy" } else { "proxy" });
+    if bios {
+        lab.advertise_ipv6_router(dir.path());
+    }
     // The site's DHCP server: its own namespace, on the same bridge through a veth pair.
     let site = lab.add_host("site", "10.42.0.2");
     let site_log = dir.path().join("site-dhcp.log");
@@ -266,7 +291,7 @@ fn proxy_mode_boots_with_another_server_handing_out_addresses() {
     wait_for_dhcp_and_tftp(&mut lab);
     lab.wait_listening(&site, &[Socket::Udp(67)]);
     let mut expect = vec![
-        "nixos-pxe: efinet0 has address 10.42.0.15",
+        if bios { "nixos-pxe: pxe has address 10.42.0.15" } else { "nixos-pxe: efinet0 has address 10.42.0.15" },
         "nixos-pxe: boot server 10.42.0.1 (bootServer.address; proxy DHCP mode)",
         "nixos-pxe: loading (tftp)/nixos/bzImage from 10.42.0.1",
     ];
@@ -277,7 +302,7 @@ fn proxy_mode_boots_with_another_server_handing_out_addresses() {
     expect.push(&command_line);
     expect.push("IP-Config: Got DHCP answer from 10.42.0.2");
     let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-        pxe_boot(&mut lab, dir.path(), &expect)
+        boot_until(&mut lab, dir.path(), boot, &expect)
     }));
     drop(lab);
     if let Err(panic) = result {
@@ -699,4 +724,72 @@ fn a_served_hold_menu_waits_and_names_the_reason() {
     assert!(!ended, "QEMU ended while held:\n{}", common::tail(&console));
     let rest = after(&console, "Ask the boot server again");
     assert!(!rest.contains("BdsDxe") && !rest.contains("nixos-pxe:") && !rest.contains("executed automatically"), "something happened during the hold:\n{rest}");
+}
+
+/// The kernel's command line and NFS root as the kernel prints them: what every boot must reach.
+fn kernel_reached(rendered: &Path) -> [String; 2] {
+    let cmdline = std::fs::read_to_string(rendered.join("cmdline")).expect("cmdline");
+    [
+        format!("Command line: BOOT_IMAGE=(tftp)/nixos/bzImage {}", cmdline.trim_end()),
+        "rootpath=/srv/nixos/nfsroot,vers=3,tcp".to_string(),
+    ]
+}
+
+/// Legacy BIOS PXE: SeaBIOS with iPXE gets bios.0 from the rendered dnsmasq.conf (option 93 = 0),
+/// GRUB i386-pc does DHCP on `pxe`, reads option 66 and boots the kernel with the same command
+/// line as on UEFI. The early config's serial console works there too (the first probe printed
+/// nothing: see src/loader.rs), and the rescue parser finds nothing it cannot run in it.
+#[test]
+fn bios_grub_boots_the_kernel_from_the_rendered_dnsmasq_conf() {
+    let _one_boot = common::preflight(&[GRUB_BIOS_LIB, common::SEABIOS, common::IPXE_VIRTIO_ROM]);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let rendered = prepare(dir.path(), lab_config(), Kernel::Test);
+    let mut lab = Lab::new("bios");
+    lab.advertise_ipv6_router(dir.path());
+    let log = dir.path().join("dnsmasq.log");
+    spawn_rendered_dnsmasq(&mut lab, &rendered, &log);
+    let kernel = kernel_reached(&rendered);
+    let mut expect = vec![
+        "nixos-pxe: GRUB started (i386-pc), reading grub.cfg from the memdisk of bios.0",
+        "nixos-pxe: DHCP on pxe (the NIC the BIOS booted from)",
+        "nixos-pxe: pxe has address 10.42.0.1",
+        "nixos-pxe: boot server 10.42.0.1 (DHCP option 66)",
+        "nixos-pxe: loading (tftp)/nixos/bzImage from 10.42.0.1",
+        "nixos-pxe: booting the kernel",
+    ];
+    expect.extend(kernel.iter().map(String::as_str));
+    let console = boot_until(&mut lab, dir.path(), Boot::SeaBiosIpxe, &expect);
+    let grub = &console[..console.find("Command line:").expect("kernel reached")];
+    assert!(!grub.contains("Unknown command") && !grub.contains("error:"), "GRUB reported an error:\n{grub}");
+    let dhcp = std::fs::read_to_string(&log).unwrap_or_default();
+    assert!(dhcp.contains("PXEClient:Arch:00000") && dhcp.contains("bootfile-name  bios.0"), "dnsmasq's log:\n{dhcp}");
+}
+
+/// UEFI HTTP boot: OVMF with its PXE turned off asks DHCP as `HTTPClient:Arch:00016`; the rendered
+/// dnsmasq.conf answers with the URL of bootx64.efi and echoes `HTTPClient`; OVMF downloads it
+/// from busybox httpd (a stand-in for serve's HTTP endpoint, serving the TFTP root); GRUB, which
+/// gets no server from an HTTP-booted firmware, finds it in its own lease and boots the kernel.
+#[test]
+fn uefi_http_boot_gets_grub_by_url_and_boots_the_kernel() {
+    let _one_boot = common::preflight(&["/bin/busybox"]);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let rendered = prepare(dir.path(), lab_config(), Kernel::Test);
+    let mut lab = Lab::new("http");
+    let www = dir.path().join("tftp");
+    let httpd_log = dir.path().join("httpd.log");
+    lab.spawn(&["busybox", "httpd", "-f", "-vv", "-p", "10.42.0.1:80", "-h", www.to_str().expect("utf-8")], &httpd_log);
+    spawn_rendered_dnsmasq(&mut lab, &rendered, &dir.path().join("dnsmasq.log"));
+    let kernel = kernel_reached(&rendered);
+    let mut expect = vec![
+        "Start HTTP Boot over IPv4",
+        "URI: http://10.42.0.1/bootx64.efi",
+        "nixos-pxe: GRUB started (x86_64-efi)",
+        "nixos-pxe: efinet0 has address 10.42.0.1",
+        "nixos-pxe: boot server 10.42.0.1 (DHCP option 66)",
+        "nixos-pxe: booting the kernel",
+    ];
+    expect.extend(kernel.iter().map(String::as_str));
+    boot_until(&mut lab, dir.path(), Boot::OvmfHttp, &expect);
+    let http = std::fs::read_to_string(&httpd_log).unwrap_or_default();
+    assert!(http.contains("url:/bootx64.efi") && http.contains("response:200"), "httpd's log:\n{http}");
 }

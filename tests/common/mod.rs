@@ -17,6 +17,8 @@ use std::time::{Duration, Instant};
 pub const OVMF_CODE: &str = "/usr/share/OVMF/OVMF_CODE.fd";
 pub const OVMF_VARS: &str = "/usr/share/OVMF/OVMF_VARS.fd";
 pub const GRUB_LIB: &str = "/usr/lib/grub/x86_64-efi";
+/// GRUB's i386-pc modules (Debian's grub-pc-bin), for bios.0.
+pub const GRUB_BIOS_LIB: &str = "/usr/lib/grub/i386-pc";
 /// The boot server's address on the lab's bridge, as in the example configuration.
 pub const SERVER_ADDRESS: &str = "10.42.0.1";
 /// The MAC address of the QEMU client's NIC (QEMU's default for the first NIC, set explicitly).
@@ -167,6 +169,30 @@ impl Lab {
             .spawn()
             .unwrap_or_else(|e| panic!("start {args:?}: {e}"));
         self.children.push((child, log.to_owned()));
+    }
+
+    /// An IPv6 router on the boot network: a dnsmasq that only sends router advertisements for
+    /// fd42::/64 from br0 (no DHCP, no DNS). iPXE waits for one after its DHCP; without it it sent
+    /// router solicitations for 13 s before it fetched the boot file (measured, see src/loader.rs).
+    /// A site's router would answer the same way; the boot server's configs never do.
+    pub fn advertise_ipv6_router(&mut self, dir: &Path) {
+        sh(&format!("ip -n {} addr add fd42::1/64 dev br0 nodad", self.ns));
+        let leases = format!("--dhcp-leasefile={}", dir.join("ipv6-router.leases").display());
+        self.spawn(
+            &[
+                "dnsmasq",
+                "--keep-in-foreground",
+                "--log-facility=-",
+                "--pid-file",
+                "--conf-file=/dev/null",
+                "--port=0",
+                "--interface=br0",
+                "--enable-ra",
+                "--dhcp-range=::,constructor:br0,ra-only",
+                &leases,
+            ],
+            &dir.join("ipv6-router.log"),
+        );
     }
 
     /// The servers that have exited, each with its log: a server that rejected its rendered
@@ -432,9 +458,25 @@ pub fn run_within(cmd: &mut Command, dir: &Path, timeout: Duration, stop: impl F
     }
 }
 
-/// A UEFI client: OVMF under TCG, a virtio NIC on tap0 with OVMF's own PXE (no option ROM, as on
-/// a server's onboard NIC) first in the boot order, an optional virtio disk second, the serial console
-/// in a file. `-no-reboot`: a reboot ends QEMU, so an install that reboots is seen as an exit.
+/// How a QEMU client boots from the lab's network.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Boot {
+    /// OVMF's own UEFI PXE on a virtio NIC without an option ROM, as on a server's onboard NIC.
+    OvmfPxe,
+    /// OVMF's UEFI HTTP boot: its PXE turned off (fw_cfg opt/org.tianocore/IPv4PXESupport and
+    /// IPv6PXESupport), so the "UEFI HTTPv4" boot option comes first.
+    OvmfHttp,
+    /// Legacy BIOS: SeaBIOS (machine pc) and the iPXE ROM of Debian's ipxe-qemu on the virtio NIC.
+    SeaBiosIpxe,
+}
+
+/// SeaBIOS and the iPXE ROM QEMU loads for virtio-net-pci (from Debian's seabios and ipxe-qemu).
+pub const SEABIOS: &str = "/usr/share/seabios/bios-256k.bin";
+pub const IPXE_VIRTIO_ROM: &str = "/usr/lib/ipxe/qemu/efi-virtio.rom";
+
+/// A client under TCG with the firmware and network boot of `Boot` (OVMF's UEFI PXE for `start`),
+/// its NICs on the lab's tap devices, an optional virtio disk second in the boot order, the serial
+/// console in a file. `-no-reboot`: a reboot ends QEMU, so an install that reboots is seen as an exit.
 pub struct Qemu {
     child: Child,
     pub serial: PathBuf,
@@ -452,35 +494,57 @@ pub struct Nic<'a> {
     pub bootindex: Option<u32>,
 }
 
+/// The lab's one client NIC: tap0, CLIENT_MAC, first in the boot order.
+pub const ONE_NIC: &[Nic<'static>] = &[Nic { tap: "tap0", mac: Some(CLIENT_MAC), bootindex: Some(1) }];
+
 impl Qemu {
     pub fn start(lab: &Lab, dir: &Path, memory_mib: u32, disk: Option<&Path>) -> Qemu {
-        Qemu::start_with_nics(lab, dir, memory_mib, disk, &[Nic { tap: "tap0", mac: Some(CLIENT_MAC), bootindex: Some(1) }])
+        Qemu::start_with(lab, dir, memory_mib, disk, Boot::OvmfPxe, ONE_NIC)
     }
 
     pub fn start_with_nics(lab: &Lab, dir: &Path, memory_mib: u32, disk: Option<&Path>, nics: &[Nic]) -> Qemu {
-        let vars = dir.join("OVMF_VARS.fd");
-        std::fs::copy(OVMF_VARS, &vars).expect("copy OVMF vars");
+        Qemu::start_with(lab, dir, memory_mib, disk, Boot::OvmfPxe, nics)
+    }
+
+    pub fn start_with(lab: &Lab, dir: &Path, memory_mib: u32, disk: Option<&Path>, boot: Boot, nics: &[Nic]) -> Qemu {
         let serial = dir.join("serial.log");
         let log = dir.join("qemu.log");
-        let mut args: Vec<String> = [
-            "qemu-system-x86_64",
-            "-accel",
-            "tcg",
-            "-machine",
-            "q35",
-            "-no-reboot",
-            "-display",
-            "none",
-            "-monitor",
-            "none",
-        ]
-        .map(String::from)
-        .to_vec();
+        let mut args: Vec<String> = ["qemu-system-x86_64", "-accel", "tcg", "-no-reboot", "-display", "none", "-monitor", "none"]
+            .map(String::from)
+            .to_vec();
+        match boot {
+            Boot::OvmfPxe | Boot::OvmfHttp => {
+                let vars = dir.join("OVMF_VARS.fd");
+                std::fs::copy(OVMF_VARS, &vars).expect("copy OVMF vars");
+                args.extend([
+                    "-machine".into(),
+                    "q35".into(),
+                    "-drive".into(),
+                    format!("if=pflash,format=raw,readonly=on,file={OVMF_CODE}"),
+                    "-drive".into(),
+                    format!("if=pflash,format=raw,file={}", vars.display()),
+                ]);
+                if boot == Boot::OvmfHttp {
+                    for knob in ["IPv4PXESupport", "IPv6PXESupport"] {
+                        args.extend(["-fw_cfg".into(), format!("name=opt/org.tianocore/{knob},string=no")]);
+                    }
+                }
+            }
+            // Machine pc with its default SeaBIOS; the NICs keep QEMU's default ROM (iPXE).
+            // -display none, not -nographic: with no display QEMU does not have SeaBIOS mirror
+            // the VGA text to the serial port, which would put every character GRUB prints
+            // (`terminal_output serial console`) there twice.
+            Boot::SeaBiosIpxe => args.extend(["-machine".into(), "pc".into()]),
+        }
         for (i, nic) in nics.iter().enumerate() {
             args.push("-netdev".into());
             args.push(format!("tap,id=n{i},ifname={},script=no,downscript=no", nic.tap));
             args.push("-device".into());
-            let mut device = format!("virtio-net-pci,netdev=n{i},romfile=");
+            // OVMF boots by its own UEFI network stack: no option ROM, as on an onboard NIC.
+            let mut device = format!("virtio-net-pci,netdev=n{i}");
+            if boot != Boot::SeaBiosIpxe {
+                device.push_str(",romfile=");
+            }
             if let Some(index) = nic.bootindex {
                 device.push_str(&format!(",bootindex={index}"));
             }
@@ -489,16 +553,7 @@ impl Qemu {
             }
             args.push(device);
         }
-        args.extend([
-            "-m".into(),
-            memory_mib.to_string(),
-            "-drive".into(),
-            format!("if=pflash,format=raw,readonly=on,file={OVMF_CODE}"),
-            "-drive".into(),
-            format!("if=pflash,format=raw,file={}", vars.display()),
-            "-serial".into(),
-            format!("file:{}", serial.display()),
-        ]);
+        args.extend(["-m".into(), memory_mib.to_string(), "-serial".into(), format!("file:{}", serial.display())]);
         if let Some(disk) = disk {
             args.extend([
                 "-drive".into(),
