@@ -475,7 +475,7 @@ pub const SEABIOS: &str = "/usr/share/seabios/bios-256k.bin";
 pub const IPXE_VIRTIO_ROM: &str = "/usr/lib/ipxe/qemu/efi-virtio.rom";
 
 /// A client under TCG with the firmware and network boot of `Boot` (OVMF's UEFI PXE for `start`),
-/// its NICs on the lab's tap devices, an optional virtio disk second in the boot order, the serial
+/// its NICs on the lab's tap devices, an optional virtio disk after the NICs in the boot order, the serial
 /// console in a file. `-no-reboot`: a reboot ends QEMU, so an install that reboots is seen as an exit.
 pub struct Qemu {
     child: Child,
@@ -559,9 +559,9 @@ impl Qemu {
                 "-drive".into(),
                 format!("file={},format=raw,if=none,id=d0", disk.display()),
                 "-device".into(),
-                // Second in the boot order, as a server's disk is: OVMF connects only the devices
+                // After the NICs in the boot order, as a server's disk is: OVMF connects only the devices
                 // in the boot order, so without it GRUB sees no disk and `exit` goes to the setup app.
-                "virtio-blk-pci,drive=d0,bootindex=2".into(),
+                "virtio-blk-pci,drive=d0,bootindex=9".into(),
             ]);
         }
         let file = std::fs::File::create(&log).expect("qemu log");
