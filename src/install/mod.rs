@@ -5,6 +5,7 @@ pub mod disk;
 pub mod lease;
 pub mod plan;
 mod steps;
+pub mod unpack;
 
 use crate::config::{self, Config, SourceMode};
 use crate::error::Error;
