@@ -229,7 +229,7 @@ impl Writer {
                         5..=8 => {
                             for _ in 0..8 {
                                 let v = self.rng.next();
-                                self.buf.extend((0..8).map(|i| ((v >> (i * 8)) as u8) & 0x3f | 0x40 * (i as u8 & 1)));
+                                self.buf.extend((0..8).map(|i| (((v >> (i * 8)) as u8) & 0x3f) | (0x40 * (i as u8 & 1))));
                             }
                         }
                         // Addresses and constants.
@@ -466,7 +466,7 @@ fn generate(root: &Path, settings: &Settings) -> Result<Generated, String> {
                 (tree.free_name(&sp.join("share/zoneinfo").join(region), &stem, ""), Content::Code)
             }
             "python" => {
-                let package = format!("{}", tree.rng.pick(SYLLABLES));
+                let package = tree.rng.pick(SYLLABLES).to_string();
                 let module = tree.name().replace('-', "_");
                 if tree.rng.chance(40) {
                     (tree.free_name(&sp.join("lib/python3.11/site-packages").join(package).join("__pycache__"), &module, ".cpython-311.pyc"), Content::Code)
@@ -1095,7 +1095,7 @@ fn private_mount_namespace() -> Result<(), String> {
     Ok(())
 }
 
-fn bench(settings: Settings) -> Result<String, String> {
+fn bench(settings: Settings, command: &str) -> Result<String, String> {
     let started = Instant::now();
     let workspace = Workspace::create()?;
     // The watcher stays in the machine's mount namespace; the benchmark leaves it.
@@ -1132,7 +1132,7 @@ fn bench(settings: Settings) -> Result<String, String> {
     };
     let date = first_line(Command::new("date").args(["-u", "+%Y-%m-%d %H:%M UTC"]));
     Ok(format!(
-        "Measured by `cargo bench --bench unpack{}` on {date} in {:.0} s.\n\
+        "Measured by `{command}` on {date} in {:.0} s.\n\
          Machine: {}.\n\
          CPU busy in the second before the run: {busy_before:.0}%; CPU time stolen by the hypervisor during it: {:.1}%.\n\
          Image (seed {}): {} store paths, {} files ({:.1} MiB of contents, largest {:.1} MiB), {} directories, {} symlinks; \
@@ -1141,7 +1141,6 @@ fn bench(settings: Settings) -> Result<String, String> {
          (syncfs; dd: fsync). MB/s = 10^6 bytes of file contents per second; speed of (a) ÷ speed of this = this method's \
          time ÷ (a)'s (above 1: (a) is faster). Every unpacked tree was compared with the generated one.\n\n{}\n\
          Round by round: (a) ÷ (b) {}, (a) ÷ (c) {}, (a) ÷ (c') {}. Goal: (a) ÷ (b) ≥ 1 and (a) ÷ (c) ≥ 0.90.\n\n{}",
-        if settings.quick { " -- --quick" } else { "" },
         started.elapsed().as_secs_f64(),
         machine_description(&bench.disk),
         percent_since(&cpu_before, |t| t.stolen),
@@ -1189,7 +1188,19 @@ fn main() {
         eprintln!("bench: {e}");
         std::process::exit(1);
     }
-    match bench(settings) {
+    let command = if !benching {
+        "cargo test --all-targets (its quick run)".to_string()
+    } else {
+        let mut options: Vec<String> = Vec::new();
+        if settings.quick {
+            options.push("--quick".into());
+        }
+        if settings.rounds != (if settings.quick { QUICK.rounds } else { FULL.rounds }) {
+            options.push(format!("--rounds {}", settings.rounds));
+        }
+        format!("cargo bench --bench unpack{}", if options.is_empty() { String::new() } else { format!(" -- {}", options.join(" ")) })
+    };
+    match bench(settings, &command) {
         Ok(report) => {
             println!("{report}");
             let name = if settings.quick { "target/bench-unpack-quick.md" } else { "target/bench-unpack.md" };
