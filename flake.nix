@@ -11,7 +11,8 @@
       nixos-pxe = pkgs.callPackage ./nix/package.nix { };
 
       # lib.mkInstaller { nixpkgs; system; modules; targetSystem ? null; }
-      #   -> { bootLoader, kernel, tarball, config, systemImage, serverConfigs, configJSON, target }
+      #   -> { bootLoader, kernel, tarball, systemImage, serverConfigs, configJSON, kernelFragment,
+      #        kernelConfigCheck, config, target }
       # The tool is built with this flake's nixpkgs (its Rust is known to be new enough) where it
       # is packaged, with the caller's nixpkgs elsewhere.
       mkInstaller = args: import ./nix/mk-installer.nix ({ nixos-pxe = self.packages.${args.system}.nixos-pxe or null; } // args);
@@ -22,9 +23,9 @@
     {
       lib = { inherit mkInstaller; };
 
-      # The options (nfsroot.*, customInstaller.*, bootServer.*) and their JSON form,
-      # config.system.build.nixosPxeConfig.
-      nixosModules.default = ./nix/module.nix;
+      # The options (nfsroot.*, customInstaller.*, bootServer.*) in a NixOS system: their checks
+      # are NixOS assertions, their JSON form is config.system.build.nixosPxeConfig.
+      nixosModules.default = ./nix/nixos-module.nix;
 
       # `nix build .#bootLoader` etc. build the seed's example (examples/seed/installer.nix).
       packages.${system} = {
@@ -45,14 +46,9 @@
           installPhase = "touch $out";
           doCheck = false;
         });
-        # The installer kernel really has what an NFS root needs built in (the kernel's
-        # passthru.configfile is its .config, pkgs/os-specific/linux/kernel/manual-config.nix).
-        kernel-config = pkgs.runCommand "nixos-pxe-kernel-config-check" { } ''
-          for symbol in IP_PNP IP_PNP_DHCP NFS_FS NFS_V3 ROOT_NFS OVERLAY_FS DEVTMPFS_MOUNT EXT4_FS VFAT_FS NLS_CODEPAGE_437 EFIVAR_FS VIRTIO_NET VIRTIO_BLK EFI_STUB; do
-            grep -qx "CONFIG_$symbol=y" ${example.kernel.kernelPackage.configfile} || { echo "CONFIG_$symbol is not built in" >&2; exit 1; }
-          done
-          touch $out
-        '';
+        # Every symbol the kernel fragment wants built in is =y in the installer kernel's .config
+        # (nix/kernel.nix; it needs the kernel's configuration, not its build).
+        kernel-config = example.kernelConfigCheck;
         pxe-install = import ./checks/pxe-install.nix { inherit pkgs; installer = vmInstaller; };
       };
 

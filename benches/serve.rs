@@ -432,6 +432,8 @@ fn tftpd_hpa(bench: &Bench) -> ServerSpec {
 /// dnsmasq with DNS off (--port=0) and no DHCP range: TFTP only. --user=root because the files
 /// are in a root-only directory; --tftp-max=100 so that its default limit of 50 transfers does not
 /// turn clients away in the concurrency table (serve's limit is 512; tftpd-hpa has none).
+/// Without DHCP it opens no lease file; --leasefile-ro keeps the host's
+/// /var/lib/misc/dnsmasq.leases untouched should a DHCP option ever be added here.
 fn dnsmasq_tftp(bench: &Bench) -> ServerSpec {
     ServerSpec {
         name: "dnsmasq",
@@ -448,6 +450,7 @@ fn dnsmasq_tftp(bench: &Bench) -> ServerSpec {
             "--log-facility=-".into(),
             "--conf-file=/dev/null".into(),
             "--tftp-max=100".into(),
+            "--leasefile-ro".into(),
         ],
     }
 }
@@ -481,6 +484,7 @@ fn ganesha_nfs(bench: &Bench) -> NfsServer {
         "mount -t tmpfs run /run; mkdir -p /run/rpcbind /run/ganesha; \
          rpcbind -w -f & \
          for i in $(seq 50); do [ -S /run/rpcbind.sock ] && break; sleep 0.1; done; \
+         [ -S /run/rpcbind.sock ] || {{ echo 'rpcbind made no /run/rpcbind.sock within 5 s'; exit 1; }}; \
          exec ganesha.nfsd -F -f {} -L STDERR -p /run/ganesha/ganesha.pid",
         bench.workspace.rendered().join("ganesha.conf").display()
     );

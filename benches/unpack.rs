@@ -28,7 +28,7 @@
 //! `system-path` of absolute symlinks into the other store paths; files 0444, executables and
 //! directories 0555; contents text-like, code-like or incompressible according to their kind.
 //! It is packed by `nixos-pxe pack --compression zstd` exactly as the flake packs the system
-//! image (nix/mk-installer.nix; `--file nix=TREE/nix` instead of `--store-paths`, which would read
+//! image (nix/system-image.nix; `--file nix=TREE/nix` instead of `--store-paths`, which would read
 //! the real /nix/store: the archive's entries and headers are the same).
 //!
 //! Each round goes a, b, c, c'; before every measurement the file system is re-made (`mkfs.ext4 -F

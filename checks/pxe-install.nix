@@ -1,11 +1,14 @@
 # The whole chain in NixOS VMs: a server runs dnsmasq (DHCP + TFTP) and the kernel NFS server
 # from `nixos-pxe render` output; a UEFI client with one empty disk PXE-boots, installs, reboots
-# and comes up as the target system. Runs where nixpkgs is (`nix flake check`, with KVM).
+# and comes up as the target system. Runs where nixpkgs is (`nix flake check`, with KVM); here the
+# stand-in nixpkgs (tests/flake.rs) evaluates the nodes, parses the script as Python and checks
+# that every store path they name is built.
 # Interfaces checked against nixpkgs' source: pkgs.testers.runNixOSTest
 # (pkgs/build-support/testers/default.nix), globalTimeout (nixos/lib/testing/driver.nix),
 # virtualisation.* (nixos/modules/virtualisation/qemu-vm.nix), the vlan NICs
 # (nixos/lib/testing/network.nix, nixos/lib/qemu-common.nix), start(allow_reboot) and
-# wait_for_console_text (nixos/lib/test-driver/src/test_driver/machine/__init__.py).
+# wait_for_console_text (nixos/lib/test-driver/src/test_driver/machine/__init__.py, read at
+# 019697db058b6738eda0cb2cdcc9f5c014c914cb).
 { pkgs, installer }:
 let
   inherit (pkgs) lib;
@@ -17,7 +20,8 @@ let
 in
 pkgs.testers.runNixOSTest {
   name = "nixos-pxe-install";
-  globalTimeout = 3600;
+  # The sum of the waits below (600 + 600 + 3600 + 2400 s) and the checks after the reboot.
+  globalTimeout = 3 * 3600;
 
   nodes.server = {
     virtualisation.vlans = [ 1 ];
@@ -93,11 +97,23 @@ pkgs.testers.runNixOSTest {
     server.succeed("test -x ${server.nfsExport}$(readlink ${server.nfsExport}/init)")
 
     client.start(allow_reboot=True)
-    # Our GRUB (bootx64.efi), then the kernel with the rendered command line, the NFS root,
-    # our init and installer; the installer reboots the machine when it is done.
+    # wait_for_console_text takes one line of the serial console per second: with a timeout it
+    # calls retry(), which sleeps 1 s between tries, and each try reads one line from the queue
+    # the serial thread fills (nixos/lib/test-driver/src/test_driver/machine/__init__.py). A wait
+    # starts at the line after the previous match, so it lasts at least as many seconds as lines
+    # come between the two, however fast the VM prints them. The timeouts are budgeted per stretch:
+    # - GRUB's DHCP line: the firmware's few dozen lines and GRUB's first ones;
+    # - the kernel's command line: a few lines into the kernel's log;
+    # - the installer's first step: after the whole boot log of nixpkgs' kernel (with the drivers
+    #   built in and every other tristate a module, at the kernel's default log level: on the order
+    #   of a thousand lines, budgeted at up to 3000) and init's messages;
+    # - "install complete": the installer's output (a progress line every 2 s while unpacking,
+    #   switch-to-configuration's lines: a few hundred) and the install itself.
+    # Our GRUB (bootx64.efi), then the kernel with the rendered command line, the NFS root, our
+    # init and installer; the installer reboots the machine when it is done.
     client.wait_for_console_text("nixos-pxe: DHCP on efinet0", timeout=600)
     client.wait_for_console_text(re.escape(${builtins.toJSON cmdline}), timeout=600)
-    client.wait_for_console_text("nixos-pxe: step 1/7 network", timeout=600)
+    client.wait_for_console_text("nixos-pxe: step 1/7 network", timeout=3600)
     client.wait_for_console_text("nixos-pxe: install complete", timeout=2400)
 
     # After the reboot: the installed system (the test backdoor is part of the target).

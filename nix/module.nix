@@ -2,13 +2,20 @@
 # (customInstaller.*) and the boot server (bootServer.*). Names, types and defaults mirror
 # src/schema.rs exactly; tests/module_matches_schema.rs fails when they drift. The checks
 # themselves live in the Rust tool, which validates the JSON this module's values become
-# (config.system.build.nixosPxeConfig, the tool's --config and the NFS root's config.json).
+# (config.nixosPxe.configJSON: the tool's --config and the NFS root's config.json).
+#
+# This file is the installer's options alone: lib.mkInstaller evaluates it with lib.evalModules
+# (nix/installer-options.nix), and nix/nixos-module.nix (the flake's nixosModules.default) puts
+# it into a NixOS system. It uses nothing NixOS declares, so it works in both.
 { lib, config, pkgs, ... }:
 let
   inherit (lib) mkOption types;
   cfg = config;
 in
 {
+  # nixosPxe.checks and nixosPxe.configJSON: what this module hands to whoever evaluates it.
+  imports = [ ./internal-options.nix ];
+
   options = {
     nfsroot = {
       bootLoader = {
@@ -16,12 +23,12 @@ in
           type = types.str;
           default = "efinet0";
           example = "efinet1";
-          description = "GRUB network interface on which net_bootp runs and from which DHCP option 66 (the TFTP server) is read. GRUB numbers the NICs the firmware connected, in boot order: efinet0 is the first.";
+          description = "GRUB network interface on which net_bootp runs and from which DHCP option 66 (the TFTP server) is read. GRUB numbers the NICs the firmware connected, in boot order: efinet0 is the first. \"auto\": no second DHCP; GRUB uses the firmware's lease on the NIC it booted from (its next-server is the boot server). A fleet needs \"auto\".";
         };
         linuxPnPInterface = mkOption {
           type = types.str;
           default = "eth0";
-          description = "Interface name the kernel (not udev) gives the NIC used for IP autoconfiguration and the NFS root, as in ip=:::::eth0:dhcp:.";
+          description = "Interface name the kernel (not udev) gives the NIC used for IP autoconfiguration and the NFS root, as in ip=:::::eth0:dhcp:. \"auto\": ip=dhcp (the kernel asks on every NIC) and the MAC GRUB booted from goes on the command line as nixos-pxe.mac=, so the installer can check it configured that NIC. A fleet needs \"auto\".";
         };
         serial = {
           device = mkOption {
@@ -45,7 +52,7 @@ in
         type = types.listOf types.str;
         default = [ ];
         example = [ "MLX5_CORE" "NR_CPUS=512" ];
-        description = "Kernel config symbols to build in on top of the NFS-root set, e.g. \"MLX5_CORE\" or \"NR_CPUS=512\".";
+        description = "Kernel config symbols to build in on top of the NFS-root set, e.g. \"MLX5_CORE\" or \"NR_CPUS=512\". A driver is built in only if everything it depends on is: list its dependencies too (e.g. \"QED\" for \"QEDE\").";
       };
       writableLayer = mkOption {
         type = types.enum [ "overlayfs" "unionfs-fuse" ];
@@ -55,7 +62,7 @@ in
       init = mkOption {
         type = types.str;
         default = "/init";
-        description = "Path of the init program inside the NFS root, passed as init= (the tarball links /init to nixos-pxe's init).";
+        description = "Path of the init program inside the NFS root, passed as init= (the tarball links /init to nixos-pxe). Its file name must be init: nixos-pxe is init only when started under that name as PID 1.";
       };
     };
     customInstaller = {
@@ -210,12 +217,120 @@ in
         description = "NFS mount options the kernel uses for the root, after the path in root-path (option 17) or nfsroot=. For `nixos-pxe serve --nfs-root` (no portmapper, no lock manager): \"vers=3,tcp,port=2049,mountport=2049,mountproto=tcp,nolock\".";
       };
     };
+    # A fleet: many hosts, each recognised by its MACs and installed once per generation. The
+    # checks between these (a MAC belongs to one host, names are DNS labels, one target each)
+    # are the tool's (src/config/fleet_rules.rs), run on the JSON these values become.
+    fleet = {
+      maxAttempts = mkOption {
+        type = types.int;
+        default = 3;
+        description = "Failed or abandoned install attempts of one generation after which a host is held (a GRUB menu saying why) instead of installed again.";
+      };
+      unknownHosts = mkOption {
+        type = types.enum [ "local-boot" "hold" ];
+        default = "local-boot";
+        description = "What a machine whose MAC is in no host gets: \"local-boot\" (GRUB starts the first disk's EFI boot loader, systemd-boot or /EFI/BOOT/BOOTX64.EFI, else exits to the firmware) or \"hold\" (a GRUB menu naming the MAC, no timeout, never a reboot). Never an install.";
+      };
+      hosts = mkOption {
+        default = { };
+        description = "The hosts of the fleet, by name (a DNS label).";
+        example = lib.literalExpression ''{ web1 = { macs = [ "52:54:00:ab:cd:01" ]; target.directory = ./hosts/web; }; }'';
+        type = types.attrsOf (types.submodule {
+          options = {
+            macs = mkOption {
+              type = types.listOf types.str;
+              default = [ ];
+              example = [ "52:54:00:ab:cd:01" ];
+              description = "MAC addresses of the host's NICs the firmware may boot from, in any usual spelling (52:54:00:ab:cd:01, 52-54-00-AB-CD-01, 5254.00ab.cd01, 525400abcd01). At least one; each belongs to one host.";
+            };
+            generation = mkOption {
+              type = types.int;
+              default = 1;
+              description = "The host's install generation: installed once; bump it to install the host again.";
+            };
+            target = {
+              directory = mkOption {
+                type = types.nullOr types.path;
+                default = null;
+                description = "Directory holding this host's configuration.nix. Exactly one of target.directory and target.flake.";
+              };
+              flake = mkOption {
+                type = types.nullOr types.str;
+                default = null;
+                description = "This host's system as a flake output, FLAKEREF#NAME for nixosConfigurations.NAME. Exactly one of target.directory and target.flake.";
+              };
+            };
+            # The host's own values of the top-level customInstaller options; each defaults to
+            # the top-level value.
+            customInstaller = {
+              networking = {
+                useDHCP = mkOption {
+                  type = types.bool;
+                  default = cfg.customInstaller.networking.useDHCP;
+                  defaultText = lib.literalExpression "config.customInstaller.networking.useDHCP";
+                  description = "This host's own customInstaller.networking.useDHCP; unset, the top-level value applies.";
+                };
+                staticInterfaceFromDHCP = mkOption {
+                  type = types.nullOr types.str;
+                  default = cfg.customInstaller.networking.staticInterfaceFromDHCP;
+                  defaultText = lib.literalExpression "config.customInstaller.networking.staticInterfaceFromDHCP";
+                  description = "This host's own customInstaller.networking.staticInterfaceFromDHCP; unset, the top-level value applies.";
+                };
+              };
+              rootDevice = mkOption {
+                type = types.str;
+                default = cfg.customInstaller.rootDevice;
+                defaultText = lib.literalExpression "config.customInstaller.rootDevice";
+                description = "This host's own customInstaller.rootDevice; unset, the top-level value applies.";
+              };
+              partitionSeparator = mkOption {
+                type = types.nullOr types.str;
+                default = cfg.customInstaller.partitionSeparator;
+                defaultText = lib.literalExpression "config.customInstaller.partitionSeparator";
+                description = "This host's own customInstaller.partitionSeparator; unset, the top-level value applies.";
+              };
+              wipe = mkOption {
+                type = types.enum [ "if-empty" "always" ];
+                default = cfg.customInstaller.wipe;
+                defaultText = lib.literalExpression "config.customInstaller.wipe";
+                description = "This host's own customInstaller.wipe; unset, the top-level value applies.";
+              };
+              espSizeMiB = mkOption {
+                type = types.int;
+                default = cfg.customInstaller.espSizeMiB;
+                defaultText = lib.literalExpression "config.customInstaller.espSizeMiB";
+                description = "This host's own customInstaller.espSizeMiB; unset, the top-level value applies.";
+              };
+              swapSizeMiB = mkOption {
+                type = types.int;
+                default = cfg.customInstaller.swapSizeMiB;
+                defaultText = lib.literalExpression "config.customInstaller.swapSizeMiB";
+                description = "This host's own customInstaller.swapSizeMiB; unset, the top-level value applies.";
+              };
+              rootSizeMiB = mkOption {
+                type = types.nullOr types.int;
+                default = cfg.customInstaller.rootSizeMiB;
+                defaultText = lib.literalExpression "config.customInstaller.rootSizeMiB";
+                description = "This host's own customInstaller.rootSizeMiB; unset, the top-level value applies.";
+              };
+              afterInstall = mkOption {
+                type = types.enum [ "reboot" "poweroff" "halt" ];
+                default = cfg.customInstaller.afterInstall;
+                defaultText = lib.literalExpression "config.customInstaller.afterInstall";
+                description = "This host's own customInstaller.afterInstall; unset, the top-level value applies.";
+              };
+            };
+          };
+        });
+      };
+    };
   };
 
-  config = {
+  config.nixosPxe = {
     # Rules between options, as in src/config/typed.rs (cross_checks). The tool checks them again
-    # when it reads the JSON; here they fail the evaluation early (lib.mkInstaller throws them).
-    assertions = [
+    # when it reads the JSON; here they fail the evaluation early: lib.mkInstaller throws the
+    # failed ones, and nix/nixos-module.nix makes them NixOS assertions.
+    checks = [
       {
         assertion = cfg.customInstaller.networking.useDHCP || cfg.customInstaller.networking.staticInterfaceFromDHCP != null;
         message = "nixos-pxe: customInstaller.networking.useDHCP is false, so customInstaller.networking.staticInterfaceFromDHCP must name the interface for the static address";
@@ -229,10 +344,9 @@ in
     # The option tree as JSON: what `nixos-pxe --config` reads and the NFS root holds as
     # /nixos-pxe/config.json. target.directory is written as its string (toString of a path does
     # not copy it to the store): the tool only names it, and lib.mkInstaller builds the target
-    # system from the path value itself. system.build takes any attribute (nixos/modules/system/
-    # activation/top-level.nix), like system.build.toplevel; it is lazy, so importing this module
-    # into an ordinary system costs nothing.
-    system.build.nixosPxeConfig = pkgs.writeText "nixos-pxe-config.json" (builtins.toJSON {
+    # system from the path value itself. Lazy, so importing this module costs nothing until
+    # something reads it.
+    configJSON = pkgs.writeText "nixos-pxe-config.json" (builtins.toJSON {
       inherit (cfg) nfsroot bootServer;
       customInstaller = lib.recursiveUpdate cfg.customInstaller {
         target.directory = if cfg.customInstaller.target.directory == null then null else toString cfg.customInstaller.target.directory;

@@ -46,7 +46,7 @@ pub enum Command {
         #[command(flatten)]
         config: ConfigArgs,
     },
-    /// Write grub.cfg, cmdline, dhcpd.conf, kea-dhcp4.json, dnsmasq.conf, exports and ganesha.conf into DIR.
+    /// Write grub.cfg, grub-bios.cfg, cmdline, dhcpd.conf, kea-dhcp4.json, dnsmasq.conf, exports and ganesha.conf into DIR.
     ///
     /// Needs bootServer.address, .subnet and (authoritative DHCP) .dhcpRange. With
     /// bootServer.dhcpMode = "proxy", dhcpd.conf and kea-dhcp4.json are not written: neither server
@@ -58,14 +58,19 @@ pub enum Command {
         #[arg(long, value_name = "DIR")]
         out: Utf8PathBuf,
     },
-    /// Build bootx64.efi (GRUB with the minimal module set and grub.cfg embedded) and write grub.cfg beside it.
+    /// Build bootx64.efi (GRUB with the minimal module set and grub.cfg embedded) and write grub.cfg beside it;
+    /// with --grub-bios-lib also bios.0 (GRUB i386-pc-pxe for legacy BIOS PXE) and grub-bios.cfg.
     MkBootloader {
         #[command(flatten)]
         config: ConfigArgs,
         /// GRUB's x86_64-efi module directory (Debian: /usr/lib/grub/x86_64-efi; nixpkgs: ${grub2_efi}/lib/grub/x86_64-efi).
         #[arg(long, value_name = "DIR")]
         grub_lib: Utf8PathBuf,
-        /// Directory to write bootx64.efi and grub.cfg into (created if missing).
+        /// GRUB's i386-pc module directory (Debian: /usr/lib/grub/i386-pc; nixpkgs: ${grub2}/lib/grub/i386-pc): also
+        /// write bios.0, GRUB for legacy BIOS PXE, and grub-bios.cfg.
+        #[arg(long, value_name = "DIR")]
+        grub_bios_lib: Option<Utf8PathBuf>,
+        /// Directory to write bootx64.efi and grub.cfg (and bios.0, grub-bios.cfg) into (created if missing).
         #[arg(long, value_name = "DIR")]
         out: Utf8PathBuf,
         /// grub-mkimage to run (default: found on PATH).
@@ -169,8 +174,10 @@ pub fn run(cli: Cli) -> Result<ExitCode, Error> {
         }
         Command::Check { config } => {
             let resolved = config.load()?;
-            let set = resolved.effective.iter().filter(|e| e.origin != crate::origin::Origin::Default).count();
-            println!("{}: valid ({} options set, the rest default)", resolved.source, set);
+            let set = resolved.effective.iter().filter(|e| matches!(e.origin, crate::origin::Origin::Defined(_) | crate::origin::Origin::File { .. })).count();
+            let hosts = resolved.config.fleet.hosts.len();
+            let fleet = if hosts > 0 { format!("; a fleet of {hosts} host(s)") } else { String::new() };
+            println!("{}: valid ({} options set, the rest default{fleet})", resolved.source, set);
             Ok(ExitCode::SUCCESS)
         }
         Command::Render { config, out } => {
@@ -181,11 +188,16 @@ pub fn run(cli: Cli) -> Result<ExitCode, Error> {
             }
             Ok(ExitCode::SUCCESS)
         }
-        Command::MkBootloader { config, grub_lib, out, grub_mkimage } => {
+        Command::MkBootloader { config, grub_lib, grub_bios_lib, out, grub_mkimage } => {
             let resolved = config.load()?;
-            let built = loader::build(&resolved, &loader::GrubTools { lib: grub_lib, mkimage: grub_mkimage }, &out)?;
-            println!("{} ({} bytes; GRUB modules: {})", built.image, built.image_size, built.modules.join(" "));
-            println!("{}", built.grub_cfg);
+            let mut targets = vec![loader::Target { platform: loader::Platform::Efi, lib: grub_lib }];
+            if let Some(lib) = grub_bios_lib {
+                targets.push(loader::Target { platform: loader::Platform::Pc, lib });
+            }
+            for built in loader::build(&resolved, &targets, &grub_mkimage, &out)? {
+                println!("{} ({} bytes; GRUB modules: {})", built.image, built.image_size, built.modules.join(" "));
+                println!("{}", built.grub_cfg);
+            }
             Ok(ExitCode::SUCCESS)
         }
         Command::KernelConfig { config, format } => {
@@ -210,15 +222,8 @@ pub fn run(cli: Cli) -> Result<ExitCode, Error> {
             println!("{out}: {} entries, {} bytes of files, {} bytes written", summary.entries, summary.bytes_in, summary.bytes_out);
             Ok(ExitCode::SUCCESS)
         }
-        Command::Install(args) => match install::run(&args) {
-            Ok(()) => Ok(ExitCode::SUCCESS),
-            // On the console, under init: one greppable line that says which step failed and why.
-            Err(e) => {
-                let text = e.to_string();
-                install::say(&if text.starts_with("install FAILED") || text.starts_with("dry run") { text } else { format!("install FAILED: {text}") });
-                Ok(ExitCode::from(1))
-            }
-        },
+        // On the console, under init: one greppable line that says which step failed and why.
+        Command::Install(args) => Ok(install::main(&args)),
         // Asked for by name, init still mounts over `/`: only as the first process of a machine or
         // of a PID namespace, never over a running system.
         Command::Init => match std::process::id() {

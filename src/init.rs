@@ -2,8 +2,8 @@
 //! or unionfs-fuse), runs the installer, then reboots; a failure leaves a root shell, never a panic.
 
 use crate::config::typed::{AfterInstall, WritableLayer};
-use crate::config::{self, SourceMode};
-use crate::install::say;
+use crate::config::{self, Config, SourceMode};
+use crate::install::{host, kernel_args, say};
 use std::ffi::CString;
 use std::process::ExitCode;
 use std::time::Instant;
@@ -105,6 +105,7 @@ fn make_root_writable(log: &Log) -> Result<(AfterInstall, WritableLayer), String
     log.step("mounted /proc, /sys, /dev");
     let resolved = config::load(camino::Utf8Path::new(CONFIG), SourceMode::Static).map_err(|e| format!("reading {CONFIG}: {e}"))?;
     let c = resolved.config;
+    let after = after_install(&c, &std::fs::read_to_string("/proc/cmdline").unwrap_or_default());
     let layer = c.nfsroot.writable_layer;
     let mounts = writable_root_mounts();
     mount(&mounts[0], 0)?;
@@ -156,7 +157,17 @@ fn make_root_writable(log: &Log) -> Result<(AfterInstall, WritableLayer), String
     let _ = std::env::set_current_dir("/");
     mount(&op("tmpfs", "/run", "tmpfs", "mode=0755"), 0)?;
     log.step(switched);
-    Ok((c.custom_installer.after_install, layer))
+    Ok((after, layer))
+}
+
+/// What follows the install: `customInstaller.afterInstall`, of the fleet host the kernel command
+/// line names when there is one (a host may override it). When the command line or the host is
+/// wrong, the top-level value: the installer then fails saying why, and init leaves a shell.
+fn after_install(config: &Config, cmdline: &str) -> AfterInstall {
+    kernel_args::parse(cmdline)
+        .ok()
+        .and_then(|args| host::select(config, camino::Utf8Path::new(CONFIG), &args).ok())
+        .map_or(config.custom_installer.after_install, |selected| selected.config.custom_installer.after_install)
 }
 
 /// A root shell on the console, forever: PID 1 must not exit.
@@ -226,6 +237,19 @@ mod tests {
         assert_eq!(m[1].target, "/tmp/nixos-pxe/root");
         assert_eq!(m[1].data, "lowerdir=/,upperdir=/tmp/nixos-pxe/upper,workdir=/tmp/nixos-pxe/work");
         assert_eq!(unionfs_command()[3], "/tmp/nixos-pxe/upper=RW:/=RO");
+    }
+
+    #[test]
+    fn a_fleet_hosts_own_after_install_is_followed() {
+        let mut tree = serde_json::to_value(config::resolve(&Default::default(), camino::Utf8Path::new("t.nix")).expect("defaults").config).expect("json");
+        tree["fleet"]["hosts"] = serde_json::json!({
+            "lab1": { "macs": ["52:54:00:00:00:a1"], "generation": 1, "target": { "directory": "/h", "flake": null },
+                      "customInstaller": { "afterInstall": "poweroff" } },
+        });
+        let c: Config = serde_json::from_value(tree).expect("config");
+        assert_eq!(after_install(&c, "ip=dhcp nixos-pxe.host=lab1 nixos-pxe.generation=1 nixos-pxe.mac=52:54:00:00:00:a1"), AfterInstall::Poweroff);
+        assert_eq!(after_install(&c, "ip=dhcp nixos-pxe.host=nope nixos-pxe.generation=1 nixos-pxe.mac=52:54:00:00:00:a1"), AfterInstall::Reboot);
+        assert_eq!(after_install(&c, "ip=dhcp nixos-pxe.host=lab1"), AfterInstall::Reboot);
     }
 
     #[test]

@@ -2,11 +2,13 @@
 //! Modules in the order the boot chain uses them: schema and configuration, render, boot loader,
 //! kernel config; later the NFS-root pack, init, installer and the boot server.
 
+pub mod boot_file;
 pub mod cli;
 pub mod command;
 pub mod compression;
 pub mod config;
 pub mod error;
+pub mod fleet;
 pub mod init;
 pub mod install;
 pub mod kernel_config;

@@ -1,10 +1,67 @@
-//! Builds the boot loader: a standalone GRUB EFI image with grub.cfg embedded, holding only the
-//! modules that grub.cfg uses (found from its commands), and grub.cfg beside it as the seed did.
+//! Builds the boot loaders: standalone GRUB images with grub.cfg embedded, holding only the
+//! modules that grub.cfg uses (found from its commands), and grub.cfg beside each as the seed did:
+//! `bootx64.efi` (x86_64-efi, for UEFI PXE and UEFI HTTP boot) and, given GRUB's i386-pc modules,
+//! `bios.0` (i386-pc-pxe, for legacy BIOS PXE) with `grub-bios.cfg`.
+//! For a fleet each also holds the modules of every per-host configuration GRUB may load at run
+//! time (`configfile`): a module missing from the image cannot be loaded from the network later.
 //!
 //! grub.cfg travels in the image's memdisk (a tar), not as grub-mkimage's `-c` config: GRUB runs
 //! a `-c` config with its rescue parser, which has no `if` and no `menuentry` (the seed's config
 //! only worked because its commands happened to run one after another). Normal mode reads
 //! `(memdisk)/boot/grub/grub.cfg` through the prefix; `-c` only puts the console on the serial port.
+//! The same holds on i386-pc: the memdisk, the prefix and the early config work there unchanged.
+//!
+//! ## Legacy BIOS: why the first probe printed nothing (measured 2026-11-30)
+//! QEMU 7.2 (machine `pc`, `-accel tcg`), SeaBIOS 1.16.2 with Debian's iPXE ROM (ipxe-qemu
+//! 1.0.0+git-20190125) on virtio-net, dnsmasq in a network namespace, `-display none -serial
+//! file:` (VGA read back with the monitor's `screendump`). Four images, each with an early config
+//! that sets up the serial port and prints a line:
+//! - `cat pxeboot.img core.img` with core.img from `grub-mkimage -O i386-pc-pxe`: iPXE fetched it
+//!   18.5 s after QEMU started; then nothing, on the serial port or VGA (black screen), for 45 s
+//!   and no further packet. `-O i386-pc-pxe` already writes pxeboot.img in front of the core
+//!   (util/mkimage.c), so the extra copy put a second pxeboot.img where the first one jumps
+//!   (0x8200): GRUB never ran. This is the recipe of the first probe.
+//! - `cat pxeboot.img core.img` with core.img from `-O i386-pc`: iPXE said `[Multiboot]` and
+//!   started it as a Multiboot kernel (i386-pc cores carry a Multiboot header, which
+//!   `-O i386-pc-pxe` zeroes "to avoid confusing ipxe"): GRUB ran without the PXE stack, found no
+//!   card and printed `error: no server is specified`.
+//! - `-O i386-pc-pxe` alone, early config `serial --unit=0 --speed=115200; terminal_output serial
+//!   console` on one line: GRUB ran (it fetched normal.mod next) but printed only on VGA:
+//!   ``the argument `--speed=115200;' requires an integer``: the rescue parser does not split at `;`.
+//! - `-O i386-pc-pxe` alone, one command per line: GRUB printed on the serial port 0.3 s after the
+//!   download. That is what `bios.0` is. With `-nographic` instead (QEMU then has SeaBIOS mirror
+//!   the VGA text to the serial port, as a BIOS with console redirection does) `terminal_output
+//!   serial console` puts every character there twice, interleaved: unreadable; `-vga none`
+//!   changed nothing on the serial port.
+//! - The 18 s before the download are iPXE's, not GRUB's: DHCP took until 5.3 s (it waits about
+//!   3 s for ProxyDHCP offers), then iPXE waited for IPv6 router advertisements (router
+//!   solicitations at 2.6, 3.4, 4.5, 6.5 and 10.6 s) until it gave up at 18.3 s. With a router
+//!   advertising on the segment (dnsmasq `--enable-ra`) the download started at 5.3 s.
+//! - iPXE's cached DHCP reply, from which GRUB configures the interface `pxe`, lacks option 66
+//!   although dnsmasq sent it (`error: no DHCP option 66 found`); the reply to GRUB's own
+//!   `net_bootp pxe` (interface `pxe:dhcp`) has it. So grub.cfg reads option 66 from GRUB's own
+//!   lease on both firmwares.
+//!
+//! ## UEFI HTTP boot (measured 2026-11-30)
+//! Debian's OVMF (2022.11) offers it: with PXE turned off (fw_cfg
+//! `opt/org.tianocore/IPv4PXESupport=no`, `IPv6PXESupport=no`) its boot options were "UEFI HTTPv4
+//! (MAC:525400123456)", "UEFI HTTPv6 (...)", then the shell; its DHCPDISCOVER carried option 93 = 16
+//! and vendor class `HTTPClient:Arch:00016:UNDI:003000`, and it asked for option 60. Given
+//! `HTTPClient` in option 60 and `http://10.42.0.1/bootx64.efi` as boot file it sent HEAD, then
+//! GET, and GRUB printed 3.5 s after QEMU started. Without PXE turned off it tries PXEv4 and PXEv6
+//! first. Then, with Debian's GRUB 2.06-13, which carries SUSE's HTTP boot patches (its efinet.mod
+//! holds the string `HTTPClient`): `cmdpath` = `(http,10.42.0.1)`, `net_default_interface` =
+//! `efinet0`, `net_default_server` = 10.42.0.1 (from the URL), `net_efinet0_ip` = the lease,
+//! `net_efinet0_next_server` and `net_efinet0_dhcp_server_name` empty, `net_efinet0_boot_file` =
+//! the URL, option 60 `HTTPClient` and no option 66 in `efinet0`'s (made-up) reply; `net_bootp
+//! efinet0` then got a lease (`efinet0:dhcp`) with next-server and option 66. Upstream GRUB 2.06
+//! and 2.12 (nixpkgs) configure nothing after HTTP boot: `grub_efi_net_config_real` in
+//! efinet.c skips a device path ending in `Uri()` and reads only PXE's cached reply, so
+//! `net_default_server` stays unset and no interface exists before `net_bootp`. grub.cfg therefore
+//! takes the server from GRUB's own lease (option 66); an address embedded in grub.cfg is needed
+//! only where that lease cannot name it: proxy DHCP (embedded already), a site DHCP server that
+//! does not send option 66, or, for a kernel over HTTP instead of TFTP, the HTTP server's address
+//! `(http,ADDRESS)` on upstream GRUB, which keeps no record of the URL it was loaded from.
 
 use crate::command::{Command, CommandError};
 use crate::config::Resolved;
@@ -13,16 +70,85 @@ use crate::render;
 use camino::{Utf8Path, Utf8PathBuf};
 use std::collections::BTreeSet;
 
-/// Where GRUB's pieces are.
-pub struct GrubTools {
-    /// The x86_64-efi module directory (holds `moddep.lst` and `*.mod`).
-    pub lib: Utf8PathBuf,
-    /// The grub-mkimage program (a name on PATH or a path).
-    pub mkimage: String,
+/// The GRUB platforms nixos-pxe builds an image for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Platform {
+    /// x86_64-efi: `bootx64.efi`, for UEFI PXE and UEFI HTTP boot.
+    Efi,
+    /// i386-pc, as a PXE network boot program (`-O i386-pc-pxe`): `bios.0`, for legacy BIOS PXE.
+    Pc,
 }
 
-/// What `build` wrote.
+impl Platform {
+    /// GRUB's name for it, as the module directory is named.
+    pub fn grub_name(self) -> &'static str {
+        match self {
+            Platform::Efi => "x86_64-efi",
+            Platform::Pc => "i386-pc",
+        }
+    }
+
+    /// grub-mkimage's `-O` format. i386-pc-pxe writes pxeboot.img in front of the core itself and
+    /// zeroes the core's Multiboot header; a second `cat pxeboot.img` in front breaks it (see the
+    /// header of this file).
+    fn mkimage_format(self) -> &'static str {
+        match self {
+            Platform::Efi => "x86_64-efi",
+            Platform::Pc => "i386-pc-pxe",
+        }
+    }
+
+    /// (target cpu, platform) as the module directory's modinfo.sh names them.
+    fn modinfo(self) -> (&'static str, &'static str) {
+        match self {
+            Platform::Efi => ("x86_64", "efi"),
+            Platform::Pc => ("i386", "pc"),
+        }
+    }
+
+    /// The image's file name, as DHCP hands it out (option 67).
+    pub fn image_name(self) -> &'static str {
+        match self {
+            Platform::Efi => crate::schema::LOADER_FILE_NAME,
+            Platform::Pc => crate::schema::BIOS_LOADER_FILE_NAME,
+        }
+    }
+
+    /// The name of the grub.cfg copy written beside the image.
+    pub fn cfg_name(self) -> &'static str {
+        match self {
+            Platform::Efi => "grub.cfg",
+            Platform::Pc => "grub-bios.cfg",
+        }
+    }
+
+    /// The mk-bootloader flag that names this platform's module directory.
+    pub fn lib_flag(self) -> &'static str {
+        match self {
+            Platform::Efi => "--grub-lib",
+            Platform::Pc => "--grub-bios-lib",
+        }
+    }
+
+    /// Where the module directory usually is.
+    fn lib_hint(self) -> &'static str {
+        match self {
+            Platform::Efi => "pass GRUB's x86_64-efi module directory, e.g. /usr/lib/grub/x86_64-efi (Debian: grub-efi-amd64-bin) or ${grub2_efi}/lib/grub/x86_64-efi (nixpkgs)",
+            Platform::Pc => "pass GRUB's i386-pc module directory, e.g. /usr/lib/grub/i386-pc (Debian: grub-pc-bin) or ${grub2}/lib/grub/i386-pc (nixpkgs)",
+        }
+    }
+}
+
+/// One image to build: the platform and where its GRUB modules are.
+pub struct Target {
+    pub platform: Platform,
+    /// The module directory (holds `moddep.lst` and `*.mod`).
+    pub lib: Utf8PathBuf,
+}
+
+/// What `build` wrote for one target.
 pub struct Built {
+    pub platform: Platform,
     pub image: Utf8PathBuf,
     pub image_size: u64,
     pub grub_cfg: Utf8PathBuf,
@@ -49,6 +175,12 @@ const COMMAND_MODULES: &[(&str, &str)] = &[
     ("net_ls_routes", "net"),
     ("linux", "linux"),
     ("boot", "boot"),
+    ("configfile", "configfile"),
+    ("source", "configfile"),
+    ("search", "search"),
+    ("chainloader", "chain"),
+    ("exit", "minicmd"),
+    ("read", "read"),
 ];
 
 /// Words that are part of GRUB's script language, not commands from modules.
@@ -97,25 +229,24 @@ pub fn modules_for(grub_cfg: &str) -> Result<Vec<String>, Error> {
     Ok(modules.into_iter().collect())
 }
 
-const LIB_HINT: &str = "pass GRUB's x86_64-efi module directory, e.g. /usr/lib/grub/x86_64-efi (Debian: grub-efi-amd64-bin) or ${grub2_efi}/lib/grub/x86_64-efi (nixpkgs)";
-
-/// Checks that `lib` is an x86_64-efi module directory holding every module.
-fn check_modules(lib: &Utf8Path, modules: &[String]) -> Result<(), Error> {
+/// Checks that `lib` is a module directory for `platform` holding every module.
+fn check_modules(platform: Platform, lib: &Utf8Path, modules: &[String]) -> Result<(), Error> {
+    let (flag, hint) = (platform.lib_flag(), platform.lib_hint());
     if !lib.is_dir() {
-        return Err(Error::Message(format!("--grub-lib {lib} does not exist or is not a directory; {LIB_HINT}")));
+        return Err(Error::Message(format!("{flag} {lib} does not exist or is not a directory; {hint}")));
     }
     if !lib.join("moddep.lst").is_file() {
-        return Err(Error::Message(format!("{lib} is not a GRUB module directory (no moddep.lst); {LIB_HINT}")));
+        return Err(Error::Message(format!("{lib} is not a GRUB module directory (no moddep.lst); {hint}")));
     }
-    // modinfo.sh names the platform the modules were built for; i386-pc modules would make
-    // grub-mkimage fail later with a less helpful message.
+    // modinfo.sh names the platform the modules were built for; modules of another platform
+    // would make grub-mkimage fail later with a less helpful message.
     if let Ok(info) = std::fs::read_to_string(lib.join("modinfo.sh")) {
         let value = |key: &str| info.lines().find_map(|l| l.strip_prefix(key)).map(|v| v.trim_matches(|c| c == '"' || c == '\'').to_string());
-        let (cpu, platform) = (value("grub_modinfo_target_cpu="), value("grub_modinfo_platform="));
-        if let (Some(cpu), Some(platform)) = (cpu, platform)
-            && (cpu != "x86_64" || platform != "efi")
+        let (cpu, name) = (value("grub_modinfo_target_cpu="), value("grub_modinfo_platform="));
+        if let (Some(cpu), Some(name)) = (cpu, name)
+            && (cpu.as_str(), name.as_str()) != platform.modinfo()
         {
-            return Err(Error::Message(format!("{lib} holds GRUB modules for {cpu}-{platform}, not x86_64-efi; {LIB_HINT}")));
+            return Err(Error::Message(format!("{lib} holds GRUB modules for {cpu}-{name}, not {}; {hint}", platform.grub_name())));
         }
     }
     let missing: Vec<&str> = modules.iter().filter(|m| !lib.join(format!("{m}.mod")).is_file()).map(String::as_str).collect();
@@ -163,49 +294,78 @@ fn memdisk_tar(cfg: &str) -> Result<Vec<u8>, std::io::Error> {
     builder.into_inner()
 }
 
-/// Renders grub.cfg into `out` and builds `out/bootx64.efi` with it embedded.
-pub fn build(resolved: &Resolved, tools: &GrubTools, out: &Utf8Path) -> Result<Built, Error> {
-    let cfg = render::grub_cfg(resolved)?;
-    let early = render::grub_early_cfg(resolved)?;
+/// One target's configuration and modules, rendered and checked before anything is built.
+struct Planned<'a> {
+    target: &'a Target,
+    cfg: String,
+    early: String,
+    modules: Vec<String>,
+}
+
+fn plan<'a>(resolved: &Resolved, target: &'a Target) -> Result<Planned<'a>, Error> {
+    let platform = target.platform;
+    let cfg = render::grub_cfg(resolved, platform)?;
+    let early = render::grub_early_cfg(resolved, platform)?;
     let mut modules: BTreeSet<String> = IMAGE_MODULES.iter().map(|m| (*m).to_string()).collect();
     modules.extend(modules_for(&cfg)?);
     modules.extend(modules_for(&early)?);
+    for host_cfg in crate::fleet::grub::every_kind(resolved)? {
+        modules.extend(modules_for(&host_cfg)?);
+    }
     let modules: Vec<String> = modules.into_iter().collect();
-    check_modules(&tools.lib, &modules)?;
-    find_mkimage(&tools.mkimage)?;
-    std::fs::create_dir_all(out).map_err(Error::io(out))?;
-
-    let image = out.join(crate::schema::LOADER_FILE_NAME);
-    let scratch = Utf8PathBuf::from(format!("{image}.build-{}", std::process::id()));
-    let result = make_image(tools, &scratch, &cfg, &early, &modules, &image);
-    let _ = std::fs::remove_dir_all(&scratch);
-    result?;
-    let grub_cfg = render::write_atomically(&out.join("grub.cfg"), &cfg)?;
-    let image_size = std::fs::metadata(&image).map_err(Error::io(&image))?.len();
-    Ok(Built { image, image_size, grub_cfg, modules })
+    check_modules(platform, &target.lib, &modules)?;
+    Ok(Planned { target, cfg, early, modules })
 }
 
-/// Runs grub-mkimage in `scratch` (removed by the caller) and renames its image to `image`.
-fn make_image(tools: &GrubTools, scratch: &Utf8Path, cfg: &str, early: &str, modules: &[String], image: &Utf8Path) -> Result<(), Error> {
+/// Renders each target's grub.cfg and builds its image with it embedded into `out`, beside a
+/// copy of grub.cfg. Every target is checked, and every image built, before anything is written
+/// to `out`: a failure leaves it as it was.
+pub fn build(resolved: &Resolved, targets: &[Target], mkimage: &str, out: &Utf8Path) -> Result<Vec<Built>, Error> {
+    let plans: Vec<Planned> = targets.iter().map(|t| plan(resolved, t)).collect::<Result<_, _>>()?;
+    find_mkimage(mkimage)?;
+    std::fs::create_dir_all(out).map_err(Error::io(out))?;
+    let scratch = out.join(format!(".nixos-pxe-build-{}", std::process::id()));
+    let result = build_in(&plans, mkimage, &scratch, out);
+    let _ = std::fs::remove_dir_all(&scratch);
+    result
+}
+
+fn build_in(plans: &[Planned], mkimage: &str, scratch: &Utf8Path, out: &Utf8Path) -> Result<Vec<Built>, Error> {
     std::fs::create_dir_all(scratch).map_err(Error::io(scratch))?;
-    let early_path = scratch.join("early.cfg");
-    std::fs::write(&early_path, early).map_err(Error::io(&early_path))?;
-    let memdisk = scratch.join("memdisk.tar");
-    std::fs::write(&memdisk, memdisk_tar(cfg).map_err(Error::io(&memdisk))?).map_err(Error::io(&memdisk))?;
-    let tmp = scratch.join("bootx64.efi");
-    Command::new(&tools.mkimage)
-        .args(["-O", "x86_64-efi", "-p", PREFIX])
+    let images: Vec<Utf8PathBuf> = plans.iter().map(|p| make_image(p, mkimage, scratch)).collect::<Result<_, _>>()?;
+    let mut built = Vec::new();
+    for (p, made) in plans.iter().zip(images) {
+        let platform = p.target.platform;
+        let image = out.join(platform.image_name());
+        std::fs::rename(&made, &image).map_err(Error::io(&image))?;
+        let grub_cfg = render::write_atomically(&out.join(platform.cfg_name()), &p.cfg)?;
+        let image_size = std::fs::metadata(&image).map_err(Error::io(&image))?.len();
+        built.push(Built { platform, image, image_size, grub_cfg, modules: p.modules.clone() });
+    }
+    Ok(built)
+}
+
+/// Runs grub-mkimage for one plan in `scratch`; returns the image's path there.
+fn make_image(p: &Planned, mkimage: &str, scratch: &Utf8Path) -> Result<Utf8PathBuf, Error> {
+    let name = p.target.platform.grub_name();
+    let early_path = scratch.join(format!("{name}-early.cfg"));
+    std::fs::write(&early_path, &p.early).map_err(Error::io(&early_path))?;
+    let memdisk = scratch.join(format!("{name}-memdisk.tar"));
+    std::fs::write(&memdisk, memdisk_tar(&p.cfg).map_err(Error::io(&memdisk))?).map_err(Error::io(&memdisk))?;
+    let image = scratch.join(p.target.platform.image_name());
+    Command::new(mkimage)
+        .args(["-O", p.target.platform.mkimage_format(), "-p", PREFIX])
         .arg("-d")
-        .arg(tools.lib.as_str())
+        .arg(p.target.lib.as_str())
         .arg("-c")
         .arg(early_path.as_str())
         .arg("-m")
         .arg(memdisk.as_str())
         .arg("-o")
-        .arg(tmp.as_str())
-        .args(modules.iter().map(String::as_str))
+        .arg(image.as_str())
+        .args(p.modules.iter().map(String::as_str))
         .run()?;
-    std::fs::rename(&tmp, image).map_err(Error::io(image))
+    Ok(image)
 }
 
 #[cfg(test)]
@@ -220,7 +380,47 @@ mod tests {
 
     #[test]
     fn an_unmapped_command_is_an_error() {
-        let err = modules_for("chainloader /x\n").unwrap_err().to_string();
-        assert!(err.contains("`chainloader`"), "{err}");
+        let err = modules_for("lsefi\n").unwrap_err().to_string();
+        assert!(err.contains("`lsefi`"), "{err}");
+    }
+
+    /// Every command every template can produce is mapped: grub.cfg of each kind of
+    /// configuration, and each kind of per-host file a fleet machine may load.
+    #[test]
+    fn every_template_command_is_mapped() {
+        use crate::config::{Settings, resolve};
+        use crate::origin::Origin;
+        use serde_json::json;
+        let configs: &[&[(&str, serde_json::Value)]] = &[
+            &[],
+            &[("bootServer.dhcpMode", json!("proxy")), ("bootServer.address", json!("10.0.0.1"))],
+            &[("nfsroot.bootLoader.efinetDHCPInterface", json!("auto"))],
+            &[
+                ("nfsroot.bootLoader.efinetDHCPInterface", json!("auto")),
+                ("nfsroot.bootLoader.linuxPnPInterface", json!("auto")),
+                ("fleet.unknownHosts", json!("hold")),
+                ("fleet.hosts.a.macs", json!(["52:54:00:00:00:01"])),
+                ("fleet.hosts.a.target.flake", json!("/f#a")),
+            ],
+        ];
+        let mut fleet_modules = BTreeSet::new();
+        for pairs in configs {
+            let mut s = Settings::default();
+            for (path, value) in *pairs {
+                let segments: Vec<&str> = path.split('.').collect();
+                let crate::schema::Lookup::Option { spec, name } = crate::schema::lookup(&segments) else { panic!("{path}") };
+                s.define_named(spec, name.as_deref(), value.clone(), Origin::Default).expect("define");
+            }
+            let r = resolve(&s, camino::Utf8Path::new("t.nix")).expect("valid");
+            for platform in [Platform::Efi, Platform::Pc] {
+                modules_for(&render::grub_cfg(&r, platform).expect("grub.cfg")).expect("grub.cfg's commands are mapped");
+            }
+            for file in crate::fleet::grub::every_kind(&r).expect("host files") {
+                fleet_modules.extend(modules_for(&file).unwrap_or_else(|e| panic!("{e}:\n{file}")));
+            }
+        }
+        for needed in ["chain", "configfile", "fat", "http", "minicmd", "part_gpt", "search", "sleep"] {
+            assert!(fleet_modules.contains(needed), "{needed}: {fleet_modules:?}");
+        }
     }
 }

@@ -44,12 +44,17 @@ pub enum Origin {
     Defined(Location),
     /// A file that gives no positions (JSON written by the Nix side).
     File { file: Utf8PathBuf },
+    /// Not set here: the value of another option (a fleet host's `customInstaller.wipe` is the
+    /// top-level `customInstaller.wipe`), which came from `from`.
+    Inherited { option: String, from: Box<Origin> },
 }
 
 impl Origin {
+    /// Where to point at: the definition, or for an inherited value the definition it came from.
     pub fn location(&self) -> Option<&Location> {
         match self {
             Origin::Defined(location) => Some(location),
+            Origin::Inherited { from, .. } => from.location(),
             _ => None,
         }
     }
@@ -61,6 +66,11 @@ impl fmt::Display for Origin {
             Origin::Default => f.write_str("default"),
             Origin::Defined(location) => location.fmt(f),
             Origin::File { file } => file.fmt(f),
+            Origin::Inherited { option, from } => match from.as_ref() {
+                Origin::Default => write!(f, "{option}'s default"),
+                Origin::File { file } => write!(f, "{option} in {file}"),
+                from => write!(f, "{option} at {from}"),
+            },
         }
     }
 }

@@ -1,5 +1,10 @@
 //! The option schema: every option's path, type, default and rule, once.
 //! `nix/module.nix` declares the same options; `tests/module_matches_schema.rs` holds them together.
+//!
+//! A path is dotted, as a NixOS module writes it. One segment may be [`NAME`] (`<name>`): the
+//! option then lives in every member of an attribute set of submodules (`fleet.hosts.<name>.macs`
+//! is `fleet.hosts.web1.macs`, `fleet.hosts.db1.macs`, ...), as `types.attrsOf (types.submodule ...)`
+//! declares it. [`lookup`] matches a concrete path against these patterns for every reader.
 
 use serde_json::Value;
 use std::net::Ipv4Addr;
@@ -42,9 +47,14 @@ pub enum Default {
     Str(&'static str),
     Int(i64),
     EmptyList,
+    /// The effective value of another (top-level) option: a host's `customInstaller.rootDevice`
+    /// is the top-level `customInstaller.rootDevice` unless the host sets its own.
+    Inherit(&'static str),
 }
 
 impl Default {
+    /// The default as a value; for [`Default::Inherit`], the other option's own default (the
+    /// readers resolve it against the other option's effective value instead).
     pub fn to_value(self) -> Value {
         match self {
             Default::Null => Value::Null,
@@ -52,9 +62,13 @@ impl Default {
             Default::Str(s) => Value::String(s.into()),
             Default::Int(i) => Value::from(i),
             Default::EmptyList => Value::Array(vec![]),
+            Default::Inherit(path) => find(path).map_or(Value::Null, |o| o.default.to_value()),
         }
     }
 }
+
+/// The segment of a path that stands for any member's name of an attribute set of submodules.
+pub const NAME: &str = "<name>";
 
 /// A rule on one value beyond its type. `Err` says what is allowed.
 pub type Rule = fn(&Value) -> Result<(), String>;
@@ -70,9 +84,27 @@ pub struct OptionSpec {
     pub default: Default,
     pub description: &'static str,
     pub rule: Option<Rule>,
+    /// Accepted in the JSON form only (lib.mkFleet writes it), never in a Nix file, and not
+    /// declared in nix/module.nix.
+    pub json_only: bool,
 }
 
 impl OptionSpec {
+    /// For an option inside an attribute set of submodules, the set's path: `fleet.hosts` for
+    /// `fleet.hosts.<name>.macs`.
+    pub fn named_set(&self) -> Option<&'static str> {
+        self.path.split_once(".<name>.").map(|(set, _)| set)
+    }
+
+    /// The option's path for one member: `fleet.hosts.web1.macs` (a name that is not a plain
+    /// Nix identifier is quoted, as Nix writes it).
+    pub fn concrete(&self, name: Option<&str>) -> String {
+        match name {
+            Some(name) => self.path.replace(NAME, &quote_segment(name)),
+            None => self.path.to_string(),
+        }
+    }
+
     pub fn nix_type(&self) -> String {
         if self.nullable {
             format!("types.nullOr ({})", self.ty.nix_name())
@@ -146,28 +178,67 @@ pub const WIPE_POLICIES: &[&str] = &["if-empty", "always"];
 pub const AFTER_INSTALL: &[&str] = &["reboot", "poweroff", "halt"];
 pub const COMPRESSIONS: &[&str] = &["zstd", "gzip", "xz"];
 pub const DHCP_MODES: &[&str] = &["authoritative", "proxy"];
+pub const UNKNOWN_HOSTS: &[&str] = &["local-boot", "hold"];
+/// The value of the two interface options that means "the NIC the firmware booted from".
+pub const AUTO: &str = "auto";
 
 /// Where the kernel must be, relative to the TFTP root (the seed's fixed name).
 pub const KERNEL_TFTP_PATH: &str = "nixos/bzImage";
-/// The boot loader file name the firmware fetches (DHCP option 67).
+/// The boot loader file name x86-64 UEFI firmware fetches (DHCP option 67).
 pub const LOADER_FILE_NAME: &str = "bootx64.efi";
+/// The boot loader file name legacy BIOS PXE firmware fetches: GRUB i386-pc-pxe. The `.0` is the
+/// PXE "layer" suffix BIOS boot files traditionally carry (dnsmasq's pxe-service adds it).
+pub const BIOS_LOADER_FILE_NAME: &str = "bios.0";
 
 macro_rules! opt {
     ($path:literal, $ty:expr, $default:expr, $rule:expr, $desc:literal) => {
-        OptionSpec { path: $path, ty: $ty, nullable: false, default: $default, rule: $rule, description: $desc }
+        OptionSpec { path: $path, ty: $ty, nullable: false, default: $default, rule: $rule, description: $desc, json_only: false }
     };
     (null $path:literal, $ty:expr, $rule:expr, $desc:literal) => {
-        OptionSpec { path: $path, ty: $ty, nullable: true, default: Default::Null, rule: $rule, description: $desc }
+        OptionSpec { path: $path, ty: $ty, nullable: true, default: Default::Null, rule: $rule, description: $desc, json_only: false }
     };
 }
+
+/// A host's own value of a top-level `customInstaller` option: the same type and rule, and the
+/// top-level value as its default.
+macro_rules! host_override {
+    ($base:expr, $name:literal) => {
+        OptionSpec {
+            path: concat!("fleet.hosts.<name>.customInstaller.", $name),
+            default: Default::Inherit(concat!("customInstaller.", $name)),
+            description: concat!("This host's own customInstaller.", $name, "; unset, the top-level value applies."),
+            ..$base
+        }
+    };
+}
+
+// The customInstaller options a fleet host may override, named once for both places.
+const NETWORKING_USE_DHCP: OptionSpec = opt!("customInstaller.networking.useDHCP", Ty::Bool, Default::Bool(true), None,
+    "Whether the installed system configures its network by DHCP; if false, the lease the installer got is written as a static configuration.");
+const NETWORKING_STATIC_INTERFACE: OptionSpec = opt!(null "customInstaller.networking.staticInterfaceFromDHCP", Ty::Str, Some(rules::interface),
+    "Interface of the installed system that gets the static address from the installer's lease. Required when useDHCP is false.");
+const ROOT_DEVICE: OptionSpec = opt!("customInstaller.rootDevice", Ty::Str, Default::Str("/dev/sda"), Some(rules::device_path),
+    "Whole disk to install on: a kernel name (/dev/sda, /dev/nvme0n1) or, better, a stable /dev/disk/by-id/ name (virtio-, nvme- and wwn- ids are found from sysfs, without udev).");
+const PARTITION_SEPARATOR: OptionSpec = opt!(null "customInstaller.partitionSeparator", Ty::Str, Some(rules::partition_separator),
+    "Text between the disk name and the partition number; null picks it from the kernel's rule (\"p\" after a trailing digit, as in nvme0n1p1).");
+const WIPE: OptionSpec = opt!("customInstaller.wipe", Ty::Enum(WIPE_POLICIES), Default::Str("if-empty"), None,
+    "\"if-empty\" refuses to touch a disk that holds a partition table or a filesystem; \"always\" overwrites it (the seed's behaviour).");
+const ESP_SIZE: OptionSpec = opt!("customInstaller.espSizeMiB", Ty::Int, Default::Int(512), Some(rules::esp_size),
+    "Size of the EFI system partition (FAT32, label ESP) in MiB.");
+const SWAP_SIZE: OptionSpec = opt!("customInstaller.swapSizeMiB", Ty::Int, Default::Int(0), Some(rules::non_negative),
+    "Size of a swap partition at the end of the disk in MiB; 0 for none.");
+const ROOT_SIZE: OptionSpec = opt!(null "customInstaller.rootSizeMiB", Ty::Int, Some(rules::root_size),
+    "Size of the ext4 root partition (label nixos) in MiB; null for the rest of the disk.");
+const AFTER_INSTALL_OPTION: OptionSpec = opt!("customInstaller.afterInstall", Ty::Enum(AFTER_INSTALL), Default::Str("reboot"), None,
+    "What the installer does when it has finished.");
 
 /// Every option, in the order `nixos-pxe options` lists them.
 pub const OPTIONS: &[OptionSpec] = &[
     // The boot loader and kernel (the seed's nfsroot.*).
     opt!("nfsroot.bootLoader.efinetDHCPInterface", Ty::Str, Default::Str("efinet0"), Some(rules::efinet),
-        "GRUB network interface on which net_bootp runs and from which DHCP option 66 (the TFTP server) is read. GRUB numbers the NICs the firmware connected, in boot order: efinet0 is the first."),
-    opt!("nfsroot.bootLoader.linuxPnPInterface", Ty::Str, Default::Str("eth0"), Some(rules::interface),
-        "Interface name the kernel (not udev) gives the NIC used for IP autoconfiguration and the NFS root, as in ip=:::::eth0:dhcp:."),
+        "GRUB network interface on which net_bootp runs and from which DHCP option 66 (the TFTP server) is read. GRUB numbers the NICs the firmware connected, in boot order: efinet0 is the first. \"auto\": no second DHCP; GRUB uses the firmware's lease on the NIC it booted from (its next-server is the boot server). A fleet needs \"auto\"."),
+    opt!("nfsroot.bootLoader.linuxPnPInterface", Ty::Str, Default::Str("eth0"), Some(rules::pnp_interface),
+        "Interface name the kernel (not udev) gives the NIC used for IP autoconfiguration and the NFS root, as in ip=:::::eth0:dhcp:. \"auto\": ip=dhcp (the kernel asks on every NIC) and the MAC GRUB booted from goes on the command line as nixos-pxe.mac=, so the installer can check it configured that NIC. A fleet needs \"auto\"."),
     opt!("nfsroot.bootLoader.serial.device", Ty::Str, Default::Str("ttyS0"), Some(rules::serial_device),
         "Serial console used by GRUB (unit N of ttySN) and the kernel (console=)."),
     opt!("nfsroot.bootLoader.serial.settings", Ty::Str, Default::Str("115200n8"), Some(rules::serial_settings),
@@ -181,24 +252,15 @@ pub const OPTIONS: &[OptionSpec] = &[
     opt!("nfsroot.init", Ty::Str, Default::Str("/init"), Some(rules::init_path),
         "Path of the init program inside the NFS root, passed as init= (the tarball links /init to nixos-pxe). Its file name must be init: nixos-pxe is init only when started under that name as PID 1."),
     // The installer (the seed's customInstaller.*).
-    opt!("customInstaller.networking.useDHCP", Ty::Bool, Default::Bool(true), None,
-        "Whether the installed system configures its network by DHCP; if false, the lease the installer got is written as a static configuration."),
-    opt!(null "customInstaller.networking.staticInterfaceFromDHCP", Ty::Str, Some(rules::interface),
-        "Interface of the installed system that gets the static address from the installer's lease. Required when useDHCP is false."),
-    opt!("customInstaller.rootDevice", Ty::Str, Default::Str("/dev/sda"), Some(rules::device_path),
-        "Whole disk to install on: a kernel name (/dev/sda, /dev/nvme0n1) or, better, a stable /dev/disk/by-id/ name (virtio-, nvme- and wwn- ids are found from sysfs, without udev)."),
-    opt!(null "customInstaller.partitionSeparator", Ty::Str, Some(rules::partition_separator),
-        "Text between the disk name and the partition number; null picks it from the kernel's rule (\"p\" after a trailing digit, as in nvme0n1p1)."),
-    opt!("customInstaller.wipe", Ty::Enum(WIPE_POLICIES), Default::Str("if-empty"), None,
-        "\"if-empty\" refuses to touch a disk that holds a partition table or a filesystem; \"always\" overwrites it (the seed's behaviour)."),
-    opt!("customInstaller.espSizeMiB", Ty::Int, Default::Int(512), Some(rules::esp_size),
-        "Size of the EFI system partition (FAT32, label ESP) in MiB."),
-    opt!("customInstaller.swapSizeMiB", Ty::Int, Default::Int(0), Some(rules::non_negative),
-        "Size of a swap partition at the end of the disk in MiB; 0 for none."),
-    opt!(null "customInstaller.rootSizeMiB", Ty::Int, Some(rules::root_size),
-        "Size of the ext4 root partition (label nixos) in MiB; null for the rest of the disk."),
-    opt!("customInstaller.afterInstall", Ty::Enum(AFTER_INSTALL), Default::Str("reboot"), None,
-        "What the installer does when it has finished."),
+    NETWORKING_USE_DHCP,
+    NETWORKING_STATIC_INTERFACE,
+    ROOT_DEVICE,
+    PARTITION_SEPARATOR,
+    WIPE,
+    ESP_SIZE,
+    SWAP_SIZE,
+    ROOT_SIZE,
+    AFTER_INSTALL_OPTION,
     opt!("customInstaller.imageCompression", Ty::Enum(COMPRESSIONS), Default::Str("zstd"), None,
         "Compression of the system image in the NFS root."),
     opt!(null "customInstaller.target.directory", Ty::Path, None,
@@ -236,26 +298,125 @@ pub const OPTIONS: &[OptionSpec] = &[
         "Clients allowed to mount the NFS root (CIDR or address); null means bootServer.subnet."),
     opt!("bootServer.nfsMountOptions", Ty::Str, Default::Str("vers=3,tcp"), Some(rules::mount_options),
         "NFS mount options the kernel uses for the root, after the path in root-path (option 17) or nfsroot=. For `nixos-pxe serve --nfs-root` (no portmapper, no lock manager): \"vers=3,tcp,port=2049,mountport=2049,mountproto=tcp,nolock\"."),
+    // A fleet: many hosts, each recognised by its MACs, each installed once per generation.
+    opt!("fleet.maxAttempts", Ty::Int, Default::Int(3), Some(rules::positive),
+        "Failed or abandoned install attempts of one generation after which a host is held (a GRUB menu saying why) instead of installed again."),
+    opt!("fleet.unknownHosts", Ty::Enum(UNKNOWN_HOSTS), Default::Str("local-boot"), None,
+        "What a machine whose MAC is in no host gets: \"local-boot\" (GRUB starts the first disk's EFI boot loader, systemd-boot or /EFI/BOOT/BOOTX64.EFI, else exits to the firmware) or \"hold\" (a GRUB menu naming the MAC, no timeout, never a reboot). Never an install."),
+    opt!("fleet.hosts.<name>.macs", Ty::ListOfStr, Default::EmptyList, Some(rules::mac_list),
+        "MAC addresses of the host's NICs the firmware may boot from, in any usual spelling (52:54:00:ab:cd:01, 52-54-00-AB-CD-01, 5254.00ab.cd01, 525400abcd01). At least one; each belongs to one host."),
+    opt!("fleet.hosts.<name>.generation", Ty::Int, Default::Int(1), Some(rules::generation),
+        "The host's install generation: installed once; bump it to install the host again."),
+    opt!(null "fleet.hosts.<name>.target.directory", Ty::Path, None,
+        "Directory holding this host's configuration.nix. Exactly one of target.directory and target.flake."),
+    opt!(null "fleet.hosts.<name>.target.flake", Ty::Str, Some(rules::flake_output),
+        "This host's system as a flake output, FLAKEREF#NAME for nixosConfigurations.NAME. Exactly one of target.directory and target.flake."),
+    OptionSpec {
+        json_only: true,
+        ..opt!(null "fleet.hosts.<name>.image", Ty::Str, Some(rules::image_path),
+            "The host's system image below /nixos-pxe/ in the NFS root (systems/HASH.tar.zst); written by lib.mkFleet into the JSON form, not set by hand.")
+    },
+    host_override!(NETWORKING_USE_DHCP, "networking.useDHCP"),
+    host_override!(NETWORKING_STATIC_INTERFACE, "networking.staticInterfaceFromDHCP"),
+    host_override!(ROOT_DEVICE, "rootDevice"),
+    host_override!(PARTITION_SEPARATOR, "partitionSeparator"),
+    host_override!(WIPE, "wipe"),
+    host_override!(ESP_SIZE, "espSizeMiB"),
+    host_override!(SWAP_SIZE, "swapSizeMiB"),
+    host_override!(ROOT_SIZE, "rootSizeMiB"),
+    host_override!(AFTER_INSTALL_OPTION, "afterInstall"),
 ];
 
-/// The option with this dotted path.
+/// The option with this path, as the schema writes it (`fleet.hosts.<name>.macs`).
 pub fn find(path: &str) -> Option<&'static OptionSpec> {
     OPTIONS.iter().find(|o| o.path == path)
 }
 
-/// Whether `prefix` (dotted) leads to at least one option: `nfsroot.bootLoader` does.
-pub fn is_option_prefix(prefix: &str) -> bool {
-    OPTIONS.iter().any(|o| o.path.len() > prefix.len() && o.path.starts_with(prefix) && o.path.as_bytes()[prefix.len()] == b'.')
+/// What a concrete attribute path (as a reader met it) is in the schema.
+#[derive(Debug, Clone)]
+pub enum Lookup {
+    /// An option; `name` is the member's name when the option is inside an attribute set of
+    /// submodules (`web1` for `fleet.hosts.web1.macs`).
+    Option { spec: &'static OptionSpec, name: Option<String> },
+    /// An attribute set holding options (`nfsroot.bootLoader`, `fleet.hosts`). `member` is
+    /// `(set, name)` when the path ends at a member of an attribute set of submodules
+    /// (`fleet.hosts.web1`): the member exists even if it sets nothing.
+    Prefix { member: Option<(&'static str, String)> },
+    Unknown,
+}
+
+impl PartialEq for Lookup {
+    /// Options are the same when their paths are (a path names one option).
+    fn eq(&self, other: &Lookup) -> bool {
+        match (self, other) {
+            (Lookup::Option { spec: a, name: m }, Lookup::Option { spec: b, name: n }) => a.path == b.path && m == n,
+            (Lookup::Prefix { member: a }, Lookup::Prefix { member: b }) => a == b,
+            (Lookup::Unknown, Lookup::Unknown) => true,
+            _ => false,
+        }
+    }
+}
+
+/// Matches `segments` against every option's path (`<name>` matches any one segment).
+pub fn lookup<S: AsRef<str>>(segments: &[S]) -> Lookup {
+    let mut prefix = None;
+    for spec in OPTIONS {
+        let pattern: Vec<&str> = spec.path.split('.').collect();
+        if segments.len() > pattern.len() {
+            continue;
+        }
+        let mut name = None;
+        let matches = segments.iter().zip(&pattern).all(|(segment, p)| {
+            if *p == NAME {
+                name = Some(segment.as_ref().to_string());
+                true
+            } else {
+                segment.as_ref() == *p
+            }
+        });
+        if !matches {
+            continue;
+        }
+        if segments.len() == pattern.len() {
+            return Lookup::Option { spec, name };
+        }
+        let member = match (pattern[segments.len() - 1] == NAME, spec.named_set(), name) {
+            (true, Some(set), Some(name)) => Some((set, name)),
+            _ => None,
+        };
+        prefix.get_or_insert(Lookup::Prefix { member });
+    }
+    prefix.unwrap_or(Lookup::Unknown)
+}
+
+/// A concrete path as dotted text, each segment that is not a plain Nix identifier quoted.
+pub fn dotted<S: AsRef<str>>(segments: &[S]) -> String {
+    segments.iter().map(|s| quote_segment(s.as_ref())).collect::<Vec<_>>().join(".")
+}
+
+fn quote_segment(segment: &str) -> String {
+    let plain = segment.chars().next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_' || c == '<')
+        && segment.chars().all(|c| c.is_ascii_alphanumeric() || "_-'<>".contains(c));
+    if plain { segment.to_string() } else { format!("{segment:?}") }
 }
 
 /// The top-level attribute names that belong to this schema.
-pub const ROOTS: &[&str] = &["nfsroot", "customInstaller", "bootServer"];
+pub const ROOTS: &[&str] = &["nfsroot", "customInstaller", "bootServer", "fleet"];
 
-/// The option whose path is nearest to `path`, for "did you mean" hints.
-pub fn nearest(path: &str) -> Option<&'static str> {
+/// The option whose path is nearest to `path`, for "did you mean" hints; for a path inside a
+/// member of an attribute set (`fleet.hosts.web1.macz`) the member's name stays as written.
+pub fn nearest(path: &str) -> Option<String> {
+    let segments: Vec<&str> = path.split('.').collect();
     OPTIONS
         .iter()
-        .map(|o| (edit_distance(&o.path.to_lowercase(), &path.to_lowercase()), o.path))
+        .map(|o| {
+            let pattern: Vec<&str> = o.path.split('.').collect();
+            // The pattern with the member's name the user wrote in the place of `<name>`.
+            let named: Vec<&str> =
+                pattern.iter().enumerate().map(|(i, p)| if *p == NAME { segments.get(i).copied().unwrap_or(p) } else { p }).collect();
+            let candidate = named.join(".");
+            (edit_distance(&candidate.to_lowercase(), &path.to_lowercase()), candidate)
+        })
         .filter(|(d, _)| *d <= 3 + path.len() / 8)
         .min()
         .map(|(_, p)| p)
@@ -308,7 +469,51 @@ pub mod rules {
         let s = str_of(v);
         match s.strip_prefix("efinet") {
             Some(n) if !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()) => Ok(()),
-            _ => Err(format!("\"{s}\" is not a GRUB EFI network interface; expected efinetN, e.g. \"efinet0\"")),
+            _ if s == AUTO => Ok(()),
+            _ => Err(format!(
+                "\"{s}\" is not a GRUB EFI network interface; expected efinetN, e.g. \"efinet0\", or \"auto\" for the NIC the firmware booted from"
+            )),
+        }
+    }
+
+    /// The kernel's IP-PnP interface: a Linux interface name, or "auto".
+    pub fn pnp_interface(v: &Value) -> Result<(), String> {
+        if str_of(v) == AUTO {
+            return Ok(());
+        }
+        interface(v).map_err(|e| format!("{e}, or \"auto\" for the NIC GRUB booted from"))
+    }
+
+    pub fn positive(v: &Value) -> Result<(), String> {
+        match v.as_i64() {
+            Some(n) if (1..=i64::from(u32::MAX)).contains(&n) => Ok(()),
+            _ => Err(format!("{v} is out of range; expected 1 or more")),
+        }
+    }
+
+    pub fn generation(v: &Value) -> Result<(), String> {
+        positive(v).map_err(|_| format!("{v} is not a generation; expected 1 or more (bump it to install the host again)"))
+    }
+
+    /// Every item a MAC address in one of the usual spellings.
+    pub fn mac_list(v: &Value) -> Result<(), String> {
+        for item in v.as_array().into_iter().flatten() {
+            str_of(item).parse::<crate::fleet::model::Mac>().map_err(|e| e.to_string())?;
+        }
+        Ok(())
+    }
+
+    /// A path below /nixos-pxe/ in the NFS root: relative, no `..`, no odd characters.
+    pub fn image_path(v: &Value) -> Result<(), String> {
+        let s = str_of(v);
+        let ok = !s.is_empty()
+            && !s.starts_with('/')
+            && !s.split('/').any(|c| c.is_empty() || c == "." || c == "..")
+            && s.bytes().all(|b| b.is_ascii_alphanumeric() || b"/._-+".contains(&b));
+        if ok {
+            Ok(())
+        } else {
+            Err(format!("\"{s}\" is not a system image below /nixos-pxe/; expected a relative path like \"systems/HASH.tar.zst\""))
         }
     }
 
@@ -545,9 +750,10 @@ pub fn parse_serial_settings(s: &str) -> Option<SerialSettings> {
 /// The options as a Markdown table, for the README (kept equal by `tests/readme.rs`).
 pub fn markdown_table() -> String {
     let mut text = String::from("| option | type | default | what it does |\n|---|---|---|---|\n");
-    for o in OPTIONS {
+    for o in OPTIONS.iter().filter(|o| !o.json_only) {
         let default = match o.default {
             Default::Str(s) => format!("`\"{s}\"`"),
+            Default::Inherit(path) => format!("`{path}`"),
             other => format!("`{}`", other.to_value()).replace("`[]`", "`[ ]`"),
         };
         let ty = o.nix_type().replace("types.", "").replace('|', "\\|");
@@ -573,8 +779,75 @@ mod tests {
         for (i, o) in OPTIONS.iter().enumerate() {
             assert!(ROOTS.contains(&o.path.split('.').next().unwrap_or_default()), "{}", o.path);
             assert!(OPTIONS[..i].iter().all(|p| p.path != o.path), "duplicate {}", o.path);
-            assert!(!is_option_prefix(o.path), "{} is both an option and a prefix", o.path);
+            let segments: Vec<&str> = o.path.split('.').map(|s| if s == NAME { "web1" } else { s }).collect();
+            assert!(matches!(lookup(&segments), Lookup::Option { spec, .. } if spec.path == o.path), "{} is both an option and a prefix", o.path);
+            assert!(o.path.matches(NAME).count() <= 1, "{}: one <name> per path at most", o.path);
         }
+    }
+
+    #[test]
+    fn lookup_matches_members_of_attribute_sets() {
+        let Lookup::Option { spec, name } = lookup(&["fleet", "hosts", "web1", "customInstaller", "rootDevice"]) else {
+            panic!("an option")
+        };
+        assert_eq!((spec.path, name.as_deref()), ("fleet.hosts.<name>.customInstaller.rootDevice", Some("web1")));
+        assert_eq!(lookup(&["fleet", "hosts"]), Lookup::Prefix { member: None });
+        assert_eq!(lookup(&["fleet", "hosts", "db-1"]), Lookup::Prefix { member: Some(("fleet.hosts", "db-1".into())) });
+        assert_eq!(lookup(&["fleet", "hosts", "db-1", "target"]), Lookup::Prefix { member: None });
+        assert_eq!(lookup(&["nfsroot", "bootLoader"]), Lookup::Prefix { member: None });
+        assert_eq!(lookup(&["fleet", "hosts", "web1", "customInstaller", "imageCompression"]), Lookup::Unknown);
+        assert_eq!(lookup(&["fleet", "hosts", "web1", "customInstaller", "target", "flake"]), Lookup::Unknown);
+        assert!(matches!(lookup(&["nfsroot", "init"]), Lookup::Option { name: None, .. }));
+        assert_eq!(dotted(&["fleet", "hosts", "a.b", "macs"]), "fleet.hosts.\"a.b\".macs");
+        assert_eq!(find("fleet.hosts.<name>.macs").map(|o| o.concrete(Some("web1"))).as_deref(), Some("fleet.hosts.web1.macs"));
+    }
+
+    #[test]
+    fn host_overrides_share_type_and_rule_with_the_top_level_option() {
+        let overrides: Vec<&OptionSpec> = OPTIONS.iter().filter(|o| matches!(o.default, Default::Inherit(_))).collect();
+        assert_eq!(overrides.len(), 9);
+        for o in overrides {
+            let Default::Inherit(base) = o.default else { unreachable!("filtered") };
+            let base = find(base).unwrap_or_else(|| panic!("{}: inherits from a missing option", o.path));
+            assert_eq!(o.path.strip_prefix("fleet.hosts.<name>."), Some(base.path), "{}", o.path);
+            assert_eq!((o.ty, o.nullable, o.rule.map(|r| r as usize)), (base.ty, base.nullable, base.rule.map(|r| r as usize)), "{}", o.path);
+            assert_eq!(o.default.to_value(), base.default.to_value());
+        }
+        // Not overridable: the target is the host's own (fleet.hosts.<name>.target), the image
+        // compression belongs to the system images lib.mkFleet builds.
+        assert!(find("fleet.hosts.<name>.customInstaller.target.flake").is_none());
+        assert!(find("fleet.hosts.<name>.customInstaller.imageCompression").is_none());
+    }
+
+    #[test]
+    fn auto_is_allowed_for_both_interfaces_and_nowhere_else() {
+        for path in ["nfsroot.bootLoader.efinetDHCPInterface", "nfsroot.bootLoader.linuxPnPInterface"] {
+            assert_eq!(find(path).expect("option").check(&json!("auto")), Ok(()), "{path}");
+        }
+        assert!(find("nfsroot.bootLoader.efinetDHCPInterface").expect("option").check(&json!("automatic")).is_err());
+        let err = find("nfsroot.bootLoader.linuxPnPInterface").expect("option").check(&json!("eth0:1")).unwrap_err();
+        assert!(err.contains("or \"auto\""), "{err}");
+        // "auto" is a fine Linux interface name for the installed system; it only means
+        // something special for the boot interfaces.
+        assert_eq!(find("customInstaller.networking.staticInterfaceFromDHCP").expect("option").check(&json!("auto")), Ok(()));
+    }
+
+    #[test]
+    fn fleet_rules() {
+        let macs = find("fleet.hosts.<name>.macs").expect("option");
+        assert_eq!(macs.check(&json!(["52:54:00:AB:cd:01", "5254.00ab.cd02"])), Ok(()));
+        assert!(macs.check(&json!(["52:54:00:ab:cd"])).unwrap_err().contains("52:54:00:ab:cd"));
+        let generation = find("fleet.hosts.<name>.generation").expect("option");
+        assert!(generation.check(&json!(0)).unwrap_err().contains("expected 1 or more"));
+        assert!(generation.check(&json!(4_294_967_296_i64)).is_err());
+        let image = find("fleet.hosts.<name>.image").expect("option");
+        assert!(image.json_only);
+        assert_eq!(image.check(&json!("systems/abc.tar.zst")), Ok(()));
+        for bad in ["/systems/a", "systems/../../etc/shadow", "a//b", "a b"] {
+            assert!(image.check(&json!(bad)).is_err(), "{bad}");
+        }
+        assert!(find("fleet.maxAttempts").expect("option").check(&json!(0)).is_err());
+        assert!(find("fleet.unknownHosts").expect("option").check(&json!("install")).is_err());
     }
 
     #[test]
@@ -582,6 +855,7 @@ mod tests {
         let efinet = find("nfsroot.bootLoader.efinetDHCPInterface").expect("option");
         assert!(efinet.check(&json!("efinet1")).is_ok());
         assert!(efinet.check(&json!("eth0")).unwrap_err().contains("efinetN"));
+        assert_eq!(efinet.check(&json!("auto")), Ok(()));
         assert!(efinet.check(&json!("efinet")).is_err());
         assert!(efinet.check(&json!(3)).unwrap_err().contains("got the number 3"));
         let pnp = find("nfsroot.bootLoader.linuxPnPInterface").expect("option");
@@ -616,8 +890,10 @@ mod tests {
 
     #[test]
     fn near_misses_are_suggested() {
-        assert_eq!(nearest("nfsroot.bootloader.efinetDhcpInterface"), Some("nfsroot.bootLoader.efinetDHCPInterface"));
-        assert_eq!(nearest("customInstaller.rootDev"), Some("customInstaller.rootDevice"));
+        assert_eq!(nearest("nfsroot.bootloader.efinetDhcpInterface").as_deref(), Some("nfsroot.bootLoader.efinetDHCPInterface"));
+        assert_eq!(nearest("customInstaller.rootDev").as_deref(), Some("customInstaller.rootDevice"));
+        assert_eq!(nearest("fleet.hosts.web1.mac").as_deref(), Some("fleet.hosts.web1.macs"));
+        assert_eq!(nearest("fleet.hosts.web1.customInstaller.rootDev").as_deref(), Some("fleet.hosts.web1.customInstaller.rootDevice"));
         assert_eq!(nearest("completely.different"), None);
     }
 }

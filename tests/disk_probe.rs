@@ -88,7 +88,7 @@ fn decision(path: &Path) -> Decision {
     let device = Utf8Path::from_path(path).expect("utf-8 path");
     let disk = Disk { requested: device.to_string(), device: device.to_owned(), name: "image".into(), size_bytes: size, model: None, serial: None };
     let found = disk::probe(device, size).expect("probe");
-    disk::decide(WipePolicy::IfEmpty, &disk, &found, &[])
+    disk::decide(WipePolicy::IfEmpty, &disk, &found, &[], None)
 }
 
 /// The probe finds exactly `expected` on the image, and the installer refuses it, naming each.

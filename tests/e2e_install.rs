@@ -8,10 +8,14 @@
 //! small scripts that record on the target disk that they ran; the system image is a tiny tree
 //! packed with `nixos-pxe pack`. Everything runs in a network namespace this test makes; the disk is
 //! an image file this test makes. Needs root. Milestone times go to target/e2e-report.json.
+//!
+//! One fleet install (a client with two NICs, "auto" mode, reports to a sink standing in for
+//! serve's endpoint): see `a_fleet_host_installs_from_its_boot_nic_and_reports`.
 
 mod common;
+mod report_sink;
 
-use common::{GRUB_LIB, Lab, Qemu, nixos_pxe as pxe, root, run, sh, tail};
+use common::{GRUB_LIB, Lab, Nic, Qemu, SERVER_ADDRESS, Socket, nixos_pxe as pxe, root, run, sh, tail};
 use std::os::unix::fs::{PermissionsExt, symlink};
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -32,6 +36,7 @@ fn preflight() -> common::OneQemu {
         "/usr/sbin/dnsmasq",
         "/usr/bin/ganesha.nfsd",
         "/usr/sbin/rpcbind",
+        "/usr/sbin/rpcinfo",
         "/usr/bin/unionfs",
     ])
 }
@@ -61,6 +66,25 @@ fn write_exec(path: &Path, text: &str) {
     std::fs::write(path, text).expect("write");
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755)).expect("chmod");
 }
+
+/// Stand-in for nixos-enter --root ROOT -- switch-to-configuration boot. systemd-boot with
+/// canTouchEfiVariables needs the firmware's EFI variables to write its boot entry, so this fails,
+/// as bootctl would, unless efivarfs is mounted and lists variables; their names go to
+/// ROOT/stand-in.efivars only when it succeeds.
+const NIXOS_ENTER_STAND_IN: &str = r#"#!/bin/sh
+# stand-in for nixos-enter --root ROOT -- COMMAND
+echo "nixos-enter $* NIXOS_INSTALL_BOOTLOADER=$NIXOS_INSTALL_BOOTLOADER" >> "$2/stand-in.log"
+efivars=/sys/firmware/efi/efivars
+if ! grep -q " $efivars efivarfs " /proc/mounts; then
+  echo "stand-in nixos-enter: efivarfs is not mounted on $efivars: systemd-boot could write no boot entry" >&2
+  exit 1
+fi
+if ! ls "$efivars" > /tmp/efivars || [ ! -s /tmp/efivars ]; then
+  echo "stand-in nixos-enter: $efivars lists no EFI variables: systemd-boot could write no boot entry" >&2
+  exit 1
+fi
+cp /tmp/efivars "$2/stand-in.efivars"
+"#;
 
 /// The NFS root: the brief's layout, with busybox and Debian programs standing in for the closure.
 fn nfs_root(dir: &Path, config: &str, with_image: bool) -> PathBuf {
@@ -96,31 +120,44 @@ fn nfs_root(dir: &Path, config: &str, with_image: bool) -> PathBuf {
     write_exec(&bin.join("nix-store"), "#!/bin/sh\n# stand-in for nix-store --store ROOT --load-db\necho \"nix-store $*\" >> \"$2/stand-in.log\"\ncat > \"$2/stand-in.registration\"\n");
     write_exec(&bin.join("nix-env"), "#!/bin/sh\n# stand-in for nix-env --store ROOT -p PROFILE --set SYSTEM\necho \"nix-env $*\" >> \"$2/stand-in.log\"\nmkdir -p \"$(dirname \"$4\")\"\nln -sfn \"$6\" \"$4\"\n");
     write_exec(&bin.join("nixos-generate-config"), "#!/bin/sh\n# stand-in for nixos-generate-config --root ROOT\necho \"nixos-generate-config $*\" >> \"$2/stand-in.log\"\nmkdir -p \"$2/etc/nixos\"\ngrep \" $2\" /proc/mounts > \"$2/etc/nixos/hardware-configuration.nix\"\n");
-    write_exec(&bin.join("nixos-enter"), "#!/bin/sh\n# stand-in for nixos-enter --root ROOT -- COMMAND\necho \"nixos-enter $* NIXOS_INSTALL_BOOTLOADER=$NIXOS_INSTALL_BOOTLOADER\" >> \"$2/stand-in.log\"\nls /sys/firmware/efi/efivars > \"$2/stand-in.efivars\"\n");
+    write_exec(&bin.join("nixos-enter"), NIXOS_ENTER_STAND_IN);
     // The configuration, as the Nix side writes it.
     std::fs::write(nfsroot.join("nixos-pxe/config.json"), pxe(&["options", "--source", "static", "--config", config, "--as-config-json"])).expect("config.json");
     if with_image {
-        let tree = dir.join("image");
-        let system = tree.join("nix/store/00000000000000000000000000000000-nixos-system-pxe-example");
-        std::fs::create_dir_all(system.join("bin")).expect("mkdir");
-        write_exec(&system.join("bin/switch-to-configuration"), "#!/bin/sh\necho stand-in\n");
-        std::fs::write(system.join("nixos-version"), "stand-in system image\n").expect("write");
-        std::fs::write(tree.join("registration"), "stand-in registration\n").expect("write");
-        std::fs::write(tree.join("system"), "/nix/store/00000000000000000000000000000000-nixos-system-pxe-example\n").expect("write");
-        let out = nfsroot.join("nixos-pxe/system.tar.zst");
-        pxe(&[
-            "pack",
-            "--out",
-            out.to_str().expect("utf8"),
-            "--file",
-            &format!("nix={}", tree.join("nix").display()),
-            "--file",
-            &format!("nixos-pxe/registration={}", tree.join("registration").display()),
-            "--file",
-            &format!("nixos-pxe/system={}", tree.join("system").display()),
-        ]);
+        pack_system(dir, &nfsroot.join("nixos-pxe/system.tar.zst"), "pxe-example", "stand-in system image\n");
     }
     nfsroot
+}
+
+/// The store path of the stand-in system `name` that `pack_system` packs.
+fn system_path(name: &str) -> String {
+    format!("/nix/store/00000000000000000000000000000000-nixos-system-{name}")
+}
+
+/// Packs a stand-in system image with `nixos-pxe pack` to `out`: the system `name`'s store path
+/// (a switch-to-configuration stand-in and a nixos-version file holding `version`), its
+/// registration and its name, as the flake's image has them.
+fn pack_system(dir: &Path, out: &Path, name: &str, version: &str) {
+    let tree = dir.join(format!("image-{name}"));
+    let system = system_path(name);
+    let store_path = tree.join(system.trim_start_matches('/'));
+    std::fs::create_dir_all(store_path.join("bin")).expect("mkdir");
+    write_exec(&store_path.join("bin/switch-to-configuration"), "#!/bin/sh\necho stand-in\n");
+    std::fs::write(store_path.join("nixos-version"), version).expect("write");
+    std::fs::write(tree.join("registration"), "stand-in registration\n").expect("write");
+    std::fs::write(tree.join("system"), format!("{system}\n")).expect("write");
+    std::fs::create_dir_all(out.parent().expect("parent")).expect("mkdir");
+    pxe(&[
+        "pack",
+        "--out",
+        out.to_str().expect("utf8"),
+        "--file",
+        &format!("nix={}", tree.join("nix").display()),
+        "--file",
+        &format!("nixos-pxe/registration={}", tree.join("registration").display()),
+        "--file",
+        &format!("nixos-pxe/system={}", tree.join("system").display()),
+    ]);
 }
 
 /// The servers of one run.
@@ -159,12 +196,13 @@ fn start_servers(lab: &mut Lab, p: &Prepared, config: &str, nfsroot: &Path, serv
             if servers == Servers::ServeBesideSiteDhcp {
                 // Proxy mode: the site's DHCP server, addresses only, on another host of the bridge.
                 let site = lab.add_host("site", "10.42.0.2");
-                lab.spawn_in(
-                    &site,
-                    &["dnsmasq", "--keep-in-foreground", "--log-facility=-", "--pid-file", "--port=0", "--interface=eth0", "--bind-interfaces",
-                      "--dhcp-range=10.42.0.150,10.42.0.159,255.255.255.0,600", "--log-dhcp", "--conf-file=/dev/null"],
-                    &dir.join("site-dhcp.log"),
+                let mut args = vec!["dnsmasq".to_string()];
+                args.extend(common::dnsmasq_host_safe_args(&dir.join("site-dhcp.leases")));
+                args.extend(
+                    ["--port=0", "--interface=eth0", "--bind-interfaces", "--dhcp-range=10.42.0.150,10.42.0.159,255.255.255.0,600", "--log-dhcp", "--conf-file=/dev/null"]
+                        .map(String::from),
                 );
+                lab.spawn_in(&site, &args.iter().map(String::as_str).collect::<Vec<_>>(), &dir.join("site-dhcp.log"));
             }
             let script = format!(
                 "exec {} serve --source static --config {} --interface br0{}",
@@ -187,19 +225,26 @@ fn start_servers(lab: &mut Lab, p: &Prepared, config: &str, nfsroot: &Path, serv
             spawn_with_srv(lab, tftp, nfsroot, "exec in.tftpd -L -v -u root -a 10.42.0.1:69 -s /srv/tftp", &dir.join("tftpd.log"));
         }
         Servers::Dnsmasq => {
-            // --pid-file without a path: none (the default /run/dnsmasq is shared with the host's).
             let script = format!(
-                "exec dnsmasq --keep-in-foreground --log-facility=- --pid-file --conf-file={}",
+                "exec dnsmasq {} --conf-file={}",
+                common::dnsmasq_host_safe_args(&dir.join("dnsmasq.leases")).join(" "),
                 rendered.join("dnsmasq.conf").display()
             );
             spawn_with_srv(lab, tftp, nfsroot, &script, &dir.join("dhcp.log"));
         }
     }
-    if nfs && matches!(servers, Servers::IscTftpd | Servers::Dnsmasq) {
+    let ganesha = nfs && matches!(servers, Servers::IscTftpd | Servers::Dnsmasq);
+    if ganesha {
         // rpcbind and ganesha in one mount namespace with a private /run (their sockets and pid
-        // files); the host kernel has no nfsd, ganesha is the NFS server here.
+        // files); the host kernel has no nfsd, ganesha is the NFS server here. The /run mount
+        // comes first, then rpcbind, and ganesha starts once rpcbind's socket is there (it
+        // registers with rpcbind at start).
         let script = format!(
-            "mount -t tmpfs run /run && mkdir -p /run/rpcbind /var/run/ganesha && rpcbind -w -f & sleep 1; \
+            "mount -t tmpfs run /run; mkdir -p /run/rpcbind /var/run/ganesha; \
+             rpcbind -w -f & \
+             i=0; until [ -S /run/rpcbind.sock ]; do \
+               i=$((i + 1)); [ $i -le 100 ] || {{ echo 'rpcbind made no /run/rpcbind.sock within 10 s'; exit 1; }}; sleep 0.1; \
+             done; \
              exec ganesha.nfsd -F -f {} -L {} -p {}",
             rendered.join("ganesha.conf").display(),
             dir.join("ganesha.log").display(),
@@ -207,10 +252,24 @@ fn start_servers(lab: &mut Lab, p: &Prepared, config: &str, nfsroot: &Path, serv
         );
         spawn_with_srv(lab, tftp, nfsroot, &script, &dir.join("nfs.log"));
     }
-    // Servers up: DHCP bound, NFS registered with rpcbind.
-    std::thread::sleep(Duration::from_secs(3));
-    let died = lab.exited();
-    assert!(died.is_empty(), "a server did not start:\n{}", died.join("\n"));
+    // Each server listening before the client starts (a server that exits or never listens
+    // fails the test with the servers' logs).
+    let mut sockets = vec![Socket::Udp(67), Socket::Udp(69)];
+    if nfs && !ganesha {
+        sockets.push(Socket::TcpListen(2049));
+    }
+    let ns = lab.ns.clone();
+    lab.wait_listening(&ns, &sockets);
+    if servers == Servers::ServeBesideSiteDhcp {
+        lab.wait_listening(&format!("{ns}-site"), &[Socket::Udp(67)]);
+    }
+    if ganesha {
+        // ganesha serves once MOUNT and NFSv3 answer a NULL call over TCP through rpcbind, as
+        // the kernel will reach them.
+        lab.wait_until_ready("nfs-ganesha answering MOUNT v3 and NFS v3 (rpcinfo -t)", |lab| {
+            lab.probe(&ns, &["rpcinfo", "-t", SERVER_ADDRESS, "mountd", "3"]) && lab.probe(&ns, &["rpcinfo", "-t", SERVER_ADDRESS, "nfs", "3"])
+        });
+    }
 }
 
 /// What the run reached, and when (seconds from QEMU's start).
@@ -236,7 +295,11 @@ struct Boot {
 /// Boots the client with `disk` until QEMU exits (the installer's reboot, with -no-reboot),
 /// `stop_at` or a STUCK line appears, or the timeout. Returns the console and the milestones.
 fn boot(lab: &Lab, dir: &Path, disk: &Path, stop_at: Option<&str>) -> Boot {
-    let mut qemu = Qemu::start(lab, dir, 1024, Some(disk));
+    boot_with_nics(lab, dir, disk, stop_at, &[Nic { tap: "tap0", mac: None, bootindex: Some(1) }])
+}
+
+fn boot_with_nics(lab: &Lab, dir: &Path, disk: &Path, stop_at: Option<&str>, nics: &[Nic]) -> Boot {
+    let mut qemu = Qemu::start_with_nics(lab, dir, 1024, Some(disk), nics);
     let mut times: Vec<(&'static str, f64)> = Vec::new();
     let exited = loop {
         let text = qemu.console();
@@ -294,6 +357,8 @@ struct Inspected {
     table: serde_json::Value,
     labels: Vec<String>,
     files: std::collections::BTreeMap<String, String>,
+    /// The permission bits of each of `files` that exists.
+    modes: std::collections::BTreeMap<String, u32>,
 }
 
 fn inspect(disk: &Path, files: &[&str]) -> Inspected {
@@ -308,9 +373,13 @@ fn inspect(disk: &Path, files: &[&str]) -> Inspected {
         let files = files
             .iter()
             .map(|f| (f.to_string(), std::fs::read_to_string(mnt.path().join(f)).unwrap_or_else(|e| format!("<missing: {e}>"))))
+            .collect::<std::collections::BTreeMap<String, String>>();
+        let modes = files
+            .keys()
+            .filter_map(|f| Some((f.clone(), std::fs::metadata(mnt.path().join(f)).ok()?.permissions().mode() & 0o7777)))
             .collect();
         let _ = Command::new("umount").arg(mnt.path()).status();
-        Inspected { table, labels, files }
+        Inspected { table, labels, files, modes }
     });
     let _ = Command::new("losetup").args(["-d", &dev]).status();
     result.unwrap_or_else(|e| std::panic::resume_unwind(e))
@@ -341,7 +410,7 @@ fn installs(config: &str, servers: Servers, name: &str) -> (Prepared, Boot, Insp
     report(name, &b);
     let serial = &b.serial;
     let logs = || server_logs(p.dir.path());
-    assert!(b.exited, "QEMU did not finish within {RUN_TIMEOUT:?} (the installer reboots, -no-reboot ends QEMU):\n{}{}", tail(serial), logs());
+    assert!(b.exited, "QEMU did not finish (a line of {STUCK:?} appeared, or {RUN_TIMEOUT:?} passed; the installer reboots, -no-reboot ends QEMU):\n{}{}", tail(serial), logs());
     assert!(serial.contains("nixos-pxe: install complete in "), "{}{}", tail(serial), logs());
     for (milestone, _) in MILESTONES {
         assert!(b.times.iter().any(|(n, _)| n == milestone), "never reached: {milestone}\n{}", tail(serial));
@@ -368,11 +437,25 @@ fn installs(config: &str, servers: Servers, name: &str) -> (Prepared, Boot, Insp
     let log = &disk.files["stand-in.log"];
     assert!(log.contains("--load-db") && log.contains("--set /nix/store/00000000000000000000000000000000-nixos-system-pxe-example"), "{log}");
     assert!(log.contains("-- /nix/var/nix/profiles/system/bin/switch-to-configuration boot NIXOS_INSTALL_BOOTLOADER=1"), "{log}");
-    // nixos-generate-config saw the root and the ESP mounted; EFI variables were reachable.
+    // nixos-generate-config saw the root and the ESP mounted; the boot loader step saw OVMF's
+    // EFI variables through efivarfs (the stand-in fails without them): BootOrder among them.
     let hw = &disk.files["etc/nixos/hardware-configuration.nix"];
     assert!(hw.contains("/dev/vda2") && hw.contains("/dev/vda1") && hw.contains("vfat"), "{hw}");
-    assert!(!disk.files["stand-in.efivars"].starts_with("<missing"), "efivarfs was not mounted");
+    assert!(serial.contains("nixos-pxe: EFI variables reachable in /sys/firmware/efi/efivars"), "{}", tail(serial));
+    let efivars = &disk.files["stand-in.efivars"];
+    assert!(efivars.lines().any(|v| v == "BootOrder-8be4df61-93ca-11d2-aa0d-00e098032b8c"), "EFI variables the boot loader step saw:\n{efivars}");
     (p, b, disk)
+}
+
+/// The address the kernel's DHCP (IP-PnP) configured, from its console line
+/// "device=eth0, hwaddr=..., ipaddr=A.B.C.D, mask=..., gw=...".
+fn kernel_address(serial: &str) -> String {
+    serial
+        .lines()
+        .filter(|l| l.contains("device=eth0"))
+        .find_map(|l| l.split(", ").find_map(|f| f.trim().strip_prefix("ipaddr=")))
+        .unwrap_or_else(|| panic!("no IP-Config line with ipaddr= on the console:\n{}", tail(serial)))
+        .to_string()
 }
 
 /// The servers' logs of a run, for a failure message.
@@ -396,10 +479,17 @@ fn seed_example_installs_with_isc_dhcpd_and_tftpd_hpa() {
 
 #[test]
 fn static_configuration_installs_with_dnsmasq() {
-    let (p, _, disk) = installs(STATIC, Servers::Dnsmasq, "dnsmasq");
+    let (p, b, disk) = installs(STATIC, Servers::Dnsmasq, "dnsmasq");
     let networking = &disk.files["etc/nixos/networking.nix"];
     assert!(networking.contains("networking.useDHCP = false;"), "{networking}");
-    assert!(networking.contains("networking.interfaces.\"enp0s2\".ipv4.addresses = [ { address = \"10.42.0.1"), "{networking}");
+    // The static address is exactly the one the kernel's DHCP got (not the gateway's, which
+    // shares its first digits), and the one dnsmasq recorded for the client's MAC.
+    let address = kernel_address(&b.serial);
+    assert_ne!(address, "10.42.0.1", "{}", tail(&b.serial));
+    let leases = std::fs::read_to_string(p.dir.path().join("dnsmasq.leases")).unwrap_or_default();
+    assert!(leases.lines().any(|l| l.split_whitespace().nth(1) == Some(common::CLIENT_MAC) && l.split_whitespace().nth(2) == Some(address.as_str())), "dnsmasq's lease file (in the test's directory):\n{leases}");
+    let static_address = format!("networking.interfaces.\"enp0s2\".ipv4.addresses = [ {{ address = \"{address}\"; prefixLength = 24; }} ];");
+    assert!(networking.contains(&static_address), "expected {static_address}:\n{networking}");
     assert!(networking.contains("networking.defaultGateway = \"10.42.0.1\";"), "{networking}");
     assert!(networking.contains("networking.nameservers = [ \"10.42.0.1\" ];"), "{networking}");
     let log = std::fs::read_to_string(p.dir.path().join("dhcp.log")).unwrap_or_default();
@@ -495,3 +585,163 @@ fn a_missing_nfs_export_stops_the_kernel_with_its_message() {
     // and a half here), says so, and panics on the empty rootfs; the installer never starts.
     fails("no-nfs", |_| {}, true, false, &["IP-Config: Complete:", "rootpath=/srv/nixos/nfsroot", "VFS: Unable to mount root fs via NFS.", "Requested init /init failed"]);
 }
+
+// ---- A fleet host's install ----
+
+const FLEET: &str = "tests/configs/lab-fleet.nix";
+/// The client's NIC on the boot network: lab1's MAC in the fleet.
+const LIVE_MAC: &str = "52:54:00:00:00:a1";
+/// The client's other NIC, on a dead segment (a tap device on no bridge); in no host of the fleet.
+const DEAD_MAC: &str = "52:54:00:00:00:d0";
+/// Where the report sink listens, standing in for serve's HTTP endpoint.
+const REPORT_ADDRESS: &str = "10.42.0.1:8080";
+/// The attempt's token, as serve would hand it out (43 URL-safe base64 characters).
+const FLEET_TOKEN: &str = "e2e-T0ken_of-lab1-generation-3-attempt-1xyz";
+
+/// The per-host GRUB file serve would hand lab1's boot NIC for attempt 1 (fleet::grub::host_cfg
+/// with serve's additions: attempt, token, report address; the kernel over TFTP): `render`'s
+/// install entry plus what only serve knows. serve itself is another part of the project.
+fn served_host_file() -> String {
+    use nixos_pxe_installer::config::{self, SourceMode};
+    use nixos_pxe_installer::fleet::grub::{KernelFrom, Served, host_cfg};
+    use nixos_pxe_installer::fleet::{Decision, Fleet};
+    let file = camino::Utf8PathBuf::from_path_buf(root().join(FLEET)).expect("utf8");
+    let resolved = config::load(&file, SourceMode::Static).expect("the fleet configuration");
+    let fleet = Fleet::from_config(&resolved.config).expect("fleet");
+    let report = format!("http://{REPORT_ADDRESS}");
+    let served = Served { attempt: 1, token: FLEET_TOKEN, report_url: &report, kernel: KernelFrom::Tftp };
+    let mac = LIVE_MAC.parse().expect("mac");
+    host_cfg(&resolved, &mac, fleet.host("lab1"), &Decision::Install { attempt: 1 }, Some(&served)).expect("per-host file")
+}
+
+/// A fleet install in QEMU, the client with two NICs in "auto" mode: the firmware PXE-boots from
+/// the live NIC, GRUB loads the per-host file by that NIC's MAC, the kernel asks DHCP on every NIC
+/// (ip=dhcp), and the installer must pick lab1 (its image, its overrides), match the NIC by MAC,
+/// report started, each step and installed with the attempt's token, mark the disk and write the
+/// completion stamp on the ESP last.
+///
+/// The NIC layout: the dead NIC is first in PCI order, so the kernel names it eth0 and the live one
+/// eth1; an installer that took eth0, or the first interface, would fail, and "device=eth1" with
+/// the installer's MAC line proves the matching. The live NIC is first in the firmware's boot order
+/// (the dead one second, never reached), because a dead NIC's PXE attempt costs about 2 minutes
+/// under TCG (shared/notes/pxe-lab-on-this-machine.md): a firmware that booted from the second NIC
+/// after the first timed out would prove no more about the MAC matching, which is the installer's.
+#[test]
+fn a_fleet_host_installs_from_its_boot_nic_and_reports() {
+    let _one_qemu = preflight();
+    assert!(Path::new("/usr/bin/mtype").exists(), "/usr/bin/mtype missing (mtools): the test reads the ESP's stamp with it; run dev/install-deps.sh test");
+    let p = prepare(FLEET);
+    let dir = p.dir.path();
+    let nfsroot = nfs_root(dir, FLEET, false);
+    // Each host's image below /nixos-pxe/systems/, named in config.json as lib.mkFleet writes it.
+    pack_system(dir, &nfsroot.join("nixos-pxe/systems/lab1.tar.zst"), "lab1", "lab1's system\n");
+    pack_system(dir, &nfsroot.join("nixos-pxe/systems/lab2.tar.zst"), "lab2", "lab2's system\n");
+    let config_json = nfsroot.join("nixos-pxe/config.json");
+    let mut config: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&config_json).expect("config.json")).expect("json");
+    config["fleet"]["hosts"]["lab1"]["image"] = "systems/lab1.tar.zst".into();
+    config["fleet"]["hosts"]["lab2"]["image"] = "systems/lab2.tar.zst".into();
+    std::fs::write(&config_json, serde_json::to_string_pretty(&config).expect("json")).expect("write config.json");
+    let host_file = served_host_file();
+    let hosts = p.tftp.join("nixos-pxe/hosts");
+    std::fs::create_dir_all(&hosts).expect("mkdir");
+    std::fs::write(hosts.join(format!("mac-{LIVE_MAC}.cfg")), &host_file).expect("write the per-host file");
+
+    let mut lab = Lab::new("e2e-fleet");
+    sh(&format!("ip -n {ns} tuntap add dev tap1 mode tap; ip -n {ns} link set tap1 up", ns = lab.ns));
+    let sink = report_sink::Sink::start(&lab.ns, REPORT_ADDRESS, report_sink::accept_all);
+    start_servers(&mut lab, &p, FLEET, &nfsroot, Servers::Dnsmasq, true);
+    let nics = [Nic { tap: "tap1", mac: Some(DEAD_MAC), bootindex: Some(2) }, Nic { tap: "tap0", mac: Some(LIVE_MAC), bootindex: Some(1) }];
+    let b = boot_with_nics(&lab, dir, &p.disk, None, &nics);
+    drop(lab);
+    let received = sink.received();
+    let events = sink.events();
+    drop(sink);
+    report("fleet", &b);
+    let serial = &b.serial;
+    let logs = || server_logs(dir);
+    assert!(b.exited, "QEMU did not finish within {RUN_TIMEOUT:?}:\n{}{}", tail(serial), logs());
+    assert!(serial.contains("nixos-pxe: install complete in "), "{}{}", tail(serial), logs());
+
+    // GRUB: the firmware's boot NIC, its per-host file, lab1's install entry.
+    assert!(
+        common::in_order(
+            serial,
+            &[
+                &format!("(MAC {LIVE_MAC}, address 10.42.0."),
+                &format!("nixos-pxe: loading this machine's configuration (tftp)/nixos-pxe/hosts/mac-{LIVE_MAC}.cfg"),
+                &format!("nixos-pxe: {LIVE_MAC} is lab1: installing generation 3, attempt 1"),
+            ]
+        ),
+        "{}",
+        tail(serial)
+    );
+    // The kernel: exactly the per-host file's command line; it configured eth1, the live NIC.
+    let linux = host_file.lines().find_map(|l| l.trim().strip_prefix("if linux (tftp)/nixos/bzImage ")).expect("the install entry's linux line");
+    let cmdline = linux.strip_suffix("; then").expect("; then");
+    let line = serial.lines().find(|l| l.starts_with("Command line:")).unwrap_or_default();
+    assert_eq!(line, format!("Command line: BOOT_IMAGE=(tftp)/nixos/bzImage {cmdline}"));
+    assert!(cmdline.contains(" ip=dhcp ") && cmdline.ends_with(&format!("nixos-pxe.mac={LIVE_MAC}")), "{cmdline}");
+    assert!(serial.lines().any(|l| l.starts_with("IP-Config: Complete:")) && serial.contains("device=eth1"), "{}", tail(serial));
+
+    // The installer: the host, its image, the NIC by MAC, the marker, the stamp, the reports.
+    for expected in [
+        format!("nixos-pxe: eth1 (MAC {LIVE_MAC}) is the NIC GRUB booted from (nixos-pxe.mac=) and the one the kernel configured (ip=dhcp)"),
+        "nixos-pxe: fleet host lab1, generation 3, attempt 1: its customInstaller and image (from the kernel command line and /nixos-pxe/config.json)".to_string(),
+        "nixos-pxe: installing from /nixos-pxe/systems/lab1.tar.zst with /nixos-pxe/config.json".to_string(),
+        format!("nixos-pxe: reporting to http://{REPORT_ADDRESS}/v1/report as lab1 generation 3 attempt 1"),
+        format!(
+            "nixos-pxe: the GPT disk GUID will be {}, the marker of lab1's install of generation 3",
+            nixos_pxe_installer::fleet::marker::disk_guid("lab1", 3)
+        ),
+        "nixos-pxe: wrote the completion stamp /nixos-pxe/done-lab1-g3 on the ESP".to_string(),
+        "nixos-pxe: report started: accepted".to_string(),
+        "nixos-pxe: report step unpack: accepted".to_string(),
+        "nixos-pxe: report installed: accepted".to_string(),
+    ] {
+        assert!(serial.lines().any(|l| l == expected), "no line {expected:?} on the console:\n{}", tail(serial));
+    }
+    assert!(common::in_order(serial, &["wrote the completion stamp", "unmounted /mnt/boot", "install complete in ", "report installed: accepted", "rebooting"]), "{}", tail(serial));
+
+    // The reports, as the sink received them: in order, each with the attempt's token.
+    assert_eq!(
+        events,
+        ["started", "step network", "step disk", "step partition", "step unpack", "step configure", "step bootloader", "step finish", "installed"],
+        "{}",
+        tail(serial)
+    );
+    for r in &received {
+        let b = &r.body;
+        assert_eq!((r.method.as_str(), r.path.as_str()), ("POST", "/v1/report"));
+        assert_eq!((b["host"].as_str(), b["generation"].as_u64(), b["attempt"].as_u64(), b["token"].as_str()), (Some("lab1"), Some(3), Some(1), Some(FLEET_TOKEN)), "{b}");
+    }
+    let installed = &received[received.len() - 1].body;
+    assert_eq!(installed["system"].as_str(), Some(system_path("lab1").as_str()), "{installed}");
+
+    // The disk: lab1's system with its overrides, the boot token, the marker, the stamp.
+    let boot_report = "var/lib/nixos-pxe/boot-report.json";
+    let lab1_version = format!("{}/nixos-version", system_path("lab1").trim_start_matches('/'));
+    let lab2_version = format!("{}/nixos-version", system_path("lab2").trim_start_matches('/'));
+    let disk = inspect(&p.disk, &[boot_report, "etc/nixos/networking.nix", &lab1_version, &lab2_version]);
+    assert_eq!(disk.files[&lab1_version], "lab1's system\n");
+    assert!(disk.files[&lab2_version].starts_with("<missing"), "lab2's image was not unpacked");
+    let partitions = disk.table["partitiontable"]["partitions"].as_array().expect("partitions");
+    assert_eq!(partitions[0]["size"].as_u64(), Some(256 * 2048), "lab1's espSizeMiB = 256");
+    let networking = &disk.files["etc/nixos/networking.nix"];
+    assert!(networking.contains("networking.interfaces.\"enp0s3\".ipv4.addresses = [ { address = \"10.42.0.1"), "lab1's networking: {networking}");
+    let token: serde_json::Value = serde_json::from_str(&disk.files[boot_report]).unwrap_or_else(|e| panic!("{boot_report}: {e}: {}", disk.files[boot_report]));
+    assert_eq!(disk.modes.get(boot_report), Some(&0o600), "{boot_report} is root's only");
+    assert_eq!(
+        (token["report"].as_str(), token["host"].as_str(), token["generation"].as_u64(), token["attempt"].as_u64()),
+        (Some(format!("http://{REPORT_ADDRESS}").as_str()), Some("lab1"), Some(3), Some(1))
+    );
+    let boot_token = token["token"].as_str().expect("token");
+    assert_ne!(boot_token, FLEET_TOKEN, "a token of its own");
+    assert_eq!(installed["boot_token_hash"].as_str(), Some(blake3::hash(boot_token.as_bytes()).to_hex().as_str()), "{installed}");
+    let disk_id = run(Command::new("sfdisk").arg("--disk-id").arg(&p.disk));
+    assert_eq!(disk_id.trim().parse::<nixos_pxe_installer::fleet::marker::Guid>(), Ok(nixos_pxe_installer::fleet::marker::disk_guid("lab1", 3)), "{disk_id}");
+    // The ESP is FAT and this machine's kernel has no vfat: mtools reads it from the image.
+    let esp_offset = partitions[0]["start"].as_u64().expect("start") * 512;
+    let stamp = run(Command::new("mtype").env("MTOOLS_SKIP_CHECK", "1").arg("-i").arg(format!("{}@@{esp_offset}", p.disk.display())).arg("::/nixos-pxe/done-lab1-g3"));
+    assert_eq!(stamp, "lab1 generation 3 attempt 1 installed by nixos-pxe\n");
+}
+

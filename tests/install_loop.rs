@@ -1,16 +1,23 @@
 //! The installer's disk steps for real, on loop devices backed by sparse files this test makes:
 //! partition, format, unpack a stand-in image (steps 1-4; steps 5-7 too on a kernel with vfat); the
 //! refusal to touch a disk that holds a file system or a mounted partition; a dry run that writes
-//! nothing anywhere; a missing image that stops before the disk is touched. Never any other device.
+//! nothing anywhere; a missing image that stops before the disk is touched; a fleet host's install
+//! (its image and overrides, the marker GUID on the disk, its own unfinished attempt installed
+//! over, any other marker refused) and its reports to a sink in a network namespace of the
+//! test's. Never any other device.
 //! Needs root (CI runs as root); without it each test fails, or skips loudly with
 //! NIXOS_PXE_ALLOW_SKIP=1 (tests/switches).
 //!
 //! Stand-ins for the NixOS-only programs (nix-store, nix-env, nixos-generate-config, nixos-enter):
 //! small scripts that record their arguments, since NixOS itself cannot run here.
 
+mod common;
+mod report_sink;
 mod switches;
 
+use nixos_pxe_installer::fleet::marker::{self, Guid};
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
@@ -25,8 +32,17 @@ struct Loop {
 }
 
 impl Loop {
+    /// Also starts the watcher that, should the test process be killed (no Drop runs then),
+    /// unmounts what is mounted below `dir`, detaches every loop device over the backing file
+    /// and removes `dir`.
     fn new(dir: &Path, mib: u64) -> Loop {
         let backing = dir.join("disk.img");
+        common::reap_when_this_process_ends(&format!(
+            "awk -v d='{dir}/' 'index($2, d) == 1 {{ print $2 }}' /proc/self/mounts | sort -r | xargs -r -n1 umount -l; \
+             losetup -n -O NAME -j '{backing}' | xargs -r -n1 losetup -d; rm -rf --one-file-system '{dir}'",
+            dir = dir.display(),
+            backing = backing.display()
+        ));
         let f = std::fs::File::create(&backing).expect("create");
         f.set_len(mib << 20).expect("size");
         let out = Command::new("losetup").args(["--find", "--show", "--partscan"]).arg(&backing).output().expect("losetup");
@@ -57,7 +73,15 @@ fn stand_ins(dir: &Path, log: &Path) -> PathBuf {
     let bin = dir.join("stand-in-bin");
     std::fs::create_dir_all(&bin).expect("mkdir");
     let log = log.display();
-    write_exec(&bin.join("nix-store"), &format!("#!/bin/sh\n# stand-in for Nix's nix-store\necho \"nix-store $*\" >> {log}\ncat > {log}.registration\n"));
+    // nix-store runs while the installer has the target mounted: it also records the installer's
+    // mount table and the host's (the test process's), which must not show the target.
+    write_exec(
+        &bin.join("nix-store"),
+        &format!(
+            "#!/bin/sh\n# stand-in for Nix's nix-store\necho \"nix-store $*\" >> {log}\ncat > {log}.registration\n\
+             cat /proc/self/mountinfo > {log}.installer-mounts\ncat \"$NIXOS_PXE_TEST_HOST_MOUNTINFO\" > {log}.host-mounts\n"
+        ),
+    );
     write_exec(&bin.join("nix-env"), &format!("#!/bin/sh\n# stand-in for Nix's nix-env\necho \"nix-env $*\" >> {log}\n"));
     write_exec(
         &bin.join("nixos-generate-config"),
@@ -65,26 +89,34 @@ fn stand_ins(dir: &Path, log: &Path) -> PathBuf {
     );
     write_exec(
         &bin.join("nixos-enter"),
-        &format!("#!/bin/sh\n# stand-in for NixOS's nixos-enter\necho \"nixos-enter $* NIXOS_INSTALL_BOOTLOADER=$NIXOS_INSTALL_BOOTLOADER\" >> {log}\n"),
+        &format!(
+            "#!/bin/sh\n# stand-in for NixOS's nixos-enter\necho \"nixos-enter $* NIXOS_INSTALL_BOOTLOADER=$NIXOS_INSTALL_BOOTLOADER\" >> {log}\n\
+             cat \"$NIXOS_PXE_TEST_HOST_MOUNTINFO\" > {log}.host-mounts-at-bootloader\n"
+        ),
     );
     bin
 }
 
 /// A stand-in system image: a fake system store path, its registration and name.
 fn image(dir: &Path) -> PathBuf {
-    let tree = dir.join("image-tree");
-    let system = tree.join("nix/store/0123456789abcdfghijklmnpqrsvwxyz-nixos-system-test");
-    std::fs::create_dir_all(system.join("bin")).expect("mkdir");
-    write_exec(&system.join("bin/switch-to-configuration"), "#!/bin/sh\necho stand-in\n");
-    std::fs::write(system.join("marker"), "a file of the installed system\n").expect("write");
+    pack_image(dir, &dir.join("system.tar.zst"), SYSTEM)
+}
+
+const SYSTEM: &str = "/nix/store/0123456789abcdfghijklmnpqrsvwxyz-nixos-system-test";
+
+/// Packs a stand-in image of the system `system` (a store path) to `out`.
+fn pack_image(dir: &Path, out: &Path, system: &str) -> PathBuf {
+    let tree = dir.join(format!("image-tree-{}", system.rsplit('-').next().unwrap_or("system")));
+    let store_path = tree.join(system.trim_start_matches('/'));
+    std::fs::create_dir_all(store_path.join("bin")).expect("mkdir");
+    write_exec(&store_path.join("bin/switch-to-configuration"), "#!/bin/sh\necho stand-in\n");
+    std::fs::write(store_path.join("marker"), "a file of the installed system\n").expect("write");
     std::fs::write(tree.join("registration"), "stand-in registration\n").expect("write");
-    std::fs::write(tree.join("system"), "/nix/store/0123456789abcdfghijklmnpqrsvwxyz-nixos-system-test\n").expect("write");
-    let list = tree.join("paths");
-    std::fs::write(&list, format!("{}\n", tree.join("nix").display())).expect("write");
-    let out = dir.join("system.tar.zst");
+    std::fs::write(tree.join("system"), format!("{system}\n")).expect("write");
+    std::fs::create_dir_all(out.parent().expect("parent")).expect("mkdir");
     let status = Command::new(env!("CARGO_BIN_EXE_nixos-pxe"))
         .args(["pack", "--compression", "zstd", "--out"])
-        .arg(&out)
+        .arg(out)
         .arg("--file")
         .arg(format!("nix={}", tree.join("nix").display()))
         .arg("--file")
@@ -94,7 +126,7 @@ fn image(dir: &Path) -> PathBuf {
         .status()
         .expect("pack");
     assert!(status.success());
-    out
+    out.to_path_buf()
 }
 
 fn config(dir: &Path, device: &str, extra: &str) -> PathBuf {
@@ -119,22 +151,57 @@ fn lease(dir: &Path) -> PathBuf {
     file
 }
 
+/// Stand-in firmware for the installer: a private mount namespace (nothing it mounts reaches
+/// the host, efivarfs on /sys included) with a tmpfs on /sys/firmware holding efi/efivars and one
+/// variable, as a UEFI-booted machine shows them; the host's own firmware (often none here) plays
+/// no part. The installer, a child of this test, is killed if the test process dies.
+const STAND_IN_FIRMWARE: &str = "mount -t tmpfs stand-in-firmware /sys/firmware; mkdir -p /sys/firmware/efi/efivars; \
+     printf 'stand-in' > /sys/firmware/efi/efivars/BootOrder-8be4df61-93ca-11d2-aa0d-00e098032b8c; exec \"$@\"";
+
 fn install(dir: &Path, config: &Path, image: &Path, bin: &Path, extra: &[&str]) -> Output {
+    let mut args: Vec<String> = vec!["--image".into(), image.display().to_string()];
+    args.extend(extra.iter().map(|a| a.to_string()));
+    installer(None, dir, config, bin, &args)
+}
+
+/// Runs the installer with `args`, inside the network namespace `netns` if given. The kernel
+/// command line is a file of the test's (a plain single-installer one unless `args` has
+/// --cmdline), never this machine's.
+fn installer(netns: Option<&str>, dir: &Path, config: &Path, bin: &Path, args: &[String]) -> Output {
     let path = format!("{}:{}", bin.display(), std::env::var("PATH").unwrap_or_default());
-    Command::new(env!("CARGO_BIN_EXE_nixos-pxe"))
-        .arg("install")
-        .arg("--config")
-        .arg(config)
-        .arg("--image")
-        .arg(image)
+    // In the network namespace `netns` if given, then in a private mount namespace with the
+    // stand-in firmware.
+    let mut command = match netns {
+        Some(ns) => {
+            let mut c = Command::new("ip");
+            c.args(["netns", "exec", ns, "unshare"]);
+            c
+        }
+        None => Command::new("unshare"),
+    };
+    command.args(["--mount", "--propagation", "private", "sh", "-ec", STAND_IN_FIRMWARE, "stand-in-firmware"]);
+    // SAFETY: prctl(2) is async-signal-safe; it only sets this child's parent-death signal.
+    unsafe {
+        command.pre_exec(|| {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) == 0 { Ok(()) } else { Err(std::io::Error::last_os_error()) }
+        });
+    }
+    command.arg(env!("CARGO_BIN_EXE_nixos-pxe")).arg("install").arg("--config").arg(config);
+    if !args.iter().any(|a| a == "--cmdline") {
+        let plain = dir.join("cmdline");
+        std::fs::write(&plain, "BOOT_IMAGE=(tftp)/nixos/bzImage console=ttyS0,115200n8 ip=:::::eth0:dhcp: root=/dev/nfs init=/init\n").expect("write");
+        command.arg("--cmdline").arg(plain);
+    }
+    command
         .arg("--target")
         .arg(dir.join("disk.mnt"))
         .arg("--lease-json")
         .arg(lease(dir))
         .arg("--resolv-conf")
         .arg(dir.join("resolv.conf"))
-        .args(extra)
+        .args(args)
         .env("PATH", path)
+        .env("NIXOS_PXE_TEST_HOST_MOUNTINFO", format!("/proc/{}/mountinfo", std::process::id()))
         .output()
         .expect("run the installer")
 }
@@ -241,8 +308,17 @@ fn partitions_formats_and_unpacks_on_a_loop_device() {
     let disk = Loop::new(dir.path(), 2048);
     let log = dir.path().join("stand-ins.log");
     let bin = stand_ins(dir.path(), &log);
+    let host_before = common::HostState::now();
     let out = install(dir.path(), &config(dir.path(), &disk.device, ""), &image(dir.path()), &bin, &[]);
     let stdout = String::from_utf8_lossy(&out.stdout);
+    // The installer's mounts stayed in its own mount namespace: while it had the target mounted
+    // (when nix-store ran) the host's mount table did not show it, and nothing of the host's
+    // changed (efivarfs on /sys among what is compared).
+    let target = format!(" {}/disk.mnt ", dir.path().display());
+    let seen = |suffix: &str| std::fs::read_to_string(format!("{}.{suffix}", log.display())).unwrap_or_else(|e| format!("<{suffix}: {e}>"));
+    assert!(seen("installer-mounts").contains(&target), "the installer's mounts:\n{}", seen("installer-mounts"));
+    assert!(!seen("host-mounts").contains(&target) && !seen("host-mounts").starts_with('<'), "the host's mounts:\n{}", seen("host-mounts"));
+    host_before.assert_unchanged("the installer");
     let vfat = std::fs::read_to_string("/proc/filesystems").expect("/proc/filesystems").lines().any(|l| l.split_whitespace().last() == Some("vfat"));
     let steps: &[&str] = if vfat { &["network", "disk", "partition", "unpack", "configure", "bootloader", "finish"] } else { &["network", "disk", "partition", "unpack"] };
     for (i, step) in steps.iter().enumerate() {
@@ -310,6 +386,9 @@ fn partitions_formats_and_unpacks_on_a_loop_device() {
         assert!(networking.contains("networking.useDHCP = false;"), "{networking}");
         assert!(hardware, "hardware-configuration.nix");
         assert!(calls.contains("-- /nix/var/nix/profiles/system/bin/switch-to-configuration boot NIXOS_INSTALL_BOOTLOADER=1"), "{calls}");
+        assert!(stdout.contains("EFI variables reachable in /sys/firmware/efi/efivars"), "{stdout}");
+        let host = seen("host-mounts-at-bootloader");
+        assert!(!host.starts_with('<') && !host.contains("efivarfs") && !host.contains(" /sys/firmware"), "the host's mounts at the bootloader step:\n{host}");
     } else {
         assert!(networking.starts_with("<etc/nixos/networking.nix: "), "step 5 did not run: {networking}");
         assert!(!calls.contains("nixos-generate-config") && !calls.contains("nixos-enter"), "{calls}");
@@ -455,3 +534,285 @@ fn a_missing_image_stops_at_step_2_with_the_disk_unchanged() {
     assert_eq!(std::fs::read_to_string(dir.path().join("resolv.conf")).expect("resolv.conf"), RESOLV_CONF);
     assert!(!log.exists(), "no stand-in ran");
 }
+
+// ---- A fleet host's install ----
+
+const WEB_SYSTEM: &str = "/nix/store/0123456789abcdfghijklmnpqrsvwxyz-nixos-system-web1";
+const DB_SYSTEM: &str = "/nix/store/zyxwvsrqpnmlkjihgfdcba9876543210-nixos-system-db1";
+const WEB_MAC: &str = "52:54:00:00:00:a1";
+/// The attempt's token as serve would put it on the command line (43 URL-safe base64 characters).
+const TOKEN: &str = "T0k3n-of-attempt-2_for-web1-generation-3xyz";
+
+/// A fleet's config.json beside both hosts' images (systems/web.tar.zst, systems/db.tar.zst, as
+/// lib.mkFleet lays them out): web1 is generation 3 and overrides the ESP size, db1 is generation 1.
+fn fleet_config(dir: &Path, device: &str) -> PathBuf {
+    pack_image(dir, &dir.join("systems/web.tar.zst"), WEB_SYSTEM);
+    pack_image(dir, &dir.join("systems/db.tar.zst"), DB_SYSTEM);
+    let file = dir.join("config.json");
+    let config = serde_json::json!({
+        "nfsroot": { "bootLoader": { "efinetDHCPInterface": "auto", "linuxPnPInterface": "auto" } },
+        "customInstaller": { "rootDevice": device, "swapSizeMiB": 64, "networking": { "useDHCP": false, "staticInterfaceFromDHCP": "enp1s0" } },
+        "fleet": { "hosts": {
+            "web1": { "macs": [WEB_MAC], "generation": 3, "target": { "directory": "/srv/fleet/web" },
+                      "customInstaller": { "espSizeMiB": 256 }, "image": "systems/web.tar.zst" },
+            "db1": { "macs": ["52:54:00:00:0b:01"], "generation": 1, "target": { "flake": "/srv/fleet#db1" }, "image": "systems/db.tar.zst" },
+        } },
+    });
+    std::fs::write(&file, serde_json::to_string_pretty(&config).expect("json")).expect("write");
+    file
+}
+
+/// The kernel command line of web1's generation 3, as its per-host GRUB file writes it, plus `more`.
+fn fleet_cmdline(dir: &Path, more: &str) -> String {
+    let file = dir.join("fleet-cmdline");
+    std::fs::write(
+        &file,
+        format!("BOOT_IMAGE=(tftp)/nixos/bzImage console=ttyS0,115200n8 ip=dhcp root=/dev/nfs init=/init nixos-pxe.host=web1 nixos-pxe.generation=3{more} nixos-pxe.mac={WEB_MAC}\n"),
+    )
+    .expect("write");
+    file.display().to_string()
+}
+
+/// The installer of web1 (no --image: the host's own), in `netns` if given.
+fn install_fleet(netns: Option<&str>, dir: &Path, config: &Path, bin: &Path, cmdline: &str) -> Output {
+    installer(netns, dir, config, bin, &["--cmdline".to_string(), cmdline.to_string()])
+}
+
+/// Writes a partition table with `script` to `device` (and has the kernel read it).
+fn sfdisk(device: &str, script: &str) {
+    let mut child = Command::new("sfdisk").args(["--quiet", device]).stdin(std::process::Stdio::piped()).spawn().expect("sfdisk");
+    std::io::Write::write_all(child.stdin.as_mut().expect("stdin"), script.as_bytes()).expect("write");
+    assert!(child.wait().expect("sfdisk").success(), "sfdisk {device} <<< {script}");
+    run(Command::new("partx").args(["-u", device]));
+}
+
+/// The disk's GPT disk GUID, as sfdisk reads it.
+fn disk_id(device: &str) -> Guid {
+    let text = run(Command::new("sfdisk").arg("--disk-id").arg(device));
+    text.trim().parse().unwrap_or_else(|e| panic!("sfdisk --disk-id {device}: {e}"))
+}
+
+/// The installer's console line that starts with `start`.
+fn line_starting<'a>(stdout: &'a str, start: &str) -> &'a str {
+    stdout.lines().find(|l| l.starts_with(start)).unwrap_or_default()
+}
+
+fn has_vfat() -> bool {
+    std::fs::read_to_string("/proc/filesystems").expect("/proc/filesystems").lines().any(|l| l.split_whitespace().last() == Some("vfat"))
+}
+
+/// The steps a fleet install finishes here: all seven on a kernel with vfat; otherwise steps
+/// 1-4, then step 5 stops at the ESP (the QEMU end-to-end test proves 5-7, and the stamp).
+fn check_steps(stdout: &str, disk: &Loop, dir: &Path) {
+    let steps: &[&str] = if has_vfat() { &["network", "disk", "partition", "unpack", "configure", "bootloader", "finish"] } else { &["network", "disk", "partition", "unpack"] };
+    for (i, step) in steps.iter().enumerate() {
+        assert!(stdout.contains(&format!("nixos-pxe: step {}/7 {step} done in ", i + 1)), "{stdout}");
+    }
+    if !has_vfat() {
+        assert_eq!(
+            failed_line(stdout),
+            format!("nixos-pxe: install FAILED at step 5/7 (configure): mounting {}p1 (vfat) on {}/boot: No such device (os error 19)", disk.device, dir.join("disk.mnt").display()),
+            "{stdout}"
+        );
+    }
+}
+
+/// web1's install on an empty disk: the host's own image (not db1's, not system.tar.zst), its
+/// ESP size, and the GPT disk GUID that marks the disk as web1's generation 3.
+#[test]
+fn a_fleet_host_installs_its_own_image_with_its_overrides_and_its_marker() {
+    if !can_run() {
+        return;
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let disk = Loop::new(dir.path(), 2048);
+    let log = dir.path().join("stand-ins.log");
+    let bin = stand_ins(dir.path(), &log);
+    let config = fleet_config(dir.path(), &disk.device);
+    let out = install_fleet(None, dir.path(), &config, &bin, &fleet_cmdline(dir.path(), ""));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let guid = marker::disk_guid("web1", 3);
+    let (c, d) = (config.display(), dir.path().display());
+    for line in [
+        format!("nixos-pxe: fleet host web1, generation 3: its customInstaller and image (from the kernel command line and {c})"),
+        "nixos-pxe: no reports: the kernel command line has no nixos-pxe.report= (a per-host file of nixos-pxe render, not serve)".to_string(),
+        format!("nixos-pxe: installing from {d}/systems/web.tar.zst with {c}"),
+        format!("nixos-pxe: the GPT disk GUID will be {guid}, the marker of web1's install of generation 3"),
+        format!("nixos-pxe: {} holds no partition table or file system: it will be partitioned", disk.device),
+    ] {
+        assert!(stdout.lines().any(|l| l == line), "no line {line:?} in:\n{stdout}");
+    }
+    check_steps(&stdout, &disk, dir.path());
+    assert_eq!(disk_id(&disk.device), guid, "the marker is the disk's GUID");
+    let table: serde_json::Value = serde_json::from_str(&run(Command::new("sfdisk").arg("--json").arg(&disk.device))).expect("json");
+    assert_eq!(table["partitiontable"]["partitions"][0]["size"].as_u64(), Some(256 * 2048), "web1's espSizeMiB = 256");
+    let check = TestMount::new(&format!("{}p2", disk.device), &dir.path().join("check"), "ro");
+    let web = check.0.join(WEB_SYSTEM.trim_start_matches('/')).join("marker").exists();
+    let db = check.0.join(DB_SYSTEM.trim_start_matches('/')).exists();
+    drop(check);
+    assert!(web && !db, "web1's image was unpacked (web {web}, db {db})");
+    let calls = std::fs::read_to_string(&log).expect("stand-in log");
+    assert!(calls.contains(&format!("--set {WEB_SYSTEM}")), "{calls}");
+}
+
+/// A disk that carries web1's marker for generation 3 is web1's own unfinished attempt: with
+/// wipe = "if-empty" it is installed over, and says so.
+#[test]
+fn this_hosts_unfinished_attempt_is_installed_over() {
+    if !can_run() {
+        return;
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let disk = Loop::new(dir.path(), 2048);
+    let guid = marker::disk_guid("web1", 3);
+    // What an attempt that was cut off after partitioning leaves: the marked table, a file system.
+    sfdisk(&disk.device, &format!("label: gpt\nlabel-id: {guid}\nsize=100MiB, name=ESP\nsize=500MiB, name=nixos\n"));
+    run(Command::new("mkfs.ext4").args(["-q", "-L", "attempt1"]).arg(format!("{}p2", disk.device)));
+    let before = disk.sha256();
+    let log = dir.path().join("stand-ins.log");
+    let bin = stand_ins(dir.path(), &log);
+    let config = fleet_config(dir.path(), &disk.device);
+    let out = install_fleet(None, dir.path(), &config, &bin, &fleet_cmdline(dir.path(), ""));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let d = &disk.device;
+    assert_eq!(
+        line_starting(&stdout, &format!("nixos-pxe: {d} (2.0 GiB) holds")),
+        format!(
+            "nixos-pxe: {d} (2.0 GiB) holds a GPT partition table (at byte 512), an MBR partition table (at byte 510), a backup GPT header \
+             (at byte 2147483136), and its GPT disk GUID {guid} marks it as web1's install of generation 3: an earlier attempt of this \
+             install that did not finish. Installing over it (customInstaller.wipe = \"if-empty\" takes this host's own unfinished attempt)"
+        ),
+        "{stdout}"
+    );
+    check_steps(&stdout, &disk, dir.path());
+    assert_ne!(disk.sha256(), before, "the disk was installed over");
+    assert_eq!(disk_id(d), guid, "and marked again");
+    let labels = run(Command::new("blkid").args(["-o", "export"]).arg(format!("{d}p2")));
+    assert!(labels.contains("LABEL=nixos") && !labels.contains("attempt1"), "{labels}");
+}
+
+/// A disk marked for another host, or for another generation of this host, is refused like
+/// any other used disk, saying whose marker it carries; not one byte changes.
+#[test]
+fn a_disk_marked_for_another_host_or_generation_is_refused_unchanged() {
+    if !can_run() {
+        return;
+    }
+    let cases = [
+        ("db1", 1, "marks it as fleet host db1's install of generation 1: another host's disk, not web1's."),
+        ("web1", 2, "marks it as web1's install of generation 2, not of generation 3 that this is: an earlier generation's disk, installed or not."),
+    ];
+    for (host, generation, whose) in cases {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let disk = Loop::new(dir.path(), 2048);
+        let guid = marker::disk_guid(host, generation);
+        sfdisk(&disk.device, &format!("label: gpt\nlabel-id: {guid}\nsize=100MiB, name=ESP\nsize=500MiB, name=nixos\n"));
+        let before = disk.sha256();
+        let log = dir.path().join("stand-ins.log");
+        let bin = stand_ins(dir.path(), &log);
+        let config = fleet_config(dir.path(), &disk.device);
+        let out = install_fleet(None, dir.path(), &config, &bin, &fleet_cmdline(dir.path(), ""));
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        let d = &disk.device;
+        assert_eq!(out.status.code(), Some(1), "{stdout}");
+        assert_eq!(
+            failed_line(&stdout),
+            format!(
+                "nixos-pxe: install FAILED at step 2/7 (disk): {d} (2.0 GiB) is not empty: it holds a GPT partition table (at byte 512), \
+                 an MBR partition table (at byte 510), a backup GPT header (at byte 2147483136). Its GPT disk GUID {guid} {whose} \
+                 Nothing was written. To install over it, set fleet.hosts.web1.customInstaller.wipe = \"always\", or clear it first (wipefs -a {d})"
+            ),
+            "{host} {generation}: {stdout}"
+        );
+        assert!(!stdout.contains("step 3/7"), "{stdout}");
+        assert_eq!(disk.sha256(), before, "{host} {generation}: the disk is unchanged");
+        assert!(!log.exists(), "no stand-in ran");
+    }
+}
+
+/// The reports of a served install reach the report address: `started`, each step as it
+/// starts, then `failed` (step 5 on a kernel without vfat, with the error and the console's last
+/// lines) or `installed` (with the system and the hash of the boot token left on the disk); each
+/// carries the host, generation, attempt and token, and its outcome is on the console.
+#[test]
+fn reports_reach_the_report_address_with_the_attempts_token() {
+    if !can_run() {
+        return;
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let netns = report_sink::Netns::new("loop-reports");
+    let sink = report_sink::Sink::start(&netns.0, "127.0.0.1:0", report_sink::accept_all);
+    let disk = Loop::new(dir.path(), 2048);
+    let log = dir.path().join("stand-ins.log");
+    let bin = stand_ins(dir.path(), &log);
+    let config = fleet_config(dir.path(), &disk.device);
+    let served = format!(" nixos-pxe.attempt=2 nixos-pxe.token={TOKEN} nixos-pxe.report=http://{}", sink.address);
+    let out = install_fleet(Some(&netns.0), dir.path(), &config, &bin, &fleet_cmdline(dir.path(), &served));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let vfat = has_vfat();
+    check_steps(&stdout, &disk, dir.path());
+    let mut expected = vec!["started", "step network", "step disk", "step partition", "step unpack", "step configure"];
+    expected.extend(if vfat { &["step bootloader", "step finish", "installed"][..] } else { &["failed"][..] });
+    assert_eq!(sink.events(), expected, "{stdout}");
+    for what in ["started", "step network", "step unpack", if vfat { "installed" } else { "failed" }] {
+        let line = format!("nixos-pxe: report {what}: accepted");
+        assert!(stdout.lines().any(|l| l == line), "no line {line:?} in:\n{stdout}");
+    }
+    assert!(stdout.contains(&format!("nixos-pxe: reporting to http://{}/v1/report as web1 generation 3 attempt 2\n", sink.address)), "{stdout}");
+    let received = sink.received();
+    for r in &received {
+        assert_eq!((r.method.as_str(), r.path.as_str(), r.content_type.as_deref()), ("POST", "/v1/report", Some("application/json")));
+        let b = &r.body;
+        assert_eq!((b["host"].as_str(), b["generation"].as_u64(), b["attempt"].as_u64(), b["token"].as_str()), (Some("web1"), Some(3), Some(2), Some(TOKEN)), "{b}");
+    }
+    assert_eq!(received[3].body["message"], "step 3/7 partition");
+    let last = &received[received.len() - 1].body;
+    if vfat {
+        assert_eq!(last["system"], WEB_SYSTEM);
+        let check = TestMount::new(&format!("{}p2", disk.device), &dir.path().join("check"), "ro");
+        let boot: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(check.0.join("var/lib/nixos-pxe/boot-report.json")).expect("boot-report.json")).expect("json");
+        drop(check);
+        let token = boot["token"].as_str().expect("token");
+        assert_eq!(last["boot_token_hash"].as_str(), Some(blake3::hash(token.as_bytes()).to_hex().as_str()));
+    } else {
+        let target = dir.path().join("disk.mnt");
+        let error = format!("mounting {}p1 (vfat) on {}/boot: No such device (os error 19)", disk.device, target.display());
+        assert_eq!((last["step"].as_str(), last["message"].as_str()), (Some("configure"), Some(error.as_str())), "{last}");
+        let tail: Vec<&str> = last["log_tail"].as_str().expect("log_tail").lines().collect();
+        // The console's last lines, in order, ending with the failure; at most 50.
+        let console: Vec<&str> = stdout.lines().collect();
+        let failed_at = console.iter().position(|l| l.starts_with("nixos-pxe: install FAILED")).expect("failed line");
+        assert_eq!(tail, console[failed_at + 1 - tail.len()..=failed_at], "{last}");
+        assert!(tail.len() <= 50 && tail.contains(&"nixos-pxe: step 5/7 configure"), "{tail:?}");
+    }
+}
+
+/// serve's "no" (here 409: the attempt is not the host's latest) is said on the console and not
+/// retried, and the install goes on: a report never decides the install.
+#[test]
+fn a_refused_report_is_not_retried_and_the_install_goes_on() {
+    if !can_run() {
+        return;
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let netns = report_sink::Netns::new("loop-refused");
+    let sink = report_sink::Sink::start(&netns.0, "127.0.0.1:0", |_| (409, "Conflict", "attempt 2 is not web1's latest (3)\n".into()));
+    let disk = Loop::new(dir.path(), 2048);
+    let bin = stand_ins(dir.path(), &dir.path().join("stand-ins.log"));
+    let config = fleet_config(dir.path(), &disk.device);
+    let served = format!(" nixos-pxe.attempt=2 nixos-pxe.token={TOKEN} nixos-pxe.report=http://{}", sink.address);
+    let out = install_fleet(Some(&netns.0), dir.path(), &config, &bin, &fleet_cmdline(dir.path(), &served));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    check_steps(&stdout, &disk, dir.path());
+    assert_eq!(
+        line_starting(&stdout, "nixos-pxe: report started:"),
+        "nixos-pxe: report started: refused (409 Conflict: attempt 2 is not web1's latest (3)): serve has moved on from this attempt \
+         (a newer attempt or generation of this host); not retried"
+    );
+    let events = sink.events();
+    let mut once = events.clone();
+    once.dedup();
+    assert_eq!(events, once, "each report was sent once");
+    assert_eq!(events.len(), if has_vfat() { 9 } else { 7 }, "{events:?}");
+}
+

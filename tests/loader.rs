@@ -1,12 +1,18 @@
-//! `nixos-pxe mk-bootloader` with Debian's GRUB (grub-efi-amd64-bin): a PE32+ EFI application
-//! with grub.cfg embedded, small, and grub.cfg beside it.
+//! `nixos-pxe mk-bootloader` with Debian's GRUB (grub-efi-amd64-bin, grub-pc-bin): a PE32+ EFI
+//! application with grub.cfg embedded, small, and grub.cfg beside it; with `--grub-bios-lib` also
+//! bios.0, a PXE network boot program for legacy BIOS, and grub-bios.cfg.
 
 use std::path::Path;
 use std::process::Command;
 
 const GRUB_LIB: &str = "/usr/lib/grub/x86_64-efi";
+const GRUB_BIOS_LIB: &str = "/usr/lib/grub/i386-pc";
 
 fn mk_bootloader(config: &str, grub_lib: &str, out: &Path) -> std::process::Output {
+    mk_bootloader_with(config, grub_lib, &[], out)
+}
+
+fn mk_bootloader_with(config: &str, grub_lib: &str, extra: &[&str], out: &Path) -> std::process::Output {
     Command::new(env!("CARGO_BIN_EXE_nixos-pxe"))
         .args([
             "mk-bootloader",
@@ -16,8 +22,9 @@ fn mk_bootloader(config: &str, grub_lib: &str, out: &Path) -> std::process::Outp
             config,
             "--grub-lib",
             grub_lib,
-            "--out",
         ])
+        .args(extra)
+        .arg("--out")
         .arg(out)
         .current_dir(env!("CARGO_MANIFEST_DIR"))
         .output()
@@ -208,4 +215,133 @@ fn a_failing_grub_mkimage_keeps_its_stderr() {
         "nothing left in {}: {left:?}",
         out.display()
     );
+}
+
+/// A fleet's bootx64.efi: grub.cfg loads each machine's own configuration at run time, so the
+/// image holds the modules of every kind of per-host file (install over TFTP or HTTP, local boot
+/// by chainloading an ESP's loader or exiting to the firmware, hold); none can be loaded later.
+#[test]
+fn a_fleet_image_holds_the_modules_of_every_per_host_file() {
+    let out = tempfile::tempdir().expect("tempdir");
+    let result = mk_bootloader("examples/fleet/installer.nix", GRUB_LIB, out.path());
+    assert!(
+        result.status.success(),
+        "{}",
+        String::from_utf8_lossy(&result.stderr)
+    );
+    let stdout = String::from_utf8_lossy(&result.stdout);
+    let modules: Vec<&str> = stdout
+        .split("GRUB modules: ")
+        .nth(1)
+        .and_then(|rest| rest.split(')').next())
+        .expect("the module list")
+        .split(' ')
+        .collect();
+    for needed in [
+        "configfile",
+        "search",
+        "chain",
+        "minicmd",
+        "part_gpt",
+        "fat",
+        "http",
+        "tftp",
+        "linux",
+        "test",
+    ] {
+        assert!(modules.contains(&needed), "{needed} in {modules:?}");
+    }
+    let cfg = std::fs::read_to_string(out.path().join("grub.cfg")).expect("grub.cfg");
+    assert!(
+        cfg.contains("configfile (tftp)/nixos-pxe/hosts/mac-$net_default_mac.cfg"),
+        "{cfg}"
+    );
+    assert!(!cfg.contains("net_bootp"), "auto: no second DHCP: {cfg}");
+    let image = std::fs::read(out.path().join("bootx64.efi")).expect("read image");
+    assert!(image.len() < 1024 * 1024, "{} bytes", image.len());
+}
+
+/// `fleet.unknownHosts = "hold"`: grub.cfg waits for Enter (`read`), so the read module is in.
+#[test]
+fn a_holding_fleet_image_can_wait_for_a_key() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = dir.path().join("fleet.nix");
+    let example =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/examples/fleet/installer.nix"))
+            .expect("example")
+            .replace("unknownHosts = \"local-boot\";", "unknownHosts = \"hold\";")
+            .replace(
+                "./hosts/web;",
+                concat!(env!("CARGO_MANIFEST_DIR"), "/examples/fleet/hosts/web;"),
+            );
+    assert!(example.contains("\"hold\""));
+    std::fs::write(&config, example).expect("write");
+    let result = mk_bootloader(config.to_str().expect("utf-8"), GRUB_LIB, &dir.path().join("out"));
+    assert!(
+        result.status.success(),
+        "{}",
+        String::from_utf8_lossy(&result.stderr)
+    );
+    assert!(
+        String::from_utf8_lossy(&result.stdout).contains(" read "),
+        "{}",
+        String::from_utf8_lossy(&result.stdout)
+    );
+}
+
+fn names(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .map(|d| d.map(|e| e.expect("entry").file_name().to_string_lossy().into_owned()).collect())
+        .unwrap_or_default();
+    names.sort();
+    names
+}
+
+/// bios.0 is what a BIOS PXE ROM runs: pxeboot.img once (its jump to 0x8200 must land in the
+/// core's decompressor, behind diskboot.img), and no Multiboot header for iPXE to find in the
+/// first 8 KiB (iPXE would start it as a Multiboot kernel, without the PXE stack GRUB needs).
+/// Both mistakes were made by the first probe and left GRUB silent (see src/loader.rs).
+#[test]
+fn builds_bios_0_as_a_pxe_boot_program() {
+    for lib in [GRUB_LIB, GRUB_BIOS_LIB] {
+        assert!(Path::new(lib).join("moddep.lst").exists(), "{lib} missing: apt-get install grub-efi-amd64-bin grub-pc-bin");
+    }
+    let out = tempfile::tempdir().expect("tempdir");
+    let result = mk_bootloader_with("examples/seed/installer.nix", GRUB_LIB, &["--grub-bios-lib", GRUB_BIOS_LIB], out.path());
+    assert!(result.status.success(), "{}", String::from_utf8_lossy(&result.stderr));
+    assert_eq!(names(out.path()), ["bios.0", "bootx64.efi", "grub-bios.cfg", "grub.cfg"]);
+
+    let image = std::fs::read(out.path().join("bios.0")).expect("read bios.0");
+    let pxeboot = std::fs::read(Path::new(GRUB_BIOS_LIB).join("pxeboot.img")).expect("pxeboot.img");
+    let diskboot = std::fs::read(Path::new(GRUB_BIOS_LIB).join("diskboot.img")).expect("diskboot.img");
+    assert_eq!(&image[..pxeboot.len()], &pxeboot[..], "bios.0 starts with pxeboot.img");
+    // diskboot.img follows, its code unchanged (grub-mkimage patches only the block list at its end).
+    assert!(image[pxeboot.len()..pxeboot.len() + 256] == diskboot[..256], "not diskboot.img after pxeboot.img (a second pxeboot.img?)");
+    let multiboot = 0x1BAD_B002u32.to_le_bytes();
+    let header = image[..8192].chunks_exact(4).position(|w| w == multiboot);
+    assert_eq!(header, None, "a Multiboot magic in the first 8 KiB of bios.0");
+    // The i386-pc core is loaded below 0x78000 (grub-mkimage refuses bigger ones); a minimal one is far below.
+    assert!(image.len() < 256 * 1024, "a minimal bios.0 is well under 256 KiB, got {} bytes", image.len());
+
+    let cfg = std::fs::read_to_string(out.path().join("grub-bios.cfg")).expect("grub-bios.cfg");
+    assert!(cfg.contains("insmod pxe\n") && cfg.contains("net_bootp pxe;") && !cfg.contains("efi"), "{cfg}");
+    let stdout = String::from_utf8_lossy(&result.stdout);
+    let bios_modules = stdout.lines().find(|l| l.contains("bios.0 (")).expect("bios.0's line");
+    for module in [" pxe ", " memdisk ", " tar ", " normal ", " linux "] {
+        assert!(bios_modules.contains(module), "{module}: {bios_modules}");
+    }
+    assert!(!bios_modules.contains("efi"), "{bios_modules}");
+}
+
+/// The EFI modules given as --grub-bios-lib: refused with what to pass, and nothing written, not
+/// even the EFI image that could have been built.
+#[test]
+fn a_wrong_bios_module_directory_is_named_and_nothing_is_written() {
+    let out = tempfile::tempdir().expect("tempdir");
+    let target = out.path().join("result");
+    let result = mk_bootloader_with("examples/seed/installer.nix", GRUB_LIB, &["--grub-bios-lib", GRUB_LIB], &target);
+    assert_eq!(result.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&result.stderr);
+    assert!(err.contains("holds GRUB modules for x86_64-efi, not i386-pc") && err.contains("/usr/lib/grub/i386-pc (Debian: grub-pc-bin)"), "{err}");
+    assert!(!target.exists(), "{:?}", names(&target));
 }

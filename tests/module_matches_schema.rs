@@ -1,7 +1,10 @@
 //! nix/module.nix must declare exactly the options of src/schema.rs, with the same types and
 //! defaults: the Nix side and the tool read one schema. Parsed with rnix, so no Nix is needed.
+//! An attribute set of submodules (`fleet.hosts = mkOption { type = types.attrsOf
+//! (types.submodule { options = ...; }); }`) is the schema's `<name>` segment; a default that is
+//! the top-level option's value (`default = cfg.customInstaller.wipe;`) is its `Default::Inherit`.
 
-use nixos_pxe_installer::schema::{self, OPTIONS};
+use nixos_pxe_installer::schema::{self, Default, NAME, OPTIONS};
 use rnix::ast::{self, HasEntry};
 use rowan::ast::AstNode;
 use serde_json::Value;
@@ -12,7 +15,15 @@ const MODULE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/nix/module.nix");
 /// An option found in the module: its type expression as text and its default as a value.
 struct Declared {
     ty: String,
-    default: Result<Value, String>,
+    default: Result<DefaultValue, String>,
+    description: Result<Value, String>,
+}
+
+/// A default as the module writes it: a literal, or another option's value (`cfg.a.b`).
+#[derive(Debug, PartialEq)]
+enum DefaultValue {
+    Literal(Value),
+    Inherit(String),
 }
 
 /// The `mkOption` declarations under `options = { ... }` of a module's text, by dotted path.
@@ -61,6 +72,17 @@ fn walk(set: &ast::AttrSet, prefix: &mut Vec<String>, found: &mut BTreeMap<Strin
         prefix.extend(path);
         match entry.value().expect("value") {
             ast::Expr::AttrSet(inner) => walk(&inner, prefix, found),
+            ast::Expr::Apply(apply) if submodule_options(&apply).is_some() => {
+                let (options, default) = submodule_options(&apply).expect("checked");
+                let name = prefix.join(".");
+                assert_eq!(
+                    default.as_deref(),
+                    Some("{ }"),
+                    "{name}: an attribute set of submodules defaults to {{ }}"
+                );
+                prefix.push(NAME.to_string());
+                walk(&options, prefix, found);
+            }
             ast::Expr::Apply(apply)
                 if apply
                     .lambda()
@@ -97,13 +119,56 @@ fn walk(set: &ast::AttrSet, prefix: &mut Vec<String>, found: &mut BTreeMap<Strin
                     .syntax()
                     .text()
                     .to_string();
-                let default = value_of(&field("default").unwrap_or_else(|| missing("default")));
-                found.insert(name, Declared { ty, default });
+                let default = default_of(&field("default").unwrap_or_else(|| missing("default")));
+                let description = value_of(&field("description").unwrap_or_else(|| missing("description")));
+                found.insert(name, Declared { ty, default, description });
             }
             other => panic!("{}: unexpected {}", prefix.join("."), other.syntax().text()),
         }
         prefix.truncate(depth);
     }
+}
+
+/// For `mkOption { type = types.attrsOf (types.submodule { options = { ... }; }); default = ...; }`:
+/// the submodule's options and the default's text.
+fn submodule_options(apply: &ast::Apply) -> Option<(ast::AttrSet, Option<String>)> {
+    if apply.lambda()?.syntax().text() != "mkOption" {
+        return None;
+    }
+    let ast::Expr::AttrSet(args) = apply.argument()? else { return None };
+    let field = |name: &str| args.attrpath_values().find(|e| path_of(e) == [name]).and_then(|e| e.value());
+    let mut ty = field("type")?;
+    while let ast::Expr::Paren(p) = ty {
+        ty = p.expr()?;
+    }
+    let ast::Expr::Apply(attrs_of) = ty else { return None };
+    if attrs_of.lambda()?.syntax().text() != "types.attrsOf" {
+        return None;
+    }
+    let mut sub = attrs_of.argument()?;
+    while let ast::Expr::Paren(p) = sub {
+        sub = p.expr()?;
+    }
+    let ast::Expr::Apply(submodule) = sub else { return None };
+    if submodule.lambda()?.syntax().text() != "types.submodule" {
+        return None;
+    }
+    let ast::Expr::AttrSet(module) = submodule.argument()? else { return None };
+    let options = module.attrpath_values().find(|e| path_of(e) == ["options"]).and_then(|e| e.value())?;
+    let ast::Expr::AttrSet(options) = options else { return None };
+    Some((options, field("default").map(|d| d.syntax().text().to_string())))
+}
+
+/// A default: `cfg.PATH` (the module's name for its own config) is another option's value,
+/// anything else must be a literal.
+fn default_of(expr: &ast::Expr) -> Result<DefaultValue, String> {
+    if let ast::Expr::Select(select) = expr {
+        let text = select.syntax().text().to_string();
+        if let Some(path) = text.strip_prefix("cfg.") {
+            return Ok(DefaultValue::Inherit(path.to_string()));
+        }
+    }
+    value_of(expr).map(DefaultValue::Literal)
 }
 
 /// The value of a default written as a literal: a string, an integer, true/false/null, or a list
@@ -163,7 +228,8 @@ fn normalize(ty: &str) -> String {
 fn disagreements(text: &str) -> Vec<String> {
     let declared = module_options(text);
     let mut problems = Vec::new();
-    for option in OPTIONS {
+    // An option only the JSON form may set (a host's image, written by lib.mkFleet) is not one.
+    for option in OPTIONS.iter().filter(|o| !o.json_only) {
         let Some(d) = declared.get(option.path) else {
             problems.push(format!(
                 "{}: in src/schema.rs but not in nix/module.nix",
@@ -179,22 +245,41 @@ fn disagreements(text: &str) -> Vec<String> {
                 option.nix_type()
             ));
         }
+        let want = match option.default {
+            Default::Inherit(path) => DefaultValue::Inherit(path.to_string()),
+            other => DefaultValue::Literal(other.to_value()),
+        };
+        let shown = |d: &DefaultValue| match d {
+            DefaultValue::Literal(v) => v.to_string(),
+            DefaultValue::Inherit(path) => format!("the value of {path}"),
+        };
         match &d.default {
-            Ok(value) if *value == option.default.to_value() => {}
+            Ok(value) if *value == want => {}
             Ok(value) => problems.push(format!(
-                "{}: default is {value} in nix/module.nix, {} in the schema",
+                "{}: default is {} in nix/module.nix, {} in the schema",
                 option.path,
-                option.default.to_value()
+                shown(value),
+                shown(&want)
             )),
             Err(why) => problems.push(format!(
-                "{}: the default in nix/module.nix is {why}; expected the literal {}",
+                "{}: the default in nix/module.nix is {why}; expected {}",
                 option.path,
-                option.default.to_value()
+                match &want {
+                    DefaultValue::Literal(v) => format!("the literal {v}"),
+                    inherit => shown(inherit),
+                }
             )),
+        }
+        // The same words in `nixos-option`/the manual as in `nixos-pxe options` and the README.
+        if d.description.as_ref().ok().and_then(Value::as_str) != Some(option.description) {
+            problems.push(format!(
+                "{}: description differs:\n  nix/module.nix: {:?}\n  src/schema.rs:  {:?}",
+                option.path, d.description, option.description
+            ));
         }
     }
     for path in declared.keys() {
-        if schema::find(path).is_none() {
+        if schema::find(path).is_none_or(|o| o.json_only) {
             problems.push(format!(
                 "{path}: in nix/module.nix but not in src/schema.rs"
             ));
@@ -215,7 +300,57 @@ fn module_declares_exactly_the_schema() {
         "nix/module.nix and src/schema.rs disagree:\n{}",
         problems.join("\n")
     );
-    assert_eq!(module_options(&module_text()).len(), OPTIONS.len());
+    assert_eq!(
+        module_options(&module_text()).len(),
+        OPTIONS.iter().filter(|o| !o.json_only).count()
+    );
+}
+
+/// The fleet's hosts are an attribute set of submodules: their options are found below
+/// `<name>`, and an override's default must be the top-level value.
+#[test]
+fn fleet_host_options_are_checked_like_the_others() {
+    let declared = module_options(&module_text());
+    assert!(declared.contains_key("fleet.hosts.<name>.macs"));
+    assert!(declared.contains_key("fleet.hosts.<name>.customInstaller.networking.useDHCP"));
+    assert!(
+        !declared.contains_key("fleet.hosts.<name>.image"),
+        "image is lib.mkFleet's, not an option"
+    );
+    let problems = disagreements(&edited(
+        "default = cfg.customInstaller.wipe;",
+        "default = cfg.customInstaller.afterInstall;",
+    ));
+    assert_eq!(
+        problems,
+        [
+            "fleet.hosts.<name>.customInstaller.wipe: default is the value of customInstaller.afterInstall in nix/module.nix, the value of customInstaller.wipe in the schema"
+        ]
+    );
+    let problems = disagreements(&edited(
+        "default = cfg.customInstaller.rootDevice;",
+        "default = \"/dev/sda\";",
+    ));
+    assert_eq!(
+        problems,
+        [
+            "fleet.hosts.<name>.customInstaller.rootDevice: default is \"/dev/sda\" in nix/module.nix, the value of customInstaller.rootDevice in the schema"
+        ]
+    );
+    let problems = disagreements(&edited("generation = mkOption", "generations = mkOption"));
+    assert_eq!(
+        problems,
+        [
+            "fleet.hosts.<name>.generation: in src/schema.rs but not in nix/module.nix",
+            "fleet.hosts.<name>.generations: in nix/module.nix but not in src/schema.rs"
+        ]
+    );
+    let problems = disagreements(&edited(
+        "type = types.enum [ \"local-boot\" \"hold\" ];",
+        "type = types.enum [ \"local-boot\" \"hold\" \"install\" ];",
+    ));
+    assert_eq!(problems.len(), 1, "{problems:?}");
+    assert!(problems[0].starts_with("fleet.unknownHosts: type is"), "{problems:?}");
 }
 
 /// `module.nix` with `from` replaced by `to` exactly once (the edit must apply, or the test
@@ -260,8 +395,8 @@ fn a_changed_default_is_reported_with_its_option() {
 #[test]
 fn a_changed_type_a_missing_and_an_extra_option_are_reported() {
     let problems = disagreements(&edited(
-        "type = types.nullOr types.int;",
-        "type = types.nullOr types.str;",
+        "type = types.nullOr types.int;\n        default = null;",
+        "type = types.nullOr types.str;\n        default = null;",
     ));
     assert_eq!(
         problems,

@@ -2,15 +2,17 @@
 //! server config checked by the real program that will read it (dhcpd, kea-dhcp4, dnsmasq, GRUB).
 //! `UPDATE_GOLDEN=1 cargo test --test render` rewrites the golden files, then fails showing the diff.
 
+mod common;
 mod switches;
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 const CASES: &[(&str, &str)] = &[
     ("seed", "examples/seed/installer.nix"),
     ("static-second-nic", "examples/static-second-nic/installer.nix"),
     ("proxy", "tests/configs/proxy.nix"),
+    ("fleet", "examples/fleet/installer.nix"),
 ];
 
 fn root() -> &'static Path {
@@ -31,8 +33,33 @@ fn render(config: &str) -> tempfile::TempDir {
     out
 }
 
-/// Every rendered file against its golden file. With UPDATE_GOLDEN=1 the golden files are
-/// rewritten and the test still fails, showing the diff (tests/switches).
+/// The files below `dir` (a fleet's per-host files are in hosts/), as paths relative to it.
+fn files(dir: &Path) -> Vec<PathBuf> {
+    let mut files = Vec::new();
+    let mut dirs = vec![PathBuf::new()];
+    while let Some(sub) = dirs.pop() {
+        let entries = match std::fs::read_dir(dir.join(&sub)) {
+            Ok(entries) => entries,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(e) => panic!("{}: {e}", dir.join(&sub).display()),
+        };
+        for entry in entries {
+            let entry = entry.expect("entry");
+            let relative = sub.join(entry.file_name());
+            if entry.file_type().expect("type").is_dir() {
+                dirs.push(relative);
+            } else {
+                files.push(relative);
+            }
+        }
+    }
+    files.sort();
+    files
+}
+
+/// Every rendered file (a fleet's per-host files in hosts/ too) against its golden file. With
+/// UPDATE_GOLDEN=1 the golden files are rewritten and the test still fails, showing the diff
+/// (tests/switches).
 #[test]
 fn rendered_files_match_the_golden_files() {
     let update = switches::on("UPDATE_GOLDEN");
@@ -40,7 +67,7 @@ fn rendered_files_match_the_golden_files() {
     for (name, config) in CASES {
         let out = render(config);
         let golden_dir = root().join("tests/golden").join(name);
-        let (rendered, golden) = (names(out.path()), names(&golden_dir));
+        let (rendered, golden) = (files(out.path()), files(&golden_dir));
         for file in golden.iter().filter(|f| !rendered.contains(f)) {
             let path = golden_dir.join(file);
             let want = std::fs::read_to_string(&path).expect("read golden");
@@ -57,7 +84,7 @@ fn rendered_files_match_the_golden_files() {
                 let what = if golden.contains(file) { "differs" } else { "new, no golden file" };
                 mismatches.push(format!("{}: {what}\n{}", path.display(), switches::diff(&want, &got)));
                 if update {
-                    std::fs::create_dir_all(&golden_dir).expect("mkdir");
+                    std::fs::create_dir_all(path.parent().expect("parent")).expect("mkdir");
                     std::fs::write(&path, &got).expect("write golden");
                 }
             }
@@ -69,24 +96,62 @@ fn rendered_files_match_the_golden_files() {
     assert!(mismatches.is_empty(), "rendered output differs from tests/golden (UPDATE_GOLDEN=1 rewrites it and shows the diff):\n{}", mismatches.join("\n"));
 }
 
-/// The file names in `dir`, sorted; none when it does not exist.
-fn names(dir: &Path) -> Vec<String> {
-    let mut names: Vec<String> = match std::fs::read_dir(dir) {
-        Ok(entries) => entries.map(|e| e.expect("entry").file_name().into_string().expect("utf-8 name")).collect(),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
-        Err(e) => panic!("{}: {e}", dir.display()),
-    };
-    names.sort();
-    names
-}
-
+/// grub.cfg and every per-host file of a fleet.
 #[test]
 fn grub_accepts_every_grub_cfg() {
+    let mut checked = 0;
     for (_, config) in CASES {
         let out = render(config);
-        let result = run(Command::new("grub-script-check").arg(out.path().join("grub.cfg")));
-        assert!(result.status.success(), "{config}: {}", String::from_utf8_lossy(&result.stderr));
+        for file in files(out.path()).iter().filter(|f| f.extension().is_some_and(|e| e == "cfg") && *f != Path::new("dhcpd.conf")) {
+            let result = run(Command::new("grub-script-check").arg(out.path().join(file)));
+            assert!(result.status.success(), "{config} {}: {}", file.display(), String::from_utf8_lossy(&result.stderr));
+            checked += 1;
+        }
     }
+    assert_eq!(checked, 2 * CASES.len() + 4, "each grub.cfg and grub-bios.cfg, and the fleet's four per-host files");
+}
+
+/// A fleet's render: one install entry per MAC, the MAC in GRUB's spelling in the file name and
+/// on the kernel command line, each host's own generation; and a MAC taken out of the fleet
+/// loses its file on the next render (else it would still be installed).
+#[test]
+fn a_fleet_renders_one_file_per_mac_and_drops_stale_ones() {
+    let out = render("examples/fleet/installer.nix");
+    let hosts: Vec<PathBuf> = files(out.path()).into_iter().filter(|f| f.starts_with("hosts")).collect();
+    let names: Vec<String> = hosts.iter().map(|f| f.display().to_string()).collect();
+    assert_eq!(
+        names,
+        [
+            "hosts/mac-52:54:00:00:0a:02.cfg",
+            "hosts/mac-52:54:00:00:0b:01.cfg",
+            "hosts/mac-52:54:00:00:0b:02.cfg",
+            "hosts/mac-52:54:00:12:34:56.cfg"
+        ]
+    );
+    let db1 = std::fs::read_to_string(out.path().join("hosts/mac-52:54:00:00:0b:02.cfg")).expect("db1");
+    assert!(db1.contains("nixos-pxe.host=db1 nixos-pxe.generation=2 nixos-pxe.mac=52:54:00:00:0b:02;"), "{db1}");
+    // The same directory rendered again from a fleet without db1's second NIC and without web2.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let text = std::fs::read_to_string(root().join("examples/fleet/installer.nix")).expect("example");
+    let smaller = text
+        .replace("macs = [ \"5254.0000.0b01\" \"5254.0000.0b02\" ];", "macs = [ \"5254.0000.0b01\" ];")
+        .replace("./hosts/web;", &format!("{}/examples/fleet/hosts/web;", root().display()));
+    let start = smaller.find("      web2 = {").expect("web2");
+    let end = start + smaller[start..].find("      db1 = {").expect("db1");
+    let smaller = format!("{}{}", &smaller[..start], &smaller[end..]);
+    assert!(!smaller.contains("0b02") && !smaller.contains("web2"), "{smaller}");
+    let file = dir.path().join("smaller.nix");
+    std::fs::write(&file, smaller).expect("write");
+    // A file of the operator's own in hosts/ stays.
+    std::fs::write(out.path().join("hosts/mac-02:00:00:00:00:01.cfg"), "# mine\n").expect("write");
+    let result = run(Command::new(env!("CARGO_BIN_EXE_nixos-pxe"))
+        .args(["render", "--source", "static", "--config"])
+        .arg(&file)
+        .arg("--out")
+        .arg(out.path()));
+    assert!(result.status.success(), "{}", String::from_utf8_lossy(&result.stderr));
+    let left: Vec<String> = files(out.path()).into_iter().filter(|f| f.starts_with("hosts")).map(|f| f.display().to_string()).collect();
+    assert_eq!(left, ["hosts/mac-02:00:00:00:00:01.cfg", "hosts/mac-52:54:00:00:0b:01.cfg", "hosts/mac-52:54:00:12:34:56.cfg"]);
 }
 
 #[test]
@@ -148,11 +213,12 @@ fn ganesha_serves_the_export_from_ganesha_conf() {
     let out = render(config.to_str().expect("utf-8"));
     let conf = out.path().join("ganesha.conf");
     let log = dir.path().join("ganesha.log");
-    let ns = format!("nixos-pxe-ganesha-{}", std::process::id());
+    // rpcbind must have its socket before ganesha registers with it: waited for, not slept on.
     let script = r#"set -u
         mount -t tmpfs tmpfs /run && mkdir -p /run/ganesha /run/rpcbind
         rpcbind -f -w & rpcbind=$!
-        sleep 0.5
+        for i in $(seq 1 100); do [ -S /run/rpcbind.sock ] && break; sleep 0.1; done
+        if [ ! -S /run/rpcbind.sock ]; then echo "rpcbind made no /run/rpcbind.sock within 10 s"; kill $rpcbind; exit 1; fi
         ganesha.nfsd -F -f "$1" -L "$2" -p /run/ganesha/pid & ganesha=$!
         status=1
         for i in $(seq 1 60); do
@@ -163,20 +229,25 @@ fn ganesha_serves_the_export_from_ganesha_conf() {
         rpcinfo -p 10.42.0.1
         kill $ganesha $rpcbind; wait
         exit $status"#;
+    // Deleted with whatever runs in it on every way out: Drop, a panic, or this process killed.
+    let ns = common::Namespace::new("ganesha");
+    let ns = &ns.name;
     let setup = format!(
-        "ip netns add {ns} && ip -n {ns} link set lo up && ip -n {ns} link add br0 type bridge && \
-         ip -n {ns} addr add 10.42.0.1/24 dev br0 && ip -n {ns} link set br0 up"
+        "ip -n {ns} link add br0 type bridge && ip -n {ns} addr add 10.42.0.1/24 dev br0 && ip -n {ns} link set br0 up"
     );
-    assert!(run(Command::new("sh").args(["-c", &setup])).status.success(), "cannot make namespace {ns}");
-    let result = run(Command::new("ip")
-        .args(["netns", "exec", &ns, "unshare", "--mount", "sh", "-c", script, "ganesha-check"])
-        .arg(&conf)
-        .arg(&log)
-        .arg(&export));
-    let _ = run(Command::new("ip").args(["netns", "del", &ns]));
-    let text = format!("{}{}", String::from_utf8_lossy(&result.stdout), String::from_utf8_lossy(&result.stderr));
+    assert!(run(Command::new("sh").args(["-c", &setup])).status.success(), "cannot set up namespace {ns}");
+    let (status, text) = common::run_within(
+        Command::new("ip")
+            .args(["netns", "exec", ns, "unshare", "--mount", "sh", "-c", script, "ganesha-check"])
+            .arg(&conf)
+            .arg(&log)
+            .arg(&export),
+        dir.path(),
+        std::time::Duration::from_secs(120),
+        || common::delete_namespace(ns),
+    );
     let log = std::fs::read_to_string(&log).unwrap_or_default();
-    assert!(result.status.success(), "ganesha did not export {}:\n{text}\n--- ganesha log:\n{log}", export.display());
+    assert!(status.success(), "ganesha did not export {}:\n{text}\n--- ganesha log:\n{log}", export.display());
     assert!(log.contains("Configuration file successfully parsed"), "{log}");
     assert!(text.contains("100003    3   tcp   2049  nfs"), "NFSv3 over TCP on 2049:\n{text}");
 }

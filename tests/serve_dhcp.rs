@@ -1,36 +1,49 @@
 //! `nixos-pxe serve --dhcp` against busybox udhcpc over a veth pair between two network namespaces this
 //! test creates: the options a PXE client and the installed kernel's DHCP client receive, both modes.
 
+mod common;
+
+use common::{Namespace, run_within};
 use std::process::Command;
+use std::time::Duration;
 
 fn run(mode: &str, client_args: &str) -> String {
     let dir = tempfile::tempdir().expect("tempdir");
     let bin = env!("CARGO_BIN_EXE_nixos-pxe");
     let config = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/seed/installer.nix");
-    let tag = format!("{}{}", std::process::id() % 100000, &mode[..1]);
-    let (srv, cli) = (format!("nxs{tag}"), format!("nxc{tag}"));
+    // Made (and deleted again, whatever happens to this process) before the script runs.
+    let (srv, cli) = (Namespace::new("dhcp-srv"), Namespace::new("dhcp-cli"));
+    let (srv, cli) = (&srv.name, &cli.name);
     let script = format!(
         r#"set -eu
 cd {dir}
-ip netns add {srv}; ip netns add {cli}
-trap 'ip netns del {srv}; ip netns del {cli}' EXIT
-ip link add v{tag} netns {srv} type veth peer name eth0 netns {cli}
-ip -n {srv} addr add 10.42.0.1/24 dev v{tag}; ip -n {srv} link set v{tag} up; ip -n {srv} link set lo up
+ip link add veth0 netns {srv} type veth peer name eth0 netns {cli}
+ip -n {srv} addr add 10.42.0.1/24 dev veth0; ip -n {srv} link set veth0 up
 ip -n {cli} link set eth0 up
 mkdir root
-ip netns exec {srv} {bin} serve --config {config} --source static --interface v{tag} --dhcp {mode} --tftp-root root 2>server.log &
+ip netns exec {srv} {bin} serve --config {config} --source static --interface veth0 --dhcp {mode} --tftp-root root 2>server.log &
 SERVER=$!
-for i in $(seq 50); do grep -q "dhcp: serving" server.log && break; sleep 0.1; done
+trap 'kill -9 $SERVER 2>/dev/null || true' EXIT
+ready=
+for i in $(seq 100); do
+  if grep -q "dhcp: serving" server.log; then ready=yes; break; fi
+  kill -0 $SERVER 2>/dev/null || break
+  sleep 0.1
+done
+[ -n "$ready" ] || {{ echo "serve did not log 'dhcp: serving' within 10 s:"; cat server.log; exit 1; }}
 printf '#!/bin/sh\n[ "$1" = bound ] && env | sort > %s/lease.env\nexit 0\n' "$PWD" > script.sh; chmod +x script.sh
-ip netns exec {cli} busybox udhcpc -f -i eth0 -n -q -t 5 -T 1 -s ./script.sh -O tftp -O rootpath -O bootfile {client_args} >udhcpc.log 2>&1 || {{ cat udhcpc.log server.log; kill -INT $SERVER; exit 1; }}
+ip netns exec {cli} busybox udhcpc -f -i eth0 -n -q -t 5 -T 1 -s ./script.sh -O tftp -O rootpath -O bootfile {client_args} >udhcpc.log 2>&1 || {{ cat udhcpc.log server.log; exit 1; }}
 kill -INT $SERVER; wait $SERVER
 cat lease.env; echo ---; cat server.log
 "#,
         dir = dir.path().display()
     );
-    let out = Command::new("bash").args(["-c", &script]).output().expect("bash");
-    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
-    assert!(out.status.success(), "{text}");
+    let stop = || {
+        common::delete_namespace(srv);
+        common::delete_namespace(cli);
+    };
+    let (status, text) = run_within(Command::new("bash").args(["-c", &script]), dir.path(), Duration::from_secs(120), stop);
+    assert!(status.success(), "{text}");
     text
 }
 

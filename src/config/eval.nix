@@ -1,11 +1,19 @@
 # Evaluates a nixos-pxe configuration file without nixpkgs, for `nixos-pxe --source eval`.
-# Called as `(import eval.nix) { file = ...; optionPaths = [ ... ]; }`; returns a list of
-# definitions { path, value, file, line, column } and of unknown attributes under our roots.
+# Called as `(import eval.nix) { file = ...; optionPaths = [ [ "a" "b" ] ... ]; }` (each option's
+# path as segments; "<name>" stands for any member of an attribute set of submodules, as in
+# fleet.hosts.<name>.macs). Returns a list of definitions { path, value, file, line, column },
+# of the attribute sets walked into ({ kind = "set"; ... }: a fleet host that sets nothing still
+# exists) and of unknown attributes under our roots; every path is a list of segments.
 { file, optionPaths }:
 let
-  roots = [ "nfsroot" "customInstaller" "bootServer" ];
-  isOption = path: builtins.elem path optionPaths;
-  isPrefix = path: builtins.any (o: builtins.substring 0 (builtins.stringLength path + 1) o == path + ".") optionPaths;
+  roots = map builtins.head optionPaths;
+  # Whether `path` is `pattern`'s first (length path) segments.
+  startsLike = pattern: path:
+    builtins.length pattern >= builtins.length path
+    && builtins.all (i: let p = builtins.elemAt pattern i; in p == "<name>" || p == builtins.elemAt path i)
+      (builtins.genList (i: i) (builtins.length path));
+  isOption = path: builtins.any (o: builtins.length o == builtins.length path && startsLike o path) optionPaths;
+  isPrefix = path: builtins.any (o: builtins.length o > builtins.length path && startsLike o path) optionPaths;
 
   # Module arguments: present, but a clear error when used, since there is no nixpkgs here.
   stub = name: throw "nixos-pxe --source eval: the configuration uses the module argument `${name}`, which is not available without nixpkgs; write that value literally, or build through the flake (nix build .#bootLoader)";
@@ -45,14 +53,14 @@ let
     builtins.concatMap
       (name:
         let
-          path = if prefix == "" then name else "${prefix}.${name}";
+          path = prefix ++ [ name ];
           value = set.${name};
         in
         if isOption path then [ ({ kind = "definition"; inherit path; value = plain value; } // position name set) ]
-        else if isPrefix path && builtins.isAttrs value then walk path value
+        else if isPrefix path && builtins.isAttrs value then [ ({ kind = "set"; inherit path; } // position name set) ] ++ walk path value
         else [ ({ kind = "unknown"; inherit path; } // position name set) ])
       (builtins.attrNames set);
 
-  fromModule = defs: walk "" (builtins.intersectAttrs (builtins.listToAttrs (map (r: { name = r; value = null; }) roots)) defs);
+  fromModule = defs: walk [ ] (builtins.intersectAttrs (builtins.listToAttrs (map (r: { name = r; value = null; }) roots)) defs);
 in
 builtins.concatMap fromModule (load file)

@@ -21,8 +21,10 @@ pub fn nix_available() -> bool {
 #[derive(Debug, Deserialize)]
 #[serde(tag = "kind", rename_all = "lowercase")]
 enum Entry {
-    Definition { path: String, value: Value, file: Option<String>, line: u32, column: u32 },
-    Unknown { path: String, file: Option<String>, line: u32, column: u32 },
+    Definition { path: Vec<String>, value: Value, file: Option<String>, line: u32, column: u32 },
+    /// An attribute set eval.nix walked into: a fleet host exists even if it sets nothing.
+    Set { path: Vec<String>, file: Option<String>, line: u32, column: u32 },
+    Unknown { path: Vec<String>, file: Option<String>, line: u32, column: u32 },
 }
 
 pub fn read(file: &Utf8Path) -> Result<Settings, ConfigError> {
@@ -42,7 +44,7 @@ pub fn read(file: &Utf8Path) -> Result<Settings, ConfigError> {
 
 /// `nix eval --json --impure --expr '(import eval.nix) { file = ...; optionPaths = ...; }'`.
 fn eval_command(file: &Utf8Path) -> Command {
-    let paths: Vec<&str> = schema::OPTIONS.iter().map(|o| o.path).collect();
+    let paths: Vec<Vec<&str>> = schema::OPTIONS.iter().map(|o| o.path.split('.').collect()).collect();
     let paths = serde_json::to_string(&paths).unwrap_or_default();
     let expr = format!(
         "({program}) {{ file = {file}; optionPaths = builtins.fromJSON {paths}; }}",
@@ -80,19 +82,31 @@ fn settings_from(entries: Vec<Entry>, file: &Utf8Path) -> Result<Settings, Confi
     };
     for entry in entries {
         match entry {
-            Entry::Definition { path, value, file: f, line, column } => match schema::find(&path) {
-                Some(spec) => {
-                    if let Err(d) = settings.define(spec, value, origin(f, line, column)) {
+            Entry::Definition { path, value, file: f, line, column } => match schema::lookup(&path) {
+                schema::Lookup::Option { spec, name } => {
+                    if let Err(d) = settings.define_named(spec, name.as_deref(), value, origin(f, line, column)) {
                         problems.push(d);
                     }
                 }
-                None => problems.push(Diagnostic::new(origin(f, line, column), format!("unknown option `{path}`"))),
+                _ => problems.push(Diagnostic::new(origin(f, line, column), format!("unknown option `{}`", schema::dotted(&path)))),
             },
-            Entry::Unknown { path, file: f, line, column } => {
-                let mut d = Diagnostic::new(origin(f, line, column), format!("unknown option `{path}`"));
-                if let Some(near) = schema::nearest(&path) {
-                    d = d.hint(format!("did you mean `{near}`?"));
+            Entry::Set { path, file: f, line, column } => {
+                if let schema::Lookup::Prefix { member: Some((set, name)) } = schema::lookup(&path) {
+                    settings.member(set, &name, origin(f, line, column));
                 }
+            }
+            Entry::Unknown { path, file: f, line, column } => {
+                let dotted = schema::dotted(&path);
+                let d = match schema::lookup(&path) {
+                    schema::Lookup::Prefix { .. } => Diagnostic::new(origin(f, line, column), format!("`{dotted}` holds options, so it must be an attribute set")),
+                    _ => {
+                        let d = Diagnostic::new(origin(f, line, column), format!("unknown option `{dotted}`"));
+                        match schema::nearest(&dotted) {
+                            Some(near) => d.hint(format!("did you mean `{near}`?")),
+                            None => d,
+                        }
+                    }
+                };
                 problems.push(d);
             }
         }
@@ -112,11 +126,25 @@ mod tests {
     #[test]
     fn entries_become_settings_and_unknowns_diagnostics() {
         let entries: Vec<Entry> = serde_json::from_str(
-            r#"[{"kind":"definition","path":"customInstaller.rootDevice","value":"/dev/sdb","file":"/x/h.nix","line":3,"column":5},
-                {"kind":"unknown","path":"bootServer.adress","file":"/x/h.nix","line":4,"column":3}]"#,
+            r#"[{"kind":"definition","path":["customInstaller","rootDevice"],"value":"/dev/sdb","file":"/x/h.nix","line":3,"column":5},
+                {"kind":"unknown","path":["bootServer","adress"],"file":"/x/h.nix","line":4,"column":3}]"#,
         )
         .expect("json");
         let err = settings_from(entries, Utf8Path::new("/x/h.nix")).unwrap_err();
         assert_eq!(err.diagnostics()[0].hint.as_deref(), Some("did you mean `bootServer.address`?"));
+    }
+
+    #[test]
+    fn hosts_are_members_even_when_they_set_nothing() {
+        let entries: Vec<Entry> = serde_json::from_str(
+            r#"[{"kind":"set","path":["fleet","hosts"],"file":"/x/h.nix","line":2,"column":3},
+                {"kind":"set","path":["fleet","hosts","web1"],"file":"/x/h.nix","line":3,"column":5},
+                {"kind":"definition","path":["fleet","hosts","db1","macs"],"value":["52:54:00:00:00:01"],"file":"/x/h.nix","line":4,"column":5}]"#,
+        )
+        .expect("json");
+        let settings = settings_from(entries, Utf8Path::new("/x/h.nix")).expect("settings");
+        assert!(settings.get("fleet.hosts.db1.macs").is_some());
+        let err = super::super::resolve(&settings, Utf8Path::new("/x/h.nix")).unwrap_err().to_string();
+        assert!(err.contains("/x/h.nix:3:5: fleet.hosts.web1.macs: the host web1 has no MAC address"), "{err}");
     }
 }

@@ -155,13 +155,13 @@ impl Reader {
         if !path.first().is_some_and(|r| schema::ROOTS.contains(&r.as_str())) {
             return; // not ours: the file may be an ordinary NixOS module as well
         }
-        let dotted = path.join(".");
-        if let Some(spec) = schema::find(&dotted) {
-            match literal_value(&value, src) {
+        let dotted = schema::dotted(&path);
+        match schema::lookup(&path) {
+            schema::Lookup::Option { spec, name } => match literal_value(&value, src) {
                 Ok(v) => {
                     // The position of the attribute path, as Nix's unsafeGetAttrPos reports it, so
                     // static and eval mode agree on where a value came from.
-                    if let Err(d) = self.settings.define(spec, v, src.at(attrpath.syntax())) {
+                    if let Err(d) = self.settings.define_named(spec, name.as_deref(), v, src.at(attrpath.syntax())) {
                         self.problems.push(d);
                     }
                 }
@@ -170,24 +170,29 @@ impl Reader {
                         .option(&dotted)
                         .hint(EVAL_HINT),
                 ),
+            },
+            schema::Lookup::Prefix { member } => {
+                if let Some((set, name)) = member {
+                    self.settings.member(set, &name, src.at(attrpath.syntax()));
+                }
+                match strip_parens(value) {
+                    ast::Expr::AttrSet(set) => self.walk_set(&set, &path, src),
+                    other => self.problems.push(
+                        Diagnostic::new(
+                            src.at(other.syntax()),
+                            format!("`{dotted}` holds options, so it must be an attribute set; it is {}", describe_expr(&other)),
+                        )
+                        .hint(EVAL_HINT),
+                    ),
+                }
             }
-        } else if schema::ROOTS.contains(&dotted.as_str()) || schema::is_option_prefix(&dotted) {
-            match strip_parens(value) {
-                ast::Expr::AttrSet(set) => self.walk_set(&set, &path, src),
-                other => self.problems.push(
-                    Diagnostic::new(
-                        src.at(other.syntax()),
-                        format!("`{dotted}` holds options, so it must be an attribute set; it is {}", describe_expr(&other)),
-                    )
-                    .hint(EVAL_HINT),
-                ),
+            schema::Lookup::Unknown => {
+                let mut d = Diagnostic::new(src.at(attrpath.syntax()), format!("unknown option `{dotted}`"));
+                if let Some(near) = schema::nearest(&dotted) {
+                    d = d.hint(format!("did you mean `{near}`?"));
+                }
+                self.problems.push(d);
             }
-        } else {
-            let mut d = Diagnostic::new(src.at(attrpath.syntax()), format!("unknown option `{dotted}`"));
-            if let Some(near) = schema::nearest(&dotted) {
-                d = d.hint(format!("did you mean `{near}`?"));
-            }
-            self.problems.push(d);
         }
     }
 

@@ -4,6 +4,8 @@
 use super::{Diagnostic, Resolved};
 use crate::schema::{self, SerialSettings};
 use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -12,6 +14,52 @@ pub struct Config {
     pub nfsroot: NfsRoot,
     pub custom_installer: CustomInstaller,
     pub boot_server: BootServer,
+    pub fleet: FleetOptions,
+}
+
+/// `fleet.*`: the hosts as the configuration writes them (fleet::model makes them usable).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct FleetOptions {
+    pub max_attempts: u32,
+    pub unknown_hosts: UnknownHosts,
+    #[serde(default)]
+    pub hosts: BTreeMap<String, HostOptions>,
+}
+
+/// `fleet.hosts.<name>`: `customInstaller` holds only what the host overrides (the option tree
+/// of those options); the rest is the top-level value.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct HostOptions {
+    /// As written when read; normalised (`52:54:00:ab:cd:01`) once the configuration is valid.
+    pub macs: Vec<String>,
+    pub generation: u32,
+    pub target: Target,
+    #[serde(default)]
+    pub custom_installer: Map<String, Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image: Option<String>,
+}
+
+/// What a MAC that is in no host of the fleet gets. Never an install.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum UnknownHosts {
+    /// GRUB starts the disk's EFI boot loader; without one it exits to the firmware.
+    LocalBoot,
+    /// A GRUB menu naming the MAC; no timeout, never a reboot.
+    Hold,
+}
+
+impl UnknownHosts {
+    /// The option's value, as users write it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            UnknownHosts::LocalBoot => "local-boot",
+            UnknownHosts::Hold => "hold",
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -39,6 +87,18 @@ pub struct BootLoader {
 pub struct Serial {
     pub device: String,
     pub settings: String,
+}
+
+impl BootLoader {
+    /// `efinetDHCPInterface = "auto"`: GRUB keeps the firmware's lease, no net_bootp.
+    pub fn efinet_auto(&self) -> bool {
+        self.efinet_dhcp_interface == schema::AUTO
+    }
+
+    /// `linuxPnPInterface = "auto"`: `ip=dhcp` and the boot NIC's MAC on the command line.
+    pub fn pnp_auto(&self) -> bool {
+        self.linux_pnp_interface == schema::AUTO
+    }
 }
 
 impl Serial {
@@ -195,14 +255,7 @@ pub fn cross_checks(resolved: &Resolved) -> Vec<Diagnostic> {
     let at = |path: &str| resolved.origin_of(path);
     let mut problems = Vec::new();
 
-    let net = &c.custom_installer.networking;
-    if !net.use_dhcp && net.static_interface_from_dhcp.is_none() {
-        problems.push(
-            Diagnostic::new(at("customInstaller.networking.useDHCP"), "useDHCP is false, so the installed system needs an interface for the static address")
-                .option("customInstaller.networking.useDHCP")
-                .hint("set customInstaller.networking.staticInterfaceFromDHCP, e.g. \"enp1s0\""),
-        );
-    }
+    problems.extend(networking_checks(&c.custom_installer, "customInstaller", &at));
     let target = &c.custom_installer.target;
     if target.directory.is_some() && target.flake.is_some() {
         problems.push(
@@ -210,6 +263,7 @@ pub fn cross_checks(resolved: &Resolved) -> Vec<Diagnostic> {
                 .option("customInstaller.target.flake"),
         );
     }
+    problems.extend(super::fleet_rules::checks(resolved));
 
     let server = &c.boot_server;
     if let Some((network, prefix)) = server.subnet_parts() {
@@ -246,6 +300,21 @@ pub fn cross_checks(resolved: &Resolved) -> Vec<Diagnostic> {
         );
     }
     problems
+}
+
+/// The rule between the two networking options of a `customInstaller` (the top-level one, or a
+/// fleet host's merged one: `prefix` is where its options are).
+pub fn networking_checks(installer: &CustomInstaller, prefix: &str, at: &dyn Fn(&str) -> crate::origin::Origin) -> Vec<Diagnostic> {
+    let net = &installer.networking;
+    if net.use_dhcp || net.static_interface_from_dhcp.is_some() {
+        return Vec::new();
+    }
+    let option = format!("{prefix}.networking.useDHCP");
+    vec![
+        Diagnostic::new(at(&option), "useDHCP is false, so the installed system needs an interface for the static address")
+            .option(&option)
+            .hint(format!("set {prefix}.networking.staticInterfaceFromDHCP, e.g. \"enp1s0\"")),
+    ]
 }
 
 /// Facts a server configuration cannot do without; `what` names the file being made.
@@ -305,7 +374,7 @@ mod tests {
     fn config_serializes_back_to_the_option_tree() {
         let r = with(&[("customInstaller.rootDevice", json!("/dev/nvme0n1"))]).expect("valid");
         let tree = serde_json::to_value(&r.config).expect("serialize");
-        for e in &r.effective {
+        for e in r.effective.iter().filter(|e| !matches!(e.origin, Origin::Inherited { .. })) {
             let pointer = format!("/{}", e.option.replace('.', "/"));
             assert_eq!(tree.pointer(&pointer), Some(&e.value), "{}", e.option);
         }

@@ -3,6 +3,7 @@
 
 use crate::config::typed::WipePolicy;
 use crate::error::Error;
+use crate::fleet::marker::{self, Guid};
 use camino::{Utf8Path, Utf8PathBuf};
 use std::io::{Read, Seek, SeekFrom};
 
@@ -270,6 +271,48 @@ pub fn probe(device: &Utf8Path, size: u64) -> Result<Vec<Signature>, Error> {
     Ok(signatures(&head, &tail, size))
 }
 
+/// The disk GUID of the primary GPT header in `head` (the disk's first bytes), for 512-byte or
+/// 4 KiB sectors: where the installer's sfdisk script puts a fleet host's marker (`label-id:`).
+pub fn gpt_disk_guid(head: &[u8]) -> Option<Guid> {
+    [512usize, 4096].into_iter().find_map(|lba1| {
+        let header = head.get(lba1..lba1 + 72)?;
+        (&header[..8] == b"EFI PART").then(|| Guid::from_gpt_bytes(header[56..72].try_into().unwrap_or([0; 16])))
+    })
+}
+
+/// Reads the GPT disk GUID of `device`, if it has a GPT.
+pub fn read_gpt_disk_guid(device: &Utf8Path) -> Result<Option<Guid>, Error> {
+    let mut head = Vec::with_capacity(8192);
+    std::fs::File::open(device).and_then(|f| f.take(8192).read_to_end(&mut head)).map_err(Error::io(device))?;
+    Ok(gpt_disk_guid(&head))
+}
+
+/// Who is installing, for a fleet host: the disk's GPT disk GUID tells this host's own unfinished
+/// attempt (which may be overwritten) from every other disk.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MarkerCheck<'a> {
+    /// The GPT disk GUID found on the disk.
+    pub found: Option<Guid>,
+    pub host: &'a str,
+    pub generation: u32,
+    /// Every host of the fleet and its generation, to say whose marker another disk carries.
+    pub fleet: &'a [(String, u32)],
+}
+
+impl MarkerCheck<'_> {
+    fn is_own(&self) -> bool {
+        self.found.is_some_and(|g| marker::is_own_attempt(&g, self.host, self.generation))
+    }
+
+    /// Whose install the found GUID marks (host, generation), trying each fleet host's
+    /// generations up to a few past its current one.
+    fn whose(&self) -> Option<(&str, u32)> {
+        let found = self.found?;
+        self.fleet.iter().find_map(|(host, current)| (1..=current + 8).find(|g| marker::disk_guid(host, *g) == found).map(|g| (host.as_str(), g)))
+    }
+}
+
+
 /// The safety decision: may the installer write to a disk that holds `found`?
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Decision {
@@ -280,7 +323,9 @@ pub enum Decision {
     Overwrite(String),
 }
 
-pub fn decide(policy: WipePolicy, disk: &Disk, found: &[Signature], mounted: &[String]) -> Decision {
+/// `marker`: for a fleet host, the disk's GPT disk GUID and who is installing; `None` for the
+/// single installer.
+pub fn decide(policy: WipePolicy, disk: &Disk, found: &[Signature], mounted: &[String], marker: Option<&MarkerCheck>) -> Decision {
     if !mounted.is_empty() {
         return Decision::Refuse(format!(
             "{} is in use: {} mounted; nixos-pxe never overwrites a mounted disk",
@@ -293,13 +338,42 @@ pub fn decide(policy: WipePolicy, disk: &Disk, found: &[Signature], mounted: &[S
     }
     let what: Vec<String> = found.iter().map(|s| format!("{} (at byte {})", s.what, s.offset)).collect();
     let what = what.join(", ");
-    match policy {
-        WipePolicy::IfEmpty => Decision::Refuse(format!(
-            "{} is not empty: it holds {what}. Nothing was written. To install over it, set customInstaller.wipe = \"always\", or clear it first (wipefs -a {})",
+    match (policy, marker) {
+        (WipePolicy::IfEmpty, Some(m)) if m.is_own() => Decision::Overwrite(format!(
+            "{} holds {what}, and its GPT disk GUID {} marks it as {}'s install of generation {}: an earlier attempt of this \
+             install that did not finish. Installing over it (customInstaller.wipe = \"if-empty\" takes this host's own unfinished attempt)",
             disk.describe(),
-            disk.device
+            m.found.map(|g| g.to_string()).unwrap_or_default(),
+            m.host,
+            m.generation
         )),
-        WipePolicy::Always => Decision::Overwrite(format!("{} holds {what}; overwriting it (customInstaller.wipe = \"always\")", disk.describe())),
+        (WipePolicy::IfEmpty, _) => {
+            let (whose, option) = match marker {
+                Some(m) => {
+                    let whose = match (m.whose(), m.found) {
+                        (Some((host, generation)), Some(guid)) if host == m.host => format!(
+                            " Its GPT disk GUID {guid} marks it as {host}'s install of generation {generation}, not of generation {} that \
+                             this is: an earlier generation's disk, installed or not.",
+                            m.generation
+                        ),
+                        (Some((host, generation)), Some(guid)) => format!(
+                            " Its GPT disk GUID {guid} marks it as fleet host {host}'s install of generation {generation}: another host's \
+                             disk, not {}'s.",
+                            m.host
+                        ),
+                        _ => String::new(),
+                    };
+                    (whose, format!("fleet.hosts.{}.customInstaller.wipe", m.host))
+                }
+                None => (String::new(), "customInstaller.wipe".to_string()),
+            };
+            Decision::Refuse(format!(
+                "{} is not empty: it holds {what}.{whose} Nothing was written. To install over it, set {option} = \"always\", or clear it first (wipefs -a {})",
+                disk.describe(),
+                disk.device
+            ))
+        }
+        (WipePolicy::Always, _) => Decision::Overwrite(format!("{} holds {what}; overwriting it (customInstaller.wipe = \"always\")", disk.describe())),
     }
 }
 
@@ -336,7 +410,7 @@ mod tests {
     #[test]
     fn a_blank_disk_has_no_signatures_and_may_be_used() {
         assert!(signatures(&blank(), &[0; 512], 8 << 30).is_empty());
-        assert_eq!(decide(WipePolicy::IfEmpty, &disk(), &[], &[]), Decision::Proceed);
+        assert_eq!(decide(WipePolicy::IfEmpty, &disk(), &[], &[], None), Decision::Proceed);
     }
 
     /// (what, offset) of each signature `signatures` finds.
@@ -433,7 +507,7 @@ mod tests {
     #[test]
     fn the_policy_decides() {
         let found = [Signature { what: "an ext2/ext3/ext4 file system".into(), offset: 1080 }];
-        match decide(WipePolicy::IfEmpty, &disk(), &found, &[]) {
+        match decide(WipePolicy::IfEmpty, &disk(), &found, &[], None) {
             Decision::Refuse(why) => assert_eq!(
                 why,
                 "/dev/sda (8.0 GiB), model QEMU HARDDISK is not empty: it holds an ext2/ext3/ext4 file system (at byte 1080). \
@@ -442,7 +516,7 @@ mod tests {
             other => panic!("{other:?}"),
         }
         assert_eq!(
-            decide(WipePolicy::Always, &disk(), &found, &[]),
+            decide(WipePolicy::Always, &disk(), &found, &[], None),
             Decision::Overwrite(
                 "/dev/sda (8.0 GiB), model QEMU HARDDISK holds an ext2/ext3/ext4 file system (at byte 1080); overwriting it (customInstaller.wipe = \"always\")".into()
             )
@@ -451,8 +525,92 @@ mod tests {
         let in_use = Decision::Refuse("/dev/sda is in use: /dev/sda1, /dev/sda3 mounted; nixos-pxe never overwrites a mounted disk".into());
         let mounted = ["/dev/sda1".to_string(), "/dev/sda3".to_string()];
         for (policy, found) in [(WipePolicy::Always, &[][..]), (WipePolicy::Always, &found[..]), (WipePolicy::IfEmpty, &[][..])] {
-            assert_eq!(decide(policy, &disk(), found, &mounted), in_use, "{policy:?} {found:?}");
+            assert_eq!(decide(policy, &disk(), found, &mounted, None), in_use, "{policy:?} {found:?}");
         }
         assert_eq!(mounted_parts("/dev/sda1 / ext4 rw 0 0\n/dev/sdab1 /x ext4 rw 0 0\n/dev/sda3 /y ext4 rw 0 0\n", &disk()), mounted);
+    }
+    /// A head with a GPT whose disk GUID is `guid` (LBA 1 at `sector`), and a protective MBR.
+    fn gpt_head(guid: Guid, sector: usize) -> Vec<u8> {
+        let mut head = blank();
+        head[510] = 0x55;
+        head[511] = 0xaa;
+        head[446 + 4] = 0xee;
+        head[sector..sector + 8].copy_from_slice(b"EFI PART");
+        head[sector + 56..sector + 72].copy_from_slice(&guid.to_gpt_bytes());
+        head
+    }
+
+    #[test]
+    fn the_gpt_disk_guid_is_read_for_both_sector_sizes() {
+        let guid = marker::disk_guid("web1", 3);
+        assert_eq!(gpt_disk_guid(&gpt_head(guid, 512)), Some(guid));
+        assert_eq!(gpt_disk_guid(&gpt_head(guid, 4096)), Some(guid));
+        assert_eq!(gpt_disk_guid(&blank()), None);
+        assert_eq!(gpt_disk_guid(&[0u8; 100]), None, "a head too short for a header");
+    }
+
+    const FLEET: &[(&str, u32)] = &[("db1", 1), ("web1", 3)];
+
+    fn fleet() -> Vec<(String, u32)> {
+        FLEET.iter().map(|(h, g)| (h.to_string(), *g)).collect()
+    }
+
+    /// The decision for a disk holding a GPT (with `guid`) and an ext4 file system, installing
+    /// web1 generation 3 with `policy`.
+    fn with_marker(policy: WipePolicy, guid: Option<Guid>, mounted: &[String]) -> Decision {
+        let found = [Signature { what: "a GPT partition table".into(), offset: 512 }, Signature { what: "an ext2/ext3/ext4 file system".into(), offset: 1080 }];
+        let fleet = fleet();
+        let check = MarkerCheck { found: guid, host: "web1", generation: 3, fleet: &fleet };
+        decide(policy, &disk(), &found, mounted, Some(&check))
+    }
+
+    #[test]
+    fn this_hosts_own_unfinished_attempt_is_installed_over_even_if_empty_only() {
+        let own = marker::disk_guid("web1", 3);
+        assert_eq!(
+            with_marker(WipePolicy::IfEmpty, Some(own), &[]),
+            Decision::Overwrite(format!(
+                "/dev/sda (8.0 GiB), model QEMU HARDDISK holds a GPT partition table (at byte 512), an ext2/ext3/ext4 file system (at byte 1080), \
+                 and its GPT disk GUID {own} marks it as web1's install of generation 3: an earlier attempt of this install that did not \
+                 finish. Installing over it (customInstaller.wipe = \"if-empty\" takes this host's own unfinished attempt)"
+            ))
+        );
+        // Mounted: refused, marker or not.
+        assert!(matches!(with_marker(WipePolicy::IfEmpty, Some(own), &["/dev/sda2".into()]), Decision::Refuse(why) if why.contains("is in use")));
+    }
+
+    #[test]
+    fn any_other_marker_or_none_is_refused_and_named() {
+        let refused = |guid: Option<Guid>| match with_marker(WipePolicy::IfEmpty, guid, &[]) {
+            Decision::Refuse(why) => why,
+            other => panic!("{guid:?}: {other:?}"),
+        };
+        let start = "/dev/sda (8.0 GiB), model QEMU HARDDISK is not empty: it holds a GPT partition table (at byte 512), an ext2/ext3/ext4 file system (at byte 1080).";
+        let end = " Nothing was written. To install over it, set fleet.hosts.web1.customInstaller.wipe = \"always\", or clear it first (wipefs -a /dev/sda)";
+        let older = marker::disk_guid("web1", 2);
+        assert_eq!(
+            refused(Some(older)),
+            format!("{start} Its GPT disk GUID {older} marks it as web1's install of generation 2, not of generation 3 that this is: an earlier generation's disk, installed or not.{end}")
+        );
+        let newer = marker::disk_guid("web1", 4);
+        assert!(refused(Some(newer)).contains(&format!("Its GPT disk GUID {newer} marks it as web1's install of generation 4, not of generation 3")));
+        let other = marker::disk_guid("db1", 1);
+        assert_eq!(
+            refused(Some(other)),
+            format!("{start} Its GPT disk GUID {other} marks it as fleet host db1's install of generation 1: another host's disk, not web1's.{end}")
+        );
+        // A GUID of no fleet install (any other GPT), or a disk without a GPT.
+        let stranger: Guid = "0fc63daf-8483-4772-8e79-3d69d8477de4".parse().expect("guid");
+        assert_eq!(refused(Some(stranger)), format!("{start}{end}"));
+        assert_eq!(refused(None), format!("{start}{end}"));
+        // Another host's marker of the same name-and-generation digits does not count as this host's.
+        assert_ne!(marker::disk_guid("web13", 1), marker::disk_guid("web1", 31));
+    }
+
+    #[test]
+    fn wipe_always_overwrites_whatever_marker() {
+        for guid in [Some(marker::disk_guid("db1", 1)), Some(marker::disk_guid("web1", 3)), None] {
+            assert!(matches!(with_marker(WipePolicy::Always, guid, &[]), Decision::Overwrite(why) if why.ends_with("overwriting it (customInstaller.wipe = \"always\")")));
+        }
     }
 }

@@ -1,15 +1,26 @@
 //! `nixos-pxe install`: puts the predefined system on the local disk, in logged steps with their
 //! times. Nothing is written before every check has passed; a failure names its step and cause.
 
+mod console_tail;
 pub mod disk;
+pub mod efi;
+pub mod host;
+pub mod http;
+pub mod kernel_args;
 pub mod lease;
+pub mod nic;
 pub mod plan;
+pub mod report;
 mod steps;
 pub mod unpack;
 
 use crate::config::{self, Config, SourceMode};
 use crate::error::Error;
 use camino::{Utf8Path, Utf8PathBuf};
+use host::Selected;
+use kernel_args::KernelArgs;
+use report::{BootReport, Reporter};
+use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 /// Where the installer finds things on the NFS root, and what it may be told instead (tests).
@@ -37,6 +48,12 @@ pub struct InstallArgs {
     /// Where block devices are described (tests point it at a fake tree).
     #[arg(long, value_name = "DIR", default_value = "/sys/class/block", hide = true)]
     pub sysfs_block: Utf8PathBuf,
+    /// Where network interfaces are described.
+    #[arg(long, value_name = "DIR", default_value = "/sys/class/net", hide = true)]
+    pub sys_class_net: Utf8PathBuf,
+    /// The kernel command line, with the fleet's nixos-pxe.* words (tests give their own).
+    #[arg(long, value_name = "FILE", default_value = "/proc/cmdline", hide = true)]
+    pub cmdline: Utf8PathBuf,
 }
 
 /// The steps, in order, as the console shows them.
@@ -50,25 +67,62 @@ pub fn say(line: &str) {
     let _ = out.flush();
 }
 
-/// Runs the steps one by one, timing each, and reports the first failure with its step.
-struct Runner {
-    timings: Vec<(&'static str, Duration)>,
-    started: Instant,
+/// How many of the console's last lines a `failed` report carries.
+pub const LOG_TAIL_LINES: usize = 50;
+
+/// Why the install stopped: the step (None before the first) and the cause.
+struct Failure {
+    step: Option<usize>,
+    why: String,
 }
 
-impl Runner {
-    fn step<T>(&mut self, index: usize, run: impl FnOnce() -> Result<T, Error>) -> Result<T, Error> {
+impl Failure {
+    fn before_steps(e: impl std::fmt::Display) -> Failure {
+        Failure { step: None, why: e.to_string() }
+    }
+
+    fn at(step: usize, why: impl std::fmt::Display) -> Failure {
+        Failure { step: Some(step), why: why.to_string() }
+    }
+
+    /// The step's name as reports give it; `start` before the first step.
+    fn step_name(&self) -> &'static str {
+        self.step.map_or("start", |i| STEPS[i])
+    }
+
+    /// The one greppable console line that says which step failed and why.
+    fn line(&self) -> String {
+        match self.step {
+            Some(i) => format!("install FAILED at step {}/{} ({}): {}", i + 1, STEPS.len(), STEPS[i], self.why),
+            None => format!("install FAILED: {}", self.why),
+        }
+    }
+}
+
+/// Runs the steps one by one, timing each, reporting each as it starts, and stops at the first failure.
+struct Runner<'a> {
+    timings: Vec<(&'static str, Duration)>,
+    started: Instant,
+    reporter: Option<&'a Reporter>,
+}
+
+impl Runner<'_> {
+    fn step<T>(&mut self, index: usize, run: impl FnOnce() -> Result<T, Error>) -> Result<T, Failure> {
         let name = STEPS[index];
-        say(&format!("step {}/{} {name}", index + 1, STEPS.len()));
+        let title = format!("step {}/{} {name}", index + 1, STEPS.len());
+        say(&title);
+        if let Some(r) = self.reporter {
+            r.step(name, title.clone());
+        }
         let start = Instant::now();
         match run() {
             Ok(value) => {
                 let took = start.elapsed();
-                say(&format!("step {}/{} {name} done in {:.1} s", index + 1, STEPS.len(), took.as_secs_f64()));
+                say(&format!("{title} done in {:.1} s", took.as_secs_f64()));
                 self.timings.push((name, took));
                 Ok(value)
             }
-            Err(e) => Err(Error::Message(format!("install FAILED at step {}/{} ({name}): {e}", index + 1, STEPS.len()))),
+            Err(e) => Err(Failure::at(index, e)),
         }
     }
 }
@@ -79,44 +133,156 @@ pub fn default_image(config_file: &Utf8Path, config: &Config) -> Utf8PathBuf {
     config_file.parent().unwrap_or(Utf8Path::new("/nixos-pxe")).join(format!("system.tar{}", codec.extension()))
 }
 
-pub fn run(args: &InstallArgs) -> Result<(), Error> {
-    let resolved = config::load(&args.config, SourceMode::Static)?;
-    let config = resolved.config;
-    let image = args.image.clone().unwrap_or_else(|| default_image(&args.config, &config));
-    let mut runner = Runner { timings: Vec::new(), started: Instant::now() };
+/// `nixos-pxe install`: installs, says on the console how it ended (one `install FAILED` line
+/// naming the step), and for a fleet host served by serve, reports it.
+pub fn main(args: &InstallArgs) -> ExitCode {
+    // The command line first: without its words no report can be sent.
+    let (cmdline, kernel) = match read_kernel_args(&args.cmdline) {
+        Ok(read) => read,
+        Err(why) => {
+            say(&Failure::before_steps(why).line());
+            return ExitCode::from(1);
+        }
+    };
+    if !kernel.unknown.is_empty() {
+        say(&format!(
+            "ignoring {} on the kernel command line: this installer knows nixos-pxe.{}= (is the boot server newer than the NFS root?)",
+            kernel.unknown.join(" "),
+            kernel_args::KNOWN.join("=, nixos-pxe.")
+        ));
+    }
+    let reporter = match (&kernel.fleet, args.dry_run) {
+        (Some(fleet), false) => Reporter::new(fleet),
+        _ => None,
+    };
+    let tail = reporter.as_ref().and_then(|_| match console_tail::ConsoleTail::capture(LOG_TAIL_LINES) {
+        Ok(tail) => Some(tail),
+        Err(e) => {
+            say(&format!("cannot keep the console's last lines for a failure report ({e}); a failure is reported without them"));
+            None
+        }
+    });
+    if let (Some(r), Some(fleet)) = (&reporter, &kernel.fleet) {
+        say(&format!("reporting to {}{} as {} generation {} attempt {}", r.url(), report::ENDPOINT, fleet.host, fleet.generation, fleet.served.as_ref().map_or(0, |s| s.attempt)));
+        r.started(format!("installing {} generation {}", fleet.host, fleet.generation));
+    }
+    let result = run(args, &cmdline, &kernel, reporter.as_ref());
+    let lines = tail.map(console_tail::ConsoleTail::finish).unwrap_or_default();
+    match result {
+        Ok(Installed::Done { system, boot_token_hash }) => {
+            if let (Some(r), Some(hash)) = (&reporter, boot_token_hash) {
+                r.installed(&system, &hash, format!("installed {system}"));
+            }
+            ExitCode::SUCCESS
+        }
+        Ok(Installed::DryRun) => ExitCode::SUCCESS,
+        Err(Outcome::DryRunRefused(why)) => {
+            say(&format!("dry run: the installer would refuse: {why}"));
+            ExitCode::from(1)
+        }
+        Err(Outcome::Failed(failure)) => {
+            let line = failure.line();
+            say(&line);
+            if let Some(r) = &reporter {
+                let mut lines = lines;
+                // The console's pipe was drained before this line was said: it ends the tail.
+                lines.push(format!("nixos-pxe: {line}"));
+                let skip = lines.len().saturating_sub(LOG_TAIL_LINES);
+                r.failed(failure.step_name(), &failure.why, &lines[skip..]);
+            }
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn read_kernel_args(file: &Utf8Path) -> Result<(String, KernelArgs), String> {
+    let cmdline = std::fs::read_to_string(file).map_err(|e| format!("reading the kernel command line {file}: {e}"))?;
+    let kernel = kernel_args::parse(&cmdline).map_err(|e| e.to_string())?;
+    Ok((cmdline, kernel))
+}
+
+/// How a run that did not fail ended.
+enum Installed {
+    Done { system: String, boot_token_hash: Option<String> },
+    DryRun,
+}
+
+enum Outcome {
+    Failed(Failure),
+    DryRunRefused(String),
+}
+
+impl From<Failure> for Outcome {
+    fn from(f: Failure) -> Outcome {
+        Outcome::Failed(f)
+    }
+}
+
+fn run(args: &InstallArgs, cmdline: &str, kernel: &KernelArgs, reporter: Option<&Reporter>) -> Result<Installed, Outcome> {
+    let resolved = config::load(&args.config, SourceMode::Static).map_err(Failure::before_steps)?;
+    let Selected { config, image, fleet } = host::select(&resolved.config, &args.config, kernel).map_err(Failure::before_steps)?;
+    let image = args.image.clone().or(image).unwrap_or_else(|| default_image(&args.config, &config));
+    let boot = reporter.map(BootReport::new).transpose().map_err(Failure::before_steps)?;
+    let mut runner = Runner { timings: Vec::new(), started: Instant::now(), reporter };
+    if let Some(f) = &fleet {
+        say(&format!(
+            "fleet host {}, generation {}{}: its customInstaller and image (from the kernel command line and {})",
+            f.args.host,
+            f.args.generation,
+            f.args.served.as_ref().map(|s| format!(", attempt {}", s.attempt)).unwrap_or_default(),
+            args.config
+        ));
+        if f.args.served.is_none() {
+            say("no reports: the kernel command line has no nixos-pxe.report= (a per-host file of nixos-pxe render, not serve)");
+        } else if args.dry_run {
+            say("no reports: a dry run sends none");
+        }
+    }
     say(&format!("installing from {} with {}{}", image, args.config, if args.dry_run { " (dry run: nothing is changed)" } else { "" }));
 
-    let lease = runner.step(0, || steps::network(args))?;
-    let (plan, decision) = runner.step(1, || steps::disk(args, &config, &image))?;
+    let lease = runner.step(0, || steps::network(args, cmdline, kernel))?;
+    let (plan, decision) = runner.step(1, || steps::disk(args, &config, &image, fleet.as_ref()))?;
     if args.dry_run {
         steps::print_plan(&plan, &decision, &image, &lease, &config);
         return match decision {
-            disk::Decision::Refuse(why) => Err(Error::Message(format!("dry run: the installer would refuse: {why}"))),
-            _ => Ok(()),
+            disk::Decision::Refuse(why) => Err(Outcome::DryRunRefused(why)),
+            _ => Ok(Installed::DryRun),
         };
     }
     if let disk::Decision::Refuse(why) = decision {
-        return Err(Error::Message(format!("install FAILED at step 2/{} (disk): {why}", STEPS.len())));
+        return Err(Failure::at(1, why).into());
     }
+    let stamp = fleet.as_ref().map(|f| steps::Stamp {
+        path: crate::fleet::marker::done_stamp(&f.args.host, f.args.generation),
+        text: format!(
+            "{} generation {}{} installed by nixos-pxe\n",
+            f.args.host,
+            f.args.generation,
+            f.args.served.as_ref().map(|s| format!(" attempt {}", s.attempt)).unwrap_or_default()
+        ),
+    });
     let mut mounted = steps::Mounts::default();
     let result = (|| {
         runner.step(2, || steps::partition(&plan))?;
         let unpacked = runner.step(3, || steps::unpack(&plan, &image, &args.target, &mut mounted))?;
-        runner.step(4, || steps::configure(&plan, &args.target, &lease, &config, &mut mounted))?;
+        runner.step(4, || steps::configure(&plan, &args.target, &lease, &config, boot.as_ref(), &mut mounted))?;
         runner.step(5, || steps::bootloader(&args.target, &unpacked, &mut mounted))?;
-        runner.step(6, || mounted.unmount_all())?;
-        Ok(unpacked)
+        runner.step(6, || steps::finish(&args.target, stamp.as_ref(), &mut mounted))?;
+        Ok::<_, Failure>(unpacked)
     })();
     let unpacked = match result {
         Ok(u) => u,
         Err(e) => {
             // Leave the disk unmounted so the shell that follows can inspect it.
             let _ = mounted.unmount_all();
-            return Err(e);
+            return Err(e.into());
         }
     };
     say("summary:");
     say(&format!("  disk {}", plan.disk.describe()));
+    if let Some(id) = &plan.label_id {
+        say(&format!("  GPT disk GUID {id} (this host's marker)"));
+    }
     for p in &plan.partitions {
         say(&format!("  {} {} MiB label {} ({:?})", p.device, p.size_mib, p.label, p.filesystem));
     }
@@ -125,5 +291,5 @@ pub fn run(args: &InstallArgs) -> Result<(), Error> {
         say(&format!("  {name:<10} {:>7.1} s", took.as_secs_f64()));
     }
     say(&format!("install complete in {:.1} s", runner.started.elapsed().as_secs_f64()));
-    Ok(())
+    Ok(Installed::Done { system: unpacked.system, boot_token_hash: boot.map(|b| report::token_hash(&b.token)) })
 }

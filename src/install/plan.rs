@@ -34,6 +34,9 @@ pub struct Partition {
 pub struct Plan {
     pub disk: Disk,
     pub partitions: Vec<Partition>,
+    /// The GPT disk GUID to write: a fleet host's marker (fleet::marker), so that the disk check
+    /// of a later attempt knows the disk for this host's own; `None`: sfdisk picks a random one.
+    pub label_id: Option<String>,
 }
 
 impl Plan {
@@ -52,6 +55,9 @@ impl Plan {
     /// The sfdisk script: GPT, ESP first, root second, swap last; 1 MiB alignment.
     pub fn sfdisk_script(&self) -> String {
         let mut script = String::from("label: gpt\n");
+        if let Some(id) = &self.label_id {
+            script.push_str(&format!("label-id: {id}\n"));
+        }
         for p in &self.partitions {
             script.push_str(&format!("size={}MiB, type={}, name=\"{}\"\n", p.size_mib, p.type_guid, p.label));
         }
@@ -133,7 +139,7 @@ pub fn plan(disk: &Disk, options: &CustomInstaller) -> Result<Plan, Error> {
             filesystem: Filesystem::Swap,
         });
     }
-    Ok(Plan { disk: disk.clone(), partitions })
+    Ok(Plan { disk: disk.clone(), partitions, label_id: None })
 }
 
 #[cfg(test)]
@@ -175,6 +181,15 @@ mod tests {
         assert_eq!(devices, ["/dev/nvme0n1p1", "/dev/nvme0n1p2", "/dev/nvme0n1p3"]);
         assert_eq!(p.root().size_mib, 20480);
         assert!(p.commands().iter().any(|c| c == "mkswap -L swap /dev/nvme0n1p3"));
+    }
+
+    #[test]
+    fn a_fleet_hosts_marker_is_the_disk_guid() {
+        let mut p = plan(&disk("vda", 8), &options(&[])).expect("fits");
+        let guid = crate::fleet::marker::disk_guid("web1", 3).to_string();
+        p.label_id = Some(guid.clone());
+        assert!(p.sfdisk_script().starts_with(&format!("label: gpt\nlabel-id: {guid}\nsize=512MiB, ")), "{}", p.sfdisk_script());
+        assert!(p.commands()[0].contains(&format!("label: gpt; label-id: {guid}; size=512MiB")), "{}", p.commands()[0]);
     }
 
     #[test]

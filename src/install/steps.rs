@@ -1,9 +1,14 @@
 //! The installer's acting steps: thin code around the programs and system calls, each failure
 //! worded with what was being done. The decisions they follow are made in disk.rs, plan.rs, lease.rs.
 
-use super::disk::{self, Decision, Sysfs};
+use super::disk::{self, Decision, MarkerCheck, Sysfs};
+use super::efi;
+use super::host::FleetInstall;
+use super::kernel_args::KernelArgs;
 use super::lease::{self, Lease};
+use super::nic;
 use super::plan::{self, Filesystem, Plan};
+use super::report::BootReport;
 use super::unpack;
 use super::{InstallArgs, say};
 use crate::command::Command;
@@ -14,14 +19,15 @@ use std::ffi::CString;
 use std::net::Ipv4Addr;
 use std::time::{Duration, Instant};
 
-/// Step 1: the lease, from `--lease-json` or from what the kernel's IP autoconfiguration left.
-pub fn network(args: &InstallArgs) -> Result<Lease, Error> {
+/// Step 1: the lease, from `--lease-json` or from what the kernel's IP autoconfiguration left
+/// (`cmdline`: the kernel command line, `kernel`: its nixos-pxe words).
+pub fn network(args: &InstallArgs, cmdline: &str, kernel: &KernelArgs) -> Result<Lease, Error> {
     let lease = match &args.lease_json {
         Some(file) => {
             let text = std::fs::read_to_string(file).map_err(Error::io(file))?;
             serde_json::from_str(&text).map_err(|e| Error::Message(format!("{file}: not a lease: {e}")))?
         }
-        None => kernel_lease()?,
+        None => kernel_lease(cmdline, kernel, &args.sys_class_net)?,
     };
     say(&format!(
         "{}: {}/{} gateway {} name servers {} domain {} host name {}",
@@ -43,11 +49,27 @@ fn read(path: &str) -> Result<String, Error> {
     std::fs::read_to_string(path).map_err(Error::io(path))
 }
 
-fn kernel_lease() -> Result<Lease, Error> {
-    let cmdline = read("/proc/cmdline")?;
-    let interface = lease::pnp_interface(&cmdline).ok_or_else(|| {
-        Error::Message(format!("the kernel command line names no interface in ip= ({})", cmdline.trim()))
-    })?;
+/// The interface the kernel configured: named by `ip=:::::eth0:dhcp:`, or with `ip=dhcp` (the
+/// kernel asked on every NIC) the one whose MAC is `nixos-pxe.mac=`, which must be the one the
+/// kernel configured.
+fn kernel_interface(cmdline: &str, kernel: &KernelArgs, sys_class_net: &Utf8Path) -> Result<String, Error> {
+    if let Some(named) = lease::pnp_interface(cmdline) {
+        return Ok(named);
+    }
+    let nics = nic::read(sys_class_net, |name| interface_address(name).ok().map(|(address, _)| address));
+    let chosen = match &kernel.mac {
+        Some(mac) => nic::boot_nic(mac, &nics).map_err(Error::Message)?,
+        None => nic::only_configured(&nics).map_err(|why| Error::Message(format!("{why}; the kernel command line is: {}", cmdline.trim())))?,
+    };
+    match &kernel.mac {
+        Some(mac) => say(&format!("{} (MAC {mac}) is the NIC GRUB booted from (nixos-pxe.mac=) and the one the kernel configured (ip=dhcp)", chosen.name)),
+        None => say(&format!("{} is the interface the kernel configured (ip=dhcp; no nixos-pxe.mac= to check it against)", chosen.name)),
+    }
+    Ok(chosen.name.clone())
+}
+
+fn kernel_lease(cmdline: &str, kernel: &KernelArgs, sys_class_net: &Utf8Path) -> Result<Lease, Error> {
+    let interface = kernel_interface(cmdline, kernel, sys_class_net)?;
     let (address, mask) = interface_address(&interface)?;
     let prefix_length = lease::prefix_length(mask).ok_or_else(|| Error::Message(format!("{interface} has the odd netmask {mask}")))?;
     let (name_servers, domain) = lease::parse_pnp(&std::fs::read_to_string("/proc/net/pnp").unwrap_or_default());
@@ -99,8 +121,9 @@ fn required_programs(config: &Config) -> Vec<&'static str> {
 }
 
 /// Step 2: everything checked before anything is written — the image, the programs, the disk and
-/// whether it may be overwritten — and the plan.
-pub fn disk(args: &InstallArgs, config: &Config, image: &Utf8Path) -> Result<(Plan, Decision), Error> {
+/// whether it may be overwritten (for a fleet host, by the marker of its own unfinished attempt
+/// too) — and the plan, which puts this host's marker on the disk.
+pub fn disk(args: &InstallArgs, config: &Config, image: &Utf8Path, fleet: Option<&FleetInstall>) -> Result<(Plan, Decision), Error> {
     let size = std::fs::metadata(image)
         .map_err(|e| Error::Message(format!("the system image {image} cannot be read ({e}); nothing was written to the disk")))?
         .len();
@@ -118,13 +141,22 @@ pub fn disk(args: &InstallArgs, config: &Config, image: &Utf8Path) -> Result<(Pl
     say(&format!("target disk {}", disk.describe()));
     let found = disk::probe(&disk.device, disk.size_bytes)?;
     let mounts = std::fs::read_to_string("/proc/mounts").unwrap_or_default();
-    let decision = disk::decide(config.custom_installer.wipe, &disk, &found, &disk::mounted_parts(&mounts, &disk));
+    let marker = match fleet {
+        Some(f) => Some(MarkerCheck { found: disk::read_gpt_disk_guid(&disk.device)?, host: &f.args.host, generation: f.args.generation, fleet: &f.hosts }),
+        None => None,
+    };
+    let decision = disk::decide(config.custom_installer.wipe, &disk, &found, &disk::mounted_parts(&mounts, &disk), marker.as_ref());
     match &decision {
         Decision::Proceed => say(&format!("{} holds no partition table or file system: it will be partitioned", disk.device)),
         Decision::Overwrite(why) => say(why),
         Decision::Refuse(why) => say(&format!("refusing: {why}")),
     }
-    let plan = plan::plan(&disk, &config.custom_installer)?;
+    let mut plan = plan::plan(&disk, &config.custom_installer)?;
+    if let Some(f) = fleet {
+        let guid = crate::fleet::marker::disk_guid(&f.args.host, f.args.generation);
+        say(&format!("the GPT disk GUID will be {guid}, the marker of {}'s install of generation {}", f.args.host, f.args.generation));
+        plan.label_id = Some(guid.to_string());
+    }
     Ok((plan, decision))
 }
 
@@ -283,8 +315,9 @@ pub fn unpack(plan: &Plan, image: &Utf8Path, target: &Utf8Path, mounts: &mut Mou
 }
 
 /// Step 5: the ESP on /boot (nixos-generate-config records the mounts it sees), then
-/// hardware-configuration.nix and networking.nix for the host's later rebuilds.
-pub fn configure(plan: &Plan, target: &Utf8Path, lease: &Lease, config: &Config, mounts: &mut Mounts) -> Result<(), Error> {
+/// hardware-configuration.nix and networking.nix for the host's later rebuilds, and for a fleet
+/// host that reports, the boot token its first boot reports with.
+pub fn configure(plan: &Plan, target: &Utf8Path, lease: &Lease, config: &Config, boot: Option<&BootReport>, mounts: &mut Mounts) -> Result<(), Error> {
     mounts.mount(plan.esp().device.as_str(), &target.join("boot"), "vfat")?;
     Command::new("nixos-generate-config").args(["--root", target.as_str()]).run()?;
     let dir = target.join("etc/nixos");
@@ -293,22 +326,59 @@ pub fn configure(plan: &Plan, target: &Utf8Path, lease: &Lease, config: &Config,
     let text = lease::networking_nix(lease, &config.custom_installer.networking);
     std::fs::write(&file, &text).map_err(Error::io(&file))?;
     say(&format!("wrote {file}"));
+    if let Some(boot) = boot {
+        let file = boot.write(target)?;
+        say(&format!("wrote {file} (mode 0600): the token the installed system reports its first boot with"));
+    }
     Ok(())
 }
 
-/// Step 6: the installed system's boot loader, with EFI variables reachable.
+/// Step 6: the installed system's boot loader, with EFI variables reachable (efi::decide): on a
+/// machine not booted by UEFI, or without variables, it fails instead of installing a boot
+/// loader that registers nothing.
 pub fn bootloader(target: &Utf8Path, unpacked: &Unpacked, mounts: &mut Mounts) -> Result<(), Error> {
-    let efivars = Utf8Path::new("/sys/firmware/efi/efivars");
-    let mounted = std::fs::read_to_string("/proc/mounts").unwrap_or_default().lines().any(|l| l.contains(" efivarfs "));
-    if efivars.is_dir() && !mounted {
-        mounts.mount("efivarfs", efivars, "efivarfs")?;
-    } else if !efivars.is_dir() {
-        say("no EFI variables on this machine (/sys/firmware/efi/efivars): the boot entry cannot be registered");
+    let efivars = Utf8Path::new(efi::EFIVARS);
+    let seen = || efi::Seen {
+        booted_by_uefi: Utf8Path::new(efi::FIRMWARE_EFI).is_dir(),
+        efivarfs_mounted: efi::efivarfs_mounted(&std::fs::read_to_string("/proc/self/mounts").unwrap_or_default(), efivars),
+        variables: std::fs::read_dir(efivars).map(|entries| entries.count()).unwrap_or(0),
+    };
+    if efi::decide(seen()).map_err(Error::Message)? == efi::Next::MountEfivarfs {
+        mounts.mount("efivarfs", efivars, "efivarfs").map_err(|e| Error::Message(efi::mount_failed(&e.to_string())))?;
+        // Mounted now: Ready, or the error for an efivarfs without variables.
+        if efi::decide(seen()).map_err(Error::Message)? != efi::Next::Ready {
+            return Err(Error::Message(efi::mount_failed(&format!("efivarfs was mounted on {efivars} but /proc/self/mounts does not show it"))));
+        }
     }
+    say(&format!("EFI variables reachable in {efivars}: the boot entry can be registered"));
     say(&format!("installing the boot loader of {}", unpacked.system));
     Command::new("nixos-enter")
         .args(["--root", target.as_str(), "--", "/nix/var/nix/profiles/system/bin/switch-to-configuration", "boot"])
         .env("NIXOS_INSTALL_BOOTLOADER", "1")
         .run()?;
     Ok(())
+}
+
+/// The completion stamp of a fleet install: `path` on the ESP, holding `text`.
+pub struct Stamp {
+    pub path: String,
+    pub text: String,
+}
+
+/// Step 7: everything written out, then (for a fleet host) the completion stamp on the ESP, last,
+/// so that its presence means the install is whole; then the file systems unmounted.
+pub fn finish(target: &Utf8Path, stamp: Option<&Stamp>, mounts: &mut Mounts) -> Result<(), Error> {
+    if let Some(stamp) = stamp {
+        // SAFETY: sync(2) takes no arguments.
+        unsafe { libc::sync() };
+        let file = target.join("boot").join(stamp.path.trim_start_matches('/'));
+        let dir = file.parent().unwrap_or(target);
+        std::fs::create_dir_all(dir).map_err(Error::io(dir))?;
+        let mut out = std::fs::File::create(&file).map_err(Error::io(&file))?;
+        std::io::Write::write_all(&mut out, stamp.text.as_bytes()).map_err(Error::io(&file))?;
+        out.sync_all().map_err(Error::io(&file))?;
+        std::fs::File::open(dir).and_then(|d| d.sync_all()).map_err(Error::io(dir))?;
+        say(&format!("wrote the completion stamp {} on the ESP", stamp.path));
+    }
+    mounts.unmount_all()
 }

@@ -1,6 +1,7 @@
 //! The DHCP server of `nixos-pxe serve` (dhcproto): authoritative (leases from bootServer.dhcpRange plus
 //! the PXE options) or proxy (PXE options only); replies are pure functions of the request and the lease table.
 
+use crate::boot_file::Firmware;
 use crate::config::typed::BootServer;
 use dhcproto::v4::{Decodable, Decoder, DhcpOption, Encodable, Encoder, Message, MessageType, Opcode, OptionCode};
 use std::collections::HashMap;
@@ -8,9 +9,6 @@ use std::io;
 use std::net::{Ipv4Addr, SocketAddr, UdpSocket};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
-
-/// The boot file for x86-64 UEFI (option 93 arch 7 or 9), relative to the TFTP root.
-pub const UEFI_X64_BOOTFILE: &str = "bootx64.efi";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Mode {
@@ -88,6 +86,18 @@ fn architecture(request: &Message) -> Option<u16> {
     match request.opts().get(OptionCode::ClientSystemArchitecture) {
         Some(DhcpOption::ClientSystemArchitecture(a)) => Some(u16::from(*a)),
         _ => None,
+    }
+}
+
+/// Option 67 by the client's architecture (src/boot_file.rs): bios.0 for BIOS (0), bootx64.efi for
+/// x86-64 UEFI (7, 9). A client that sends no option 93 (GRUB's own BOOTP, a Linux DHCP client)
+/// gets bootx64.efi too, as before: it is past the firmware and ignores it. UEFI HTTP boot (16)
+/// gets nothing yet: its answer is a URL to serve's HTTP endpoint, which serve does not have.
+fn boot_file(arch: Option<u16>) -> Option<&'static str> {
+    match arch.map(Firmware::from_architecture) {
+        None => Some(Firmware::Uefi.file_name()),
+        Some(Some(f @ (Firmware::Bios | Firmware::Uefi))) => Some(f.file_name()),
+        Some(Some(Firmware::UefiHttp) | None) => None,
     }
 }
 
@@ -175,13 +185,7 @@ pub fn reply(settings: &Settings, leases: &mut Leases, request: &Message) -> Opt
         opts.insert(DhcpOption::ClassIdentifier(b"PXEClient".to_vec()));
     }
     opts.insert(DhcpOption::TFTPServerName(settings.tftp_server.as_bytes().to_vec()));
-    // Option 67 only for the architectures we have a boot file for: x86-64 UEFI (7, 9). A client that sends
-    // no option 93 (GRUB's own BOOTP, a Linux DHCP client) gets it too: it is already past the firmware.
-    let bootfile = match architecture(request) {
-        Some(7 | 9) | None => Some(UEFI_X64_BOOTFILE),
-        Some(_) => None,
-    };
-    if let Some(file) = bootfile {
+    if let Some(file) = boot_file(architecture(request)) {
         opts.insert(DhcpOption::BootfileName(file.as_bytes().to_vec()));
         m.set_fname_str(file);
     }
@@ -326,14 +330,49 @@ mod tests {
         assert_eq!(option(&r, OptionCode::BootfileName), Some(&DhcpOption::BootfileName(b"bootx64.efi".to_vec())));
     }
 
+    /// Option 67 and the fname field, as the client's firmware reads either.
+    fn boot_file_of(m: &Message) -> Option<String> {
+        let option = match option(m, OptionCode::BootfileName) {
+            Some(DhcpOption::BootfileName(f)) => Some(String::from_utf8_lossy(f).into_owned()),
+            _ => None,
+        };
+        let fname = m.fname_str().and_then(Result::ok).filter(|f| !f.is_empty()).map(str::to_string);
+        assert_eq!(option, fname, "option 67 and fname agree");
+        option
+    }
+
     #[test]
-    fn boot_file_by_architecture_and_range_exhaustion() {
+    fn boot_file_by_architecture() {
+        let s = settings(Mode::Authoritative);
+        let cases: &[(Option<u16>, Option<&str>)] = &[
+            (Some(0), Some("bios.0")),
+            (Some(7), Some("bootx64.efi")),
+            (Some(9), Some("bootx64.efi")),
+            // GRUB's own request and the kernel's carry no option 93.
+            (None, Some("bootx64.efi")),
+            // UEFI HTTP boot wants a URL on an HTTP endpoint serve does not have yet; IA32 and ARM64 UEFI.
+            (Some(16), None),
+            (Some(6), None),
+            (Some(11), None),
+        ];
+        for (i, (arch, want)) in cases.iter().enumerate() {
+            let mut leases = Leases::default();
+            let offer = reply(&s, &mut leases, &request(i as u8, Some(MessageType::Discover), *arch)).expect("offer");
+            assert_eq!(boot_file_of(&offer).as_deref(), *want, "arch {arch:?}");
+        }
+        // In proxy mode too: a BIOS PXE client gets bios.0.
+        let mut bios = request(1, Some(MessageType::Discover), Some(0));
+        bios.opts_mut().insert(DhcpOption::ClassIdentifier(b"PXEClient:Arch:00000:UNDI:002001".to_vec()));
+        let r = reply(&settings(Mode::Proxy), &mut Leases::default(), &bios).expect("proxy offer");
+        assert_eq!(boot_file_of(&r).as_deref(), Some("bios.0"));
+    }
+
+    #[test]
+    fn range_exhaustion() {
         let mut leases = Leases::default();
         let s = settings(Mode::Authoritative);
         let uefi = reply(&s, &mut leases, &request(1, Some(MessageType::Discover), Some(7))).expect("offer");
-        assert!(option(&uefi, OptionCode::BootfileName).is_some());
-        let bios = reply(&s, &mut leases, &request(2, Some(MessageType::Discover), Some(0))).expect("offer");
-        assert!(option(&bios, OptionCode::BootfileName).is_none(), "no boot file for BIOS clients");
+        reply(&s, &mut leases, &request(2, Some(MessageType::Discover), Some(0))).expect("offer");
         assert!(reply(&s, &mut leases, &request(3, Some(MessageType::Discover), Some(7))).is_none(), "range of 2 is full");
         // The same client keeps its address.
         assert_eq!(reply(&s, &mut leases, &request(1, Some(MessageType::Discover), Some(7))).map(|r| r.yiaddr()), Some(uefi.yiaddr()));

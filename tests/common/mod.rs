@@ -2,21 +2,31 @@
 //! PXE lab of the QEMU tests: a network namespace with the boot network, the servers
 //! started in it, a UEFI QEMU client on its tap device, and the serial console read back.
 //! Everything a test creates here (namespaces, processes) is removed when its owner is dropped,
-//! also when the test panics. Nothing is sent outside the namespace.
+//! also when the test panics, and by a watcher when the test process is killed. Nothing is sent
+//! outside the namespace, and the host's DHCP lease file and mounts are checked to be untouched.
 #![allow(dead_code)] // each test binary uses part of it
 
 use std::io::Read;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Mutex, MutexGuard, PoisonError};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 pub const OVMF_CODE: &str = "/usr/share/OVMF/OVMF_CODE.fd";
 pub const OVMF_VARS: &str = "/usr/share/OVMF/OVMF_VARS.fd";
 pub const GRUB_LIB: &str = "/usr/lib/grub/x86_64-efi";
+/// GRUB's i386-pc modules (Debian's grub-pc-bin), for bios.0.
+pub const GRUB_BIOS_LIB: &str = "/usr/lib/grub/i386-pc";
 /// The boot server's address on the lab's bridge, as in the example configuration.
 pub const SERVER_ADDRESS: &str = "10.42.0.1";
+/// The MAC address of the QEMU client's NIC (QEMU's default for the first NIC, set explicitly).
+pub const CLIENT_MAC: &str = "52:54:00:12:34:56";
+/// Where Debian's dnsmasq keeps its leases unless told otherwise: a test must never write it.
+pub const HOST_DNSMASQ_LEASES: &str = "/var/lib/misc/dnsmasq.leases";
+/// How long a server may take to start listening on a busy two-core machine.
+pub const SERVER_START_TIMEOUT: Duration = Duration::from_secs(60);
 
 pub fn root() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -90,35 +100,45 @@ pub fn preflight(programs: &[&str]) -> OneQemu {
 
 /// A network namespace holding the boot network: bridge br0 with the server's address and tap0
 /// for QEMU. Owns the processes started in it and any extra namespaces joined to the bridge.
+/// Dropped without a panic, it checks that the host's dnsmasq lease file and mounts are as they
+/// were when it was made.
 pub struct Lab {
     pub ns: String,
     children: Vec<(Child, PathBuf)>,
     extra: Vec<String>,
+    host_before: HostState,
 }
 
 impl Lab {
     pub fn new(tag: &str) -> Lab {
         let ns = format!("nixos-pxe-{tag}-{}", std::process::id());
+        // The watcher first and the Lab before any command that can fail: a half-made namespace
+        // is deleted by Drop on a panic and by the watcher when the test process is killed.
+        reap_namespace_when_this_process_ends(&ns);
         // A stale namespace of the same name (an earlier run killed by a signal) goes first.
-        let _ = Command::new("ip").args(["netns", "del", &ns]).output();
-        sh(&format!(
-            "ip netns add {ns}; ip -n {ns} link set lo up; ip -n {ns} link add br0 type bridge; \
-             ip -n {ns} addr add {SERVER_ADDRESS}/24 dev br0; ip -n {ns} link set br0 up; \
-             ip -n {ns} tuntap add dev tap0 mode tap; ip -n {ns} link set tap0 master br0 up"
-        ));
-        reap_when_this_process_ends(&ns);
-        Lab {
+        delete_namespace(&ns);
+        let lab = Lab {
             ns,
             children: Vec::new(),
             extra: Vec::new(),
-        }
+            host_before: HostState::now(),
+        };
+        sh(&format!(
+            "ip netns add {ns}; ip -n {ns} link set lo up; ip -n {ns} link add br0 type bridge; \
+             ip -n {ns} addr add {SERVER_ADDRESS}/24 dev br0; ip -n {ns} link set br0 up; \
+             ip -n {ns} tuntap add dev tap0 mode tap; ip -n {ns} link set tap0 master br0 up",
+            ns = lab.ns
+        ));
+        lab
     }
 
     /// A second namespace with `address`/24 on its eth0, joined to the lab's bridge by a veth
     /// pair: another machine on the boot network (a site DHCP server). Deleted with the lab.
     pub fn add_host(&mut self, suffix: &str, address: &str) -> String {
         let host = format!("{}-{suffix}", self.ns);
-        let _ = Command::new("ip").args(["netns", "del", &host]).output();
+        reap_namespace_when_this_process_ends(&host);
+        delete_namespace(&host);
+        self.extra.push(host.clone());
         sh(&format!(
             "ip netns add {host}; ip -n {host} link set lo up; \
              ip -n {ns} link add veth-{suffix} type veth peer name eth0 netns {host}; \
@@ -126,8 +146,6 @@ impl Lab {
              ip -n {host} addr add {address}/24 dev eth0; ip -n {host} link set eth0 up",
             ns = self.ns
         ));
-        reap_when_this_process_ends(&host);
-        self.extra.push(host.clone());
         host
     }
 
@@ -153,6 +171,30 @@ impl Lab {
         self.children.push((child, log.to_owned()));
     }
 
+    /// An IPv6 router on the boot network: a dnsmasq that only sends router advertisements for
+    /// fd42::/64 from br0 (no DHCP, no DNS). iPXE waits for one after its DHCP; without it it sent
+    /// router solicitations for 13 s before it fetched the boot file (measured, see src/loader.rs).
+    /// A site's router would answer the same way; the boot server's configs never do.
+    pub fn advertise_ipv6_router(&mut self, dir: &Path) {
+        sh(&format!("ip -n {} addr add fd42::1/64 dev br0 nodad", self.ns));
+        let leases = format!("--dhcp-leasefile={}", dir.join("ipv6-router.leases").display());
+        self.spawn(
+            &[
+                "dnsmasq",
+                "--keep-in-foreground",
+                "--log-facility=-",
+                "--pid-file",
+                "--conf-file=/dev/null",
+                "--port=0",
+                "--interface=br0",
+                "--enable-ra",
+                "--dhcp-range=::,constructor:br0,ra-only",
+                &leases,
+            ],
+            &dir.join("ipv6-router.log"),
+        );
+    }
+
     /// The servers that have exited, each with its log: a server that rejected its rendered
     /// configuration fails the test at once instead of after a boot timeout.
     pub fn exited(&mut self) -> Vec<String> {
@@ -168,6 +210,46 @@ impl Lab {
             })
             .collect()
     }
+
+    /// Waits until `ready` holds (a server listening, answering): fails the test at once with
+    /// the log of a server that exited, and after SERVER_START_TIMEOUT with every server's log.
+    pub fn wait_until_ready(&mut self, what: &str, mut ready: impl FnMut(&Lab) -> bool) {
+        let start = Instant::now();
+        loop {
+            let exited = self.exited();
+            assert!(exited.is_empty(), "a server exited while waiting for {what}:\n{}", exited.join("\n"));
+            if ready(self) {
+                return;
+            }
+            if start.elapsed() > SERVER_START_TIMEOUT {
+                let logs: Vec<String> = self
+                    .children
+                    .iter()
+                    .map(|(_, log)| format!("--- {}:\n{}", log.display(), std::fs::read_to_string(log).unwrap_or_default()))
+                    .collect();
+                panic!("not ready within {SERVER_START_TIMEOUT:?}: {what}\n{}", logs.join("\n"));
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+
+    /// Waits until every one of `sockets` is bound in namespace `ns` (see `wait_until_ready`).
+    pub fn wait_listening(&mut self, ns: &str, sockets: &[Socket]) {
+        let what = format!("{sockets:?} bound in namespace {ns}");
+        self.wait_until_ready(&what, |_| listening(ns, sockets));
+    }
+
+    /// Whether `args` run in namespace `ns` succeed (a client's probe of a server).
+    pub fn probe(&self, ns: &str, args: &[&str]) -> bool {
+        Command::new("ip")
+            .args(["netns", "exec", ns])
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
+    }
 }
 
 impl Drop for Lab {
@@ -178,33 +260,223 @@ impl Drop for Lab {
             let _ = child.wait();
         }
         for ns in self.extra.iter().chain([&self.ns]) {
-            let _ = Command::new("ip").args(["netns", "del", ns]).status();
+            delete_namespace(ns);
+        }
+        // After a panic the test has failed already; a second panic here would abort.
+        if !std::thread::panicking() {
+            self.host_before.assert_unchanged(&format!("the lab {}", self.ns));
         }
     }
 }
 
-/// Cleanup on interrupt: Drop does not run when the test binary is killed (Ctrl-C, a CI timeout),
-/// so a small watcher in a session of its own (a terminal's Ctrl-C does not reach it) waits for
-/// this process to end and then kills what still runs in namespace `ns` and deletes it. After a
-/// normal Drop it finds nothing left to do.
-fn reap_when_this_process_ends(ns: &str) {
-    let script = format!(
-        "while kill -0 {pid} 2>/dev/null; do sleep 1; done; \
-         ip netns pids {ns} 2>/dev/null | xargs -r kill -9; ip netns del {ns} 2>/dev/null; true",
-        pid = std::process::id()
-    );
+/// A socket a server has bound, as /proc/net/{udp,tcp}[6] shows it in a namespace.
+#[derive(Clone, Copy, Debug)]
+pub enum Socket {
+    /// Any UDP socket on this local port.
+    Udp(u16),
+    /// A TCP socket listening on this local port.
+    TcpListen(u16),
+}
+
+/// Whether every one of `sockets` is bound in network namespace `ns`.
+pub fn listening(ns: &str, sockets: &[Socket]) -> bool {
+    let table = |proto: &str| {
+        let out = Command::new("ip")
+            .args(["netns", "exec", ns, "cat"])
+            .args([format!("/proc/net/{proto}"), format!("/proc/net/{proto}6")])
+            .output();
+        out.map(|o| String::from_utf8_lossy(&o.stdout).into_owned()).unwrap_or_default()
+    };
+    let (udp, tcp) = (table("udp"), table("tcp"));
+    sockets.iter().all(|socket| match *socket {
+        Socket::Udp(port) => bound(&udp, port, None),
+        Socket::TcpListen(port) => bound(&tcp, port, Some("0A")),
+    })
+}
+
+/// Whether a /proc/net table has a socket on local `port` (in state `state`, hex, if given).
+fn bound(table: &str, port: u16, state: Option<&str>) -> bool {
+    table.lines().skip(1).any(|line| {
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        let local_port = fields.get(1).and_then(|a| a.rsplit(':').next()).and_then(|p| u16::from_str_radix(p, 16).ok());
+        local_port == Some(port) && state.is_none_or(|s| fields.get(3) == Some(&s))
+    })
+}
+
+/// The arguments every dnsmasq of the tests runs with, so that it leaves the host alone: its log
+/// into the test's log (not syslog), no pid file (`--pid-file` without a path: /run/dnsmasq is
+/// shared with every dnsmasq on the machine, and a second one there made the first exit with
+/// status 3), and its leases in `lease_file` in the test's directory instead of the host's
+/// /var/lib/misc/dnsmasq.leases. None of them changes the rendered configuration.
+pub fn dnsmasq_host_safe_args(lease_file: &Path) -> Vec<String> {
+    vec![
+        "--keep-in-foreground".into(),
+        "--log-facility=-".into(),
+        "--pid-file".into(),
+        format!("--dhcp-leasefile={}", lease_file.display()),
+    ]
+}
+
+/// What a test could change on the host by mistake: Debian's dnsmasq lease file (contents and
+/// modification time) and the host's mounts outside temporary directories and /run/netns (where
+/// other tests on the machine make theirs at the same time).
+#[derive(Debug, PartialEq)]
+pub struct HostState {
+    dnsmasq_leases: Option<(Vec<u8>, Option<std::time::SystemTime>)>,
+    mounts: Vec<String>,
+}
+
+impl HostState {
+    pub fn now() -> HostState {
+        let dnsmasq_leases = std::fs::read(HOST_DNSMASQ_LEASES)
+            .ok()
+            .map(|bytes| (bytes, std::fs::metadata(HOST_DNSMASQ_LEASES).and_then(|m| m.modified()).ok()));
+        // This process's mount table is the host's: the tests' own mounts are made in private
+        // mount namespaces.
+        let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").expect("read /proc/self/mountinfo");
+        let mounts = mountinfo
+            .lines()
+            .filter(|line| {
+                let point = line.split_whitespace().nth(4).unwrap_or_default();
+                !["/tmp/", "/var/tmp/", "/run/netns/"].iter().any(|p| point.starts_with(p))
+            })
+            .map(|line| {
+                // Without the mount's id and its parent's, which a remount elsewhere can shift.
+                line.split_whitespace().skip(2).collect::<Vec<_>>().join(" ")
+            })
+            .collect();
+        HostState { dnsmasq_leases, mounts }
+    }
+
+    /// Fails the test, naming `who`, if the host's lease file or mounts differ from `self`.
+    pub fn assert_unchanged(&self, who: &str) {
+        let now = HostState::now();
+        assert!(
+            self.dnsmasq_leases == now.dnsmasq_leases,
+            "the host's {HOST_DNSMASQ_LEASES} changed while {who} ran (a dnsmasq without --dhcp-leasefile in the test's \
+             directory: this test's, or another on the machine): before {:?}, now {:?}",
+            self.dnsmasq_leases.as_ref().map(|(b, t)| (String::from_utf8_lossy(b).into_owned(), t)),
+            now.dnsmasq_leases.as_ref().map(|(b, t)| (String::from_utf8_lossy(b).into_owned(), t)),
+        );
+        let added: Vec<&String> = now.mounts.iter().filter(|m| !self.mounts.contains(m)).collect();
+        let removed: Vec<&String> = self.mounts.iter().filter(|m| !now.mounts.contains(m)).collect();
+        assert!(
+            added.is_empty() && removed.is_empty(),
+            "the host's mounts changed while {who} ran (a mount outside a private mount namespace?):\nadded: {added:#?}\nremoved: {removed:#?}"
+        );
+    }
+}
+
+/// Kills every process in network namespace `ns` and deletes it; nothing if there is none.
+pub fn delete_namespace(ns: &str) {
     let _ = Command::new("sh")
+        .args(["-c", "ip netns pids \"$1\" 2>/dev/null | xargs -r kill -9; ip netns del \"$1\" 2>/dev/null; true", "delete-namespace", ns])
+        .status();
+}
+
+/// Cleanup on interrupt: Drop does not run when the test binary is killed (Ctrl-C, a CI timeout,
+/// kill -9), so a small watcher in a process group of its own (a terminal's Ctrl-C does not reach it)
+/// waits for this process to end and then runs the shell `cleanup`. Register it before making
+/// what it removes; after a normal Drop it finds nothing left to do.
+pub fn reap_when_this_process_ends(cleanup: &str) {
+    let script = format!("while kill -0 {pid} 2>/dev/null; do sleep 1; done; {cleanup}; true", pid = std::process::id());
+    // Never waited for: it outlives this process by design.
+    Command::new("sh")
         .args(["-c", &script])
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .process_group(0)
-        .spawn();
+        .spawn()
+        .map(drop)
+        .expect("start the clean-up watcher");
 }
 
-/// A UEFI client: OVMF under TCG, a virtio NIC on tap0 with OVMF's own PXE (no option ROM, as on
-/// a server's onboard NIC) first in the boot order, an optional virtio disk, the serial console
-/// in a file. `-no-reboot`: a reboot ends QEMU, so an install that reboots is seen as an exit.
+/// The watcher for network namespace `ns`: kills what still runs in it and deletes it.
+pub fn reap_namespace_when_this_process_ends(ns: &str) {
+    reap_when_this_process_ends(&format!("ip netns pids {ns} 2>/dev/null | xargs -r kill -9; ip netns del {ns} 2>/dev/null"));
+}
+
+/// A network namespace of this test process with a unique name starting with `tag`: made now,
+/// deleted with everything in it when dropped (also on a panic) or, by a watcher, when the test
+/// process is killed.
+pub struct Namespace {
+    pub name: String,
+}
+
+impl Namespace {
+    pub fn new(tag: &str) -> Namespace {
+        static NEXT: AtomicU32 = AtomicU32::new(0);
+        let name = format!("nixos-pxe-{tag}-{}-{}", std::process::id(), NEXT.fetch_add(1, Ordering::Relaxed));
+        reap_namespace_when_this_process_ends(&name);
+        delete_namespace(&name);
+        let ns = Namespace { name };
+        run(Command::new("ip").args(["netns", "add", &ns.name]));
+        run(Command::new("ip").args(["-n", &ns.name, "link", "set", "lo", "up"]));
+        ns
+    }
+}
+
+impl Drop for Namespace {
+    fn drop(&mut self) {
+        delete_namespace(&self.name);
+    }
+}
+
+/// Runs `cmd` (which must not outlive what `stop` stops) with stdout and stderr in files of
+/// `dir` (a process it leaves behind cannot keep the test waiting on a pipe); after `timeout`
+/// it calls `stop` and fails the test with the output so far. Returns the status and the output.
+pub fn run_within(cmd: &mut Command, dir: &Path, timeout: Duration, stop: impl Fn()) -> (ExitStatus, String) {
+    let (out, err) = (dir.join("run-within.stdout"), dir.join("run-within.stderr"));
+    let mut child = cmd
+        .stdin(Stdio::null())
+        .stdout(std::fs::File::create(&out).expect("stdout file"))
+        .stderr(std::fs::File::create(&err).expect("stderr file"))
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
+    let start = Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("wait") {
+            break Some(status);
+        }
+        if start.elapsed() > timeout {
+            let _ = child.kill();
+            let _ = child.wait();
+            stop();
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let text = format!(
+        "{}{}",
+        std::fs::read_to_string(&out).unwrap_or_default(),
+        std::fs::read_to_string(&err).unwrap_or_default()
+    );
+    match status {
+        Some(status) => (status, text),
+        None => panic!("{cmd:?} did not end within {timeout:?} and was stopped; its output:\n{text}"),
+    }
+}
+
+/// How a QEMU client boots from the lab's network.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Boot {
+    /// OVMF's own UEFI PXE on a virtio NIC without an option ROM, as on a server's onboard NIC.
+    OvmfPxe,
+    /// OVMF's UEFI HTTP boot: its PXE turned off (fw_cfg opt/org.tianocore/IPv4PXESupport and
+    /// IPv6PXESupport), so the "UEFI HTTPv4" boot option comes first.
+    OvmfHttp,
+    /// Legacy BIOS: SeaBIOS (machine pc) and the iPXE ROM of Debian's ipxe-qemu on the virtio NIC.
+    SeaBiosIpxe,
+}
+
+/// SeaBIOS and the iPXE ROM QEMU loads for virtio-net-pci (from Debian's seabios and ipxe-qemu).
+pub const SEABIOS: &str = "/usr/share/seabios/bios-256k.bin";
+pub const IPXE_VIRTIO_ROM: &str = "/usr/lib/ipxe/qemu/efi-virtio.rom";
+
+/// A client under TCG with the firmware and network boot of `Boot` (OVMF's UEFI PXE for `start`),
+/// its NICs on the lab's tap devices, an optional virtio disk second in the boot order, the serial
+/// console in a file. `-no-reboot`: a reboot ends QEMU, so an install that reboots is seen as an exit.
 pub struct Qemu {
     child: Child,
     pub serial: PathBuf,
@@ -212,46 +484,84 @@ pub struct Qemu {
     pub started: Instant,
 }
 
+/// A NIC of the client: the tap device (in the lab's namespace) it is on, its MAC (QEMU's default
+/// 52:54:00:12:34:56 when `None`), and its place in the firmware's boot order (`None`: not in it).
+/// NICs are given to QEMU in order, so the first is the lowest PCI slot: the kernel's eth0.
+#[derive(Debug, Clone, Copy)]
+pub struct Nic<'a> {
+    pub tap: &'a str,
+    pub mac: Option<&'a str>,
+    pub bootindex: Option<u32>,
+}
+
+/// The lab's one client NIC: tap0, CLIENT_MAC, first in the boot order.
+pub const ONE_NIC: &[Nic<'static>] = &[Nic { tap: "tap0", mac: Some(CLIENT_MAC), bootindex: Some(1) }];
+
 impl Qemu {
     pub fn start(lab: &Lab, dir: &Path, memory_mib: u32, disk: Option<&Path>) -> Qemu {
-        let vars = dir.join("OVMF_VARS.fd");
-        std::fs::copy(OVMF_VARS, &vars).expect("copy OVMF vars");
+        Qemu::start_with(lab, dir, memory_mib, disk, Boot::OvmfPxe, ONE_NIC)
+    }
+
+    pub fn start_with_nics(lab: &Lab, dir: &Path, memory_mib: u32, disk: Option<&Path>, nics: &[Nic]) -> Qemu {
+        Qemu::start_with(lab, dir, memory_mib, disk, Boot::OvmfPxe, nics)
+    }
+
+    pub fn start_with(lab: &Lab, dir: &Path, memory_mib: u32, disk: Option<&Path>, boot: Boot, nics: &[Nic]) -> Qemu {
         let serial = dir.join("serial.log");
         let log = dir.join("qemu.log");
-        let mut args: Vec<String> = [
-            "qemu-system-x86_64",
-            "-accel",
-            "tcg",
-            "-machine",
-            "q35",
-            "-no-reboot",
-            "-display",
-            "none",
-            "-monitor",
-            "none",
-            "-netdev",
-            "tap,id=n0,ifname=tap0,script=no,downscript=no",
-            "-device",
-            "virtio-net-pci,netdev=n0,romfile=,bootindex=1",
-        ]
-        .map(String::from)
-        .to_vec();
-        args.extend([
-            "-m".into(),
-            memory_mib.to_string(),
-            "-drive".into(),
-            format!("if=pflash,format=raw,readonly=on,file={OVMF_CODE}"),
-            "-drive".into(),
-            format!("if=pflash,format=raw,file={}", vars.display()),
-            "-serial".into(),
-            format!("file:{}", serial.display()),
-        ]);
+        let mut args: Vec<String> = ["qemu-system-x86_64", "-accel", "tcg", "-no-reboot", "-display", "none", "-monitor", "none"]
+            .map(String::from)
+            .to_vec();
+        match boot {
+            Boot::OvmfPxe | Boot::OvmfHttp => {
+                let vars = dir.join("OVMF_VARS.fd");
+                std::fs::copy(OVMF_VARS, &vars).expect("copy OVMF vars");
+                args.extend([
+                    "-machine".into(),
+                    "q35".into(),
+                    "-drive".into(),
+                    format!("if=pflash,format=raw,readonly=on,file={OVMF_CODE}"),
+                    "-drive".into(),
+                    format!("if=pflash,format=raw,file={}", vars.display()),
+                ]);
+                if boot == Boot::OvmfHttp {
+                    for knob in ["IPv4PXESupport", "IPv6PXESupport"] {
+                        args.extend(["-fw_cfg".into(), format!("name=opt/org.tianocore/{knob},string=no")]);
+                    }
+                }
+            }
+            // Machine pc with its default SeaBIOS; the NICs keep QEMU's default ROM (iPXE).
+            // -display none, not -nographic: with no display QEMU does not have SeaBIOS mirror
+            // the VGA text to the serial port, which would put every character GRUB prints
+            // (`terminal_output serial console`) there twice.
+            Boot::SeaBiosIpxe => args.extend(["-machine".into(), "pc".into()]),
+        }
+        for (i, nic) in nics.iter().enumerate() {
+            args.push("-netdev".into());
+            args.push(format!("tap,id=n{i},ifname={},script=no,downscript=no", nic.tap));
+            args.push("-device".into());
+            // OVMF boots by its own UEFI network stack: no option ROM, as on an onboard NIC.
+            let mut device = format!("virtio-net-pci,netdev=n{i}");
+            if boot != Boot::SeaBiosIpxe {
+                device.push_str(",romfile=");
+            }
+            if let Some(index) = nic.bootindex {
+                device.push_str(&format!(",bootindex={index}"));
+            }
+            if let Some(mac) = nic.mac {
+                device.push_str(&format!(",mac={mac}"));
+            }
+            args.push(device);
+        }
+        args.extend(["-m".into(), memory_mib.to_string(), "-serial".into(), format!("file:{}", serial.display())]);
         if let Some(disk) = disk {
             args.extend([
                 "-drive".into(),
                 format!("file={},format=raw,if=none,id=d0", disk.display()),
                 "-device".into(),
-                "virtio-blk-pci,drive=d0".into(),
+                // Second in the boot order, as a server's disk is: OVMF connects only the devices
+                // in the boot order, so without it GRUB sees no disk and `exit` goes to the setup app.
+                "virtio-blk-pci,drive=d0,bootindex=2".into(),
             ]);
         }
         let file = std::fs::File::create(&log).expect("qemu log");
@@ -343,20 +653,32 @@ pub fn test_kernel(config_args: &[&str]) -> PathBuf {
     )
 }
 
-/// Runs the bash `script` in a fresh network namespace (`unshare -n`, loopback only) in `dir`,
-/// after starting `nixos-pxe serve SERVE_ARGS` there and waiting for `ready` in its log
-/// (server.log). `fail MSG` in the script ends it with the server's log. Afterwards serve gets
-/// SIGINT and must exit 0 and log `stopped`. Returns whether all of it held, and the output.
+/// How long one `with_serve_on_loopback` script may take, transfers with packet loss included.
+pub const LOOPBACK_SCRIPT_TIMEOUT: Duration = Duration::from_secs(300);
+
+/// Runs the bash `script` in a fresh network namespace (loopback only) in `dir`, after starting
+/// `nixos-pxe serve SERVE_ARGS` there and waiting (up to 10 s) for `ready` in its log
+/// (server.log); a server that never logs it fails the run with its log. `fail MSG` in the script
+/// ends it with the server's log. Afterwards serve gets SIGINT and must exit 0 and log `stopped`.
+/// Whatever ends the script (a failing command, the LOOPBACK_SCRIPT_TIMEOUT, the test process
+/// killed) also ends serve and deletes the namespace. Returns whether all of it held, and the output.
 pub fn with_serve_on_loopback(dir: &Path, serve_args: &str, ready: &str, script: &str, stopped: &str) -> (bool, String) {
     let bin = env!("CARGO_BIN_EXE_nixos-pxe");
     let full = format!(
         r#"set -eu
 cd {dir}
-ip link set lo up
 {bin} serve {serve_args} 2>server.log &
 SERVER=$!
-for i in $(seq 50); do grep -q "{ready}" server.log && break; sleep 0.1; done
-fail() {{ echo "FAILED: $*"; cat server.log; kill -INT $SERVER; exit 1; }}
+# A failing command (set -e) or `fail` must not leave serve running: stop it on every exit.
+trap 'kill -9 $SERVER 2>/dev/null || true' EXIT
+fail() {{ echo "FAILED: $*"; cat server.log; exit 1; }}
+ready=
+for i in $(seq 100); do
+  if grep -q "{ready}" server.log; then ready=yes; break; fi
+  kill -0 $SERVER 2>/dev/null || fail "serve exited before it logged '{ready}'"
+  sleep 0.1
+done
+[ -n "$ready" ] || fail "serve did not log '{ready}' within 10 s"
 {script}
 kill -INT $SERVER
 wait $SERVER || fail "server exited with status $? after SIGINT"
@@ -365,10 +687,12 @@ echo ALL-OK
 "#,
         dir = dir.display()
     );
-    let out = Command::new("unshare")
-        .args(["-n", "bash", "-c", &full])
-        .output()
-        .expect("run unshare (needs root)");
-    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
-    (out.status.success() && text.contains("ALL-OK"), text)
+    let ns = Namespace::new("lo");
+    let (status, text) = run_within(
+        Command::new("ip").args(["netns", "exec", &ns.name, "bash", "-c", &full]),
+        dir,
+        LOOPBACK_SCRIPT_TIMEOUT,
+        || delete_namespace(&ns.name),
+    );
+    (status.success() && text.contains("ALL-OK"), text)
 }

@@ -1,0 +1,41 @@
+# The NFS root tarball, laid out as the README's "The NFS root's layout" says: /init (the tool),
+# /nixos-pxe/config.json, /nixos-pxe/system.tar.*, /nixos-pxe/tools/{bin,sbin} and their closure
+# in /nix/store, and empty mount points. Unpack it on the boot server into bootServer.nfsExport:
+# tar -xf nfsroot.tar -C <nfsExport>.
+# init: nfsroot.init, the path the kernel runs (init=); its file name is `init` (src/schema.rs checks
+# it), which is how the tool knows to be init (src/start.rs).
+{ lib, pkgs, tool, configJSON, systemImage, writableLayer, init }:
+let
+  # What init and the installer run (src/install: sfdisk, mkswap, mkfs.vfat, mkfs.ext4,
+  # nix-store, nix-env, nixos-generate-config, nixos-enter; sh for the rescue shell). init puts
+  # /nixos-pxe/tools/{bin,sbin} first on PATH. buildEnv: pkgs/build-support/buildenv/default.nix.
+  tools = pkgs.buildEnv {
+    name = "nixos-pxe-tools";
+    paths = [
+      tool
+      pkgs.bashInteractive
+      pkgs.coreutils
+      pkgs.util-linux
+      pkgs.e2fsprogs
+      pkgs.dosfstools
+      pkgs.iproute2
+      pkgs.kmod
+      pkgs.nix
+      pkgs.nixos-install-tools
+      pkgs.zstd
+    ] ++ lib.optional (writableLayer == "unionfs-fuse") pkgs.unionfs-fuse;
+    pathsToLink = [ "/bin" "/sbin" ];
+  };
+  closure = pkgs.closureInfo { rootPaths = [ tools ]; };
+  inherit (systemImage) imageName;
+in
+pkgs.runCommand "nixos-pxe-nfsroot" { nativeBuildInputs = [ tool ]; passthru = { inherit tools; }; } ''
+  mkdir $out
+  nixos-pxe pack --out $out/nfsroot.tar --compression none \
+    --store-paths ${closure}/store-paths \
+    --file nixos-pxe/config.json=${configJSON} \
+    --file nixos-pxe/${imageName}=${systemImage}/${imageName} \
+    --symlink ${lib.removePrefix "/" init}=${tool}/bin/nixos-pxe \
+    --symlink nixos-pxe/tools=${tools} \
+    --dir dev --dir proc --dir sys --dir run --dir tmp --dir mnt --dir etc
+''

@@ -1,0 +1,724 @@
+//! The Nix layer (flake.nix, nix/*.nix, checks/*.nix), evaluated and built for real with Debian's
+//! Nix 2.8: nixpkgs' real lib (a copy of the nixpkgs.lib mirror, $NIXPKGS_LIB; .ci/run sets it to
+//! ../shared/nixpkgs-lib) and, for the package set, the stand-in nixpkgs of
+//! tests/nix/stand-in-nixpkgs (nixpkgs itself cannot be fetched here). The stand-in provides the
+//! nixpkgs interfaces the layer uses, each checked against nixpkgs' source (its interfaces.nix is
+//! the one list), and builds them with Debian's programs, Debian's GRUB and the nixos-pxe binary
+//! this `cargo test` built. So the derivations here are the flake's own, built in Nix's sandbox;
+//! what they are built from is the stand-in's (a placeholder instead of a compiled kernel, Debian
+//! programs instead of nixpkgs' packages, the stand-in NixOS's system instead of a NixOS one).
+//!
+//! Not covered here: nix/package.nix's `src` (lib.fileset.toSource needs builtins.readFileType,
+//! Nix 2.14 or newer, and Debian's Nix is 2.8; the stand-in's buildRustPackage never forces src),
+//! compiling the tool with nixpkgs' Rust, nixpkgs' kernel build, and the VM check's run: those run
+//! where nixpkgs is, with `nix flake check`.
+
+mod common;
+mod switches;
+
+use common::{GRUB_LIB, Lab, Qemu, in_order, nixos_pxe, root, run};
+use serde_json::Value;
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::OnceLock;
+use std::time::Duration;
+
+/// The settings Debian's Nix needs here as root (shared/notes/nix-on-this-machine.md): no nixbld
+/// group, no reachable binary cache, and the sandbox with Debian's directories in it, which the
+/// stand-in's builders run.
+const NIX_CONFIG: &str = "build-users-group =\n\
+                          substituters =\n\
+                          sandbox = true\n\
+                          extra-sandbox-paths = /usr /bin /lib /lib64 /etc\n\
+                          allow-import-from-derivation = true\n";
+const SYSTEM: &str = "x86_64-linux";
+
+/// What the tests share, made once per run in target/tmp/flake: a copy of the repository's files
+/// (what a fresh clone has), the machine inputs of the stand-in and a flake of another
+/// repository that uses this one.
+struct Fixture {
+    /// The files `git ls-files` lists, copied (the work tree's target/ would be copied into the
+    /// store with a `path:` flake of the work tree itself).
+    repo: PathBuf,
+    /// nixpkgs' lib, from $NIXPKGS_LIB.
+    nixpkgs_lib: PathBuf,
+    /// The stand-in's `machine` input: this build's nixos-pxe and facts.json.
+    machine: PathBuf,
+    /// The same with a rustc older than Cargo.toml's rust-version.
+    old_rustc: PathBuf,
+    /// The same with a kernel .config in which Kconfig turned MLX5_CORE into a module and
+    /// dropped ICE.
+    demoted: PathBuf,
+    /// Another repository's flake: `inputs.nixos-pxe.url = "path:<repo>"`.
+    consumer: PathBuf,
+    /// The TFTP root the consumer's installer names (bootServer.tftpRoot).
+    tftp_root: PathBuf,
+}
+
+static FIXTURE: OnceLock<Fixture> = OnceLock::new();
+
+/// The fixture, made by the first test that asks; None (the test returns) when what the tests need
+/// is missing and NIXOS_PXE_ALLOW_SKIP=1, otherwise such a test fails saying what is missing.
+fn fixture() -> Option<&'static Fixture> {
+    let Some(dir) = std::env::var_os("NIXPKGS_LIB") else {
+        switches::skip_or_fail(
+            "NIXPKGS_LIB is not set: it names a copy of nixpkgs' lib (the nixpkgs.lib mirror, with lib/default.nix); \
+             .ci/run sets it to ../shared/nixpkgs-lib. Run: NIXPKGS_LIB=/path/to/nixpkgs-lib cargo test --test flake",
+        );
+        return None;
+    };
+    let nixpkgs_lib = PathBuf::from(dir);
+    if !nixpkgs_lib.join("lib/default.nix").is_file() {
+        switches::skip_or_fail(&format!(
+            "NIXPKGS_LIB={} has no lib/default.nix: it must name a copy of nixpkgs' lib (the nixpkgs.lib mirror)",
+            nixpkgs_lib.display()
+        ));
+        return None;
+    }
+    if Command::new("nix").arg("--version").output().is_err() {
+        switches::skip_or_fail("`nix --version` does not run: nix is not installed (apt-get install nix-bin)");
+        return None;
+    }
+    Some(FIXTURE.get_or_init(|| make_fixture(&nixpkgs_lib)))
+}
+
+fn make_fixture(nixpkgs_lib: &Path) -> Fixture {
+    let nixpkgs_lib = nixpkgs_lib.canonicalize().expect("canonical NIXPKGS_LIB");
+
+    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("flake");
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("mkdir target/tmp/flake");
+
+    let repo = dir.join("repo");
+    copy_tracked_files(root(), &repo);
+
+    let rustc = run(Command::new("rustc").arg("--version"));
+    let rustc_version = rustc.split_whitespace().nth(1).expect("rustc --version: rustc X.Y.Z ...").to_string();
+    let machine = make_machine(&dir.join("machine"), None, serde_json::json!({ "rustcVersion": rustc_version }));
+    let old_rustc = make_machine(&dir.join("machine-old-rustc"), Some(&machine), serde_json::json!({ "rustcVersion": "1.86.0" }));
+    let demoted = make_machine(
+        &dir.join("machine-demoted"),
+        Some(&machine),
+        serde_json::json!({ "rustcVersion": rustc_version, "kernelConfigEdits": { "MLX5_CORE": "m", "ICE": null } }),
+    );
+
+    let tftp_root = dir.join("tftp");
+    std::fs::create_dir_all(tftp_root.join("nixos")).expect("mkdir tftp");
+    let consumer = dir.join("consumer");
+    write_consumer_flake(&consumer, &repo, &tftp_root);
+
+    Fixture { repo, nixpkgs_lib, machine, old_rustc, demoted, consumer, tftp_root }
+}
+
+/// Copies the files `git ls-files --cached --others --exclude-standard` lists (tracked and new,
+/// not ignored) from `from` to `to`, keeping modes and symbolic links.
+fn copy_tracked_files(from: &Path, to: &Path) {
+    let list = run(Command::new("git")
+        .args(["ls-files", "-z", "--cached", "--others", "--exclude-standard"])
+        .current_dir(from));
+    for file in list.split('\0').filter(|f| !f.is_empty()) {
+        let source = from.join(file);
+        let Ok(meta) = std::fs::symlink_metadata(&source) else { continue }; // deleted, not yet staged
+        let target = to.join(file);
+        std::fs::create_dir_all(target.parent().expect("parent")).expect("mkdir");
+        if meta.file_type().is_symlink() {
+            let link = std::fs::read_link(&source).expect("readlink");
+            std::os::unix::fs::symlink(link, &target).expect("symlink");
+        } else {
+            std::fs::copy(&source, &target).unwrap_or_else(|e| panic!("copy {file}: {e}"));
+        }
+    }
+}
+
+/// A `machine` input for the stand-in: the nixos-pxe binary (hard-linked from `like`'s, or this
+/// build's without its debug information, which every run would otherwise add to the Nix store
+/// as 90 MB) and facts.json.
+fn make_machine(dir: &Path, like: Option<&Path>, facts: Value) -> PathBuf {
+    std::fs::create_dir_all(dir).expect("mkdir machine");
+    let binary = dir.join("nixos-pxe");
+    match like {
+        Some(other) => std::fs::hard_link(other.join("nixos-pxe"), &binary).expect("link nixos-pxe"),
+        None => {
+            run(Command::new("strip").arg("--strip-debug").arg("-o").arg(&binary).arg(env!("CARGO_BIN_EXE_nixos-pxe")));
+        }
+    }
+    std::fs::write(dir.join("facts.json"), facts.to_string()).expect("write facts.json");
+    dir.to_owned()
+}
+
+/// The flake of a repository that uses nixos-pxe the way the README shows: nixos-pxe as an input
+/// following its nixpkgs, lib.mkInstaller with a file that is part of a larger NixOS
+/// configuration, a target from its own nixosConfigurations. Its other outputs are the cases the
+/// tests below look at.
+fn write_consumer_flake(dir: &Path, repo: &Path, tftp_root: &Path) {
+    std::fs::create_dir_all(dir).expect("mkdir consumer");
+    let flake = r#"{
+  inputs.nixpkgs.url = "github:NixOS/nixpkgs/nixos-unstable";
+  inputs.nixos-pxe.url = "path:@REPO@";
+  inputs.nixos-pxe.inputs.nixpkgs.follows = "nixpkgs";
+
+  outputs = { self, nixpkgs, nixos-pxe }:
+    let
+      system = "x86_64-linux";
+      installerWith = modules: nixos-pxe.lib.mkInstaller {
+        inherit nixpkgs system modules;
+        targetSystem = self.nixosConfigurations.web1;
+      };
+      # A caller that also lists the NixOS module (which imports nix/module.nix again).
+      installer = installerWith [ ./installer.nix nixos-pxe.nixosModules.default ];
+    in
+    {
+      nixosConfigurations.web1 = nixpkgs.lib.nixosSystem { modules = [ ./web1.nix ]; };
+      packages.${system} = { inherit (installer) bootLoader kernel tarball systemImage serverConfigs kernelFragment configJSON; };
+      installerConfig = installer.config;
+      structuredExtraConfig = installer.kernel.kernelPackage.structuredExtraConfig;
+
+      typo = (installerWith [ ./installer.nix { nfsroot.bootloader.timeout = 3; } ]).configJSON;
+      failedCheck = (installerWith [ ./installer.nix { customInstaller.networking.useDHCP = false; } ]).configJSON;
+      # The other writable layer: its tools include unionfs-fuse.
+      unionfsTarball = (installerWith [ ./installer.nix { nfsroot.writableLayer = "unionfs-fuse"; } ]).tarball;
+
+      # The NixOS module in a NixOS system: its checks are NixOS assertions.
+      nixosWithModule = extra: (nixpkgs.lib.nixosSystem {
+        modules = [ nixos-pxe.nixosModules.default ./installer.nix extra ];
+      }).config.system.build;
+      # What the filter of the old nix/mk-installer.nix read: every NixOS assertion's message.
+      assertionMessages = map (a: a.message) (nixpkgs.lib.nixosSystem { modules = [ ./web1.nix ]; }).config.assertions;
+    };
+}
+"#
+    .replace("@REPO@", repo.to_str().expect("utf-8 path"));
+    std::fs::write(dir.join("flake.nix"), flake).expect("write flake.nix");
+    let installer = r#"# Part of a larger NixOS configuration: the boot server's own settings beside the installer's.
+{ config, lib, pkgs, modulesPath, ... }:
+{
+  imports = [ (modulesPath + "/profiles/all-hardware.nix") ];
+  networking.hostName = "pxe-server";
+  networking.domain = "lab.test";
+  services.openssh.enable = true;
+  environment.etc."motd".source = pkgs.writeText "motd" "boot server";
+  networking.firewall.enable = lib.mkDefault false;
+
+  bootServer = {
+    address = "10.42.0.1";
+    interface = "br0";
+    subnet = "10.42.0.0/24";
+    dhcpRange.start = "10.42.0.100";
+    dhcpRange.end = "10.42.0.199";
+    domainName = config.networking.domain;
+    tftpRoot = "@TFTP@";
+  };
+  nfsroot.extraKernelOptions = [ "NR_CPUS=512" ];
+  customInstaller.rootDevice = "/dev/vda";
+}
+"#
+    .replace("@TFTP@", tftp_root.to_str().expect("utf-8 path"));
+    std::fs::write(dir.join("installer.nix"), installer).expect("write installer.nix");
+    std::fs::write(
+        dir.join("web1.nix"),
+        "{ ... }: { networking.hostName = \"web1\"; system.stateVersion = \"25.11\"; }\n",
+    )
+    .expect("write web1.nix");
+}
+
+/// Which flake a command is about, and which `machine` the stand-in gets.
+#[derive(Clone, Copy)]
+enum Flake {
+    /// This repository's flake.
+    Repo,
+    /// The other repository's flake.
+    Consumer,
+}
+
+/// `nix <args> <flake>#<attr>` with the stand-in nixpkgs, nixpkgs' lib and `machine` put in
+/// through --override-input; the lock file is never written.
+fn nix(f: &Fixture, subcommand: &[&str], flake: Flake, attr: &str, machine: &Path) -> Output {
+    let stand_in = f.repo.join("tests/nix/stand-in-nixpkgs");
+    let reference = match flake {
+        Flake::Repo => format!("path:{}#{attr}", f.repo.display()),
+        Flake::Consumer => format!("path:{}#{attr}", f.consumer.display()),
+    };
+    Command::new("nix")
+        .env("NIX_CONFIG", NIX_CONFIG)
+        .args(["--extra-experimental-features", "nix-command flakes"])
+        .args(subcommand)
+        .args(["--option", "eval-cache", "false", "--no-write-lock-file"])
+        .arg("--override-input").arg("nixpkgs").arg(format!("path:{}", stand_in.display()))
+        .arg("--override-input").arg("nixpkgs/lib").arg(format!("path:{}", f.nixpkgs_lib.display()))
+        .arg("--override-input").arg("nixpkgs/machine").arg(format!("path:{}", machine.display()))
+        .arg(&reference)
+        .output()
+        .expect("run nix (Debian's nix-bin)")
+}
+
+fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+/// `nix eval --json`; fails the test with Nix's message unless it succeeds.
+fn eval(f: &Fixture, flake: Flake, attr: &str, apply: Option<&str>) -> (Value, String) {
+    let mut args = vec!["eval", "--json"];
+    if let Some(apply) = apply {
+        args.extend(["--apply", apply]);
+    }
+    let out = nix(f, &args, flake, attr, &f.machine);
+    assert!(out.status.success(), "nix eval {attr} failed:\n{}", stderr(&out));
+    (serde_json::from_slice(&out.stdout).expect("nix eval --json prints JSON"), stderr(&out))
+}
+
+/// `nix build`; returns the output path, or fails the test with Nix's message.
+fn build(f: &Fixture, flake: Flake, attr: &str) -> PathBuf {
+    let out = nix(f, &["build", "--no-link", "--json"], flake, attr, &f.machine);
+    assert!(out.status.success(), "nix build {attr} failed:\n{}", stderr(&out));
+    let built: Value = serde_json::from_slice(&out.stdout).expect("nix build --json prints JSON");
+    PathBuf::from(built[0]["outputs"]["out"].as_str().expect("an out path"))
+}
+
+/// The stand-in's list of interfaces: { "pkgs.runCommand" = { file, commit, checked }; ... }.
+fn stand_in_list(f: &Fixture) -> serde_json::Map<String, Value> {
+    let out = Command::new("nix")
+        .env("NIX_CONFIG", NIX_CONFIG)
+        .args(["--extra-experimental-features", "nix-command flakes", "eval", "--json", "--no-write-lock-file"])
+        .arg("--override-input").arg("lib").arg(format!("path:{}", f.nixpkgs_lib.display()))
+        .arg("--override-input").arg("machine").arg(format!("path:{}", f.machine.display()))
+        .arg(format!("path:{}#standIn.interfaces", f.repo.join("tests/nix/stand-in-nixpkgs").display()))
+        .output()
+        .expect("run nix");
+    assert!(out.status.success(), "{}", stderr(&out));
+    serde_json::from_slice::<Value>(&out.stdout).expect("JSON").as_object().expect("an attribute set").clone()
+}
+
+/// Every packages.* and checks.* attribute (and devShells.*) of the flake, enumerated from the
+/// flake itself, evaluates to a derivation. Evaluating them all forces every nixpkgs attribute
+/// the layer uses; the stand-in traces each it provides when forced, and that set must be the
+/// stand-in's whole list: no entry the layer does not use.
+#[test]
+fn every_package_and_check_is_a_derivation_and_the_stand_in_provides_exactly_what_they_use() {
+    let Some(f) = fixture() else { return };
+    let apply = "outputs: builtins.mapAttrs (system: builtins.mapAttrs (name: d: { type = d.type or null; drvPath = d.drvPath or null; })) outputs";
+    let mut used = BTreeSet::new();
+    let mut names = Vec::new();
+    for output in ["packages", "checks", "devShells"] {
+        let (value, log) = eval(f, Flake::Repo, output, Some(apply));
+        let systems = value.as_object().expect("an attribute set of systems");
+        assert!(systems.contains_key(SYSTEM), "{output} has {SYSTEM}: {value}");
+        for (system, attrs) in systems {
+            let attrs = attrs.as_object().expect("an attribute set");
+            assert!(!attrs.is_empty(), "{output}.{system} is empty");
+            for (name, d) in attrs {
+                assert_eq!(d["type"], "derivation", "{output}.{system}.{name} is not a derivation: {d}");
+                let drv = d["drvPath"].as_str().unwrap_or_default();
+                assert!(drv.starts_with("/nix/store/") && drv.ends_with(".drv"), "{output}.{system}.{name}: {d}");
+                names.push(format!("{output}.{system}.{name}"));
+            }
+        }
+        used.extend(traced(&log));
+    }
+    // What the example does not reach: the unionfs-fuse writable layer, in the other flake.
+    let (drv, log) = eval(f, Flake::Consumer, "unionfsTarball.drvPath", None);
+    assert!(drv.as_str().is_some_and(|d| d.ends_with(".drv")), "{drv}");
+    used.extend(traced(&log));
+    eprintln!("evaluated to derivations: {}", names.join(" "));
+
+    let listed: BTreeSet<String> = stand_in_list(f).keys().filter(|k| k.starts_with("pkgs.")).cloned().collect();
+    let used_pkgs: BTreeSet<String> = used.iter().filter(|u| u.starts_with("pkgs.")).cloned().collect();
+    assert_eq!(
+        listed.difference(&used_pkgs).collect::<Vec<_>>(),
+        Vec::<&String>::new(),
+        "the stand-in provides nixpkgs attributes the flake's outputs do not use"
+    );
+    assert_eq!(used_pkgs.difference(&listed).collect::<Vec<_>>(), Vec::<&String>::new());
+    assert!(used.contains("lib.nixosSystem"), "the target system goes through lib.nixosSystem: {used:?}");
+}
+
+/// The stand-in attributes an evaluation forced, from its trace lines.
+fn traced(log: &str) -> Vec<String> {
+    log.lines().filter_map(|l| l.strip_prefix("trace: stand-in nixpkgs: used ")).map(str::to_string).collect()
+}
+
+/// Each entry of the list names the nixpkgs file and the commit it was read or found at.
+#[test]
+fn the_stand_in_list_names_a_nixpkgs_file_and_commit_for_every_entry() {
+    let Some(f) = fixture() else { return };
+    let list = stand_in_list(f);
+    assert!(list.len() > 30, "{list:?}");
+
+    for (name, entry) in &list {
+        let file = entry["file"].as_str().unwrap_or_default();
+        assert!(!file.is_empty(), "{name}: no file");
+        let commits = entry["commit"].as_str().unwrap_or_default();
+        assert!(
+            commits.split(", ").all(is_commit_id),
+            "{name}: `{commits}` is not one or more 40-digit commits"
+        );
+        assert!(matches!(entry["checked"].as_str(), Some("read" | "found")), "{name}: {entry}");
+    }
+}
+
+/// Whether `c` is a full git commit id (40 lowercase hex digits).
+fn is_commit_id(c: &str) -> bool {
+    c.len() == 40 && c.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+}
+
+/// The flake's boot loader, built with Debian's GRUB through the flake, is the seed's result/.
+#[test]
+fn boot_loader_builds_from_the_flake() {
+    let Some(f) = fixture() else { return };
+    let out = build(f, Flake::Repo, "bootLoader");
+    let efi = std::fs::read(out.join("bootx64.efi")).expect("bootx64.efi");
+    assert_eq!(&efi[..2], b"MZ", "bootx64.efi is a PE image");
+    let cfg = std::fs::read_to_string(out.join("grub.cfg")).expect("grub.cfg");
+    // The same grub.cfg the tool renders from the example's file.
+    let dir = tempfile::tempdir().expect("tempdir");
+    nixos_pxe(&["render", "--config", "examples/seed/installer.nix", "--out", dir.path().to_str().expect("utf-8")]);
+    let rendered = std::fs::read_to_string(dir.path().join("grub.cfg")).expect("rendered grub.cfg");
+    assert_eq!(cfg.lines().skip_while(|l| l.starts_with('#')).collect::<Vec<_>>(), rendered.lines().skip_while(|l| l.starts_with('#')).collect::<Vec<_>>());
+}
+
+/// serverConfigs: every file `nixos-pxe render` writes, from the example's options.
+#[test]
+fn server_configs_build_from_the_flake() {
+    let Some(f) = fixture() else { return };
+    let out = build(f, Flake::Repo, "serverConfigs");
+    for file in ["grub.cfg", "cmdline", "dhcpd.conf", "kea-dhcp4.json", "dnsmasq.conf", "exports", "ganesha.conf"] {
+        assert!(out.join(file).is_file(), "serverConfigs lacks {file}");
+    }
+    let cmdline = std::fs::read_to_string(out.join("cmdline")).expect("cmdline");
+    assert!(cmdline.contains("root=/dev/nfs") && cmdline.contains("init=/init"), "{cmdline}");
+}
+
+/// The fragment derivation is the tool's fragment for the file, and the kernel gets it as
+/// structuredExtraConfig, each value mkForce'd and spelled as lib.kernel spells it; the kernel
+/// is configured with autoModules and ignoreConfigErrors; the kernel and checks.kernel-config
+/// build when every `y` symbol is =y in the .config.
+#[test]
+fn the_kernel_gets_the_fragment_forced_and_checks_every_built_in_symbol() {
+    let Some(f) = fixture() else { return };
+    let fragment_path = build(f, Flake::Consumer, "packages.x86_64-linux.kernelFragment");
+    let fragment: serde_json::Map<String, Value> =
+        serde_json::from_str(&std::fs::read_to_string(&fragment_path).expect("fragment")).expect("fragment JSON");
+    assert_eq!(fragment["NR_CPUS"], "512", "extraKernelOptions reach the fragment");
+    let config_json = build(f, Flake::Consumer, "packages.x86_64-linux.configJSON");
+    let tool = nixos_pxe(&["kernel-config", "--config", config_json.to_str().expect("utf-8"), "--format", "json"]);
+    assert_eq!(
+        serde_json::from_str::<Value>(&tool).expect("JSON"),
+        Value::Object(fragment.clone()),
+        "the fragment derivation is the tool's fragment for the installer's options"
+    );
+
+    let (given, _) = eval(f, Flake::Consumer, "structuredExtraConfig", None);
+    let given = given.as_object().expect("an attribute set");
+    assert_eq!(given.keys().collect::<BTreeSet<_>>(), fragment.keys().collect::<BTreeSet<_>>());
+    for (name, value) in &fragment {
+        let value = value.as_str().expect("a string");
+        let item = match value {
+            "y" | "n" | "m" => serde_json::json!({ "tristate": value, "optional": false }),
+            v => serde_json::json!({ "freeform": v, "optional": false }),
+        };
+        let forced = serde_json::json!({ "_type": "override", "priority": 50, "content": item });
+        assert_eq!(given[name], forced, "{name}");
+    }
+    let (settings, _) = eval(
+        f,
+        Flake::Consumer,
+        "packages.x86_64-linux.kernel.kernelPackage",
+        Some("k: { inherit (k) autoModules ignoreConfigErrors; }"),
+    );
+    assert_eq!(settings, serde_json::json!({ "autoModules": true, "ignoreConfigErrors": true }));
+
+    // checks.kernel-config checks as many symbols as the example's fragment has `y` symbols.
+    let said = std::fs::read_to_string(build(f, Flake::Repo, "checks.x86_64-linux.kernel-config")).expect("check output");
+    let example: serde_json::Map<String, Value> = serde_json::from_str(&nixos_pxe(&[
+        "kernel-config", "--config", "examples/seed/installer.nix", "--format", "json",
+    ]))
+    .expect("JSON");
+    let example_built_in = example.values().filter(|v| *v == "y").count();
+    assert!(example_built_in > 50, "{example:?}");
+    assert_eq!(said.trim(), format!("all {example_built_in} built-in symbols of the fragment are =y"));
+
+    let kernel = build(f, Flake::Consumer, "packages.x86_64-linux.kernel");
+    assert!(kernel.join("bzImage").exists(), "kernel/bzImage");
+    let config = std::fs::read_to_string(kernel.join("config-check")).expect("config-check");
+    assert!(config.starts_with("all "), "{config}");
+}
+
+/// A `y` of the fragment that Kconfig turned into a module, or dropped, fails the kernel and
+/// checks.kernel-config, naming each such symbol and what the .config has instead.
+#[test]
+fn a_built_in_symbol_that_is_not_y_fails_the_kernel_naming_it() {
+    let Some(f) = fixture() else { return };
+    for (flake, attr) in [(Flake::Consumer, "packages.x86_64-linux.kernel"), (Flake::Repo, "checks.x86_64-linux.kernel-config")] {
+        let out = nix(f, &["build", "--no-link"], flake, attr, &f.demoted);
+        let log = stderr(&out);
+        assert!(!out.status.success(), "{attr} built with MLX5_CORE=m and ICE missing:\n{log}");
+        assert!(log.contains("2 kernel symbols that the NFS root needs built in are not =y"), "{attr}:\n{log}");
+        assert!(log.contains("MLX5_CORE: CONFIG_MLX5_CORE=m"), "{attr}:\n{log}");
+        assert!(log.contains("ICE: not in .config"), "{attr}:\n{log}");
+        assert!(log.contains("nixos-pxe: not built in: ICE MLX5_CORE"), "{attr}:\n{log}");
+    }
+}
+
+/// Paths inside a tar archive (`tar -t`, leading ./ dropped) with their kinds.
+fn tar_entries(archive: &Path, decompress: Option<&str>) -> Vec<(char, String, String)> {
+    let mut cmd = Command::new("tar");
+    if let Some(filter) = decompress {
+        cmd.arg(format!("--use-compress-program={filter}"));
+    }
+    let listing = run(cmd.arg("-tvf").arg(archive));
+    listing
+        .lines()
+        .map(|line| {
+            let kind = line.chars().next().expect("a mode");
+            // tar -tv: MODE OWNER SIZE DATE TIME NAME [-> TARGET]
+            let mut rest = line;
+            for _ in 0..5 {
+                rest = rest.trim_start();
+                rest = &rest[rest.find(char::is_whitespace).unwrap_or(rest.len())..];
+            }
+            let (name, target) = rest.trim_start().split_once(" -> ").unwrap_or((rest.trim_start(), ""));
+            (kind, name.trim_start_matches("./").trim_end_matches('/').to_string(), target.to_string())
+        })
+        .collect()
+}
+
+/// The system image holds the target's closure, exactly, with its registration and the system's
+/// path; the NFS root tarball is laid out as the README's "The NFS root's layout" says.
+#[test]
+fn system_image_and_tarball_have_the_readme_layout() {
+    let Some(f) = fixture() else { return };
+    let image_dir = build(f, Flake::Consumer, "packages.x86_64-linux.systemImage");
+    let image = image_dir.join("system.tar.zst");
+    let entries = tar_entries(&image, Some("zstd -d"));
+    let system = std::fs::read_to_string(run_in_tar(&image, "nixos-pxe/system")).expect("read");
+    let system = system.trim();
+    assert!(system.starts_with("/nix/store/") && system.contains("nixos-system-web1"), "{system}");
+    let closure: BTreeSet<String> = run(Command::new("nix-store").args(["-qR", system]))
+        .lines()
+        .map(|p| p.trim_start_matches('/').to_string())
+        .collect();
+    assert!(closure.len() >= 2, "the target's closure: {closure:?}");
+    let stored: BTreeSet<String> = entries
+        .iter()
+        .filter_map(|(_, name, _)| name.strip_prefix("nix/store/").map(|p| format!("nix/store/{}", p.split('/').next().unwrap_or_default())))
+        .collect();
+    assert_eq!(stored, closure, "the image holds exactly the target's closure");
+    let registration = std::fs::read_to_string(run_in_tar(&image, "nixos-pxe/registration")).expect("read");
+    for path in &closure {
+        let at = registration.lines().position(|l| l == format!("/{path}")).unwrap_or_else(|| panic!("/{path} not registered"));
+        let hash = registration.lines().nth(at + 1).unwrap_or_default();
+        assert!(hash.starts_with("sha256:"), "{path}'s NAR hash: {hash}");
+    }
+
+    let tarball = build(f, Flake::Consumer, "packages.x86_64-linux.tarball").join("nfsroot.tar");
+    let entries = tar_entries(&tarball, None);
+    let find = |path: &str| entries.iter().find(|(_, name, _)| name == path).cloned();
+
+    // The README's contract, read from the README.
+    let readme = std::fs::read_to_string(root().join("README.md")).expect("README.md");
+    let layout = readme
+        .split("### The NFS root's layout")
+        .nth(1)
+        .and_then(|s| s.split("```").nth(1))
+        .expect("README.md has the NFS root's layout in a code block");
+    let mut promised = Vec::new();
+    for line in layout.lines() {
+        for word in line.split_whitespace().take_while(|w| w.starts_with('/')) {
+            promised.push(word.trim_start_matches('/').to_string());
+        }
+    }
+    assert!(promised.len() >= 10, "the README's layout: {promised:?}");
+    for path in &promised {
+        match path.as_str() {
+            "init" => {
+                let (kind, _, target) = find("init").expect("/init");
+                assert_eq!(kind, 'l', "/init is a symbolic link");
+                assert!(target.ends_with("/bin/nixos-pxe"), "/init -> {target}");
+                assert!(find(target.trim_start_matches('/')).is_some(), "/init's target {target} is in the NFS root");
+            }
+            "nixos-pxe/config.json" => {
+                let inside = std::fs::read_to_string(run_in_tar(&tarball, path)).expect("config.json");
+                let config: Value = serde_json::from_str(&inside).expect("config.json is JSON");
+                assert_eq!(config["bootServer"]["domainName"], "lab.test", "the consumer's options: {config}");
+            }
+            p if p.starts_with("nixos-pxe/system.tar.") => {
+                let inside = std::fs::read(run_in_tar(&tarball, "nixos-pxe/system.tar.zst")).expect("image");
+                assert_eq!(inside, std::fs::read(&image).expect("image"), "the NFS root's system image is systemImage's");
+            }
+            p if p.starts_with("nixos-pxe/tools") => {
+                let (kind, _, tools) = find("nixos-pxe/tools").expect("/nixos-pxe/tools");
+                assert_eq!(kind, 'l');
+                let tools = tools.trim_start_matches('/');
+                for program in ["nixos-pxe", "sfdisk", "mkfs.ext4", "mkfs.vfat", "nix-store", "nixos-enter", "zstd", "bash"] {
+                    assert!(find(&format!("{tools}/bin/{program}")).is_some(), "tools/bin/{program} in the NFS root");
+                }
+            }
+            "nix/store/..." => {
+                let stored = entries.iter().filter(|(_, n, _)| n.starts_with("nix/store/")).count();
+                assert!(stored > 10, "the tools' closure is in /nix/store: {stored} entries");
+            }
+            dir => {
+                let (kind, _, _) = find(dir).unwrap_or_else(|| panic!("/{dir} missing from the NFS root"));
+                assert_eq!(kind, 'd', "/{dir} is a directory");
+                assert!(!entries.iter().any(|(_, n, _)| n.starts_with(&format!("{dir}/"))), "/{dir} is empty");
+            }
+        }
+    }
+}
+
+/// Extracts `member` of `archive` (zstd or plain tar) below target/tmp/flake (removed by the next
+/// run) and returns its path.
+fn run_in_tar(archive: &Path, member: &str) -> PathBuf {
+    let under = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("flake");
+    let dir = tempfile::tempdir_in(under).expect("tempdir").keep();
+    let mut cmd = Command::new("tar");
+    if archive.extension().is_some_and(|e| e == "zst") {
+        cmd.arg("--use-compress-program=zstd -d");
+    }
+    run(cmd.arg("-xf").arg(archive).arg("-C").arg(&dir).arg(member));
+    dir.join(member)
+}
+
+/// lib.mkInstaller from another repository's flake: the installer file is part of a larger NixOS
+/// configuration ({ config, pkgs, modulesPath, ... }:, other NixOS options, a value read from
+/// one of them), and the caller also lists nixosModules.default.
+#[test]
+fn mk_installer_from_another_flake_reads_a_larger_nixos_configuration() {
+    let Some(f) = fixture() else { return };
+    let (config, _) = eval(f, Flake::Consumer, "installerConfig", Some("c: { inherit (c) bootServer; rootDevice = c.customInstaller.rootDevice; }"));
+    assert_eq!(config["bootServer"]["domainName"], "lab.test", "read from networking.domain: {config}");
+    assert_eq!(config["bootServer"]["address"], "10.42.0.1");
+    assert_eq!(config["rootDevice"], "/dev/vda");
+}
+
+/// A misspelt installer option is refused with its name, as NixOS would; a failed rule between
+/// options throws the module's own message.
+#[test]
+fn a_misspelt_option_and_a_failed_check_are_refused_with_their_names() {
+    let Some(f) = fixture() else { return };
+    let out = nix(f, &["eval", "--raw"], Flake::Consumer, "typo", &f.machine);
+    let log = stderr(&out);
+    assert!(!out.status.success(), "a misspelt option was accepted");
+    assert!(
+        log.contains("nixos-pxe: the option `nfsroot.bootloader.timeout' does not exist (defined in a module passed to lib.mkInstaller)"),
+        "{log}"
+    );
+
+    let out = nix(f, &["eval", "--raw"], Flake::Consumer, "failedCheck", &f.machine);
+    let log = stderr(&out);
+    assert!(!out.status.success(), "useDHCP = false without staticInterfaceFromDHCP was accepted");
+    assert!(log.contains("nixos-pxe: customInstaller.networking.useDHCP is false, so customInstaller.networking.staticInterfaceFromDHCP must name"), "{log}");
+}
+
+/// In a NixOS system, nixosModules.default's checks are NixOS assertions (a failing one stops
+/// system.build.toplevel with its message) and its JSON is system.build.nixosPxeConfig.
+#[test]
+fn the_nixos_module_makes_its_checks_nixos_assertions() {
+    let Some(f) = fixture() else { return };
+    let out = nix(
+        f,
+        &["eval", "--raw", "--apply", "f: (f { customInstaller.networking.useDHCP = false; }).toplevel.drvPath"],
+        Flake::Consumer,
+        "nixosWithModule",
+        &f.machine,
+    );
+    let log = stderr(&out);
+    assert!(!out.status.success(), "a failed check did not stop the NixOS system");
+    assert!(log.contains("Failed assertions:") && log.contains("- nixos-pxe: customInstaller.networking.useDHCP is false"), "{log}");
+
+    let (json, _) = eval(f, Flake::Consumer, "nixosWithModule", Some("f: (f { }).nixosPxeConfig.drvPath"));
+    assert!(json.as_str().is_some_and(|p| p.ends_with("nixos-pxe-config.json.drv")), "{json}");
+}
+
+/// The stand-in's NixOS behaves like NixOS where the old nix/mk-installer.nix broke: reading the
+/// message of a passing assertion throws (nixos/modules/tasks/filesystems.nix's `cycle`).
+#[test]
+fn reading_every_nixos_assertion_message_throws_as_in_nixos() {
+    let Some(f) = fixture() else { return };
+    let out = nix(f, &["eval", "--json"], Flake::Consumer, "assertionMessages", &f.machine);
+    let log = stderr(&out);
+    assert!(!out.status.success(), "all assertion messages could be read");
+    assert!(log.contains("attribute 'cycle' missing"), "{log}");
+}
+
+/// A nixpkgs whose rustc is older than Cargo.toml's rust-version gets a message that says so and
+/// what to use, before any cargo error.
+#[test]
+fn an_old_rustc_is_refused_with_the_supported_release() {
+    let Some(f) = fixture() else { return };
+    for (flake, attr) in [(Flake::Repo, "packages.x86_64-linux.nixos-pxe"), (Flake::Consumer, "packages.x86_64-linux.bootLoader")] {
+        let out = nix(f, &["eval", "--raw", "--apply", "d: d.drvPath"], flake, attr, &f.old_rustc);
+        let log = stderr(&out);
+        assert!(!out.status.success(), "{attr} evaluated with rustc 1.86.0");
+        let minimum = env!("CARGO_PKG_RUST_VERSION");
+        assert!(log.contains(&format!("nixos-pxe needs Rust {minimum} or newer")), "{attr}:\n{log}");
+        assert!(log.contains("has rustc 1.86.0") && log.contains("NixOS 25.11 or newer"), "{attr}:\n{log}");
+    }
+}
+
+/// checks.pxe-install through the stand-in's runNixOSTest: the nodes evaluate, the test script is
+/// Python, and every store path they name (the boot loader, the kernel, the NFS root tarball, the
+/// rendered dnsmasq.conf, the target system) exists once built.
+#[test]
+fn the_vm_check_evaluates_and_every_path_it_names_is_built() {
+    let Some(f) = fixture() else { return };
+    let out = build(f, Flake::Repo, "checks.x86_64-linux.pxe-install");
+    let script = std::fs::read_to_string(out.join("test-script.py")).expect("test script");
+    assert!(script.contains("nixos-pxe: install complete"), "{script}");
+    let nodes: Value = serde_json::from_str(&std::fs::read_to_string(out.join("nodes.json")).expect("nodes")).expect("JSON");
+    let files = nodes["server"]["systemd"]["services"]["pxe-files"]["script"].as_str().unwrap_or_default();
+    for wanted in ["/bootx64.efi", "/bzImage", "/nfsroot.tar"] {
+        assert!(files.contains(wanted), "the server's script copies {wanted}: {files}");
+    }
+}
+
+/// The flake-built bootx64.efi and the flake-rendered dnsmasq.conf and command line, of the other
+/// repository's installer, PXE-boot a UEFI QEMU up to the kernel's command line (the kernel is
+/// the end-to-end test kernel; the stand-in's is a placeholder).
+#[test]
+fn qemu_pxe_boots_the_flake_built_boot_loader() {
+    let Some(f) = fixture() else { return };
+    let boot_loader = build(f, Flake::Consumer, "packages.x86_64-linux.bootLoader");
+    let configs = build(f, Flake::Consumer, "packages.x86_64-linux.serverConfigs");
+    let _one_boot = common::preflight(&[GRUB_LIB]);
+    std::fs::copy(boot_loader.join("bootx64.efi"), f.tftp_root.join("bootx64.efi")).expect("copy bootx64.efi");
+    let kernel = common::test_kernel(&["--config", "examples/seed/installer.nix"]);
+    std::fs::copy(kernel, f.tftp_root.join("nixos/bzImage")).expect("copy kernel");
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut lab = Lab::new("flake");
+    let conf = configs.join("dnsmasq.conf");
+    let log = dir.path().join("dnsmasq.log");
+    // Its leases in the test's directory (the Lab checks that the host's lease file is untouched).
+    let mut args = vec!["dnsmasq".to_string()];
+    args.extend(common::dnsmasq_host_safe_args(&dir.path().join("dnsmasq.leases")));
+    args.push(format!("--conf-file={}", conf.display()));
+    lab.spawn(&args.iter().map(String::as_str).collect::<Vec<_>>(), &log);
+    let ns = lab.ns.clone();
+    lab.wait_listening(&ns, &[common::Socket::Udp(67), common::Socket::Udp(69)]);
+    let cmdline = std::fs::read_to_string(configs.join("cmdline")).expect("cmdline");
+    let command_line = format!("Command line: BOOT_IMAGE=(tftp)/nixos/bzImage {}", cmdline.trim_end());
+    let expect = [
+        "nixos-pxe: GRUB started",
+        "nixos-pxe: DHCP on efinet0",
+        "nixos-pxe: boot server 10.42.0.1 (DHCP option 66)",
+        "nixos-pxe: loading (tftp)/nixos/bzImage from 10.42.0.1",
+        command_line.as_str(),
+    ];
+    let mut qemu = Qemu::start(&lab, dir.path(), 512, None);
+    loop {
+        let exited = lab.exited();
+        let text = qemu.console();
+        if in_order(&text, &expect) {
+            break;
+        }
+        assert!(exited.is_empty(), "{}\n--- console:\n{text}", exited.join("\n"));
+        assert!(
+            qemu.exit_status().is_none() && qemu.started.elapsed() < Duration::from_secs(150),
+            "after {:?} the console lacks (in order) {expect:?}:\n{text}\n--- dnsmasq:\n{}",
+            qemu.started.elapsed(),
+            std::fs::read_to_string(&log).unwrap_or_default()
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+}

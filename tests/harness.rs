@@ -1,0 +1,79 @@
+//! The namespace tests' own harness (tests/common) keeps its promises: a failing or hanging
+//! script ends serve and the test instead of waiting forever, a server that never becomes ready
+//! fails the run with its log, and namespaces are deleted whatever ends the test. Needs root.
+
+mod common;
+
+use std::process::Command;
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+fn serve_args() -> String {
+    let config = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/seed/installer.nix");
+    format!("--config {config} --source static --interface lo --dhcp off --tftp-root root")
+}
+
+/// Runs `with_serve_on_loopback` on a thread and gives up after `limit`: a harness that waits
+/// forever fails here instead of hanging the suite.
+fn loopback_within(limit: Duration, ready: &'static str, script: &'static str) -> (bool, String) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::create_dir_all(dir.path().join("root")).expect("mkdir");
+    let (send, receive) = mpsc::channel();
+    let path = dir.path().to_owned();
+    std::thread::spawn(move || {
+        let result = common::with_serve_on_loopback(&path, &serve_args(), ready, script, "tftp: stopped");
+        let _ = send.send(result);
+    });
+    receive
+        .recv_timeout(limit)
+        .unwrap_or_else(|_| panic!("with_serve_on_loopback did not return within {limit:?} (serve left running?)"))
+}
+
+#[test]
+fn a_failing_command_in_the_script_stops_serve_and_returns() {
+    let start = Instant::now();
+    let (ok, text) = loopback_within(Duration::from_secs(60), "tftp: serving", "false\necho NOT-REACHED");
+    assert!(!ok, "{text}");
+    assert!(!text.contains("NOT-REACHED") && !text.contains("ALL-OK"), "{text}");
+    assert!(start.elapsed() < Duration::from_secs(30), "took {:?}", start.elapsed());
+}
+
+#[test]
+fn a_server_that_never_becomes_ready_fails_with_its_log() {
+    let (ok, text) = loopback_within(Duration::from_secs(60), "a line serve never logs", "echo SCRIPT-RAN");
+    assert!(!ok, "{text}");
+    assert!(text.contains("serve did not log 'a line serve never logs' within 10 s"), "{text}");
+    assert!(text.contains("tftp: serving"), "the server's log is shown:\n{text}");
+    assert!(!text.contains("SCRIPT-RAN"), "the script ran against a server that was not ready:\n{text}");
+}
+
+#[test]
+fn a_script_past_its_deadline_is_stopped_and_fails() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let start = Instant::now();
+    let stopped = std::sync::atomic::AtomicBool::new(false);
+    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        common::run_within(Command::new("sh").args(["-c", "echo started; sleep 600"]), dir.path(), Duration::from_secs(1), || {
+            stopped.store(true, std::sync::atomic::Ordering::Relaxed)
+        })
+    }));
+    let message = result.err().and_then(|e| e.downcast_ref::<String>().cloned()).expect("run_within fails the test");
+    assert!(message.contains("did not end within 1s") && message.contains("started"), "{message}");
+    assert!(stopped.into_inner(), "the stop callback ran");
+    assert!(start.elapsed() < Duration::from_secs(10), "took {:?}", start.elapsed());
+}
+
+/// A namespace is gone after its owner is dropped, also when a panic drops it.
+#[test]
+fn a_namespace_is_deleted_when_a_panic_drops_it() {
+    let name = std::sync::Mutex::new(String::new());
+    let result = std::panic::catch_unwind(|| {
+        let ns = common::Namespace::new("harness");
+        *name.lock().expect("lock") = ns.name.clone();
+        panic!("a test failing while it holds the namespace");
+    });
+    assert!(result.is_err());
+    let name = name.into_inner().expect("lock");
+    let list = common::run(Command::new("ip").args(["netns", "list"]));
+    assert!(!name.is_empty() && !list.lines().any(|l| l.split_whitespace().next() == Some(name.as_str())), "{name} left behind:\n{list}");
+}

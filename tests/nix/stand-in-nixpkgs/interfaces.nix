@@ -1,0 +1,142 @@
+# The stand-in nixpkgs' ONE list: every nixpkgs interface the project's Nix layer (flake.nix,
+# nix/*.nix, checks/*.nix) uses, each with the nixpkgs file in which its real interface was read
+# (NixOS/nixpkgs at the commit given) and the stand-in that provides it here. The stand-ins build
+# with Debian's programs and the project's own binary; see README.md ("What runs where").
+#
+# Nix has no catch-all for attribute selection, so anything not in this list fails as Nix's own
+# `attribute 'X' missing` naming it, with the file and line that asked. tests/flake.rs checks the
+# other direction: every pkgs.* entry here is used by the flake's outputs (each is traced when
+# forced), so the list holds exactly what the layer uses.
+{ lib, system, machine, modulesPath }:
+let
+  facts = builtins.fromJSON (builtins.readFile (machine + "/facts.json"));
+  stdenv = import ./stdenv.nix { inherit system; };
+  support = import ./build-support.nix { inherit lib stdenv machine; };
+  debian = import ./debian.nix { inherit stdenv; };
+  # The stand-ins' own helpers, untraced: what the stand-in uses internally is not a use by the
+  # project's layer.
+  impl = { inherit (stdenv) runCommand; inherit (support) writeText; };
+
+  # read: the file was read at that commit and the interface used is as the layer uses it.
+  # found: the file defining the attribute exists at that commit (a package whose bin/ or sbin/
+  # has the programs named; the stand-in links Debian's).
+  read = file: commit: value: { inherit file commit value; checked = "read"; };
+  found = file: commit: value: { inherit file commit value; checked = "found"; };
+
+  pkgsEntries = {
+    # nixpkgs' lib, as pkgs.lib (the flake's legacyPackages set it, with its version info).
+    lib = read "flake.nix (legacyPackages: lib = prev.lib.extend ...)" "025640dcb7270faa6fe80089fda831b89f3824a9"
+      lib;
+    callPackage = read "lib/customisation.nix (callPackageWith; the real lib of the nixpkgs.lib mirror)" "de42d44212d207476489bce163375d8306a26d59"
+      (lib.callPackageWith pkgs);
+    runCommand = read "pkgs/build-support/trivial-builders/default.nix" "00ee9b64aafebe333c3e33ffb093734092158728"
+      stdenv.runCommand;
+    writeText = read "pkgs/build-support/trivial-builders/default.nix" "00ee9b64aafebe333c3e33ffb093734092158728"
+      support.writeText;
+    buildEnv = read "pkgs/build-support/buildenv/default.nix" "010375ac6ad4d6c710a60a88661a6dd7d04e9fe1"
+      support.buildEnv;
+    closureInfo = read "pkgs/build-support/closure-info.nix" "06d7e54d62cfa303057ad65d86311cdce6f8c9bf"
+      support.closureInfo;
+    mkShell = read "pkgs/build-support/mkshell/default.nix" "07c91341fd6e5f2ca8d0a6d62e6d0e1ecc94283d"
+      support.mkShell;
+    rustPlatform = read "pkgs/build-support/rust/build-rust-package/default.nix" "00ed845c1e2614deeb230f4d6197baf190df7d5d"
+      support.rustPlatform;
+    # rustc.version is what nix/package.nix compares with Cargo.toml's rust-version; the stand-in's
+    # is facts.json's (the rustc that built the binary, or an old one to test the message).
+    rustc = found "pkgs/development/compilers/rust/default.nix (rustc.version), 1_88.nix" "2b9c7b4268709fef37158314da3a64295c4761c5, 2c718db15e5b1a84238a414c225a18a5828e5b78"
+      (debian.notBuildableHere "rustc" "rustup's toolchain is outside the build sandbox" // { version = facts.rustcVersion; });
+    cargo = found "pkgs/development/compilers/rust/default.nix" "2b9c7b4268709fef37158314da3a64295c4761c5"
+      (debian.notBuildableHere "cargo" "rustup's toolchain is outside the build sandbox");
+    clippy = found "pkgs/development/compilers/rust/default.nix" "2b9c7b4268709fef37158314da3a64295c4761c5"
+      (debian.notBuildableHere "clippy" "rustup's toolchain is outside the build sandbox");
+    rustfmt = found "pkgs/development/compilers/rust/default.nix" "2b9c7b4268709fef37158314da3a64295c4761c5"
+      (debian.notBuildableHere "rustfmt" "rustup's toolchain is outside the build sandbox");
+    # grub2.override { efiSupport = true; } (pkgs/top-level/all-packages.nix); modules in
+    # $out/lib/grub/x86_64-efi, grub-mkimage in $out/bin (--program-prefix=).
+    grub2_efi = read "pkgs/tools/misc/grub/default.nix" "020a9ba1024adc096ba9db4c59cb3361a812be2c"
+      (stdenv.runCommand "grub-efi-from-debian" { } ''
+        mkdir -p "$out/lib/grub" "$out/bin"
+        cp -r /usr/lib/grub/x86_64-efi "$out/lib/grub/x86_64-efi"
+        ln -s /usr/bin/grub-mkimage "$out/bin/grub-mkimage"
+      '');
+    # linuxPackages.kernel (pkgs/top-level/linux-kernels.nix, found at 0b8aa77df10e1750f7f91fe4bdfa24685792c964).
+    linuxPackages = read "pkgs/os-specific/linux/kernel/generic.nix (override, structuredExtraConfig, autoModules, ignoreConfigErrors), manual-config.nix (passthru.configfile, $out/bzImage)" "00e6b22b508f93e219efee2dda4397027ccaf934, 001cd48928bfea13dfe751a682c4c2bb90967786"
+      { kernel = import ./kernel.nix { inherit lib stdenv facts; }; };
+    testers = read "pkgs/build-support/testers/default.nix (runNixOSTest)" "013635633ffe11f70df1d639f563f21c42c1f778"
+      { runNixOSTest = import ./testers.nix { inherit lib impl; inherit (nixos) nixosSystem; }; };
+
+    # The installer's programs (nix/tarball.nix) and the VM check's and dev shell's packages.
+    bashInteractive = found "pkgs/shells/bash/5.nix" "076e3657a438979737f0df6b8e918a3a32e6305a"
+      (debian.fromDebian "bashInteractive" [ "/usr/bin/bash" ]);
+    coreutils = found "pkgs/tools/misc/coreutils/default.nix" "b27cf66ee28bc9fdec9a36fb00e019d5c0b57402"
+      (debian.fromDebian "coreutils" [ "/usr/bin/cat" "/usr/bin/cp" "/usr/bin/ln" "/usr/bin/ls" "/usr/bin/mkdir" "/usr/bin/mv" "/usr/bin/rm" "/usr/bin/sync" ]);
+    util-linux = found "pkgs/by-name/ut/util-linux/package.nix" "6cb2b09bfa9946d3677498f31613e67999bd9323"
+      (debian.fromDebian "util-linux" [ "/usr/sbin/sfdisk" "/usr/sbin/mkswap" "/usr/sbin/blkid" "/usr/bin/mount" "/usr/bin/umount" ]);
+    e2fsprogs = found "pkgs/by-name/e2/e2fsprogs/package.nix" "b0ed9d8fac78fc5005ee95ebfbf7098e3973a710"
+      (debian.fromDebian "e2fsprogs" [ "/usr/sbin/mkfs.ext4" "/usr/sbin/e2fsck" ]);
+    dosfstools = found "pkgs/by-name/do/dosfstools/package.nix" "682c0bcc666084fc5cce2e84edc79e8661119931"
+      (debian.fromDebian "dosfstools" [ "/usr/sbin/mkfs.vfat" "/usr/sbin/mkfs.fat" ]);
+    iproute2 = found "pkgs/by-name/ip/iproute2/package.nix" "772864ee1e0ba7f92d9ce9f67b1f8a7ad9af1d0b"
+      (debian.fromDebian "iproute2" [ "/usr/bin/ip" ]);
+    kmod = found "pkgs/os-specific/linux/kmod/default.nix" "808f05808b40c9092a54cfab7799c13cdb8a5db5"
+      (debian.fromDebian "kmod" [ "/usr/bin/kmod" "/usr/sbin/modprobe" ]);
+    nix = found "pkgs/tools/package-management/nix/default.nix" "bfee64fa59f28b1f22acce7d50784da5c32018cc"
+      (debian.fromDebian "nix" [ "/usr/bin/nix" "/usr/bin/nix-store" "/usr/bin/nix-env" ]);
+    nixos-install-tools = found "pkgs/by-name/ni/nixos-install-tools/package.nix" "258b3c118d7103ef6a20433e065a805a6ade4484"
+      (debian.nixosOnly "nixos-install-tools" [ "nixos-generate-config" "nixos-enter" "nixos-install" ]);
+    zstd = found "pkgs/tools/compression/zstd/default.nix" "a0ceb5197a0e2e7c5a649fc4893cd77508f6b4d5"
+      (debian.fromDebian "zstd" [ "/usr/bin/zstd" ]);
+    unionfs-fuse = found "pkgs/by-name/un/unionfs-fuse/package.nix" "e944ac95b3cb5c7a818d2c6da220db18afcf7a33"
+      (debian.fromDebian "unionfs-fuse" [ "/usr/bin/unionfs" ]);
+    gnutar = found "pkgs/by-name/gn/gnutar/package.nix" "d62277a06632df4e578200c65dd3da1f0af62c6d"
+      (debian.fromDebian "gnutar" [ "/usr/bin/tar" ]);
+    # $out/bin/dnsmasq (BINDIR=$(out)/bin), as checks/pxe-install.nix runs it.
+    dnsmasq = read "pkgs/by-name/dn/dnsmasq/package.nix" "04e8a1744818d111e65595b1f8eb7476abccc558"
+      (debian.fromDebian "dnsmasq" [ "/usr/sbin/dnsmasq" ]);
+    kea = found "pkgs/by-name/ke/kea/package.nix" "359f8630b84590040ab2916d2740af02a35aaaca"
+      (debian.fromDebian "kea" [ "/usr/sbin/kea-dhcp4" ]);
+    atftp = found "pkgs/by-name/at/atftp/package.nix" "2faec4eca3b0717c3e754e5858e006cd14d288c1"
+      (debian.fromDebian "atftp" [ "/usr/bin/atftp" ]);
+    qemu = found "pkgs/applications/virtualization/qemu/default.nix" "2d382f3d981fc9e4a350badb43736c252415d27c"
+      (debian.notBuildableHere "qemu" "QEMU here is a wrapper around a private copy (dev/install-qemu.sh) outside the build sandbox");
+    OVMF = found "pkgs/applications/virtualization/OVMF/default.nix" "80f47974b7edf27f7eaa6e16f094591ff6e87b0b"
+      (debian.notBuildableHere "OVMF" "the stand-in has no OVMF package layout");
+  };
+
+  # What the layer finds in pkgs: each value traced when forced, so tests/flake.rs can list what
+  # the flake's outputs used.
+  pkgs = lib.mapAttrs (name: entry: builtins.trace "stand-in nixpkgs: used pkgs.${name}" entry.value) pkgsEntries;
+
+  nixos = import ./nixos.nix { inherit lib pkgs impl modulesPath; };
+
+  # The flake's own attributes (nixpkgs' flake.nix) and the NixOS parts the layer reaches through
+  # lib.nixosSystem and modulesPath.
+  otherEntries = {
+    "lib.nixosSystem" = read "flake.nix, nixos/lib/eval-config.nix" "025640dcb7270faa6fe80089fda831b89f3824a9, 02aa3c00c9342f2976044665b63324b7f3edc0ba" nixos.nixosSystem;
+    "legacyPackages.<system>" = read "flake.nix" "025640dcb7270faa6fe80089fda831b89f3824a9" null;
+    "modulesPath = <nixpkgs>/nixos/modules" = read "nixos/lib/eval-config.nix" "02aa3c00c9342f2976044665b63324b7f3edc0ba" modulesPath;
+    "nixos/modules/profiles/all-hardware.nix" = found "nixos/modules/profiles/all-hardware.nix" "9504292b1e9948fb286b1b1cdbe83f66b367b64d" null;
+    "nixos/modules/profiles/qemu-guest.nix" = found "nixos/modules/profiles/qemu-guest.nix" "07320dad4b1663b2163c38c6f413e7f1690d348b" null;
+    "nixos/modules/testing/test-instrumentation.nix" = found "nixos/modules/testing/test-instrumentation.nix" "310134698d56f7206aa09d76ae9ac035bc136231" null;
+    "option assertions (and the fileSystems `cycle` message)" = read "nixos/modules/tasks/filesystems.nix (read), nixos/modules/misc/assertions.nix (found)" "0148e16d1446003704803ecabb5a00cfea7d8568, c9634190fe4c832b63bb617a72fdd4461b3ca9da" null;
+    "option fileSystems" = read "nixos/modules/tasks/filesystems.nix" "0148e16d1446003704803ecabb5a00cfea7d8568" null;
+    "option swapDevices" = found "nixos/modules/config/swap.nix" "c651cb9dd3b6bdd1e1a64e082395c00e77d2f974" null;
+    "option boot.loader.systemd-boot.enable" = found "nixos/modules/system/boot/loader/systemd-boot/systemd-boot.nix" "739bd2dccdc7fae6d5f8c4cdefb7072c10f58e56" null;
+    "option boot.loader.efi.canTouchEfiVariables" = found "nixos/modules/system/boot/loader/efi.nix" "757cb18c55339be936aaf18aa1e8393cd549ceaf" null;
+    "option networking.hostName" = found "nixos/modules/tasks/network-interfaces.nix" "577cb341b4463d094b5180bd5a39c49c0b49e5f6" null;
+    "option system.build (any attribute), system.build.toplevel" = read "nixos/modules/system/build.nix, nixos/modules/system/activation/top-level.nix" "14fd976016aee7e8a52f362b145a16947e111515, 01502f439c6a734621f212e450e7a6a9f35a0c5f" null;
+    "kernel settings merge (structuredExtraConfig vs common-config.nix)" = read "nixos/modules/system/boot/kernel_config.nix" "014d882725c6ab65982a046f110b73214c0f5e1f" null;
+    "autoModules and ignoreConfigErrors (generic.nix passes them to generate-config.pl)" = read "pkgs/os-specific/linux/kernel/generic.nix, pkgs/os-specific/linux/kernel/generate-config.pl" "00e6b22b508f93e219efee2dda4397027ccaf934, 5bae851b1e72065ba5a98366493954b3bc79c4ae" null;
+    # checks/pxe-install.nix's test script (its timeouts; not run here).
+    "test driver: wait_for_console_text, retry, start(allow_reboot)" = read "nixos/lib/test-driver/src/test_driver/machine/__init__.py" "019697db058b6738eda0cb2cdcc9f5c014c914cb" null;
+  };
+in
+{
+  inherit pkgs;
+  lib = lib.extend (final: prev: {
+    nixosSystem = args: builtins.trace "stand-in nixpkgs: used lib.nixosSystem" (nixos.nixosSystem args);
+  });
+  # For tests/flake.rs and the README: the list without the stand-ins.
+  list = lib.mapAttrs (_: entry: { inherit (entry) file commit checked; })
+    (lib.mapAttrs' (name: entry: lib.nameValuePair "pkgs.${name}" entry) pkgsEntries // otherEntries);
+}

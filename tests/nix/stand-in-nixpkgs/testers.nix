@@ -1,0 +1,37 @@
+# Stand-in for pkgs.testers.runNixOSTest (pkgs/build-support/testers/default.nix -> nixos/lib's
+# runTest): no VM runs here. It evaluates every node as a NixOS configuration (the stand-in
+# nixosSystem), and its build
+#   - parses the test script as Python (the real driver runs it, after type-checking it),
+#   - checks that every store path the nodes' settings and the script name exists once the
+#     derivations they come from are built (e.g. ${installer.bootLoader}/bootx64.efi),
+# and keeps the nodes' settings as JSON and the script in $out.
+{ lib, impl, nixosSystem }:
+test:
+let
+  testValue = if builtins.isFunction test then test { } else test;
+  testScript = if builtins.isFunction testValue.testScript then testValue.testScript { nodes = { }; } else testValue.testScript;
+  nodeSettings = lib.mapAttrs
+    (name: node:
+      removeAttrs (nixosSystem { modules = [ node { networking.hostName = lib.mkDefault name; } ]; }).config
+        [ "_module" "system" "assertions" "warnings" ])
+    testValue.nodes;
+in
+assert lib.assertMsg (builtins.isInt (testValue.globalTimeout or 3600)) "stand-in runNixOSTest: globalTimeout must be an integer (seconds)";
+impl.runCommand "vm-test-run-${testValue.name}-stand-in"
+  {
+    nodes = builtins.toJSON nodeSettings;
+    inherit testScript;
+  } ''
+  mkdir "$out"
+  printf '%s' "$nodes" > "$out/nodes.json"
+  printf '%s' "$testScript" > "$out/test-script.py"
+  python3 -c 'import ast, sys; ast.parse(open(sys.argv[1]).read(), sys.argv[1])' "$out/test-script.py"
+  missing=0
+  for path in $(grep -ohE '/nix/store/[0-9a-z]{32}-[A-Za-z0-9+._?=-]+(/[A-Za-z0-9+._?=-]+)*' "$out/nodes.json" "$out/test-script.py" | sort -u); do
+    if [ ! -e "$path" ]; then
+      echo "stand-in runNixOSTest: $path is named by the test but does not exist" >&2
+      missing=1
+    fi
+  done
+  [ "$missing" = 0 ]
+''
