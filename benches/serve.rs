@@ -471,6 +471,10 @@ fn serve_nfs(bench: &Bench) -> Result<Option<NfsServer>, String> {
     }
     let mut spec = serve_tftp(bench);
     spec.args.extend(["--nfs-root".to_string(), bench.workspace.export_root().display().to_string()]);
+    // Its NFS handle key lives there (not in /var/lib/nixos-pxe on the machine running the bench).
+    if help.contains("--state-dir") {
+        spec.args.extend(["--state-dir".to_string(), bench.workspace.path().join("state").display().to_string()]);
+    }
     Ok(Some(NfsServer { spec, url_query: "?version=3&nfsport=2049&mountport=2049" }))
 }
 

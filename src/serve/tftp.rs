@@ -32,12 +32,49 @@ pub struct Settings {
     pub max_transfers: usize,
     /// SO_BINDTODEVICE for every socket (the transfer sockets too, so replies leave on that link).
     pub interface: Option<String>,
+    /// Files made on request instead of read below the root (the fleet's per-host configs).
+    pub generated: Option<Arc<dyn Generated>>,
+}
+
+impl std::fmt::Debug for dyn Generated {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Generated(..)")
+    }
 }
 
 impl Settings {
     pub fn new(root: &Path) -> io::Result<Settings> {
         let root = Arc::new(Root::open(root).map_err(|e| io::Error::new(e.kind(), format!("TFTP root {e}")))?);
-        Ok(Settings { root, timeout: Duration::from_secs(1), retries: 5, max_transfers: 512, interface: None })
+        Ok(Settings { root, timeout: Duration::from_secs(1), retries: 5, max_transfers: 512, interface: None, generated: None })
+    }
+}
+
+/// Files whose bytes are made when a client asks for them.
+pub trait Generated: Send + Sync {
+    /// The bytes of `relative` (a path below the root, as [`relative_path`] makes it), or None
+    /// when this path is not generated (then the file below the root is served). `client` asked
+    /// for it; `local` is the server's address the transfer is sent from.
+    fn generate(&self, relative: &Path, client: SocketAddr, local: SocketAddr) -> Option<Result<Vec<u8>, Refusal>>;
+}
+
+/// What a transfer sends: a file, or bytes made for the request.
+pub trait Source {
+    /// Reads from `offset` into `buf`; fewer bytes (0 at the end) when there are no more.
+    fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<usize>;
+}
+
+impl Source for File {
+    fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<usize> {
+        FileExt::read_at(self, buf, offset)
+    }
+}
+
+impl Source for Vec<u8> {
+    fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<usize> {
+        let start = usize::try_from(offset).unwrap_or(usize::MAX).min(self.len());
+        let n = buf.len().min(self.len() - start);
+        buf[..n].copy_from_slice(&self[start..start + n]);
+        Ok(n)
     }
 }
 
@@ -93,18 +130,7 @@ pub struct Refusal {
 /// without being opened for reading.
 pub fn open(root: &Root, requested: &str) -> Result<(File, u64), Refusal> {
     let refuse = |code, message: &str| Err(Refusal { code, message: message.to_string() });
-    let normalized = requested.replace('\\', "/");
-    let relative = match Path::new(&normalized).strip_prefix(&root.path) {
-        Ok(inside) => inside.to_path_buf(),
-        Err(_) => PathBuf::from(normalized.trim_start_matches('/')),
-    };
-    if relative.components().any(|c| !matches!(c, Component::Normal(_) | Component::CurDir)) {
-        return refuse(ErrorCode::AccessViolation, "access violation: path leaves the TFTP root");
-    }
-    let relative: PathBuf = relative.components().filter(|c| matches!(c, Component::Normal(_))).collect();
-    if relative.as_os_str().is_empty() {
-        return refuse(ErrorCode::FileNotFound, "not a regular file");
-    }
+    let relative = relative_path(root, requested)?;
     // O_PATH first: the type decides before anything is opened for reading.
     let fd = match root.open_below(&relative, OFlags::PATH, Links::FollowBeneath) {
         Ok(fd) => fd,
@@ -135,6 +161,25 @@ pub fn open(root: &Root, requested: &str) -> Result<(File, u64), Refusal> {
         }
         _ => refuse(ErrorCode::FileNotFound, "not a regular file"),
     }
+}
+
+/// The path below the root a client's name means: backslashes as slashes, a leading `/` (or the
+/// root's own absolute path) taken away, `.` dropped; `..` anywhere and an empty name refused.
+pub fn relative_path(root: &Root, requested: &str) -> Result<PathBuf, Refusal> {
+    let refuse = |code, message: &str| Err(Refusal { code, message: message.to_string() });
+    let normalized = requested.replace('\\', "/");
+    let relative = match Path::new(&normalized).strip_prefix(&root.path) {
+        Ok(inside) => inside.to_path_buf(),
+        Err(_) => PathBuf::from(normalized.trim_start_matches('/')),
+    };
+    if relative.components().any(|c| !matches!(c, Component::Normal(_) | Component::CurDir)) {
+        return refuse(ErrorCode::AccessViolation, "access violation: path leaves the TFTP root");
+    }
+    let relative: PathBuf = relative.components().filter(|c| matches!(c, Component::Normal(_))).collect();
+    if relative.as_os_str().is_empty() {
+        return refuse(ErrorCode::FileNotFound, "not a regular file");
+    }
+    Ok(relative)
 }
 
 /// The two things a transfer does with the network; a UDP socket in the server, a scripted peer in tests.
@@ -193,7 +238,7 @@ fn count_timeout(timeouts: &mut u32, stats: &mut Stats, retries: u32) -> Result<
     if *timeouts > retries { Err(TransferError::Timeout(*timeouts)) } else { Ok(()) }
 }
 
-/// Sends `file` (`size` bytes) with the negotiated options.
+/// Sends `source` (`size` bytes) with the negotiated options.
 ///
 /// Retransmission, and why it cannot amplify:
 /// - State: `acked` = highest block the client has acknowledged in order (blocks count from 1 and are
@@ -209,7 +254,7 @@ fn count_timeout(timeouts: &mut u32, stats: &mut Stats, retries: u32) -> Result<
 ///   duplicate turned EDK2's 1.7 MB into 20 GB.
 /// - Timeout (no advancing ACK for `timeout`): resend the window from acked+1, once per timeout period;
 ///   after `retries` timeouts in a row the transfer is abandoned.
-pub fn send_file(link: &mut dyn Link, file: &File, size: u64, n: &Negotiated, retries: u32) -> Result<Stats, TransferError> {
+pub fn send_file(link: &mut dyn Link, source: &dyn Source, size: u64, n: &Negotiated, retries: u32) -> Result<Stats, TransferError> {
     let mut stats = Stats::default();
     let mut buf = vec![0u8; MAX_BLKSIZE + 4];
     if !n.oack.is_empty() {
@@ -247,7 +292,7 @@ pub fn send_file(link: &mut dyn Link, file: &File, size: u64, n: &Negotiated, re
         while next <= last && next <= acked + window {
             let offset = (next - 1) * blksize;
             let want = (size.saturating_sub(offset)).min(blksize) as usize;
-            let got = read_full(file, &mut data[..want], offset)?;
+            let got = read_full(source, &mut data[..want], offset)?;
             packet::encode_data(&mut out, (next % 65536) as u16, &data[..got]);
             link.send(&out)?;
             stats.data_sent += 1;
@@ -292,10 +337,10 @@ fn ack_to_block(wire: u16, acked: u64, sent: u64) -> Option<u64> {
     (block <= sent).then_some(block)
 }
 
-fn read_full(file: &File, buf: &mut [u8], offset: u64) -> io::Result<usize> {
+fn read_full(source: &dyn Source, buf: &mut [u8], offset: u64) -> io::Result<usize> {
     let mut done = 0;
     while done < buf.len() {
-        match file.read_at(&mut buf[done..], offset + done as u64) {
+        match source.read_at(&mut buf[done..], offset + done as u64) {
             Ok(0) => break, // the file shrank while we served it: send what there is
             Ok(k) => done += k,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
@@ -377,12 +422,30 @@ fn transfer(settings: &Settings, peer: SocketAddr, request: &Request) {
     if request.mode != "octet" && request.mode != "netascii" {
         return refuse(&mut link, ErrorCode::IllegalOperation, "only octet mode is served");
     }
-    let (file, size) = match open(&settings.root, file_name) {
-        Ok(x) => x,
-        Err(r) => return refuse(&mut link, r.code, &r.message),
+    let generated = match (&settings.generated, relative_path(&settings.root, file_name)) {
+        (Some(generated), Ok(relative)) => {
+            let local = link.0.local_addr().unwrap_or_else(|_| SocketAddr::new(unspecified(peer), 0));
+            generated.generate(&relative, peer, local)
+        }
+        _ => None,
+    };
+    let (file, bytes);
+    let (source, size): (&dyn Source, u64) = match generated {
+        Some(Ok(made)) => {
+            bytes = made;
+            (&bytes, bytes.len() as u64)
+        }
+        Some(Err(r)) => return refuse(&mut link, r.code, &r.message),
+        None => match open(&settings.root, file_name) {
+            Ok((opened, size)) => {
+                file = opened;
+                (&file, size)
+            }
+            Err(r) => return refuse(&mut link, r.code, &r.message),
+        },
     };
     let n = negotiate(request, size, settings.timeout);
-    match send_file(&mut link, &file, size, &n, settings.retries) {
+    match send_file(&mut link, source, size, &n, settings.retries) {
         Ok(stats) => {
             let seconds = started.elapsed().as_secs_f64();
             tracing::info!(
@@ -559,6 +622,21 @@ mod tests {
         assert_eq!(client.received, content);
         // Block 3 lost: the client acknowledges 2 on seeing 4; blocks 3..10 are resent once.
         assert!(stats.data_sent <= 41 + 8, "sent {}", stats.data_sent);
+    }
+
+    #[test]
+    fn generated_bytes_are_sent_like_a_file() {
+        let content: Vec<u8> = (0..512 * 3 + 7).map(|i| (i % 251) as u8).collect();
+        for window in [1u16, 4] {
+            let n = negotiate(&request(&[("windowsize", &window.to_string())]), content.len() as u64, Duration::from_millis(1));
+            let mut client = Client { inbox: VecDeque::new(), window: window.into(), received: Vec::new(), expected_block: 1, since_ack: 0, data_packets: 0, dup: false, lose: vec![2] };
+            let stats = send_file(&mut client, &content, content.len() as u64, &n, 5).expect("transfer");
+            assert_eq!(client.received, content);
+            assert_eq!(stats.blocks, 4);
+        }
+        let mut buf = [0u8; 8];
+        assert_eq!(Source::read_at(&content, &mut buf, content.len() as u64 - 3).expect("read"), 3);
+        assert_eq!(Source::read_at(&content, &mut buf, u64::MAX).expect("read"), 0);
     }
 
     #[test]
