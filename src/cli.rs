@@ -107,8 +107,9 @@ pub enum Command {
     /// then reboot, power off or halt; on failure, a root shell on the console. Refused unless PID 1.
     Init,
     /// Be the boot server on one interface: DHCP (authoritative or proxy) and TFTP (read-only, from the TFTP
-    /// root) in one process, configured from bootServer.*; Ctrl-C stops it. Logs every lease and transfer
-    /// (client MAC or address, file, bytes, time) to stderr; RUST_LOG=debug shows ignored packets too.
+    /// root) in one process, configured from bootServer.*, with --nfs-root the NFS root, and for a fleet
+    /// the per-host GRUB configurations, HTTP and each host's state; Ctrl-C stops it. Logs every lease,
+    /// transfer, fleet decision and report to stderr; RUST_LOG=debug shows ignored packets too.
     Serve(crate::serve::ServeArgs),
     /// A fleet's state as `serve` keeps it in its state directory: see every host, or have one
     /// installed again.

@@ -391,3 +391,56 @@ fn serve_killed_mid_reports_keeps_every_answered_report() {
     let log = whole_log(dir.path());
     assert!(log.matches("fleet: serving").count() == 2, "serve started twice:\n{log}");
 }
+
+/// A UDP socket on `port` inside namespace `ns` (made by a thread that entered it; the socket
+/// stays in that namespace wherever it is used).
+fn udp_in(ns: &str, port: u16) -> std::net::UdpSocket {
+    let netns = format!("/run/netns/{ns}");
+    std::thread::spawn(move || {
+        let file = std::fs::File::open(&netns).expect("netns");
+        // SAFETY: setns on a descriptor this thread owns; affects this thread only.
+        assert_eq!(unsafe { libc::setns(std::os::fd::AsRawFd::as_raw_fd(&file), libc::CLONE_NEWNET) }, 0, "setns");
+        std::net::UdpSocket::bind(("0.0.0.0", port)).expect("bind")
+    })
+    .join()
+    .expect("thread")
+}
+
+/// Sends `rrq` from `socket` and reads the whole file (512-byte blocks), or None when nothing
+/// answers within 2 s.
+fn tftp_from(socket: &std::net::UdpSocket, rrq: &[u8]) -> Option<String> {
+    socket.set_read_timeout(Some(Duration::from_secs(2))).expect("timeout");
+    socket.send_to(rrq, (SERVER, 69)).expect("send");
+    let mut data = Vec::new();
+    let mut buf = [0u8; 600];
+    loop {
+        let (n, peer) = socket.recv_from(&mut buf).ok()?;
+        assert_eq!(&buf[..2], &[0, 3], "DATA expected: {:?}", &buf[..n]);
+        data.extend_from_slice(&buf[4..n]);
+        socket.send_to(&[0, 4, buf[2], buf[3]], peer).expect("ack");
+        if n < 516 {
+            return Some(String::from_utf8(data).expect("utf-8"));
+        }
+    }
+}
+
+/// A copy of GRUB's read request that arrives after the installer started (a retransmission the
+/// server found late) is not the machine booting again: no second transfer, no new attempt.
+#[test]
+fn a_retransmitted_request_is_not_a_new_boot() {
+    let dir = setup();
+    config(dir.path(), |_| {});
+    let (_lab, ns) = lab("fleetrrq", dir.path());
+    let socket = udp_in(&ns, 25300);
+    let rrq = [b"\0\x01".as_slice(), host_cfg_path(WEB1).as_bytes(), b"\0octet\0"].concat();
+    let (attempt, token) = install_args(&tftp_from(&socket, &rrq).expect("the first request is answered"));
+    assert_eq!(attempt, 1);
+    assert_eq!(post(&ns, &report("web1", 1, 1, &token, "started")).0, 200);
+    // The same datagram from the same port again, at once: a retransmission.
+    assert_eq!(tftp_from(&socket, &rrq), None, "a copy of a request already answered started a transfer");
+    let web1 = host_status(dir.path(), "web1");
+    assert_eq!((web1["state"].as_str(), web1["attempt"]["number"].as_u64()), (Some("installing"), Some(1)), "{web1}");
+    // The next open (GRUB's next port) is a new request.
+    let next = udp_in(&ns, 25301);
+    assert_eq!(install_args(&tftp_from(&next, &rrq).expect("answered")).0, 2, "from another port it is the machine asking again");
+}

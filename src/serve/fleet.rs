@@ -106,6 +106,14 @@ impl FleetService {
     /// The GRUB configuration for `mac`, asked for by `client` over `via`, arriving at `local`.
     pub fn host_config(&self, mac: Mac, via: Via, client: SocketAddr, local: IpAddr) -> Result<Vec<u8>, String> {
         let spec = self.fleet.host_by_mac(&mac);
+        let (decision, token) = self.decide_and_hand_out(mac, spec, via, client)?;
+        // Rendering needs no lock: the attempt is recorded and its token known.
+        self.render(mac, spec, &decision, token.as_deref(), local)
+    }
+
+    /// The decision for `mac` and, for an install, the attempt's token: one step per process
+    /// (under the tokens' lock), so that two requests at once hand out one attempt.
+    fn decide_and_hand_out(&self, mac: Mac, spec: Option<&HostSpec>, via: Via, client: SocketAddr) -> Result<(Decision, Option<String>), String> {
         let mut tokens = self.tokens.lock().unwrap_or_else(PoisonError::into_inner);
         // A number another process took in between (a second serve on the same store) makes
         // the decision again with what it wrote.
@@ -117,13 +125,13 @@ impl FleetService {
             let decision = decide(spec, &state, self.fleet.unknown_hosts);
             let (Decision::Install { attempt }, Some(spec)) = (&decision, spec) else {
                 self.log_decision(mac, spec, &decision, via, client, "");
-                return self.render(mac, spec, &decision, None, local);
+                return Ok((decision, None));
             };
             let key = (spec.name.clone(), spec.generation, *attempt);
             let pending = state.attempts.iter().any(|a| a.number == *attempt && a.outcome == Outcome::Pending);
             if pending && let Some(token) = tokens.get(&key) {
                 self.log_decision(mac, Some(spec), &decision, via, client, "the same pending attempt again");
-                return self.render(mac, Some(spec), &decision, Some(token), local);
+                return Ok((decision, Some(token.clone())));
             }
             // A new attempt, or in place of a pending one whose token this process does not have.
             let (number, replaces) = match pending {
@@ -142,9 +150,8 @@ impl FleetService {
                     };
                     self.log_decision(mac, Some(spec), &decision, via, client, &note);
                     tokens.retain(|(host, _, _), _| host != &spec.name);
-                    let text = self.render(mac, Some(spec), &decision, Some(&token), local);
-                    tokens.insert((spec.name.clone(), spec.generation, number), token);
-                    return text;
+                    tokens.insert((spec.name.clone(), spec.generation, number), token.clone());
+                    return Ok((decision, Some(token)));
                 }
             }
         }

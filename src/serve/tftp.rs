@@ -359,10 +359,64 @@ pub fn bind(addr: SocketAddr, interface: Option<&str>) -> io::Result<UdpSocket> 
     Ok(socket)
 }
 
+/// How long after its transfer ended a read request identical to one already taken (same client
+/// address and port, same bytes) still counts as a retransmission of it, not as a new request.
+/// A client resends its RRQ until an answer arrives (GRUB every 400 ms or so), and a busy server
+/// finds several copies waiting: each would start a transfer of its own and, for a generated
+/// file, make it again (for a fleet host, decide again: a copy handled after the installer
+/// started would look like the machine booting from the network again). So a copy is dropped
+/// while the transfer its first copy started runs, and for this long after; that transfer
+/// answers the client. GRUB opens each file from a new port (25300, 25301, ... from its start),
+/// so the same port asks again only after a reboot, which takes longer than this.
+pub const RETRANSMITTED_RRQ: Duration = Duration::from_secs(5);
+
+/// When the transfer of a taken request ended (None: it runs).
+type Ended = Arc<std::sync::Mutex<Option<Instant>>>;
+
+/// The read requests whose transfers run or ended within [`RETRANSMITTED_RRQ`].
+#[derive(Default)]
+pub struct RecentRequests(std::collections::HashMap<(SocketAddr, Vec<u8>), Ended>);
+
+impl RecentRequests {
+    /// None when `datagram` from `peer` is a copy of a request whose transfer runs or ended at
+    /// most [`RETRANSMITTED_RRQ`] before `now`; else it is taken, and the transfer it starts
+    /// sets the returned end when it ends.
+    pub fn take(&mut self, peer: SocketAddr, datagram: &[u8], now: Instant) -> Option<Ended> {
+        let recent = |ended: &Ended| match *ended.lock().unwrap_or_else(std::sync::PoisonError::into_inner) {
+            None => true,
+            Some(at) => now.saturating_duration_since(at) < RETRANSMITTED_RRQ,
+        };
+        if self.0.get(&(peer, datagram.to_vec())).is_some_and(recent) {
+            return None;
+        }
+        if self.0.len() >= 4096 {
+            self.0.retain(|_, ended| recent(ended));
+        }
+        let ended: Ended = Arc::default();
+        self.0.insert((peer, datagram.to_vec()), Arc::clone(&ended));
+        Some(ended)
+    }
+
+    /// Forgets a request that started no transfer (the server was busy): its copies may.
+    pub fn forget(&mut self, peer: SocketAddr, datagram: &[u8]) {
+        self.0.remove(&(peer, datagram.to_vec()));
+    }
+}
+
+/// Marks the transfer ended when dropped (also when it panics).
+struct EndsTransfer(Ended);
+
+impl Drop for EndsTransfer {
+    fn drop(&mut self) {
+        *self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Some(Instant::now());
+    }
+}
+
 /// Serves until `stop` is set: reads requests on `listener`, starts a transfer thread for each RRQ.
 pub fn serve(listener: UdpSocket, settings: Settings, stop: &AtomicBool) -> io::Result<()> {
     let settings = Arc::new(settings);
     let active = Arc::new(AtomicUsize::new(0));
+    let mut recent = RecentRequests::default();
     listener.set_read_timeout(Some(Duration::from_millis(250)))?;
     tracing::info!(address = %listener.local_addr()?, root = %settings.root.path.display(), "tftp: serving");
     let mut buf = vec![0u8; 2048];
@@ -374,14 +428,20 @@ pub fn serve(listener: UdpSocket, settings: Settings, stop: &AtomicBool) -> io::
         };
         match packet::parse(&buf[..len]) {
             Ok(Packet::Rrq(request)) => {
+                let Some(ended) = recent.take(peer, &buf[..len], Instant::now()) else {
+                    tracing::debug!(client = %peer, file = %request.filename, "tftp: a retransmitted request, answered by the transfer its first copy started");
+                    continue;
+                };
                 if active.load(Ordering::Relaxed) >= settings.max_transfers {
                     tracing::warn!(client = %peer, file = %request.filename, "tftp: refused, {} transfers running", settings.max_transfers);
                     let _ = listener.send_to(&packet::encode_error(ErrorCode::NotDefined, "server busy"), peer);
+                    recent.forget(peer, &buf[..len]);
                     continue;
                 }
                 let (settings, active) = (Arc::clone(&settings), Arc::clone(&active));
                 active.fetch_add(1, Ordering::Relaxed);
                 let spawned = std::thread::Builder::new().name(format!("tftp {peer}")).spawn(move || {
+                    let _ends = EndsTransfer(ended);
                     transfer(&settings, peer, &request);
                     active.fetch_sub(1, Ordering::Relaxed);
                 });
@@ -622,6 +682,25 @@ mod tests {
         assert_eq!(client.received, content);
         // Block 3 lost: the client acknowledges 2 on seeing 4; blocks 3..10 are resent once.
         assert!(stats.data_sent <= 41 + 8, "sent {}", stats.data_sent);
+    }
+
+    #[test]
+    fn a_retransmitted_request_starts_no_second_transfer() {
+        let mut recent = RecentRequests::default();
+        let (a, b): (SocketAddr, SocketAddr) = ("10.0.0.5:25300".parse().expect("addr"), "10.0.0.5:25301".parse().expect("addr"));
+        let rrq = b"\0\x01nixos-pxe/hosts/mac-52:54:00:00:00:a1.cfg\0octet\0";
+        let t = Instant::now();
+        let ended = recent.take(a, rrq, t).expect("the first copy is taken");
+        assert!(recent.take(a, rrq, t + Duration::from_millis(400)).is_none());
+        assert!(recent.take(a, rrq, t + Duration::from_secs(60)).is_none(), "its transfer still runs");
+        assert!(recent.take(b, rrq, t + Duration::from_millis(1)).is_some(), "the next open, from the next port, is new");
+        assert!(recent.take(a, b"\0\x01other\0octet\0", t).is_some(), "another file is new");
+        let end = t + Duration::from_secs(61);
+        *ended.lock().expect("lock") = Some(end);
+        assert!(recent.take(a, rrq, end + Duration::from_secs(4)).is_none(), "just after its transfer ended");
+        assert!(recent.take(a, rrq, end + RETRANSMITTED_RRQ).is_some(), "later: a new request (a reboot)");
+        drop(EndsTransfer(Arc::clone(&ended)));
+        assert!(ended.lock().expect("lock").is_some());
     }
 
     #[test]
