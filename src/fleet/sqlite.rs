@@ -73,7 +73,10 @@ pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 
 pub struct SqliteStore {
+    /// Every transition, one at a time.
     conn: Mutex<Connection>,
+    /// Reads, which in WAL mode need not wait for a transition's fsync.
+    reader: Mutex<Connection>,
     path: PathBuf,
 }
 
@@ -109,15 +112,21 @@ impl SqliteStore {
         if create {
             flags |= OpenFlags::SQLITE_OPEN_CREATE;
         }
-        let conn = Connection::open_with_flags(&path, flags).map_err(db(&place, "open"))?;
-        conn.busy_timeout(BUSY_TIMEOUT).map_err(db(&place, "set the busy timeout"))?;
-        let mode: String = conn.query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0)).map_err(db(&place, "switch to WAL"))?;
-        if !mode.eq_ignore_ascii_case("wal") {
-            return Err(StoreError::Backend(format!("{place}: SQLite kept journal mode {mode} instead of WAL (is the state directory on a network file system?)")));
-        }
-        conn.execute_batch("PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON;").map_err(db(&place, "set pragmas"))?;
-        let mut store = SqliteStore { conn: Mutex::new(conn), path };
+        let open = |flags| -> Result<Connection, StoreError> {
+            let conn = Connection::open_with_flags(&path, flags).map_err(db(&place, "open"))?;
+            conn.busy_timeout(BUSY_TIMEOUT).map_err(db(&place, "set the busy timeout"))?;
+            let mode: String = conn.query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0)).map_err(db(&place, "switch to WAL"))?;
+            if !mode.eq_ignore_ascii_case("wal") {
+                return Err(StoreError::Backend(format!("{place}: SQLite kept journal mode {mode} instead of WAL (is the state directory on a network file system?)")));
+            }
+            conn.execute_batch("PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON;").map_err(db(&place, "set pragmas"))?;
+            Ok(conn)
+        };
+        let conn = open(flags)?;
+        let mut store = SqliteStore { conn: Mutex::new(conn), reader: Mutex::new(Connection::open_in_memory().map_err(db(&place, "open"))?), path: path.clone() };
         store.migrate()?;
+        // Opened after the migration, so that it never sees a file without the schema.
+        store.reader = Mutex::new(open(flags - OpenFlags::SQLITE_OPEN_CREATE)?);
         Ok(store)
     }
 
@@ -152,6 +161,10 @@ impl SqliteStore {
         // A panic in another thread mid-transaction rolled that transaction back (Drop): the
         // connection is usable.
         self.conn.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn read(&self) -> MutexGuard<'_, Connection> {
+        self.reader.lock().unwrap_or_else(PoisonError::into_inner)
     }
 }
 
@@ -200,7 +213,7 @@ struct AttemptRow {
 impl Store for SqliteStore {
     fn host(&self, host: &str, generation: u32) -> Result<HostState, StoreError> {
         let place = self.place();
-        let mut conn = self.lock();
+        let mut conn = self.read();
         let tx = conn.transaction().map_err(db(&place, "begin reading"))?;
         let row = tx
             .query_row(
@@ -410,7 +423,7 @@ impl Store for SqliteStore {
 
     fn hosts(&self) -> Result<Vec<HostRecord>, StoreError> {
         let place = self.place();
-        let mut conn = self.lock();
+        let mut conn = self.read();
         let tx = conn.transaction().map_err(db(&place, "begin reading"))?;
         let mut statement = tx
             .prepare("SELECT name, macs, generation, installed_generation, confirmed_generation, confirmed_system, reinstall_after FROM hosts ORDER BY name")
@@ -465,7 +478,7 @@ impl Store for SqliteStore {
 
     fn history(&self, host: &str) -> Result<Vec<ReportRecord>, StoreError> {
         let place = self.place();
-        let conn = self.lock();
+        let conn = self.read();
         let mut statement = conn
             .prepare(
                 "SELECT a.generation, a.number, r.event, r.step, r.message, r.log_tail, r.system, r.received_at

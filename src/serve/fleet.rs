@@ -69,8 +69,11 @@ pub struct FleetService {
     store: Arc<dyn Store>,
     endpoint: Endpoint,
     /// The plain tokens of the `Pending` attempts this process handed out, by (host, generation,
-    /// attempt). The lock also makes decide-and-hand-out one step per process.
+    /// attempt).
     tokens: Mutex<HashMap<(String, u32, u32), String>>,
+    /// One lock per host: decide-and-hand-out is one step for each host (two requests at once
+    /// get one attempt), while other hosts' requests go on.
+    host_locks: Mutex<HashMap<String, Arc<Mutex<()>>>>,
 }
 
 impl FleetService {
@@ -78,7 +81,8 @@ impl FleetService {
     pub fn new(resolved: Resolved, fleet: Fleet, store: Arc<dyn Store>, endpoint: Endpoint) -> Result<FleetService, StoreError> {
         let hosts: Vec<FleetHost> = fleet.hosts.iter().map(|h| FleetHost { name: h.name.clone(), macs: h.macs.clone(), generation: h.generation }).collect();
         store.sync_fleet(&hosts)?;
-        Ok(FleetService { resolved, fleet, store, endpoint, tokens: Mutex::new(HashMap::new()) })
+        let host_locks = fleet.hosts.iter().map(|h| (h.name.clone(), Arc::default())).collect();
+        Ok(FleetService { resolved, fleet, store, endpoint, tokens: Mutex::new(HashMap::new()), host_locks: Mutex::new(host_locks) })
     }
 
     pub fn fleet(&self) -> &Fleet {
@@ -111,10 +115,15 @@ impl FleetService {
         self.render(mac, spec, &decision, token.as_deref(), local)
     }
 
-    /// The decision for `mac` and, for an install, the attempt's token: one step per process
-    /// (under the tokens' lock), so that two requests at once hand out one attempt.
+    /// The decision for `mac` and, for an install, the attempt's token: one step per host
+    /// (under its lock), so that two requests at once hand out one attempt.
     fn decide_and_hand_out(&self, mac: Mac, spec: Option<&HostSpec>, via: Via, client: SocketAddr) -> Result<(Decision, Option<String>), String> {
-        let mut tokens = self.tokens.lock().unwrap_or_else(PoisonError::into_inner);
+        let host_lock = spec.map(|s| {
+            let mut locks = self.host_locks.lock().unwrap_or_else(PoisonError::into_inner);
+            Arc::clone(locks.entry(s.name.clone()).or_default())
+        });
+        let _one_at_a_time = host_lock.as_ref().map(|l| l.lock().unwrap_or_else(PoisonError::into_inner));
+        let tokens = || self.tokens.lock().unwrap_or_else(PoisonError::into_inner);
         // A number another process took in between (a second serve on the same store) makes
         // the decision again with what it wrote.
         for _ in 0..3 {
@@ -129,9 +138,10 @@ impl FleetService {
             };
             let key = (spec.name.clone(), spec.generation, *attempt);
             let pending = state.attempts.iter().any(|a| a.number == *attempt && a.outcome == Outcome::Pending);
-            if pending && let Some(token) = tokens.get(&key) {
+            let known = tokens().get(&key).cloned();
+            if pending && let Some(token) = known {
                 self.log_decision(mac, Some(spec), &decision, via, client, "the same pending attempt again");
-                return Ok((decision, Some(token.clone())));
+                return Ok((decision, Some(token)));
             }
             // A new attempt, or in place of a pending one whose token this process does not have.
             let (number, replaces) = match pending {
@@ -149,6 +159,7 @@ impl FleetService {
                         None => "a new attempt".into(),
                     };
                     self.log_decision(mac, Some(spec), &decision, via, client, &note);
+                    let mut tokens = tokens();
                     tokens.retain(|(host, _, _), _| host != &spec.name);
                     tokens.insert((spec.name.clone(), spec.generation, number), token.clone());
                     return Ok((decision, Some(token)));
@@ -371,7 +382,7 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let s = service(dir.path(), Some(80));
         let configs: Vec<String> = std::thread::scope(|scope| {
-            let handles: Vec<_> = (0..8).map(|_| scope.spawn(|| fetch(&s, "52:54:00:00:00:a1"))).collect();
+            let handles: Vec<_> = (0..16).map(|_| scope.spawn(|| fetch(&s, "52:54:00:00:00:a1"))).collect();
             handles.into_iter().map(|h| h.join().expect("thread")).collect()
         });
         assert!(configs.iter().all(|c| c == &configs[0]), "all the same attempt and token");
