@@ -358,7 +358,7 @@ fn machine_description() -> String {
         .ok()
         .and_then(|info| info.lines().find_map(|l| l.strip_prefix("model name").map(|v| v.trim_start_matches([' ', '\t', ':']).to_string())))
         .unwrap_or_else(|| "unknown CPU".into());
-    let disk = first_line(Command::new("sh").args(["-c", "df --output=source,fstype target | tail -1"]).current_dir(env!("CARGO_MANIFEST_DIR")));
+    let disk = first_line(Command::new("sh").args(["-c", "df --output=source,fstype target | tail -1 | tr -s ' '"]).current_dir(env!("CARGO_MANIFEST_DIR")));
     format!("{cores} cores ({cpu}), Linux {}; veth pair between two network namespaces; state directory on {disk}", first_line(Command::new("uname").arg("-r")))
 }
 
