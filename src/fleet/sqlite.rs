@@ -291,6 +291,7 @@ impl Store for SqliteStore {
 
     fn report(&self, report: &Report) -> Result<Accepted, Refused> {
         report.check().map_err(Refused::Invalid)?;
+        let report = &report.clone().clipped();
         let place = self.place();
         let mut conn = self.lock();
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(db(&place, "begin a report"))?;
@@ -657,8 +658,11 @@ mod tests {
         assert!(matches!(&never, Refused::WrongToken(why) if why.contains("never handed out")), "{never:?}");
         let stranger = store.report(&report("db9", 1, 1, &first, Event::Started)).unwrap_err();
         assert!(matches!(stranger, Refused::WrongToken(_)));
-        let failed = Report { step: Some("disk".into()), message: Some("not empty".into()), ..report("web1", 1, 1, &first, Event::Failed) };
-        store.report(&failed).expect("failed");
+        let long_tail = format!("{}\nthe last line", "an installer's long line\n".repeat(5000));
+        let failed = Report { step: Some("disk".into()), message: Some("not empty".into()), log_tail: Some(long_tail), ..report("web1", 1, 1, &first, Event::Failed) };
+        store.report(&failed).expect("a failed report with a long log tail is taken, cut");
+        let kept = store.history("web1").expect("history")[0].log_tail.clone().unwrap_or_default();
+        assert!(kept.len() <= crate::fleet::store::MAX_FIELD && kept.ends_with("\nthe last line"), "{}", kept.len());
         // Ended: a failed attempt does not become installed, nor running again.
         let late = store.report(&report("web1", 1, 1, &first, Event::Step)).unwrap_err();
         assert!(matches!(&late, Refused::Ended(why) if why.contains("is failed already")), "{late:?}");

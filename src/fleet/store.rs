@@ -10,7 +10,8 @@
 //!   [`super::token`]); `booted` against the boot token hash the `installed` report carried.
 //!   A report for an attempt that is not the host's latest one is refused; so is one that
 //!   would move a finished attempt (`failed`, `installed`) to another outcome.
-//! - Every accepted report is kept (the history); a refused one changes nothing.
+//! - Every accepted report is kept (the history; text fields cut to [`MAX_FIELD`]); a refused
+//!   one changes nothing.
 
 use super::decide::HostState;
 use super::model::Mac;
@@ -174,11 +175,45 @@ impl fmt::Debug for Report {
     }
 }
 
-/// The longest text a report field may hold (a log tail of 50 long lines fits); longer ones are
-/// refused rather than cut, so the history holds what was sent.
+/// The longest text a report field keeps (a log tail of 50 long lines fits). A longer one is
+/// cut (a log tail keeps its end, where the error is; the others their start) rather than the
+/// report refused: a `failed` report must not be lost to an installer's long lines.
 pub const MAX_FIELD: usize = 32 * 1024;
 
+/// `text` cut to at most [`MAX_FIELD`] bytes on a character boundary, keeping its end or start.
+fn clip(text: &mut String, keep_end: bool) {
+    if text.len() <= MAX_FIELD {
+        return;
+    }
+    let marker = "[...] ";
+    let room = MAX_FIELD - marker.len();
+    if keep_end {
+        let mut start = text.len() - room;
+        while !text.is_char_boundary(start) {
+            start += 1;
+        }
+        *text = format!("{marker}{}", &text[start..]);
+    } else {
+        let mut end = room;
+        while !text.is_char_boundary(end) {
+            end -= 1;
+        }
+        *text = format!("{}{}", &text[..end], marker.trim_end());
+    }
+}
+
 impl Report {
+    /// The report with every text field at most [`MAX_FIELD`] bytes long (see there).
+    pub fn clipped(mut self) -> Report {
+        for field in [&mut self.step, &mut self.message, &mut self.system].into_iter().flatten() {
+            clip(field, false);
+        }
+        if let Some(tail) = &mut self.log_tail {
+            clip(tail, true);
+        }
+        self
+    }
+
     /// What makes a report unreadable whatever the state: the answer is 400.
     pub fn check(&self) -> Result<(), String> {
         if self.host.is_empty() || self.host.len() > 63 {
@@ -189,11 +224,6 @@ impl Report {
         }
         if self.token.is_empty() || self.token.len() > 256 {
             return Err("token is empty or too long".into());
-        }
-        for (name, value) in [("step", &self.step), ("message", &self.message), ("log_tail", &self.log_tail), ("system", &self.system)] {
-            if value.as_ref().is_some_and(|v| v.len() > MAX_FIELD) {
-                return Err(format!("{name} is longer than {MAX_FIELD} bytes"));
-            }
         }
         if let Some(hash) = &self.boot_token_hash
             && !super::token::is_hash(hash)
@@ -361,9 +391,15 @@ mod tests {
         r.boot_token_hash = Some(super::super::token::hash("boot"));
         assert!(r.check().is_ok());
         assert!(report(Event::Booted).check().unwrap_err().contains("system"));
+        // Long text is cut, not refused: the log tail keeps its end, the message its start.
         let mut r = report(Event::Failed);
-        r.log_tail = Some("x".repeat(MAX_FIELD + 1));
-        assert!(r.check().unwrap_err().contains("log_tail is longer"));
+        r.log_tail = Some(format!("{}the error", "é".repeat(MAX_FIELD)));
+        r.message = Some(format!("the start{}", "x".repeat(MAX_FIELD)));
+        assert!(r.check().is_ok());
+        let r = r.clipped();
+        let (tail, message) = (r.log_tail.unwrap_or_default(), r.message.unwrap_or_default());
+        assert!(tail.len() <= MAX_FIELD && tail.starts_with("[...] ") && tail.ends_with("éthe error"), "{}", &tail[tail.len() - 20..]);
+        assert!(message.len() <= MAX_FIELD && message.starts_with("the start") && message.ends_with("[...]"));
         let mut r = report(Event::Step);
         r.attempt = 0;
         assert!(r.check().is_err());
