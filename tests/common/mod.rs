@@ -195,6 +195,18 @@ impl Lab {
         );
     }
 
+    /// SIGKILL to the process group started with `log` (a crash, not a clean stop), and waits
+    /// for it; it is no longer one of the lab's processes.
+    pub fn kill(&mut self, log: &Path) {
+        let Some(i) = self.children.iter().position(|(_, l)| l == log) else {
+            panic!("no process of this lab logs to {}", log.display());
+        };
+        let (mut child, _) = self.children.remove(i);
+        // SAFETY: kill(2) on the process group this lab created for the spawn.
+        unsafe { libc::kill(-(child.id() as i32), libc::SIGKILL) };
+        let _ = child.wait();
+    }
+
     /// The servers that have exited, each with its log: a server that rejected its rendered
     /// configuration fails the test at once instead of after a boot timeout.
     pub fn exited(&mut self) -> Vec<String> {
