@@ -680,7 +680,7 @@ fn this_hosts_unfinished_attempt_is_installed_over() {
         format!(
             "nixos-pxe: {d} (2.0 GiB) holds a GPT partition table (at byte 512), an MBR partition table (at byte 510), a backup GPT header \
              (at byte 2147483136), and its GPT disk GUID {guid} marks it as web1's install of generation 3: an earlier attempt of this \
-             install that did not finish. Installing over it (customInstaller.wipe = \"if-empty\" takes this host's own unfinished attempt)"
+             install that did not finish, or a finished one being reinstalled. Installing over it (customInstaller.wipe = \"if-empty\" takes this host's own disk of this generation)"
         ),
         "{stdout}"
     );

@@ -42,21 +42,40 @@ pub enum Outcome {
     Running,
     Failed { step: String, error: String },
     Installed,
-    /// Handed out, but serve restarted before the installer reported, and the attempt's plain
-    /// token (kept only in memory) was lost with it: a new attempt was handed out in its place.
-    /// Not a failure, so it does not count towards `max_attempts`; its number is not reused.
+    /// Handed out and never started: serve restarted before the installer reported, and the
+    /// attempt's plain token (kept only in memory) was lost with it, so a new attempt was handed
+    /// out in its place; or the machine booted its disk instead (the completion stamp of an
+    /// earlier attempt whose `installed` report was lost) and that attempt's `booted` report
+    /// arrived. Not a failure, so it does not count towards `max_attempts`; its number is not
+    /// reused.
     Replaced,
 }
 
 /// What the machine gets.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Decision {
-    /// Boot the installer; `attempt` numbers it within the generation.
+    /// Boot the installer; `attempt` numbers it within the generation. Its entry first looks for
+    /// the host's completion stamp on the disks and boots the disk that has it: an install whose
+    /// `installed` report was lost is not done twice.
     Install { attempt: u32 },
+    /// Boot the installer over a generation the store knows as installed (`nixos-pxe fleet
+    /// reinstall`, or a reinstall under way): the disk's completion stamp is the old install's,
+    /// so this entry must not look for it (it would boot the disk and undo the request).
+    Reinstall { attempt: u32 },
     /// Boot from the local disk (or let the firmware go on); `why` says why, for the console.
     LocalBoot { why: String },
     /// Neither: a menu that says `why` and waits.
     Hold { why: String },
+}
+
+impl Decision {
+    /// The attempt an install or reinstall hands out.
+    pub fn attempt(&self) -> Option<u32> {
+        match self {
+            Decision::Install { attempt } | Decision::Reinstall { attempt } => Some(*attempt),
+            Decision::LocalBoot { .. } | Decision::Hold { .. } => None,
+        }
+    }
 }
 
 /// The decision for a machine: `spec` is the host its MAC belongs to (`None`: not in the
@@ -72,6 +91,10 @@ pub enum Decision {
 ///   `Running` one (the machine booted from the network again, so that install was abandoned).
 ///   When they reach `max_attempts` the host is held, with the last failure and what to do.
 /// - Otherwise the next attempt: one more than the highest number so far.
+///
+/// An install of a generation the store knows as installed is a [`Decision::Reinstall`] (see
+/// there); attempts `Replaced` (never started) count as none when deciding whether a reinstall
+/// is under way.
 pub fn decide(spec: Option<&HostSpec>, state: &HostState, unknown: UnknownHosts) -> Decision {
     let Some(spec) = spec else {
         return match unknown {
@@ -83,12 +106,16 @@ pub fn decide(spec: Option<&HostSpec>, state: &HostState, unknown: UnknownHosts)
     };
     let last_installed = state.attempts.iter().filter(|a| a.outcome == Outcome::Installed).map(|a| a.number).max();
     // The attempts of the current series: since the last one that installed.
-    let series: Vec<&AttemptSummary> = state.attempts.iter().filter(|a| last_installed.is_none_or(|n| a.number > n)).collect();
-    if let Some(pending) = series.iter().rev().find(|a| a.outcome == Outcome::Pending) {
-        return Decision::Install { attempt: pending.number };
-    }
+    // Attempts replaced before they started (their token lost, or a `booted` report showed that
+    // an earlier attempt had finished) are no part of it.
+    let series: Vec<&AttemptSummary> =
+        state.attempts.iter().filter(|a| last_installed.is_none_or(|n| a.number > n) && a.outcome != Outcome::Replaced).collect();
     let installed = [state.installed_generation, state.confirmed.as_ref().map(|c| c.generation)].into_iter().flatten().max();
     let installed = installed.is_some_and(|g| g >= spec.generation) || last_installed.is_some();
+    let install = |attempt| if installed { Decision::Reinstall { attempt } } else { Decision::Install { attempt } };
+    if let Some(pending) = series.iter().rev().find(|a| a.outcome == Outcome::Pending) {
+        return install(pending.number);
+    }
     if installed && !state.reinstall_requested && series.is_empty() {
         let generation = state.installed_generation.unwrap_or(spec.generation).max(spec.generation);
         let why = match &state.confirmed {
@@ -116,7 +143,7 @@ pub fn decide(spec: Option<&HostSpec>, state: &HostState, unknown: UnknownHosts)
         };
     }
     let next = state.attempts.iter().map(|a| a.number).max().unwrap_or(0) + 1;
-    Decision::Install { attempt: next }
+    install(next)
 }
 
 #[cfg(test)]
@@ -150,6 +177,10 @@ mod tests {
 
     fn install(n: u32) -> Decision {
         Decision::Install { attempt: n }
+    }
+
+    fn reinstall(n: u32) -> Decision {
+        Decision::Reinstall { attempt: n }
     }
 
     fn is_local(d: &Decision) -> bool {
@@ -243,9 +274,9 @@ mod tests {
     fn a_requested_reinstall_installs_again_with_a_fresh_budget() {
         let mut s = state(Some(1), vec![failed(1), failed(2), attempt(3, Outcome::Installed)]);
         s.reinstall_requested = true;
-        assert_eq!(decide(Some(&spec(1, 3)), &s, UnknownHosts::LocalBoot), install(4));
+        assert_eq!(decide(Some(&spec(1, 3)), &s, UnknownHosts::LocalBoot), reinstall(4));
         s.attempts.push(attempt(4, Outcome::Pending));
-        assert_eq!(decide(Some(&spec(1, 3)), &s, UnknownHosts::LocalBoot), install(4));
+        assert_eq!(decide(Some(&spec(1, 3)), &s, UnknownHosts::LocalBoot), reinstall(4));
         s.attempts[3] = failed(4);
         s.attempts.extend([failed(5), failed(6)]);
         assert!(matches!(decide(Some(&spec(1, 3)), &s, UnknownHosts::LocalBoot), Decision::Hold { .. }));
@@ -256,9 +287,45 @@ mod tests {
         // Generation 1 installed, a reinstall started and the machine rebooted in the middle:
         // its disk is half written, so it must not be sent to it.
         let s = state(Some(1), vec![attempt(1, Outcome::Installed), attempt(2, Outcome::Running)]);
-        assert_eq!(decide(Some(&spec(1, 3)), &s, UnknownHosts::LocalBoot), install(3));
+        assert_eq!(decide(Some(&spec(1, 3)), &s, UnknownHosts::LocalBoot), reinstall(3));
         let s = state(Some(1), vec![attempt(1, Outcome::Installed), attempt(2, Outcome::Pending)]);
-        assert_eq!(decide(Some(&spec(1, 3)), &s, UnknownHosts::LocalBoot), install(2));
+        assert_eq!(decide(Some(&spec(1, 3)), &s, UnknownHosts::LocalBoot), reinstall(2));
+    }
+
+    /// The install entry boots a disk that has the host's completion stamp: right for a first
+    /// install whose `installed` report was lost, wrong for a reinstall of the same generation
+    /// (the stamp is the old install's). Only what the store knows tells them apart.
+    #[test]
+    fn an_install_over_an_installed_generation_is_a_reinstall() {
+        // Not known as installed: an install (whose entry may find an unreported install's stamp).
+        assert_eq!(decide(Some(&spec(1, 3)), &state(None, vec![attempt(1, Outcome::Running)]), UnknownHosts::LocalBoot), install(2));
+        assert_eq!(decide(Some(&spec(2, 3)), &state(Some(1), vec![]), UnknownHosts::LocalBoot), install(1));
+        // Known as installed (by the generation, an Installed attempt, or a confirmation): a reinstall.
+        let mut requested = state(Some(1), vec![attempt(1, Outcome::Installed)]);
+        requested.reinstall_requested = true;
+        assert_eq!(decide(Some(&spec(1, 3)), &requested, UnknownHosts::LocalBoot), reinstall(2));
+        let mut by_generation_only = state(Some(1), vec![]);
+        by_generation_only.reinstall_requested = true;
+        assert_eq!(decide(Some(&spec(1, 3)), &by_generation_only, UnknownHosts::LocalBoot), reinstall(1));
+        let confirmed = HostState {
+            confirmed: Some(Confirmed { generation: 1, system: "/s".into() }),
+            reinstall_requested: true,
+            ..HostState::default()
+        };
+        assert_eq!(decide(Some(&spec(1, 3)), &confirmed, UnknownHosts::LocalBoot), reinstall(1));
+        assert_eq!(reinstall(7).attempt(), Some(7));
+        assert_eq!(Decision::Hold { why: String::new() }.attempt(), None);
+    }
+
+    #[test]
+    fn an_attempt_replaced_because_an_earlier_one_booted_leaves_the_host_installed() {
+        // Attempt 1's `installed` was lost; attempt 2 was handed out, the machine booted its disk
+        // by the stamp instead, and attempt 1's `booted` report made 1 installed and 2 replaced.
+        let s = state(Some(1), vec![attempt(1, Outcome::Installed), attempt(2, Outcome::Replaced)]);
+        assert!(is_local(&decide(Some(&spec(1, 3)), &s, UnknownHosts::LocalBoot)), "{:?}", decide(Some(&spec(1, 3)), &s, UnknownHosts::LocalBoot));
+        let mut s = s;
+        s.reinstall_requested = true;
+        assert_eq!(decide(Some(&spec(1, 3)), &s, UnknownHosts::LocalBoot), reinstall(3), "2 is not reused");
     }
 
     #[test]
@@ -280,7 +347,11 @@ mod tests {
                     let stranger = decide(fleet.host_by_mac(&"52:54:00:00:00:ff".parse().expect("mac")), &s, fleet.unknown_hosts);
                     assert!(matches!(stranger, Decision::Hold { .. }), "{s:?}");
                     let d = decide(fleet.host("web1"), &s, fleet.unknown_hosts);
-                    if let Decision::Install { attempt } = d {
+                    // A reinstall exactly when the store knows the generation as installed:
+                    // only then may the install entry not trust the disk's completion stamp.
+                    let known = installed.is_some_and(|g| g >= 2) || attempts.iter().any(|a| a.outcome == Outcome::Installed);
+                    assert_eq!(matches!(d, Decision::Reinstall { .. }), known && d.attempt().is_some(), "{s:?} -> {d:?}");
+                    if let Some(attempt) = d.attempt() {
                         // A new number, or the pending one's: never one that failed or ran.
                         let reused = attempts.iter().find(|a| a.number == attempt);
                         assert!(reused.is_none_or(|a| a.outcome == Outcome::Pending), "{s:?} -> {d:?}");

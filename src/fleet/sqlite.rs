@@ -726,7 +726,7 @@ mod tests {
         assert!(matches!(decide(Some(&spec(1, 2)), &state, UnknownHosts::Hold), Decision::LocalBoot { .. }));
         // An installed host asked to reinstall: the next boot installs, with a fresh budget.
         store.reinstall("web1").expect("reinstall");
-        assert_eq!(decide(Some(&spec(1, 2)), &store.host("web1", 1).expect("host"), UnknownHosts::Hold), Decision::Install { attempt: 4 });
+        assert_eq!(decide(Some(&spec(1, 2)), &store.host("web1", 1).expect("host"), UnknownHosts::Hold), Decision::Reinstall { attempt: 4 });
         let err = store.reinstall("web2").unwrap_err().to_string();
         assert!(err.ends_with("it knows web1"), "{err}");
     }

@@ -67,6 +67,8 @@ pub struct ReportView {
 #[serde(tag = "kind", rename_all = "kebab-case")]
 pub enum DecisionView {
     Install { attempt: u32 },
+    /// An install over the installed generation (its entry does not boot the disk by its stamp).
+    Reinstall { attempt: u32 },
     LocalBoot { why: String },
     Hold { why: String },
 }
@@ -75,6 +77,7 @@ impl From<&Decision> for DecisionView {
     fn from(d: &Decision) -> DecisionView {
         match d {
             Decision::Install { attempt } => DecisionView::Install { attempt: *attempt },
+            Decision::Reinstall { attempt } => DecisionView::Reinstall { attempt: *attempt },
             Decision::LocalBoot { why } => DecisionView::LocalBoot { why: why.clone() },
             Decision::Hold { why } => DecisionView::Hold { why: why.clone() },
         }
@@ -195,6 +198,7 @@ pub fn table(rows: &[HostStatus]) -> String {
         let next = match &r.decision {
             None => "-".to_string(),
             Some(DecisionView::Install { attempt }) => format!("install #{attempt}"),
+            Some(DecisionView::Reinstall { attempt }) => format!("reinstall #{attempt}"),
             Some(DecisionView::LocalBoot { .. }) => "local boot".into(),
             Some(DecisionView::Hold { .. }) => "hold".into(),
         };

@@ -341,7 +341,7 @@ pub fn decide(policy: WipePolicy, disk: &Disk, found: &[Signature], mounted: &[S
     match (policy, marker) {
         (WipePolicy::IfEmpty, Some(m)) if m.is_own() => Decision::Overwrite(format!(
             "{} holds {what}, and its GPT disk GUID {} marks it as {}'s install of generation {}: an earlier attempt of this \
-             install that did not finish. Installing over it (customInstaller.wipe = \"if-empty\" takes this host's own unfinished attempt)",
+             install that did not finish, or a finished one being reinstalled. Installing over it (customInstaller.wipe = \"if-empty\" takes this host's own disk of this generation)",
             disk.describe(),
             m.found.map(|g| g.to_string()).unwrap_or_default(),
             m.host,
@@ -572,7 +572,7 @@ mod tests {
             Decision::Overwrite(format!(
                 "/dev/sda (8.0 GiB), model QEMU HARDDISK holds a GPT partition table (at byte 512), an ext2/ext3/ext4 file system (at byte 1080), \
                  and its GPT disk GUID {own} marks it as web1's install of generation 3: an earlier attempt of this install that did not \
-                 finish. Installing over it (customInstaller.wipe = \"if-empty\" takes this host's own unfinished attempt)"
+                 finish, or a finished one being reinstalled. Installing over it (customInstaller.wipe = \"if-empty\" takes this host's own disk of this generation)"
             ))
         );
         // Mounted: refused, marker or not.

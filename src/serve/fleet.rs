@@ -132,12 +132,12 @@ impl FleetService {
                 None => HostState::default(),
             };
             let decision = decide(spec, &state, self.fleet.unknown_hosts);
-            let (Decision::Install { attempt }, Some(spec)) = (&decision, spec) else {
+            let (Some(attempt), Some(spec)) = (decision.attempt(), spec) else {
                 self.log_decision(mac, spec, &decision, via, client, "");
                 return Ok((decision, None));
             };
-            let key = (spec.name.clone(), spec.generation, *attempt);
-            let pending = state.attempts.iter().any(|a| a.number == *attempt && a.outcome == Outcome::Pending);
+            let key = (spec.name.clone(), spec.generation, attempt);
+            let pending = state.attempts.iter().any(|a| a.number == attempt && a.outcome == Outcome::Pending);
             let known = tokens().get(&key).cloned();
             if pending && let Some(token) = known {
                 self.log_decision(mac, Some(spec), &decision, via, client, "the same pending attempt again");
@@ -145,15 +145,18 @@ impl FleetService {
             }
             // A new attempt, or in place of a pending one whose token this process does not have.
             let (number, replaces) = match pending {
-                true => (state.attempts.iter().map(|a| a.number).max().unwrap_or(*attempt) + 1, Some(*attempt)),
-                false => (*attempt, None),
+                true => (state.attempts.iter().map(|a| a.number).max().unwrap_or(attempt) + 1, Some(attempt)),
+                false => (attempt, None),
             };
             let token = token::random().map_err(|e| format!("no random token: {e}"))?;
             let out = HandOut { host: spec.name.clone(), generation: spec.generation, attempt: number, token_hash: token::hash(&token), mac, replaces };
             match self.store.hand_out(&out).map_err(|e| e.to_string())? {
                 HandedOut::Taken => continue,
                 HandedOut::Created => {
-                    let decision = Decision::Install { attempt: number };
+                    let decision = match decision {
+                        Decision::Reinstall { .. } => Decision::Reinstall { attempt: number },
+                        _ => Decision::Install { attempt: number },
+                    };
                     let note = match replaces {
                         Some(old) => format!("replaces pending attempt {old}, whose token was lost when serve restarted"),
                         None => "a new attempt".into(),
@@ -171,14 +174,14 @@ impl FleetService {
 
     fn render(&self, mac: Mac, spec: Option<&HostSpec>, decision: &Decision, token: Option<&str>, local: IpAddr) -> Result<Vec<u8>, String> {
         let address = self.endpoint.address.map(IpAddr::V4).unwrap_or(local);
-        let text = match (decision, token, self.endpoint.http_port) {
-            (Decision::Install { attempt }, Some(token), Some(port)) => {
+        let text = match (decision.attempt(), token, self.endpoint.http_port) {
+            (Some(attempt), Some(token), Some(port)) => {
                 let report_url = format!("http://{address}:{port}");
                 let kernel = match self.endpoint.kernel_over_http {
                     true => KernelFrom::Http { server: Endpoint::grub_http_server(address, port) },
                     false => KernelFrom::Tftp,
                 };
-                let served = Served { attempt: *attempt, token, report_url: &report_url, kernel };
+                let served = Served { attempt, token, report_url: &report_url, kernel };
                 grub::host_cfg(&self.resolved, &mac, spec, decision, Some(&served))
             }
             // No HTTP: the install entry as `render` writes it (kernel over TFTP, no reports).
@@ -193,6 +196,9 @@ impl FleetService {
         match decision {
             Decision::Install { attempt } => {
                 tracing::info!(%mac, host, generation, attempt, decision = "install", why = note, via = via.as_str(), %client, "fleet: decision")
+            }
+            Decision::Reinstall { attempt } => {
+                tracing::info!(%mac, host, generation, attempt, decision = "reinstall", why = note, via = via.as_str(), %client, "fleet: decision")
             }
             Decision::LocalBoot { why } => {
                 tracing::info!(%mac, host, generation, decision = "local-boot", why = why.as_str(), via = via.as_str(), %client, "fleet: decision")
@@ -366,6 +372,30 @@ mod tests {
         // running attempt 1 is refused as old, not as forged.
         s.report(&report(3, &token, Event::Started), CLIENT).expect("started after the restart");
         assert!(matches!(s.report(&report(attempt, &running, Event::Step), CLIENT), Err(Refused::OldAttempt(_))));
+    }
+
+    /// `nixos-pxe fleet reinstall` of the generation the disk has: the served install entry must
+    /// not boot the disk because of the completion stamp the first install left on it; a first
+    /// install's entry looks for it.
+    #[test]
+    fn a_requested_reinstall_is_not_undone_by_the_disk_s_stamp() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let s = service(dir.path(), Some(80));
+        let stamp_search = "search --no-floppy --file --set=esp /nixos-pxe/done-web1-g1";
+        let first = fetch(&s, "52:54:00:00:00:a1");
+        assert!(first.contains(stamp_search) && first.contains("installing generation 1, attempt 1"), "{first}");
+        let (_, token) = install_args(&first);
+        s.report(&report(1, &token, Event::Installed), CLIENT).expect("installed");
+        assert!(fetch(&s, "52:54:00:00:00:a1").contains("web1 generation 1 is installed"), "installed: local boot");
+        s.store.reinstall("web1").expect("reinstall");
+        let again = fetch(&s, "52:54:00:00:00:a1");
+        assert!(!again.contains("done-web1") && !again.contains("chainloader"), "{again}");
+        assert!(again.contains("reinstalling generation 1, attempt 2") && again.contains(" nixos-pxe.attempt=2 "), "{again}");
+        // Fetched again (GRUB does): the same pending attempt, still a reinstall.
+        assert_eq!(fetch(&s, "52:54:00:00:00:a1"), again);
+        let (_, token) = install_args(&again);
+        s.report(&report(2, &token, Event::Installed), CLIENT).expect("installed");
+        assert!(fetch(&s, "52:54:00:00:00:a1").contains("web1 generation 1 is installed"), "reinstalled: local boot again");
     }
 
     #[test]
