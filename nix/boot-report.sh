@@ -1,7 +1,8 @@
 # The first boot's report to the nixos-pxe boot server (nix/report-module.nix runs it, as the
 # `script` of a oneshot unit: bash with `set -e`): POSTs `booted` with the running system's store
-# path, authenticated by the boot token the installer left in the state file (its hash travelled
-# in the install's `installed` report). The file goes once serve has answered, yes or no; when
+# path, authenticated by the install attempt's token the installer left in the state file (serve
+# kept its hash when it handed the attempt out, so the boot counts even when the `installed`
+# report was lost). The file goes once serve has answered, yes or no; when
 # serve cannot be reached, it stays and the next boot tries again.
 # NIXOS_PXE_BOOT_REPORT, NIXOS_PXE_CURRENT_SYSTEM and NIXOS_PXE_BOOT_REPORT_PATIENCE (seconds)
 # exist for tests (tests/report_module.rs); the unit sets none of them.

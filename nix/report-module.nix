@@ -1,7 +1,7 @@
 # Added to every fleet host's system (lib.mkFleet): on the boots after an install, a oneshot unit
 # reports `booted` to the boot server with the running system's store path (nix/boot-report.sh),
 # once the network is online; serve then counts the install as confirmed. It runs only while the
-# installer's state file is there (the installer writes it, 0600, with a boot token of its own).
+# installer's state file is there (the installer writes it, 0600, with the attempt's token).
 #
 # NixOS interfaces, read in nixpkgs (NixOS/nixpkgs nixos/lib/systemd-unit-options.nix at
 # 01f31c2ee7d045a337dff0f858c0ed61dd0f4ddb): systemd.services.<name>.description, wantedBy,

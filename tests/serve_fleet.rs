@@ -202,20 +202,18 @@ fn per_host_configs_and_reports_move_the_state_as_designed() {
 
     // Attempt 2 installs: from now on the host boots from its disk.
     assert_eq!(post(&ns, &report("web1", 1, 2, &t2, "started")).0, 200);
-    let boot_token = "a-boot-token-the-installer-wrote-to-the-disk";
     let installed = json!({
-        "host": "web1", "generation": 1, "attempt": 2, "token": t2, "event": "installed",
-        "system": "/nix/store/aaaa-nixos-system-web1", "boot_token_hash": blake3::hash(boot_token.as_bytes()).to_hex().to_string(),
+        "host": "web1", "generation": 1, "attempt": 2, "token": t2, "event": "installed", "system": "/nix/store/aaaa-nixos-system-web1",
     });
     assert_eq!(post(&ns, &installed).0, 200);
     assert_eq!(post(&ns, &installed).0, 200, "a retried report whose answer was lost is taken again");
     let local = atftp(&ns, d, WEB1);
     assert!(local.contains("is installed (its first boot has not reported yet)") && !local.contains("linux "), "{local}");
     assert_eq!(host_status(d, "web1")["state"], "installed");
-    // The installed system reports booted with its boot token, not the attempt's.
-    let booted = json!({ "host": "web1", "generation": 1, "attempt": 2, "token": t2, "event": "booted", "system": "/nix/store/aaaa-nixos-system-web1" });
+    // The installed system reports booted with its attempt's token (left on its disk), no other.
+    let booted = json!({ "host": "web1", "generation": 1, "attempt": 2, "token": t1, "event": "booted", "system": "/nix/store/aaaa-nixos-system-web1" });
     assert_eq!(post(&ns, &booted).0, 403);
-    let booted = json!({ "host": "web1", "generation": 1, "attempt": 2, "token": boot_token, "event": "booted", "system": "/nix/store/aaaa-nixos-system-web1" });
+    let booted = json!({ "host": "web1", "generation": 1, "attempt": 2, "token": t2, "event": "booted", "system": "/nix/store/aaaa-nixos-system-web1" });
     assert_eq!(post(&ns, &booted).0, 200);
     let web1 = host_status(d, "web1");
     assert_eq!((web1["state"].as_str(), web1["confirmed"]["generation"].as_u64()), (Some("confirmed"), Some(1)));
@@ -314,7 +312,7 @@ fn installer(ns: &str, mac: &str, host: &str, reports: usize, acked: &Mutex<Vec<
     };
     let (attempt, token) = install_args(&cfg);
     let send = |event: &str, message: String| loop {
-        let r = json!({ "host": host, "generation": 1, "attempt": attempt, "token": token, "event": event, "step": "unpack", "message": message, "boot_token_hash": "0".repeat(64) });
+        let r = json!({ "host": host, "generation": 1, "attempt": attempt, "token": token, "event": event, "step": "unpack", "message": message });
         let (code, body) = post(ns, &r);
         match code {
             200 => {

@@ -64,6 +64,9 @@ const MIGRATIONS: &[&str] = &[
         received_at INTEGER NOT NULL
     ) STRICT;
     CREATE INDEX reports_by_attempt ON reports(attempt_seq);",
+    // 1 -> 2: `booted` is checked against the attempt's own token (the installed system reports
+    // with it), so the hash of a separate boot token that `installed` carried is gone.
+    "ALTER TABLE attempts DROP COLUMN boot_token_hash;",
 ];
 
 /// The schema version this program writes.
@@ -299,31 +302,39 @@ impl Store for SqliteStore {
         let what = format!("attempt {number} of {host} generation {generation}");
         let row = tx
             .query_row(
-                "SELECT seq, token_hash, status, boot_token_hash FROM attempts WHERE host = ?1 AND generation = ?2 AND number = ?3",
+                "SELECT seq, token_hash, status FROM attempts WHERE host = ?1 AND generation = ?2 AND number = ?3",
                 params![host, generation, number],
-                |r| Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?, status_of(&r.get::<_, String>(2)?)?, r.get::<_, Option<String>>(3)?)),
+                |r| Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?, status_of(&r.get::<_, String>(2)?)?)),
             )
             .optional()
             .map_err(db(&place, "read the attempt"))?;
         // Without a matching token nothing about the host is said, not even whether it exists.
-        let Some((seq, token_hash, status, boot_token_hash)) = row else {
+        let Some((seq, token_hash, status)) = row else {
             return Err(Refused::WrongToken(format!("{what} was never handed out")));
         };
-        let authentic = match report.event {
-            Event::Booted => boot_token_hash.as_deref().is_some_and(|h| token::matches(&report.token, h)),
-            _ => token::matches(&report.token, &token_hash),
-        };
-        if !authentic {
-            return Err(Refused::WrongToken(match report.event {
-                Event::Booted if boot_token_hash.is_none() => format!("{what} recorded no boot token (it has not reported installed with one)"),
-                Event::Booted => format!("the token is not the boot token of {what}"),
-                _ => format!("the token is not {what}'s"),
-            }));
+        // Every event, `booted` too, carries the attempt's own token: the installer leaves it on
+        // the installed disk for the first boot's report.
+        if !token::matches(&report.token, &token_hash) {
+            return Err(Refused::WrongToken(format!("the token is not {what}'s")));
         }
-        let (latest_generation, latest_number): (u32, u32) = tx
-            .query_row("SELECT generation, number FROM attempts WHERE host = ?1 ORDER BY seq DESC LIMIT 1", params![host], |r| Ok((r.get(0)?, r.get(1)?)))
-            .map_err(db(&place, "read the latest attempt"))?;
-        if (latest_generation, latest_number) != (generation, number) {
+        // The installer's events are for the host's latest attempt only. `booted` may also come
+        // for an earlier attempt whose `installed` report was lost, when the later ones were
+        // handed out and never started: the machine booted that attempt's disk by its
+        // completion stamp instead (the later ones become `replaced` below).
+        let later: Vec<(u32, u32, AttemptStatus)> = {
+            let mut statement = tx
+                .prepare("SELECT generation, number, status FROM attempts WHERE host = ?1 AND seq > ?2 ORDER BY seq")
+                .map_err(db(&place, "read the later attempts"))?;
+            statement
+                .query_map(params![host, seq], |r| Ok((r.get(0)?, r.get(1)?, status_of(&r.get::<_, String>(2)?)?)))
+                .and_then(|rows| rows.collect::<rusqlite::Result<Vec<_>>>())
+                .map_err(db(&place, "read the later attempts"))?
+        };
+        let superseded = match report.event {
+            Event::Booted => later.iter().rev().find(|(_, _, s)| !matches!(s, AttemptStatus::Pending | AttemptStatus::Replaced)),
+            _ => later.last(),
+        };
+        if let Some((latest_generation, latest_number, _)) = superseded {
             return Err(Refused::OldAttempt(format!(
                 "{what} is not {host}'s latest attempt (attempt {latest_number} of generation {latest_generation} is){}",
                 if status == AttemptStatus::Replaced { "; it was replaced when serve restarted before it reported" } else { "" }
@@ -348,29 +359,30 @@ impl Store for SqliteStore {
                 AttemptStatus::Failed
             }
             (Event::Installed, AttemptStatus::Pending | AttemptStatus::Running) => {
-                tx.execute(
-                    "UPDATE attempts SET status = 'installed', system = ?2, boot_token_hash = ?3, started_at = COALESCE(started_at, ?4), finished_at = ?4 WHERE seq = ?1",
-                    params![seq, report.system, report.boot_token_hash, now],
-                )
-                .map_err(db(&place, "record the install"))?;
-                tx.execute(
-                    "UPDATE hosts SET installed_generation = MAX(COALESCE(installed_generation, 0), ?2),
-                        reinstall_after = CASE WHEN reinstall_after < ?3 THEN NULL ELSE reinstall_after END
-                     WHERE name = ?1",
-                    params![host, generation, seq],
-                )
-                .map_err(db(&place, "record the installed generation"))?;
+                record_installed(&tx, &place, host, generation, seq, report.system.as_deref(), now)?;
                 AttemptStatus::Installed
             }
             // The same outcome again: a retry whose first answer was lost. Kept, changes nothing.
             (Event::Failed, AttemptStatus::Failed) | (Event::Installed, AttemptStatus::Installed) => status,
-            (Event::Booted, AttemptStatus::Installed) => {
+            (Event::Booted, AttemptStatus::Pending | AttemptStatus::Running | AttemptStatus::Installed) => {
+                if status != AttemptStatus::Installed {
+                    // Its `installed` report was lost, but the installed system runs: the install
+                    // finished (the installer writes the stamp, and the system boots, only then).
+                    record_installed(&tx, &place, host, generation, seq, report.system.as_deref(), now)?;
+                }
+                // Attempts handed out after it and never started: the machine booted this disk
+                // instead of them.
+                tx.execute(
+                    "UPDATE attempts SET status = 'replaced', finished_at = ?4 WHERE host = ?1 AND generation = ?2 AND seq > ?3 AND status = 'pending'",
+                    params![host, generation, seq, now],
+                )
+                .map_err(db(&place, "mark the attempts the boot replaced"))?;
                 tx.execute(
                     "UPDATE hosts SET confirmed_generation = ?2, confirmed_system = ?3 WHERE name = ?1",
                     params![host, generation, report.system],
                 )
                 .map_err(db(&place, "record the boot"))?;
-                status
+                AttemptStatus::Installed
             }
             (event, status) => {
                 return Err(Refused::Ended(format!("{what} is {} already; a {} report cannot change that", status.as_str(), event.as_str())));
@@ -446,7 +458,9 @@ impl Store for SqliteStore {
         let mut records = Vec::with_capacity(hosts.len());
         for (name, macs, generation, installed_generation, confirmed_generation, confirmed_system, reinstall_after) in hosts {
             let attempts = attempt_records(&tx, &name).map_err(db(&place, &format!("read the attempts of {name}")))?;
-            let latest = attempts.last().map(|(_, a)| a.clone());
+            // The newest attempt that was not replaced before it started (one the machine booted
+            // its disk instead of leaves the installed one the latest that counts).
+            let latest = attempts.iter().rev().find(|(_, a)| a.status != AttemptStatus::Replaced).or(attempts.last()).map(|(_, a)| a.clone());
             let failures = latest.as_ref().map_or(0, |l| {
                 let series = attempts.iter().filter(|(_, a)| a.generation == l.generation);
                 let last_installed = series.clone().filter(|(_, a)| a.status == AttemptStatus::Installed).map(|(seq, _)| *seq).max().unwrap_or(0);
@@ -491,6 +505,25 @@ impl Store for SqliteStore {
             .and_then(|rows| rows.collect::<rusqlite::Result<Vec<_>>>())
             .map_err(db(&place, &format!("read the history of {host}")))
     }
+}
+
+/// Attempt `seq` of `host` installed `generation` (`installed`, or `booted` when that was lost):
+/// the attempt's outcome, the host's installed generation, and a reinstall request made before
+/// the attempt was handed out is done.
+fn record_installed(tx: &rusqlite::Transaction<'_>, place: &str, host: &str, generation: u32, seq: i64, system: Option<&str>, now: i64) -> Result<(), StoreError> {
+    tx.execute(
+        "UPDATE attempts SET status = 'installed', system = ?2, started_at = COALESCE(started_at, ?3), finished_at = ?3 WHERE seq = ?1",
+        params![seq, system, now],
+    )
+    .map_err(db(place, "record the install"))?;
+    tx.execute(
+        "UPDATE hosts SET installed_generation = MAX(COALESCE(installed_generation, 0), ?2),
+            reinstall_after = CASE WHEN reinstall_after < ?3 THEN NULL ELSE reinstall_after END
+         WHERE name = ?1",
+        params![host, generation, seq],
+    )
+    .map_err(db(place, "record the installed generation"))?;
+    Ok(())
 }
 
 /// Every attempt of `host`, oldest first, with its seq.
@@ -562,7 +595,6 @@ mod tests {
             message: None,
             log_tail: None,
             system: None,
-            boot_token_hash: None,
         }
     }
 
@@ -593,6 +625,30 @@ mod tests {
         assert!(missing.contains("state.sqlite3 is missing") && missing.contains("serve --state-dir"), "{missing}");
     }
 
+    /// A file of schema version 1 (an installer then sent a boot token's hash with `installed`):
+    /// migrated to the current version on open, its attempts and their tokens kept.
+    #[test]
+    fn a_version_1_file_is_migrated_and_keeps_its_attempts() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let token = token::random().expect("random");
+        {
+            let conn = Connection::open(dir.path().join(FILE_NAME)).expect("open raw");
+            conn.execute_batch(MIGRATIONS[0]).expect("version 1 schema");
+            conn.execute_batch("PRAGMA user_version = 1; INSERT INTO hosts (name) VALUES ('web1');").expect("host");
+            conn.execute(
+                "INSERT INTO attempts (host, generation, number, token_hash, status, boot_token_hash, handed_out_at) VALUES ('web1', 1, 1, ?1, 'running', NULL, 0)",
+                params![token::hash(&token)],
+            )
+            .expect("attempt");
+        }
+        let store = SqliteStore::open(dir.path()).expect("open and migrate");
+        let conn = Connection::open(dir.path().join(FILE_NAME)).expect("open raw");
+        assert_eq!(conn.query_row("PRAGMA user_version", [], |r| r.get::<_, i64>(0)).expect("version"), SCHEMA_VERSION);
+        assert!(conn.prepare("SELECT boot_token_hash FROM attempts").is_err(), "the column is gone");
+        let booted = Report { system: Some("/nix/store/s".into()), ..report("web1", 1, 1, &token, Event::Booted) };
+        assert_eq!(store.report(&booted).expect("booted with the attempt's token").status, AttemptStatus::Installed);
+    }
+
     #[test]
     fn a_file_from_a_newer_version_is_refused_and_left_alone() {
         let dir = tempfile::tempdir().expect("tempdir");
@@ -602,7 +658,7 @@ mod tests {
         let err = SqliteStore::open(dir.path()).unwrap_err();
         assert!(matches!(err, StoreError::FutureSchema { found: 99, known: SCHEMA_VERSION, .. }), "{err:?}");
         let text = err.to_string();
-        assert!(text.contains("schema version 99, newer than this nixos-pxe knows (up to 1)") && text.contains("move the file away"), "{text}");
+        assert!(text.contains("schema version 99, newer than this nixos-pxe knows (up to 2)") && text.contains("move the file away"), "{text}");
         let conn = Connection::open(dir.path().join(FILE_NAME)).expect("open raw");
         assert_eq!(conn.query_row("PRAGMA user_version", [], |r| r.get::<_, i64>(0)).expect("version"), 99);
         assert!(conn.prepare("SELECT * FROM hosts").is_err(), "nothing was created in it");
@@ -618,22 +674,17 @@ mod tests {
         assert_eq!(store.report(&report("web1", 2, 1, &token, Event::Started)).expect("started").status, AttemptStatus::Running);
         let step = Report { step: Some("partition".into()), ..report("web1", 2, 1, &token, Event::Step) };
         assert_eq!(store.report(&step).expect("step").status, AttemptStatus::Running);
-        let boot_token = token::random().expect("random");
-        let installed = Report {
-            system: Some("/nix/store/abc-nixos-system".into()),
-            boot_token_hash: Some(token::hash(&boot_token)),
-            ..report("web1", 2, 1, &token, Event::Installed)
-        };
+        let installed = Report { system: Some("/nix/store/abc-nixos-system".into()), ..report("web1", 2, 1, &token, Event::Installed) };
         assert_eq!(store.report(&installed).expect("installed").status, AttemptStatus::Installed);
         // A retry of the same report whose answer was lost: taken again, nothing changes.
         assert_eq!(store.report(&installed).expect("again").status, AttemptStatus::Installed);
         let state = store.host("web1", 2).expect("host");
         assert_eq!((state.installed_generation, state.confirmed.clone()), (Some(2), None));
-        // booted: with the boot token, not the attempt's.
-        let booted = Report { system: Some("/nix/store/abc-nixos-system".into()), ..report("web1", 2, 1, &token, Event::Booted) };
+        // booted: with the attempt's token (the installer left it on the disk), no other.
+        let booted = Report { system: Some("/nix/store/abc-nixos-system".into()), ..report("web1", 2, 1, &token::random().expect("random"), Event::Booted) };
         assert!(matches!(store.report(&booted), Err(Refused::WrongToken(_))));
-        let booted = Report { token: boot_token, ..booted };
-        store.report(&booted).expect("booted");
+        let booted = Report { token: token.clone(), ..booted };
+        assert_eq!(store.report(&booted).expect("booted").status, AttemptStatus::Installed);
         let state = store.host("web1", 2).expect("host");
         assert_eq!(state.confirmed, Some(Confirmed { generation: 2, system: "/nix/store/abc-nixos-system".into() }));
         assert!(matches!(decide(Some(&spec(2, 3)), &state, UnknownHosts::Hold), Decision::LocalBoot { .. }));
@@ -645,6 +696,63 @@ mod tests {
         assert_eq!((latest.status, latest.step.as_deref(), latest.reports), (AttemptStatus::Installed, Some("partition"), 5));
         assert!(latest.finished_at.is_some() && latest.started_at.is_some());
         assert_eq!(record.last_report.as_ref().map(|r| r.event), Some(Event::Booted));
+    }
+
+    /// The installer's `installed` report was lost: serve saw attempt 1 start and no more. The
+    /// machine PXE-booted again (attempt 2 handed out), found its completion stamp and booted
+    /// its disk; the installed system's `booted` report, with attempt 1's token, records the
+    /// install and its confirmation in one step, and attempt 2, never started, is replaced.
+    #[test]
+    fn booted_records_an_install_whose_installed_report_was_lost() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = SqliteStore::open(dir.path()).expect("open");
+        let (_, first) = hand_out(&store, "web1", 1, 1, None);
+        store.report(&report("web1", 1, 1, &first, Event::Started)).expect("started");
+        store.report(&Report { step: Some("finish".into()), ..report("web1", 1, 1, &first, Event::Step) }).expect("step");
+        let state = store.host("web1", 1).expect("host");
+        assert_eq!(decide(Some(&spec(1, 3)), &state, UnknownHosts::Hold), Decision::Install { attempt: 2 }, "abandoned as far as serve knows");
+        let (_, second) = hand_out(&store, "web1", 1, 2, None);
+        let system = "/nix/store/abc-nixos-system-web1";
+        let booted = Report { system: Some(system.into()), ..report("web1", 1, 1, &first, Event::Booted) };
+        // Not with another attempt's token, nor with a made-up one.
+        assert!(matches!(store.report(&Report { token: second.clone(), ..booted.clone() }), Err(Refused::WrongToken(_))));
+        assert_eq!(store.report(&booted).expect("booted").status, AttemptStatus::Installed);
+        let state = store.host("web1", 1).expect("host");
+        assert_eq!(outcomes(&state), vec![(1, Outcome::Installed), (2, Outcome::Replaced)]);
+        assert_eq!((state.installed_generation, state.confirmed.clone()), (Some(1), Some(Confirmed { generation: 1, system: system.into() })));
+        assert!(matches!(decide(Some(&spec(1, 3)), &state, UnknownHosts::Hold), Decision::LocalBoot { .. }), "{state:?}");
+        let record = &store.hosts().expect("hosts")[0];
+        let latest = record.latest.as_ref().expect("latest");
+        assert_eq!((latest.number, latest.status, latest.system.as_deref()), (1, AttemptStatus::Installed, Some(system)));
+        // The replaced attempt can report nothing any more; the retried `booted` changes nothing.
+        assert!(store.report(&report("web1", 1, 2, &second, Event::Started)).is_err());
+        assert_eq!(store.report(&booted).expect("again").status, AttemptStatus::Installed);
+        let events: Vec<(u32, Event)> = store.history("web1").expect("history").iter().map(|r| (r.attempt, r.event)).collect();
+        assert_eq!(events, vec![(1, Event::Started), (1, Event::Step), (1, Event::Booted), (1, Event::Booted)]);
+        // A reinstall requested before attempt 1 was handed out would be done by it as well.
+        hand_out(&store, "db1", 1, 1, None);
+        store.reinstall("db1").expect("reinstall");
+        let (_, t2) = hand_out(&store, "db1", 1, 2, None);
+        store.report(&Report { system: Some(system.into()), ..report("db1", 1, 2, &t2, Event::Booted) }).expect("booted");
+        assert!(!store.host("db1", 1).expect("host").reinstall_requested);
+    }
+
+    #[test]
+    fn booted_for_an_attempt_that_a_started_one_followed_or_that_failed_is_refused() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = SqliteStore::open(dir.path()).expect("open");
+        let system = Some("/nix/store/abc-nixos-system".to_string());
+        let (_, first) = hand_out(&store, "web1", 1, 1, None);
+        store.report(&report("web1", 1, 1, &first, Event::Started)).expect("started");
+        let (_, second) = hand_out(&store, "web1", 1, 2, None);
+        store.report(&report("web1", 1, 2, &second, Event::Started)).expect("started");
+        // Attempt 2 runs (it may be writing the disk now): attempt 1's boot is old news.
+        let old = store.report(&Report { system: system.clone(), ..report("web1", 1, 1, &first, Event::Booted) }).unwrap_err();
+        assert!(matches!(&old, Refused::OldAttempt(why) if why.contains("attempt 2 of generation 1 is")), "{old:?}");
+        store.report(&Report { step: Some("disk".into()), message: Some("not empty".into()), ..report("web1", 1, 2, &second, Event::Failed) }).expect("failed");
+        let ended = store.report(&Report { system: system.clone(), ..report("web1", 1, 2, &second, Event::Booted) }).unwrap_err();
+        assert!(matches!(&ended, Refused::Ended(why) if why.contains("is failed already")), "{ended:?}");
+        assert_eq!(store.host("web1", 1).expect("host").installed_generation, None, "refusals changed nothing");
     }
 
     #[test]
@@ -818,7 +926,6 @@ mod tests {
                 let r = Report {
                     step: Some(format!("s{k}")),
                     system: Some("/nix/store/x".into()),
-                    boot_token_hash: Some(token::hash("b")),
                     ..report(&host, 1, 1, &token, event)
                 };
                 store.report(&r).expect("report");

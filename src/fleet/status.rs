@@ -302,7 +302,6 @@ mod tests {
             message: Some("the disk holds a GPT".into()),
             log_tail: None,
             system: None,
-            boot_token_hash: None,
         };
         store.report(&failed).expect("failed");
         store.hand_out(&HandOut { host: "old9".into(), generation: 1, attempt: 1, token_hash: "0".repeat(64), mac, replaces: None }).expect("hand out");

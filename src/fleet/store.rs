@@ -7,9 +7,12 @@
 //! - Each method is one transaction: a crash leaves the state before or after it, never between.
 //! - Attempt numbers are never reused within a host's generation (`hand_out` refuses a taken one).
 //! - A report is checked against the token hash of the attempt it names (constant time, see
-//!   [`super::token`]); `booted` against the boot token hash the `installed` report carried.
-//!   A report for an attempt that is not the host's latest one is refused; so is one that
-//!   would move a finished attempt (`failed`, `installed`) to another outcome.
+//!   [`super::token`]), `booted` too: the installed system reports with its attempt's token.
+//!   A report for an attempt that is not the host's latest one is refused (`booted` is taken
+//!   while every later attempt is one handed out and never started); so is one that would move
+//!   a finished attempt (`failed`, `installed`) to another outcome.
+//! - `booted` for an attempt whose `installed` report was lost records it installed and
+//!   confirmed at once, and the never-started attempts of its generation after it `replaced`.
 //! - Every accepted report is kept (the history; text fields cut to [`MAX_FIELD`]); a refused
 //!   one changes nothing.
 
@@ -140,7 +143,7 @@ pub struct Report {
     pub host: String,
     pub generation: u32,
     pub attempt: u32,
-    /// The attempt's token (`nixos-pxe.token=`), or for `booted` the boot token.
+    /// The attempt's token (`nixos-pxe.token=`); the installed system's `booted` carries it too.
     pub token: String,
     pub event: Event,
     /// `step`: the step starting; `failed`: the step that failed.
@@ -155,9 +158,6 @@ pub struct Report {
     /// `installed`: the system installed; `booted`: the running system's store path.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub system: Option<String>,
-    /// `installed`: the hash of the boot token the installed system reports `booted` with.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub boot_token_hash: Option<String>,
 }
 
 /// The token is a secret: never in a log line or a debug dump.
@@ -225,13 +225,6 @@ impl Report {
         if self.token.is_empty() || self.token.len() > 256 {
             return Err("token is empty or too long".into());
         }
-        if let Some(hash) = &self.boot_token_hash
-            && !super::token::is_hash(hash)
-        {
-            return Err("boot_token_hash is not a BLAKE3 hash (64 lower-case hexadecimal digits)".into());
-        }
-        // `installed` without boot_token_hash is taken (losing the one transition that stops a
-        // reinstall over a missing extra would be worse); that system's `booted` is then refused.
         match self.event {
             Event::Booted if self.system.is_none() => Err("a booted report carries the running system's path (system)".into()),
             _ => Ok(()),
@@ -368,7 +361,6 @@ mod tests {
             message: None,
             log_tail: None,
             system: None,
-            boot_token_hash: None,
         }
     }
 
@@ -384,12 +376,10 @@ mod tests {
 
     #[test]
     fn unreadable_reports_are_refused_before_any_state_is_read() {
-        let mut r = report(Event::Installed);
-        assert!(r.check().is_ok());
-        r.boot_token_hash = Some("ABC".into());
-        assert!(r.check().unwrap_err().contains("not a BLAKE3 hash"));
-        r.boot_token_hash = Some(super::super::token::hash("boot"));
-        assert!(r.check().is_ok());
+        assert!(report(Event::Installed).check().is_ok());
+        // An older installer's extra field is ignored.
+        let old: Report = serde_json::from_str(r#"{"host":"web1","generation":1,"attempt":1,"token":"t","event":"installed","boot_token_hash":"x"}"#).expect("parse");
+        assert!(old.check().is_ok());
         assert!(report(Event::Booted).check().unwrap_err().contains("system"));
         // Long text is cut, not refused: the log tail keeps its end, the message its start.
         let mut r = report(Event::Failed);

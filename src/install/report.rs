@@ -2,73 +2,22 @@
 //! `step`, then `installed` (after sync, before the reboot) or `failed` (the step, the error, the
 //! tail of the console). Each is retried with backoff (1 s doubling to 30 s) within a bound, and
 //! its outcome said on the console; a report that does not arrive never fails the install.
-//! Also the boot token the installed system's first boot reports `booted` with (nix/report-module.nix).
+//! Also the file the installed system's first boot reports `booted` from (nix/report-module.nix).
+//! The report is serve's own type ([`crate::fleet::store::Report`]): one wire format.
 
 use super::http::{self, Response, Url};
 use super::kernel_args::FleetArgs;
 use super::say;
 use crate::error::Error;
+pub use crate::fleet::store::{Event, Report};
 use camino::Utf8Path;
 use serde::{Deserialize, Serialize};
-use std::fmt;
 use std::time::{Duration, Instant};
 
 /// serve's endpoint for reports, below the `nixos-pxe.report=` address.
 pub const ENDPOINT: &str = "/v1/report";
 /// Where the installer leaves the boot token on the installed root, for nix/report-module.nix.
 pub const BOOT_REPORT_FILE: &str = "var/lib/nixos-pxe/boot-report.json";
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Event {
-    Started,
-    Step,
-    Installed,
-    Failed,
-    /// Sent by the installed system (nix/report-module.nix), not by the installer.
-    Booted,
-}
-
-/// One report, as JSON on the wire. `token` is the attempt's (`nixos-pxe.token=`), or for
-/// `booted` the boot token whose hash the `installed` report carried.
-#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Report {
-    pub host: String,
-    pub generation: u32,
-    pub attempt: u32,
-    pub token: String,
-    pub event: Event,
-    /// `step`: the step starting; `failed`: the step that failed.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub step: Option<String>,
-    /// A line for people: `step 3/7 partition`, the error of `failed`, the summary of `installed`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub message: Option<String>,
-    /// `failed`: the last lines of the installer's console, newline-separated.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub log_tail: Option<String>,
-    /// `installed`: the system store path installed; `booted`: `readlink -f /run/current-system`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub system: Option<String>,
-    /// `installed`: blake3 (hexadecimal) of the boot token written to the installed root.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub boot_token_hash: Option<String>,
-}
-
-/// The token is a secret: never in a debug dump.
-impl fmt::Debug for Report {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Report")
-            .field("host", &self.host)
-            .field("generation", &self.generation)
-            .field("attempt", &self.attempt)
-            .field("event", &self.event)
-            .field("step", &self.step)
-            .field("message", &self.message)
-            .field("system", &self.system)
-            .finish_non_exhaustive()
-    }
-}
 
 /// How long a report is tried.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -196,7 +145,6 @@ impl Reporter {
                 message: None,
                 log_tail: None,
                 system: None,
-                boot_token_hash: None,
             },
         })
     }
@@ -227,13 +175,8 @@ impl Reporter {
         self.send(&format!("step {name}"), &report, BRIEF);
     }
 
-    pub fn installed(&self, system: &str, boot_token_hash: &str, message: String) {
-        let report = Report {
-            system: Some(system.to_string()),
-            boot_token_hash: Some(boot_token_hash.to_string()),
-            message: Some(message),
-            ..self.report(Event::Installed)
-        };
+    pub fn installed(&self, system: &str, message: String) {
+        let report = Report { system: Some(system.to_string()), message: Some(message), ..self.report(Event::Installed) };
         self.send("installed", &report, PERSISTENT);
     }
 
@@ -250,6 +193,12 @@ impl Reporter {
 
 /// What the installed system needs to report its first boot: written to [`BOOT_REPORT_FILE`]
 /// (mode 0600) on the installed root, read by nix/report-module.nix's unit.
+///
+/// The token is the attempt's own: serve keeps its hash from the hand-out, so `booted` can be
+/// checked, and the install recorded, even when the `installed` report was lost (the machine
+/// then boots its disk by the completion stamp). It gives whoever reads it (root on the
+/// installed system) nothing beyond what it gave the installer: reports for this attempt, which
+/// after `installed` can only say it again or confirm the boot.
 #[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct BootReport {
     /// serve's address (`nixos-pxe.report=`); the unit POSTs to it + /v1/report.
@@ -257,15 +206,15 @@ pub struct BootReport {
     pub host: String,
     pub generation: u32,
     pub attempt: u32,
-    /// A token of its own, not the attempt's: the installed disk may outlive the attempt's secret.
+    /// The attempt's token (`nixos-pxe.token=`).
     pub token: String,
 }
 
 impl BootReport {
-    /// A new boot token for this attempt (256 random bits).
-    pub fn new(reporter: &Reporter) -> Result<BootReport, Error> {
+    /// The first boot's report of this attempt.
+    pub fn new(reporter: &Reporter) -> BootReport {
         let t = &reporter.template;
-        Ok(BootReport { report: reporter.url.to_string(), host: t.host.clone(), generation: t.generation, attempt: t.attempt, token: new_token()? })
+        BootReport { report: reporter.url.to_string(), host: t.host.clone(), generation: t.generation, attempt: t.attempt, token: t.token.clone() }
     }
 
     /// Writes it below `root` (the mounted installed system), readable by root only.
@@ -280,35 +229,6 @@ impl BootReport {
         out.write_all(text.as_bytes()).map_err(Error::io(&file))?;
         Ok(file)
     }
-}
-
-/// 256 random bits as 43 characters of URL-safe base64 (the shape of serve's attempt tokens).
-pub fn new_token() -> Result<String, Error> {
-    let mut bytes = [0u8; 32];
-    let mut filled = 0;
-    while filled < bytes.len() {
-        filled += rustix::rand::getrandom(&mut bytes[filled..], rustix::rand::GetRandomFlags::empty())
-            .map_err(|e| Error::Message(format!("getrandom: {e}")))?;
-    }
-    Ok(base64_url(&bytes))
-}
-
-/// blake3 of a token, hexadecimal: what serve keeps instead of the token.
-pub fn token_hash(token: &str) -> String {
-    blake3::hash(token.as_bytes()).to_hex().to_string()
-}
-
-/// URL-safe base64 without padding (RFC 4648 section 5).
-pub fn base64_url(bytes: &[u8]) -> String {
-    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
-    let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
-    for group in bytes.chunks(3) {
-        let n = group.iter().enumerate().fold(0u32, |n, (i, b)| n | (*b as u32) << (16 - 8 * i));
-        for i in 0..=group.len() {
-            out.push(ALPHABET[(n >> (18 - 6 * i) & 63) as usize] as char);
-        }
-    }
-    out
 }
 
 #[cfg(test)]
@@ -443,9 +363,10 @@ mod tests {
             serde_json::json!({ "host": "web1", "generation": 2, "attempt": 3, "token": "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMN-_0",
                                 "event": "step", "step": "unpack", "message": "step 4/7 unpack" })
         );
-        let installed = Report { system: Some("/nix/store/x-nixos-system".into()), boot_token_hash: Some("ab".into()), ..r.report(Event::Installed) };
+        let installed = Report { system: Some("/nix/store/x-nixos-system".into()), ..r.report(Event::Installed) };
         let json = serde_json::to_value(&installed).expect("json");
-        assert_eq!((json["event"].as_str(), json["system"].as_str(), json["boot_token_hash"].as_str()), (Some("installed"), Some("/nix/store/x-nixos-system"), Some("ab")));
+        assert_eq!((json["event"].as_str(), json["system"].as_str()), (Some("installed"), Some("/nix/store/x-nixos-system")));
+        assert_eq!(json.as_object().map(|o| o.len()), Some(6), "host, generation, attempt, token, event, system: {json}");
         let failed = Report { step: Some("disk".into()), message: Some("no".into()), log_tail: Some("a\nb".into()), ..r.report(Event::Failed) };
         assert_eq!(serde_json::to_value(&failed).expect("json")["log_tail"], "a\nb");
         let back: Report = serde_json::from_str(r#"{"host":"h","generation":1,"attempt":1,"token":"t","event":"booted","system":"/nix/store/s"}"#).expect("parse");
@@ -455,25 +376,11 @@ mod tests {
     }
 
     #[test]
-    fn boot_tokens_are_random_and_kept_as_their_hash() {
-        let (a, b) = (new_token().expect("token"), new_token().expect("token"));
-        assert_ne!(a, b);
-        assert_eq!(a.len(), kernel_args::TOKEN_CHARS);
-        assert!(a.bytes().all(|c| c.is_ascii_alphanumeric() || c == b'-' || c == b'_'), "{a}");
-        // RFC 4648 test vectors, URL-safe alphabet, no padding.
-        assert_eq!(base64_url(b"foobar"), "Zm9vYmFy");
-        assert_eq!(base64_url(b"fooba"), "Zm9vYmE");
-        assert_eq!(base64_url(b"foob"), "Zm9vYg");
-        assert_eq!(base64_url(&[0xfb, 0xff]), "-_8");
-        assert_eq!(token_hash("abc"), "6437b3ac38465133ffb63b75273a8db548c558465d79db03fd359c6cd5bd9d85");
-    }
-
-    #[test]
     fn the_boot_report_file_is_readable_by_root_only() {
         use std::os::unix::fs::PermissionsExt;
         let dir = tempfile::tempdir().expect("tempdir");
         let root = Utf8Path::from_path(dir.path()).expect("utf8");
-        let boot = BootReport::new(&reporter()).expect("token");
+        let boot = BootReport::new(&reporter());
         let file = boot.write(root).expect("write");
         assert_eq!(file, root.join("var/lib/nixos-pxe/boot-report.json"));
         assert_eq!(std::fs::metadata(&file).expect("meta").permissions().mode() & 0o777, 0o600);
@@ -483,6 +390,9 @@ mod tests {
             back,
             serde_json::json!({ "report": "http://10.42.0.1:8080", "host": "web1", "generation": 2, "attempt": 3, "token": boot.token })
         );
-        assert_ne!(boot.token, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMN-_0", "not the attempt's token");
+        // The attempt's own token: serve checks `booted` against the hash it kept at the
+        // hand-out, so the boot is verifiable even when `installed` never arrived.
+        assert_eq!(boot.token, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMN-_0");
+        assert!(crate::fleet::token::matches(&boot.token, &crate::fleet::token::hash("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMN-_0")));
     }
 }

@@ -321,7 +321,6 @@ mod tests {
             message: None,
             log_tail: None,
             system: None,
-            boot_token_hash: None,
         }
     }
 
