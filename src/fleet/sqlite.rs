@@ -508,8 +508,9 @@ impl Store for SqliteStore {
 }
 
 /// Attempt `seq` of `host` installed `generation` (`installed`, or `booted` when that was lost):
-/// the attempt's outcome, the host's installed generation, and a reinstall request made before
-/// the attempt was handed out is done.
+/// the attempt's outcome, the host's installed generation, a reinstall request made before the
+/// attempt was handed out is done, and a confirmation of this or an older generation was of the
+/// system this install replaced (the new one's first boot confirms it again).
 fn record_installed(tx: &rusqlite::Transaction<'_>, place: &str, host: &str, generation: u32, seq: i64, system: Option<&str>, now: i64) -> Result<(), StoreError> {
     tx.execute(
         "UPDATE attempts SET status = 'installed', system = ?2, started_at = COALESCE(started_at, ?3), finished_at = ?3 WHERE seq = ?1",
@@ -518,7 +519,9 @@ fn record_installed(tx: &rusqlite::Transaction<'_>, place: &str, host: &str, gen
     .map_err(db(place, "record the install"))?;
     tx.execute(
         "UPDATE hosts SET installed_generation = MAX(COALESCE(installed_generation, 0), ?2),
-            reinstall_after = CASE WHEN reinstall_after < ?3 THEN NULL ELSE reinstall_after END
+            reinstall_after = CASE WHEN reinstall_after < ?3 THEN NULL ELSE reinstall_after END,
+            confirmed_system = CASE WHEN confirmed_generation <= ?2 THEN NULL ELSE confirmed_system END,
+            confirmed_generation = CASE WHEN confirmed_generation <= ?2 THEN NULL ELSE confirmed_generation END
          WHERE name = ?1",
         params![host, generation, seq],
     )
@@ -735,6 +738,28 @@ mod tests {
         let (_, t2) = hand_out(&store, "db1", 1, 2, None);
         store.report(&Report { system: Some(system.into()), ..report("db1", 1, 2, &t2, Event::Booted) }).expect("booted");
         assert!(!store.host("db1", 1).expect("host").reinstall_requested);
+    }
+
+    /// A reinstall replaces the confirmed system: until the new one's first boot reports, the
+    /// host is installed, not confirmed (and serve does not say it booted).
+    #[test]
+    fn a_reinstall_waits_for_its_own_boot_to_be_confirmed() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = SqliteStore::open(dir.path()).expect("open");
+        let booted = |attempt, token: &str| Report { system: Some(format!("/nix/store/s{attempt}")), ..report("web1", 1, attempt, token, Event::Booted) };
+        let (_, first) = hand_out(&store, "web1", 1, 1, None);
+        store.report(&report("web1", 1, 1, &first, Event::Installed)).expect("installed");
+        store.report(&booted(1, &first)).expect("booted");
+        assert_eq!(store.host("web1", 1).expect("host").confirmed, Some(Confirmed { generation: 1, system: "/nix/store/s1".into() }));
+        store.reinstall("web1").expect("reinstall");
+        let (_, second) = hand_out(&store, "web1", 1, 2, None);
+        store.report(&report("web1", 1, 2, &second, Event::Installed)).expect("installed");
+        let state = store.host("web1", 1).expect("host");
+        assert_eq!((state.installed_generation, state.confirmed.clone(), state.reinstall_requested), (Some(1), None, false));
+        let d = decide(Some(&spec(1, 3)), &state, UnknownHosts::Hold);
+        assert!(matches!(&d, Decision::LocalBoot { why } if why.contains("its first boot has not reported yet")), "{d:?}");
+        store.report(&booted(2, &second)).expect("booted");
+        assert_eq!(store.host("web1", 1).expect("host").confirmed, Some(Confirmed { generation: 1, system: "/nix/store/s2".into() }));
     }
 
     #[test]
