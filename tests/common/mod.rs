@@ -6,6 +6,8 @@
 //! outside the namespace, and the host's DHCP lease file and mounts are checked to be untouched.
 #![allow(dead_code)] // each test binary uses part of it
 
+pub mod efi_disk;
+
 use std::io::Read;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
