@@ -250,15 +250,16 @@ impl ReadOnlyDir {
     }
 
     /// Walks the whole export (no link followed, no other file system entered) and learns the path
-    /// of every inode: how a handle from before a restart is found again. False if a walk ran less
-    /// than RESCAN_INTERVAL ago.
+    /// of every inode: how a handle from before a restart is found again. One walk at a time:
+    /// requests that arrive during it wait for it and then look again (true), as do those within
+    /// RESCAN_INTERVAL after it ended (its result is what they would find); false only when the
+    /// state cannot be read.
     fn rescan(&self) -> bool {
-        {
-            let Ok(mut last) = self.last_rescan.lock() else { return false };
-            if last.is_some_and(|t| t.elapsed() < RESCAN_INTERVAL) {
-                return false;
-            }
-            *last = Some(Instant::now());
+        // Held for the whole walk, so that the READs a client has in flight after a restart all
+        // see its result instead of a stale answer while it runs.
+        let Ok(mut last) = self.last_rescan.lock() else { return false };
+        if last.is_some_and(|t| t.elapsed() < RESCAN_INTERVAL) {
+            return true;
         }
         let started = Instant::now();
         let mut found = HashMap::new();
@@ -280,6 +281,7 @@ impl ReadOnlyDir {
         if let Ok(mut paths) = self.paths.write() {
             paths.extend(found);
         }
+        *last = Some(Instant::now());
         tracing::info!(files = count, seconds = started.elapsed().as_secs_f32(), "NFS: walked the export to find handles from before a restart");
         true
     }
@@ -645,6 +647,46 @@ mod tests {
             std::fs::remove_file(dir.path().join("export/bin/tool")).expect("rm");
             let again = ReadOnlyDir::new(&dir.path().join("export"), HandleKey::new([7; 32])).expect("export");
             assert!(matches!(again.getattr(&tool).await, Err(nfsstat3::NFS3ERR_STALE)));
+        });
+    }
+
+    /// A client mid-install sends its next reads to the restarted server at once (Linux keeps
+    /// several READs in flight): every one of them must find its handle, not only the one that
+    /// started the walk of the export (the others were NFS3ERR_STALE while it ran, and the
+    /// installer's unpack failed; seen in tests/e2e_fleet.rs).
+    #[test]
+    fn old_handles_arriving_at_once_after_a_restart_all_find_their_files() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let export = dir.path().join("export");
+        // Enough files that the walk takes a while.
+        for d in 0..40 {
+            let sub = export.join(format!("d{d}"));
+            std::fs::create_dir_all(&sub).expect("mkdir");
+            for f in 0..100 {
+                std::fs::write(sub.join(format!("f{f}")), format!("file {d}/{f}")).expect("write");
+            }
+        }
+        let fs = ReadOnlyDir::new(&export, HandleKey::new([7; 32])).expect("export");
+        const CLIENTS: usize = 16;
+        let handles: Vec<(Handle, String)> = block(async {
+            let mut handles = Vec::new();
+            for i in 0..CLIENTS {
+                let sub = fs.lookup(&fs.root_dir(), &name(&format!("d{}", 39 - i))).await.expect("dir");
+                handles.push((fs.lookup(&sub, &name("f99")).await.expect("file"), format!("file {}/99", 39 - i)));
+            }
+            handles
+        });
+        let restarted = ReadOnlyDir::new(&export, HandleKey::new([7; 32])).expect("export");
+        let barrier = std::sync::Barrier::new(CLIENTS);
+        std::thread::scope(|scope| {
+            for (handle, contents) in &handles {
+                let (restarted, barrier) = (&restarted, &barrier);
+                scope.spawn(move || {
+                    barrier.wait();
+                    let read = block(restarted.read(handle, 0, 100));
+                    assert_eq!(read, Ok((contents.as_bytes().to_vec(), true)), "{handle:?}");
+                });
+            }
         });
     }
 
