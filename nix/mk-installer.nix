@@ -21,8 +21,13 @@ let
     # As nixos/lib/eval-config.nix passes it, so `modulesPath + "/profiles/..."` imports work.
     modulesPath = "${nixpkgs}/nixos/modules";
   };
-  inherit (options) configJSON;
-  inherit (options.config) nfsroot customInstaller;
+  # A configuration with fleet.hosts installs many systems, each host its own: lib.mkFleet.
+  single = value:
+    if options.config.fleet.hosts == { } then value
+    else throw "nixos-pxe: lib.mkInstaller installs one system, but the configuration has fleet.hosts (${lib.concatStringsSep ", " (lib.attrNames options.config.fleet.hosts)}): build a fleet with lib.mkFleet { nixpkgs; system; modules; hosts ? { }; }";
+  configJSON = single options.configJSON;
+  inherit (options.config) nfsroot;
+  customInstaller = single options.config.customInstaller;
 
   kernelParts = import ./kernel.nix { inherit lib pkgs tool configJSON; };
   target = import ./target.nix { inherit lib system customInstaller targetSystem; };

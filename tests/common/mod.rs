@@ -686,6 +686,8 @@ SERVER=$!
 # A failing command (set -e) or `fail` must not leave serve running: stop it on every exit.
 trap 'kill -9 $SERVER 2>/dev/null || true' EXIT
 fail() {{ echo "FAILED: $*"; cat server.log; exit 1; }}
+# wait_for_log PATTERN SECONDS: whether serve logs a line matching PATTERN (grep) within SECONDS.
+wait_for_log() {{ local i; for i in $(seq $(( $2 * 10 ))); do grep -q -- "$1" server.log && return 0; sleep 0.1; done; grep -q -- "$1" server.log; }}
 ready=
 for i in $(seq 100); do
   if grep -q "{ready}" server.log; then ready=yes; break; fi
