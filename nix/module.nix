@@ -235,7 +235,7 @@ in
       unknownHosts = mkOption {
         type = types.enum [ "local-boot" "hold" ];
         default = "local-boot";
-        description = "What a machine whose MAC is in no host gets: \"local-boot\" (GRUB starts the first disk's EFI boot loader, systemd-boot or /EFI/BOOT/BOOTX64.EFI, else exits to the firmware) or \"hold\" (a GRUB menu naming the MAC, no timeout, never a reboot). Never an install.";
+        description = "What a machine whose MAC is in no host gets: \"local-boot\" (on UEFI GRUB starts the first disk's EFI boot loader, systemd-boot or /EFI/BOOT/BOOTX64.EFI, else exits to the firmware; on BIOS it exits to the BIOS, which boots its next boot device) or \"hold\" (a GRUB menu naming the MAC, no timeout, never a reboot). Never an install.";
       };
       hosts = mkOption {
         default = { };

@@ -306,7 +306,7 @@ pub const OPTIONS: &[OptionSpec] = &[
     opt!("fleet.maxAttempts", Ty::Int, Default::Int(3), Some(rules::positive),
         "Failed or abandoned install attempts of one generation after which a host is held (a GRUB menu saying why) instead of installed again."),
     opt!("fleet.unknownHosts", Ty::Enum(UNKNOWN_HOSTS), Default::Str("local-boot"), None,
-        "What a machine whose MAC is in no host gets: \"local-boot\" (GRUB starts the first disk's EFI boot loader, systemd-boot or /EFI/BOOT/BOOTX64.EFI, else exits to the firmware) or \"hold\" (a GRUB menu naming the MAC, no timeout, never a reboot). Never an install."),
+        "What a machine whose MAC is in no host gets: \"local-boot\" (on UEFI GRUB starts the first disk's EFI boot loader, systemd-boot or /EFI/BOOT/BOOTX64.EFI, else exits to the firmware; on BIOS it exits to the BIOS, which boots its next boot device) or \"hold\" (a GRUB menu naming the MAC, no timeout, never a reboot). Never an install."),
     opt!("fleet.hosts.<name>.macs", Ty::ListOfStr, Default::EmptyList, Some(rules::mac_list),
         "MAC addresses of the host's NICs the firmware may boot from, in any usual spelling (52:54:00:ab:cd:01, 52-54-00-AB-CD-01, 5254.00ab.cd01, 525400abcd01). At least one; each belongs to one host."),
     opt!("fleet.hosts.<name>.generation", Ty::Int, Default::Int(1), Some(rules::generation),
