@@ -36,18 +36,15 @@
 //! figures. The namespaces, every process in them and that directory are removed when the run
 //! ends, fails or panics, and on Ctrl-C or kill by a watcher process (see `Namespaces::create`).
 
+mod common;
+
+use common::{Namespace, Namespaces, SERVER_ADDRESS, SERVER_INTERFACE, Server, ServerSpec, busy_before_run, cpu_time, first_line, percent_since, run, sh};
 use std::fs::File;
 use std::io::Read;
-use std::os::fd::AsRawFd;
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-const SERVER_ADDRESS: &str = "10.77.0.1";
-const CLIENT_ADDRESS: &str = "10.77.0.2";
-const SERVER_INTERFACE: &str = "veth-s";
-const CLIENT_INTERFACE: &str = "veth-c";
 /// Runs of each measurement; the table shows their median.
 const REPEATS: usize = 3;
 /// Clients at once in the concurrency table.
@@ -71,185 +68,6 @@ const KERNEL: BenchFile = BenchFile { label: "kernel 12 MiB", name: "nixos/bzIma
 const IMAGE: BenchFile = BenchFile { label: "image 200 MiB", name: "image.bin", bytes: 200 << 20, seed: 2 };
 /// A small file for the readiness probes.
 const PROBE: BenchFile = BenchFile { label: "probe", name: "ready", bytes: 4096, seed: 3 };
-
-// ---------------------------------------------------------------------------------------------
-// Shell commands, namespaces and servers
-
-/// Runs `command`, returns its stdout; a failure names the command and carries its stderr.
-fn run(command: &mut Command) -> Result<String, String> {
-    let out = command.output().map_err(|e| format!("cannot start {command:?}: {e}"))?;
-    if out.status.success() {
-        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
-    } else {
-        Err(format!("{command:?} failed ({}): {}{}", out.status, String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr)))
-    }
-}
-
-fn sh(script: &str) -> Result<String, String> {
-    run(Command::new("sh").args(["-ec", script]))
-}
-
-/// A network namespace, held open so that commands can enter it with setns(2) without the
-/// process start of `ip netns exec` in every timed transfer.
-struct Namespace {
-    name: String,
-    handle: File,
-}
-
-impl Namespace {
-    fn open(name: &str) -> Result<Namespace, String> {
-        let path = format!("/run/netns/{name}");
-        let handle = File::open(&path).map_err(|e| format!("open network namespace {path}: {e}"))?;
-        Ok(Namespace { name: name.to_string(), handle })
-    }
-
-    /// `program` to be started inside this namespace.
-    fn command(&self, program: &str) -> Command {
-        let fd = self.handle.as_raw_fd();
-        let mut command = Command::new(program);
-        // SAFETY: setns(2) is async-signal-safe; `fd` stays open as long as `self` (the bench's
-        // namespaces outlive every command started in them).
-        unsafe {
-            command.pre_exec(move || {
-                if libc::setns(fd, libc::CLONE_NEWNET) == 0 { Ok(()) } else { Err(std::io::Error::last_os_error()) }
-            });
-        }
-        command
-    }
-
-    /// Kills every process left in the namespace and waits (up to 5 s) until none is left.
-    fn kill_processes(&self) {
-        let _ = sh(&format!("ip netns pids {} 2>/dev/null | xargs -r kill -9", self.name));
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while Instant::now() < deadline {
-            match run(Command::new("ip").args(["netns", "pids", &self.name])) {
-                Ok(pids) if pids.trim().is_empty() => return,
-                Err(_) => return,
-                Ok(_) => std::thread::sleep(Duration::from_millis(50)),
-            }
-        }
-    }
-}
-
-/// The server and client namespaces joined by a veth pair; deleted (with whatever runs in them)
-/// when dropped.
-struct Namespaces {
-    server: Namespace,
-    client: Namespace,
-}
-
-impl Namespaces {
-    /// Also starts the watcher that deletes them and `workdir` when this process ends in a way
-    /// that runs no destructor (Ctrl-C, kill).
-    fn create(workdir: &Path) -> Result<Namespaces, String> {
-        let pid = std::process::id();
-        let (server, client) = (format!("nixos-pxe-bench-srv-{pid}"), format!("nixos-pxe-bench-cli-{pid}"));
-        clean_up_when_this_process_ends(&[&server, &client], workdir)?;
-        sh(&format!(
-            "ip netns add {server}; ip netns add {client}; \
-             ip -n {server} link set lo up; ip -n {client} link set lo up; \
-             ip -n {server} link add {SERVER_INTERFACE} type veth peer name {CLIENT_INTERFACE} netns {client}; \
-             ip -n {server} addr add {SERVER_ADDRESS}/24 dev {SERVER_INTERFACE}; ip -n {server} link set {SERVER_INTERFACE} up; \
-             ip -n {client} addr add {CLIENT_ADDRESS}/24 dev {CLIENT_INTERFACE}; ip -n {client} link set {CLIENT_INTERFACE} up"
-        ))
-        .map_err(|e| format!("cannot create the benchmark's network namespaces: {e}"))?;
-        Ok(Namespaces { server: Namespace::open(&server)?, client: Namespace::open(&client)? })
-    }
-}
-
-impl Drop for Namespaces {
-    fn drop(&mut self) {
-        for ns in [&self.server, &self.client] {
-            ns.kill_processes();
-            let _ = run(Command::new("ip").args(["netns", "del", &ns.name]));
-        }
-    }
-}
-
-/// A watcher in a process group of its own (a terminal's Ctrl-C does not reach it) waits for this
-/// process to end, then kills what still runs in `namespaces`, deletes them and removes `workdir`.
-/// After a normal end there is nothing left for it to do.
-fn clean_up_when_this_process_ends(namespaces: &[&str], workdir: &Path) -> Result<(), String> {
-    let mut script = format!("while kill -0 {} 2>/dev/null; do sleep 1; done; ", std::process::id());
-    for ns in namespaces {
-        script += &format!("ip netns pids {ns} 2>/dev/null | xargs -r kill -9; ip netns del {ns} 2>/dev/null; ");
-    }
-    script += "rm -rf -- \"$1\"";
-    Command::new("sh")
-        .args(["-c", &script, "bench-cleanup"])
-        .arg(workdir)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .process_group(0)
-        .spawn()
-        .map(drop)
-        .map_err(|e| format!("cannot start the clean-up watcher: {e}"))
-}
-
-/// How to start one server: a program and its arguments, run in the server namespace.
-struct ServerSpec {
-    name: &'static str,
-    program: String,
-    args: Vec<String>,
-}
-
-/// A running server (in a process group of its own); killed, with everything it started, when
-/// dropped.
-struct Server<'a> {
-    name: &'static str,
-    child: Child,
-    log: PathBuf,
-    namespace: &'a Namespace,
-}
-
-impl<'a> Server<'a> {
-    fn start(spec: &ServerSpec, namespace: &'a Namespace, log: PathBuf) -> Result<Server<'a>, String> {
-        let file = File::create(&log).map_err(|e| format!("create {}: {e}", log.display()))?;
-        let stderr = file.try_clone().map_err(|e| format!("{}: {e}", log.display()))?;
-        let child = namespace
-            .command(&spec.program)
-            .args(&spec.args)
-            .stdin(Stdio::null())
-            .stdout(file)
-            .stderr(stderr)
-            .process_group(0)
-            .spawn()
-            .map_err(|e| format!("cannot start {} ({}): {e}", spec.name, spec.program))?;
-        Ok(Server { name: spec.name, child, log, namespace })
-    }
-
-    /// Waits until `probe` succeeds; an exit of the server or `timeout` is an error with its log.
-    fn wait_until_ready(&mut self, timeout: Duration, mut probe: impl FnMut() -> bool) -> Result<(), String> {
-        let deadline = Instant::now() + timeout;
-        loop {
-            if let Ok(Some(status)) = self.child.try_wait() {
-                return Err(format!("{} exited ({status}) before it answered:\n{}", self.name, self.log_text()));
-            }
-            if probe() {
-                return Ok(());
-            }
-            if Instant::now() > deadline {
-                return Err(format!("{} did not answer within {} s:\n{}", self.name, timeout.as_secs(), self.log_text()));
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
-    }
-
-    fn log_text(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_else(|e| format!("(no log {}: {e})", self.log.display()))
-    }
-}
-
-impl Drop for Server<'_> {
-    fn drop(&mut self) {
-        // SAFETY: kill(2) on the process group this program created for the server.
-        unsafe { libc::kill(-(self.child.id() as libc::pid_t), libc::SIGKILL) };
-        let _ = self.child.wait();
-        // The next server binds the same ports: wait until nothing of this one is left.
-        self.namespace.kill_processes();
-    }
-}
 
 // ---------------------------------------------------------------------------------------------
 // The files
@@ -474,6 +292,10 @@ fn serve_nfs(bench: &Bench) -> Result<Option<NfsServer>, String> {
     }
     let mut spec = serve_tftp(bench);
     spec.args.extend(["--nfs-root".to_string(), bench.workspace.export_root().display().to_string()]);
+    // Its NFS handle key lives there (not in /var/lib/nixos-pxe on the machine running the bench).
+    if help.contains("--state-dir") {
+        spec.args.extend(["--state-dir".to_string(), bench.workspace.path().join("state").display().to_string()]);
+    }
     Ok(Some(NfsServer { spec, url_query: "?version=3&nfsport=2049&mountport=2049" }))
 }
 
@@ -910,11 +732,6 @@ fn concurrency_table(lines: &[Concurrency]) -> String {
     table
 }
 
-/// The first line of `command`'s output, or what went wrong.
-fn first_line(command: &mut Command) -> String {
-    run(command).map_or_else(|e| e, |out| out.lines().next().unwrap_or_default().trim().to_string())
-}
-
 /// Where and with what the figures were measured.
 fn machine_description() -> String {
     let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
@@ -937,42 +754,6 @@ fn machine_description() -> String {
         first_line(Command::new("uname").arg("-r")),
         versions.trim_end_matches([',', ' '])
     )
-}
-
-/// The machine's CPU time so far, from /proc/stat's "cpu" line: all, idle (with iowait), and
-/// stolen by the hypervisor, in ticks.
-struct CpuTime {
-    all: u64,
-    idle: u64,
-    stolen: u64,
-}
-
-fn cpu_time() -> CpuTime {
-    let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
-    let first = stat.lines().next().unwrap_or_default();
-    // user nice system idle iowait irq softirq steal (guest time is already counted in user).
-    let ticks: Vec<u64> = first.split_whitespace().skip(1).take(8).filter_map(|f| f.parse().ok()).collect();
-    let at = |i: usize| ticks.get(i).copied().unwrap_or(0);
-    CpuTime { all: ticks.iter().sum(), idle: at(3) + at(4), stolen: at(7) }
-}
-
-/// The share of the machine's CPU time since `before` that `part` picks out, in percent.
-fn percent_since(before: &CpuTime, part: impl Fn(&CpuTime) -> u64) -> f64 {
-    let now = cpu_time();
-    let all = now.all.saturating_sub(before.all).max(1);
-    part(&now).saturating_sub(part(before)) as f64 * 100.0 / all as f64
-}
-
-/// How busy the machine is before the run (other builds or tests), over one second, in percent.
-/// Warns when it is busy: other work slows the servers unevenly and blurs the ratios.
-fn busy_before_run() -> f64 {
-    let before = cpu_time();
-    std::thread::sleep(Duration::from_secs(1));
-    let busy = 100.0 - percent_since(&before, |t| t.idle);
-    if busy > 10.0 {
-        eprintln!("bench: warning: the machine is {busy:.0}% busy before the run: other work will blur the figures");
-    }
-    busy
 }
 
 /// Stops unless this runs as root and every program the benchmark starts is installed.

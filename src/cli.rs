@@ -112,9 +112,52 @@ pub enum Command {
     /// then reboot, power off or halt; on failure, a root shell on the console. Refused unless PID 1.
     Init,
     /// Be the boot server on one interface: DHCP (authoritative or proxy) and TFTP (read-only, from the TFTP
-    /// root) in one process, configured from bootServer.*; Ctrl-C stops it. Logs every lease and transfer
-    /// (client MAC or address, file, bytes, time) to stderr; RUST_LOG=debug shows ignored packets too.
+    /// root) in one process, configured from bootServer.*, with --nfs-root the NFS root, and for a fleet
+    /// the per-host GRUB configurations, HTTP and each host's state; Ctrl-C stops it. Logs every lease,
+    /// transfer, fleet decision and report to stderr; RUST_LOG=debug shows ignored packets too.
     Serve(crate::serve::ServeArgs),
+    /// A fleet's state as `serve` keeps it in its state directory: see every host, or have one
+    /// installed again.
+    #[command(subcommand)]
+    Fleet(FleetCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum FleetCommand {
+    /// Every host: its MACs, state (absent, handed-out, installing, failed, installed, confirmed,
+    /// hold), generation (installed/wanted), latest attempt, last report and the attempt's
+    /// duration; with --config also what serve hands it at its next network boot.
+    ///
+    /// Reads state.sqlite3 directly, so it works while serve runs and when it does not; serve's
+    /// `GET /v1/hosts` answers the same JSON. Without --config the MACs and wanted generations
+    /// are those serve last read from the fleet.
+    Status {
+        /// serve's --state-dir.
+        #[arg(long, value_name = "DIR", default_value = "/var/lib/nixos-pxe")]
+        state_dir: Utf8PathBuf,
+        /// The fleet's configuration: its hosts (also those never seen), MACs, generations, and
+        /// the decision for each host.
+        #[arg(long, short = 'c', value_name = "FILE")]
+        config: Option<Utf8PathBuf>,
+        /// How to read a Nix file given by --config: static, eval, auto.
+        #[arg(long, value_enum, default_value = "auto")]
+        source: SourceMode,
+        /// Print JSON (a list of hosts) instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Install HOST again the next time it boots from the network, with a fresh budget of
+    /// fleet.maxAttempts: the imperative escape hatch, also for a host held after failed attempts.
+    ///
+    /// The declarative way is to bump fleet.hosts.HOST.generation in the configuration.
+    Reinstall {
+        /// serve's --state-dir.
+        #[arg(long, value_name = "DIR", default_value = "/var/lib/nixos-pxe")]
+        state_dir: Utf8PathBuf,
+        /// The host's name under fleet.hosts.
+        #[arg(value_name = "HOST")]
+        host: String,
+    },
 }
 
 /// Where the configuration comes from.
@@ -234,6 +277,42 @@ pub fn run(cli: Cli) -> Result<ExitCode, Error> {
             ))),
         },
         Command::Serve(args) => crate::serve::run(&args).map(|()| ExitCode::SUCCESS),
+        Command::Fleet(command) => fleet(command),
+    }
+}
+
+fn fleet(command: FleetCommand) -> Result<ExitCode, Error> {
+    use crate::fleet::sqlite::SqliteStore;
+    use crate::fleet::store::Store;
+    let store_error = |e: crate::fleet::store::StoreError| Error::Message(e.to_string());
+    match command {
+        FleetCommand::Status { state_dir, config, source, json } => {
+            let fleet = match config {
+                Some(file) => {
+                    let resolved = config::load(&file, source)?;
+                    Some(crate::fleet::Fleet::from_config(&resolved.config).map_err(|e| Error::Message(format!("{file}: {e}")))?)
+                }
+                None => None,
+            };
+            let store = SqliteStore::open_existing(state_dir.as_std_path()).map_err(store_error)?;
+            let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0);
+            let rows = crate::fleet::status::collect(&store, fleet.as_ref(), now).map_err(store_error)?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&rows).unwrap_or_default());
+            } else {
+                print!("{}", crate::fleet::status::table(&rows));
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        FleetCommand::Reinstall { state_dir, host } => {
+            let store = SqliteStore::open_existing(state_dir.as_std_path()).map_err(store_error)?;
+            store.reinstall(&host).map_err(store_error)?;
+            println!(
+                "{host} will be installed again the next time it boots from the network, with a fresh budget of fleet.maxAttempts.\n\
+                 This is the imperative way; the declarative one is to bump fleet.hosts.{host}.generation in the configuration."
+            );
+            Ok(ExitCode::SUCCESS)
+        }
     }
 }
 

@@ -22,6 +22,7 @@ use nixos_pxe_installer::install::disk::{self, Decision, Disk};
 use std::collections::BTreeMap;
 use std::io::{Seek, SeekFrom, Write};
 use std::os::unix::fs::PermissionsExt;
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
@@ -231,7 +232,34 @@ fn an_iso_9660_image_made_by_xorriso_is_refused() {
 }
 
 /// A loop device over `backing`, detached when dropped: pvcreate writes only to block devices.
+/// Also detached if the test process is killed: a watcher detaches whatever loop device is still
+/// attached to `backing` then (never a device by name, which another test may have reused).
 struct Loop(String);
+
+impl Loop {
+    fn attach(backing: &Path, extra: &[&str]) -> Loop {
+        let backing = backing.canonicalize().expect("backing file");
+        let mut cmd = Command::new("losetup");
+        cmd.args(["--find", "--show"]).args(extra).arg(&backing);
+        let device = Loop(run(&mut cmd).trim().to_string());
+        let quoted = backing.display().to_string().replace('\'', "'\\''");
+        let script = format!(
+            "while kill -0 {pid} 2>/dev/null; do sleep 1; done; losetup -n -O NAME -j '{quoted}' 2>/dev/null | xargs -r -n1 losetup -d; true",
+            pid = std::process::id()
+        );
+        Command::new("sh")
+            .args(["-c", &script])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            // A group of its own, so a terminal's Ctrl-C that stops the test does not stop it.
+            .process_group(0)
+            .spawn()
+            .map(drop)
+            .expect("start the loop device watcher");
+        device
+    }
+}
 
 impl Drop for Loop {
     fn drop(&mut self) {
@@ -250,7 +278,7 @@ fn an_lvm_physical_volume_made_by_pvcreate_is_refused() {
     }
     let dir = tempfile::tempdir().expect("tempdir");
     let lvm = image(dir.path(), "lvm.img", 64 * MIB);
-    let device = Loop(run(Command::new("losetup").args(["--find", "--show"]).arg(&lvm)).trim().to_string());
+    let device = Loop::attach(&lvm, &[]);
     // Only this device: LVM scans nothing else, and without device-mapper it still writes its label.
     run(Command::new("pvcreate").args(["--devices", &device.0, &device.0]));
     drop(device);
@@ -561,7 +589,7 @@ fn a_partition_and_an_empty_drive_are_refused() {
     let mut child = Command::new("sfdisk").arg("--quiet").arg(&backing).stdin(Stdio::piped()).stdout(Stdio::null()).spawn().expect("sfdisk");
     child.stdin.take().expect("stdin").write_all(b"label: gpt\nsize=8MiB\n").expect("write");
     assert!(child.wait().expect("sfdisk").success());
-    let device = Loop(run(Command::new("losetup").args(["--find", "--show", "--partscan"]).arg(&backing)).trim().to_string());
+    let device = Loop::attach(&backing, &["--partscan"]);
     let (disk, part) = (device.0.clone(), format!("{}p1", device.0));
     let (name, part_name) = (disk.trim_start_matches("/dev/").to_string(), part.trim_start_matches("/dev/").to_string());
     // Without udev the kernel may not add the partition for --partscan; partx asks it to.

@@ -305,10 +305,12 @@ fn start_servers(lab: &mut Lab, p: &Prepared, config: &str, nfsroot: &Path, serv
                 );
                 lab.spawn_in(&site, &args.iter().map(String::as_str).collect::<Vec<_>>(), &dir.join("site-dhcp.log"));
             }
+            // Its state (the NFS handle key) in the run's directory, not in the machine's /var/lib.
             let script = format!(
-                "exec {} serve --source static --config {} --interface br0{}",
+                "exec {} serve --source static --config {} --interface br0 --state-dir {}{}",
                 env!("CARGO_BIN_EXE_nixos-pxe"),
                 root().join(config).display(),
+                dir.join("serve-state").display(),
                 if nfs { " --nfs-root /srv/nixos/nfsroot" } else { "" }
             );
             spawn_with_srv(lab, tftp, nfsroot, &script, &dir.join("dhcp.log"));

@@ -79,7 +79,7 @@ fn start_serve(lab: &mut Lab, dir: &Path) {
     let d = dir.display();
     let script = format!(
         "mount -t tmpfs tmpfs {d}/export/mnt && echo mounted > {d}/export/mnt/file && cd {d} && \
-         exec {bin} serve --config config.nix --source static --dhcp off --tftp-root tftp --nfs-root export"
+         exec {bin} serve --config config.nix --source static --dhcp off --tftp-root tftp --nfs-root export --state-dir state"
     );
     let log = dir.join("server.log");
     lab.spawn(&["unshare", "-m", "--propagation", "private", "sh", "-ec", &script], &log);
@@ -316,4 +316,94 @@ fn raw_nfs_calls_cannot_reach_outside_the_export() {
     assert!(result.is_ok(), "{}\nserver log:\n{log}", result.err().unwrap_or_default());
     assert!(log.contains("refused a file handle this server did not make"), "forged handles are not logged:\n{log}");
     assert!(!dir.path().join("export/planted").exists());
+}
+
+/// Reads 4096 bytes at 1 MB of the image through a new connection, with `handle` (the image's
+/// file handle from an earlier connection) or, without one, after looking the image up. Returns
+/// the handle used and the READ's data or its NFS status.
+async fn read_image(handle: Option<nfs_fh3>) -> Result<(nfs_fh3, Result<Vec<u8>, nfsstat3>), String> {
+    let mut c = Nfs3ConnectionBuilder::new(TokioConnector, SERVER, EXPORT)
+        .mount_port(2049)
+        .nfs3_port(2049)
+        .connect_from_privileged_port(false)
+        .mount()
+        .await
+        .map_err(|e| format!("mount: {e}"))?;
+    let handle = match handle {
+        Some(h) => h,
+        None => {
+            let mut dir = c.root_nfs_fh3();
+            for name in ["nixos-pxe", "system.tar.zst"] {
+                let args = LOOKUP3args { what: diropargs3 { dir: dir.clone(), name: filename3(Opaque::owned(name.as_bytes().to_vec())) } };
+                dir = match c.lookup(&args).await.map_err(|e| format!("LOOKUP {name}: {e}"))? {
+                    Nfs3Result::Ok(found) => found.object,
+                    Nfs3Result::Err((s, _)) => return Err(format!("LOOKUP {name}: {s:?}")),
+                };
+            }
+            dir
+        }
+    };
+    let read = c.read(&READ3args { file: handle.clone(), offset: 1_000_000, count: 4096 }).await.map_err(|e| format!("READ: {e}"))?;
+    let data = match read {
+        Nfs3Result::Ok(r) => Ok(r.data.to_vec()),
+        Nfs3Result::Err((s, _)) => Err(s),
+    };
+    Ok((handle, data))
+}
+
+/// Runs `read_image` in a thread inside the lab's network namespace.
+fn read_in_lab(lab: &Lab, handle: Option<nfs_fh3>) -> (nfs_fh3, Result<Vec<u8>, nfsstat3>) {
+    let netns = format!("/run/netns/{}", lab.ns);
+    std::thread::spawn(move || {
+        let file = std::fs::File::open(&netns).map_err(|e| format!("{netns}: {e}"))?;
+        // SAFETY: setns on a descriptor this thread owns; affects this thread only.
+        if unsafe { libc::setns(std::os::fd::AsRawFd::as_raw_fd(&file), libc::CLONE_NEWNET) } != 0 {
+            return Err(format!("setns: {}", std::io::Error::last_os_error()));
+        }
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| e.to_string())?
+            .block_on(async { tokio::time::timeout(Duration::from_secs(30), read_image(handle)).await.map_err(|_| "timed out".to_string())? })
+    })
+    .join()
+    .expect("client thread")
+    .unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// serve killed with SIGKILL while a client holds a file handle, then started again: the handle
+/// still reads the same bytes, because the key the handles are made with is kept in
+/// `--state-dir` (nfs-handle.key, 0600). Without that file the old handle is refused: the
+/// control that shows the test can tell.
+#[test]
+fn a_restarted_serve_keeps_the_handles_clients_hold() {
+    let dir = setup();
+    let mut lab = Lab::new("nfskey");
+    let log = dir.path().join("server.log");
+    start_serve(&mut lab, dir.path());
+    let image = std::fs::read(dir.path().join("export/nixos-pxe/system.tar.zst")).expect("image");
+    let want = image[1_000_000..1_004_096].to_vec();
+    let (handle, first) = read_in_lab(&lab, None);
+    // Compared as "equal or the status", so that a failure does not print 4096 bytes.
+    assert_eq!(first.map(|d| d == want), Ok(true), "the first read");
+    let key = dir.path().join("state/nfs-handle.key");
+    let meta = std::fs::metadata(&key).expect("serve keeps the key in its state directory");
+    assert_eq!((meta.len(), std::os::unix::fs::MetadataExt::mode(&meta) & 0o777), (32, 0o600));
+    let key_bytes = std::fs::read(&key).expect("key");
+
+    lab.kill(&log);
+    start_serve(&mut lab, dir.path());
+    assert_eq!(std::fs::read(&key).expect("key"), key_bytes, "the restart reused the key");
+    let (_, after_restart) = read_in_lab(&lab, Some(handle.clone()));
+    assert_eq!(after_restart.map(|d| d == want), Ok(true), "the handle from before the SIGKILL reads the same bytes");
+
+    // The control: a serve that lost its key (as every serve did before it kept one).
+    lab.kill(&log);
+    std::fs::remove_file(&key).expect("remove the key");
+    start_serve(&mut lab, dir.path());
+    let (_, with_new_key) = read_in_lab(&lab, Some(handle));
+    // STALE: the generation prefix derived from the key differs (what a kernel client reports
+    // as "Stale file handle", ending an install mid-unpack).
+    let with_new_key = with_new_key.map(|d| d.len());
+    assert!(matches!(with_new_key, Err(nfsstat3::NFS3ERR_STALE | nfsstat3::NFS3ERR_BADHANDLE)), "a handle made with another key must be refused: {with_new_key:?}");
 }

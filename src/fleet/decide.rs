@@ -42,6 +42,10 @@ pub enum Outcome {
     Running,
     Failed { step: String, error: String },
     Installed,
+    /// Handed out, but serve restarted before the installer reported, and the attempt's plain
+    /// token (kept only in memory) was lost with it: a new attempt was handed out in its place.
+    /// Not a failure, so it does not count towards `max_attempts`; its number is not reused.
+    Replaced,
 }
 
 /// What the machine gets.
@@ -179,6 +183,15 @@ mod tests {
     }
 
     #[test]
+    fn a_replaced_attempt_is_neither_reused_nor_counted_as_a_failure() {
+        // Attempt 2 was handed out, serve restarted and lost its token: attempt 3 replaced it.
+        let s = state(None, vec![failed(1), attempt(2, Outcome::Replaced), attempt(3, Outcome::Pending)]);
+        assert_eq!(decide(Some(&spec(1, 2)), &s, UnknownHosts::LocalBoot), install(3));
+        let s = state(None, vec![failed(1), attempt(2, Outcome::Replaced)]);
+        assert_eq!(decide(Some(&spec(1, 2)), &s, UnknownHosts::LocalBoot), install(3), "one failure of two allowed; 2 is not reused");
+    }
+
+    #[test]
     fn a_running_attempt_that_boots_from_the_network_again_was_abandoned() {
         let s = state(None, vec![attempt(1, Outcome::Running)]);
         assert_eq!(decide(Some(&spec(1, 3)), &s, UnknownHosts::LocalBoot), install(2));
@@ -251,7 +264,7 @@ mod tests {
     #[test]
     fn every_state_class_gets_a_decision_that_never_installs_a_stranger() {
         // Every combination of the state's parts, for a host and for a stranger.
-        let outcomes = || vec![Outcome::Pending, Outcome::Running, Outcome::Installed, Outcome::Failed { step: "s".into(), error: "e".into() }];
+        let outcomes = || vec![Outcome::Pending, Outcome::Running, Outcome::Installed, Outcome::Failed { step: "s".into(), error: "e".into() }, Outcome::Replaced];
         let mut histories: Vec<Vec<AttemptSummary>> = vec![vec![]];
         for a in outcomes() {
             histories.push(vec![attempt(1, a.clone())]);

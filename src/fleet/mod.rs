@@ -2,12 +2,18 @@
 //! The pure part lives here: the model read from the configuration ([`model`]), the decision
 //! "install, boot locally or hold" from the desired state and what happened ([`decide`]), the
 //! disk marker and completion stamp ([`marker`]) and the per-host GRUB configuration ([`grub`]).
-//! No I/O: serve's store and sockets and the installer's reports are built around it.
+//! These do no I/O. Around them: what serve remembers, behind the [`store::Store`] interface
+//! ([`sqlite`] keeps it in a file), the attempts' tokens ([`token`]) and the status view
+//! of `nixos-pxe fleet status` and serve's `/v1/hosts` ([`status`]).
 
 pub mod decide;
 pub mod grub;
 pub mod marker;
 pub mod model;
+pub mod sqlite;
+pub mod status;
+pub mod store;
+pub mod token;
 
 pub use decide::{AttemptSummary, Confirmed, Decision, HostState, Outcome, decide};
 pub use model::{Fleet, HostSpec, Mac, UnknownHosts};

@@ -13,6 +13,7 @@ pub mod nic;
 pub mod plan;
 pub mod report;
 mod steps;
+pub mod unpack;
 
 use crate::config::{self, Config, SourceMode};
 use crate::error::Error;

@@ -10,16 +10,14 @@ use super::lease::{self, Lease};
 use super::nic;
 use super::plan::{self, Filesystem, Plan};
 use super::report::BootReport;
+use super::unpack;
 use super::{InstallArgs, say};
 use crate::command::Command;
 use crate::config::Config;
 use crate::error::Error;
 use camino::{Utf8Path, Utf8PathBuf};
 use std::ffi::CString;
-use std::io::Read;
 use std::net::Ipv4Addr;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 /// Step 1: the lease, from `--lease-json` or from what the kernel's IP autoconfiguration left
@@ -311,64 +309,23 @@ pub struct Unpacked {
     pub bytes_written: u64,
 }
 
-/// Counts the bytes read through it (the compressed image), for progress.
-struct Counting<R> {
-    inner: R,
-    count: Arc<AtomicU64>,
-}
-
-impl<R: Read> Read for Counting<R> {
-    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        let n = self.inner.read(buf)?;
-        self.count.fetch_add(n as u64, Ordering::Relaxed);
-        Ok(n)
-    }
-}
-
 /// Step 4: mounts the root, unpacks the image with progress, registers the store paths and sets
 /// the system profile to the system `system_file` (install::firmware) names, as nixos-install does.
 pub fn unpack(plan: &Plan, image: &Utf8Path, target: &Utf8Path, system_file: &str, mounts: &mut Mounts) -> Result<Unpacked, Error> {
     mounts.mount(plan.root().device.as_str(), target, "ext4")?;
-    let total = std::fs::metadata(image).map_err(Error::io(image))?.len();
-    let file = std::fs::File::open(image).map_err(Error::io(image))?;
-    let count = Arc::new(AtomicU64::new(0));
-    let (codec, reader) = crate::compression::decoder(Counting { inner: file, count: count.clone() }).map_err(Error::io(image))?;
-    say(&format!("unpacking {image} ({codec:?}, {}) onto {target}", disk::human_size(total)));
-    let mut archive = tar::Archive::new(reader);
-    archive.set_preserve_permissions(true);
-    archive.set_preserve_ownerships(true);
-    archive.set_preserve_mtime(true);
-    archive.set_overwrite(true);
-    let start = Instant::now();
-    let mut last = Instant::now();
-    let mut written = 0u64;
-    let progress = |written: u64, read: u64| {
-        let secs = start.elapsed().as_secs_f64().max(0.001);
-        say(&format!(
+    let extracted = unpack::extract(image, target, &mut |report| match report {
+        unpack::Report::Start { codec, image_bytes } => {
+            say(&format!("unpacking {image} ({codec:?}, {}) onto {target}", disk::human_size(image_bytes)))
+        }
+        unpack::Report::Progress { written, read, image_bytes, elapsed } => say(&format!(
             "unpacked {} of image read {} / {} ({:.0}%), {}/s",
             disk::human_size(written),
             disk::human_size(read),
-            disk::human_size(total),
-            100.0 * read as f64 / total.max(1) as f64,
-            disk::human_size((written as f64 / secs) as u64)
-        ));
-    };
-    for entry in archive.entries().map_err(|e| Error::Message(format!("reading {image}: {e}")))? {
-        let mut entry = entry.map_err(|e| Error::Message(format!("reading {image}: {e}")))?;
-        written += entry.size();
-        let unpacked = entry.unpack_in(target).map_err(|e| {
-            let path = entry.path().map(|p| p.display().to_string()).unwrap_or_default();
-            Error::Message(format!("unpacking {path} from {image} onto {target}: {e}"))
-        })?;
-        if !unpacked {
-            return Err(Error::Message(format!("{image} holds a path outside the archive root; refusing it")));
-        }
-        if last.elapsed() >= Duration::from_secs(2) {
-            progress(written, count.load(Ordering::Relaxed));
-            last = Instant::now();
-        }
-    }
-    progress(written, count.load(Ordering::Relaxed));
+            disk::human_size(image_bytes),
+            100.0 * read as f64 / image_bytes.max(1) as f64,
+            disk::human_size((written as f64 / elapsed.as_secs_f64().max(0.001)) as u64)
+        )),
+    })?;
 
     let meta = target.join("nixos-pxe");
     let system = std::fs::read_to_string(target.join(system_file))
@@ -389,7 +346,7 @@ pub fn unpack(plan: &Plan, image: &Utf8Path, target: &Utf8Path, system_file: &st
     std::fs::create_dir_all(target.join("etc")).map_err(Error::io(target.join("etc")))?;
     std::fs::write(target.join("etc/NIXOS"), "").map_err(Error::io(target.join("etc/NIXOS")))?;
     std::fs::remove_dir_all(&meta).map_err(Error::io(&meta))?;
-    Ok(Unpacked { system, bytes_read: count.load(Ordering::Relaxed), bytes_written: written })
+    Ok(Unpacked { system, bytes_read: extracted.bytes_read, bytes_written: extracted.bytes_written })
 }
 
 /// Step 5: the ESP on /boot if the layout has one (nixos-generate-config records the mounts it

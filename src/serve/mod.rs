@@ -1,11 +1,14 @@
-//! `nixos-pxe serve`: the boot server in one process (DHCP, TFTP and, with --nfs-root, the NFS root),
-//! configured from the same bootServer.* options `render` uses, bound to one interface, stopped
-//! cleanly by Ctrl-C.
+//! `nixos-pxe serve`: the boot server in one process (DHCP, TFTP, with --nfs-root the NFS root, and
+//! for a fleet HTTP and the per-host state), configured from the same bootServer.* options `render`
+//! uses, bound to one interface, stopped cleanly by Ctrl-C.
 
 pub mod beneath;
 pub mod dhcp;
+pub mod fleet;
+pub mod http;
 pub mod nfs;
 pub mod nfs_fs;
+pub mod state_dir;
 pub mod tftp;
 pub mod tftp_packet;
 
@@ -14,7 +17,8 @@ use crate::config::typed::DhcpMode;
 use crate::error::Error;
 use camino::Utf8PathBuf;
 use clap::{Args, ValueEnum};
-use std::net::{Ipv4Addr, SocketAddr, UdpSocket};
+use std::net::{Ipv4Addr, SocketAddr};
+use std::sync::Arc;
 use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -52,6 +56,29 @@ pub struct ServeArgs {
     /// with the kernel NFS server or nfs-ganesha.
     #[arg(long, value_name = "DIR")]
     pub nfs_root: Option<Utf8PathBuf>,
+    /// Where serve keeps what must outlive it: for a fleet, state.sqlite3 (every attempt handed
+    /// out and every report), and with --nfs-root, nfs-handle.key (so that clients' NFS handles
+    /// stay valid across a restart). Created mode 0700 when needed; not used otherwise.
+    #[arg(long, value_name = "DIR", default_value = "/var/lib/nixos-pxe")]
+    pub state_dir: Utf8PathBuf,
+    /// TCP port of serve's HTTP endpoint on bootServer.address: the fleet's per-host GRUB
+    /// configurations, the kernel and every other file of the TFTP root (read-only), the
+    /// installers' reports (POST /v1/report) and the hosts' status (GET /v1/hosts). 0: no HTTP;
+    /// a fleet's installers then load the kernel over TFTP and cannot report, so each host stays
+    /// "handed-out" and boot-once rests on the done stamp on its disk
+    /// [default: 80 with a fleet; without one, no HTTP unless a port is given].
+    #[arg(long, value_name = "PORT")]
+    pub http_port: Option<u16>,
+    /// How a fleet host's install entry loads the kernel: over http (when serve serves HTTP) or
+    /// over tftp.
+    #[arg(long, value_enum, value_name = "PROTOCOL", default_value = "http")]
+    pub kernel_over: KernelOver,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum KernelOver {
+    Http,
+    Tftp,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -90,6 +117,16 @@ pub fn run(args: &ServeArgs) -> Result<(), Error> {
     }
     .map(|mode| dhcp::Settings::from_config(server, mode).map_err(|e| Error::Message(format!("serve --dhcp: {e}"))))
     .transpose()?;
+    let fleet = crate::fleet::Fleet::from_config(&resolved.config).map_err(|e| Error::Message(format!("serve: {e}")))?;
+    let http_port = match (args.http_port, fleet.is_empty()) {
+        (Some(0), _) | (None, true) => None,
+        (Some(port), _) => Some(port),
+        (None, false) => Some(80),
+    };
+    let state_dir = args.state_dir.as_std_path();
+    if !fleet.is_empty() || args.nfs_root.is_some() {
+        state_dir::prepare(state_dir)?;
+    }
     let nfs_settings = match &args.nfs_root {
         None => None,
         Some(root) => {
@@ -100,7 +137,7 @@ pub fn run(args: &ServeArgs) -> Result<(), Error> {
                 )));
             }
             let ip = server.address.unwrap_or(Ipv4Addr::UNSPECIFIED);
-            let key = nfs_fs::HandleKey::random().map_err(|e| Error::Message(format!("serve --nfs-root: no random key for the file handles: {e}")))?;
+            let key = state_dir::nfs_handle_key(state_dir)?;
             Some(nfs::Settings { root: root.clone().into(), export: server.nfs_export.clone(), address: SocketAddr::from((ip, port)), key })
         }
     };
@@ -109,6 +146,39 @@ pub fn run(args: &ServeArgs) -> Result<(), Error> {
     settings.timeout = std::time::Duration::from_secs(args.tftp_timeout.clamp(1, 255));
     settings.retries = args.tftp_retries;
     settings.interface = interface.clone();
+    let fleet_service = match fleet.is_empty() {
+        true => None,
+        false => {
+            let store = crate::fleet::sqlite::SqliteStore::open(state_dir).map_err(|e| Error::Message(format!("serve: {e}")))?;
+            let endpoint = fleet::Endpoint { address: server.address, http_port, kernel_over_http: args.kernel_over == KernelOver::Http };
+            let hosts = fleet.hosts.len();
+            let service = fleet::FleetService::new(resolved.clone(), fleet, Arc::new(store), endpoint).map_err(|e| Error::Message(format!("serve: {e}")))?;
+            let kernel = match (http_port, args.kernel_over) {
+                (Some(_), KernelOver::Http) => "http",
+                _ => "tftp",
+            };
+            tracing::info!(hosts, state = %state_dir.join(crate::fleet::sqlite::FILE_NAME).display(), kernel_over = kernel, "fleet: serving");
+            if http_port.is_none() {
+                tracing::warn!("fleet: no HTTP (--http-port 0): installers cannot report, so every host stays handed-out; boot-once rests on the done stamp on its disk");
+            }
+            Some(Arc::new(service))
+        }
+    };
+    settings.generated = fleet_service.clone().map(|s| s as Arc<dyn tftp::Generated>);
+    let http_listener = match http_port {
+        None => None,
+        Some(port) => {
+            let address = SocketAddr::from((server.address.unwrap_or(Ipv4Addr::UNSPECIFIED), port));
+            let listener = http::bind(address, interface.as_deref()).map_err(|e| {
+                Error::Message(format!(
+                    "serve: cannot listen for HTTP on {address}{}: {e} (ports below 1024 and SO_BINDTODEVICE need root; --http-port chooses another port)",
+                    interface.as_deref().map(|i| format!(" on interface {i}")).unwrap_or_default()
+                ))
+            })?;
+            Some(listener)
+        }
+    };
+    let http_settings = http::Settings { root: Arc::clone(&settings.root), fleet: fleet_service };
 
     // SAFETY: installing a handler that only stores to an atomic.
     unsafe {
@@ -151,8 +221,23 @@ pub fn run(args: &ServeArgs) -> Result<(), Error> {
             result
         })
     });
+    let http_thread = http_listener.map(|listener| {
+        std::thread::spawn(move || {
+            let result = http::serve(listener, http_settings, &STOP);
+            // Without it no fleet host can report: stop the rest rather than serve half a boot server.
+            STOP.store(true, Ordering::Relaxed);
+            result
+        })
+    });
     let tftp_result = tftp::serve(listener, settings, &STOP).map_err(|e| Error::Message(format!("serve: TFTP: {e}")));
     STOP.store(true, Ordering::Relaxed);
+    if let Some(t) = http_thread {
+        match t.join() {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => return Err(Error::Message(format!("serve: HTTP: {e}"))),
+            Err(_) => return Err(Error::Message("serve: the HTTP thread panicked".into())),
+        }
+    }
     if let Some(t) = nfs_thread {
         match t.join() {
             Ok(Ok(())) => {}
@@ -171,7 +256,7 @@ pub fn run(args: &ServeArgs) -> Result<(), Error> {
 }
 
 /// SO_BINDTODEVICE: the socket only sees packets that arrived on `interface` and sends out of it.
-pub fn bind_to_device(socket: &UdpSocket, interface: &str) -> std::io::Result<()> {
+pub fn bind_to_device(socket: &impl AsRawFd, interface: &str) -> std::io::Result<()> {
     let name = interface.as_bytes();
     // SAFETY: setsockopt reads `name.len()` bytes from a live slice; the fd belongs to `socket`.
     let rc = unsafe {

@@ -42,6 +42,11 @@ impl HandleKey {
         HandleKey(bytes)
     }
 
+    /// The secret itself, to be kept (serve writes it to its state directory).
+    pub fn bytes(&self) -> &[u8; 32] {
+        &self.0
+    }
+
     /// 32 bytes from the kernel's random source.
     pub fn random() -> io::Result<HandleKey> {
         let mut bytes = [0; 32];

@@ -32,12 +32,49 @@ pub struct Settings {
     pub max_transfers: usize,
     /// SO_BINDTODEVICE for every socket (the transfer sockets too, so replies leave on that link).
     pub interface: Option<String>,
+    /// Files made on request instead of read below the root (the fleet's per-host configs).
+    pub generated: Option<Arc<dyn Generated>>,
+}
+
+impl std::fmt::Debug for dyn Generated {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Generated(..)")
+    }
 }
 
 impl Settings {
     pub fn new(root: &Path) -> io::Result<Settings> {
         let root = Arc::new(Root::open(root).map_err(|e| io::Error::new(e.kind(), format!("TFTP root {e}")))?);
-        Ok(Settings { root, timeout: Duration::from_secs(1), retries: 5, max_transfers: 512, interface: None })
+        Ok(Settings { root, timeout: Duration::from_secs(1), retries: 5, max_transfers: 512, interface: None, generated: None })
+    }
+}
+
+/// Files whose bytes are made when a client asks for them.
+pub trait Generated: Send + Sync {
+    /// The bytes of `relative` (a path below the root, as [`relative_path`] makes it), or None
+    /// when this path is not generated (then the file below the root is served). `client` asked
+    /// for it; `local` is the server's address the transfer is sent from.
+    fn generate(&self, relative: &Path, client: SocketAddr, local: SocketAddr) -> Option<Result<Vec<u8>, Refusal>>;
+}
+
+/// What a transfer sends: a file, or bytes made for the request.
+pub trait Source {
+    /// Reads from `offset` into `buf`; fewer bytes (0 at the end) when there are no more.
+    fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<usize>;
+}
+
+impl Source for File {
+    fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<usize> {
+        FileExt::read_at(self, buf, offset)
+    }
+}
+
+impl Source for Vec<u8> {
+    fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<usize> {
+        let start = usize::try_from(offset).unwrap_or(usize::MAX).min(self.len());
+        let n = buf.len().min(self.len() - start);
+        buf[..n].copy_from_slice(&self[start..start + n]);
+        Ok(n)
     }
 }
 
@@ -93,18 +130,7 @@ pub struct Refusal {
 /// without being opened for reading.
 pub fn open(root: &Root, requested: &str) -> Result<(File, u64), Refusal> {
     let refuse = |code, message: &str| Err(Refusal { code, message: message.to_string() });
-    let normalized = requested.replace('\\', "/");
-    let relative = match Path::new(&normalized).strip_prefix(&root.path) {
-        Ok(inside) => inside.to_path_buf(),
-        Err(_) => PathBuf::from(normalized.trim_start_matches('/')),
-    };
-    if relative.components().any(|c| !matches!(c, Component::Normal(_) | Component::CurDir)) {
-        return refuse(ErrorCode::AccessViolation, "access violation: path leaves the TFTP root");
-    }
-    let relative: PathBuf = relative.components().filter(|c| matches!(c, Component::Normal(_))).collect();
-    if relative.as_os_str().is_empty() {
-        return refuse(ErrorCode::FileNotFound, "not a regular file");
-    }
+    let relative = relative_path(root, requested)?;
     // O_PATH first: the type decides before anything is opened for reading.
     let fd = match root.open_below(&relative, OFlags::PATH, Links::FollowBeneath) {
         Ok(fd) => fd,
@@ -135,6 +161,25 @@ pub fn open(root: &Root, requested: &str) -> Result<(File, u64), Refusal> {
         }
         _ => refuse(ErrorCode::FileNotFound, "not a regular file"),
     }
+}
+
+/// The path below the root a client's name means: backslashes as slashes, a leading `/` (or the
+/// root's own absolute path) taken away, `.` dropped; `..` anywhere and an empty name refused.
+pub fn relative_path(root: &Root, requested: &str) -> Result<PathBuf, Refusal> {
+    let refuse = |code, message: &str| Err(Refusal { code, message: message.to_string() });
+    let normalized = requested.replace('\\', "/");
+    let relative = match Path::new(&normalized).strip_prefix(&root.path) {
+        Ok(inside) => inside.to_path_buf(),
+        Err(_) => PathBuf::from(normalized.trim_start_matches('/')),
+    };
+    if relative.components().any(|c| !matches!(c, Component::Normal(_) | Component::CurDir)) {
+        return refuse(ErrorCode::AccessViolation, "access violation: path leaves the TFTP root");
+    }
+    let relative: PathBuf = relative.components().filter(|c| matches!(c, Component::Normal(_))).collect();
+    if relative.as_os_str().is_empty() {
+        return refuse(ErrorCode::FileNotFound, "not a regular file");
+    }
+    Ok(relative)
 }
 
 /// The two things a transfer does with the network; a UDP socket in the server, a scripted peer in tests.
@@ -193,7 +238,7 @@ fn count_timeout(timeouts: &mut u32, stats: &mut Stats, retries: u32) -> Result<
     if *timeouts > retries { Err(TransferError::Timeout(*timeouts)) } else { Ok(()) }
 }
 
-/// Sends `file` (`size` bytes) with the negotiated options.
+/// Sends `source` (`size` bytes) with the negotiated options.
 ///
 /// Retransmission, and why it cannot amplify:
 /// - State: `acked` = highest block the client has acknowledged in order (blocks count from 1 and are
@@ -209,7 +254,7 @@ fn count_timeout(timeouts: &mut u32, stats: &mut Stats, retries: u32) -> Result<
 ///   duplicate turned EDK2's 1.7 MB into 20 GB.
 /// - Timeout (no advancing ACK for `timeout`): resend the window from acked+1, once per timeout period;
 ///   after `retries` timeouts in a row the transfer is abandoned.
-pub fn send_file(link: &mut dyn Link, file: &File, size: u64, n: &Negotiated, retries: u32) -> Result<Stats, TransferError> {
+pub fn send_file(link: &mut dyn Link, source: &dyn Source, size: u64, n: &Negotiated, retries: u32) -> Result<Stats, TransferError> {
     let mut stats = Stats::default();
     let mut buf = vec![0u8; MAX_BLKSIZE + 4];
     if !n.oack.is_empty() {
@@ -247,7 +292,7 @@ pub fn send_file(link: &mut dyn Link, file: &File, size: u64, n: &Negotiated, re
         while next <= last && next <= acked + window {
             let offset = (next - 1) * blksize;
             let want = (size.saturating_sub(offset)).min(blksize) as usize;
-            let got = read_full(file, &mut data[..want], offset)?;
+            let got = read_full(source, &mut data[..want], offset)?;
             packet::encode_data(&mut out, (next % 65536) as u16, &data[..got]);
             link.send(&out)?;
             stats.data_sent += 1;
@@ -292,10 +337,10 @@ fn ack_to_block(wire: u16, acked: u64, sent: u64) -> Option<u64> {
     (block <= sent).then_some(block)
 }
 
-fn read_full(file: &File, buf: &mut [u8], offset: u64) -> io::Result<usize> {
+fn read_full(source: &dyn Source, buf: &mut [u8], offset: u64) -> io::Result<usize> {
     let mut done = 0;
     while done < buf.len() {
-        match file.read_at(&mut buf[done..], offset + done as u64) {
+        match source.read_at(&mut buf[done..], offset + done as u64) {
             Ok(0) => break, // the file shrank while we served it: send what there is
             Ok(k) => done += k,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
@@ -314,10 +359,64 @@ pub fn bind(addr: SocketAddr, interface: Option<&str>) -> io::Result<UdpSocket> 
     Ok(socket)
 }
 
+/// How long after its transfer ended a read request identical to one already taken (same client
+/// address and port, same bytes) still counts as a retransmission of it, not as a new request.
+/// A client resends its RRQ until an answer arrives (GRUB every 400 ms or so), and a busy server
+/// finds several copies waiting: each would start a transfer of its own and, for a generated
+/// file, make it again (for a fleet host, decide again: a copy handled after the installer
+/// started would look like the machine booting from the network again). So a copy is dropped
+/// while the transfer its first copy started runs, and for this long after; that transfer
+/// answers the client. GRUB opens each file from a new port (25300, 25301, ... from its start),
+/// so the same port asks again only after a reboot, which takes longer than this.
+pub const RETRANSMITTED_RRQ: Duration = Duration::from_secs(5);
+
+/// When the transfer of a taken request ended (None: it runs).
+type Ended = Arc<std::sync::Mutex<Option<Instant>>>;
+
+/// The read requests whose transfers run or ended within [`RETRANSMITTED_RRQ`].
+#[derive(Default)]
+pub struct RecentRequests(std::collections::HashMap<(SocketAddr, Vec<u8>), Ended>);
+
+impl RecentRequests {
+    /// None when `datagram` from `peer` is a copy of a request whose transfer runs or ended at
+    /// most [`RETRANSMITTED_RRQ`] before `now`; else it is taken, and the transfer it starts
+    /// sets the returned end when it ends.
+    pub fn take(&mut self, peer: SocketAddr, datagram: &[u8], now: Instant) -> Option<Ended> {
+        let recent = |ended: &Ended| match *ended.lock().unwrap_or_else(std::sync::PoisonError::into_inner) {
+            None => true,
+            Some(at) => now.saturating_duration_since(at) < RETRANSMITTED_RRQ,
+        };
+        if self.0.get(&(peer, datagram.to_vec())).is_some_and(recent) {
+            return None;
+        }
+        if self.0.len() >= 4096 {
+            self.0.retain(|_, ended| recent(ended));
+        }
+        let ended: Ended = Arc::default();
+        self.0.insert((peer, datagram.to_vec()), Arc::clone(&ended));
+        Some(ended)
+    }
+
+    /// Forgets a request that started no transfer (the server was busy): its copies may.
+    pub fn forget(&mut self, peer: SocketAddr, datagram: &[u8]) {
+        self.0.remove(&(peer, datagram.to_vec()));
+    }
+}
+
+/// Marks the transfer ended when dropped (also when it panics).
+struct EndsTransfer(Ended);
+
+impl Drop for EndsTransfer {
+    fn drop(&mut self) {
+        *self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Some(Instant::now());
+    }
+}
+
 /// Serves until `stop` is set: reads requests on `listener`, starts a transfer thread for each RRQ.
 pub fn serve(listener: UdpSocket, settings: Settings, stop: &AtomicBool) -> io::Result<()> {
     let settings = Arc::new(settings);
     let active = Arc::new(AtomicUsize::new(0));
+    let mut recent = RecentRequests::default();
     listener.set_read_timeout(Some(Duration::from_millis(250)))?;
     tracing::info!(address = %listener.local_addr()?, root = %settings.root.path.display(), "tftp: serving");
     let mut buf = vec![0u8; 2048];
@@ -329,14 +428,20 @@ pub fn serve(listener: UdpSocket, settings: Settings, stop: &AtomicBool) -> io::
         };
         match packet::parse(&buf[..len]) {
             Ok(Packet::Rrq(request)) => {
+                let Some(ended) = recent.take(peer, &buf[..len], Instant::now()) else {
+                    tracing::debug!(client = %peer, file = %request.filename, "tftp: a retransmitted request, answered by the transfer its first copy started");
+                    continue;
+                };
                 if active.load(Ordering::Relaxed) >= settings.max_transfers {
                     tracing::warn!(client = %peer, file = %request.filename, "tftp: refused, {} transfers running", settings.max_transfers);
                     let _ = listener.send_to(&packet::encode_error(ErrorCode::NotDefined, "server busy"), peer);
+                    recent.forget(peer, &buf[..len]);
                     continue;
                 }
                 let (settings, active) = (Arc::clone(&settings), Arc::clone(&active));
                 active.fetch_add(1, Ordering::Relaxed);
                 let spawned = std::thread::Builder::new().name(format!("tftp {peer}")).spawn(move || {
+                    let _ends = EndsTransfer(ended);
                     transfer(&settings, peer, &request);
                     active.fetch_sub(1, Ordering::Relaxed);
                 });
@@ -377,12 +482,30 @@ fn transfer(settings: &Settings, peer: SocketAddr, request: &Request) {
     if request.mode != "octet" && request.mode != "netascii" {
         return refuse(&mut link, ErrorCode::IllegalOperation, "only octet mode is served");
     }
-    let (file, size) = match open(&settings.root, file_name) {
-        Ok(x) => x,
-        Err(r) => return refuse(&mut link, r.code, &r.message),
+    let generated = match (&settings.generated, relative_path(&settings.root, file_name)) {
+        (Some(generated), Ok(relative)) => {
+            let local = link.0.local_addr().unwrap_or_else(|_| SocketAddr::new(unspecified(peer), 0));
+            generated.generate(&relative, peer, local)
+        }
+        _ => None,
+    };
+    let (file, bytes);
+    let (source, size): (&dyn Source, u64) = match generated {
+        Some(Ok(made)) => {
+            bytes = made;
+            (&bytes, bytes.len() as u64)
+        }
+        Some(Err(r)) => return refuse(&mut link, r.code, &r.message),
+        None => match open(&settings.root, file_name) {
+            Ok((opened, size)) => {
+                file = opened;
+                (&file, size)
+            }
+            Err(r) => return refuse(&mut link, r.code, &r.message),
+        },
     };
     let n = negotiate(request, size, settings.timeout);
-    match send_file(&mut link, &file, size, &n, settings.retries) {
+    match send_file(&mut link, source, size, &n, settings.retries) {
         Ok(stats) => {
             let seconds = started.elapsed().as_secs_f64();
             tracing::info!(
@@ -559,6 +682,40 @@ mod tests {
         assert_eq!(client.received, content);
         // Block 3 lost: the client acknowledges 2 on seeing 4; blocks 3..10 are resent once.
         assert!(stats.data_sent <= 41 + 8, "sent {}", stats.data_sent);
+    }
+
+    #[test]
+    fn a_retransmitted_request_starts_no_second_transfer() {
+        let mut recent = RecentRequests::default();
+        let (a, b): (SocketAddr, SocketAddr) = ("10.0.0.5:25300".parse().expect("addr"), "10.0.0.5:25301".parse().expect("addr"));
+        let rrq = b"\0\x01nixos-pxe/hosts/mac-52:54:00:00:00:a1.cfg\0octet\0";
+        let t = Instant::now();
+        let ended = recent.take(a, rrq, t).expect("the first copy is taken");
+        assert!(recent.take(a, rrq, t + Duration::from_millis(400)).is_none());
+        assert!(recent.take(a, rrq, t + Duration::from_secs(60)).is_none(), "its transfer still runs");
+        assert!(recent.take(b, rrq, t + Duration::from_millis(1)).is_some(), "the next open, from the next port, is new");
+        assert!(recent.take(a, b"\0\x01other\0octet\0", t).is_some(), "another file is new");
+        let end = t + Duration::from_secs(61);
+        *ended.lock().expect("lock") = Some(end);
+        assert!(recent.take(a, rrq, end + Duration::from_secs(4)).is_none(), "just after its transfer ended");
+        assert!(recent.take(a, rrq, end + RETRANSMITTED_RRQ).is_some(), "later: a new request (a reboot)");
+        drop(EndsTransfer(Arc::clone(&ended)));
+        assert!(ended.lock().expect("lock").is_some());
+    }
+
+    #[test]
+    fn generated_bytes_are_sent_like_a_file() {
+        let content: Vec<u8> = (0..512 * 3 + 7).map(|i| (i % 251) as u8).collect();
+        for window in [1u16, 4] {
+            let n = negotiate(&request(&[("windowsize", &window.to_string())]), content.len() as u64, Duration::from_millis(1));
+            let mut client = Client { inbox: VecDeque::new(), window: window.into(), received: Vec::new(), expected_block: 1, since_ack: 0, data_packets: 0, dup: false, lose: vec![2] };
+            let stats = send_file(&mut client, &content, content.len() as u64, &n, 5).expect("transfer");
+            assert_eq!(client.received, content);
+            assert_eq!(stats.blocks, 4);
+        }
+        let mut buf = [0u8; 8];
+        assert_eq!(Source::read_at(&content, &mut buf, content.len() as u64 - 3).expect("read"), 3);
+        assert_eq!(Source::read_at(&content, &mut buf, u64::MAX).expect("read"), 0);
     }
 
     #[test]

@@ -195,6 +195,18 @@ impl Lab {
         );
     }
 
+    /// SIGKILL to the process group started with `log` (a crash, not a clean stop), and waits
+    /// for it; it is no longer one of the lab's processes.
+    pub fn kill(&mut self, log: &Path) {
+        let Some(i) = self.children.iter().position(|(_, l)| l == log) else {
+            panic!("no process of this lab logs to {}", log.display());
+        };
+        let (mut child, _) = self.children.remove(i);
+        // SAFETY: kill(2) on the process group this lab created for the spawn.
+        unsafe { libc::kill(-(child.id() as i32), libc::SIGKILL) };
+        let _ = child.wait();
+    }
+
     /// The servers that have exited, each with its log: a server that rejected its rendered
     /// configuration fails the test at once instead of after a boot timeout.
     pub fn exited(&mut self) -> Vec<String> {
@@ -475,7 +487,7 @@ pub const SEABIOS: &str = "/usr/share/seabios/bios-256k.bin";
 pub const IPXE_VIRTIO_ROM: &str = "/usr/lib/ipxe/qemu/efi-virtio.rom";
 
 /// A client under TCG with the firmware and network boot of `Boot` (OVMF's UEFI PXE for `start`),
-/// its NICs on the lab's tap devices, an optional virtio disk second in the boot order, the serial
+/// its NICs on the lab's tap devices, an optional virtio disk after the NICs in the boot order, the serial
 /// console in a file. `-no-reboot`: a reboot ends QEMU, so an install that reboots is seen as an exit.
 pub struct Qemu {
     child: Child,
@@ -563,9 +575,9 @@ impl Qemu {
                 "-drive".into(),
                 format!("file={},format=raw,if=none,id=d0", disk.display()),
                 "-device".into(),
-                // Second in the boot order, as a server's disk is: OVMF connects only the devices
+                // After the NICs in the boot order, as a server's disk is: OVMF connects only the devices
                 // in the boot order, so without it GRUB sees no disk and `exit` goes to the setup app.
-                "virtio-blk-pci,drive=d0,bootindex=2".into(),
+                "virtio-blk-pci,drive=d0,bootindex=9".into(),
             ]);
         }
         let file = std::fs::File::create(&log).expect("qemu log");
@@ -676,6 +688,8 @@ SERVER=$!
 # A failing command (set -e) or `fail` must not leave serve running: stop it on every exit.
 trap 'kill -9 $SERVER 2>/dev/null || true' EXIT
 fail() {{ echo "FAILED: $*"; cat server.log; exit 1; }}
+# wait_for_log PATTERN SECONDS: whether serve logs a line matching PATTERN (grep) within SECONDS.
+wait_for_log() {{ local i; for i in $(seq $(( $2 * 10 ))); do grep -q -- "$1" server.log && return 0; sleep 0.1; done; grep -q -- "$1" server.log; }}
 ready=
 for i in $(seq 100); do
   if grep -q "{ready}" server.log; then ready=yes; break; fi

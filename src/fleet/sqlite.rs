@@ -1,0 +1,915 @@
+//! The fleet's state in SQLite: `<state-dir>/state.sqlite3`, in WAL mode with `synchronous =
+//! FULL` (a transaction that returned is on the disk), one `BEGIN IMMEDIATE` transaction per
+//! method, so that serve, `nixos-pxe fleet reinstall` and a second serve on the same file take
+//! turns (each waits up to 5 s for the others).
+//!
+//! Tables: `hosts` (what the fleet wants and what was installed and confirmed), `attempts` (one
+//! row per attempt handed out, with its token's hash and outcome) and `reports` (every accepted
+//! report, the history). `PRAGMA user_version` is the schema's version; a newer file than this
+//! program knows is refused, an older one is migrated in one transaction per step.
+
+use super::decide::{AttemptSummary, Confirmed, HostState, Outcome};
+use super::store::{
+    Accepted, AttemptRecord, AttemptStatus, Event, FleetHost, HandOut, HandedOut, HostRecord, Refused, Report, ReportRecord, Store, StoreError,
+};
+use super::token;
+use rusqlite::{Connection, OpenFlags, OptionalExtension, TransactionBehavior, params};
+use std::path::{Path, PathBuf};
+use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+/// The file below the state directory.
+pub const FILE_NAME: &str = "state.sqlite3";
+
+/// `MIGRATIONS[v]` takes a database from version `v` to `v + 1`; the last index + 1 is the
+/// version this program writes. Never edit a step that was released: add one.
+const MIGRATIONS: &[&str] = &[
+    // 0 -> 1: the first schema.
+    "CREATE TABLE hosts (
+        name TEXT PRIMARY KEY NOT NULL,
+        -- The fleet's view, as serve last read it: a JSON list of MACs, the wanted generation.
+        macs TEXT NOT NULL DEFAULT '[]',
+        generation INTEGER,
+        installed_generation INTEGER,
+        confirmed_generation INTEGER,
+        confirmed_system TEXT,
+        -- NULL: no reinstall requested; else the seq of the newest attempt when it was (0: none).
+        reinstall_after INTEGER
+    ) STRICT;
+    CREATE TABLE attempts (
+        seq INTEGER PRIMARY KEY AUTOINCREMENT,
+        host TEXT NOT NULL REFERENCES hosts(name),
+        generation INTEGER NOT NULL CHECK (generation >= 1),
+        number INTEGER NOT NULL CHECK (number >= 1),
+        token_hash TEXT NOT NULL,
+        status TEXT NOT NULL CHECK (status IN ('pending', 'running', 'failed', 'installed', 'replaced')),
+        step TEXT,
+        error TEXT,
+        system TEXT,
+        boot_token_hash TEXT,
+        mac TEXT,
+        handed_out_at INTEGER NOT NULL,
+        started_at INTEGER,
+        finished_at INTEGER,
+        UNIQUE (host, generation, number)
+    ) STRICT;
+    CREATE TABLE reports (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        attempt_seq INTEGER NOT NULL REFERENCES attempts(seq),
+        event TEXT NOT NULL,
+        step TEXT,
+        message TEXT,
+        log_tail TEXT,
+        system TEXT,
+        received_at INTEGER NOT NULL
+    ) STRICT;
+    CREATE INDEX reports_by_attempt ON reports(attempt_seq);",
+];
+
+/// The schema version this program writes.
+pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
+
+/// How long a transaction waits for another process's to end.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+
+pub struct SqliteStore {
+    /// Every transition, one at a time.
+    conn: Mutex<Connection>,
+    /// Reads, which in WAL mode need not wait for a transition's fsync.
+    reader: Mutex<Connection>,
+    path: PathBuf,
+}
+
+impl std::fmt::Debug for SqliteStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SqliteStore").field("path", &self.path).finish_non_exhaustive()
+    }
+}
+
+impl SqliteStore {
+    /// Opens `<dir>/state.sqlite3`, creating it (and migrating it to this version) if needed.
+    pub fn open(dir: &Path) -> Result<SqliteStore, StoreError> {
+        Self::open_with(dir, true)
+    }
+
+    /// Opens an existing `<dir>/state.sqlite3` (for `fleet status` and `fleet reinstall`).
+    pub fn open_existing(dir: &Path) -> Result<SqliteStore, StoreError> {
+        let path = dir.join(FILE_NAME);
+        if !path.is_file() {
+            return Err(StoreError::Backend(format!(
+                "no fleet state in {}: {FILE_NAME} is missing (`nixos-pxe serve --state-dir {}` creates it when it serves a fleet)",
+                dir.display(),
+                dir.display()
+            )));
+        }
+        Self::open_with(dir, false)
+    }
+
+    fn open_with(dir: &Path, create: bool) -> Result<SqliteStore, StoreError> {
+        let path = dir.join(FILE_NAME);
+        let place = path.display().to_string();
+        let mut flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+        if create {
+            flags |= OpenFlags::SQLITE_OPEN_CREATE;
+        }
+        let open = |flags| -> Result<Connection, StoreError> {
+            let conn = Connection::open_with_flags(&path, flags).map_err(db(&place, "open"))?;
+            conn.busy_timeout(BUSY_TIMEOUT).map_err(db(&place, "set the busy timeout"))?;
+            let mode: String = conn.query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0)).map_err(db(&place, "switch to WAL"))?;
+            if !mode.eq_ignore_ascii_case("wal") {
+                return Err(StoreError::Backend(format!("{place}: SQLite kept journal mode {mode} instead of WAL (is the state directory on a network file system?)")));
+            }
+            conn.execute_batch("PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON;").map_err(db(&place, "set pragmas"))?;
+            Ok(conn)
+        };
+        let conn = open(flags)?;
+        let mut store = SqliteStore { conn: Mutex::new(conn), reader: Mutex::new(Connection::open_in_memory().map_err(db(&place, "open"))?), path: path.clone() };
+        store.migrate()?;
+        // Opened after the migration, so that it never sees a file without the schema.
+        store.reader = Mutex::new(open(flags - OpenFlags::SQLITE_OPEN_CREATE)?);
+        Ok(store)
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Brings the schema to [`SCHEMA_VERSION`], one transaction per step; refuses a newer one.
+    fn migrate(&mut self) -> Result<(), StoreError> {
+        let place = self.place();
+        let conn = self.conn.get_mut().unwrap_or_else(PoisonError::into_inner);
+        loop {
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(db(&place, "begin the migration"))?;
+            let version: i64 = tx.query_row("PRAGMA user_version", [], |r| r.get(0)).map_err(db(&place, "read the schema version"))?;
+            if version > SCHEMA_VERSION {
+                return Err(StoreError::FutureSchema { place, found: version, known: SCHEMA_VERSION });
+            }
+            let Some(step) = usize::try_from(version).ok().and_then(|v| MIGRATIONS.get(v)) else {
+                return Ok(());
+            };
+            tx.execute_batch(step).map_err(db(&place, &format!("migrate the schema from version {version}")))?;
+            tx.pragma_update(None, "user_version", version + 1).map_err(db(&place, "write the schema version"))?;
+            tx.commit().map_err(db(&place, "commit the migration"))?;
+        }
+    }
+
+    fn place(&self) -> String {
+        self.path.display().to_string()
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Connection> {
+        // A panic in another thread mid-transaction rolled that transaction back (Drop): the
+        // connection is usable.
+        self.conn.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn read(&self) -> MutexGuard<'_, Connection> {
+        self.reader.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+/// A rusqlite error as a [`StoreError`] naming the file and what was being done.
+fn db(place: &str, doing: &str) -> impl Fn(rusqlite::Error) -> StoreError {
+    let (place, doing) = (place.to_string(), doing.to_string());
+    move |e| {
+        let hint = match e.sqlite_error_code() {
+            Some(rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked) => {
+                format!(" (another process held the database for more than {} s)", BUSY_TIMEOUT.as_secs())
+            }
+            Some(rusqlite::ErrorCode::DiskFull) => " (the disk is full)".to_string(),
+            Some(rusqlite::ErrorCode::ReadOnly | rusqlite::ErrorCode::CannotOpen | rusqlite::ErrorCode::PermissionDenied) => {
+                " (check that the state directory and its files belong to the user serve runs as)".to_string()
+            }
+            Some(rusqlite::ErrorCode::NotADatabase | rusqlite::ErrorCode::DatabaseCorrupt) => {
+                " (the file is not a SQLite database or is damaged: move it away to start with no state)".to_string()
+            }
+            _ => String::new(),
+        };
+        StoreError::Backend(format!("{place}: cannot {doing}: {e}{hint}"))
+    }
+}
+
+fn now_ms() -> i64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX)).unwrap_or(0)
+}
+
+fn status_of(text: &str) -> rusqlite::Result<AttemptStatus> {
+    AttemptStatus::parse(text).ok_or_else(|| rusqlite::Error::InvalidColumnType(0, format!("status {text}"), rusqlite::types::Type::Text))
+}
+
+fn event_of(text: &str) -> rusqlite::Result<Event> {
+    Event::parse(text).ok_or_else(|| rusqlite::Error::InvalidColumnType(0, format!("event {text}"), rusqlite::types::Type::Text))
+}
+
+/// An attempt row with what the state machine needs.
+struct AttemptRow {
+    seq: i64,
+    number: u32,
+    status: AttemptStatus,
+    step: Option<String>,
+    error: Option<String>,
+}
+
+impl Store for SqliteStore {
+    fn host(&self, host: &str, generation: u32) -> Result<HostState, StoreError> {
+        let place = self.place();
+        let mut conn = self.read();
+        let tx = conn.transaction().map_err(db(&place, "begin reading"))?;
+        let row = tx
+            .query_row(
+                "SELECT installed_generation, confirmed_generation, confirmed_system, reinstall_after FROM hosts WHERE name = ?1",
+                params![host],
+                |r| Ok((r.get::<_, Option<u32>>(0)?, r.get::<_, Option<u32>>(1)?, r.get::<_, Option<String>>(2)?, r.get::<_, Option<i64>>(3)?)),
+            )
+            .optional()
+            .map_err(db(&place, &format!("read host {host}")))?;
+        let Some((installed_generation, confirmed_generation, confirmed_system, reinstall_after)) = row else {
+            return Ok(HostState::default());
+        };
+        let mut statement = tx
+            .prepare("SELECT seq, number, status, step, error FROM attempts WHERE host = ?1 AND generation = ?2 ORDER BY number")
+            .map_err(db(&place, "read attempts"))?;
+        let rows = statement
+            .query_map(params![host, generation], |r| {
+                Ok(AttemptRow { seq: r.get(0)?, number: r.get(1)?, status: status_of(&r.get::<_, String>(2)?)?, step: r.get(3)?, error: r.get(4)? })
+            })
+            .and_then(|rows| rows.collect::<rusqlite::Result<Vec<_>>>())
+            .map_err(db(&place, &format!("read the attempts of {host}")))?;
+        let attempts = rows
+            .into_iter()
+            .map(|a| {
+                // A reinstall request is the operator's "try again": the failed and abandoned
+                // attempts before it no longer count towards maxAttempts, and their numbers
+                // are still not reused.
+                let before_request = reinstall_after.is_some_and(|after| a.seq <= after);
+                let outcome = match a.status {
+                    AttemptStatus::Failed | AttemptStatus::Running if before_request => Outcome::Replaced,
+                    AttemptStatus::Pending => Outcome::Pending,
+                    AttemptStatus::Running => Outcome::Running,
+                    AttemptStatus::Failed => Outcome::Failed { step: a.step.unwrap_or_default(), error: a.error.unwrap_or_default() },
+                    AttemptStatus::Installed => Outcome::Installed,
+                    AttemptStatus::Replaced => Outcome::Replaced,
+                };
+                AttemptSummary { number: a.number, outcome }
+            })
+            .collect();
+        Ok(HostState {
+            installed_generation,
+            confirmed: confirmed_generation.map(|generation| Confirmed { generation, system: confirmed_system.unwrap_or_default() }),
+            attempts,
+            reinstall_requested: reinstall_after.is_some(),
+        })
+    }
+
+    fn hand_out(&self, out: &HandOut) -> Result<HandedOut, StoreError> {
+        let place = self.place();
+        let mut conn = self.lock();
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(db(&place, "begin a hand-out"))?;
+        tx.execute("INSERT INTO hosts (name) VALUES (?1) ON CONFLICT (name) DO NOTHING", params![out.host]).map_err(db(&place, "record the host"))?;
+        let now = now_ms();
+        if let Some(old) = out.replaces {
+            tx.execute(
+                "UPDATE attempts SET status = 'replaced', finished_at = ?4 WHERE host = ?1 AND generation = ?2 AND number = ?3 AND status = 'pending'",
+                params![out.host, out.generation, old, now],
+            )
+            .map_err(db(&place, "mark the replaced attempt"))?;
+        }
+        let inserted = tx
+            .execute(
+                "INSERT INTO attempts (host, generation, number, token_hash, status, mac, handed_out_at) VALUES (?1, ?2, ?3, ?4, 'pending', ?5, ?6)
+                 ON CONFLICT (host, generation, number) DO NOTHING",
+                params![out.host, out.generation, out.attempt, out.token_hash, out.mac.to_string(), now],
+            )
+            .map_err(db(&place, "record the attempt"))?;
+        if inserted == 0 {
+            // Dropping the transaction rolls the replacement back too.
+            return Ok(HandedOut::Taken);
+        }
+        tx.commit().map_err(db(&place, "commit the hand-out"))?;
+        Ok(HandedOut::Created)
+    }
+
+    fn report(&self, report: &Report) -> Result<Accepted, Refused> {
+        report.check().map_err(Refused::Invalid)?;
+        let report = &report.clone().clipped();
+        let place = self.place();
+        let mut conn = self.lock();
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(db(&place, "begin a report"))?;
+        let (host, generation, number) = (report.host.as_str(), report.generation, report.attempt);
+        let what = format!("attempt {number} of {host} generation {generation}");
+        let row = tx
+            .query_row(
+                "SELECT seq, token_hash, status, boot_token_hash FROM attempts WHERE host = ?1 AND generation = ?2 AND number = ?3",
+                params![host, generation, number],
+                |r| Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?, status_of(&r.get::<_, String>(2)?)?, r.get::<_, Option<String>>(3)?)),
+            )
+            .optional()
+            .map_err(db(&place, "read the attempt"))?;
+        // Without a matching token nothing about the host is said, not even whether it exists.
+        let Some((seq, token_hash, status, boot_token_hash)) = row else {
+            return Err(Refused::WrongToken(format!("{what} was never handed out")));
+        };
+        let authentic = match report.event {
+            Event::Booted => boot_token_hash.as_deref().is_some_and(|h| token::matches(&report.token, h)),
+            _ => token::matches(&report.token, &token_hash),
+        };
+        if !authentic {
+            return Err(Refused::WrongToken(match report.event {
+                Event::Booted if boot_token_hash.is_none() => format!("{what} recorded no boot token (it has not reported installed with one)"),
+                Event::Booted => format!("the token is not the boot token of {what}"),
+                _ => format!("the token is not {what}'s"),
+            }));
+        }
+        let (latest_generation, latest_number): (u32, u32) = tx
+            .query_row("SELECT generation, number FROM attempts WHERE host = ?1 ORDER BY seq DESC LIMIT 1", params![host], |r| Ok((r.get(0)?, r.get(1)?)))
+            .map_err(db(&place, "read the latest attempt"))?;
+        if (latest_generation, latest_number) != (generation, number) {
+            return Err(Refused::OldAttempt(format!(
+                "{what} is not {host}'s latest attempt (attempt {latest_number} of generation {latest_generation} is){}",
+                if status == AttemptStatus::Replaced { "; it was replaced when serve restarted before it reported" } else { "" }
+            )));
+        }
+        let now = now_ms();
+        let new_status = match (report.event, status) {
+            (Event::Started | Event::Step, AttemptStatus::Pending | AttemptStatus::Running) => {
+                tx.execute(
+                    "UPDATE attempts SET status = 'running', started_at = COALESCE(started_at, ?2), step = COALESCE(?3, step) WHERE seq = ?1",
+                    params![seq, now, report.step],
+                )
+                .map_err(db(&place, "record the step"))?;
+                AttemptStatus::Running
+            }
+            (Event::Failed, AttemptStatus::Pending | AttemptStatus::Running) => {
+                tx.execute(
+                    "UPDATE attempts SET status = 'failed', step = COALESCE(?2, step), error = ?3, started_at = COALESCE(started_at, ?4), finished_at = ?4 WHERE seq = ?1",
+                    params![seq, report.step, report.message, now],
+                )
+                .map_err(db(&place, "record the failure"))?;
+                AttemptStatus::Failed
+            }
+            (Event::Installed, AttemptStatus::Pending | AttemptStatus::Running) => {
+                tx.execute(
+                    "UPDATE attempts SET status = 'installed', system = ?2, boot_token_hash = ?3, started_at = COALESCE(started_at, ?4), finished_at = ?4 WHERE seq = ?1",
+                    params![seq, report.system, report.boot_token_hash, now],
+                )
+                .map_err(db(&place, "record the install"))?;
+                tx.execute(
+                    "UPDATE hosts SET installed_generation = MAX(COALESCE(installed_generation, 0), ?2),
+                        reinstall_after = CASE WHEN reinstall_after < ?3 THEN NULL ELSE reinstall_after END
+                     WHERE name = ?1",
+                    params![host, generation, seq],
+                )
+                .map_err(db(&place, "record the installed generation"))?;
+                AttemptStatus::Installed
+            }
+            // The same outcome again: a retry whose first answer was lost. Kept, changes nothing.
+            (Event::Failed, AttemptStatus::Failed) | (Event::Installed, AttemptStatus::Installed) => status,
+            (Event::Booted, AttemptStatus::Installed) => {
+                tx.execute(
+                    "UPDATE hosts SET confirmed_generation = ?2, confirmed_system = ?3 WHERE name = ?1",
+                    params![host, generation, report.system],
+                )
+                .map_err(db(&place, "record the boot"))?;
+                status
+            }
+            (event, status) => {
+                return Err(Refused::Ended(format!("{what} is {} already; a {} report cannot change that", status.as_str(), event.as_str())));
+            }
+        };
+        tx.execute(
+            "INSERT INTO reports (attempt_seq, event, step, message, log_tail, system, received_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+            params![seq, report.event.as_str(), report.step, report.message, report.log_tail, report.system, now],
+        )
+        .map_err(db(&place, "keep the report"))?;
+        tx.commit().map_err(db(&place, "commit the report"))?;
+        Ok(Accepted { status: new_status })
+    }
+
+    fn reinstall(&self, host: &str) -> Result<(), StoreError> {
+        let place = self.place();
+        let mut conn = self.lock();
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(db(&place, "begin"))?;
+        let changed = tx
+            .execute(
+                "UPDATE hosts SET reinstall_after = (SELECT COALESCE(MAX(seq), 0) FROM attempts WHERE host = ?1) WHERE name = ?1",
+                params![host],
+            )
+            .map_err(db(&place, "record the reinstall"))?;
+        if changed == 0 {
+            let mut statement = tx.prepare("SELECT name FROM hosts ORDER BY name").map_err(db(&place, "list hosts"))?;
+            let known = statement
+                .query_map([], |r| r.get::<_, String>(0))
+                .and_then(|rows| rows.collect::<rusqlite::Result<Vec<_>>>())
+                .map_err(db(&place, "list hosts"))?;
+            return Err(StoreError::UnknownHost { host: host.to_string(), place, known });
+        }
+        tx.commit().map_err(db(&place, "commit the reinstall"))
+    }
+
+    fn sync_fleet(&self, hosts: &[FleetHost]) -> Result<(), StoreError> {
+        let place = self.place();
+        let mut conn = self.lock();
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(db(&place, "begin"))?;
+        for h in hosts {
+            let macs = serde_json::to_string(&h.macs.iter().map(|m| m.to_string()).collect::<Vec<_>>()).unwrap_or_else(|_| "[]".into());
+            tx.execute(
+                "INSERT INTO hosts (name, macs, generation) VALUES (?1, ?2, ?3)
+                 ON CONFLICT (name) DO UPDATE SET macs = excluded.macs, generation = excluded.generation",
+                params![h.name, macs, h.generation],
+            )
+            .map_err(db(&place, &format!("record host {}", h.name)))?;
+        }
+        tx.commit().map_err(db(&place, "commit the fleet"))
+    }
+
+    fn hosts(&self) -> Result<Vec<HostRecord>, StoreError> {
+        let place = self.place();
+        let mut conn = self.read();
+        let tx = conn.transaction().map_err(db(&place, "begin reading"))?;
+        let mut statement = tx
+            .prepare("SELECT name, macs, generation, installed_generation, confirmed_generation, confirmed_system, reinstall_after FROM hosts ORDER BY name")
+            .map_err(db(&place, "list hosts"))?;
+        let hosts = statement
+            .query_map([], |r| {
+                Ok((
+                    r.get::<_, String>(0)?,
+                    r.get::<_, String>(1)?,
+                    r.get::<_, Option<u32>>(2)?,
+                    r.get::<_, Option<u32>>(3)?,
+                    r.get::<_, Option<u32>>(4)?,
+                    r.get::<_, Option<String>>(5)?,
+                    r.get::<_, Option<i64>>(6)?,
+                ))
+            })
+            .and_then(|rows| rows.collect::<rusqlite::Result<Vec<_>>>())
+            .map_err(db(&place, "list hosts"))?;
+        let mut records = Vec::with_capacity(hosts.len());
+        for (name, macs, generation, installed_generation, confirmed_generation, confirmed_system, reinstall_after) in hosts {
+            let attempts = attempt_records(&tx, &name).map_err(db(&place, &format!("read the attempts of {name}")))?;
+            let latest = attempts.last().map(|(_, a)| a.clone());
+            let failures = latest.as_ref().map_or(0, |l| {
+                let series = attempts.iter().filter(|(_, a)| a.generation == l.generation);
+                let last_installed = series.clone().filter(|(_, a)| a.status == AttemptStatus::Installed).map(|(seq, _)| *seq).max().unwrap_or(0);
+                let start = last_installed.max(reinstall_after.unwrap_or(0));
+                series.filter(|(seq, a)| *seq > start && a.status == AttemptStatus::Failed).count() as u32
+            });
+            let last_report = tx
+                .query_row(
+                    "SELECT a.generation, a.number, r.event, r.step, r.message, r.log_tail, r.system, r.received_at
+                     FROM reports r JOIN attempts a ON a.seq = r.attempt_seq WHERE a.host = ?1 ORDER BY r.id DESC LIMIT 1",
+                    params![name],
+                    report_record,
+                )
+                .optional()
+                .map_err(db(&place, &format!("read the last report of {name}")))?;
+            records.push(HostRecord {
+                macs: serde_json::from_str(&macs).unwrap_or_default(),
+                generation,
+                installed_generation,
+                confirmed: confirmed_generation.map(|generation| Confirmed { generation, system: confirmed_system.unwrap_or_default() }),
+                reinstall_requested: reinstall_after.is_some(),
+                latest,
+                failures,
+                last_report,
+                name,
+            });
+        }
+        Ok(records)
+    }
+
+    fn history(&self, host: &str) -> Result<Vec<ReportRecord>, StoreError> {
+        let place = self.place();
+        let conn = self.read();
+        let mut statement = conn
+            .prepare(
+                "SELECT a.generation, a.number, r.event, r.step, r.message, r.log_tail, r.system, r.received_at
+                 FROM reports r JOIN attempts a ON a.seq = r.attempt_seq WHERE a.host = ?1 ORDER BY r.id",
+            )
+            .map_err(db(&place, "read the history"))?;
+        statement
+            .query_map(params![host], report_record)
+            .and_then(|rows| rows.collect::<rusqlite::Result<Vec<_>>>())
+            .map_err(db(&place, &format!("read the history of {host}")))
+    }
+}
+
+/// Every attempt of `host`, oldest first, with its seq.
+fn attempt_records(conn: &Connection, host: &str) -> rusqlite::Result<Vec<(i64, AttemptRecord)>> {
+    let mut statement = conn.prepare(
+        "SELECT seq, generation, number, status, step, error, system, mac, handed_out_at, started_at, finished_at,
+                (SELECT COUNT(*) FROM reports WHERE attempt_seq = seq)
+         FROM attempts WHERE host = ?1 ORDER BY seq",
+    )?;
+    statement
+        .query_map(params![host], |r| {
+            Ok((
+                r.get(0)?,
+                AttemptRecord {
+                    generation: r.get(1)?,
+                    number: r.get(2)?,
+                    status: status_of(&r.get::<_, String>(3)?)?,
+                    step: r.get(4)?,
+                    error: r.get(5)?,
+                    system: r.get(6)?,
+                    mac: r.get(7)?,
+                    handed_out_at: r.get(8)?,
+                    started_at: r.get(9)?,
+                    finished_at: r.get(10)?,
+                    reports: r.get(11)?,
+                },
+            ))
+        })?
+        .collect()
+}
+
+fn report_record(r: &rusqlite::Row<'_>) -> rusqlite::Result<ReportRecord> {
+    Ok(ReportRecord {
+        generation: r.get(0)?,
+        attempt: r.get(1)?,
+        event: event_of(&r.get::<_, String>(2)?)?,
+        step: r.get(3)?,
+        message: r.get(4)?,
+        log_tail: r.get(5)?,
+        system: r.get(6)?,
+        received_at: r.get(7)?,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fleet::decide::{Decision, decide};
+    use crate::fleet::model::{HostSpec, Mac, UnknownHosts};
+    use std::io::{BufRead, BufReader};
+    use std::sync::Arc;
+
+    const MAC: Mac = Mac::new([0x52, 0x54, 0, 0, 0, 0xa1]);
+
+    fn hand_out(store: &dyn Store, host: &str, generation: u32, attempt: u32, replaces: Option<u32>) -> (HandedOut, String) {
+        let token = token::random().expect("random");
+        let out = HandOut { host: host.into(), generation, attempt, token_hash: token::hash(&token), mac: MAC, replaces };
+        (store.hand_out(&out).expect("hand out"), token)
+    }
+
+    fn report(host: &str, generation: u32, attempt: u32, token: &str, event: Event) -> Report {
+        Report {
+            host: host.into(),
+            generation,
+            attempt,
+            token: token.into(),
+            event,
+            step: None,
+            message: None,
+            log_tail: None,
+            system: None,
+            boot_token_hash: None,
+        }
+    }
+
+    fn outcomes(state: &HostState) -> Vec<(u32, Outcome)> {
+        state.attempts.iter().map(|a| (a.number, a.outcome.clone())).collect()
+    }
+
+    fn spec(generation: u32, max_attempts: u32) -> HostSpec {
+        let config = crate::config::resolve(&Default::default(), camino::Utf8Path::new("t.nix")).expect("defaults").config;
+        HostSpec { name: "web1".into(), macs: vec![MAC], generation, max_attempts, install: config.custom_installer, image: None }
+    }
+
+    #[test]
+    fn a_new_file_is_wal_at_the_current_version_and_keeps_what_was_committed() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        {
+            let store = SqliteStore::open(dir.path()).expect("open");
+            hand_out(&store, "web1", 1, 1, None);
+        }
+        let conn = Connection::open(dir.path().join(FILE_NAME)).expect("open raw");
+        let version: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0)).expect("version");
+        let mode: String = conn.query_row("PRAGMA journal_mode", [], |r| r.get(0)).expect("mode");
+        assert_eq!((version, mode.as_str()), (SCHEMA_VERSION, "wal"));
+        drop(conn);
+        let store = SqliteStore::open_existing(dir.path()).expect("reopen");
+        assert_eq!(outcomes(&store.host("web1", 1).expect("host")), vec![(1, Outcome::Pending)]);
+        let missing = SqliteStore::open_existing(&dir.path().join("nowhere")).unwrap_err().to_string();
+        assert!(missing.contains("state.sqlite3 is missing") && missing.contains("serve --state-dir"), "{missing}");
+    }
+
+    #[test]
+    fn a_file_from_a_newer_version_is_refused_and_left_alone() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let conn = Connection::open(dir.path().join(FILE_NAME)).expect("open raw");
+        conn.execute_batch("PRAGMA user_version = 99; CREATE TABLE future (x INTEGER);").expect("future");
+        drop(conn);
+        let err = SqliteStore::open(dir.path()).unwrap_err();
+        assert!(matches!(err, StoreError::FutureSchema { found: 99, known: SCHEMA_VERSION, .. }), "{err:?}");
+        let text = err.to_string();
+        assert!(text.contains("schema version 99, newer than this nixos-pxe knows (up to 1)") && text.contains("move the file away"), "{text}");
+        let conn = Connection::open(dir.path().join(FILE_NAME)).expect("open raw");
+        assert_eq!(conn.query_row("PRAGMA user_version", [], |r| r.get::<_, i64>(0)).expect("version"), 99);
+        assert!(conn.prepare("SELECT * FROM hosts").is_err(), "nothing was created in it");
+    }
+
+    #[test]
+    fn an_install_goes_pending_running_installed_confirmed() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = SqliteStore::open(dir.path()).expect("open");
+        let (created, token) = hand_out(&store, "web1", 2, 1, None);
+        assert_eq!(created, HandedOut::Created);
+        assert_eq!(outcomes(&store.host("web1", 2).expect("host")), vec![(1, Outcome::Pending)]);
+        assert_eq!(store.report(&report("web1", 2, 1, &token, Event::Started)).expect("started").status, AttemptStatus::Running);
+        let step = Report { step: Some("partition".into()), ..report("web1", 2, 1, &token, Event::Step) };
+        assert_eq!(store.report(&step).expect("step").status, AttemptStatus::Running);
+        let boot_token = token::random().expect("random");
+        let installed = Report {
+            system: Some("/nix/store/abc-nixos-system".into()),
+            boot_token_hash: Some(token::hash(&boot_token)),
+            ..report("web1", 2, 1, &token, Event::Installed)
+        };
+        assert_eq!(store.report(&installed).expect("installed").status, AttemptStatus::Installed);
+        // A retry of the same report whose answer was lost: taken again, nothing changes.
+        assert_eq!(store.report(&installed).expect("again").status, AttemptStatus::Installed);
+        let state = store.host("web1", 2).expect("host");
+        assert_eq!((state.installed_generation, state.confirmed.clone()), (Some(2), None));
+        // booted: with the boot token, not the attempt's.
+        let booted = Report { system: Some("/nix/store/abc-nixos-system".into()), ..report("web1", 2, 1, &token, Event::Booted) };
+        assert!(matches!(store.report(&booted), Err(Refused::WrongToken(_))));
+        let booted = Report { token: boot_token, ..booted };
+        store.report(&booted).expect("booted");
+        let state = store.host("web1", 2).expect("host");
+        assert_eq!(state.confirmed, Some(Confirmed { generation: 2, system: "/nix/store/abc-nixos-system".into() }));
+        assert!(matches!(decide(Some(&spec(2, 3)), &state, UnknownHosts::Hold), Decision::LocalBoot { .. }));
+        // The history holds every accepted report, in order.
+        let events: Vec<Event> = store.history("web1").expect("history").iter().map(|r| r.event).collect();
+        assert_eq!(events, vec![Event::Started, Event::Step, Event::Installed, Event::Installed, Event::Booted]);
+        let record = &store.hosts().expect("hosts")[0];
+        let latest = record.latest.as_ref().expect("latest");
+        assert_eq!((latest.status, latest.step.as_deref(), latest.reports), (AttemptStatus::Installed, Some("partition"), 5));
+        assert!(latest.finished_at.is_some() && latest.started_at.is_some());
+        assert_eq!(record.last_report.as_ref().map(|r| r.event), Some(Event::Booted));
+    }
+
+    #[test]
+    fn wrong_tokens_old_attempts_and_changes_after_the_end_are_refused() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = SqliteStore::open(dir.path()).expect("open");
+        let (_, first) = hand_out(&store, "web1", 1, 1, None);
+        let wrong = store.report(&report("web1", 1, 1, "not-the-token", Event::Started)).unwrap_err();
+        assert!(matches!(&wrong, Refused::WrongToken(why) if why == "the token is not attempt 1 of web1 generation 1's"), "{wrong:?}");
+        let never = store.report(&report("web1", 1, 7, &first, Event::Started)).unwrap_err();
+        assert!(matches!(&never, Refused::WrongToken(why) if why.contains("never handed out")), "{never:?}");
+        let stranger = store.report(&report("db9", 1, 1, &first, Event::Started)).unwrap_err();
+        assert!(matches!(stranger, Refused::WrongToken(_)));
+        let long_tail = format!("{}\nthe last line", "an installer's long line\n".repeat(5000));
+        let failed = Report { step: Some("disk".into()), message: Some("not empty".into()), log_tail: Some(long_tail), ..report("web1", 1, 1, &first, Event::Failed) };
+        store.report(&failed).expect("a failed report with a long log tail is taken, cut");
+        let kept = store.history("web1").expect("history")[0].log_tail.clone().unwrap_or_default();
+        assert!(kept.len() <= crate::fleet::store::MAX_FIELD && kept.ends_with("\nthe last line"), "{}", kept.len());
+        // Ended: a failed attempt does not become installed, nor running again.
+        let late = store.report(&report("web1", 1, 1, &first, Event::Step)).unwrap_err();
+        assert!(matches!(&late, Refused::Ended(why) if why.contains("is failed already")), "{late:?}");
+        let (_, second) = hand_out(&store, "web1", 1, 2, None);
+        let old = store.report(&report("web1", 1, 1, &first, Event::Failed)).unwrap_err();
+        assert!(matches!(&old, Refused::OldAttempt(why) if why.contains("attempt 2 of generation 1 is")), "{old:?}");
+        // The old attempt's token does not work for the new attempt either.
+        assert!(matches!(store.report(&report("web1", 1, 2, &first, Event::Started)), Err(Refused::WrongToken(_))));
+        store.report(&report("web1", 1, 2, &second, Event::Started)).expect("started");
+        let state = store.host("web1", 1).expect("host");
+        assert_eq!(
+            outcomes(&state),
+            vec![(1, Outcome::Failed { step: "disk".into(), error: "not empty".into() }), (2, Outcome::Running)]
+        );
+        // Refusals changed nothing: the history has the two accepted reports only.
+        assert_eq!(store.history("web1").expect("history").len(), 2);
+        let invalid = store.report(&report("", 1, 1, &first, Event::Started)).unwrap_err();
+        assert!(matches!(invalid, Refused::Invalid(_)));
+    }
+
+    #[test]
+    fn a_replaced_attempt_gives_way_and_a_taken_number_changes_nothing() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = SqliteStore::open(dir.path()).expect("open");
+        let (_, lost) = hand_out(&store, "web1", 1, 1, None);
+        let (created, fresh) = hand_out(&store, "web1", 1, 2, Some(1));
+        assert_eq!(created, HandedOut::Created);
+        assert_eq!(outcomes(&store.host("web1", 1).expect("host")), vec![(1, Outcome::Replaced), (2, Outcome::Pending)]);
+        let old = store.report(&report("web1", 1, 1, &lost, Event::Started)).unwrap_err();
+        assert!(matches!(&old, Refused::OldAttempt(why) if why.contains("replaced when serve restarted")), "{old:?}");
+        // Number 2 again (another request was first): Taken, and its replacement of 1 undone.
+        let (taken, _) = hand_out(&store, "web1", 1, 2, Some(1));
+        assert_eq!(taken, HandedOut::Taken);
+        store.report(&report("web1", 1, 2, &fresh, Event::Started)).expect("the first hand-out's token still works");
+        // Booting from the network again abandons the running attempt 2: one of two allowed
+        // (the replaced 1 does not count), and the next number is 3.
+        assert_eq!(decide(Some(&spec(1, 2)), &store.host("web1", 1).expect("host"), UnknownHosts::Hold), Decision::Install { attempt: 3 });
+    }
+
+    #[test]
+    fn a_reinstall_lifts_a_hold_and_clears_once_installed() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = SqliteStore::open(dir.path()).expect("open");
+        let err = store.reinstall("web1").unwrap_err().to_string();
+        assert!(err.contains("no host web1 in") && err.contains("knows no hosts yet"), "{err}");
+        for n in 1..=2 {
+            let (_, t) = hand_out(&store, "web1", 1, n, None);
+            store.report(&Report { step: Some("disk".into()), ..report("web1", 1, n, &t, Event::Failed) }).expect("failed");
+        }
+        assert!(matches!(decide(Some(&spec(1, 2)), &store.host("web1", 1).expect("host"), UnknownHosts::Hold), Decision::Hold { .. }));
+        assert_eq!(store.hosts().expect("hosts")[0].failures, 2);
+        store.reinstall("web1").expect("reinstall");
+        let state = store.host("web1", 1).expect("host");
+        assert!(state.reinstall_requested);
+        assert_eq!(decide(Some(&spec(1, 2)), &state, UnknownHosts::Hold), Decision::Install { attempt: 3 }, "{state:?}");
+        assert_eq!(store.hosts().expect("hosts")[0].failures, 0);
+        let (_, t) = hand_out(&store, "web1", 1, 3, None);
+        store.report(&report("web1", 1, 3, &t, Event::Installed)).expect("installed");
+        let state = store.host("web1", 1).expect("host");
+        assert!(!state.reinstall_requested, "an install after the request clears it");
+        assert!(matches!(decide(Some(&spec(1, 2)), &state, UnknownHosts::Hold), Decision::LocalBoot { .. }));
+        // An installed host asked to reinstall: the next boot installs, with a fresh budget.
+        store.reinstall("web1").expect("reinstall");
+        assert_eq!(decide(Some(&spec(1, 2)), &store.host("web1", 1).expect("host"), UnknownHosts::Hold), Decision::Install { attempt: 4 });
+        let err = store.reinstall("web2").unwrap_err().to_string();
+        assert!(err.ends_with("it knows web1"), "{err}");
+    }
+
+    #[test]
+    fn the_fleet_s_view_is_recorded_and_kept_for_hosts_that_left_it() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = SqliteStore::open(dir.path()).expect("open");
+        let host = |name: &str, generation| FleetHost { name: name.into(), macs: vec![MAC], generation };
+        store.sync_fleet(&[host("web1", 1), host("db1", 3)]).expect("sync");
+        store.sync_fleet(&[host("web1", 2)]).expect("sync");
+        let hosts = store.hosts().expect("hosts");
+        let summary: Vec<(&str, Option<u32>, &[String])> = hosts.iter().map(|h| (h.name.as_str(), h.generation, h.macs.as_slice())).collect();
+        let macs = vec!["52:54:00:00:00:a1".to_string()];
+        assert_eq!(summary, vec![("db1", Some(3), macs.as_slice()), ("web1", Some(2), macs.as_slice())]);
+    }
+
+    /// Several processes' worth of connections (one store each) and threads sharing one store,
+    /// all at once: every number is handed out once, every report is kept, none twice.
+    #[test]
+    fn concurrent_transitions_from_many_threads_lose_nothing() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let shared = Arc::new(SqliteStore::open(dir.path()).expect("open"));
+        const THREADS: u32 = 8;
+        const ROUNDS: u32 = 10;
+        std::thread::scope(|scope| {
+            for t in 0..THREADS {
+                let dir = dir.path().to_path_buf();
+                let shared = Arc::clone(&shared);
+                scope.spawn(move || {
+                    let own;
+                    let store: &dyn Store = if t % 2 == 0 {
+                        own = SqliteStore::open(&dir).expect("open");
+                        &own
+                    } else {
+                        shared.as_ref()
+                    };
+                    for round in 1..=ROUNDS {
+                        // Everyone races for attempt `round` of the contested host...
+                        let _ = hand_out(store, "contested", 1, round, None);
+                        // ...and runs its own host's attempt through to its end.
+                        let host = format!("h{t}");
+                        let (created, token) = hand_out(store, &host, 1, round, None);
+                        assert_eq!(created, HandedOut::Created);
+                        for event in [Event::Started, Event::Step, Event::Step] {
+                            store.report(&report(&host, 1, round, &token, event)).expect("report");
+                        }
+                        store.report(&Report { step: Some("unpack".into()), ..report(&host, 1, round, &token, Event::Failed) }).expect("failed");
+                    }
+                });
+            }
+        });
+        let store = SqliteStore::open(dir.path()).expect("reopen");
+        let contested = store.host("contested", 1).expect("host");
+        assert_eq!(outcomes(&contested), (1..=ROUNDS).map(|n| (n, Outcome::Pending)).collect::<Vec<_>>(), "each number once");
+        for t in 0..THREADS {
+            let history = store.history(&format!("h{t}")).expect("history");
+            assert_eq!(history.len(), (ROUNDS * 4) as usize, "h{t}");
+            let state = store.host(&format!("h{t}"), 1).expect("host");
+            assert!(state.attempts.iter().all(|a| matches!(a.outcome, Outcome::Failed { .. })), "{state:?}");
+        }
+    }
+
+    const LOOP_DIR: &str = "NIXOS_PXE_STORE_LOOP_DIR";
+    /// Store calls per host in the write loop: hand-out, started, three steps, installed.
+    const OPS_PER_HOST: u64 = 6;
+
+    /// The write loop: host after host, each handed out, started, stepped and installed,
+    /// printing `committed N` after each call returned. Run alone it does 20 hosts and checks
+    /// them; as the child of the crash test (LOOP_DIR set) it runs until it is killed.
+    #[test]
+    fn a_write_loop_commits_each_transition_whole() {
+        let child_dir = std::env::var_os(LOOP_DIR).map(PathBuf::from);
+        let own = tempfile::tempdir().expect("tempdir");
+        let dir = child_dir.clone().unwrap_or_else(|| own.path().to_path_buf());
+        let hosts = if child_dir.is_some() { 1_000_000 } else { 20 };
+        let store = SqliteStore::open(&dir).expect("open");
+        // Only the child prints (to the pipe its parent reads), past the harness's capture.
+        let mut out: Box<dyn std::io::Write> = if child_dir.is_some() { Box::new(std::io::stdout().lock()) } else { Box::new(std::io::sink()) };
+        let mut committed = 0u64;
+        for i in 0..hosts {
+            let host = format!("h{i}");
+            let (created, token) = hand_out(&store, &host, 1, 1, None);
+            assert_eq!(created, HandedOut::Created);
+            committed += 1;
+            let _ = std::io::Write::write_all(&mut out, format!("committed {committed}\n").as_bytes());
+            let steps = [Event::Started, Event::Step, Event::Step, Event::Step, Event::Installed];
+            for (k, event) in steps.into_iter().enumerate() {
+                let r = Report {
+                    step: Some(format!("s{k}")),
+                    system: Some("/nix/store/x".into()),
+                    boot_token_hash: Some(token::hash("b")),
+                    ..report(&host, 1, 1, &token, event)
+                };
+                store.report(&r).expect("report");
+                committed += 1;
+                let _ = std::io::Write::write_all(&mut out, format!("committed {committed}\n").as_bytes());
+                let _ = std::io::Write::flush(&mut out);
+            }
+        }
+        if child_dir.is_none() {
+            check_whole(&SqliteStore::open(&dir).expect("reopen"), committed);
+        }
+    }
+
+    /// Everything the loop printed as committed is there, and each host is in a state one
+    /// whole transaction made: its attempt's outcome agrees with its reports.
+    fn check_whole(store: &SqliteStore, printed: u64) {
+        let conn = store.lock();
+        let integrity: String = conn.query_row("PRAGMA integrity_check", [], |r| r.get(0)).expect("integrity");
+        assert_eq!(integrity, "ok");
+        drop(conn);
+        let hosts = store.hosts().expect("hosts");
+        let mut present = 0u64;
+        for h in &hosts {
+            let latest = h.latest.as_ref().expect("a host row comes with its attempt");
+            let history = store.history(&h.name).expect("history");
+            assert_eq!(latest.reports as usize, history.len());
+            let expected_status = match history.last().map(|r| r.event) {
+                None => AttemptStatus::Pending,
+                Some(Event::Installed) => AttemptStatus::Installed,
+                Some(_) => AttemptStatus::Running,
+            };
+            assert_eq!(latest.status, expected_status, "{}: {latest:?} with {} reports", h.name, history.len());
+            assert_eq!(h.installed_generation.is_some(), expected_status == AttemptStatus::Installed, "{}", h.name);
+            // The step is the last one a started or step report named (installed keeps it).
+            let last_step = history.iter().rev().find(|r| r.event != Event::Installed).and_then(|r| r.step.as_deref());
+            assert_eq!(latest.step.as_deref(), last_step, "{}", h.name);
+            present += 1 + history.len() as u64;
+        }
+        // What was printed was committed; at most the one call under way when the loop died
+        // may have committed without being printed.
+        assert!(present == printed || present == printed + 1, "{present} transitions in the store, {printed} printed as committed");
+        // And the hosts are h0, h1, ... without a gap.
+        let mut numbers: Vec<u64> = hosts.iter().filter_map(|h| h.name.strip_prefix('h')?.parse().ok()).collect();
+        numbers.sort_unstable();
+        assert!(numbers.iter().enumerate().all(|(i, n)| i as u64 == *n), "{numbers:?}");
+        assert_eq!(numbers.len() as u64, present.div_ceil(OPS_PER_HOST));
+    }
+
+    /// kill -9 of a process in the middle of its write loop, then the file reopened: nothing it
+    /// reported as committed is lost, nothing is half written.
+    #[test]
+    fn a_process_killed_mid_write_loses_nothing_committed() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let exe = std::env::current_exe().expect("test binary");
+        // Ten kills, each at another point: after a different count, then after a different
+        // delay, so that they land anywhere in a transaction and between two.
+        for round in 0..10u64 {
+            let sub = dir.path().join(format!("round{round}"));
+            std::fs::create_dir(&sub).expect("mkdir");
+            let mut child = std::process::Command::new(&exe)
+                .args(["--exact", "fleet::sqlite::tests::a_write_loop_commits_each_transition_whole", "--nocapture", "--test-threads", "1"])
+                .env(LOOP_DIR, &sub)
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::null())
+                .spawn()
+                .expect("start the write loop");
+            let mut lines = BufReader::new(child.stdout.take().expect("stdout")).lines();
+            let mut printed = 0u64;
+            // Kill at a different point each round, never on a host boundary on purpose.
+            let kill_after = 150 + round * 37;
+            for line in lines.by_ref() {
+                let line = line.expect("read");
+                if let Some(n) = line.strip_prefix("committed ") {
+                    printed = n.parse().expect("number");
+                    if printed >= kill_after {
+                        break;
+                    }
+                }
+            }
+            std::thread::sleep(Duration::from_micros(round * 173));
+            child.kill().expect("SIGKILL");
+            // Lines the loop wrote before it died are in the pipe still: committed as well.
+            for line in lines {
+                if let Some(n) = line.expect("read").strip_prefix("committed ") {
+                    printed = n.parse().expect("number");
+                }
+            }
+            let status = child.wait().expect("wait");
+            assert_eq!(std::os::unix::process::ExitStatusExt::signal(&status), Some(libc::SIGKILL), "the loop ended by itself: {status}");
+            assert!(printed >= kill_after, "the loop printed only {printed}");
+            check_whole(&SqliteStore::open(&sub).expect("reopen after the kill"), printed);
+        }
+    }
+}

@@ -1,0 +1,398 @@
+//! serve's fleet: the per-host GRUB configuration at `nixos-pxe/hosts/mac-<mac>.cfg`, made on
+//! each request (over TFTP and HTTP alike) from the fleet and the store by
+//! [`decide`](crate::fleet::decide), the attempts' tokens, and the installers' reports.
+//!
+//! Tokens: an install decision hands out an attempt with a new random token, stored hashed; the
+//! plain token is kept only in this process's memory, for as long as the attempt is `Pending`,
+//! so that GRUB fetching the file again (it does: `[ -s FILE ]`, then `configfile FILE`) gets the
+//! same one. After a restart serve no longer has it: the next request replaces that `Pending`
+//! attempt by a new one (the old is recorded `Replaced`, which costs no attempt). An attempt
+//! that has started (`Running`) needs no plain token any more: its reports are checked against
+//! the stored hash, across restarts.
+
+use crate::config::Resolved;
+use crate::fleet::decide::{Decision, HostState, Outcome, decide};
+use crate::fleet::grub::{self, KernelFrom, Served};
+use crate::fleet::model::{Fleet, HostSpec, Mac};
+use crate::fleet::status::{self, HostStatus};
+use crate::fleet::store::{Accepted, FleetHost, HandOut, HandedOut, Refused, Report, Store, StoreError};
+use crate::fleet::token;
+use crate::serve::tftp::{Generated, Refusal};
+use crate::serve::tftp_packet::ErrorCode;
+use std::collections::HashMap;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::Path;
+use std::sync::{Arc, Mutex, PoisonError};
+
+/// How GRUB and the installer reach serve's HTTP endpoint.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Endpoint {
+    /// bootServer.address; without it, the address the request came in on.
+    pub address: Option<Ipv4Addr>,
+    /// The HTTP port, or None when serve serves no HTTP: then the install entry loads the
+    /// kernel over TFTP and carries no attempt, token or report address (nothing can report).
+    pub http_port: Option<u16>,
+    /// Load the kernel over HTTP (when there is HTTP) rather than TFTP.
+    pub kernel_over_http: bool,
+}
+
+impl Endpoint {
+    /// The server as GRUB's `(http,SERVER)` device names it. Port 80 is left out, so that any
+    /// GRUB can use it; another port is written `ADDRESS:PORT`, which Debian's GRUB 2.06 (its
+    /// patch net-read-bracketed-ipv6-addr.patch parses it in net.c) and GRUB 2.12 (upstream
+    /// commit ac8a37dda, "net/http: Allow use of non-standard TCP/IP ports", in http.c) both
+    /// take; upstream GRUB 2.06 has no port at all and would look the whole text up as a name.
+    pub fn grub_http_server(address: IpAddr, port: u16) -> String {
+        if port == 80 { address.to_string() } else { format!("{address}:{port}") }
+    }
+}
+
+/// Which protocol a configuration was asked over (for the log).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Via {
+    Tftp,
+    Http,
+}
+
+impl Via {
+    fn as_str(self) -> &'static str {
+        match self {
+            Via::Tftp => "tftp",
+            Via::Http => "http",
+        }
+    }
+}
+
+pub struct FleetService {
+    resolved: Resolved,
+    fleet: Fleet,
+    store: Arc<dyn Store>,
+    endpoint: Endpoint,
+    /// The plain tokens of the `Pending` attempts this process handed out, by (host, generation,
+    /// attempt).
+    tokens: Mutex<HashMap<(String, u32, u32), String>>,
+    /// One lock per host: decide-and-hand-out is one step for each host (two requests at once
+    /// get one attempt), while other hosts' requests go on.
+    host_locks: Mutex<HashMap<String, Arc<Mutex<()>>>>,
+}
+
+impl FleetService {
+    /// Serves `resolved`'s fleet with `store`; records the fleet's hosts in the store.
+    pub fn new(resolved: Resolved, fleet: Fleet, store: Arc<dyn Store>, endpoint: Endpoint) -> Result<FleetService, StoreError> {
+        let hosts: Vec<FleetHost> = fleet.hosts.iter().map(|h| FleetHost { name: h.name.clone(), macs: h.macs.clone(), generation: h.generation }).collect();
+        store.sync_fleet(&hosts)?;
+        let host_locks = fleet.hosts.iter().map(|h| (h.name.clone(), Arc::default())).collect();
+        Ok(FleetService { resolved, fleet, store, endpoint, tokens: Mutex::new(HashMap::new()), host_locks: Mutex::new(host_locks) })
+    }
+
+    pub fn fleet(&self) -> &Fleet {
+        &self.fleet
+    }
+
+    /// For a path below the TFTP root (or the HTTP root): None when it is not in
+    /// `nixos-pxe/hosts/` (a file on disk then), else the MAC its name gives, or why not. With a
+    /// fleet every name in that directory is serve's, so that stale files of `render` are not
+    /// handed out beside it.
+    pub fn mac_of(relative: &Path) -> Option<Result<Mac, String>> {
+        let parent = relative.parent()?;
+        if parent != Path::new(grub::TFTP_DIR) {
+            return None;
+        }
+        let name = relative.file_name()?.to_str().unwrap_or_default();
+        let mac = name.strip_prefix("mac-").and_then(|n| n.strip_suffix(".cfg"));
+        Some(match mac.map(str::parse::<Mac>) {
+            Some(Ok(mac)) => Ok(mac),
+            Some(Err(e)) => Err(e.to_string()),
+            None => Err(format!("{name} is not mac-<MAC>.cfg")),
+        })
+    }
+
+    /// The GRUB configuration for `mac`, asked for by `client` over `via`, arriving at `local`.
+    pub fn host_config(&self, mac: Mac, via: Via, client: SocketAddr, local: IpAddr) -> Result<Vec<u8>, String> {
+        let spec = self.fleet.host_by_mac(&mac);
+        let (decision, token) = self.decide_and_hand_out(mac, spec, via, client)?;
+        // Rendering needs no lock: the attempt is recorded and its token known.
+        self.render(mac, spec, &decision, token.as_deref(), local)
+    }
+
+    /// The decision for `mac` and, for an install, the attempt's token: one step per host
+    /// (under its lock), so that two requests at once hand out one attempt.
+    fn decide_and_hand_out(&self, mac: Mac, spec: Option<&HostSpec>, via: Via, client: SocketAddr) -> Result<(Decision, Option<String>), String> {
+        let host_lock = spec.map(|s| {
+            let mut locks = self.host_locks.lock().unwrap_or_else(PoisonError::into_inner);
+            Arc::clone(locks.entry(s.name.clone()).or_default())
+        });
+        let _one_at_a_time = host_lock.as_ref().map(|l| l.lock().unwrap_or_else(PoisonError::into_inner));
+        let tokens = || self.tokens.lock().unwrap_or_else(PoisonError::into_inner);
+        // A number another process took in between (a second serve on the same store) makes
+        // the decision again with what it wrote.
+        for _ in 0..3 {
+            let state = match spec {
+                Some(s) => self.store.host(&s.name, s.generation).map_err(|e| e.to_string())?,
+                None => HostState::default(),
+            };
+            let decision = decide(spec, &state, self.fleet.unknown_hosts);
+            let (Decision::Install { attempt }, Some(spec)) = (&decision, spec) else {
+                self.log_decision(mac, spec, &decision, via, client, "");
+                return Ok((decision, None));
+            };
+            let key = (spec.name.clone(), spec.generation, *attempt);
+            let pending = state.attempts.iter().any(|a| a.number == *attempt && a.outcome == Outcome::Pending);
+            let known = tokens().get(&key).cloned();
+            if pending && let Some(token) = known {
+                self.log_decision(mac, Some(spec), &decision, via, client, "the same pending attempt again");
+                return Ok((decision, Some(token)));
+            }
+            // A new attempt, or in place of a pending one whose token this process does not have.
+            let (number, replaces) = match pending {
+                true => (state.attempts.iter().map(|a| a.number).max().unwrap_or(*attempt) + 1, Some(*attempt)),
+                false => (*attempt, None),
+            };
+            let token = token::random().map_err(|e| format!("no random token: {e}"))?;
+            let out = HandOut { host: spec.name.clone(), generation: spec.generation, attempt: number, token_hash: token::hash(&token), mac, replaces };
+            match self.store.hand_out(&out).map_err(|e| e.to_string())? {
+                HandedOut::Taken => continue,
+                HandedOut::Created => {
+                    let decision = Decision::Install { attempt: number };
+                    let note = match replaces {
+                        Some(old) => format!("replaces pending attempt {old}, whose token was lost when serve restarted"),
+                        None => "a new attempt".into(),
+                    };
+                    self.log_decision(mac, Some(spec), &decision, via, client, &note);
+                    let mut tokens = tokens();
+                    tokens.retain(|(host, _, _), _| host != &spec.name);
+                    tokens.insert((spec.name.clone(), spec.generation, number), token.clone());
+                    return Ok((decision, Some(token)));
+                }
+            }
+        }
+        Err(format!("{mac}: another boot server kept taking the attempt numbers; try again"))
+    }
+
+    fn render(&self, mac: Mac, spec: Option<&HostSpec>, decision: &Decision, token: Option<&str>, local: IpAddr) -> Result<Vec<u8>, String> {
+        let address = self.endpoint.address.map(IpAddr::V4).unwrap_or(local);
+        let text = match (decision, token, self.endpoint.http_port) {
+            (Decision::Install { attempt }, Some(token), Some(port)) => {
+                let report_url = format!("http://{address}:{port}");
+                let kernel = match self.endpoint.kernel_over_http {
+                    true => KernelFrom::Http { server: Endpoint::grub_http_server(address, port) },
+                    false => KernelFrom::Tftp,
+                };
+                let served = Served { attempt: *attempt, token, report_url: &report_url, kernel };
+                grub::host_cfg(&self.resolved, &mac, spec, decision, Some(&served))
+            }
+            // No HTTP: the install entry as `render` writes it (kernel over TFTP, no reports).
+            _ => grub::host_cfg(&self.resolved, &mac, spec, decision, None),
+        };
+        text.map(String::into_bytes).map_err(|e| e.to_string())
+    }
+
+    fn log_decision(&self, mac: Mac, spec: Option<&HostSpec>, decision: &Decision, via: Via, client: SocketAddr, note: &str) {
+        let host = spec.map_or("-", |s| s.name.as_str());
+        let generation = spec.map_or(0, |s| s.generation);
+        match decision {
+            Decision::Install { attempt } => {
+                tracing::info!(%mac, host, generation, attempt, decision = "install", why = note, via = via.as_str(), %client, "fleet: decision")
+            }
+            Decision::LocalBoot { why } => {
+                tracing::info!(%mac, host, generation, decision = "local-boot", why = why.as_str(), via = via.as_str(), %client, "fleet: decision")
+            }
+            Decision::Hold { why } => {
+                tracing::warn!(%mac, host, generation, decision = "hold", why = why.as_str(), via = via.as_str(), %client, "fleet: decision")
+            }
+        }
+    }
+
+    /// Checks and records a report from `client`; logs it either way.
+    pub fn report(&self, report: &Report, client: SocketAddr) -> Result<Accepted, Refused> {
+        let result = self.store.report(report);
+        let (host, generation, attempt, event) = (report.host.as_str(), report.generation, report.attempt, report.event.as_str());
+        match &result {
+            Ok(accepted) => {
+                let step = report.step.as_deref().unwrap_or("");
+                let message = report.message.as_deref().unwrap_or("");
+                tracing::info!(host, generation, attempt, event, step, message, status = accepted.status.as_str(), %client, "fleet: report accepted");
+                if accepted.status != crate::fleet::store::AttemptStatus::Pending {
+                    let mut tokens = self.tokens.lock().unwrap_or_else(PoisonError::into_inner);
+                    tokens.remove(&(report.host.clone(), generation, attempt));
+                }
+            }
+            Err(why) => tracing::warn!(host, generation, attempt, event, %client, why = %why, "fleet: report refused"),
+        }
+        result
+    }
+
+    /// Every host, as `GET /v1/hosts` answers.
+    pub fn status(&self) -> Result<Vec<HostStatus>, StoreError> {
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0);
+        status::collect(self.store.as_ref(), Some(&self.fleet), now)
+    }
+}
+
+impl Generated for FleetService {
+    fn generate(&self, relative: &Path, client: SocketAddr, local: SocketAddr) -> Option<Result<Vec<u8>, Refusal>> {
+        let mac = match FleetService::mac_of(relative)? {
+            Ok(mac) => mac,
+            Err(why) => return Some(Err(Refusal { code: ErrorCode::FileNotFound, message: format!("file not found: {why}") })),
+        };
+        Some(self.host_config(mac, Via::Tftp, client, local.ip()).map_err(|e| {
+            tracing::error!(%mac, %client, "fleet: cannot make the configuration: {e}");
+            Refusal { code: ErrorCode::NotDefined, message: "the boot server cannot decide now; see its log".into() }
+        }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_names_in_the_hosts_directory_are_generated() {
+        let mac = |p: &str| FleetService::mac_of(Path::new(p));
+        assert_eq!(mac("nixos-pxe/hosts/mac-52:54:00:00:00:a1.cfg"), Some(Ok("52:54:00:00:00:a1".parse().expect("mac"))));
+        assert_eq!(mac("nixos-pxe/hosts/mac-52-54-00-00-00-A1.cfg"), Some(Ok("52:54:00:00:00:a1".parse().expect("mac"))));
+        assert!(matches!(mac("nixos-pxe/hosts/mac-zz.cfg"), Some(Err(why)) if why.contains("not a MAC address")));
+        assert!(matches!(mac("nixos-pxe/hosts/readme"), Some(Err(why)) if why.contains("is not mac-<MAC>.cfg")));
+        assert_eq!(mac("nixos/bzImage"), None);
+        assert_eq!(mac("nixos-pxe/hosts"), None);
+        assert_eq!(mac("x/nixos-pxe/hosts/mac-52:54:00:00:00:a1.cfg"), None);
+    }
+
+    use crate::config::{Settings, resolve};
+    use crate::fleet::sqlite::SqliteStore;
+    use crate::fleet::store::{AttemptStatus, Event};
+    use crate::origin::Origin;
+    use serde_json::{Value, json};
+
+    fn resolved() -> Resolved {
+        let mut s = Settings::default();
+        let pairs: &[(&str, Value)] = &[
+            ("nfsroot.bootLoader.efinetDHCPInterface", json!("auto")),
+            ("nfsroot.bootLoader.linuxPnPInterface", json!("auto")),
+            ("bootServer.address", json!("10.42.0.1")),
+            ("fleet.unknownHosts", json!("hold")),
+            ("fleet.hosts.web1.macs", json!(["52:54:00:00:00:a1"])),
+            ("fleet.hosts.web1.target.flake", json!("/f#web1")),
+        ];
+        for (path, value) in pairs {
+            let segments: Vec<&str> = path.split('.').collect();
+            let crate::schema::Lookup::Option { spec, name } = crate::schema::lookup(&segments) else { panic!("{path}") };
+            s.define_named(spec, name.as_deref(), value.clone(), Origin::Default).expect("define");
+        }
+        resolve(&s, camino::Utf8Path::new("fleet.nix")).expect("valid")
+    }
+
+    fn service(dir: &Path, http_port: Option<u16>) -> FleetService {
+        let resolved = resolved();
+        let fleet = Fleet::from_config(&resolved.config).expect("fleet");
+        let store = Arc::new(SqliteStore::open(dir).expect("store"));
+        let endpoint = Endpoint { address: Some(Ipv4Addr::new(10, 42, 0, 1)), http_port, kernel_over_http: true };
+        FleetService::new(resolved, fleet, store, endpoint).expect("service")
+    }
+
+    const CLIENT: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::new(10, 42, 0, 100)), 1234);
+    const LOCAL: IpAddr = IpAddr::V4(Ipv4Addr::new(10, 42, 0, 1));
+
+    fn fetch(s: &FleetService, mac: &str) -> String {
+        String::from_utf8(s.host_config(mac.parse().expect("mac"), Via::Tftp, CLIENT, LOCAL).expect("config")).expect("utf-8")
+    }
+
+    /// (attempt, token) of an install entry.
+    fn install_args(cfg: &str) -> (u32, String) {
+        let arg = |name: &str| cfg.split_whitespace().find_map(|w| w.strip_prefix(name)).map(|v| v.trim_end_matches(';').to_string());
+        let attempt = arg("nixos-pxe.attempt=").unwrap_or_else(|| panic!("no attempt in {cfg}"));
+        (attempt.parse().expect("number"), arg("nixos-pxe.token=").unwrap_or_else(|| panic!("no token in {cfg}")))
+    }
+
+    fn report(attempt: u32, token: &str, event: Event) -> Report {
+        Report {
+            host: "web1".into(),
+            generation: 1,
+            attempt,
+            token: token.into(),
+            event,
+            step: None,
+            message: None,
+            log_tail: None,
+            system: None,
+            boot_token_hash: None,
+        }
+    }
+
+    #[test]
+    fn a_host_gets_one_attempt_until_it_starts_and_a_stranger_none() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let s = service(dir.path(), Some(8080));
+        let stranger = fetch(&s, "52:54:00:00:00:ff");
+        assert!(stranger.contains("HOLD 52:54:00:00:00:ff") && !stranger.contains("linux "), "{stranger}");
+        let first = fetch(&s, "52:54:00:00:00:a1");
+        assert!(first.contains("linux (http,10.42.0.1:8080)/nixos/bzImage "), "{first}");
+        assert!(first.contains("nixos-pxe.report=http://10.42.0.1:8080 "), "{first}");
+        let (attempt, token) = install_args(&first);
+        assert_eq!((attempt, token.len()), (1, 43));
+        // GRUB's `[ -s FILE ]` and `configfile FILE`: the same attempt, the same token.
+        assert_eq!(fetch(&s, "52:54:00:00:00:a1"), first);
+        assert_eq!(s.report(&report(1, &token, Event::Started), CLIENT).expect("started").status, AttemptStatus::Running);
+        // It boots from the network again while running: abandoned, the next attempt.
+        let (attempt, second) = install_args(&fetch(&s, "52:54:00:00:00:a1"));
+        assert_eq!(attempt, 2);
+        assert_ne!(second, token);
+        assert!(matches!(s.report(&report(1, &token, Event::Step), CLIENT), Err(Refused::OldAttempt(_))));
+        let hosts = s.status().expect("status");
+        assert_eq!(hosts.iter().map(|h| (h.host.as_str(), h.state)).collect::<Vec<_>>(), vec![("web1", "handed-out")], "no row for the stranger");
+    }
+
+    #[test]
+    fn after_a_restart_a_pending_attempt_is_replaced_and_a_running_one_still_reports() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (attempt, running) = {
+            let s = service(dir.path(), Some(80));
+            let (attempt, token) = install_args(&fetch(&s, "52:54:00:00:00:a1"));
+            s.report(&report(attempt, &token, Event::Started), CLIENT).expect("started");
+            // The reboot of a crashed install: attempt 2 is handed out, not started.
+            let (pending, _) = install_args(&fetch(&s, "52:54:00:00:00:a1"));
+            assert_eq!(pending, 2);
+            (attempt, token)
+        };
+        let s = service(dir.path(), Some(80));
+        let cfg = fetch(&s, "52:54:00:00:00:a1");
+        assert!(cfg.contains("linux (http,10.42.0.1)/nixos/bzImage "), "port 80 is left out: {cfg}");
+        let (replacement, token) = install_args(&cfg);
+        assert_eq!(replacement, 3, "the pending attempt whose token was lost is replaced");
+        assert_eq!(install_args(&fetch(&s, "52:54:00:00:00:a1")), (3, token.clone()));
+        let state = s.store.host("web1", 1).expect("state");
+        assert_eq!(state.attempts.iter().map(|a| a.outcome.clone()).collect::<Vec<_>>(), vec![Outcome::Running, Outcome::Replaced, Outcome::Pending]);
+        // The stored hashes outlive the process: attempt 3 reports after the restart; the old
+        // running attempt 1 is refused as old, not as forged.
+        s.report(&report(3, &token, Event::Started), CLIENT).expect("started after the restart");
+        assert!(matches!(s.report(&report(attempt, &running, Event::Step), CLIENT), Err(Refused::OldAttempt(_))));
+    }
+
+    #[test]
+    fn without_http_the_kernel_comes_over_tftp_and_nothing_can_report() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let s = service(dir.path(), None);
+        let cfg = fetch(&s, "52:54:00:00:00:a1");
+        assert!(cfg.contains("linux (tftp)/nixos/bzImage ") && !cfg.contains("nixos-pxe.token") && !cfg.contains("nixos-pxe.report"), "{cfg}");
+        assert_eq!(fetch(&s, "52:54:00:00:00:a1"), cfg);
+    }
+
+    #[test]
+    fn requests_at_once_get_one_attempt() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let s = service(dir.path(), Some(80));
+        let configs: Vec<String> = std::thread::scope(|scope| {
+            let handles: Vec<_> = (0..16).map(|_| scope.spawn(|| fetch(&s, "52:54:00:00:00:a1"))).collect();
+            handles.into_iter().map(|h| h.join().expect("thread")).collect()
+        });
+        assert!(configs.iter().all(|c| c == &configs[0]), "all the same attempt and token");
+        assert_eq!(install_args(&configs[0]).0, 1);
+    }
+
+    #[test]
+    fn grub_gets_the_port_only_when_it_is_not_80() {
+        let a = IpAddr::V4(Ipv4Addr::new(10, 42, 0, 1));
+        assert_eq!(Endpoint::grub_http_server(a, 80), "10.42.0.1");
+        assert_eq!(Endpoint::grub_http_server(a, 8080), "10.42.0.1:8080");
+    }
+}
