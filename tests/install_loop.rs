@@ -970,7 +970,20 @@ fn the_dry_run_shows_the_firmware_decision_and_its_partitions() {
         let disk = Loop::new(dir.path(), 2048);
         let bin = stand_ins(dir.path(), &dir.path().join("stand-ins.log"));
         let config = firmware_fleet(dir.path(), &disk.device, firmware);
-        let hash = disk.sha256();
+        // Where a partition table, a file system or GRUB's boot code would go (the whole disk's
+        // hash is a_dry_run_writes_nothing_anywhere's, and costs 8 s a time here).
+        let ends = || {
+            use std::io::{Read, Seek, SeekFrom};
+            let mut f = std::fs::File::open(&disk.device).expect("open");
+            let mut bytes = vec![0u8; 4 << 20];
+            f.read_exact(&mut bytes).expect("read the start");
+            f.seek(SeekFrom::End(-(1 << 20))).expect("seek");
+            let mut tail = vec![0u8; 1 << 20];
+            f.read_exact(&mut tail).expect("read the end");
+            bytes.extend(tail);
+            bytes
+        };
+        let before = ends();
         let args = ["--cmdline".to_string(), fleet_cmdline(dir.path(), ""), "--dry-run".to_string()];
         let out = installer_on(machine, None, dir.path(), &config, &bin, &args);
         let stdout = String::from_utf8_lossy(&out.stdout);
@@ -984,6 +997,7 @@ fn the_dry_run_shows_the_firmware_decision_and_its_partitions() {
         assert_eq!(labels, expected, "{firmware}: {plan}");
         assert!(plan.lines().any(|l| l == format!("nixos-pxe:   install the system named by {system_file} in the image")), "{plan}");
         assert!(plan.contains("nixos-pxe:     which installs "), "{plan}");
-        assert_eq!(disk.sha256(), hash, "a dry run writes nothing");
+        assert!(ends() == before, "a dry run writes nothing");
+        assert_eq!(partition_nodes(&disk.device), Vec::<String>::new());
     }
 }
