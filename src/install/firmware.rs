@@ -118,7 +118,7 @@ impl Decision {
     /// One line for the console and the dry run.
     pub fn describe(&self) -> String {
         let why = match self.setting {
-            FirmwareSetting::Auto => format!("customInstaller.firmware = \"auto\" follows it; the image holds a system for uefi and one for bios"),
+            FirmwareSetting::Auto => "customInstaller.firmware = \"auto\" follows it; the image holds a system for uefi and one for bios".to_string(),
             s => format!("customInstaller.firmware = \"{}\"", s.as_str()),
         };
         format!(
