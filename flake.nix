@@ -16,16 +16,35 @@
       # The tool is built with this flake's nixpkgs (its Rust is known to be new enough) where it
       # is packaged, with the caller's nixpkgs elsewhere.
       mkInstaller = args: import ./nix/mk-installer.nix ({ nixos-pxe = self.packages.${args.system}.nixos-pxe or null; } // args);
+      # lib.mkFleet { nixpkgs; system; modules; hosts ? { }; }
+      #   -> { bootLoader, kernel, tarball, systemImages, serverConfigs, configJSON, tftpRoot,
+      #        nfsRoot, kernelFragment, kernelConfigCheck, config, targets, systemsByLayout, tool }
+      # modules set fleet.hosts.<name> (MACs, generation, target.directory/.flake, customInstaller
+      # overrides) beside nfsroot.*, customInstaller.*, bootServer.*; hosts.<name> = a
+      # nixosConfigurations entry is that host's system instead of its target.*.
+      mkFleet = args: import ./nix/mk-fleet.nix ({ nixos-pxe = self.packages.${args.system}.nixos-pxe or null; } // args);
 
       example = mkInstaller { inherit nixpkgs system; modules = [ ./examples/seed/installer.nix ]; };
       vmInstaller = mkInstaller { inherit nixpkgs system; modules = [ ./checks/vm-installer.nix ]; };
+      # The VM fleet check's fleet: alpha's system a nixosConfigurations entry, gamma the same
+      # system, beta's from a directory (checks/vm-fleet/installer.nix).
+      vmFleet = mkFleet {
+        inherit nixpkgs system;
+        modules = [ ./checks/vm-fleet/installer.nix ];
+        hosts = let alpha = nixpkgs.lib.nixosSystem { inherit system; modules = [ ./checks/vm-fleet/alpha.nix ]; }; in {
+          inherit alpha;
+          gamma = alpha;
+        };
+      };
     in
     {
-      lib = { inherit mkInstaller; };
+      lib = { inherit mkInstaller mkFleet; };
 
       # The options (nfsroot.*, customInstaller.*, bootServer.*) in a NixOS system: their checks
       # are NixOS assertions, their JSON form is config.system.build.nixosPxeConfig.
       nixosModules.default = ./nix/nixos-module.nix;
+      # services.nixos-pxe: `nixos-pxe serve` for a fleet from lib.mkFleet, as a hardened unit.
+      nixosModules.server = ./nix/server-module.nix;
 
       # `nix build .#bootLoader` etc. build the seed's example (examples/seed/installer.nix).
       packages.${system} = {
@@ -50,6 +69,8 @@
         # (nix/kernel.nix; it needs the kernel's configuration, not its build).
         kernel-config = example.kernelConfigCheck;
         pxe-install = import ./checks/pxe-install.nix { inherit pkgs; installer = vmInstaller; };
+        # Two clients of a fleet install at once from services.nixos-pxe and report back.
+        pxe-fleet = import ./checks/pxe-fleet.nix { inherit pkgs; fleet = vmFleet; serverModule = self.nixosModules.server; };
       };
 
       # cargo test's programs: GRUB, the DHCP/TFTP/NFS servers, QEMU with OVMF, Nix for parsing.

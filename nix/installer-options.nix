@@ -1,7 +1,8 @@
 # The installer's options, evaluated by the module system alone (lib.evalModules): nix/module.nix
-# and the user's modules, not a whole NixOS. Returns { config, configJSON }: the evaluated
-# nfsroot/customInstaller/bootServer trees, and their JSON once the module's own checks
-# (config.nixosPxe.checks) hold; a failed check throws its message.
+# and the user's modules, not a whole NixOS. Returns { config, configJSON, configValue }: the
+# evaluated nfsroot/customInstaller/bootServer/fleet trees, and their JSON (and the value it is
+# written from) once the module's own checks (config.nixosPxe.checks) hold; a failed check throws
+# its message.
 #
 # Module arguments are those a NixOS module may ask for here: config, options, lib, pkgs and
 # modulesPath (nixpkgs' nixos/modules, as nixos/lib/eval-config.nix passes it), so a
@@ -13,11 +14,15 @@
 # their definitions are kept, merged as NixOS would merge plain values (mkDefault, mkForce and mkIf
 # work), and never evaluated unless something reads them. Declaring them would need NixOS's
 # module list, which is the whole evaluation this file avoids. A misspelt option under the
-# installer's own trees (nfsroot.bootloader.timeout) would land in the freeform part too; the
-# freeform type refuses those with the option's name, so a typo still fails as it does in NixOS.
-{ lib, pkgs, modulesPath, modules }:
+# installer's own trees (nfsroot.bootloader.timeout, fleet.host.web1) would land in the freeform
+# part too; the freeform type refuses those with the option's name, so a typo still fails as it
+# does in NixOS.
+#
+# Used by lib.mkInstaller and lib.mkFleet alike (`caller` names which, in messages); lib.mkFleet
+# passes one more module of its own (nixosPxe.fleetSystems).
+{ lib, pkgs, modulesPath, modules, caller ? "lib.mkInstaller" }:
 let
-  ownTrees = [ "nfsroot" "customInstaller" "bootServer" "nixosPxe" ];
+  ownTrees = [ "nfsroot" "customInstaller" "bootServer" "fleet" "nixosPxe" ];
 
   # The attribute paths a definition value sets, for the message (stops at mkIf/mkForce & co).
   leafPaths = prefix: value:
@@ -50,15 +55,16 @@ let
     ]
     # An inline module (an attribute set in the list) gets a name for messages, as
     # nixos/lib/eval-config.nix names them.
-    ++ map (lib.setDefaultModuleLocation "a module passed to lib.mkInstaller") modules;
+    ++ map (lib.setDefaultModuleLocation "a module passed to ${caller}") modules;
   };
   cfg = evaluated.config;
 
   failed = builtins.filter (check: !check.assertion) cfg.nixosPxe.checks;
+  checked = value: if failed == [ ] then value else throw (lib.concatMapStringsSep "\n" (check: check.message) failed);
 in
 {
-  config = { inherit (cfg) nfsroot customInstaller bootServer; };
-  configJSON =
-    if failed == [ ] then cfg.nixosPxe.configJSON
-    else throw (lib.concatMapStringsSep "\n" (check: check.message) failed);
+  config = { inherit (cfg) nfsroot customInstaller bootServer fleet; };
+  configJSON = checked cfg.nixosPxe.configJSON;
+  # The tree configJSON is written from (lib.mkFleet adds each host's image to it).
+  configValue = checked cfg.nixosPxe.configValue;
 }

@@ -21,17 +21,18 @@ let
     # As nixos/lib/eval-config.nix passes it, so `modulesPath + "/profiles/..."` imports work.
     modulesPath = "${nixpkgs}/nixos/modules";
   };
-  inherit (options) configJSON;
-  inherit (options.config) nfsroot customInstaller;
+  # A configuration with fleet.hosts installs many systems, each host its own: lib.mkFleet.
+  single = value:
+    if options.config.fleet.hosts == { } then value
+    else throw "nixos-pxe: lib.mkInstaller installs one system, but the configuration has fleet.hosts (${lib.concatStringsSep ", " (lib.attrNames options.config.fleet.hosts)}): build a fleet with lib.mkFleet { nixpkgs; system; modules; hosts ? { }; }";
+  configJSON = single options.configJSON;
+  inherit (options.config) nfsroot;
+  customInstaller = single options.config.customInstaller;
 
   kernelParts = import ./kernel.nix { inherit lib pkgs tool configJSON; };
 
-  # The layouts the image holds a system for (src/install/firmware.rs, built_for): the machine is
-  # not known when the image is built, so "auto" builds one system for UEFI and one for BIOS (they
-  # share everything but the boot loader's store paths) and the installer takes the one for the
-  # firmware it runs under. Not "both" for auto: that would put GRUB, the ESP and the BIOS boot
-  # partition on every disk and give up systemd-boot's boot entry on UEFI machines.
-  layouts = { auto = [ "uefi" "bios" ]; uefi = [ "uefi" ]; bios = [ "bios" ]; both = [ "both" ]; }.${customInstaller.firmware};
+  # The layouts the image holds a system for (nix/layouts.nix: two for "auto", else one).
+  layouts = import ./layouts.nix customInstaller.firmware;
   targets = lib.genAttrs layouts (layout: import ./target.nix { inherit lib system customInstaller targetSystem layout; });
   systemImage = import ./system-image.nix {
     inherit lib pkgs tool;

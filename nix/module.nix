@@ -13,8 +13,9 @@ let
   cfg = config;
 in
 {
-  # nixosPxe.checks and nixosPxe.configJSON: what this module hands to whoever evaluates it.
-  imports = [ ./internal-options.nix ];
+  # nixosPxe.checks and nixosPxe.configJSON: what this module hands to whoever evaluates it; the
+  # fleet's rules and its JSON form (fleet-rules.nix).
+  imports = [ ./internal-options.nix ./fleet-rules.nix ];
 
   options = {
     nfsroot = {
@@ -354,15 +355,16 @@ in
     ];
 
     # The option tree as JSON: what `nixos-pxe --config` reads and the NFS root holds as
-    # /nixos-pxe/config.json. target.directory is written as its string (toString of a path does
-    # not copy it to the store): the tool only names it, and lib.mkInstaller builds the target
-    # system from the path value itself. Lazy, so importing this module costs nothing until
-    # something reads it.
-    configJSON = pkgs.writeText "nixos-pxe-config.json" (builtins.toJSON {
+    # /nixos-pxe/config.json (with a fleet, also `fleet`: fleet-rules.nix). target.directory is
+    # written as its string (toString of a path does not copy it to the store): the tool only
+    # names it, and lib.mkInstaller builds the target system from the path value itself. Lazy,
+    # so importing this module costs nothing until something reads it.
+    configValue = {
       inherit (cfg) nfsroot bootServer;
       customInstaller = lib.recursiveUpdate cfg.customInstaller {
         target.directory = if cfg.customInstaller.target.directory == null then null else toString cfg.customInstaller.target.directory;
       };
-    });
+    };
+    configJSON = pkgs.writeText "nixos-pxe-config.json" (builtins.toJSON cfg.nixosPxe.configValue);
   };
 }

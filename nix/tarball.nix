@@ -4,7 +4,12 @@
 # tar -xf nfsroot.tar -C <nfsExport>.
 # init: nfsroot.init, the path the kernel runs (init=); its file name is `init` (src/schema.rs checks
 # it), which is how the tool knows to be init (src/start.rs).
-{ lib, pkgs, tool, configJSON, systemImage, writableLayer, init }:
+# images: the system images, by their path below /nixos-pxe/: the single installer's one
+# systemImage (system.tar.*), or a fleet's (lib.mkFleet: systems/<hash>.tar.*, each once).
+{ lib, pkgs, tool, configJSON, writableLayer, init
+, systemImage ? null
+, images ? { ${systemImage.imageName} = "${systemImage}/${systemImage.imageName}"; }
+}:
 let
   # What init and the installer run (src/install: sfdisk, mkswap, mkfs.vfat, mkfs.ext4,
   # nix-store, nix-env, nixos-generate-config, nixos-enter; sh for the rescue shell). init puts
@@ -27,14 +32,13 @@ let
     pathsToLink = [ "/bin" "/sbin" ];
   };
   closure = pkgs.closureInfo { rootPaths = [ tools ]; };
-  inherit (systemImage) imageName;
 in
 pkgs.runCommand "nixos-pxe-nfsroot" { nativeBuildInputs = [ tool ]; passthru = { inherit tools; }; } ''
   mkdir $out
   nixos-pxe pack --out $out/nfsroot.tar --compression none \
     --store-paths ${closure}/store-paths \
     --file nixos-pxe/config.json=${configJSON} \
-    --file nixos-pxe/${imageName}=${systemImage}/${imageName} \
+    ${lib.concatStrings (lib.mapAttrsToList (name: file: "--file nixos-pxe/${name}=${file} ") images)}\
     --symlink ${lib.removePrefix "/" init}=${tool}/bin/nixos-pxe \
     --symlink nixos-pxe/tools=${tools} \
     --dir dev --dir proc --dir sys --dir run --dir tmp --dir mnt --dir etc

@@ -194,6 +194,20 @@ fn write_consumer_flake(dir: &Path, repo: &Path, tftp_root: &Path) {
       }).config.system.build;
       # What the filter of the old nix/mk-installer.nix read: every NixOS assertion's message.
       assertionMessages = map (a: a.message) (nixpkgs.lib.nixosSystem { modules = [ ./web1.nix ]; }).config.assertions;
+
+      # lib.mkFleet (fleet.nix): web1 and web2 have web1's system (a nixosConfigurations entry),
+      # db1 its own from a directory. `extraHosts` and `modules` are the cases the tests look at.
+      fleetWith = { modules ? [ ], extraHosts ? { } }: nixos-pxe.lib.mkFleet {
+        inherit nixpkgs system;
+        modules = [ ./fleet.nix ] ++ modules;
+        hosts = { web1 = self.nixosConfigurations.web1; web2 = self.nixosConfigurations.web1; } // extraHosts;
+      };
+      fleet = self.fleetWith { };
+      # A fleet whose hosts override customInstaller.firmware: web2 (web1's configuration) for
+      # legacy BIOS, db1 "auto" (a system for each firmware).
+      fleetFirmware = self.fleetWith { modules = [ { fleet.hosts.web2.customInstaller.firmware = "bios"; fleet.hosts.db1.customInstaller.firmware = "auto"; } ]; };
+      # A fleet's file given to lib.mkInstaller.
+      fleetAsInstaller = (installerWith [ ./fleet.nix ]).configJSON;
     };
 }
 "#
@@ -229,6 +243,37 @@ fn write_consumer_flake(dir: &Path, repo: &Path, tftp_root: &Path) {
         "{ ... }: { networking.hostName = \"web1\"; system.stateVersion = \"25.11\"; }\n",
     )
     .expect("write web1.nix");
+    let fleet = r#"# A fleet of three hosts: MACs in several spellings, per-host overrides, two systems.
+{
+  nfsroot.bootLoader = { efinetDHCPInterface = "auto"; linuxPnPInterface = "auto"; };
+  bootServer = {
+    address = "10.42.0.1";
+    interface = "br0";
+    subnet = "10.42.0.0/24";
+    dhcpRange.start = "10.42.0.100";
+    dhcpRange.end = "10.42.0.199";
+    nfsMountOptions = "vers=3,tcp,port=2049,mountport=2049,mountproto=tcp,nolock";
+  };
+  customInstaller.rootDevice = "/dev/vda";
+  fleet.hosts = {
+    web1.macs = [ "52:54:00:AB:CD:01" ];
+    web2 = { macs = [ "52-54-00-ab-cd-02" ]; generation = 2; customInstaller.wipe = "always"; };
+    db1 = {
+      macs = [ "5254.00ab.cd03" "525400abcd04" ];
+      target.directory = ./db1;
+      # rootDevice as the top level's: not an override.
+      customInstaller = { swapSizeMiB = 1024; rootDevice = "/dev/vda"; };
+    };
+  };
+}
+"#;
+    std::fs::write(dir.join("fleet.nix"), fleet).expect("write fleet.nix");
+    std::fs::create_dir_all(dir.join("db1")).expect("mkdir db1");
+    std::fs::write(
+        dir.join("db1/configuration.nix"),
+        "{ ... }: { networking.hostName = \"db1\"; system.stateVersion = \"25.11\"; }\n",
+    )
+    .expect("write db1/configuration.nix");
 }
 
 /// Which flake a command is about, and which `machine` the stand-in gets.
@@ -852,4 +897,241 @@ fn boot_until(lab: &mut Lab, dir: &Path, boot: Boot, expect: &[&str], log: &Path
         );
         std::thread::sleep(Duration::from_millis(500));
     }
+}
+
+/// lib.mkFleet from another flake: config.json has the fleet (MACs normalised, each host's
+/// overrides only, its image), the tool accepts it; each host's system has the disk layout and
+/// the first-boot report; hosts with the same system share one image file, named by the
+/// system's store hash, and the NFS root (tarball and unpacked) holds each image once; the
+/// server configs have a per-host file for every MAC; the TFTP root has the boot loader and the
+/// kernel.
+#[test]
+fn mk_fleet_builds_one_nfs_root_with_each_distinct_system_once() {
+    let Some(f) = fixture() else { return };
+    let (targets, _) = eval(
+        f,
+        Flake::Consumer,
+        "fleet",
+        Some("f: builtins.mapAttrs (name: t: { toplevel = t.config.system.build.toplevel.outPath; \
+              report = t.config.systemd.services ? nixos-pxe-boot-report; root = t.config.fileSystems.\"/\".device; \
+              swap = map (s: s.device) t.config.swapDevices; hostName = t.config.networking.hostName; }) f.targets"),
+    );
+    let system = |host: &str| targets[host]["toplevel"].as_str().unwrap_or_else(|| panic!("{host}'s system: {targets}")).to_string();
+    assert_eq!(system("web1"), system("web2"), "web2 has web1's system");
+    assert_ne!(system("web1"), system("db1"));
+    assert_eq!((targets["web1"]["hostName"].as_str(), targets["db1"]["hostName"].as_str()), (Some("web1"), Some("db1")));
+    for host in ["web1", "web2", "db1"] {
+        assert_eq!(targets[host]["report"], true, "{host}'s system reports its first boot (nix/report-module.nix)");
+        assert_eq!(targets[host]["root"], "/dev/disk/by-label/nixos", "{host}: the installer's layout");
+    }
+    assert_eq!(targets["db1"]["swap"], serde_json::json!(["/dev/disk/by-label/swap"]), "db1's own swapSizeMiB");
+    assert_eq!(targets["web1"]["swap"], serde_json::json!([]));
+
+    let config_path = build(f, Flake::Consumer, "fleet.configJSON");
+    let config: Value = serde_json::from_str(&std::fs::read_to_string(&config_path).expect("config.json")).expect("JSON");
+    let hosts = &config["fleet"]["hosts"];
+    // The hash part of the system's store path (/nix/store/HASH-name: 32 characters).
+    let image = |host: &str| {
+        let path = system(host);
+        let hash = path.strip_prefix("/nix/store/").and_then(|rest| rest.split_once('-')).map(|(hash, _)| hash.to_string()).expect("a store path");
+        assert_eq!(hash.len(), 32, "{path}");
+        format!("systems/{hash}.tar.zst")
+    };
+    let expected = serde_json::json!({
+        "web1": { "macs": ["52:54:00:ab:cd:01"], "generation": 1, "target": { "directory": null, "flake": null },
+                  "customInstaller": {}, "image": image("web1") },
+        "web2": { "macs": ["52:54:00:ab:cd:02"], "generation": 2, "target": { "directory": null, "flake": null },
+                  "customInstaller": { "wipe": "always" }, "image": image("web2") },
+        "db1": { "macs": ["52:54:00:ab:cd:03", "52:54:00:ab:cd:04"], "generation": 1,
+                 "target": { "directory": hosts["db1"]["target"]["directory"].clone(), "flake": null },
+                 "customInstaller": { "swapSizeMiB": 1024 }, "image": image("db1") },
+    });
+    assert_eq!(hosts, &expected);
+    assert!(hosts["db1"]["target"]["directory"].as_str().is_some_and(|d| d.ends_with("/db1")), "{hosts}");
+    assert_eq!((config["fleet"]["maxAttempts"].as_u64(), config["fleet"]["unknownHosts"].as_str()), (Some(3), Some("local-boot")));
+    // The tool reads it as it is (the image is the JSON-only option; every rule holds).
+    let checked = nixos_pxe(&["check", "--config", config_path.to_str().expect("utf-8")]);
+    assert!(checked.contains(": valid (") && checked.trim_end().ends_with("a fleet of 3 host(s))"), "{checked}");
+
+    // The NFS root: each distinct image once, the config.json above, no single installer's image.
+    let tarball = build(f, Flake::Consumer, "fleet.tarball").join("nfsroot.tar");
+    let entries = tar_entries(&tarball, None);
+    let images: BTreeSet<String> = entries.iter().filter_map(|(_, n, _)| n.strip_prefix("nixos-pxe/").filter(|n| n.starts_with("systems/") && n.ends_with(".tar.zst")).map(str::to_string)).collect();
+    assert_eq!(images, BTreeSet::from([image("web1"), image("db1")]), "{entries:?}");
+    assert!(!entries.iter().any(|(_, n, _)| n.starts_with("nixos-pxe/system.tar")), "no single installer's image");
+    let inside = std::fs::read(run_in_tar(&tarball, "nixos-pxe/config.json")).expect("config.json");
+    assert_eq!(inside, std::fs::read(&config_path).expect("config.json"), "the NFS root's config.json is configJSON");
+    for host in ["web1", "db1"] {
+        let file = run_in_tar(&tarball, &format!("nixos-pxe/{}", image(host)));
+        let named = std::fs::read_to_string(run_in_tar(&file, "nixos-pxe/system")).expect("nixos-pxe/system");
+        assert_eq!(named.trim(), system(host), "{} holds {host}'s system", image(host));
+    }
+    let unpacked = build(f, Flake::Consumer, "fleet.nfsRoot");
+    assert_eq!(std::fs::read(unpacked.join("nixos-pxe/config.json")).expect("unpacked config.json"), inside);
+    let listed: BTreeSet<String> = std::fs::read_dir(unpacked.join("nixos-pxe/systems"))
+        .expect("systems/")
+        .map(|e| format!("systems/{}", e.expect("entry").file_name().to_string_lossy()))
+        .collect();
+    assert_eq!(listed, images, "the unpacked NFS root has the same images");
+
+    let configs = build(f, Flake::Consumer, "fleet.serverConfigs");
+    for (mac, host) in [("01", "web1"), ("02", "web2"), ("03", "db1"), ("04", "db1")] {
+        let file = configs.join(format!("hosts/mac-52:54:00:ab:cd:{mac}.cfg"));
+        let text = std::fs::read_to_string(&file).unwrap_or_else(|e| panic!("{}: {e}", file.display()));
+        assert!(text.contains(&format!("is {host}: installing generation")), "{}:\n{text}", file.display());
+    }
+    let boot_loader = build(f, Flake::Consumer, "fleet.bootLoader");
+    let grub = std::fs::read_to_string(boot_loader.join("grub.cfg")).expect("grub.cfg");
+    assert!(grub.contains("nixos-pxe/hosts/mac-$net_default_mac.cfg"), "the fleet's grub.cfg loads the per-host file:\n{grub}");
+    let tftp = build(f, Flake::Consumer, "fleet.tftpRoot");
+    assert_eq!(std::fs::read(tftp.join("bootx64.efi")).expect("tftp bootx64.efi"), std::fs::read(boot_loader.join("bootx64.efi")).expect("bootx64.efi"));
+    assert_eq!(std::fs::read(tftp.join("bios.0")).expect("tftp bios.0"), std::fs::read(boot_loader.join("bios.0")).expect("bios.0"), "serve's DHCP names bios.0 for BIOS clients");
+    let kernel = build(f, Flake::Consumer, "fleet.kernel");
+    assert!(!std::fs::symlink_metadata(tftp.join("nixos/bzImage")).expect("bzImage").file_type().is_symlink(), "a copy, not a link out of the root");
+    assert_eq!(std::fs::read(tftp.join("nixos/bzImage")).expect("tftp bzImage"), std::fs::read(kernel.join("bzImage")).expect("bzImage"));
+}
+
+/// A fleet host's own customInstaller.firmware decides what its image holds, as it decides the
+/// installer's layout on that host (the installer reads the merged value): web2, web1's
+/// configuration with firmware = "bios", gets GRUB and its own image, not web1's UEFI one; db1
+/// with "auto" gets an image of its UEFI and its BIOS system (nixos-pxe/system.uefi and .bios),
+/// named by both hashes, so it never shares a name with a one-system image of either.
+#[test]
+fn mk_fleet_builds_each_hosts_image_for_its_own_firmware() {
+    use nixos_pxe_installer::config::typed::FirmwareSetting;
+    use nixos_pxe_installer::install::firmware::{Layout, system_file};
+    let Some(f) = fixture() else { return };
+    let (systems, _) = eval(
+        f,
+        Flake::Consumer,
+        "fleetFirmware",
+        Some("f: builtins.mapAttrs (name: byLayout: builtins.mapAttrs (layout: t: { toplevel = t.config.system.build.toplevel.outPath; \
+              grub = t.config.boot.loader.grub.enable; report = t.config.systemd.services ? nixos-pxe-boot-report; }) byLayout) f.systemsByLayout"),
+    );
+    let layouts = |host: &str| systems[host].as_object().unwrap_or_else(|| panic!("{host}: {systems}")).keys().cloned().collect::<Vec<_>>();
+    assert_eq!((layouts("web1"), layouts("web2"), layouts("db1")), (vec!["uefi".to_string()], vec!["bios".to_string()], vec!["bios".to_string(), "uefi".to_string()]));
+    for (host, layout, grub) in [("web1", "uefi", false), ("web2", "bios", true), ("db1", "uefi", false), ("db1", "bios", true)] {
+        assert_eq!((systems[host][layout]["grub"].as_bool(), systems[host][layout]["report"].as_bool()), (Some(grub), Some(true)), "{host} {layout}: {systems}");
+    }
+    let toplevel = |host: &str, layout: &str| systems[host][layout]["toplevel"].as_str().expect("a toplevel").to_string();
+    let hash = |path: &str| path.strip_prefix("/nix/store/").and_then(|rest| rest.split_once('-')).map(|(hash, _)| hash.to_string()).expect("a store path");
+    assert_ne!(toplevel("web1", "uefi"), toplevel("web2", "bios"));
+    assert_eq!(toplevel("web1", "uefi").replace(&hash(&toplevel("web1", "uefi")), ""), toplevel("web2", "bios").replace(&hash(&toplevel("web2", "bios")), ""), "the same configuration");
+
+    let config_path = build(f, Flake::Consumer, "fleetFirmware.configJSON");
+    let config: Value = serde_json::from_str(&std::fs::read_to_string(&config_path).expect("config.json")).expect("JSON");
+    let image = |host: &str| config["fleet"]["hosts"][host]["image"].as_str().unwrap_or_else(|| panic!("{host}'s image: {config}")).to_string();
+    assert_eq!(image("web1"), format!("systems/{}.tar.zst", hash(&toplevel("web1", "uefi"))));
+    assert_eq!(image("web2"), format!("systems/{}.tar.zst", hash(&toplevel("web2", "bios"))));
+    assert_eq!(image("db1"), format!("systems/{}-{}.tar.zst", hash(&toplevel("db1", "uefi")), hash(&toplevel("db1", "bios"))));
+    assert_eq!(config["fleet"]["hosts"]["db1"]["customInstaller"]["firmware"], "auto");
+    let checked = nixos_pxe(&["check", "--config", config_path.to_str().expect("utf-8")]);
+    assert!(checked.contains(": valid ("), "{checked}");
+
+    // Each image holds the systems under the files the installer reads for that host's firmware.
+    let tarball = build(f, Flake::Consumer, "fleetFirmware.tarball").join("nfsroot.tar");
+    let cases = [
+        ("web1", FirmwareSetting::Uefi, vec![Layout::Uefi]),
+        ("web2", FirmwareSetting::Bios, vec![Layout::Bios]),
+        ("db1", FirmwareSetting::Auto, vec![Layout::Uefi, Layout::Bios]),
+    ];
+    for (host, setting, host_layouts) in cases {
+        let file = run_in_tar(&tarball, &format!("nixos-pxe/{}", image(host)));
+        let entries = tar_entries(&file, Some("zstd -d"));
+        for layout in host_layouts {
+            let name = system_file(setting, layout);
+            assert!(entries.iter().any(|(_, n, _)| *n == name), "{host}: no {name} in {}: {entries:?}", image(host));
+            let named = std::fs::read_to_string(run_in_tar(&file, &name)).unwrap_or_else(|e| panic!("{host} {name}: {e}"));
+            assert_eq!(named.trim(), toplevel(host, layout.as_str()), "{host}: {name}");
+        }
+    }
+}
+
+/// The fleet's rules fail the evaluation with the option's name (and the files defining it):
+/// a MAC of two hosts, a MAC that is not one, a host name that is not a DNS label, a host with
+/// no target or two, a system passed for a host that is not in the fleet, a fleet without the
+/// auto interfaces; and lib.mkInstaller refuses a fleet, pointing at lib.mkFleet.
+#[test]
+fn the_fleet_rules_fail_the_evaluation_naming_the_option() {
+    let Some(f) = fixture() else { return };
+    let cases: [(&str, &[&str]); 7] = [
+        (
+            "{ modules = [ ({ lib, ... }: { fleet.hosts.web2.macs = lib.mkForce [ \"52:54:00:AB:CD:01\" ]; }) ]; }",
+            &["nixos-pxe: fleet.hosts.web2.macs: 52:54:00:ab:cd:01 is listed for web2 and for web1; a MAC belongs to one host", "fleet.nix"],
+        ),
+        (
+            "{ modules = [ ({ lib, ... }: { fleet.hosts.web1.macs = lib.mkForce [ \"52:54:00:ab:cd\" \"01:00:5e:00:00:01\" ]; }) ]; }",
+            &[
+                "nixos-pxe: fleet.hosts.web1.macs: \"52:54:00:ab:cd\" is not a MAC address: it has 5 groups, not 6",
+                "\"01:00:5e:00:00:01\" is not a MAC address: it is a multicast address",
+            ],
+        ),
+        (
+            "{ modules = [ { fleet.hosts.Db_2.macs = [ \"52:54:00:ab:cd:09\" ]; } ]; }",
+            &[
+                "nixos-pxe: fleet.hosts.Db_2: the host name \"Db_2\" is not a DNS label",
+                "nixos-pxe: fleet.hosts.Db_2.target: the host Db_2 has no target",
+            ],
+        ),
+        (
+            "{ modules = [ { fleet.hosts.web1.target.flake = \"github:example/infra#web1\"; } ]; }",
+            &["nixos-pxe: fleet.hosts.web1.target: the host web1 has 2 targets (target.flake, lib.mkFleet's hosts.web1)"],
+        ),
+        ("{ extraHosts.ghost = null; }", &["nixos-pxe: lib.mkFleet's hosts.ghost is not a host of the fleet: define fleet.hosts.ghost.macs"]),
+        (
+            "{ modules = [ ({ lib, ... }: { nfsroot.bootLoader.linuxPnPInterface = lib.mkForce \"eth0\"; }) ]; }",
+            &["nixos-pxe: nfsroot.bootLoader.linuxPnPInterface: a fleet needs \"auto\", not \"eth0\""],
+        ),
+        (
+            "{ modules = [ { fleet.hosts.web1.customInstaller.networking.useDHCP = false; } ]; }",
+            &["nixos-pxe: fleet.hosts.web1.customInstaller.networking.useDHCP: useDHCP is false, so fleet.hosts.web1.customInstaller.networking.staticInterfaceFromDHCP must name"],
+        ),
+    ];
+    for (arguments, messages) in cases {
+        let apply = format!("f: (f {arguments}).configJSON.drvPath");
+        let out = nix(f, &["eval", "--raw", "--apply", &apply], Flake::Consumer, "fleetWith", &f.machine);
+        let log = stderr(&out);
+        assert!(!out.status.success(), "{arguments} was accepted");
+        for message in messages {
+            assert!(log.contains(message), "{arguments}: no `{message}` in:\n{log}");
+        }
+    }
+    let out = nix(f, &["eval", "--raw", "--apply", "d: d.drvPath"], Flake::Consumer, "fleetAsInstaller", &f.machine);
+    let log = stderr(&out);
+    assert!(!out.status.success(), "lib.mkInstaller took a fleet");
+    assert!(log.contains("lib.mkInstaller installs one system, but the configuration has fleet.hosts (db1, web1, web2): build a fleet with lib.mkFleet"), "{log}");
+}
+
+/// checks.pxe-fleet through the stand-in's runNixOSTest: the nodes evaluate (their assertions
+/// hold), every store path they name is built, the server runs services.nixos-pxe for the
+/// check's fleet behind its firewall, and each client VM's MAC (the test driver's
+/// 52:54:00:12:VLAN:NODE, NODE its place among the sorted node names) is its host's in the fleet.
+#[test]
+fn the_fleet_vm_check_evaluates_with_services_nixos_pxe_and_the_clients_macs() {
+    let Some(f) = fixture() else { return };
+    let out = build(f, Flake::Repo, "checks.x86_64-linux.pxe-fleet");
+    let script = std::fs::read_to_string(out.join("test-script.py")).expect("test script");
+    assert!(script.contains("nixos-pxe fleet status --json") && script.contains("\"confirmed\""), "{script}");
+    let nodes: Value = serde_json::from_str(&std::fs::read_to_string(out.join("nodes.json")).expect("nodes")).expect("JSON");
+    let server = &nodes["server"];
+    let exec = server["systemd"]["services"]["nixos-pxe"]["serviceConfig"]["ExecStart"].as_str().unwrap_or_default();
+    let config_path = exec.split_whitespace().skip_while(|w| *w != "--config").nth(1).unwrap_or_else(|| panic!("--config in {exec}"));
+    assert!(exec.contains("/bin/nixos-pxe serve ") && exec.contains(" --nfs-root /nix/store/"), "{exec}");
+    assert_eq!(server["networking"]["firewall"]["enable"], true);
+    assert_eq!(server["networking"]["firewall"]["interfaces"]["eth1"]["allowedUDPPorts"], serde_json::json!([67, 69]));
+    assert_eq!(server["networking"]["firewall"]["interfaces"]["eth1"]["allowedTCPPorts"], serde_json::json!([80, 2049]));
+
+    let config: Value = serde_json::from_str(&std::fs::read_to_string(config_path).expect("config.json")).expect("JSON");
+    let mut names: Vec<&String> = nodes.as_object().expect("nodes").keys().collect();
+    names.sort();
+    let clients: Vec<&String> = names.iter().copied().filter(|n| n.as_str() != "server").collect();
+    assert_eq!(clients, ["alpha", "beta"]);
+    for client in clients {
+        let number = names.iter().position(|n| *n == client).expect("a node") + 1;
+        let mac = format!("52:54:00:12:01:{number:02x}");
+        assert_eq!(config["fleet"]["hosts"][client]["macs"], serde_json::json!([mac]), "{client} is node {number} on VLAN 1");
+        assert_eq!(nodes[client]["virtualisation"]["vlans"], serde_json::json!([1]), "{client}");
+    }
+    let images: BTreeSet<&str> = ["alpha", "beta", "gamma"].iter().map(|h| config["fleet"]["hosts"][*h]["image"].as_str().expect("image")).collect();
+    assert_eq!(images.len(), 2, "gamma shares alpha's system: {images:?}");
 }

@@ -13,9 +13,11 @@ pub const NFS_HANDLE_KEY: &str = "nfs-handle.key";
 const KEY_LEN: usize = 32;
 
 /// Creates `dir` (and its parents) mode 0700 if missing; says so if it exists open to others.
+/// A symbolic link to a directory is that directory: systemd's StateDirectory= with DynamicUser=
+/// makes /var/lib/NAME a link to private/NAME (nix/server-module.nix runs serve so).
 pub fn prepare(dir: &Path) -> Result<(), Error> {
     let io = |e: std::io::Error| Error::Message(format!("serve --state-dir {}: {e}", dir.display()));
-    match std::fs::symlink_metadata(dir) {
+    match std::fs::metadata(dir) {
         Ok(m) if m.is_dir() => {
             if m.mode() & 0o077 != 0 {
                 tracing::warn!(dir = %dir.display(), mode = format!("{:o}", m.mode() & 0o7777), "state directory is open to other users; chmod 700 it");
@@ -122,5 +124,22 @@ mod tests {
         let plain = dir.path().join("plain");
         std::fs::write(&plain, b"").expect("file");
         assert!(prepare(&plain).is_err());
+    }
+
+    /// As systemd makes a DynamicUser= service's StateDirectory=: /var/lib/NAME -> private/NAME.
+    #[test]
+    fn a_link_to_a_private_directory_is_the_state_directory() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let private = dir.path().join("private/nixos-pxe");
+        std::fs::create_dir_all(&private).expect("mkdir");
+        std::fs::set_permissions(&private, std::fs::Permissions::from_mode(0o700)).expect("chmod");
+        let link = dir.path().join("nixos-pxe");
+        std::os::unix::fs::symlink("private/nixos-pxe", &link).expect("symlink");
+        prepare(&link).expect("a link to a directory");
+        nfs_handle_key(&link).expect("the key");
+        assert!(private.join(NFS_HANDLE_KEY).is_file(), "made in the linked directory");
+        let to_file = dir.path().join("to-file");
+        std::os::unix::fs::symlink("/etc/hostname", &to_file).expect("symlink");
+        assert!(prepare(&to_file).expect_err("a link to a file").to_string().contains("not a directory"));
     }
 }

@@ -143,6 +143,22 @@ let
     "autoModules and ignoreConfigErrors (generic.nix passes them to generate-config.pl)" = read "pkgs/os-specific/linux/kernel/generic.nix, pkgs/os-specific/linux/kernel/generate-config.pl" "00e6b22b508f93e219efee2dda4397027ccaf934, 5bae851b1e72065ba5a98366493954b3bc79c4ae" null;
     # checks/pxe-install.nix's test script (its timeouts; not run here).
     "test driver: wait_for_console_text, retry, start(allow_reboot)" = read "nixos/lib/test-driver/src/test_driver/machine/__init__.py" "019697db058b6738eda0cb2cdcc9f5c014c914cb" null;
+
+    # nix/server-module.nix (services.nixos-pxe), its stand-ins in nixos-server.nix.
+    "option systemd.services.<name>.{description,wantedBy,wants,after,serviceConfig} (serviceConfig: attrsOf unitOption, a list is a repeated setting)" = read "nixos/lib/systemd-unit-options.nix" "01f31c2ee7d045a337dff0f858c0ed61dd0f4ddb" null;
+    "option networking.firewall.enable, networking.firewall.interfaces.<name>.allowed{TCP,UDP}Ports (listOf port, sorted and unique) and ...PortRanges" = read "nixos/modules/services/networking/firewall.nix" "0192bb844360b5b42ebaf7f575f84d79910a5927" null;
+    "networking.firewall.connectionTrackingModules and autoLoadConntrackHelpers (asserted off on kernels 6.0 and newer): not used, TFTP's transfers pass as established" = read "nixos/modules/services/networking/firewall.nix" "0192bb844360b5b42ebaf7f575f84d79910a5927" null;
+    "the nftables firewall: established and related accepted, the reverse path filter lets DHCP (68 -> 67) through, per-interface ports (tests/server_module.rs repeats it)" = read "nixos/modules/services/networking/firewall-nftables.nix" "040b4eb6c33439c14b2ed3ff0660131bee4ef852" null;
+    "the iptables firewall (NixOS's default backend): ESTABLISHED,RELATED accepted, the reverse path filter lets a DHCP server's requests (0.0.0.0:68 -> 255.255.255.255:67) through, per-interface ports" = read "nixos/modules/services/networking/firewall-iptables.nix" "0d953321a18cf484b637b9932f8b3040bbfb11e3" null;
+    "option environment.systemPackages (listOf package); netcat among the core packages (wait_for_open_port runs nc)" = read "nixos/modules/config/system-path.nix" "0354e8b747c8d69802d160ff408d1aece50472c9" null;
+    "network-addresses-<interface>.service (scripted networking: the interface's static addresses)" = read "nixos/modules/tasks/network-interfaces-scripted.nix" "00b463915fa2de869346756b70de6bb75f2b99e1" null;
+    "lib.nixosSystem { system; modules } (system becomes nixpkgs.system, mkDefault) and the result's extendModules" = read "nixos/lib/eval-config.nix" "02aa3c00c9342f2976044665b63324b7f3edc0ba" null;
+    # checks/pxe-fleet.nix (not run here).
+    "test nodes: qemu-vm.nix gives GRUB a device (mkVMOverride: nodev with useEFIBoot, else bootLoaderDevice)" = read "nixos/modules/virtualisation/qemu-vm.nix" "f7072a9e8ab196569e8e20a5a90882df804ab321" null;
+    "test driver: a VLAN NIC's MAC 52:54:00:12:<vlan>:<node> (qemuNicMac)" = read "nixos/lib/qemu-common.nix" "04b74253f4f4b145debeb234aae1019d6b33eca5" null;
+    "test driver: a node's number is its place, from 1, among the sorted node names (nodeNumbers)" = read "nixos/lib/testing/network.nix" "003d58163f469fbeb0d51e4ef8d46af622759627" null;
+    "test-instrumentation.nix: usePredictableInterfaceNames = false (eth0), the backdoor service" = read "nixos/modules/testing/test-instrumentation.nix" "026aeb71eaa8d887813bf2f3302fb5bb1ca5faf2" null;
+    "test driver: succeed, fail, wait_for_unit, wait_for_open_port(port, addr)" = read "nixos/lib/test-driver/src/test_driver/machine/__init__.py" "019697db058b6738eda0cb2cdcc9f5c014c914cb" null;
   };
 in
 {

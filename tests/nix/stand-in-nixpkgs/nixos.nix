@@ -23,6 +23,8 @@
 # - system.build.toplevel checks the assertions (lib.asserts.checkAssertWarn, as
 #   nixos/modules/system/activation/top-level.nix) and is a real store path: the system's name and
 #   its file systems as JSON, in a second store path, so the closure has more than one path.
+# - a boot server's options (nixos-server.nix: the firewall's per-interface ports,
+#   environment.systemPackages), declared with NixOS's types;
 # Everything else a NixOS configuration sets is accepted unevaluated (a freeform top level): the
 # stand-in does not know NixOS's thousands of options, NixOS itself would refuse unknown ones.
 { lib, pkgs, impl, modulesPath }:
@@ -164,6 +166,6 @@ in
   nixosSystem = { modules, specialArgs ? { }, ... }:
     lib.evalModules {
       specialArgs = { inherit modulesPath; } // specialArgs;
-      modules = [ base ] ++ modules;
+      modules = [ base ./nixos-server.nix ] ++ modules;
     };
 }

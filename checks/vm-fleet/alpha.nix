@@ -1,0 +1,5 @@
+# alpha's (and gamma's) system, a nixosConfigurations entry in flake.nix.
+{
+  imports = [ ./guest.nix ];
+  networking.hostName = "alpha";
+}

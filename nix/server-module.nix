@@ -1,0 +1,183 @@
+# The flake's nixosModules.server: services.nixos-pxe runs `nixos-pxe serve` for a fleet from
+# lib.mkFleet on a NixOS boot server: DHCP, TFTP, HTTP and the NFS root in one process, the
+# fleet's state in the state directory.
+#
+# What serve reads is all in the Nix store: the fleet's config.json, its TFTP root (boot loader
+# and kernel) and its NFS root, unpacked at build time (lib.mkFleet's nfsRoot): owned by root,
+# read-only and readable by every user. So serve runs as a dynamic user (DynamicUser) with one
+# capability, CAP_NET_BIND_SERVICE (ports 67, 69 and 80). Measured with the binary, as an
+# unprivileged user in a network namespace (tests/server_module.rs runs this unit's command line
+# so): without it binding port 80 fails with EACCES; with it alone everything starts and serves,
+# SO_BINDTODEVICE included (Linux allows it without CAP_NET_RAW since 5.7 when the socket is not
+# bound to a device yet), so neither CAP_NET_RAW nor CAP_NET_ADMIN is granted. PrivateUsers= is
+# not set: it would leave the process no capability in the host's user namespace, which owns
+# the network namespace, and binding port 67 would fail.
+#
+# openFirewall opens, on `interface` only: UDP 67 (DHCP), 4011 (the PXE boot server port, asked
+# only in bootServer.dhcpMode = "proxy"), 69 (TFTP requests), TCP `httpPort` and the NFS port of
+# bootServer.nfsMountOptions (port= and mountport=, one port: serve has no portmapper). TFTP's
+# transfers need no more: serve sends the first packet of each transfer from its new port, so
+# the client's acknowledgements are replies of a connection the firewall has seen and pass as
+# `established` (NixOS's firewall accepts those, nixos/modules/services/networking/
+# firewall-nftables.nix and firewall-iptables.nix). The TFTP conntrack helper (nf_conntrack_tftp,
+# networking.firewall.connectionTrackingModules = [ "tftp" ]) is for the other direction, a
+# client behind a firewall or NAT, and kernels since 6.0 no longer attach helpers by themselves
+# (firewall.nix asserts autoLoadConntrackHelpers off there). A DHCP request comes from 0.0.0.0,
+# which the reverse path filter lets through for port 67 (the same files).
+#
+# NixOS interfaces, each with the nixpkgs file and commit it was read at, are listed in
+# tests/nix/stand-in-nixpkgs/interfaces.nix; the systemd settings are systemd.exec(5) and
+# systemd.service(5).
+{ config, lib, ... }:
+let
+  inherit (lib) mkOption types;
+  cfg = config.services.nixos-pxe;
+  server = cfg.fleet.config.bootServer;
+
+  # port=P,mountport=P of the mount options, as serve reads them (src/serve/nfs.rs); null if the
+  # options lack them (serve needs them: an assertion below says so).
+  mountOption = key:
+    let found = lib.findFirst (w: lib.hasPrefix "${key}=" w) null (map lib.trim (lib.splitString "," server.nfsMountOptions));
+    in if found == null then null else lib.removePrefix "${key}=" found;
+  nfsPort =
+    let port = mountOption "port"; mountport = mountOption "mountport";
+    in if port != null && port == mountport && builtins.match "[0-9]+" port != null then lib.toInt port else null;
+
+  # The state directory below /var/lib, as StateDirectory= takes it.
+  stateDirectory = lib.removePrefix "/var/lib/" cfg.stateDir;
+in
+{
+  options.services.nixos-pxe = {
+    enable = lib.mkEnableOption "the nixos-pxe boot server (`nixos-pxe serve`) for a fleet from lib.mkFleet";
+
+    fleet = mkOption {
+      type = types.attrs;
+      example = lib.literalExpression ''nixos-pxe.lib.mkFleet { inherit nixpkgs; system = "x86_64-linux"; modules = [ ./fleet.nix ]; }'';
+      description = "The fleet to serve: what lib.mkFleet returns. Its configJSON, tftpRoot and nfsRoot are served; its bootServer options (address, interface, dhcpMode, nfsMountOptions) configure the server.";
+    };
+
+    package = mkOption {
+      type = types.package;
+      default = cfg.fleet.tool;
+      defaultText = lib.literalExpression "config.services.nixos-pxe.fleet.tool";
+      description = "The nixos-pxe package that runs serve: by default the one lib.mkFleet made the fleet's files with.";
+    };
+
+    interface = mkOption {
+      type = types.str;
+      default = if server.interface != null then server.interface else throw "services.nixos-pxe.interface: set it, or the fleet's bootServer.interface";
+      defaultText = lib.literalExpression "config.services.nixos-pxe.fleet.config.bootServer.interface";
+      example = "eth1";
+      description = "The interface facing the clients: every socket of serve is bound to it, and openFirewall opens the ports there only.";
+    };
+
+    stateDir = mkOption {
+      type = types.str;
+      default = "/var/lib/nixos-pxe";
+      description = "Where serve keeps the fleet's state (state.sqlite3: every attempt and report) and the NFS handle key; a directory below /var/lib, made by systemd (StateDirectory=) for the service's dynamic user, mode 0700. `nixos-pxe fleet status --state-dir` reads it.";
+    };
+
+    httpPort = mkOption {
+      type = types.port;
+      default = 80;
+      description = "TCP port of serve's HTTP endpoint on bootServer.address (per-host GRUB files, the kernel, the installers' reports); 0 for none. Keep 80 for GRUB builds without a port in (http,ADDRESS:PORT).";
+    };
+
+    openFirewall = mkOption {
+      type = types.bool;
+      default = false;
+      description = "Open, on the interface only, what serve listens on: UDP 67 (DHCP), 4011 (with bootServer.dhcpMode = \"proxy\"), 69 (TFTP; transfers pass as established connections), TCP httpPort and the NFS port of bootServer.nfsMountOptions.";
+    };
+  };
+
+  config = lib.mkIf cfg.enable {
+    assertions = [
+      {
+        assertion = lib.hasPrefix "/var/lib/" cfg.stateDir && stateDirectory != "" && !(lib.hasInfix ".." cfg.stateDir);
+        message = "services.nixos-pxe.stateDir = \"${cfg.stateDir}\": it must be a directory below /var/lib/ (systemd makes it for the service's dynamic user, StateDirectory=)";
+      }
+      {
+        assertion = nfsPort != null;
+        message = "services.nixos-pxe: the fleet's bootServer.nfsMountOptions = \"${server.nfsMountOptions}\" lacks port=P and mountport=P with the same P: serve's NFS server has no portmapper; set bootServer.nfsMountOptions = \"vers=3,tcp,port=2049,mountport=2049,mountproto=tcp,nolock\"";
+      }
+      {
+        assertion = server.address != null;
+        message = "services.nixos-pxe: the fleet's bootServer.address is not set: serve listens for HTTP and NFS there";
+      }
+    ];
+
+    # `nixos-pxe fleet status` and `fleet reinstall` for the administrator (as root: the state
+    # directory belongs to the service's dynamic user).
+    environment.systemPackages = [ cfg.package ];
+
+    networking.firewall.interfaces = lib.mkIf cfg.openFirewall {
+      ${cfg.interface} = {
+        allowedUDPPorts = [ 67 69 ] ++ lib.optional (server.dhcpMode == "proxy") 4011;
+        allowedTCPPorts = lib.optional (cfg.httpPort != 0) cfg.httpPort ++ lib.optional (nfsPort != null) nfsPort;
+      };
+    };
+
+    systemd.services.nixos-pxe = {
+      description = "nixos-pxe boot server (DHCP, TFTP, HTTP, NFS root) for a fleet";
+      wantedBy = [ "multi-user.target" ];
+      # serve binds to bootServer.address on the interface: after the address is there
+      # (network-addresses-IF.service with NixOS's scripted networking; network-online.target
+      # otherwise), and started again if it was not yet.
+      wants = [ "network-online.target" ];
+      after = [ "network-online.target" "network-addresses-${cfg.interface}.service" ];
+      serviceConfig = {
+        ExecStart = lib.escapeShellArgs [
+          "${cfg.package}/bin/nixos-pxe" "serve"
+          "--config" "${cfg.fleet.configJSON}"
+          "--interface" cfg.interface
+          "--tftp-root" "${cfg.fleet.tftpRoot}"
+          "--nfs-root" "${cfg.fleet.nfsRoot}"
+          "--state-dir" cfg.stateDir
+          "--http-port" (toString cfg.httpPort)
+        ];
+        Restart = "on-failure";
+        RestartSec = 5;
+
+        # Who: a user of its own, made for each start; the state directory is its own.
+        DynamicUser = true;
+        StateDirectory = stateDirectory;
+        StateDirectoryMode = "0700";
+        UMask = "0077";
+
+        # What it may do: bind ports below 1024, nothing else.
+        CapabilityBoundingSet = [ "CAP_NET_BIND_SERVICE" ];
+        AmbientCapabilities = [ "CAP_NET_BIND_SERVICE" ];
+        NoNewPrivileges = true;
+
+        # What it sees: the store read-only (ProtectSystem=strict: everything but the state
+        # directory), no home, /tmp of its own, no devices but the pseudo ones, its own processes.
+        ProtectSystem = "strict";
+        ProtectHome = true;
+        PrivateTmp = true;
+        PrivateDevices = true;
+        DevicePolicy = "closed";
+        ProtectProc = "invisible";
+        ProcSubset = "pid";
+        ProtectKernelTunables = true;
+        ProtectKernelModules = true;
+        ProtectKernelLogs = true;
+        ProtectControlGroups = true;
+        ProtectClock = true;
+        ProtectHostname = true;
+
+        # What it may ask the kernel: IPv4 sockets only (DHCP, TFTP, HTTP and NFS are IPv4 here;
+        # the log goes to the standard error systemd connected), the system calls of a service.
+        RestrictAddressFamilies = [ "AF_INET" ];
+        RestrictNamespaces = true;
+        RestrictRealtime = true;
+        RestrictSUIDSGID = true;
+        LockPersonality = true;
+        MemoryDenyWriteExecute = true;
+        RemoveIPC = true;
+        SystemCallArchitectures = "native";
+        SystemCallFilter = [ "@system-service" "~@privileged" "~@resources" ];
+        SystemCallErrorNumber = "EPERM";
+      };
+    };
+  };
+}
