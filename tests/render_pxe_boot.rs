@@ -794,6 +794,56 @@ fn uefi_http_boot_gets_grub_by_url_and_boots_the_kernel() {
     assert!(http.contains("url:/bootx64.efi") && http.contains("response:200"), "httpd's log:\n{http}");
 }
 
+/// UEFI HTTP boot from `nixos-pxe serve` alone (no busybox httpd, no dnsmasq): serve's DHCP
+/// answers OVMF's `HTTPClient:Arch:00016` with `HTTPClient` and the URL of bootx64.efi on its own
+/// HTTP endpoint (here on port 8080, so the URL carries the port), its HTTP serves it from the
+/// TFTP root, and GRUB, whose own DHCP serve answers too, loads the kernel over serve's TFTP.
+#[test]
+fn uefi_http_boot_from_serve_alone_gets_grub_by_url_and_boots_the_kernel() {
+    let _one_boot = preflight();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let rendered = prepare(dir.path(), lab_config(), Kernel::Test);
+    let mut lab = Lab::new("serve-http");
+    let log = dir.path().join("serve.log");
+    let (config, state) = (dir.path().join("site.json"), dir.path().join("serve-state"));
+    lab.spawn(
+        &[
+            env!("CARGO_BIN_EXE_nixos-pxe"),
+            "serve",
+            "--config",
+            config.to_str().expect("utf-8"),
+            "--interface",
+            "br0",
+            "--dhcp",
+            "authoritative",
+            "--http-port",
+            "8080",
+            "--state-dir",
+            state.to_str().expect("utf-8"),
+        ],
+        &log,
+    );
+    let ns = lab.ns.clone();
+    lab.wait_listening(&ns, &[Socket::Udp(67), Socket::Udp(69), Socket::TcpListen(8080)]);
+    let kernel = kernel_reached(&rendered);
+    let mut expect = vec![
+        "Start HTTP Boot over IPv4",
+        "URI: http://10.42.0.1:8080/bootx64.efi",
+        "nixos-pxe: GRUB started (x86_64-efi)",
+        "nixos-pxe: efinet0 has address 10.42.0.1",
+        "nixos-pxe: boot server 10.42.0.1 (DHCP option 66)",
+        "nixos-pxe: booting the kernel",
+    ];
+    expect.extend(kernel.iter().map(String::as_str));
+    boot_until(&mut lab, dir.path(), Boot::OvmfHttp, &expect);
+    let served = std::fs::read_to_string(&log).unwrap_or_default();
+    assert!(
+        served.contains("arch=Some(16)") && served.lines().any(|l| l.contains("http: sending") && l.contains("/bootx64.efi")),
+        "serve answered the HTTP boot client and sent bootx64.efi over HTTP:\n{served}"
+    );
+    assert!(!served.contains("was not answered"), "{served}");
+}
+
 // ---- A fleet's local boot on legacy BIOS ----
 
 /// What the stand-in MBR boot code prints on the serial port.

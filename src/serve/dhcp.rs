@@ -31,9 +31,9 @@ pub struct Settings {
     pub tftp_server: String,
     /// Option 17: `<address>:<nfsExport>,<nfsMountOptions>`.
     pub root_path: String,
-    /// Option 67 for a UEFI HTTP boot client: the URL of bootx64.efi on serve's own HTTP endpoint
-    /// (which serves the TFTP root). None when serve has no HTTP: such a client then gets no boot
-    /// file (and in proxy mode no reply), and `serve` says so in its log.
+    /// Option 67 for a UEFI HTTP boot client in authoritative mode: the URL of bootx64.efi on
+    /// serve's own HTTP endpoint (which serves the TFTP root). None when serve has no HTTP: such a
+    /// client then gets no boot file, and `serve` says so in its log.
     pub http_boot_url: Option<String>,
 }
 
@@ -102,17 +102,13 @@ fn boot_file(settings: &Settings, arch: Option<u16>) -> Option<String> {
     match arch.map(Firmware::from_architecture) {
         None => Some(Firmware::Uefi.file_name().to_string()),
         Some(Some(f @ (Firmware::Bios | Firmware::Uefi))) => Some(f.file_name().to_string()),
-        Some(Some(Firmware::UefiHttp)) => settings.http_boot_url.clone(),
+        Some(Some(Firmware::UefiHttp)) => settings.http_boot_url.clone().filter(|_| settings.mode == Mode::Authoritative),
         Some(None) => None,
     }
 }
 
-fn class_starts_with(request: &Message, prefix: &[u8]) -> bool {
-    matches!(request.opts().get(OptionCode::ClassIdentifier), Some(DhcpOption::ClassIdentifier(c)) if c.starts_with(prefix))
-}
-
 fn is_pxe_client(request: &Message) -> bool {
-    class_starts_with(request, b"PXEClient")
+    matches!(request.opts().get(OptionCode::ClassIdentifier), Some(DhcpOption::ClassIdentifier(c)) if c.starts_with(b"PXEClient"))
 }
 
 /// A UEFI HTTP boot client: option 93 = 16 (x64 UEFI HTTP). EDK2 also sends vendor class
@@ -121,11 +117,22 @@ pub fn is_http_boot_client(request: &Message) -> bool {
     architecture(request).and_then(Firmware::from_architecture) == Some(Firmware::UefiHttp)
 }
 
-/// What a proxy answers: PXE clients, and UEFI HTTP boot clients (vendor class HTTPClient) when
-/// serve has an HTTP endpoint to send them to.
-fn proxy_answers(settings: &Settings, request: &Message) -> bool {
-    is_pxe_client(request)
-        || (settings.http_boot_url.is_some() && is_http_boot_client(request) && class_starts_with(request, HTTP_CLIENT_VENDOR_CLASS.as_bytes()))
+/// Why a UEFI HTTP boot client gets no boot file from these settings, if it gets none: the log
+/// says it once (a firmware retries every few seconds).
+pub fn http_boot_refusal(settings: &Settings) -> Option<&'static str> {
+    match (settings.mode, &settings.http_boot_url) {
+        // As dnsmasq's proxy: HTTPClient is not a PXE proxy's class, and the site's server, which
+        // answers the client first with an address, would have to name the URL.
+        (Mode::Proxy, _) => Some(
+            "in proxy mode serve answers PXE clients only; have the site's DHCP server answer vendor class HTTPClient with option 60 \
+             HTTPClient and the URL of bootx64.efi on serve's HTTP endpoint, or boot the machine over PXE",
+        ),
+        (Mode::Authoritative, None) => Some(
+            "serve has no HTTP endpoint to send it to (--http-port 0, or no fleet and no --http-port); give serve --http-port PORT, \
+             or boot the machine over PXE",
+        ),
+        (Mode::Authoritative, Some(_)) => None,
+    }
 }
 
 /// The reply to one request, or None when this server must stay silent (not ours, proxy and not PXE, ...).
@@ -143,10 +150,10 @@ pub fn reply(settings: &Settings, leases: &mut Leases, request: &Message) -> Opt
             leases.release(&mac);
             return None;
         }
-        (Mode::Proxy, Some(MessageType::Request)) if proxy_answers(settings, request) => MessageType::Ack,
+        (Mode::Proxy, Some(MessageType::Request)) if is_pxe_client(request) => MessageType::Ack,
         _ => return None,
     };
-    if settings.mode == Mode::Proxy && !proxy_answers(settings, request) {
+    if settings.mode == Mode::Proxy && !is_pxe_client(request) {
         return None;
     }
     // A REQUEST for another server's offer (option 54 names it) is not for us.
@@ -188,8 +195,7 @@ pub fn reply(settings: &Settings, leases: &mut Leases, request: &Message) -> Opt
         m.set_ciaddr(request.ciaddr());
     }
     let file = boot_file(settings, architecture(request));
-    // An HTTP boot offer names itself HTTPClient (UEFI 2.x, 24.7; EDK2's HttpBootDxe skips one
-    // that does not); a proxy's PXE offer PXEClient (RFC 4578 / PXE).
+    // An HTTP boot offer names itself HTTPClient (EDK2's HttpBootDxe skips one that does not).
     let http_boot = is_http_boot_client(request) && file.is_some();
     let opts = m.opts_mut();
     if http_boot {
@@ -210,7 +216,8 @@ pub fn reply(settings: &Settings, leases: &mut Leases, request: &Message) -> Opt
             opts.insert(DhcpOption::AddressLeaseTime(settings.lease_seconds));
         }
         opts.insert(DhcpOption::RootPath(settings.root_path.clone()));
-    } else if !http_boot {
+    } else {
+        // RFC 4578 / PXE: a proxy offer identifies itself as PXEClient.
         opts.insert(DhcpOption::ClassIdentifier(b"PXEClient".to_vec()));
     }
     opts.insert(DhcpOption::TFTPServerName(settings.tftp_server.as_bytes().to_vec()));
@@ -293,14 +300,9 @@ pub fn serve(socket: UdpSocket, settings: Settings, stop: &AtomicBool, answer_to
             }
         };
         let mac = mac_text(request.chaddr());
-        if settings.http_boot_url.is_none() && is_http_boot_client(&request) && !told_no_http_boot {
+        if let Some(why) = http_boot_refusal(&settings).filter(|_| is_http_boot_client(&request) && !told_no_http_boot) {
             told_no_http_boot = true;
-            tracing::warn!(
-                mac,
-                "dhcp: a UEFI HTTP boot client (option 93 = 16) was not answered with a boot file: serve has no HTTP endpoint to send it to \
-                 (--http-port 0, or no fleet and no --http-port); give serve --http-port PORT to answer HTTP boot clients, \
-                 or boot the machine over PXE (said once)"
-            );
+            tracing::warn!(mac, "dhcp: a UEFI HTTP boot client (option 93 = 16) was not answered with a boot file: {why} (said once)");
         }
         let Some(answer) = reply(&settings, &mut leases, &request) else {
             tracing::debug!(mac, kind = ?request.opts().msg_type(), "dhcp: not answered");
@@ -440,30 +442,39 @@ mod tests {
     #[test]
     fn an_http_boot_client_gets_httpclient_and_the_url_on_serves_http_endpoint() {
         let url = "http://10.42.0.1:8080/bootx64.efi";
-        for mode in [Mode::Authoritative, Mode::Proxy] {
-            let s = Settings { http_boot_url: Some(url.into()), ..settings(mode) };
-            let offer = reply(&s, &mut Leases::default(), &http_boot_discover(1)).unwrap_or_else(|| panic!("{mode:?}: no offer"));
-            let options = wire_options(&offer);
+        let s = Settings { http_boot_url: Some(url.into()), ..settings(Mode::Authoritative) };
+        assert_eq!(http_boot_refusal(&s), None);
+        let mut leases = Leases::default();
+        for (kind, code) in [(MessageType::Discover, 2), (MessageType::Request, 5)] {
+            let mut asked = http_boot_discover(1);
+            asked.opts_mut().insert(DhcpOption::MessageType(kind));
+            if kind == MessageType::Request {
+                asked.opts_mut().insert(DhcpOption::RequestedIpAddress(Ipv4Addr::new(10, 42, 0, 100)));
+            }
+            let r = reply(&s, &mut leases, &asked).unwrap_or_else(|| panic!("{kind:?}: no reply"));
+            let options = wire_options(&r);
             let get = |code: u8| options.iter().filter(|(c, _)| *c == code).map(|(_, v)| v.clone()).collect::<Vec<_>>();
-            assert_eq!(get(60), [b"HTTPClient".to_vec()], "{mode:?}: option 60 is HTTPClient, once, not PXEClient");
-            assert_eq!(get(67), [url.as_bytes().to_vec()], "{mode:?}: option 67 is the URL");
-            assert_eq!(boot_file_of(&offer).as_deref(), Some(url), "{mode:?}: fname too");
-            assert_eq!(get(53), [vec![2]], "{mode:?}: an OFFER");
+            assert_eq!(get(53), [vec![code]], "{kind:?}: an OFFER, then an ACK");
+            assert_eq!(get(60), [b"HTTPClient".to_vec()], "{kind:?}: option 60 is HTTPClient, once");
+            assert_eq!(get(67), [url.as_bytes().to_vec()], "{kind:?}: option 67 is the URL");
+            assert_eq!(boot_file_of(&r).as_deref(), Some(url), "{kind:?}: fname too");
         }
-        // A PXE client of the same server still gets its file name and PXEClient (proxy).
-        let s = Settings { http_boot_url: Some(url.into()), ..settings(Mode::Proxy) };
-        let mut pxe = request(2, Some(MessageType::Discover), Some(7));
-        pxe.opts_mut().insert(DhcpOption::ClassIdentifier(b"PXEClient:Arch:00007".to_vec()));
-        let r = reply(&s, &mut Leases::default(), &pxe).expect("proxy offer");
-        assert_eq!(option(&r, OptionCode::ClassIdentifier), Some(&DhcpOption::ClassIdentifier(b"PXEClient".to_vec())));
+        // A PXE client of the same server gets its file name and no HTTPClient.
+        let r = reply(&s, &mut Leases::default(), &request(2, Some(MessageType::Discover), Some(7))).expect("offer");
+        assert!(option(&r, OptionCode::ClassIdentifier).is_none());
         assert_eq!(boot_file_of(&r).as_deref(), Some("bootx64.efi"));
     }
 
     #[test]
-    fn without_http_an_http_boot_client_gets_no_boot_file() {
-        let offer = reply(&settings(Mode::Authoritative), &mut Leases::default(), &http_boot_discover(1)).expect("an address still");
+    fn without_http_or_as_a_proxy_an_http_boot_client_gets_no_boot_file() {
+        let s = settings(Mode::Authoritative);
+        let offer = reply(&s, &mut Leases::default(), &http_boot_discover(1)).expect("an address still");
         assert!(wire_options(&offer).iter().all(|(c, _)| *c != 60 && *c != 67), "no HTTPClient, no boot file: {offer:?}");
-        assert!(reply(&settings(Mode::Proxy), &mut Leases::default(), &http_boot_discover(1)).is_none(), "a proxy stays silent");
+        assert!(http_boot_refusal(&s).is_some_and(|why| why.contains("--http-port")));
+        // A proxy answers PXE clients only, as dnsmasq's does, HTTP or not.
+        let s = Settings { http_boot_url: Some("http://10.42.0.1/bootx64.efi".into()), ..settings(Mode::Proxy) };
+        assert!(reply(&s, &mut Leases::default(), &http_boot_discover(1)).is_none(), "a proxy stays silent");
+        assert!(http_boot_refusal(&s).is_some_and(|why| why.contains("proxy mode")));
     }
 
     #[test]
