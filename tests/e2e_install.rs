@@ -573,8 +573,9 @@ fn install_by(config: &str, servers: Servers, name: &str, how: NetBoot) -> (Prep
         lab.advertise_ipv6_router(p.dir.path());
     }
     if how == NetBoot::OvmfHttp {
-        // Standing in for serve's HTTP endpoint, which is not built yet: the TFTP root over HTTP
-        // at the URL the rendered DHCP configuration hands out (http://10.42.0.1/bootx64.efi).
+        // The HTTP server beside the rendered dnsmasq.conf: the TFTP root over HTTP at the URL it
+        // hands out (http://10.42.0.1/bootx64.efi). serve alone over HTTP boot is
+        // tests/render_pxe_boot.rs's (uefi_http_boot_from_serve_alone_...).
         lab.spawn(&["busybox", "httpd", "-f", "-vv", "-p", "10.42.0.1:80", "-h", p.tftp.to_str().expect("utf-8")], &p.dir.path().join("httpd.log"));
     }
     start_servers(&mut lab, &p, config, &nfsroot, servers, true);
@@ -1058,7 +1059,7 @@ fn a_both_disk_installs_from_bios_and_boots_under_seabios_and_ovmf() {
 }
 
 /// UEFI HTTP boot: OVMF with its PXE turned off gets bootx64.efi by URL (busybox httpd serving
-/// the TFTP root, standing in for serve's HTTP endpoint, which is not built yet), and the install
+/// the TFTP root beside the rendered dnsmasq.conf), and the install
 /// goes on as from UEFI PXE: the uefi layout, systemd-boot's stand-in seeing the EFI variables.
 #[test]
 fn uefi_http_boot_installs() {

@@ -3,7 +3,8 @@
 //! ISC dhcpd (+ tftpd-hpa) and Kea (+ tftpd-hpa), each started only from its rendered file; the
 //! serial console shows each GRUB step. The other firmwares against the rendered dnsmasq.conf:
 //! legacy BIOS PXE (SeaBIOS + iPXE fetching bios.0) and UEFI HTTP boot (OVMF fetching
-//! bootx64.efi from an HTTP server, busybox httpd standing in for serve's HTTP endpoint).
+//! bootx64.efi from an HTTP server, busybox httpd beside the rendered dnsmasq.conf); and UEFI
+//! HTTP boot from `nixos-pxe serve` alone (its DHCP, HTTP and TFTP).
 //! The kernel is the end-to-end test kernel (tests/e2e/build-test-kernel.sh, built once and cached)
 //! or $NIXOS_PXE_TEST_KERNEL; one test leaves it out to check GRUB's message for a missing kernel.
 
@@ -767,7 +768,7 @@ fn bios_grub_boots_the_kernel_from_the_rendered_dnsmasq_conf() {
 
 /// UEFI HTTP boot: OVMF with its PXE turned off asks DHCP as `HTTPClient:Arch:00016`; the rendered
 /// dnsmasq.conf answers with the URL of bootx64.efi and echoes `HTTPClient`; OVMF downloads it
-/// from busybox httpd (a stand-in for serve's HTTP endpoint, serving the TFTP root); GRUB, which
+/// from busybox httpd (an HTTP server serving the TFTP root); GRUB, which
 /// gets no server from an HTTP-booted firmware, finds it in its own lease and boots the kernel.
 #[test]
 fn uefi_http_boot_gets_grub_by_url_and_boots_the_kernel() {
