@@ -18,7 +18,7 @@
       mkInstaller = args: import ./nix/mk-installer.nix ({ nixos-pxe = self.packages.${args.system}.nixos-pxe or null; } // args);
       # lib.mkFleet { nixpkgs; system; modules; hosts ? { }; }
       #   -> { bootLoader, kernel, tarball, systemImages, serverConfigs, configJSON, tftpRoot,
-      #        nfsRoot, kernelFragment, kernelConfigCheck, config, targets, tool }
+      #        nfsRoot, kernelFragment, kernelConfigCheck, config, targets, systemsByLayout, tool }
       # modules set fleet.hosts.<name> (MACs, generation, target.directory/.flake, customInstaller
       # overrides) beside nfsroot.*, customInstaller.*, bootServer.*; hosts.<name> = a
       # nixosConfigurations entry is that host's system instead of its target.*.

@@ -4,10 +4,11 @@
 # options are evaluated as lib.mkInstaller evaluates them (installer-options.nix, with the
 # fleet's rules of fleet-rules.nix) and each artefact is made by the same file as there:
 #   boot-loader.nix, kernel.nix, server-configs.nix  from the fleet's config.json
-#   target.nix        each host's system: its target (hosts.<name>, target.directory or
-#                     target.flake) with the disk layout of its merged customInstaller, and
-#                     report-module.nix (its first boot reports to serve)
-#   system-image.nix  one image per distinct system
+#   target.nix        each host's system for each layout its merged customInstaller.firmware
+#                     needs (nix/layouts.nix: two for "auto", else one): its target
+#                     (hosts.<name>, target.directory or target.flake) with that disk layout and
+#                     boot loader, and report-module.nix (its first boot reports to serve)
+#   system-image.nix  one image per distinct set of systems
 #   tarball.nix       the NFS root, with every image at nixos-pxe/systems/<hash>.tar.*
 # and, for `nixos-pxe serve` (nix/server-module.nix), the TFTP root and the NFS root unpacked.
 #
@@ -34,36 +35,45 @@ let
     if fleet.hosts != { } then fleet.hosts
     else throw "nixos-pxe: lib.mkFleet needs fleet.hosts (each host's MACs and target); for one system without hosts, use lib.mkInstaller";
 
-  # Each host's target system: the top-level customInstaller with the host's own values, and its
-  # own target (target.nix reads customInstaller.target), plus the first-boot report.
-  targets = lib.mapAttrs
-    (name: host:
-      let
-        merged = customInstaller // host.customInstaller // { inherit (host) target; };
-        evaluated = import ./target.nix {
-          inherit lib system;
-          customInstaller = merged;
-          targetSystem = hosts.${name} or null;
-        };
-      in
-      evaluated.extendModules { modules = [ ./report-module.nix ]; })
+  # Each host's customInstaller: the top-level one with the host's own values, and its own target
+  # (target.nix reads customInstaller.target). A host may override firmware, so the layouts its
+  # image holds a system for are the host's (the installer decides by the same merged value).
+  mergedOf = name: customInstaller // fleetHosts.${name}.customInstaller // { inherit (fleetHosts.${name}) target; };
+  layoutsOf = name: import ./layouts.nix (mergedOf name).firmware;
+
+  # Each host's target system for each of its layouts, plus the first-boot report.
+  systemsByLayout = lib.mapAttrs
+    (name: _: lib.genAttrs (layoutsOf name) (layout:
+      (import ./target.nix {
+        inherit lib system layout;
+        customInstaller = mergedOf name;
+        targetSystem = hosts.${name} or null;
+      }).extendModules { modules = [ ./report-module.nix ]; }))
     fleetHosts;
+  # Each host's system of its first layout (the only one unless its firmware is "auto", where it is
+  # the UEFI one; systemsByLayout has each).
+  targets = lib.mapAttrs (name: byLayout: byLayout.${lib.head (layoutsOf name)}) systemsByLayout;
 
   extension = { zstd = "zst"; gzip = "gz"; xz = "xz"; }.${customInstaller.imageCompression};
-  toplevelOf = name: targets.${name}.config.system.build.toplevel;
-  # The image's file below /nixos-pxe/, named by the hash part of the system's store path: hosts
-  # with the same system share one file, and `ls /nix/store/<hash>-*` finds the system. Without
-  # the path's string context: config.json names the file, it does not depend on the system (so
-  # neither it nor the uncompressed NFS root tarball that holds it refers to the systems' closures).
+  toplevelsOf = name: lib.mapAttrs (_: t: t.config.system.build.toplevel) systemsByLayout.${name};
+  # The hash part of a store path (/nix/store/HASH-name), without the path's string context:
+  # config.json names the file, it does not depend on the system (so neither it nor the
+  # uncompressed NFS root tarball that holds it refers to the systems' closures).
+  hashOf = path: builtins.substring 0 32 (baseNameOf (builtins.unsafeDiscardStringContext (toString path)));
+  # The image's file below /nixos-pxe/, named by the hash part of the system's store path (for
+  # "auto", the hashes of its systems in nix/layouts.nix's order, joined by "-"): hosts with the
+  # same systems share one file, and `ls /nix/store/<hash>-*` finds each system. An "auto" image
+  # never shares a name with a one-system image, whose installer reads nixos-pxe/system instead of
+  # nixos-pxe/system.<layout>.
   imageFile = name:
-    "systems/${builtins.substring 0 32 (baseNameOf (builtins.unsafeDiscardStringContext (toString (toplevelOf name))))}.tar.${extension}";
+    "systems/${lib.concatMapStringsSep "-" (layout: hashOf (toplevelsOf name).${layout}) (layoutsOf name)}.tar.${extension}";
 
-  # One image per distinct system (the attribute set's keys are the files, so hosts that share a
-  # system give the same key and the same image).
+  # One image per distinct set of systems (the attribute set's keys are the files, so hosts that
+  # share their systems give the same key and the same image).
   systemImages = lib.listToAttrs (map
     (name: lib.nameValuePair (imageFile name) (import ./system-image.nix {
-      inherit pkgs tool;
-      toplevel = toplevelOf name;
+      inherit lib pkgs tool;
+      toplevels = toplevelsOf name;
       compression = customInstaller.imageCompression;
     }))
     (lib.attrNames fleetHosts));
@@ -82,17 +92,19 @@ let
   };
 in
 {
-  inherit configJSON targets systemImages kernel bootLoader tarball tool;
+  inherit configJSON targets systemsByLayout systemImages kernel bootLoader tarball tool;
   kernelFragment = kernelParts.fragment;
   kernelConfigCheck = kernelParts.configCheck;
   serverConfigs = import ./server-configs.nix { inherit pkgs tool configJSON; };
 
-  # What `nixos-pxe serve --tftp-root` serves: the boot loader at the top, the kernel at
-  # nixos/bzImage (schema::KERNEL_TFTP_PATH); the per-host files serve makes itself. Copies, not
-  # links: serve reads below the root and refuses a link out of it.
+  # What `nixos-pxe serve --tftp-root` serves: the boot loaders at the top (bootx64.efi for UEFI,
+  # bios.0 for legacy BIOS PXE; serve's DHCP names the one for the client's architecture), the
+  # kernel at nixos/bzImage (schema::KERNEL_TFTP_PATH); the per-host files serve makes itself.
+  # Copies, not links: serve reads below the root and refuses a link out of it.
   tftpRoot = pkgs.runCommand "nixos-pxe-tftp-root" { } ''
     mkdir -p $out/nixos
     cp ${bootLoader}/bootx64.efi $out/bootx64.efi
+    cp ${bootLoader}/bios.0 $out/bios.0
     cp -L ${kernel}/bzImage $out/nixos/bzImage
   '';
 

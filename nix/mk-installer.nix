@@ -6,8 +6,8 @@
 #   installer-options.nix  the options, by lib.evalModules (not a whole NixOS) -> config, configJSON
 #   boot-loader.nix        bootx64.efi + grub.cfg
 #   kernel.nix             the fragment, nixpkgs' kernel with it built in, the check that it is
-#   target.nix             the target NixOS system, with the installer's disk layout
-#   system-image.nix       the target's closure as system.tar.*
+#   target.nix             the target NixOS system, with the installer's disk layout and boot loader
+#   system-image.nix       the targets' closure as system.tar.*
 #   tarball.nix            the NFS root
 #   server-configs.nix     dhcpd.conf, kea-dhcp4.json, dnsmasq.conf, exports, ganesha.conf, ...
 { nixpkgs, system, modules, targetSystem ? null, nixos-pxe ? null }:
@@ -30,15 +30,21 @@ let
   customInstaller = single options.config.customInstaller;
 
   kernelParts = import ./kernel.nix { inherit lib pkgs tool configJSON; };
-  target = import ./target.nix { inherit lib system customInstaller targetSystem; };
+
+  # The layouts the image holds a system for (nix/layouts.nix: two for "auto", else one).
+  layouts = import ./layouts.nix customInstaller.firmware;
+  targets = lib.genAttrs layouts (layout: import ./target.nix { inherit lib system customInstaller targetSystem layout; });
   systemImage = import ./system-image.nix {
-    inherit pkgs tool;
-    toplevel = target.config.system.build.toplevel;
+    inherit lib pkgs tool;
+    toplevels = lib.mapAttrs (_: target: target.config.system.build.toplevel) targets;
     compression = customInstaller.imageCompression;
   };
 in
 {
-  inherit configJSON target systemImage;
+  inherit configJSON targets systemImage;
+  # The target system of the first layout (the only one unless customInstaller.firmware = "auto",
+  # where it is the UEFI one; `targets` has each).
+  target = targets.${lib.head layouts};
   inherit (kernelParts) kernel;
   # The fragment (JSON) and the check that the kernel's .config has its `y` symbols built in.
   kernelFragment = kernelParts.fragment;

@@ -111,6 +111,12 @@ in
         default = null;
         description = "Size of the ext4 root partition (label nixos) in MiB; null for the rest of the disk.";
       };
+      firmware = mkOption {
+        type = types.enum [ "auto" "uefi" "bios" "both" ];
+        default = "uefi";
+        example = "auto";
+        description = "The firmware the installed disk boots with. \"uefi\": an ESP and systemd-boot, registered in the firmware's boot entries. \"bios\": a BIOS boot partition and GRUB for legacy BIOS (no ESP). \"both\": the BIOS boot partition and the ESP, GRUB for BIOS and GRUB's EFI loader as /EFI/BOOT/BOOTX64.EFI, so the disk boots either way. \"auto\": what the machine booted the installer with (/sys/firmware/efi exists: uefi, else bios); the system image then holds a system for each. An image built for uefi is refused on a BIOS machine and one built for bios on a UEFI machine, before anything is written.";
+      };
       afterInstall = mkOption {
         type = types.enum [ "reboot" "poweroff" "halt" ];
         default = "reboot";
@@ -230,7 +236,7 @@ in
       unknownHosts = mkOption {
         type = types.enum [ "local-boot" "hold" ];
         default = "local-boot";
-        description = "What a machine whose MAC is in no host gets: \"local-boot\" (GRUB starts the first disk's EFI boot loader, systemd-boot or /EFI/BOOT/BOOTX64.EFI, else exits to the firmware) or \"hold\" (a GRUB menu naming the MAC, no timeout, never a reboot). Never an install.";
+        description = "What a machine whose MAC is in no host gets: \"local-boot\" (on UEFI GRUB starts the first disk's EFI boot loader, systemd-boot or /EFI/BOOT/BOOTX64.EFI, else exits to the firmware; on BIOS it exits to the BIOS, which boots its next boot device) or \"hold\" (a GRUB menu naming the MAC, no timeout, never a reboot). Never an install.";
       };
       hosts = mkOption {
         default = { };
@@ -313,6 +319,12 @@ in
                 default = cfg.customInstaller.rootSizeMiB;
                 defaultText = lib.literalExpression "config.customInstaller.rootSizeMiB";
                 description = "This host's own customInstaller.rootSizeMiB; unset, the top-level value applies.";
+              };
+              firmware = mkOption {
+                type = types.enum [ "auto" "uefi" "bios" "both" ];
+                default = cfg.customInstaller.firmware;
+                defaultText = lib.literalExpression "config.customInstaller.firmware";
+                description = "This host's own customInstaller.firmware; unset, the top-level value applies.";
               };
               afterInstall = mkOption {
                 type = types.enum [ "reboot" "poweroff" "halt" ];

@@ -48,10 +48,10 @@ impl Firmware {
         }
     }
 
-    /// What DHCP option 67 says: a file name for TFTP, a URL on `server` for HTTP boot.
+    /// What DHCP option 67 says: a file name for TFTP, a URL on `server` (port 80) for HTTP boot.
     pub fn boot_file(self, server: Ipv4Addr) -> String {
         match self {
-            Firmware::UefiHttp => format!("http://{server}/{}", self.file_name()),
+            Firmware::UefiHttp => http_url(server, 80, self.file_name()),
             Firmware::Bios | Firmware::Uefi => self.file_name().to_string(),
         }
     }
@@ -75,6 +75,15 @@ impl Firmware {
     }
 }
 
+/// The URL of `file` (relative to the HTTP root) on an HTTP endpoint at `server`:`port`; HTTP's
+/// own port 80 is left out, as a firmware's URL parser needs no port for it.
+pub fn http_url(server: Ipv4Addr, port: u16, file: &str) -> String {
+    match port {
+        80 => format!("http://{server}/{file}"),
+        _ => format!("http://{server}:{port}/{file}"),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -87,6 +96,7 @@ mod tests {
         assert_eq!(file(7).as_deref(), Some("bootx64.efi"));
         assert_eq!(file(9).as_deref(), Some("bootx64.efi"));
         assert_eq!(file(16).as_deref(), Some("http://10.42.0.1/bootx64.efi"));
+        assert_eq!(http_url(server, 8080, "bootx64.efi"), "http://10.42.0.1:8080/bootx64.efi");
         // IA32 UEFI, ARM64 UEFI, ARM64 HTTP: nothing nixos-pxe builds.
         for arch in [6, 11, 19] {
             assert_eq!(file(arch), None, "arch {arch}");

@@ -4,6 +4,8 @@
 //! `bios.0` (i386-pc-pxe, for legacy BIOS PXE) with `grub-bios.cfg`.
 //! For a fleet each also holds the modules of every per-host configuration GRUB may load at run
 //! time (`configfile`): a module missing from the image cannot be loaded from the network later.
+//! A per-host file serves both firmwares and branches on `$grub_platform`; each image takes the
+//! modules of its own branches ([`for_platform`]): `biosdisk` is i386-pc's alone.
 //!
 //! grub.cfg travels in the image's memdisk (a tar), not as grub-mkimage's `-c` config: GRUB runs
 //! a `-c` config with its rescue parser, which has no `if` and no `menuentry` (the seed's config
@@ -181,6 +183,7 @@ const COMMAND_MODULES: &[(&str, &str)] = &[
     ("chainloader", "chain"),
     ("exit", "minicmd"),
     ("read", "read"),
+    ("regexp", "regexp"),
 ];
 
 /// Words that are part of GRUB's script language, not commands from modules.
@@ -227,6 +230,51 @@ pub fn modules_for(grub_cfg: &str) -> Result<Vec<String>, Error> {
         }
     }
     Ok(modules.into_iter().collect())
+}
+
+/// The lines of `cfg` that run on `platform`: a block under `if [ "$grub_platform" = "pc" ]; then`
+/// (GRUB's own variable, `pc` or `efi`) runs only there, its `else` block only elsewhere. A
+/// per-host file is one file for both firmwares, so each image needs the modules of its own
+/// branches only (`biosdisk` exists for i386-pc alone). Other `if`s are kept whole.
+pub fn for_platform(cfg: &str, platform: Platform) -> String {
+    let name = match platform {
+        Platform::Efi => "efi",
+        Platform::Pc => "pc",
+    };
+    // One frame per open `if`: whether its current branch runs here (None: not a platform test).
+    let mut frames: Vec<Option<bool>> = Vec::new();
+    let mut kept = String::new();
+    for line in cfg.lines() {
+        let words: Vec<&str> = line.split_whitespace().collect();
+        let first = words.first().copied().unwrap_or_default();
+        let closes_itself = first == "if" && matches!(words.last(), Some(&"fi") | Some(&"fi;"));
+        let runs = |frames: &[Option<bool>]| frames.iter().all(|f| f.unwrap_or(true));
+        match first {
+            "if" if !closes_itself => {
+                let tested = words.windows(4).find(|w| w[0] == "[" && w[1] == "\"$grub_platform\"" && w[2] == "=").map(|w| w[3].trim_matches('"'));
+                if runs(&frames) {
+                    kept.push_str(line);
+                    kept.push('\n');
+                }
+                frames.push(tested.map(|p| p == name));
+                continue;
+            }
+            "else" => {
+                if let Some(Some(here)) = frames.last_mut() {
+                    *here = !*here;
+                }
+            }
+            "fi" => {
+                frames.pop();
+            }
+            _ => {}
+        }
+        if runs(&frames) || first == "fi" || first == "else" {
+            kept.push_str(line);
+            kept.push('\n');
+        }
+    }
+    kept
 }
 
 /// Checks that `lib` is a module directory for `platform` holding every module.
@@ -307,10 +355,10 @@ fn plan<'a>(resolved: &Resolved, target: &'a Target) -> Result<Planned<'a>, Erro
     let cfg = render::grub_cfg(resolved, platform)?;
     let early = render::grub_early_cfg(resolved, platform)?;
     let mut modules: BTreeSet<String> = IMAGE_MODULES.iter().map(|m| (*m).to_string()).collect();
-    modules.extend(modules_for(&cfg)?);
+    modules.extend(modules_for(&for_platform(&cfg, platform))?);
     modules.extend(modules_for(&early)?);
     for host_cfg in crate::fleet::grub::every_kind(resolved)? {
-        modules.extend(modules_for(&host_cfg)?);
+        modules.extend(modules_for(&for_platform(&host_cfg, platform))?);
     }
     let modules: Vec<String> = modules.into_iter().collect();
     check_modules(platform, &target.lib, &modules)?;
@@ -421,6 +469,55 @@ mod tests {
         }
         for needed in ["chain", "configfile", "fat", "http", "minicmd", "part_gpt", "search", "sleep"] {
             assert!(fleet_modules.contains(needed), "{needed}: {fleet_modules:?}");
+        }
+    }
+
+    #[test]
+    fn each_platform_takes_the_lines_of_its_own_branches() {
+        let cfg = "insmod a\nif [ \"$grub_platform\" = \"pc\" ]; then\n  insmod biosdisk\n  if [ -n \"$x\" ]; then\n    insmod inner\n  fi\nelse\n  insmod efi_only\nfi\nif [ \"$grub_platform\" = \"efi\" ]; then\n  insmod efi_too\nfi\nif [ -n \"$y\" ]; then insmod one_line; fi\ninsmod z\n";
+        let modules = |p| modules_for(&for_platform(cfg, p)).expect("mapped");
+        assert_eq!(modules(Platform::Pc), ["a", "biosdisk", "inner", "normal", "test", "z"]);
+        assert_eq!(modules(Platform::Efi), ["a", "efi_only", "efi_too", "normal", "test", "z"]);
+    }
+
+    /// A fleet's per-host files hold a branch for each firmware; each image gets the modules of
+    /// its own: biosdisk (which x86_64-efi does not have) for bios.0 only, and what both need in both.
+    #[test]
+    fn the_per_host_files_modules_are_collected_per_platform() {
+        use crate::config::{Settings, resolve};
+        use crate::origin::Origin;
+        use serde_json::json;
+        let mut s = Settings::default();
+        for (path, value) in [
+            ("nfsroot.bootLoader.efinetDHCPInterface", json!("auto")),
+            ("nfsroot.bootLoader.linuxPnPInterface", json!("auto")),
+            ("fleet.hosts.a.macs", json!(["52:54:00:00:00:01"])),
+            ("fleet.hosts.a.target.flake", json!("/f#a")),
+        ] {
+            let segments: Vec<&str> = path.split('.').collect();
+            let crate::schema::Lookup::Option { spec, name } = crate::schema::lookup(&segments) else { panic!("{path}") };
+            s.define_named(spec, name.as_deref(), value, Origin::Default).expect("define");
+        }
+        let r = resolve(&s, camino::Utf8Path::new("t.nix")).expect("valid");
+        let collect = |platform| {
+            let mut m = BTreeSet::new();
+            for file in crate::fleet::grub::every_kind(&r).expect("host files") {
+                m.extend(modules_for(&for_platform(&file, platform)).expect("mapped"));
+            }
+            m.extend(modules_for(&for_platform(&render::grub_cfg(&r, platform).expect("grub.cfg"), platform)).expect("mapped"));
+            m
+        };
+        let (pc, efi) = (collect(Platform::Pc), collect(Platform::Efi));
+        assert!(pc.contains("biosdisk") && !efi.contains("biosdisk"), "pc {pc:?}\nefi {efi:?}");
+        for both in ["chain", "ext2", "fat", "part_gpt", "regexp", "search", "minicmd"] {
+            assert!(pc.contains(both) && efi.contains(both), "{both}: pc {pc:?}\nefi {efi:?}");
+        }
+        // Each is in the platform's own module directory (Debian's, where installed).
+        for (platform, dir, modules) in [(Platform::Pc, "/usr/lib/grub/i386-pc", &pc), (Platform::Efi, "/usr/lib/grub/x86_64-efi", &efi)] {
+            if camino::Utf8Path::new(dir).is_dir() {
+                let list: Vec<String> = modules.iter().cloned().collect();
+                check_modules(platform, camino::Utf8Path::new(dir), &list).expect("every module is there");
+            }
         }
     }
 }

@@ -50,8 +50,14 @@ pub(crate) fn engine() -> Result<Handlebars<'static>, Error> {
             .map_err(|e| Error::Message(format!("internal: template {name} does not compile: {e}")))?;
     }
     // Booting from the disk, in grub.cfg (a stranger of a fleet) and in a host's file alike.
-    hb.register_partial("local_boot", include_str!("../templates/local-boot.hbs"))
-        .map_err(|e| Error::Message(format!("internal: template local-boot does not compile: {e}")))?;
+    // The per-host file is one file for both firmwares: these branch on $grub_platform inside.
+    for (name, text) in [
+        ("local_boot", include_str!("../templates/local-boot.hbs")),
+        ("find_stamp", include_str!("../templates/find-stamp.hbs")),
+        ("boot_stamped", include_str!("../templates/boot-stamped.hbs")),
+    ] {
+        hb.register_partial(name, text).map_err(|e| Error::Message(format!("internal: template {name} does not compile: {e}")))?;
+    }
     Ok(hb)
 }
 

@@ -176,6 +176,7 @@ pub fn describe(value: &Value) -> String {
 pub const WRITABLE_LAYERS: &[&str] = &["overlayfs", "unionfs-fuse"];
 pub const WIPE_POLICIES: &[&str] = &["if-empty", "always"];
 pub const AFTER_INSTALL: &[&str] = &["reboot", "poweroff", "halt"];
+pub const FIRMWARES: &[&str] = &["auto", "uefi", "bios", "both"];
 pub const COMPRESSIONS: &[&str] = &["zstd", "gzip", "xz"];
 pub const DHCP_MODES: &[&str] = &["authoritative", "proxy"];
 pub const UNKNOWN_HOSTS: &[&str] = &["local-boot", "hold"];
@@ -229,6 +230,8 @@ const SWAP_SIZE: OptionSpec = opt!("customInstaller.swapSizeMiB", Ty::Int, Defau
     "Size of a swap partition at the end of the disk in MiB; 0 for none.");
 const ROOT_SIZE: OptionSpec = opt!(null "customInstaller.rootSizeMiB", Ty::Int, Some(rules::root_size),
     "Size of the ext4 root partition (label nixos) in MiB; null for the rest of the disk.");
+const FIRMWARE: OptionSpec = opt!("customInstaller.firmware", Ty::Enum(FIRMWARES), Default::Str("uefi"), None,
+    "The firmware the installed disk boots with. \"uefi\": an ESP and systemd-boot, registered in the firmware's boot entries. \"bios\": a BIOS boot partition and GRUB for legacy BIOS (no ESP). \"both\": the BIOS boot partition and the ESP, GRUB for BIOS and GRUB's EFI loader as /EFI/BOOT/BOOTX64.EFI, so the disk boots either way. \"auto\": what the machine booted the installer with (/sys/firmware/efi exists: uefi, else bios); the system image then holds a system for each. An image built for uefi is refused on a BIOS machine and one built for bios on a UEFI machine, before anything is written.");
 const AFTER_INSTALL_OPTION: OptionSpec = opt!("customInstaller.afterInstall", Ty::Enum(AFTER_INSTALL), Default::Str("reboot"), None,
     "What the installer does when it has finished.");
 
@@ -260,6 +263,7 @@ pub const OPTIONS: &[OptionSpec] = &[
     ESP_SIZE,
     SWAP_SIZE,
     ROOT_SIZE,
+    FIRMWARE,
     AFTER_INSTALL_OPTION,
     opt!("customInstaller.imageCompression", Ty::Enum(COMPRESSIONS), Default::Str("zstd"), None,
         "Compression of the system image in the NFS root."),
@@ -302,7 +306,7 @@ pub const OPTIONS: &[OptionSpec] = &[
     opt!("fleet.maxAttempts", Ty::Int, Default::Int(3), Some(rules::positive),
         "Failed or abandoned install attempts of one generation after which a host is held (a GRUB menu saying why) instead of installed again."),
     opt!("fleet.unknownHosts", Ty::Enum(UNKNOWN_HOSTS), Default::Str("local-boot"), None,
-        "What a machine whose MAC is in no host gets: \"local-boot\" (GRUB starts the first disk's EFI boot loader, systemd-boot or /EFI/BOOT/BOOTX64.EFI, else exits to the firmware) or \"hold\" (a GRUB menu naming the MAC, no timeout, never a reboot). Never an install."),
+        "What a machine whose MAC is in no host gets: \"local-boot\" (on UEFI GRUB starts the first disk's EFI boot loader, systemd-boot or /EFI/BOOT/BOOTX64.EFI, else exits to the firmware; on BIOS it exits to the BIOS, which boots its next boot device) or \"hold\" (a GRUB menu naming the MAC, no timeout, never a reboot). Never an install."),
     opt!("fleet.hosts.<name>.macs", Ty::ListOfStr, Default::EmptyList, Some(rules::mac_list),
         "MAC addresses of the host's NICs the firmware may boot from, in any usual spelling (52:54:00:ab:cd:01, 52-54-00-AB-CD-01, 5254.00ab.cd01, 525400abcd01). At least one; each belongs to one host."),
     opt!("fleet.hosts.<name>.generation", Ty::Int, Default::Int(1), Some(rules::generation),
@@ -324,6 +328,7 @@ pub const OPTIONS: &[OptionSpec] = &[
     host_override!(ESP_SIZE, "espSizeMiB"),
     host_override!(SWAP_SIZE, "swapSizeMiB"),
     host_override!(ROOT_SIZE, "rootSizeMiB"),
+    host_override!(FIRMWARE, "firmware"),
     host_override!(AFTER_INSTALL_OPTION, "afterInstall"),
 ];
 
@@ -805,7 +810,7 @@ mod tests {
     #[test]
     fn host_overrides_share_type_and_rule_with_the_top_level_option() {
         let overrides: Vec<&OptionSpec> = OPTIONS.iter().filter(|o| matches!(o.default, Default::Inherit(_))).collect();
-        assert_eq!(overrides.len(), 9);
+        assert_eq!(overrides.len(), 10);
         for o in overrides {
             let Default::Inherit(base) = o.default else { unreachable!("filtered") };
             let base = find(base).unwrap_or_else(|| panic!("{}: inherits from a missing option", o.path));

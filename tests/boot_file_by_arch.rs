@@ -260,7 +260,11 @@ enum Server {
     Kea,
     Dnsmasq,
     DnsmasqProxy,
+    /// serve, authoritative, with its HTTP endpoint (--http-port 80).
     Serve,
+    /// serve, authoritative, without HTTP (no fleet, no --http-port).
+    ServeWithoutHttp,
+    /// serve as a proxy, with its HTTP endpoint.
     ServeProxy,
 }
 
@@ -299,11 +303,15 @@ fn answers(server: Server, want: Vec<Got>) {
             lab.spawn(&["dnsmasq", "--keep-in-foreground", "--log-facility=-", "--pid-file", &leases, &conf], &log);
             "DHCP, sockets bound exclusively to interface br0"
         }
-        Server::Serve | Server::ServeProxy => {
+        Server::Serve | Server::ServeWithoutHttp | Server::ServeProxy => {
             let bin = env!("CARGO_BIN_EXE_nixos-pxe");
             let conf = config(d, mode);
             let tftp = path(&d.join("tftp"));
-            lab.spawn(&[bin, "serve", "--config", &conf, "--interface", "br0", "--dhcp", mode, "--tftp-root", &tftp], &log);
+            let mut args = vec![bin, "serve", "--config", &conf, "--interface", "br0", "--dhcp", mode, "--tftp-root", &tftp];
+            if !matches!(server, Server::ServeWithoutHttp) {
+                args.extend(["--http-port", "80"]);
+            }
+            lab.spawn(&args, &log);
             "dhcp: serving"
         }
     };
@@ -349,11 +357,14 @@ fn dnsmasq_as_proxy_hands_each_pxe_architecture_its_boot_file() {
     answers(Server::DnsmasqProxy, proxy());
 }
 
-/// serve has no HTTP endpoint yet, so it gives UEFI HTTP boot no URL; the PXE firmwares as above.
+/// serve with its HTTP endpoint answers as the rendered configs do, UEFI HTTP boot with
+/// `HTTPClient` and the URL of bootx64.efi there; without HTTP that client gets no URL (and serve
+/// says why, tests/serve_dhcp.rs); as a proxy it answers the PXE firmwares only, as dnsmasq does.
 #[test]
 fn serve_hands_each_architecture_its_boot_file() {
+    answers(Server::Serve, rendered_authoritative());
     let mut want = rendered_authoritative();
     want[3] = None;
-    answers(Server::Serve, want);
+    answers(Server::ServeWithoutHttp, want);
     answers(Server::ServeProxy, proxy());
 }

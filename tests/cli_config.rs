@@ -363,3 +363,35 @@ fn check_reports_every_fleet_problem_at_its_place() {
         assert!(err.contains("6 problem(s); nothing was written."), "{source}: {err}");
     }
 }
+
+/// `customInstaller.firmware` and a fleet host's own, read statically and evaluated alike; a
+/// value that is not a firmware is refused at its place with the allowed ones.
+#[test]
+fn the_firmware_option_and_a_hosts_own_are_read_by_both_readers() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = dir.path().join("fw.nix");
+    std::fs::write(
+        &file,
+        "{ ... }:\n{\n  customInstaller.firmware = \"auto\";\n  fleet.hosts.old = {\n    macs = [ \"52:54:00:00:0c:01\" ];\n    target.directory = ./.;\n    customInstaller.firmware = \"bios\";\n  };\n  fleet.hosts.new = { macs = [ \"52:54:00:00:0c:02\" ]; target.directory = ./.; };\n  nfsroot.bootLoader = { efinetDHCPInterface = \"auto\"; linuxPnPInterface = \"auto\"; };\n}\n",
+    )
+    .expect("write");
+    let path = file.to_str().expect("utf8");
+    let sources: &[&str] = if nix_available() { &["static", "eval"] } else { &["static"] };
+    if !nix_available() {
+        switches::skip_or_fail("`nix --version` does not run: nix is not installed (apt-get install nix-bin); the static reader was checked");
+    }
+    for source in sources {
+        let out = pxe(&["options", "--config", path, "--source", source]);
+        assert!(out.status.success(), "{source}: {}", text(&out.stderr));
+        let stdout = text(&out.stdout);
+        let line = |option: &str| option_line(&stdout, option);
+        assert!(line("customInstaller.firmware").contains("\"auto\"  (") && line("customInstaller.firmware").contains("fw.nix:3:3)"), "{source}:\n{stdout}");
+        assert!(line("fleet.hosts.old.customInstaller.firmware").contains("\"bios\"  (") && line("fleet.hosts.old.customInstaller.firmware").contains("fw.nix:7:5)"), "{source}:\n{stdout}");
+        assert!(line("fleet.hosts.new.customInstaller.firmware").contains("\"auto\"  (customInstaller.firmware at ") && line("fleet.hosts.new.customInstaller.firmware").ends_with("fw.nix:3:3)"), "{source}:\n{stdout}");
+    }
+    std::fs::write(&file, "{ ... }:\n{\n  customInstaller.firmware = \"legacy\";\n}\n").expect("write");
+    let out = pxe(&["check", "--config", path, "--source", "static"]);
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = text(&out.stderr);
+    assert!(stderr.contains("fw.nix:3:") && stderr.contains("\"legacy\" is not one of \"auto\", \"uefi\", \"bios\", \"both\""), "{stderr}");
+}

@@ -11,11 +11,19 @@
 //!
 //! One fleet install (a client with two NICs, "auto" mode, reports to a sink standing in for
 //! serve's endpoint): see `a_fleet_host_installs_from_its_boot_nic_and_reports`.
+//!
+//! Every firmware (customInstaller.firmware): legacy BIOS PXE (SeaBIOS with iPXE) with "auto" and
+//! with "both", UEFI HTTP boot (busybox httpd standing in for serve's HTTP endpoint); the disk is
+//! read back for the boot loader its firmware needs, and the "both" disk is booted without network
+//! under SeaBIOS and OVMF. The stand-in system's switch-to-configuration does what NixOS's would
+//! for its boot loader: the efivars check of systemd-boot, or Debian's real grub-install.
 
 mod common;
 mod report_sink;
 
-use common::{GRUB_LIB, Lab, Nic, Qemu, SERVER_ADDRESS, Socket, nixos_pxe as pxe, root, run, sh, tail};
+use common::{Boot as NetBoot, GRUB_BIOS_LIB, GRUB_LIB, Lab, Nic, Qemu, SERVER_ADDRESS, Socket, nixos_pxe as pxe, root, run, sh, tail};
+use nixos_pxe_installer::config::typed::FirmwareSetting;
+use nixos_pxe_installer::install::firmware::{Layout, built_for, system_file};
 use std::os::unix::fs::{PermissionsExt, symlink};
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -67,23 +75,71 @@ fn write_exec(path: &Path, text: &str) {
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755)).expect("chmod");
 }
 
-/// Stand-in for nixos-enter --root ROOT -- switch-to-configuration boot. systemd-boot with
-/// canTouchEfiVariables needs the firmware's EFI variables to write its boot entry, so this fails,
-/// as bootctl would, unless efivarfs is mounted and lists variables; their names go to
-/// ROOT/stand-in.efivars only when it succeeds.
+/// Stand-in for nixos-enter --root ROOT -- /nix/var/nix/profiles/system/bin/switch-to-configuration
+/// boot: records its call on the target disk and runs the installed system's own
+/// switch-to-configuration (below, one per boot loader), with ROOT in NIXOS_PXE_STAND_IN_ROOT.
+/// NixOS's would chroot into ROOT; the stand-in system has no programs, so its script runs here,
+/// on the NFS root, with the tools the installer has, against ROOT's files and the real disk.
 const NIXOS_ENTER_STAND_IN: &str = r#"#!/bin/sh
 # stand-in for nixos-enter --root ROOT -- COMMAND
-echo "nixos-enter $* NIXOS_INSTALL_BOOTLOADER=$NIXOS_INSTALL_BOOTLOADER" >> "$2/stand-in.log"
+root=$2
+echo "nixos-enter $* NIXOS_INSTALL_BOOTLOADER=$NIXOS_INSTALL_BOOTLOADER" >> "$root/stand-in.log"
+shift 3
+# The profile links to the system by its absolute store path, which is below ROOT here.
+system=$(readlink "$root/nix/var/nix/profiles/system")
+command=$(echo "$1" | sed "s|^/nix/var/nix/profiles/system|$system|")
+shift
+NIXOS_PXE_STAND_IN_ROOT=$root exec "$root$command" "$@"
+"#;
+
+/// The stand-in system's switch-to-configuration for systemd-boot with canTouchEfiVariables
+/// (the uefi layout): systemd-boot writes its boot entry through the firmware's EFI variables, so
+/// this fails, as bootctl would, unless efivarfs is mounted and lists variables; their names go
+/// to ROOT/stand-in.efivars only when it succeeds.
+const SWITCH_SYSTEMD_BOOT: &str = r#"#!/bin/sh
+# stand-in for a NixOS system's switch-to-configuration boot with systemd-boot
+root=$NIXOS_PXE_STAND_IN_ROOT
+echo "stand-in switch-to-configuration $*: systemd-boot" >> "$root/stand-in.log"
 efivars=/sys/firmware/efi/efivars
 if ! grep -q " $efivars efivarfs " /proc/mounts; then
-  echo "stand-in nixos-enter: efivarfs is not mounted on $efivars: systemd-boot could write no boot entry" >&2
+  echo "stand-in switch-to-configuration: efivarfs is not mounted on $efivars: systemd-boot could write no boot entry" >&2
   exit 1
 fi
 if ! ls "$efivars" > /tmp/efivars || [ ! -s /tmp/efivars ]; then
-  echo "stand-in nixos-enter: $efivars lists no EFI variables: systemd-boot could write no boot entry" >&2
+  echo "stand-in switch-to-configuration: $efivars lists no EFI variables: systemd-boot could write no boot entry" >&2
   exit 1
 fi
-cp /tmp/efivars "$2/stand-in.efivars"
+cp /tmp/efivars "$root/stand-in.efivars"
+"#;
+
+/// The stand-in system's switch-to-configuration for GRUB (the bios and both layouts), doing
+/// what NixOS's install-grub.pl does for boot.loader.grub.device = DEVICE (and, for both,
+/// efiSupport + efiInstallAsRemovable): Debian's real grub-install --target=i386-pc on the disk,
+/// for both also --target=x86_64-efi --removable into the ESP on /boot, then the grub.cfg. The
+/// grub.cfg is a stand-in for the one install-grub.pl writes (entries for the system's
+/// generations, which cannot boot here): a serial console and one entry, so that the disk's boot
+/// can be seen on the console. @DEVICE@, @EFI@ and @SYSTEM@ are filled in per system.
+const SWITCH_GRUB: &str = r#"#!/bin/sh
+# stand-in for a NixOS system's switch-to-configuration boot with GRUB (install-grub.pl)
+set -e
+root=$NIXOS_PXE_STAND_IN_ROOT
+echo "stand-in switch-to-configuration $*: grub-install --target=i386-pc --boot-directory=$root/boot @DEVICE@" >> "$root/stand-in.log"
+grub-install --target=i386-pc --boot-directory="$root/boot" @DEVICE@
+if [ "@EFI@" = yes ]; then
+  echo "stand-in switch-to-configuration $*: grub-install --target=x86_64-efi --efi-directory=$root/boot --removable --no-nvram" >> "$root/stand-in.log"
+  grub-install --target=x86_64-efi --boot-directory="$root/boot" --efi-directory="$root/boot" --removable --no-nvram
+fi
+cat > "$root/boot/grub/grub.cfg" <<'CFG'
+# stand-in for the grub.cfg of NixOS's install-grub.pl (tests/e2e_install.rs)
+serial --unit=0 --speed=115200
+terminal_input serial
+terminal_output serial
+set timeout=60
+echo "stand-in grub.cfg of @SYSTEM@ read by GRUB on $grub_platform from $root"
+menuentry "NixOS - Default" {
+  echo "the stand-in system has no kernel"
+}
+CFG
 "#;
 
 /// The NFS root: the brief's layout, with busybox and Debian programs standing in for the closure.
@@ -110,9 +166,20 @@ fn nfs_root(dir: &Path, config: &str, with_image: bool) -> PathBuf {
         ("/usr/sbin/mke2fs", "mkfs.ext4"),
         ("/usr/sbin/mkswap", "mkswap"),
         ("/usr/bin/partx", "partx"),
+        // For the stand-in systems' GRUB (what a NixOS system's own grub-install does there).
+        ("/usr/sbin/grub-install", "grub-install"),
     ] {
         install_binary(&nfsroot, Path::new(src), &format!("/nixos-pxe/tools/sbin/{name}"));
     }
+    // grub-install's platform directories and font, where Debian's grub-install looks for them.
+    for dir in [GRUB_BIOS_LIB, GRUB_LIB] {
+        copy_tree(Path::new(dir), &nfsroot.join(dir.trim_start_matches('/')));
+    }
+    let font = nfsroot.join("usr/share/grub");
+    std::fs::create_dir_all(&font).expect("mkdir");
+    std::fs::copy("/usr/share/grub/unicode.pf2", font.join("unicode.pf2")).expect("copy unicode.pf2");
+    // Where it copies translations from (none here; without the directory it warns).
+    std::fs::create_dir_all(nfsroot.join("usr/share/locale")).expect("mkdir");
     // unionfs-fuse, for nfsroot.writableLayer = "unionfs-fuse" (the Nix side adds it only then).
     install_binary(&nfsroot, Path::new("/usr/bin/unionfs"), "/nixos-pxe/tools/bin/unionfs");
     // Stand-ins for the NixOS-only commands: they record, on the target disk, that they ran.
@@ -122,11 +189,26 @@ fn nfs_root(dir: &Path, config: &str, with_image: bool) -> PathBuf {
     write_exec(&bin.join("nixos-generate-config"), "#!/bin/sh\n# stand-in for nixos-generate-config --root ROOT\necho \"nixos-generate-config $*\" >> \"$2/stand-in.log\"\nmkdir -p \"$2/etc/nixos\"\ngrep \" $2\" /proc/mounts > \"$2/etc/nixos/hardware-configuration.nix\"\n");
     write_exec(&bin.join("nixos-enter"), NIXOS_ENTER_STAND_IN);
     // The configuration, as the Nix side writes it.
-    std::fs::write(nfsroot.join("nixos-pxe/config.json"), pxe(&["options", "--source", "static", "--config", config, "--as-config-json"])).expect("config.json");
+    let config_json = pxe(&["options", "--source", "static", "--config", config, "--as-config-json"]);
+    std::fs::write(nfsroot.join("nixos-pxe/config.json"), &config_json).expect("config.json");
     if with_image {
-        pack_system(dir, &nfsroot.join("nixos-pxe/system.tar.zst"), "pxe-example", "stand-in system image\n");
+        let tree: serde_json::Value = serde_json::from_str(&config_json).expect("config.json");
+        let setting: FirmwareSetting = serde_json::from_value(tree["customInstaller"]["firmware"].clone()).expect("customInstaller.firmware");
+        let device = tree["customInstaller"]["rootDevice"].as_str().expect("rootDevice").to_string();
+        pack_image(dir, &nfsroot.join("nixos-pxe/system.tar.zst"), "pxe-example", "stand-in system image\n", setting, &device);
     }
     nfsroot
+}
+
+/// Copies the directory `from` to `to` (files only, as GRUB's module directories are).
+fn copy_tree(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).expect("mkdir");
+    for entry in std::fs::read_dir(from).unwrap_or_else(|e| panic!("{}: {e} (dev/install-deps.sh test)", from.display())) {
+        let entry = entry.expect("entry");
+        if entry.file_type().expect("type").is_file() {
+            std::fs::copy(entry.path(), to.join(entry.file_name())).expect("copy");
+        }
+    }
 }
 
 /// The store path of the stand-in system `name` that `pack_system` packs.
@@ -134,30 +216,49 @@ fn system_path(name: &str) -> String {
     format!("/nix/store/00000000000000000000000000000000-nixos-system-{name}")
 }
 
-/// Packs a stand-in system image with `nixos-pxe pack` to `out`: the system `name`'s store path
-/// (a switch-to-configuration stand-in and a nixos-version file holding `version`), its
-/// registration and its name, as the flake's image has them.
-fn pack_system(dir: &Path, out: &Path, name: &str, version: &str) {
+/// The name of the stand-in system for `layout` in an image of `name` built for `setting`: the
+/// name itself in an image of one system, `name-uefi` and `name-bios` for firmware = "auto".
+fn system_name(name: &str, setting: FirmwareSetting, layout: Layout) -> String {
+    if built_for(setting).len() == 1 { name.to_string() } else { format!("{name}-{}", layout.as_str()) }
+}
+
+/// Packs a stand-in system image to `out` as nix/system-image.nix does for customInstaller.firmware
+/// `setting`: a system per layout it is built for (firmware::built_for), each named by the file
+/// the installer reads for it (firmware::system_file), each with the switch-to-configuration of
+/// its boot loader (GRUB's installing on `device`, the rootDevice NixOS bakes into
+/// boot.loader.grub.device) and a nixos-version file holding `version`; and one registration.
+fn pack_image(dir: &Path, out: &Path, name: &str, version: &str, setting: FirmwareSetting, device: &str) {
     let tree = dir.join(format!("image-{name}"));
-    let system = system_path(name);
-    let store_path = tree.join(system.trim_start_matches('/'));
-    std::fs::create_dir_all(store_path.join("bin")).expect("mkdir");
-    write_exec(&store_path.join("bin/switch-to-configuration"), "#!/bin/sh\necho stand-in\n");
-    std::fs::write(store_path.join("nixos-version"), version).expect("write");
+    let mut args: Vec<String> = vec!["pack".into(), "--out".into(), out.to_str().expect("utf8").into()];
+    for layout in built_for(setting) {
+        let system_name = system_name(name, setting, layout);
+        let system = system_path(&system_name);
+        let store_path = tree.join(system.trim_start_matches('/'));
+        std::fs::create_dir_all(store_path.join("bin")).expect("mkdir");
+        let switch = match layout {
+            Layout::Uefi => SWITCH_SYSTEMD_BOOT.to_string(),
+            Layout::Bios | Layout::Both => SWITCH_GRUB
+                .replace("@DEVICE@", device)
+                .replace("@EFI@", if layout == Layout::Both { "yes" } else { "no" })
+                .replace("@SYSTEM@", &system_name),
+        };
+        write_exec(&store_path.join("bin/switch-to-configuration"), &switch);
+        std::fs::write(store_path.join("nixos-version"), version).expect("write");
+        let file = system_file(setting, layout);
+        let named = tree.join(file.replace('/', "-"));
+        std::fs::write(&named, format!("{system}\n")).expect("write");
+        args.extend(["--file".into(), format!("{file}={}", named.display())]);
+    }
     std::fs::write(tree.join("registration"), "stand-in registration\n").expect("write");
-    std::fs::write(tree.join("system"), format!("{system}\n")).expect("write");
     std::fs::create_dir_all(out.parent().expect("parent")).expect("mkdir");
-    pxe(&[
-        "pack",
-        "--out",
-        out.to_str().expect("utf8"),
-        "--file",
-        &format!("nix={}", tree.join("nix").display()),
-        "--file",
-        &format!("nixos-pxe/registration={}", tree.join("registration").display()),
-        "--file",
-        &format!("nixos-pxe/system={}", tree.join("system").display()),
-    ]);
+    args.extend(["--file".into(), format!("nix={}", tree.join("nix").display())]);
+    args.extend(["--file".into(), format!("nixos-pxe/registration={}", tree.join("registration").display())]);
+    pxe(&args.iter().map(String::as_str).collect::<Vec<_>>());
+}
+
+/// A stand-in image of one system `name` for systemd-boot (customInstaller.firmware = "uefi").
+fn pack_system(dir: &Path, out: &Path, name: &str, version: &str) {
+    pack_image(dir, out, name, version, FirmwareSetting::Uefi, "/dev/vda");
 }
 
 /// The servers of one run.
@@ -274,7 +375,9 @@ fn start_servers(lab: &mut Lab, p: &Prepared, config: &str, nfsroot: &Path, serv
     }
 }
 
-/// What the run reached, and when (seconds from QEMU's start).
+/// What the run reached, and when (seconds from QEMU's start). The firmware's own DHCP shows on
+/// the console as OVMF's PXE prints it; UEFI HTTP boot and iPXE under SeaBIOS say it otherwise
+/// or not at all (see `milestones`).
 const MILESTONES: &[(&str, &str)] = &[
     ("firmware DHCP", "Station IP address"),
     ("loader fetched", "nixos-pxe: GRUB started"),
@@ -284,6 +387,20 @@ const MILESTONES: &[(&str, &str)] = &[
     ("installer start", "nixos-pxe: step 1/7 network"),
     ("install done", "nixos-pxe: install complete"),
 ];
+
+/// The milestones a client booting by `boot` shows: OVMF's HTTP boot prints the URL it got by
+/// DHCP; iPXE under SeaBIOS prints on the screen only (QEMU's -display none), so GRUB's first line
+/// is the first one seen.
+fn milestones(boot: NetBoot) -> Vec<(&'static str, &'static str)> {
+    MILESTONES
+        .iter()
+        .filter_map(|&(name, pattern)| match (name, boot) {
+            ("firmware DHCP", NetBoot::OvmfHttp) => Some((name, "URI: http://")),
+            ("firmware DHCP", NetBoot::SeaBiosIpxe) => None,
+            _ => Some((name, pattern)),
+        })
+        .collect()
+}
 
 /// Console lines after which the run cannot go on: the test stops QEMU instead of waiting.
 const STUCK: &[&str] = &["Kernel panic", "dropping to a root shell"];
@@ -301,16 +418,25 @@ fn boot(lab: &Lab, dir: &Path, disk: &Path, stop_at: Option<&str>) -> Boot {
 }
 
 fn boot_with_nics(lab: &Lab, dir: &Path, disk: &Path, stop_at: Option<&str>, nics: &[Nic]) -> Boot {
-    let mut qemu = Qemu::start_with_nics(lab, dir, 1024, Some(disk), nics);
+    boot_by(lab, dir, disk, stop_at, NetBoot::OvmfPxe, nics)
+}
+
+/// `boot_with_nics` with the client's firmware and network boot `how`.
+fn boot_by(lab: &Lab, dir: &Path, disk: &Path, stop_at: Option<&str>, how: NetBoot, nics: &[Nic]) -> Boot {
+    let mut qemu = Qemu::start_with(lab, dir, 1024, Some(disk), how, nics);
+    let milestones = milestones(how);
     let mut times: Vec<(&'static str, f64)> = Vec::new();
     let exited = loop {
         let text = qemu.console();
-        for (name, pattern) in MILESTONES {
+        for (name, pattern) in &milestones {
             if !times.iter().any(|(n, _)| n == name) && text.contains(pattern) {
                 times.push((name, qemu.started.elapsed().as_secs_f64()));
             }
         }
         if qemu.exit_status().is_some() {
+            if text.is_empty() {
+                eprintln!("QEMU ended without a word on the console; its log:\n{}", std::fs::read_to_string(&qemu.log).unwrap_or_default());
+            }
             break true;
         }
         let stuck = STUCK.iter().any(|s| text.contains(s));
@@ -340,8 +466,10 @@ fn prepare(config: &str) -> Prepared {
     pxe(&["render", "--source", "static", "--config", config, "--out", rendered.to_str().expect("utf8")]);
     let tftp = dir.path().join("tftp");
     std::fs::create_dir_all(tftp.join("nixos")).expect("mkdir");
-    pxe(&["mk-bootloader", "--source", "static", "--config", config, "--grub-lib", GRUB_LIB, "--out", tftp.to_str().expect("utf8")]);
-    std::fs::remove_file(tftp.join("grub.cfg")).expect("only bootx64.efi is served");
+    pxe(&["mk-bootloader", "--source", "static", "--config", config, "--grub-lib", GRUB_LIB, "--grub-bios-lib", GRUB_BIOS_LIB, "--out", tftp.to_str().expect("utf8")]);
+    for copy in ["grub.cfg", "grub-bios.cfg"] {
+        std::fs::remove_file(tftp.join(copy)).expect("only bootx64.efi and bios.0 are served");
+    }
     let kernel = common::test_kernel(&["--source", "static", "--config", config]);
     std::fs::copy(kernel, tftp.join("nixos/bzImage")).expect("copy kernel");
     let disk = dir.path().join("disk.img");
@@ -369,9 +497,12 @@ fn inspect(disk: &Path, files: &[&str]) -> Inspected {
         // losetup --partscan does not always make the partition devices here; partx does.
         let _ = Command::new("partx").args(["-u", &dev]).output();
         let table: serde_json::Value = serde_json::from_str(&run(Command::new("sfdisk").arg("--json").arg(&dev))).expect("json");
-        let labels = (1..=2).map(|n| run(Command::new("blkid").args(["-o", "export"]).arg(format!("{dev}p{n}")))).collect();
+        let parts = table["partitiontable"]["partitions"].as_array().expect("partitions");
+        // blkid of each partition (empty for one without a file system, the BIOS boot partition).
+        let labels = (1..=parts.len()).map(|n| String::from_utf8_lossy(&Command::new("blkid").args(["-o", "export"]).arg(format!("{dev}p{n}")).output().expect("blkid").stdout).into_owned()).collect();
+        let root = parts.iter().position(|p| p["name"] == "nixos").expect("a partition named nixos") + 1;
         let mnt = tempfile::tempdir().expect("tempdir");
-        run(Command::new("mount").args(["-o", "ro"]).arg(format!("{dev}p2")).arg(mnt.path()));
+        run(Command::new("mount").args(["-o", "ro"]).arg(format!("{dev}p{root}")).arg(mnt.path()));
         let files = files
             .iter()
             .map(|f| (f.to_string(), std::fs::read_to_string(mnt.path().join(f)).unwrap_or_else(|e| format!("<missing: {e}>"))))
@@ -403,23 +534,70 @@ fn report(name: &str, boot: &Boot) {
 /// A full install: the chain's every link seen on the console, then the disk read back.
 fn installs(config: &str, servers: Servers, name: &str) -> (Prepared, Boot, Inspected) {
     let _one_qemu = preflight();
+    let (p, b) = install_by(config, servers, name, NetBoot::OvmfPxe);
+    let serial = &b.serial;
+    let disk = inspect(&p.disk, &["stand-in.log", "etc/nixos/networking.nix", "etc/nixos/hardware-configuration.nix", "stand-in.efivars", "nix/store/00000000000000000000000000000000-nixos-system-pxe-example/nixos-version"]);
+    check_uefi_disk(&disk, serial);
+    (p, b, disk)
+}
+
+/// The disk of a uefi layout, read back: ESP and root, the stand-in system, and systemd-boot's
+/// stand-in having seen the firmware's EFI variables.
+fn check_uefi_disk(disk: &Inspected, serial: &str) {
+    assert_eq!(disk.table["partitiontable"]["label"], "gpt");
+    let names: Vec<&str> = disk.table["partitiontable"]["partitions"].as_array().expect("partitions").iter().map(|p| p["name"].as_str().unwrap_or_default()).collect();
+    assert_eq!(names, ["ESP", "nixos"]);
+    assert!(disk.labels[0].contains("TYPE=vfat") && disk.labels[1].contains("LABEL=nixos") && disk.labels[1].contains("TYPE=ext4"), "{:?}", disk.labels);
+    assert_eq!(disk.files["nix/store/00000000000000000000000000000000-nixos-system-pxe-example/nixos-version"], "stand-in system image\n");
+    let log = &disk.files["stand-in.log"];
+    assert!(log.contains("--load-db") && log.contains("--set /nix/store/00000000000000000000000000000000-nixos-system-pxe-example"), "{log}");
+    assert!(log.contains("-- /nix/var/nix/profiles/system/bin/switch-to-configuration boot NIXOS_INSTALL_BOOTLOADER=1"), "{log}");
+    assert!(log.contains("stand-in switch-to-configuration boot: systemd-boot"), "{log}");
+    // nixos-generate-config saw the root and the ESP mounted; the boot loader step saw OVMF's
+    // EFI variables through efivarfs (the stand-in fails without them): BootOrder among them.
+    let hw = &disk.files["etc/nixos/hardware-configuration.nix"];
+    assert!(hw.contains("/dev/vda2") && hw.contains("/dev/vda1") && hw.contains("vfat"), "{hw}");
+    assert!(serial.contains("nixos-pxe: EFI variables reachable in /sys/firmware/efi/efivars"), "{}", tail(serial));
+    let efivars = &disk.files["stand-in.efivars"];
+    assert!(efivars.lines().any(|v| v == "BootOrder-8be4df61-93ca-11d2-aa0d-00e098032b8c"), "EFI variables the boot loader step saw:\n{efivars}");
+}
+
+/// One install of `config` with `servers`, the client booting by `how`: the chain's every link
+/// seen on the console. The caller reads the disk back.
+fn install_by(config: &str, servers: Servers, name: &str, how: NetBoot) -> (Prepared, Boot) {
     let p = prepare(config);
     let nfsroot = nfs_root(p.dir.path(), config, true);
     let mut lab = Lab::new(&format!("e2e-{name}"));
+    if how == NetBoot::SeaBiosIpxe {
+        // iPXE waits for an IPv6 router after DHCP (src/loader.rs): a site's router answers.
+        lab.advertise_ipv6_router(p.dir.path());
+    }
+    if how == NetBoot::OvmfHttp {
+        // The HTTP server beside the rendered dnsmasq.conf: the TFTP root over HTTP at the URL it
+        // hands out (http://10.42.0.1/bootx64.efi). serve alone over HTTP boot is
+        // tests/render_pxe_boot.rs's (uefi_http_boot_from_serve_alone_...).
+        lab.spawn(&["busybox", "httpd", "-f", "-vv", "-p", "10.42.0.1:80", "-h", p.tftp.to_str().expect("utf-8")], &p.dir.path().join("httpd.log"));
+    }
     start_servers(&mut lab, &p, config, &nfsroot, servers, true);
-    let b = boot(&lab, p.dir.path(), &p.disk, None);
+    if how == NetBoot::OvmfHttp {
+        let ns = lab.ns.clone();
+        lab.wait_listening(&ns, &[Socket::TcpListen(80)]);
+    }
+    let b = boot_by(&lab, p.dir.path(), &p.disk, None, how, &[Nic { tap: "tap0", mac: None, bootindex: Some(1) }]);
     drop(lab);
     report(name, &b);
     let serial = &b.serial;
     let logs = || server_logs(p.dir.path());
     assert!(b.exited, "QEMU did not finish (a line of {STUCK:?} appeared, or {RUN_TIMEOUT:?} passed; the installer reboots, -no-reboot ends QEMU):\n{}{}", tail(serial), logs());
     assert!(serial.contains("nixos-pxe: install complete in "), "{}{}", tail(serial), logs());
-    for (milestone, _) in MILESTONES {
-        assert!(b.times.iter().any(|(n, _)| n == milestone), "never reached: {milestone}\n{}", tail(serial));
+    for (milestone, _) in milestones(how) {
+        assert!(b.times.iter().any(|(n, _)| *n == milestone), "never reached: {milestone}\n{}", tail(serial));
     }
-    // GRUB: DHCP on the configured interface, the server from option 66, the kernel over TFTP.
-    // (The server comes from option 66, or from grub.cfg in proxy mode: each test checks which.)
-    assert!(common::in_order(serial, &["nixos-pxe: DHCP on efinet0", "nixos-pxe: boot server 10.42.0.1 (", "nixos-pxe: loading (tftp)/nixos/bzImage from 10.42.0.1"]), "{}", tail(serial));
+    // GRUB: DHCP on its card (efinet0, or pxe on BIOS), the server from option 66, the kernel
+    // over TFTP. (The server comes from option 66, or from grub.cfg in proxy mode: each test
+    // checks which.)
+    let card = if how == NetBoot::SeaBiosIpxe { "pxe" } else { "efinet0" };
+    assert!(common::in_order(serial, &[&format!("nixos-pxe: DHCP on {card}"), "nixos-pxe: boot server 10.42.0.1 (", "nixos-pxe: loading (tftp)/nixos/bzImage from 10.42.0.1"]), "{}", tail(serial));
     // The kernel ran with exactly the rendered command line (GRUB prepends BOOT_IMAGE=),
     // configured eth0, mounted the NFS root read-only; init made it writable.
     let line = serial.lines().find(|l| l.starts_with("Command line:")).unwrap_or_default();
@@ -430,23 +608,7 @@ fn installs(config: &str, servers: Servers, name: &str) -> (Prepared, Boot, Insp
         assert!(serial.contains(&format!("nixos-pxe: step {}/7 {step} done in ", i + 1)), "{step}\n{}", tail(serial));
     }
     assert!(serial.contains("rebooting (customInstaller.afterInstall)"), "{}", tail(serial));
-    let disk = inspect(&p.disk, &["stand-in.log", "etc/nixos/networking.nix", "etc/nixos/hardware-configuration.nix", "stand-in.efivars", "nix/store/00000000000000000000000000000000-nixos-system-pxe-example/nixos-version"]);
-    assert_eq!(disk.table["partitiontable"]["label"], "gpt");
-    let names: Vec<&str> = disk.table["partitiontable"]["partitions"].as_array().expect("partitions").iter().map(|p| p["name"].as_str().unwrap_or_default()).collect();
-    assert_eq!(names, ["ESP", "nixos"]);
-    assert!(disk.labels[0].contains("TYPE=vfat") && disk.labels[1].contains("LABEL=nixos") && disk.labels[1].contains("TYPE=ext4"), "{:?}", disk.labels);
-    assert_eq!(disk.files["nix/store/00000000000000000000000000000000-nixos-system-pxe-example/nixos-version"], "stand-in system image\n");
-    let log = &disk.files["stand-in.log"];
-    assert!(log.contains("--load-db") && log.contains("--set /nix/store/00000000000000000000000000000000-nixos-system-pxe-example"), "{log}");
-    assert!(log.contains("-- /nix/var/nix/profiles/system/bin/switch-to-configuration boot NIXOS_INSTALL_BOOTLOADER=1"), "{log}");
-    // nixos-generate-config saw the root and the ESP mounted; the boot loader step saw OVMF's
-    // EFI variables through efivarfs (the stand-in fails without them): BootOrder among them.
-    let hw = &disk.files["etc/nixos/hardware-configuration.nix"];
-    assert!(hw.contains("/dev/vda2") && hw.contains("/dev/vda1") && hw.contains("vfat"), "{hw}");
-    assert!(serial.contains("nixos-pxe: EFI variables reachable in /sys/firmware/efi/efivars"), "{}", tail(serial));
-    let efivars = &disk.files["stand-in.efivars"];
-    assert!(efivars.lines().any(|v| v == "BootOrder-8be4df61-93ca-11d2-aa0d-00e098032b8c"), "EFI variables the boot loader step saw:\n{efivars}");
-    (p, b, disk)
+    (p, b)
 }
 
 /// The address the kernel's DHCP (IP-PnP) configured, from its console line
@@ -745,3 +907,166 @@ fn a_fleet_host_installs_from_its_boot_nic_and_reports() {
     assert_eq!(stamp, "lab1 generation 3 attempt 1 installed by nixos-pxe\n");
 }
 
+
+// ---- Every firmware: legacy BIOS PXE, UEFI HTTP boot, and a disk that boots either way ----
+
+const AUTO: &str = "tests/configs/lab-auto.nix";
+const BOTH: &str = "tests/configs/lab-both.nix";
+/// GRUB's BIOS boot partition type (src/install/plan.rs).
+const BIOS_BOOT_TYPE: &str = "21686148-6449-6E6F-744E-656564454649";
+
+fn preflight_bios() -> common::OneQemu {
+    common::preflight(&[
+        "/usr/sbin/dnsmasq",
+        "/usr/bin/ganesha.nfsd",
+        "/usr/sbin/rpcbind",
+        "/usr/sbin/rpcinfo",
+        "/bin/busybox",
+        "/usr/sbin/grub-install",
+        GRUB_BIOS_LIB,
+        common::SEABIOS,
+        common::IPXE_VIRTIO_ROM,
+        "/usr/bin/mcopy",
+    ])
+}
+
+/// The partitions' (name, type, start sector) as sfdisk read them.
+fn partitions(disk: &Inspected) -> Vec<(String, String, u64)> {
+    disk.table["partitiontable"]["partitions"]
+        .as_array()
+        .expect("partitions")
+        .iter()
+        .map(|p| (p["name"].as_str().unwrap_or_default().to_string(), p["type"].as_str().unwrap_or_default().to_string(), p["start"].as_u64().unwrap_or_default()))
+        .collect()
+}
+
+/// GRUB for BIOS as grub-install left it on the disk image, read back from its bytes: boot.img's
+/// code in the MBR ("GRUB" among its messages), its kernel sector (offset 0x5c) pointing at the
+/// BIOS boot partition, and there core.img, which starts with diskboot.img.
+fn check_bios_grub(image: &Path, disk: &Inspected) {
+    use std::io::{Read, Seek, SeekFrom};
+    let (_, _, start) = partitions(disk).into_iter().find(|(_, t, _)| t == BIOS_BOOT_TYPE).expect("a BIOS boot partition");
+    let mut file = std::fs::File::open(image).expect("disk image");
+    let mut mbr = [0u8; 512];
+    file.read_exact(&mut mbr).expect("read the MBR");
+    assert!(mbr[..440].windows(4).any(|w| w == b"GRUB"), "no GRUB boot code in the MBR: {:02x?}", &mbr[..64]);
+    let kernel_sector = u64::from_le_bytes(mbr[0x5c..0x64].try_into().expect("8 bytes"));
+    assert_eq!(kernel_sector, start, "boot.img starts the core image at the BIOS boot partition's first sector");
+    let mut core = [0u8; 512];
+    file.seek(SeekFrom::Start(start * 512)).expect("seek");
+    file.read_exact(&mut core).expect("read the core image");
+    let diskboot = std::fs::read(format!("{GRUB_BIOS_LIB}/diskboot.img")).expect("diskboot.img");
+    // grub-bios-setup fills in only the block list at the end of diskboot.img's sector.
+    assert_eq!(&core[..0x1f0], &diskboot[..0x1f0], "the BIOS boot partition starts with GRUB's core image (diskboot.img)");
+}
+
+/// A file of the ESP (FAT: this machine's kernel may have no vfat, mtools reads the image).
+fn esp_file(image: &Path, disk: &Inspected, path: &str) -> Vec<u8> {
+    let (_, _, start) = partitions(disk).into_iter().find(|(n, _, _)| n == "ESP").expect("an ESP");
+    let out = tempfile::NamedTempFile::new().expect("temp file");
+    run(Command::new("mcopy").env("MTOOLS_SKIP_CHECK", "1").arg("-o").arg("-i").arg(format!("{}@@{}", image.display(), start * 512)).arg(format!("::{path}")).arg(out.path()));
+    std::fs::read(out.path()).expect("read")
+}
+
+/// Boots `image` with no network at all (no NIC: only the disk is in the boot order) under
+/// `how`'s firmware, until `expect` is on the console; returns the console.
+fn boot_installed(dir: &Path, image: &Path, how: NetBoot, expect: &[&str]) -> String {
+    let dir = dir.join(format!("boot-disk-{how:?}"));
+    std::fs::create_dir_all(&dir).expect("mkdir");
+    let lab = Lab::new("e2e-disk");
+    let mut qemu = Qemu::start_with(&lab, &dir, 512, Some(image), how, &[]);
+    loop {
+        let text = qemu.console();
+        if common::in_order(&text, expect) {
+            eprintln!("the installed disk under {how:?}: {expect:?} on the console {:.1} s after QEMU started", qemu.started.elapsed().as_secs_f64());
+            return text;
+        }
+        assert!(
+            qemu.exit_status().is_none() && qemu.started.elapsed() < Duration::from_secs(120),
+            "the installed disk under {how:?}: after {:?} the console lacks (in order) {expect:?}:\n{}",
+            qemu.started.elapsed(),
+            tail(&text)
+        );
+        std::thread::sleep(Duration::from_millis(300));
+    }
+}
+
+/// Legacy BIOS PXE with customInstaller.firmware = "auto": SeaBIOS with iPXE fetches bios.0 from
+/// the rendered dnsmasq.conf, GRUB for BIOS loads the kernel, the installer sees no
+/// /sys/firmware/efi and lays the disk out for BIOS (a BIOS boot partition, no ESP), installs the
+/// image's BIOS system, and that system's boot loader step (the stand-in doing what NixOS's
+/// install-grub.pl does: Debian's grub-install --target=i386-pc on /dev/vda) leaves GRUB's boot
+/// code in the MBR and its core image in the BIOS boot partition, read back from the image.
+#[test]
+fn a_bios_machine_installs_with_firmware_auto() {
+    let _one_qemu = preflight_bios();
+    let (p, b) = install_by(AUTO, Servers::Dnsmasq, "bios-auto", NetBoot::SeaBiosIpxe);
+    let serial = &b.serial;
+    for line in [
+        "nixos-pxe: this machine booted the installer by legacy BIOS (/sys/firmware/efi does not exist); customInstaller.firmware = \"auto\" follows it; the image holds a system for uefi and one for bios: the disk is laid out for bios (GRUB for BIOS: its boot code in the MBR, its core image in the BIOS boot partition)",
+        "nixos-pxe: the bios layout's GRUB needs no EFI variables; it is installed on /dev/vda",
+    ] {
+        assert!(serial.lines().any(|l| l == line), "no line {line:?}:\n{}", tail(serial));
+    }
+    let bios_system = system_path("pxe-example-bios");
+    let version = format!("{}/nixos-version", bios_system.trim_start_matches('/'));
+    let disk = inspect(&p.disk, &["stand-in.log", "boot/grub/grub.cfg", "boot/grub/i386-pc/moddep.lst", "stand-in.efivars", &version]);
+    let names: Vec<String> = partitions(&disk).into_iter().map(|(n, _, _)| n).collect();
+    assert_eq!(names, ["bios-boot", "nixos"], "no ESP");
+    assert_eq!(partitions(&disk)[0].1, BIOS_BOOT_TYPE);
+    assert_eq!(disk.files[&version], "stand-in system image\n", "the image's BIOS system");
+    let log = &disk.files["stand-in.log"];
+    assert!(log.contains(&format!("--set {bios_system}")) && !log.contains("pxe-example-uefi"), "{log}");
+    assert!(log.contains("stand-in switch-to-configuration boot: grub-install --target=i386-pc --boot-directory=/mnt/boot /dev/vda") && !log.contains("x86_64-efi"), "{log}");
+    assert!(disk.files["stand-in.efivars"].starts_with("<missing"), "no EFI variables on a BIOS machine");
+    assert!(!disk.files["boot/grub/i386-pc/moddep.lst"].starts_with("<missing"), "GRUB's i386-pc modules in the root's /boot/grub");
+    assert!(disk.files["boot/grub/grub.cfg"].contains("menuentry \"NixOS - Default\""), "{}", disk.files["boot/grub/grub.cfg"]);
+    check_bios_grub(&p.disk, &disk);
+    let dhcp = std::fs::read_to_string(p.dir.path().join("dhcp.log")).unwrap_or_default();
+    assert!(dhcp.contains("sent /srv/tftp/bios.0") && dhcp.contains("sent /srv/tftp/nixos/bzImage"), "dnsmasq served bios.0 and the kernel:\n{dhcp}");
+}
+
+/// customInstaller.firmware = "both", installed from SeaBIOS: a BIOS boot partition and an ESP,
+/// GRUB's boot code and core image for BIOS and its EFI loader as the ESP's /EFI/BOOT/BOOTX64.EFI
+/// (the stand-in's second grub-install, --target=x86_64-efi --removable), read back from the image.
+/// Then the installed disk alone, without network, under SeaBIOS and under OVMF (fresh variables,
+/// no boot entry: the removable path): each time GRUB starts from the disk and shows the menu of
+/// the grub.cfg on the ESP. Proven: the disk's boot code, core image, EFI loader and GRUB's
+/// finding its configuration on each firmware; not proven: booting NixOS itself (the stand-in
+/// system has no kernel).
+#[test]
+fn a_both_disk_installs_from_bios_and_boots_under_seabios_and_ovmf() {
+    let _one_qemu = preflight_bios();
+    let (p, b) = install_by(BOTH, Servers::Dnsmasq, "both", NetBoot::SeaBiosIpxe);
+    assert!(b.serial.contains("customInstaller.firmware = \"both\": the disk is laid out for both"), "{}", tail(&b.serial));
+    let disk = inspect(&p.disk, &["stand-in.log"]);
+    let names: Vec<String> = partitions(&disk).into_iter().map(|(n, _, _)| n).collect();
+    assert_eq!(names, ["bios-boot", "ESP", "nixos"]);
+    assert!(disk.labels[1].contains("TYPE=vfat") && disk.labels[2].contains("LABEL=nixos"), "{:?}", disk.labels);
+    let log = &disk.files["stand-in.log"];
+    assert!(log.contains("grub-install --target=i386-pc --boot-directory=/mnt/boot /dev/vda") && log.contains("grub-install --target=x86_64-efi --efi-directory=/mnt/boot --removable --no-nvram"), "{log}");
+    check_bios_grub(&p.disk, &disk);
+    let loader = esp_file(&p.disk, &disk, "/EFI/BOOT/BOOTX64.EFI");
+    assert_eq!(&loader[..2], b"MZ", "/EFI/BOOT/BOOTX64.EFI on the ESP is a PE image");
+    let cfg = String::from_utf8(esp_file(&p.disk, &disk, "/grub/grub.cfg")).expect("utf-8");
+    assert!(cfg.contains("stand-in grub.cfg of pxe-example"), "GRUB's configuration on the ESP (/boot): {cfg}");
+    for (how, platform) in [(NetBoot::SeaBiosIpxe, "pc"), (NetBoot::OvmfPxe, "efi")] {
+        let console = boot_installed(p.dir.path(), &p.disk, how, &[&format!("stand-in grub.cfg of pxe-example read by GRUB on {platform} from"), "NixOS - Default"]);
+        assert!(!console.contains("nixos-pxe: GRUB started"), "no network boot:\n{}", tail(&console));
+    }
+}
+
+/// UEFI HTTP boot: OVMF with its PXE turned off gets bootx64.efi by URL (busybox httpd serving
+/// the TFTP root beside the rendered dnsmasq.conf), and the install
+/// goes on as from UEFI PXE: the uefi layout, systemd-boot's stand-in seeing the EFI variables.
+#[test]
+fn uefi_http_boot_installs() {
+    let _one_qemu = common::preflight(&["/bin/busybox", "/usr/sbin/dnsmasq", "/usr/bin/ganesha.nfsd", "/usr/sbin/rpcbind", "/usr/sbin/rpcinfo"]);
+    let (p, b) = install_by(SEED, Servers::Dnsmasq, "http", NetBoot::OvmfHttp);
+    assert!(common::in_order(&b.serial, &["Start HTTP Boot over IPv4", "URI: http://10.42.0.1/bootx64.efi", "nixos-pxe: GRUB started (x86_64-efi)"]), "{}", tail(&b.serial));
+    assert!(b.serial.contains("this machine booted the installer by UEFI (/sys/firmware/efi exists); customInstaller.firmware = \"uefi\""), "{}", tail(&b.serial));
+    let disk = inspect(&p.disk, &["stand-in.log", "etc/nixos/networking.nix", "etc/nixos/hardware-configuration.nix", "stand-in.efivars", "nix/store/00000000000000000000000000000000-nixos-system-pxe-example/nixos-version"]);
+    check_uefi_disk(&disk, &b.serial);
+    let http = std::fs::read_to_string(p.dir.path().join("httpd.log")).unwrap_or_default();
+    assert!(http.contains("url:/bootx64.efi") && http.contains("response:200"), "httpd's log:\n{http}");
+}

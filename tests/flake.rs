@@ -16,7 +16,7 @@
 mod common;
 mod switches;
 
-use common::{GRUB_LIB, Lab, Qemu, in_order, nixos_pxe, root, run};
+use common::{Boot, GRUB_BIOS_LIB, GRUB_LIB, Lab, Qemu, in_order, nixos_pxe, root, run};
 use serde_json::Value;
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -178,6 +178,15 @@ fn write_consumer_flake(dir: &Path, repo: &Path, tftp_root: &Path) {
       failedCheck = (installerWith [ ./installer.nix { customInstaller.networking.useDHCP = false; } ]).configJSON;
       # The other writable layer: its tools include unionfs-fuse.
       unionfsTarball = (installerWith [ ./installer.nix { nfsroot.writableLayer = "unionfs-fuse"; } ]).tarball;
+      # customInstaller.firmware: the target systems (one per layout the image holds) and the image.
+      withFirmware = firmware: installerWith [ ./installer.nix { customInstaller.firmware = firmware; } ];
+      autoSystemImage = (installerWith [ ./installer.nix { customInstaller.firmware = "auto"; } ]).systemImage;
+      # A target that brings its own systemd-boot, installed with firmware = "bios".
+      systemdBootForBios = (nixos-pxe.lib.mkInstaller {
+        inherit nixpkgs system;
+        modules = [ ./installer.nix { customInstaller.firmware = "bios"; } ];
+        targetSystem = nixpkgs.lib.nixosSystem { modules = [ ./web1.nix { boot.loader.systemd-boot.enable = true; } ]; };
+      }).target.config.system.build.toplevel;
 
       # The NixOS module in a NixOS system: its checks are NixOS assertions.
       nixosWithModule = extra: (nixpkgs.lib.nixosSystem {
@@ -194,6 +203,9 @@ fn write_consumer_flake(dir: &Path, repo: &Path, tftp_root: &Path) {
         hosts = { web1 = self.nixosConfigurations.web1; web2 = self.nixosConfigurations.web1; } // extraHosts;
       };
       fleet = self.fleetWith { };
+      # A fleet whose hosts override customInstaller.firmware: web2 (web1's configuration) for
+      # legacy BIOS, db1 "auto" (a system for each firmware).
+      fleetFirmware = self.fleetWith { modules = [ { fleet.hosts.web2.customInstaller.firmware = "bios"; fleet.hosts.db1.customInstaller.firmware = "auto"; } ]; };
       # A fleet's file given to lib.mkInstaller.
       fleetAsInstaller = (installerWith [ ./fleet.nix ]).configJSON;
     };
@@ -410,12 +422,101 @@ fn boot_loader_builds_from_the_flake() {
     let out = build(f, Flake::Repo, "bootLoader");
     let efi = std::fs::read(out.join("bootx64.efi")).expect("bootx64.efi");
     assert_eq!(&efi[..2], b"MZ", "bootx64.efi is a PE image");
+    // bios.0 from nixpkgs' grub2 (the stand-in: Debian's i386-pc modules): pxeboot.img in front.
+    let bios = std::fs::read(out.join("bios.0")).expect("bios.0");
+    let pxeboot = std::fs::read("/usr/lib/grub/i386-pc/pxeboot.img").expect("pxeboot.img (grub-pc-bin)");
+    assert!(bios.len() > pxeboot.len() && bios.starts_with(&pxeboot), "bios.0 is pxeboot.img and a core image");
+    assert!(out.join("grub-bios.cfg").is_file(), "grub-bios.cfg beside bios.0");
     let cfg = std::fs::read_to_string(out.join("grub.cfg")).expect("grub.cfg");
     // The same grub.cfg the tool renders from the example's file.
     let dir = tempfile::tempdir().expect("tempdir");
     nixos_pxe(&["render", "--config", "examples/seed/installer.nix", "--out", dir.path().to_str().expect("utf-8")]);
     let rendered = std::fs::read_to_string(dir.path().join("grub.cfg")).expect("rendered grub.cfg");
     assert_eq!(cfg.lines().skip_while(|l| l.starts_with('#')).collect::<Vec<_>>(), rendered.lines().skip_while(|l| l.starts_with('#')).collect::<Vec<_>>());
+}
+
+/// customInstaller.firmware on the Nix side: the image holds a system for each layout the tool's
+/// firmware::built_for names (for "auto" one for UEFI and one for BIOS), and each target system
+/// gets the NixOS boot loader its disk needs: systemd-boot with EFI variables for uefi; GRUB on the
+/// installer's rootDevice for bios, with no ESP mounted; for both GRUB with efiSupport and
+/// efiInstallAsRemovable and the ESP on /boot (the stand-in NixOS declares these options with
+/// NixOS's types and repeats GRUB's assertions, so a wrong combination fails here as there).
+#[test]
+fn each_firmware_gets_the_nixos_boot_loader_its_disk_needs() {
+    use nixos_pxe_installer::config::typed::FirmwareSetting;
+    use nixos_pxe_installer::install::firmware::built_for;
+    let Some(f) = fixture() else { return };
+    let settings = [FirmwareSetting::Uefi, FirmwareSetting::Bios, FirmwareSetting::Both, FirmwareSetting::Auto];
+    for setting in settings {
+        let apply = format!(
+            "f: builtins.mapAttrs (layout: t: let l = t.config.boot.loader; in {{ \
+               systemdBoot = l.systemd-boot.enable; touchEfi = l.efi.canTouchEfiVariables; grub = l.grub.enable; \
+               devices = l.grub.devices; efiSupport = l.grub.efiSupport; removable = l.grub.efiInstallAsRemovable; \
+               boot = t.config.fileSystems ? \"/boot\"; toplevel = t.config.system.build.toplevel.drvPath; }}) (f \"{}\").targets",
+            setting.as_str()
+        );
+        let (targets, _) = eval(f, Flake::Consumer, "withFirmware", Some(&apply));
+        let targets = targets.as_object().expect("an attribute set of targets");
+        let layouts: Vec<&str> = built_for(setting).iter().map(|l| l.as_str()).collect();
+        let mut names: Vec<&str> = targets.keys().map(String::as_str).collect();
+        let mut expected_names = layouts.clone();
+        names.sort();
+        expected_names.sort();
+        assert_eq!(names, expected_names, "{setting:?}: the layouts the image is built for, as firmware::built_for says");
+        for (layout, t) in targets {
+            let got = serde_json::json!({
+                "systemdBoot": t["systemdBoot"], "touchEfi": t["touchEfi"], "grub": t["grub"], "devices": t["devices"],
+                "efiSupport": t["efiSupport"], "removable": t["removable"], "boot": t["boot"],
+            });
+            let expected = match layout.as_str() {
+                "uefi" => serde_json::json!({ "systemdBoot": true, "touchEfi": true, "grub": false, "devices": [], "efiSupport": false, "removable": false, "boot": true }),
+                "bios" => serde_json::json!({ "systemdBoot": false, "touchEfi": false, "grub": true, "devices": ["/dev/vda"], "efiSupport": false, "removable": false, "boot": false }),
+                "both" => serde_json::json!({ "systemdBoot": false, "touchEfi": false, "grub": true, "devices": ["/dev/vda"], "efiSupport": true, "removable": true, "boot": true }),
+                other => panic!("unexpected layout {other}"),
+            };
+            assert_eq!(got, expected, "{setting:?} {layout}");
+            // The system evaluates with every assertion holding (GRUB's among them).
+            assert!(t["toplevel"].as_str().is_some_and(|d| d.ends_with(".drv")), "{setting:?} {layout}: {t}");
+        }
+    }
+}
+
+/// firmware = "auto": the image holds both systems, each named by the file the installer reads
+/// for its layout (firmware::system_file), and their closures with one registration; each
+/// system's configuration (the stand-in NixOS writes it into the system) has its boot loader.
+#[test]
+fn an_auto_image_holds_a_system_for_each_firmware() {
+    use nixos_pxe_installer::config::typed::FirmwareSetting;
+    use nixos_pxe_installer::install::firmware::{Layout, system_file};
+    let Some(f) = fixture() else { return };
+    let image = build(f, Flake::Consumer, "autoSystemImage").join("system.tar.zst");
+    let entries = tar_entries(&image, Some("zstd -d"));
+    assert!(!entries.iter().any(|(_, n, _)| n == "nixos-pxe/system"), "no single system file in an auto image");
+    let registration = registered(&std::fs::read_to_string(run_in_tar(&image, "nixos-pxe/registration")).expect("registration"));
+    for (layout, boot_loader) in [(Layout::Uefi, "systemd-boot"), (Layout::Bios, "grub")] {
+        let file = system_file(FirmwareSetting::Auto, layout);
+        let system = std::fs::read_to_string(run_in_tar(&image, &file)).unwrap_or_else(|e| panic!("{file}: {e}"));
+        let system = system.trim();
+        assert!(system.starts_with("/nix/store/") && system.contains("nixos-system-web1"), "{file}: {system}");
+        assert!(registration.contains_key(system), "{system} is registered");
+        let configuration: Value = serde_json::from_str(&std::fs::read_to_string(Path::new(system).join("configuration.json")).expect("configuration.json")).expect("JSON");
+        let loader = &configuration["boot"]["loader"];
+        match boot_loader {
+            "systemd-boot" => assert_eq!((loader["systemd-boot"]["enable"].as_bool(), loader["grub"]["enable"].as_bool()), (Some(true), Some(false)), "{loader}"),
+            _ => assert_eq!((loader["grub"]["enable"].as_bool(), loader["grub"]["devices"].clone()), (Some(true), serde_json::json!(["/dev/vda"])), "{loader}"),
+        }
+    }
+}
+
+/// A target system that enables systemd-boot itself cannot be installed on a BIOS disk: the
+/// evaluation stops with nixos-pxe's message, not with a conflict of NixOS's defaults.
+#[test]
+fn a_target_with_its_own_systemd_boot_is_refused_for_bios() {
+    let Some(f) = fixture() else { return };
+    let out = nix(f, &["eval", "--raw", "--apply", "t: t.drvPath"], Flake::Consumer, "systemdBootForBios", &f.machine);
+    let log = stderr(&out);
+    assert!(!out.status.success(), "a bios install of a systemd-boot target evaluated");
+    assert!(log.contains("Failed assertions:") && log.contains("nixos-pxe: customInstaller.firmware gives this system a disk laid out for bios") && log.contains("enables systemd-boot"), "{log}");
 }
 
 /// serverConfigs: every file `nixos-pxe render` writes, from the example's options.
@@ -545,10 +646,9 @@ fn system_image_and_tarball_have_the_readme_layout() {
         .filter_map(|(_, name, _)| name.strip_prefix("nix/store/").map(|p| format!("nix/store/{}", p.split('/').next().unwrap_or_default())))
         .collect();
     assert_eq!(stored, closure, "the image holds exactly the target's closure");
-    let registration = std::fs::read_to_string(run_in_tar(&image, "nixos-pxe/registration")).expect("read");
+    let registration = registered(&std::fs::read_to_string(run_in_tar(&image, "nixos-pxe/registration")).expect("read"));
     for path in &closure {
-        let at = registration.lines().position(|l| l == format!("/{path}")).unwrap_or_else(|| panic!("/{path} not registered"));
-        let hash = registration.lines().nth(at + 1).unwrap_or_default();
+        let hash = registration.get(&format!("/{path}")).unwrap_or_else(|| panic!("/{path} not registered"));
         assert!(hash.starts_with("sha256:"), "{path}'s NAR hash: {hash}");
     }
 
@@ -606,6 +706,21 @@ fn system_image_and_tarball_have_the_readme_layout() {
             }
         }
     }
+}
+
+/// The paths of a `nix-store --load-db` registration (path, NAR hash, NAR size, deriver, the
+/// number of references, the references; entry after entry) with their NAR hashes.
+fn registered(text: &str) -> std::collections::BTreeMap<String, String> {
+    let lines: Vec<&str> = text.lines().collect();
+    let mut entries = std::collections::BTreeMap::new();
+    let mut i = 0;
+    while i + 4 < lines.len() {
+        entries.insert(lines[i].to_string(), lines[i + 1].to_string());
+        let references: usize = lines[i + 4].parse().unwrap_or_else(|e| panic!("registration line {}: {:?}: {e}", i + 5, lines[i + 4]));
+        i += 5 + references;
+    }
+    assert_eq!(i, lines.len(), "the registration ends with a whole entry");
+    entries
 }
 
 /// Extracts `member` of `archive` (zstd or plain tar) below target/tmp/flake (removed by the next
@@ -716,13 +831,14 @@ fn the_vm_check_evaluates_and_every_path_it_names_is_built() {
 
 /// The flake-built bootx64.efi and the flake-rendered dnsmasq.conf and command line, of the other
 /// repository's installer, PXE-boot a UEFI QEMU up to the kernel's command line (the kernel is
-/// the end-to-end test kernel; the stand-in's is a placeholder).
+/// the end-to-end test kernel; the stand-in's is a placeholder); then the flake-built bios.0 boots
+/// a legacy BIOS QEMU to the same command line.
 #[test]
 fn qemu_pxe_boots_the_flake_built_boot_loader() {
     let Some(f) = fixture() else { return };
     let boot_loader = build(f, Flake::Consumer, "packages.x86_64-linux.bootLoader");
     let configs = build(f, Flake::Consumer, "packages.x86_64-linux.serverConfigs");
-    let _one_boot = common::preflight(&[GRUB_LIB]);
+    let _one_boot = common::preflight(&[GRUB_LIB, GRUB_BIOS_LIB, common::SEABIOS, common::IPXE_VIRTIO_ROM]);
     std::fs::copy(boot_loader.join("bootx64.efi"), f.tftp_root.join("bootx64.efi")).expect("copy bootx64.efi");
     let kernel = common::test_kernel(&["--config", "examples/seed/installer.nix"]);
     std::fs::copy(kernel, f.tftp_root.join("nixos/bzImage")).expect("copy kernel");
@@ -747,19 +863,37 @@ fn qemu_pxe_boots_the_flake_built_boot_loader() {
         "nixos-pxe: loading (tftp)/nixos/bzImage from 10.42.0.1",
         command_line.as_str(),
     ];
-    let mut qemu = Qemu::start(&lab, dir.path(), 512, None);
+    boot_until(&mut lab, dir.path(), Boot::OvmfPxe, &expect, &log);
+
+    // Legacy BIOS: the flake's bios.0 (nixpkgs' grub2 modules; the stand-in's are Debian's)
+    // from the same rendered dnsmasq.conf, SeaBIOS with iPXE, to the same kernel command line.
+    std::fs::copy(boot_loader.join("bios.0"), f.tftp_root.join("bios.0")).expect("copy bios.0");
+    lab.advertise_ipv6_router(dir.path());
+    let expect = [
+        "nixos-pxe: GRUB started (i386-pc)",
+        "nixos-pxe: DHCP on pxe",
+        "nixos-pxe: boot server 10.42.0.1 (DHCP option 66)",
+        command_line.as_str(),
+    ];
+    boot_until(&mut lab, dir.path(), Boot::SeaBiosIpxe, &expect, &log);
+}
+
+/// Boots a client of `boot` in `lab` until `expect` is on its console (in order); fails with the
+/// console and dnsmasq's log after 150 s or when a server exits.
+fn boot_until(lab: &mut Lab, dir: &Path, boot: Boot, expect: &[&str], log: &Path) {
+    let mut qemu = Qemu::start_with(lab, dir, 512, None, boot, common::ONE_NIC);
     loop {
         let exited = lab.exited();
         let text = qemu.console();
-        if in_order(&text, &expect) {
-            break;
+        if in_order(&text, expect) {
+            return;
         }
         assert!(exited.is_empty(), "{}\n--- console:\n{text}", exited.join("\n"));
         assert!(
             qemu.exit_status().is_none() && qemu.started.elapsed() < Duration::from_secs(150),
-            "after {:?} the console lacks (in order) {expect:?}:\n{text}\n--- dnsmasq:\n{}",
+            "{boot:?}: after {:?} the console lacks (in order) {expect:?}:\n{text}\n--- dnsmasq:\n{}",
             qemu.started.elapsed(),
-            std::fs::read_to_string(&log).unwrap_or_default()
+            std::fs::read_to_string(log).unwrap_or_default()
         );
         std::thread::sleep(Duration::from_millis(500));
     }
@@ -851,9 +985,66 @@ fn mk_fleet_builds_one_nfs_root_with_each_distinct_system_once() {
     assert!(grub.contains("nixos-pxe/hosts/mac-$net_default_mac.cfg"), "the fleet's grub.cfg loads the per-host file:\n{grub}");
     let tftp = build(f, Flake::Consumer, "fleet.tftpRoot");
     assert_eq!(std::fs::read(tftp.join("bootx64.efi")).expect("tftp bootx64.efi"), std::fs::read(boot_loader.join("bootx64.efi")).expect("bootx64.efi"));
+    assert_eq!(std::fs::read(tftp.join("bios.0")).expect("tftp bios.0"), std::fs::read(boot_loader.join("bios.0")).expect("bios.0"), "serve's DHCP names bios.0 for BIOS clients");
     let kernel = build(f, Flake::Consumer, "fleet.kernel");
     assert!(!std::fs::symlink_metadata(tftp.join("nixos/bzImage")).expect("bzImage").file_type().is_symlink(), "a copy, not a link out of the root");
     assert_eq!(std::fs::read(tftp.join("nixos/bzImage")).expect("tftp bzImage"), std::fs::read(kernel.join("bzImage")).expect("bzImage"));
+}
+
+/// A fleet host's own customInstaller.firmware decides what its image holds, as it decides the
+/// installer's layout on that host (the installer reads the merged value): web2, web1's
+/// configuration with firmware = "bios", gets GRUB and its own image, not web1's UEFI one; db1
+/// with "auto" gets an image of its UEFI and its BIOS system (nixos-pxe/system.uefi and .bios),
+/// named by both hashes, so it never shares a name with a one-system image of either.
+#[test]
+fn mk_fleet_builds_each_hosts_image_for_its_own_firmware() {
+    use nixos_pxe_installer::config::typed::FirmwareSetting;
+    use nixos_pxe_installer::install::firmware::{Layout, system_file};
+    let Some(f) = fixture() else { return };
+    let (systems, _) = eval(
+        f,
+        Flake::Consumer,
+        "fleetFirmware",
+        Some("f: builtins.mapAttrs (name: byLayout: builtins.mapAttrs (layout: t: { toplevel = t.config.system.build.toplevel.outPath; \
+              grub = t.config.boot.loader.grub.enable; report = t.config.systemd.services ? nixos-pxe-boot-report; }) byLayout) f.systemsByLayout"),
+    );
+    let layouts = |host: &str| systems[host].as_object().unwrap_or_else(|| panic!("{host}: {systems}")).keys().cloned().collect::<Vec<_>>();
+    assert_eq!((layouts("web1"), layouts("web2"), layouts("db1")), (vec!["uefi".to_string()], vec!["bios".to_string()], vec!["bios".to_string(), "uefi".to_string()]));
+    for (host, layout, grub) in [("web1", "uefi", false), ("web2", "bios", true), ("db1", "uefi", false), ("db1", "bios", true)] {
+        assert_eq!((systems[host][layout]["grub"].as_bool(), systems[host][layout]["report"].as_bool()), (Some(grub), Some(true)), "{host} {layout}: {systems}");
+    }
+    let toplevel = |host: &str, layout: &str| systems[host][layout]["toplevel"].as_str().expect("a toplevel").to_string();
+    let hash = |path: &str| path.strip_prefix("/nix/store/").and_then(|rest| rest.split_once('-')).map(|(hash, _)| hash.to_string()).expect("a store path");
+    assert_ne!(toplevel("web1", "uefi"), toplevel("web2", "bios"));
+    assert_eq!(toplevel("web1", "uefi").replace(&hash(&toplevel("web1", "uefi")), ""), toplevel("web2", "bios").replace(&hash(&toplevel("web2", "bios")), ""), "the same configuration");
+
+    let config_path = build(f, Flake::Consumer, "fleetFirmware.configJSON");
+    let config: Value = serde_json::from_str(&std::fs::read_to_string(&config_path).expect("config.json")).expect("JSON");
+    let image = |host: &str| config["fleet"]["hosts"][host]["image"].as_str().unwrap_or_else(|| panic!("{host}'s image: {config}")).to_string();
+    assert_eq!(image("web1"), format!("systems/{}.tar.zst", hash(&toplevel("web1", "uefi"))));
+    assert_eq!(image("web2"), format!("systems/{}.tar.zst", hash(&toplevel("web2", "bios"))));
+    assert_eq!(image("db1"), format!("systems/{}-{}.tar.zst", hash(&toplevel("db1", "uefi")), hash(&toplevel("db1", "bios"))));
+    assert_eq!(config["fleet"]["hosts"]["db1"]["customInstaller"]["firmware"], "auto");
+    let checked = nixos_pxe(&["check", "--config", config_path.to_str().expect("utf-8")]);
+    assert!(checked.contains(": valid ("), "{checked}");
+
+    // Each image holds the systems under the files the installer reads for that host's firmware.
+    let tarball = build(f, Flake::Consumer, "fleetFirmware.tarball").join("nfsroot.tar");
+    let cases = [
+        ("web1", FirmwareSetting::Uefi, vec![Layout::Uefi]),
+        ("web2", FirmwareSetting::Bios, vec![Layout::Bios]),
+        ("db1", FirmwareSetting::Auto, vec![Layout::Uefi, Layout::Bios]),
+    ];
+    for (host, setting, host_layouts) in cases {
+        let file = run_in_tar(&tarball, &format!("nixos-pxe/{}", image(host)));
+        let entries = tar_entries(&file, Some("zstd -d"));
+        for layout in host_layouts {
+            let name = system_file(setting, layout);
+            assert!(entries.iter().any(|(_, n, _)| *n == name), "{host}: no {name} in {}: {entries:?}", image(host));
+            let named = std::fs::read_to_string(run_in_tar(&file, &name)).unwrap_or_else(|e| panic!("{host} {name}: {e}"));
+            assert_eq!(named.trim(), toplevel(host, layout.as_str()), "{host}: {name}");
+        }
+    }
 }
 
 /// The fleet's rules fail the evaluation with the option's name (and the files defining it):

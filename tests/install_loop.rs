@@ -4,7 +4,10 @@
 //! nothing anywhere; a missing image that stops before the disk is touched; a fleet host's install
 //! (its image and overrides, the marker GUID on the disk, its own unfinished attempt installed
 //! over, any other marker refused) and its reports to a sink in a network namespace of the
-//! test's. Never any other device.
+//! test's; the firmware the disk is made for (customInstaller.firmware): a BIOS machine's whole
+//! install with "auto" (BIOS boot partition, the image's BIOS system, the stamp in the root's
+//! /boot), an image for the other firmware refused before the disk is touched, the decision in
+//! the dry run. Never any other device.
 //! Needs root (CI runs as root); without it each test fails, or skips loudly with
 //! NIXOS_PXE_ALLOW_SKIP=1 (tests/switches).
 //!
@@ -106,25 +109,28 @@ const SYSTEM: &str = "/nix/store/0123456789abcdfghijklmnpqrsvwxyz-nixos-system-t
 
 /// Packs a stand-in image of the system `system` (a store path) to `out`.
 fn pack_image(dir: &Path, out: &Path, system: &str) -> PathBuf {
-    let tree = dir.join(format!("image-tree-{}", system.rsplit('-').next().unwrap_or("system")));
-    let store_path = tree.join(system.trim_start_matches('/'));
-    std::fs::create_dir_all(store_path.join("bin")).expect("mkdir");
-    write_exec(&store_path.join("bin/switch-to-configuration"), "#!/bin/sh\necho stand-in\n");
-    std::fs::write(store_path.join("marker"), "a file of the installed system\n").expect("write");
+    pack_systems(dir, out, &[("system", system)])
+}
+
+/// Packs a stand-in image holding `systems` (the name of the file in nixos-pxe/ that names each,
+/// and its store path), as nix/system-image.nix lays it out: `system` for an image of one system,
+/// `system.uefi` and `system.bios` for one built for customInstaller.firmware = "auto".
+fn pack_systems(dir: &Path, out: &Path, systems: &[(&str, &str)]) -> PathBuf {
+    let tree = dir.join(format!("image-tree-{}", out.file_name().and_then(|n| n.to_str()).unwrap_or("system")));
+    let mut args: Vec<String> = vec!["pack".into(), "--compression".into(), "zstd".into(), "--out".into(), out.display().to_string()];
+    for (file, system) in systems {
+        let store_path = tree.join(system.trim_start_matches('/'));
+        std::fs::create_dir_all(store_path.join("bin")).expect("mkdir");
+        write_exec(&store_path.join("bin/switch-to-configuration"), "#!/bin/sh\necho stand-in\n");
+        std::fs::write(store_path.join("marker"), "a file of the installed system\n").expect("write");
+        std::fs::write(tree.join(file), format!("{system}\n")).expect("write");
+        args.extend(["--file".into(), format!("nixos-pxe/{file}={}", tree.join(file).display())]);
+    }
     std::fs::write(tree.join("registration"), "stand-in registration\n").expect("write");
-    std::fs::write(tree.join("system"), format!("{system}\n")).expect("write");
     std::fs::create_dir_all(out.parent().expect("parent")).expect("mkdir");
-    let status = Command::new(env!("CARGO_BIN_EXE_nixos-pxe"))
-        .args(["pack", "--compression", "zstd", "--out"])
-        .arg(out)
-        .arg("--file")
-        .arg(format!("nix={}", tree.join("nix").display()))
-        .arg("--file")
-        .arg(format!("nixos-pxe/registration={}", tree.join("registration").display()))
-        .arg("--file")
-        .arg(format!("nixos-pxe/system={}", tree.join("system").display()))
-        .status()
-        .expect("pack");
+    args.extend(["--file".into(), format!("nix={}", tree.join("nix").display())]);
+    args.extend(["--file".into(), format!("nixos-pxe/registration={}", tree.join("registration").display())]);
+    let status = Command::new(env!("CARGO_BIN_EXE_nixos-pxe")).args(&args).status().expect("pack");
     assert!(status.success());
     out.to_path_buf()
 }
@@ -157,6 +163,15 @@ fn lease(dir: &Path) -> PathBuf {
 /// no part. The installer, a child of this test, is killed if the test process dies.
 const STAND_IN_FIRMWARE: &str = "mount -t tmpfs stand-in-firmware /sys/firmware; mkdir -p /sys/firmware/efi/efivars; \
      printf 'stand-in' > /sys/firmware/efi/efivars/BootOrder-8be4df61-93ca-11d2-aa0d-00e098032b8c; exec \"$@\"";
+/// The same for a machine booted by legacy BIOS: /sys/firmware without efi/.
+const STAND_IN_BIOS: &str = "mount -t tmpfs stand-in-firmware /sys/firmware; exec \"$@\"";
+
+/// The firmware the installer sees (the stand-ins above).
+#[derive(Clone, Copy, PartialEq)]
+enum Firmware {
+    Uefi,
+    Bios,
+}
 
 fn install(dir: &Path, config: &Path, image: &Path, bin: &Path, extra: &[&str]) -> Output {
     let mut args: Vec<String> = vec!["--image".into(), image.display().to_string()];
@@ -168,6 +183,11 @@ fn install(dir: &Path, config: &Path, image: &Path, bin: &Path, extra: &[&str]) 
 /// command line is a file of the test's (a plain single-installer one unless `args` has
 /// --cmdline), never this machine's.
 fn installer(netns: Option<&str>, dir: &Path, config: &Path, bin: &Path, args: &[String]) -> Output {
+    installer_on(Firmware::Uefi, netns, dir, config, bin, args)
+}
+
+/// `installer` on a machine with `firmware`.
+fn installer_on(firmware: Firmware, netns: Option<&str>, dir: &Path, config: &Path, bin: &Path, args: &[String]) -> Output {
     let path = format!("{}:{}", bin.display(), std::env::var("PATH").unwrap_or_default());
     // In the network namespace `netns` if given, then in a private mount namespace with the
     // stand-in firmware.
@@ -179,7 +199,8 @@ fn installer(netns: Option<&str>, dir: &Path, config: &Path, bin: &Path, args: &
         }
         None => Command::new("unshare"),
     };
-    command.args(["--mount", "--propagation", "private", "sh", "-ec", STAND_IN_FIRMWARE, "stand-in-firmware"]);
+    let stand_in = if firmware == Firmware::Uefi { STAND_IN_FIRMWARE } else { STAND_IN_BIOS };
+    command.args(["--mount", "--propagation", "private", "sh", "-ec", stand_in, "stand-in-firmware"]);
     // SAFETY: prctl(2) is async-signal-safe; it only sets this child's parent-death signal.
     unsafe {
         command.pre_exec(|| {
@@ -815,3 +836,167 @@ fn a_refused_report_is_not_retried_and_the_install_goes_on() {
     assert_eq!(events.len(), if has_vfat() { 9 } else { 7 }, "{events:?}");
 }
 
+
+// ---- The firmware the disk is made for ----
+
+const UEFI_SYSTEM: &str = "/nix/store/0123456789abcdfghijklmnpqrsvwxyz-nixos-system-web1-uefi";
+const BIOS_SYSTEM: &str = "/nix/store/zyxwvsrqpnmlkjihgfdcba9876543210-nixos-system-web1-bios";
+
+/// web1 (generation 3) of a fleet whose customInstaller.firmware is `firmware`, with an image
+/// built for it: for "auto" a system for uefi and one for bios.
+fn firmware_fleet(dir: &Path, device: &str, firmware: &str) -> PathBuf {
+    let systems: Vec<(&str, &str)> = if firmware == "auto" { vec![("system.uefi", UEFI_SYSTEM), ("system.bios", BIOS_SYSTEM)] } else { vec![("system", WEB_SYSTEM)] };
+    pack_systems(dir, &dir.join("systems/web.tar.zst"), &systems);
+    let file = dir.join("config.json");
+    let config = serde_json::json!({
+        "nfsroot": { "bootLoader": { "efinetDHCPInterface": "auto", "linuxPnPInterface": "auto" } },
+        "customInstaller": { "rootDevice": device, "swapSizeMiB": 64, "firmware": firmware },
+        "fleet": { "hosts": {
+            "web1": { "macs": [WEB_MAC], "generation": 3, "target": { "directory": "/srv/fleet/web" }, "image": "systems/web.tar.zst" },
+        } },
+    });
+    std::fs::write(&file, serde_json::to_string_pretty(&config).expect("json")).expect("write");
+    file
+}
+
+/// A machine booted by legacy BIOS with firmware = "auto": the disk gets a BIOS boot partition
+/// and no ESP, the image's BIOS system is installed, and since there is no FAT file system the
+/// whole install runs here (the bootloader step without EFI variables, GRUB's part in the QEMU
+/// end-to-end test); the completion stamp lies in the root's /boot, where GRUB for BIOS finds it.
+#[test]
+fn a_bios_machine_with_auto_gets_the_bios_layout_and_the_bios_system() {
+    if !can_run() {
+        return;
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let disk = Loop::new(dir.path(), 2048);
+    let log = dir.path().join("stand-ins.log");
+    let bin = stand_ins(dir.path(), &log);
+    let config = firmware_fleet(dir.path(), &disk.device, "auto");
+    let cmdline = fleet_cmdline(dir.path(), "");
+    let out = installer_on(Firmware::Bios, None, dir.path(), &config, &bin, &["--cmdline".to_string(), cmdline]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    let d = &disk.device;
+    for line in [
+        "nixos-pxe: this machine booted the installer by legacy BIOS (/sys/firmware/efi does not exist); customInstaller.firmware = \"auto\" follows it; the image holds a system for uefi and one for bios: the disk is laid out for bios (GRUB for BIOS: its boot code in the MBR, its core image in the BIOS boot partition)".to_string(),
+        format!("nixos-pxe: {d}p1 is the BIOS boot partition: no file system, GRUB's core image goes there"),
+        format!("nixos-pxe: the bios layout's GRUB needs no EFI variables; it is installed on {d}"),
+        "nixos-pxe: wrote the completion stamp /boot/nixos-pxe/done-web1-g3 on the root file system (no ESP in a BIOS layout)".to_string(),
+    ] {
+        assert!(stdout.lines().any(|l| l == line), "no line {line:?} in:\n{stdout}");
+    }
+    for (i, step) in ["network", "disk", "partition", "unpack", "configure", "bootloader", "finish"].iter().enumerate() {
+        assert!(stdout.contains(&format!("nixos-pxe: step {}/7 {step} done in ", i + 1)), "{stdout}");
+    }
+    assert!(!stdout.contains("EFI variables reachable"), "{stdout}");
+    let table: serde_json::Value = serde_json::from_str(&run(Command::new("sfdisk").arg("--json").arg(d))).expect("json");
+    let parts = table["partitiontable"]["partitions"].as_array().expect("partitions");
+    let layout: Vec<(&str, &str, u64)> = parts.iter().map(|p| (p["name"].as_str().unwrap_or_default(), p["type"].as_str().unwrap_or_default(), p["size"].as_u64().unwrap_or_default())).collect();
+    assert_eq!(
+        layout,
+        [
+            ("bios-boot", "21686148-6449-6E6F-744E-656564454649", 2048),
+            ("nixos", "0FC63DAF-8483-4772-8E79-3D69D8477DE4", (2048 - 2 - 1 - 64) * 2048),
+            ("swap", "0657FD6D-A4AB-43C4-84E5-0933C84B4F4F", 64 * 2048)
+        ]
+    );
+    assert_eq!(disk_id(d), marker::disk_guid("web1", 3), "the marker, as on a UEFI disk");
+    let calls = std::fs::read_to_string(&log).expect("stand-in log");
+    assert!(calls.contains(&format!("--set {BIOS_SYSTEM}")) && !calls.contains(UEFI_SYSTEM), "{calls}");
+    assert!(calls.contains("-- /nix/var/nix/profiles/system/bin/switch-to-configuration boot NIXOS_INSTALL_BOOTLOADER=1"), "{calls}");
+    let check = TestMount::new(&format!("{d}p2"), &dir.path().join("check"), "ro");
+    let stamp = std::fs::read_to_string(check.0.join("boot/nixos-pxe/done-web1-g3")).unwrap_or_else(|e| format!("<{e}>"));
+    let both = (check.0.join(BIOS_SYSTEM.trim_start_matches('/')).exists(), check.0.join(UEFI_SYSTEM.trim_start_matches('/')).exists());
+    drop(check);
+    assert_eq!(stamp, "web1 generation 3 installed by nixos-pxe\n");
+    // The image's other system is unpacked too (one closure, one registration); nothing points at it.
+    assert_eq!(both, (true, true));
+}
+
+/// An image built for a firmware the machine does not boot with is refused in step 2, before
+/// the disk is touched: "uefi" on a BIOS machine, "bios" on a UEFI machine. A dry run says the
+/// same. "both" goes on under either.
+#[test]
+fn an_image_for_the_other_firmware_is_refused_before_anything_is_written() {
+    if !can_run() {
+        return;
+    }
+    let cases = [
+        (Firmware::Bios, "uefi", "this machine booted the installer by legacy BIOS (/sys/firmware/efi does not exist), but its system image was built for UEFI"),
+        (Firmware::Uefi, "bios", "this machine booted the installer by UEFI (/sys/firmware/efi exists), but its system image was built for legacy BIOS"),
+    ];
+    for (machine, firmware, refusal) in cases {
+        for dry_run in [false, true] {
+            let dir = tempfile::tempdir().expect("tempdir");
+            // Small: the refusal comes before the disk is even looked at.
+            let disk = Loop::new(dir.path(), 64);
+            let log = dir.path().join("stand-ins.log");
+            let bin = stand_ins(dir.path(), &log);
+            let config = firmware_fleet(dir.path(), &disk.device, firmware);
+            let before = disk.sha256();
+            let mut args = vec!["--cmdline".to_string(), fleet_cmdline(dir.path(), "")];
+            if dry_run {
+                args.push("--dry-run".into());
+            }
+            let out = installer_on(machine, None, dir.path(), &config, &bin, &args);
+            let stdout = String::from_utf8_lossy(&out.stdout);
+            assert_eq!(out.status.code(), Some(1), "{firmware}: {stdout}");
+            let failed = failed_line(&stdout);
+            assert!(failed.starts_with(&format!("nixos-pxe: install FAILED at step 2/7 (disk): {refusal}")), "{firmware} dry run {dry_run}: {stdout}");
+            assert!(failed.contains("Nothing was written") && failed.contains("fleet.hosts.web1.customInstaller.firmware"), "{failed}");
+            assert!(!stdout.contains("step 3/7") && !stdout.contains("dry run: the plan"), "{stdout}");
+            assert_eq!(disk.sha256(), before, "{firmware}: the disk is unchanged");
+            assert_eq!(partition_nodes(&disk.device), Vec::<String>::new());
+            assert!(!log.exists(), "no stand-in ran");
+        }
+    }
+}
+
+/// The dry run's plan carries the firmware decision: the layout, its partitions and the boot loader
+/// the system installs, for "auto" on a UEFI machine and "both" on a BIOS machine.
+#[test]
+fn the_dry_run_shows_the_firmware_decision_and_its_partitions() {
+    if !can_run() {
+        return;
+    }
+    let cases = [
+        (Firmware::Uefi, "auto", "the disk is laid out for uefi (systemd-boot on the ESP", &["ESP"][..], "nixos-pxe/system.uefi"),
+        (Firmware::Bios, "both", "the disk is laid out for both (GRUB for BIOS", &["bios-boot", "ESP"][..], "nixos-pxe/system"),
+    ];
+    for (machine, firmware, decision, before_root, system_file) in cases {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let disk = Loop::new(dir.path(), 2048);
+        let bin = stand_ins(dir.path(), &dir.path().join("stand-ins.log"));
+        let config = firmware_fleet(dir.path(), &disk.device, firmware);
+        // Where a partition table, a file system or GRUB's boot code would go (the whole disk's
+        // hash is a_dry_run_writes_nothing_anywhere's, and costs 8 s a time here).
+        let ends = || {
+            use std::io::{Read, Seek, SeekFrom};
+            let mut f = std::fs::File::open(&disk.device).expect("open");
+            let mut bytes = vec![0u8; 4 << 20];
+            f.read_exact(&mut bytes).expect("read the start");
+            f.seek(SeekFrom::End(-(1 << 20))).expect("seek");
+            let mut tail = vec![0u8; 1 << 20];
+            f.read_exact(&mut tail).expect("read the end");
+            bytes.extend(tail);
+            bytes
+        };
+        let before = ends();
+        let args = ["--cmdline".to_string(), fleet_cmdline(dir.path(), ""), "--dry-run".to_string()];
+        let out = installer_on(machine, None, dir.path(), &config, &bin, &args);
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(out.status.success(), "{firmware}: {stdout}");
+        let plan = &stdout[stdout.find("nixos-pxe: dry run: the plan").expect("a plan")..];
+        let firmware_line = line_starting(plan, "nixos-pxe:   firmware: ");
+        assert!(firmware_line.contains(decision), "{firmware}: {plan}");
+        let labels: Vec<&str> = plan.lines().filter_map(|l| l.strip_prefix("nixos-pxe:   partition ")).map(|l| l.rsplit(' ').next().unwrap_or_default()).collect();
+        let mut expected = before_root.to_vec();
+        expected.extend(["nixos", "swap"]);
+        assert_eq!(labels, expected, "{firmware}: {plan}");
+        assert!(plan.lines().any(|l| l == format!("nixos-pxe:   install the system named by {system_file} in the image")), "{plan}");
+        assert!(plan.contains("nixos-pxe:     which installs "), "{plan}");
+        assert!(ends() == before, "a dry run writes nothing");
+        assert_eq!(partition_nodes(&disk.device), Vec::<String>::new());
+    }
+}

@@ -3,7 +3,8 @@
 //! ISC dhcpd (+ tftpd-hpa) and Kea (+ tftpd-hpa), each started only from its rendered file; the
 //! serial console shows each GRUB step. The other firmwares against the rendered dnsmasq.conf:
 //! legacy BIOS PXE (SeaBIOS + iPXE fetching bios.0) and UEFI HTTP boot (OVMF fetching
-//! bootx64.efi from an HTTP server, busybox httpd standing in for serve's HTTP endpoint).
+//! bootx64.efi from an HTTP server, busybox httpd beside the rendered dnsmasq.conf); and UEFI
+//! HTTP boot from `nixos-pxe serve` alone (its DHCP, HTTP and TFTP).
 //! The kernel is the end-to-end test kernel (tests/e2e/build-test-kernel.sh, built once and cached)
 //! or $NIXOS_PXE_TEST_KERNEL; one test leaves it out to check GRUB's message for a missing kernel.
 
@@ -716,7 +717,7 @@ fn bios_grub_boots_the_kernel_from_the_rendered_dnsmasq_conf() {
 
 /// UEFI HTTP boot: OVMF with its PXE turned off asks DHCP as `HTTPClient:Arch:00016`; the rendered
 /// dnsmasq.conf answers with the URL of bootx64.efi and echoes `HTTPClient`; OVMF downloads it
-/// from busybox httpd (a stand-in for serve's HTTP endpoint, serving the TFTP root); GRUB, which
+/// from busybox httpd (an HTTP server serving the TFTP root); GRUB, which
 /// gets no server from an HTTP-booted firmware, finds it in its own lease and boots the kernel.
 #[test]
 fn uefi_http_boot_gets_grub_by_url_and_boots_the_kernel() {
@@ -741,4 +742,159 @@ fn uefi_http_boot_gets_grub_by_url_and_boots_the_kernel() {
     boot_until(&mut lab, dir.path(), Boot::OvmfHttp, &expect);
     let http = std::fs::read_to_string(&httpd_log).unwrap_or_default();
     assert!(http.contains("url:/bootx64.efi") && http.contains("response:200"), "httpd's log:\n{http}");
+}
+
+/// UEFI HTTP boot from `nixos-pxe serve` alone (no busybox httpd, no dnsmasq): serve's DHCP
+/// answers OVMF's `HTTPClient:Arch:00016` with `HTTPClient` and the URL of bootx64.efi on its own
+/// HTTP endpoint (here on port 8080, so the URL carries the port), its HTTP serves it from the
+/// TFTP root, and GRUB, whose own DHCP serve answers too, loads the kernel over serve's TFTP.
+#[test]
+fn uefi_http_boot_from_serve_alone_gets_grub_by_url_and_boots_the_kernel() {
+    let _one_boot = preflight();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let rendered = prepare(dir.path(), lab_config(), Kernel::Test);
+    let mut lab = Lab::new("serve-http");
+    let log = dir.path().join("serve.log");
+    let (config, state) = (dir.path().join("site.json"), dir.path().join("serve-state"));
+    lab.spawn(
+        &[
+            env!("CARGO_BIN_EXE_nixos-pxe"),
+            "serve",
+            "--config",
+            config.to_str().expect("utf-8"),
+            "--interface",
+            "br0",
+            "--dhcp",
+            "authoritative",
+            "--http-port",
+            "8080",
+            "--state-dir",
+            state.to_str().expect("utf-8"),
+        ],
+        &log,
+    );
+    let ns = lab.ns.clone();
+    lab.wait_listening(&ns, &[Socket::Udp(67), Socket::Udp(69), Socket::TcpListen(8080)]);
+    let kernel = kernel_reached(&rendered);
+    let mut expect = vec![
+        "Start HTTP Boot over IPv4",
+        "URI: http://10.42.0.1:8080/bootx64.efi",
+        "nixos-pxe: GRUB started (x86_64-efi)",
+        "nixos-pxe: efinet0 has address 10.42.0.1",
+        "nixos-pxe: boot server 10.42.0.1 (DHCP option 66)",
+        "nixos-pxe: booting the kernel",
+    ];
+    expect.extend(kernel.iter().map(String::as_str));
+    boot_until(&mut lab, dir.path(), Boot::OvmfHttp, &expect);
+    let served = std::fs::read_to_string(&log).unwrap_or_default();
+    assert!(
+        served.contains("arch=Some(16)") && served.lines().any(|l| l.contains("http: sending") && l.contains("/bootx64.efi")),
+        "serve answered the HTTP boot client and sent bootx64.efi over HTTP:\n{served}"
+    );
+    assert!(!served.contains("was not answered"), "{served}");
+}
+
+// ---- A fleet's local boot on legacy BIOS ----
+
+/// What the stand-in MBR boot code prints on the serial port.
+const MBR_CODE: &str = "nixos-pxe-test: the boot code in the disk's MBR runs";
+
+/// A disk image for a BIOS machine: a GPT with a BIOS boot partition and an ext4 root (label
+/// nixos) holding `root_files`, and in the MBR's boot code area (bytes 0-439, the protective
+/// MBR's partition entry kept) a stand-in for GRUB's boot.img: 16-bit code that writes MBR_CODE
+/// to COM1 (port 0x3f8) and halts. The file system is made with `mkfs.ext4 -d` in a file and put at
+/// the partition's place (nothing is mounted).
+fn bios_disk(dir: &Path, root_files: &[(&str, &str)]) -> PathBuf {
+    use std::io::{Seek, SeekFrom, Write};
+    let staging = dir.join("root-files");
+    std::fs::create_dir_all(&staging).expect("mkdir");
+    for (path, contents) in root_files {
+        let file = staging.join(path.trim_start_matches('/'));
+        std::fs::create_dir_all(file.parent().expect("parent")).expect("mkdir");
+        std::fs::write(&file, contents).expect("write");
+    }
+    let root = dir.join("root.img");
+    common::run(std::process::Command::new("mkfs.ext4").args(["-q", "-F", "-L", "nixos", "-d"]).arg(&staging).arg(&root).arg("32M"));
+    let disk = dir.join("disk.img");
+    std::fs::File::create(&disk).and_then(|f| f.set_len(40 << 20)).expect("disk image");
+    common::run(std::process::Command::new("sh").args(["-c", "printf 'label: gpt\\nstart=2048, size=2048, type=21686148-6449-6E6F-744E-656564454649\\nstart=4096, size=65536, type=L, name=nixos\\n' | sfdisk --no-reread --no-tell-kernel -q \"$1\"", "gpt"]).arg(&disk));
+    // cli; xor ax,ax; mov ds,ax; mov si,0x7c16; mov dx,0x3f8; next: lodsb; test al,al; jz done;
+    // out dx,al; jmp next; done: hlt; jmp done; then the message at 0x16.
+    let mut code = vec![0xFA, 0x31, 0xC0, 0x8E, 0xD8, 0xBE, 0x16, 0x7C, 0xBA, 0xF8, 0x03, 0xAC, 0x84, 0xC0, 0x74, 0x03, 0xEE, 0xEB, 0xF8, 0xF4, 0xEB, 0xFD];
+    code.extend_from_slice(format!("{MBR_CODE}\r\n\0").as_bytes());
+    assert!(code.len() <= 440);
+    let mut file = std::fs::OpenOptions::new().write(true).open(&disk).expect("open disk");
+    file.write_all(&code).expect("write boot code");
+    file.seek(SeekFrom::Start(4096 * 512)).expect("seek");
+    file.write_all(&std::fs::read(&root).expect("read root")).expect("write root");
+    disk
+}
+
+/// SeaBIOS + iPXE with `disk` second in the boot order, until `expect` is on the console.
+fn bios_boot_with_disk(lab: &mut Lab, dir: &Path, disk: &Path, expect: &[&str]) -> String {
+    let mut qemu = Qemu::start_with(lab, dir, 512, Some(disk), Boot::SeaBiosIpxe, common::ONE_NIC);
+    loop {
+        let exited = lab.exited();
+        let text = qemu.console();
+        if in_order(&text, expect) {
+            eprintln!("SeaBIOS: the console showed all of {expect:?} {:.1} s after QEMU started", qemu.started.elapsed().as_secs_f64());
+            return text;
+        }
+        assert!(exited.is_empty(), "{}\n--- console:\n{text}", exited.join("\n"));
+        let ended = qemu.exit_status().is_some();
+        assert!(
+            !ended && qemu.started.elapsed() < BOOT_TIMEOUT,
+            "after {:?} (QEMU ended: {ended}) the serial console lacks (in order) {expect:?}:\n{text}",
+            qemu.started.elapsed()
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+}
+
+/// A BIOS fleet host whose disk carries its completion stamp in the root's /boot (a BIOS layout
+/// has no ESP): bios.0's install entry finds it there and starts that disk's MBR boot code with
+/// `chainloader +1`, instead of installing. The per-host file is the one render wrote, which a
+/// UEFI machine gets too (tests above); bios.0 holds the modules of its BIOS branch (biosdisk,
+/// regexp, ext2).
+#[test]
+fn a_bios_host_with_its_stamp_in_the_roots_boot_starts_its_disks_mbr() {
+    let _one_boot = common::preflight(&[GRUB_BIOS_LIB, common::SEABIOS, common::IPXE_VIRTIO_ROM]);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let rendered = prepare(dir.path(), fleet_config(&[CLIENT_MAC], "local-boot"), Kernel::Missing);
+    publish_host_files(dir.path(), &rendered);
+    let stamp = format!("/boot{}", nixos_pxe_installer::fleet::marker::done_stamp("web1", 3));
+    let disk = bios_disk(dir.path(), &[(&stamp, "web1 generation 3 installed by nixos-pxe\n")]);
+    let mut lab = Lab::new("bios-stamp");
+    lab.advertise_ipv6_router(dir.path());
+    spawn_rendered_dnsmasq(&mut lab, &rendered, &dir.path().join("dnsmasq.log"));
+    let found = "nixos-pxe: web1 generation 3 is installed already (/boot/nixos-pxe/done-web1-g3 is on hd0,gpt2)";
+    let console = bios_boot_with_disk(
+        &mut lab,
+        dir.path(),
+        &disk,
+        &["nixos-pxe: GRUB started (i386-pc)", "Install NixOS: web1 (generation 3)", found, "nixos-pxe: starting the boot code in the MBR of hd0, the disk with /boot/nixos-pxe/done-web1-g3", MBR_CODE],
+    );
+    assert!(!console.contains("loading (tftp)/nixos/bzImage") && !console.contains("returning to the BIOS"), "{}", common::tail(&console));
+    let grub = &console[..console.find(MBR_CODE).expect("reached")];
+    assert!(!grub.contains("Unknown command") && !grub.contains("error: file `/"), "GRUB lacked a module:\n{grub}");
+}
+
+/// A BIOS stranger under `fleet.unknownHosts = "local-boot"`: grub.cfg's local boot returns to
+/// the BIOS with GRUB's `exit` (int 18h on i386-pc), and SeaBIOS boots its next boot device, the
+/// disk (measured here; on UEFI, OVMF opens its boot manager instead, see above).
+#[test]
+fn a_bios_stranger_returns_to_the_bios_which_boots_the_disk() {
+    let _one_boot = common::preflight(&[GRUB_BIOS_LIB, common::SEABIOS, common::IPXE_VIRTIO_ROM]);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let rendered = prepare(dir.path(), fleet_config(&["52:54:00:00:0a:01"], "local-boot"), Kernel::Missing);
+    publish_host_files(dir.path(), &rendered);
+    let disk = bios_disk(dir.path(), &[]);
+    let mut lab = Lab::new("bios-stranger");
+    lab.advertise_ipv6_router(dir.path());
+    spawn_rendered_dnsmasq(&mut lab, &rendered, &dir.path().join("dnsmasq.log"));
+    let gone = format!(
+        "nixos-pxe: the boot server 10.42.0.1 has no configuration for {CLIENT_MAC}, so it is not in the fleet (fleet.unknownHosts = local-boot): booting from the disk"
+    );
+    let console = bios_boot_with_disk(&mut lab, dir.path(), &disk, &[&gone, "nixos-pxe: returning to the BIOS, which boots its next boot device", MBR_CODE]);
+    assert!(!console.contains("EFI boot loader"), "the EFI branch did not run:\n{}", common::tail(&console));
 }

@@ -92,7 +92,9 @@ fn evaluate(lib: &Path, settings: &str, server: &str) -> Result<Value, String> {
     }} // ({server});
   }};
   system = nixos.nixosSystem {{
-    modules = [ {repo}/nix/server-module.nix {{ services.nixos-pxe = {{ enable = true; inherit fleet; }} // ({settings}); }} ];
+    # The server's own boot loader is not the module's: a real configuration names one (the
+    # stand-in's GRUB, on by default, asserts a device as NixOS's does).
+    modules = [ {repo}/nix/server-module.nix {{ boot.loader.grub.device = "/dev/sda"; }} {{ services.nixos-pxe = {{ enable = true; inherit fleet; }} // ({settings}); }} ];
   }};
   inherit (system) config;
 in

@@ -143,6 +143,7 @@ pub struct CustomInstaller {
     pub swap_size_mib: u64,
     #[serde(rename = "rootSizeMiB")]
     pub root_size_mib: Option<u64>,
+    pub firmware: FirmwareSetting,
     pub after_install: AfterInstall,
     pub image_compression: Compression,
     pub target: Target,
@@ -162,6 +163,29 @@ pub struct Networking {
 pub enum WipePolicy {
     IfEmpty,
     Always,
+}
+
+/// `customInstaller.firmware`: what the installed disk boots with (install::firmware decides it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum FirmwareSetting {
+    /// What the machine booted the installer with.
+    Auto,
+    Uefi,
+    Bios,
+    Both,
+}
+
+impl FirmwareSetting {
+    /// The option's value, as users write it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FirmwareSetting::Auto => "auto",
+            FirmwareSetting::Uefi => "uefi",
+            FirmwareSetting::Bios => "bios",
+            FirmwareSetting::Both => "both",
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

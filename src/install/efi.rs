@@ -1,21 +1,19 @@
-//! Whether the installed system's boot loader can register itself with the firmware. The disk
-//! is laid out for UEFI (an EFI system partition, systemd-boot), and systemd-boot with
+//! Whether the installed system's boot loader can register itself with the firmware, on a disk
+//! laid out for UEFI (install::firmware: an ESP, systemd-boot). systemd-boot with
 //! `canTouchEfiVariables` writes its boot entry through the firmware's EFI variables in
 //! /sys/firmware/efi/efivars: without them it writes none, and the machine does not boot the
 //! disk it was just installed on. So the bootloader step goes on only when they are there.
+//! Whether the machine was booted by UEFI at all is the firmware decision's, made before the
+//! disk is written; the BIOS and both layouts install GRUB, which needs no EFI variables.
 
 use camino::Utf8Path;
 
-/// Exists when the running kernel was started by UEFI firmware.
-pub const FIRMWARE_EFI: &str = "/sys/firmware/efi";
 /// Where efivarfs shows the firmware's variables.
 pub const EFIVARS: &str = "/sys/firmware/efi/efivars";
 
 /// What the installer sees of the firmware's EFI variables.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Seen {
-    /// FIRMWARE_EFI exists.
-    pub booted_by_uefi: bool,
     /// efivarfs is mounted on EFIVARS.
     pub efivarfs_mounted: bool,
     /// How many variables EFIVARS lists.
@@ -31,16 +29,8 @@ pub enum Next {
     MountEfivarfs,
 }
 
-/// The decision, from what is seen: a machine not booted by UEFI and an efivarfs without
-/// variables are errors that say what to do.
+/// The decision, from what is seen: an efivarfs without variables is an error that says what to do.
 pub fn decide(seen: Seen) -> Result<Next, String> {
-    if !seen.booted_by_uefi {
-        return Err(format!(
-            "this machine was not booted by UEFI ({FIRMWARE_EFI} does not exist), and this installer lays out a UEFI disk \
-             (an EFI system partition and systemd-boot) that it can only register with UEFI firmware. Switch the \
-             machine's firmware to UEFI network boot (legacy BIOS/CSM off) and boot it again"
-        ));
-    }
     if seen.variables > 0 {
         return Ok(Next::Ready);
     }
@@ -75,34 +65,26 @@ pub fn efivarfs_mounted(mounts: &str, point: &Utf8Path) -> bool {
 mod tests {
     use super::*;
 
-    fn seen(booted_by_uefi: bool, efivarfs_mounted: bool, variables: usize) -> Seen {
-        Seen { booted_by_uefi, efivarfs_mounted, variables }
+    fn seen(efivarfs_mounted: bool, variables: usize) -> Seen {
+        Seen { efivarfs_mounted, variables }
     }
 
     #[test]
     fn variables_present_go_on() {
-        assert_eq!(decide(seen(true, true, 12)), Ok(Next::Ready));
+        assert_eq!(decide(seen(true, 12)), Ok(Next::Ready));
         // Seen through another mount (a test's stand-in firmware): what systemd-boot reads is there.
-        assert_eq!(decide(seen(true, false, 1)), Ok(Next::Ready));
+        assert_eq!(decide(seen(false, 1)), Ok(Next::Ready));
     }
 
     #[test]
     fn efivarfs_not_mounted_is_mounted_first() {
-        assert_eq!(decide(seen(true, false, 0)), Ok(Next::MountEfivarfs));
+        assert_eq!(decide(seen(false, 0)), Ok(Next::MountEfivarfs));
     }
 
     #[test]
     fn an_empty_efivarfs_fails_with_what_to_check() {
-        let e = decide(seen(true, true, 0)).expect_err("no variables");
+        let e = decide(seen(true, 0)).expect_err("no variables");
         assert!(e.contains("lists no EFI variables") && e.contains("no boot entry") && e.contains("noefi"), "{e}");
-    }
-
-    #[test]
-    fn a_machine_not_booted_by_uefi_fails_whatever_else_is_seen() {
-        for (mounted, variables) in [(false, 0), (true, 0), (true, 5)] {
-            let e = decide(seen(false, mounted, variables)).expect_err("not UEFI");
-            assert!(e.contains("not booted by UEFI (/sys/firmware/efi does not exist)") && e.contains("lays out a UEFI disk"), "{e}");
-        }
     }
 
     #[test]

@@ -88,7 +88,7 @@ fn beside(config_file: &Utf8Path, relative: &str) -> Result<Utf8PathBuf, String>
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::typed::WipePolicy;
+    use crate::config::typed::{FirmwareSetting, WipePolicy};
     use crate::install::kernel_args;
     use serde_json::json;
 
@@ -102,7 +102,7 @@ mod tests {
     fn fleet() -> Config {
         config(json!({
             "web1": { "macs": ["52:54:00:00:00:a1"], "generation": 3, "target": { "directory": "/h/web", "flake": null },
-                      "customInstaller": { "espSizeMiB": 256, "wipe": "always" }, "image": "systems/web.tar.zst" },
+                      "customInstaller": { "espSizeMiB": 256, "wipe": "always", "firmware": "both" }, "image": "systems/web.tar.zst" },
             "db1": { "macs": ["52:54:00:00:0b:01"], "generation": 1, "target": { "directory": null, "flake": "/f#db1" } },
         }))
     }
@@ -119,11 +119,13 @@ mod tests {
         assert_eq!(s.image.as_deref(), Some(Utf8Path::new("/nixos-pxe/systems/web.tar.zst")));
         assert_eq!((s.config.custom_installer.esp_size_mib, s.config.custom_installer.wipe), (256, WipePolicy::Always));
         assert_eq!(s.config.custom_installer.root_device, "/dev/vda", "the top-level value where the host sets none");
+        assert_eq!(s.config.custom_installer.firmware, FirmwareSetting::Both, "the host's own firmware");
         let f = s.fleet.expect("fleet");
         assert_eq!((f.args.host.as_str(), f.args.generation), ("web1", 3));
         assert_eq!(f.hosts, [("db1".to_string(), 1), ("web1".to_string(), 3)]);
         let db = select(&fleet(), Utf8Path::new(FILE), &args("nixos-pxe.host=db1 nixos-pxe.generation=1 nixos-pxe.mac=52:54:00:00:0b:01")).expect("db1");
         assert_eq!((db.image, db.config.custom_installer.esp_size_mib, db.config.custom_installer.wipe), (None, 512, WipePolicy::IfEmpty));
+        assert_eq!(db.config.custom_installer.firmware, FirmwareSetting::Uefi, "the top-level default");
     }
 
     #[test]

@@ -4,6 +4,7 @@
 mod console_tail;
 pub mod disk;
 pub mod efi;
+pub mod firmware;
 pub mod host;
 pub mod http;
 pub mod kernel_args;
@@ -241,14 +242,15 @@ fn run(args: &InstallArgs, cmdline: &str, kernel: &KernelArgs, reporter: Option<
     say(&format!("installing from {} with {}{}", image, args.config, if args.dry_run { " (dry run: nothing is changed)" } else { "" }));
 
     let lease = runner.step(0, || steps::network(args, cmdline, kernel))?;
-    let (plan, decision) = runner.step(1, || steps::disk(args, &config, &image, fleet.as_ref()))?;
+    let checked = runner.step(1, || steps::disk(args, &config, &image, fleet.as_ref()))?;
     if args.dry_run {
-        steps::print_plan(&plan, &decision, &image, &lease, &config);
-        return match decision {
+        steps::print_plan(&checked, &image, &lease, &config);
+        return match checked.decision {
             disk::Decision::Refuse(why) => Err(Outcome::DryRunRefused(why)),
             _ => Ok(Installed::DryRun),
         };
     }
+    let steps::Checked { plan, decision, firmware } = checked;
     if let disk::Decision::Refuse(why) = decision {
         return Err(Failure::at(1, why).into());
     }
@@ -264,10 +266,10 @@ fn run(args: &InstallArgs, cmdline: &str, kernel: &KernelArgs, reporter: Option<
     let mut mounted = steps::Mounts::default();
     let result = (|| {
         runner.step(2, || steps::partition(&plan))?;
-        let unpacked = runner.step(3, || steps::unpack(&plan, &image, &args.target, &mut mounted))?;
+        let unpacked = runner.step(3, || steps::unpack(&plan, &image, &args.target, &firmware.system_file(), &mut mounted))?;
         runner.step(4, || steps::configure(&plan, &args.target, &lease, &config, boot.as_ref(), &mut mounted))?;
-        runner.step(5, || steps::bootloader(&args.target, &unpacked, &mut mounted))?;
-        runner.step(6, || steps::finish(&args.target, stamp.as_ref(), &mut mounted))?;
+        runner.step(5, || steps::bootloader(&args.target, &unpacked, plan.layout, &plan.disk, &mut mounted))?;
+        runner.step(6, || steps::finish(&args.target, stamp.as_ref(), plan.esp().is_some(), &mut mounted))?;
         Ok::<_, Failure>(unpacked)
     })();
     let unpacked = match result {
@@ -279,7 +281,7 @@ fn run(args: &InstallArgs, cmdline: &str, kernel: &KernelArgs, reporter: Option<
         }
     };
     say("summary:");
-    say(&format!("  disk {}", plan.disk.describe()));
+    say(&format!("  disk {} for {}: {}", plan.disk.describe(), plan.layout.as_str(), plan.layout.boot_loader()));
     if let Some(id) = &plan.label_id {
         say(&format!("  GPT disk GUID {id} (this host's marker)"));
     }

@@ -1,8 +1,9 @@
 //! The installer's acting steps: thin code around the programs and system calls, each failure
 //! worded with what was being done. The decisions they follow are made in disk.rs, plan.rs, lease.rs.
 
-use super::disk::{self, Decision, MarkerCheck, Sysfs};
+use super::disk::{self, Decision, Disk, MarkerCheck, Sysfs};
 use super::efi;
+use super::firmware::{self, Layout, Machine};
 use super::host::FleetInstall;
 use super::kernel_args::KernelArgs;
 use super::lease::{self, Lease};
@@ -120,10 +121,19 @@ fn required_programs(config: &Config) -> Vec<&'static str> {
     p
 }
 
-/// Step 2: everything checked before anything is written — the image, the programs, the disk and
-/// whether it may be overwritten (for a fleet host, by the marker of its own unfinished attempt
-/// too) — and the plan, which puts this host's marker on the disk.
-pub fn disk(args: &InstallArgs, config: &Config, image: &Utf8Path, fleet: Option<&FleetInstall>) -> Result<(Plan, Decision), Error> {
+/// What step 2 decided: the plan (with this host's marker), whether the disk may be written, and
+/// the firmware the disk is laid out for.
+pub struct Checked {
+    pub plan: Plan,
+    pub decision: Decision,
+    pub firmware: firmware::Decision,
+}
+
+/// Step 2: everything checked before anything is written — the image, the programs, the firmware
+/// the disk is made for (an image built for a firmware this machine does not boot with is
+/// refused), the disk and whether it may be overwritten (for a fleet host, by the marker of its
+/// own unfinished attempt too) — and the plan, which puts this host's marker on the disk.
+pub fn disk(args: &InstallArgs, config: &Config, image: &Utf8Path, fleet: Option<&FleetInstall>) -> Result<Checked, Error> {
     let size = std::fs::metadata(image)
         .map_err(|e| Error::Message(format!("the system image {image} cannot be read ({e}); nothing was written to the disk")))?
         .len();
@@ -136,6 +146,13 @@ pub fn disk(args: &InstallArgs, config: &Config, image: &Utf8Path, fleet: Option
             missing.join(", ")
         )));
     }
+    let option = match fleet {
+        Some(f) => format!("fleet.hosts.{}.customInstaller.firmware", f.args.host),
+        None => "customInstaller.firmware".to_string(),
+    };
+    let machine = Machine::seen(Utf8Path::new(firmware::FIRMWARE_EFI));
+    let firmware = firmware::decide(config.custom_installer.firmware, machine, &option).map_err(Error::Message)?;
+    say(&firmware.describe());
     let requested = &config.custom_installer.root_device;
     let disk = disk::resolve(requested, &Sysfs { block: args.sysfs_block.clone() })?;
     say(&format!("target disk {}", disk.describe()));
@@ -151,17 +168,19 @@ pub fn disk(args: &InstallArgs, config: &Config, image: &Utf8Path, fleet: Option
         Decision::Overwrite(why) => say(why),
         Decision::Refuse(why) => say(&format!("refusing: {why}")),
     }
-    let mut plan = plan::plan(&disk, &config.custom_installer)?;
+    let mut plan = plan::plan(&disk, &config.custom_installer, firmware.layout)?;
     if let Some(f) = fleet {
         let guid = crate::fleet::marker::disk_guid(&f.args.host, f.args.generation);
         say(&format!("the GPT disk GUID will be {guid}, the marker of {}'s install of generation {}", f.args.host, f.args.generation));
         plan.label_id = Some(guid.to_string());
     }
-    Ok((plan, decision))
+    Ok(Checked { plan, decision, firmware })
 }
 
-pub fn print_plan(plan: &Plan, decision: &Decision, image: &Utf8Path, lease: &Lease, config: &Config) {
+pub fn print_plan(checked: &Checked, image: &Utf8Path, lease: &Lease, config: &Config) {
+    let Checked { plan, decision, firmware } = checked;
     say("dry run: the plan");
+    say(&format!("  firmware: {}", firmware.describe()));
     say(&format!("  disk {}", plan.disk.describe()));
     for p in &plan.partitions {
         say(&format!("  partition {} {} MiB {:?} label {}", p.device, p.size_mib, p.filesystem, p.label));
@@ -169,10 +188,15 @@ pub fn print_plan(plan: &Plan, decision: &Decision, image: &Utf8Path, lease: &Le
     for c in plan.commands() {
         say(&format!("  run {c}"));
     }
-    say(&format!("  unpack {image} onto {} (mounted on /mnt), then the ESP on /mnt/boot", plan.root().device));
+    match plan.esp() {
+        Some(esp) => say(&format!("  unpack {image} onto {} (mounted on /mnt), then the ESP {} on /mnt/boot", plan.root().device, esp.device)),
+        None => say(&format!("  unpack {image} onto {} (mounted on /mnt; /boot is a directory of the root)", plan.root().device)),
+    }
+    say(&format!("  install the system named by {} in the image", firmware.system_file()));
     say("  run nix-store --load-db, nix-env --set the system profile, nixos-generate-config --root /mnt");
     say(&format!("  write /etc/nixos/networking.nix:\n{}", lease::networking_nix(lease, &config.custom_installer.networking)));
     say("  run NIXOS_INSTALL_BOOTLOADER=1 nixos-enter --root /mnt -- /nix/var/nix/profiles/system/bin/switch-to-configuration boot");
+    say(&format!("    which installs {}", firmware.layout.boot_loader()));
     say(&format!("  then {:?}", config.custom_installer.after_install).to_lowercase());
     match decision {
         Decision::Refuse(why) => say(&format!("  BUT the installer would refuse: {why}")),
@@ -223,11 +247,17 @@ pub fn partition(plan: &Plan) -> Result<(), Error> {
         wait_for_device(&p.device)?;
     }
     for p in &plan.partitions {
-        say(&format!("making {:?} on {} (label {})", p.filesystem, p.device, p.label));
+        if p.filesystem != Filesystem::BiosBoot {
+            say(&format!("making {:?} on {} (label {})", p.filesystem, p.device, p.label));
+        }
         let command = match p.filesystem {
             Filesystem::Vfat => Command::new("mkfs.vfat").args(["-F", "32", "-n", p.label]),
             Filesystem::Ext4 => Command::new("mkfs.ext4").args(["-F", "-q", "-L", p.label]),
             Filesystem::Swap => Command::new("mkswap").args(["-L", p.label]),
+            Filesystem::BiosBoot => {
+                say(&format!("{} is the BIOS boot partition: no file system, GRUB's core image goes there", p.device));
+                continue;
+            }
         };
         command.arg(p.device.as_str()).run()?;
     }
@@ -279,9 +309,9 @@ pub struct Unpacked {
     pub bytes_written: u64,
 }
 
-/// Step 4: mounts the root and the ESP, unpacks the image with progress, registers the store
-/// paths and sets the system profile, as nixos-install does.
-pub fn unpack(plan: &Plan, image: &Utf8Path, target: &Utf8Path, mounts: &mut Mounts) -> Result<Unpacked, Error> {
+/// Step 4: mounts the root, unpacks the image with progress, registers the store paths and sets
+/// the system profile to the system `system_file` (install::firmware) names, as nixos-install does.
+pub fn unpack(plan: &Plan, image: &Utf8Path, target: &Utf8Path, system_file: &str, mounts: &mut Mounts) -> Result<Unpacked, Error> {
     mounts.mount(plan.root().device.as_str(), target, "ext4")?;
     let extracted = unpack::extract(image, target, &mut |report| match report {
         unpack::Report::Start { codec, image_bytes } => {
@@ -298,8 +328,13 @@ pub fn unpack(plan: &Plan, image: &Utf8Path, target: &Utf8Path, mounts: &mut Mou
     })?;
 
     let meta = target.join("nixos-pxe");
-    let system = std::fs::read_to_string(meta.join("system"))
-        .map_err(|e| Error::Message(format!("{image} has no nixos-pxe/system naming the system to install ({e})")))?
+    let system = std::fs::read_to_string(target.join(system_file))
+        .map_err(|e| {
+            Error::Message(format!(
+                "{image} has no {system_file} naming the system to install ({e}): it was not built for customInstaller.firmware as \
+                 config.json has it (the NFS root's image and its config.json are of different builds)"
+            ))
+        })?
         .trim()
         .to_string();
     let registration = std::fs::read(meta.join("registration"))
@@ -314,11 +349,17 @@ pub fn unpack(plan: &Plan, image: &Utf8Path, target: &Utf8Path, mounts: &mut Mou
     Ok(Unpacked { system, bytes_read: extracted.bytes_read, bytes_written: extracted.bytes_written })
 }
 
-/// Step 5: the ESP on /boot (nixos-generate-config records the mounts it sees), then
-/// hardware-configuration.nix and networking.nix for the host's later rebuilds, and for a fleet
-/// host that reports, the boot token its first boot reports with.
+/// Step 5: the ESP on /boot if the layout has one (nixos-generate-config records the mounts it
+/// sees), then hardware-configuration.nix and networking.nix for the host's later rebuilds, and
+/// for a fleet host that reports, the boot token its first boot reports with.
 pub fn configure(plan: &Plan, target: &Utf8Path, lease: &Lease, config: &Config, boot: Option<&BootReport>, mounts: &mut Mounts) -> Result<(), Error> {
-    mounts.mount(plan.esp().device.as_str(), &target.join("boot"), "vfat")?;
+    match plan.esp() {
+        Some(esp) => mounts.mount(esp.device.as_str(), &target.join("boot"), "vfat")?,
+        None => {
+            let boot = target.join("boot");
+            std::fs::create_dir_all(&boot).map_err(Error::io(&boot))?;
+        }
+    }
     Command::new("nixos-generate-config").args(["--root", target.as_str()]).run()?;
     let dir = target.join("etc/nixos");
     std::fs::create_dir_all(&dir).map_err(Error::io(&dir))?;
@@ -333,25 +374,32 @@ pub fn configure(plan: &Plan, target: &Utf8Path, lease: &Lease, config: &Config,
     Ok(())
 }
 
-/// Step 6: the installed system's boot loader, with EFI variables reachable (efi::decide): on a
-/// machine not booted by UEFI, or without variables, it fails instead of installing a boot
-/// loader that registers nothing.
-pub fn bootloader(target: &Utf8Path, unpacked: &Unpacked, mounts: &mut Mounts) -> Result<(), Error> {
-    let efivars = Utf8Path::new(efi::EFIVARS);
-    let seen = || efi::Seen {
-        booted_by_uefi: Utf8Path::new(efi::FIRMWARE_EFI).is_dir(),
-        efivarfs_mounted: efi::efivarfs_mounted(&std::fs::read_to_string("/proc/self/mounts").unwrap_or_default(), efivars),
-        variables: std::fs::read_dir(efivars).map(|entries| entries.count()).unwrap_or(0),
-    };
-    if efi::decide(seen()).map_err(Error::Message)? == efi::Next::MountEfivarfs {
-        mounts.mount("efivarfs", efivars, "efivarfs").map_err(|e| Error::Message(efi::mount_failed(&e.to_string())))?;
-        // Mounted now: Ready, or the error for an efivarfs without variables.
-        if efi::decide(seen()).map_err(Error::Message)? != efi::Next::Ready {
-            return Err(Error::Message(efi::mount_failed(&format!("efivarfs was mounted on {efivars} but /proc/self/mounts does not show it"))));
+/// Step 6: the installed system's boot loader, by `switch-to-configuration boot` as
+/// nixos-install runs it. For the UEFI layout with EFI variables reachable (efi::decide):
+/// without them systemd-boot would register nothing, so it fails instead. For the BIOS and both
+/// layouts GRUB is installed on `disk` by the name the system was built with
+/// (customInstaller.rootDevice, baked into boot.loader.grub.device): a /dev/disk/by-id name that
+/// only udev would make is made here, pointing at the disk.
+pub fn bootloader(target: &Utf8Path, unpacked: &Unpacked, layout: Layout, disk: &Disk, mounts: &mut Mounts) -> Result<(), Error> {
+    if layout.needs_efi_variables() {
+        let efivars = Utf8Path::new(efi::EFIVARS);
+        let seen = || efi::Seen {
+            efivarfs_mounted: efi::efivarfs_mounted(&std::fs::read_to_string("/proc/self/mounts").unwrap_or_default(), efivars),
+            variables: std::fs::read_dir(efivars).map(|entries| entries.count()).unwrap_or(0),
+        };
+        if efi::decide(seen()).map_err(Error::Message)? == efi::Next::MountEfivarfs {
+            mounts.mount("efivarfs", efivars, "efivarfs").map_err(|e| Error::Message(efi::mount_failed(&e.to_string())))?;
+            // Mounted now: Ready, or the error for an efivarfs without variables.
+            if efi::decide(seen()).map_err(Error::Message)? != efi::Next::Ready {
+                return Err(Error::Message(efi::mount_failed(&format!("efivarfs was mounted on {efivars} but /proc/self/mounts does not show it"))));
+            }
         }
+        say(&format!("EFI variables reachable in {efivars}: the boot entry can be registered"));
+    } else {
+        say(&format!("the {} layout's GRUB needs no EFI variables; it is installed on {}", layout.as_str(), disk.requested));
+        link_stable_name(disk)?;
     }
-    say(&format!("EFI variables reachable in {efivars}: the boot entry can be registered"));
-    say(&format!("installing the boot loader of {}", unpacked.system));
+    say(&format!("installing the boot loader of {}: {}", unpacked.system, layout.boot_loader()));
     Command::new("nixos-enter")
         .args(["--root", target.as_str(), "--", "/nix/var/nix/profiles/system/bin/switch-to-configuration", "boot"])
         .env("NIXOS_INSTALL_BOOTLOADER", "1")
@@ -359,15 +407,32 @@ pub fn bootloader(target: &Utf8Path, unpacked: &Unpacked, mounts: &mut Mounts) -
     Ok(())
 }
 
-/// The completion stamp of a fleet install: `path` on the ESP, holding `text`.
+/// Makes `disk.requested` (a /dev/disk/by-id/ name found from sysfs, disk::resolve) a link to the
+/// disk when no udev made it: GRUB's installer opens the device by the name it was given.
+fn link_stable_name(disk: &Disk) -> Result<(), Error> {
+    let requested = Utf8Path::new(&disk.requested);
+    if disk.requested == disk.device.as_str() || requested.exists() {
+        return Ok(());
+    }
+    let dir = requested.parent().unwrap_or(Utf8Path::new("/dev"));
+    std::fs::create_dir_all(dir).map_err(Error::io(dir))?;
+    std::os::unix::fs::symlink(&disk.device, requested).map_err(Error::io(requested))?;
+    say(&format!("linked {requested} to {} (no udev here makes it; the boot loader is installed by that name)", disk.device));
+    Ok(())
+}
+
+/// The completion stamp of a fleet install: `path` below /boot (the ESP, or the root's /boot
+/// directory in a BIOS layout), holding `text`.
 pub struct Stamp {
     pub path: String,
     pub text: String,
 }
 
-/// Step 7: everything written out, then (for a fleet host) the completion stamp on the ESP, last,
-/// so that its presence means the install is whole; then the file systems unmounted.
-pub fn finish(target: &Utf8Path, stamp: Option<&Stamp>, mounts: &mut Mounts) -> Result<(), Error> {
+/// Step 7: everything written out, then (for a fleet host) the completion stamp in /boot, last,
+/// so that its presence means the install is whole; then the file systems unmounted. /boot is the
+/// ESP when the layout has one; in a BIOS layout it is the root's /boot, which GRUB for BIOS reads
+/// as well (the per-host GRUB file looks for the stamp in both places).
+pub fn finish(target: &Utf8Path, stamp: Option<&Stamp>, on_esp: bool, mounts: &mut Mounts) -> Result<(), Error> {
     if let Some(stamp) = stamp {
         // SAFETY: sync(2) takes no arguments.
         unsafe { libc::sync() };
@@ -378,7 +443,11 @@ pub fn finish(target: &Utf8Path, stamp: Option<&Stamp>, mounts: &mut Mounts) -> 
         std::io::Write::write_all(&mut out, stamp.text.as_bytes()).map_err(Error::io(&file))?;
         out.sync_all().map_err(Error::io(&file))?;
         std::fs::File::open(dir).and_then(|d| d.sync_all()).map_err(Error::io(dir))?;
-        say(&format!("wrote the completion stamp {} on the ESP", stamp.path));
+        if on_esp {
+            say(&format!("wrote the completion stamp {} on the ESP", stamp.path));
+        } else {
+            say(&format!("wrote the completion stamp /boot{} on the root file system (no ESP in a BIOS layout)", stamp.path));
+        }
     }
     mounts.unmount_all()
 }

@@ -1,7 +1,7 @@
 //! The DHCP server of `nixos-pxe serve` (dhcproto): authoritative (leases from bootServer.dhcpRange plus
 //! the PXE options) or proxy (PXE options only); replies are pure functions of the request and the lease table.
 
-use crate::boot_file::Firmware;
+use crate::boot_file::{Firmware, HTTP_CLIENT_VENDOR_CLASS};
 use crate::config::typed::BootServer;
 use dhcproto::v4::{Decodable, Decoder, DhcpOption, Encodable, Encoder, Message, MessageType, Opcode, OptionCode};
 use std::collections::HashMap;
@@ -31,6 +31,10 @@ pub struct Settings {
     pub tftp_server: String,
     /// Option 17: `<address>:<nfsExport>,<nfsMountOptions>`.
     pub root_path: String,
+    /// Option 67 for a UEFI HTTP boot client in authoritative mode: the URL of bootx64.efi on
+    /// serve's own HTTP endpoint (which serves the TFTP root). None when serve has no HTTP: such a
+    /// client then gets no boot file, and `serve` says so in its log.
+    pub http_boot_url: Option<String>,
 }
 
 impl Settings {
@@ -55,6 +59,7 @@ impl Settings {
             lease_seconds: s.lease_seconds,
             tftp_server: s.tftp_server_name().unwrap_or_else(|| server.to_string()),
             root_path: format!("{server}:{},{}", s.nfs_export, s.nfs_mount_options),
+            http_boot_url: None,
         })
     }
 }
@@ -92,17 +97,42 @@ fn architecture(request: &Message) -> Option<u16> {
 /// Option 67 by the client's architecture (src/boot_file.rs): bios.0 for BIOS (0), bootx64.efi for
 /// x86-64 UEFI (7, 9). A client that sends no option 93 (GRUB's own BOOTP, a Linux DHCP client)
 /// gets bootx64.efi too, as before: it is past the firmware and ignores it. UEFI HTTP boot (16)
-/// gets nothing yet: its answer is a URL to serve's HTTP endpoint, which serve does not have.
-fn boot_file(arch: Option<u16>) -> Option<&'static str> {
+/// gets the URL of bootx64.efi on serve's HTTP endpoint, or nothing when serve has none.
+fn boot_file(settings: &Settings, arch: Option<u16>) -> Option<String> {
     match arch.map(Firmware::from_architecture) {
-        None => Some(Firmware::Uefi.file_name()),
-        Some(Some(f @ (Firmware::Bios | Firmware::Uefi))) => Some(f.file_name()),
-        Some(Some(Firmware::UefiHttp) | None) => None,
+        None => Some(Firmware::Uefi.file_name().to_string()),
+        Some(Some(f @ (Firmware::Bios | Firmware::Uefi))) => Some(f.file_name().to_string()),
+        Some(Some(Firmware::UefiHttp)) => settings.http_boot_url.clone().filter(|_| settings.mode == Mode::Authoritative),
+        Some(None) => None,
     }
 }
 
 fn is_pxe_client(request: &Message) -> bool {
     matches!(request.opts().get(OptionCode::ClassIdentifier), Some(DhcpOption::ClassIdentifier(c)) if c.starts_with(b"PXEClient"))
+}
+
+/// A UEFI HTTP boot client: option 93 = 16 (x64 UEFI HTTP). EDK2 also sends vendor class
+/// `HTTPClient:Arch:00016:...` and takes an offer only when it echoes `HTTPClient` in option 60.
+pub fn is_http_boot_client(request: &Message) -> bool {
+    architecture(request).and_then(Firmware::from_architecture) == Some(Firmware::UefiHttp)
+}
+
+/// Why a UEFI HTTP boot client gets no boot file from these settings, if it gets none: the log
+/// says it once (a firmware retries every few seconds).
+pub fn http_boot_refusal(settings: &Settings) -> Option<&'static str> {
+    match (settings.mode, &settings.http_boot_url) {
+        // As dnsmasq's proxy: HTTPClient is not a PXE proxy's class, and the site's server, which
+        // answers the client first with an address, would have to name the URL.
+        (Mode::Proxy, _) => Some(
+            "in proxy mode serve answers PXE clients only; have the site's DHCP server answer vendor class HTTPClient with option 60 \
+             HTTPClient and the URL of bootx64.efi on serve's HTTP endpoint, or boot the machine over PXE",
+        ),
+        (Mode::Authoritative, None) => Some(
+            "serve has no HTTP endpoint to send it to (--http-port 0, or no fleet and no --http-port); give serve --http-port PORT, \
+             or boot the machine over PXE",
+        ),
+        (Mode::Authoritative, Some(_)) => None,
+    }
 }
 
 /// The reply to one request, or None when this server must stay silent (not ours, proxy and not PXE, ...).
@@ -164,7 +194,13 @@ pub fn reply(settings: &Settings, leases: &mut Leases, request: &Message) -> Opt
     } else {
         m.set_ciaddr(request.ciaddr());
     }
+    let file = boot_file(settings, architecture(request));
+    // An HTTP boot offer names itself HTTPClient (EDK2's HttpBootDxe skips one that does not).
+    let http_boot = is_http_boot_client(request) && file.is_some();
     let opts = m.opts_mut();
+    if http_boot {
+        opts.insert(DhcpOption::ClassIdentifier(HTTP_CLIENT_VENDOR_CLASS.as_bytes().to_vec()));
+    }
     if settings.mode == Mode::Authoritative {
         opts.insert(DhcpOption::SubnetMask(settings.netmask));
         if let Some(r) = settings.router {
@@ -185,9 +221,12 @@ pub fn reply(settings: &Settings, leases: &mut Leases, request: &Message) -> Opt
         opts.insert(DhcpOption::ClassIdentifier(b"PXEClient".to_vec()));
     }
     opts.insert(DhcpOption::TFTPServerName(settings.tftp_server.as_bytes().to_vec()));
-    if let Some(file) = boot_file(architecture(request)) {
+    if let Some(file) = file {
         opts.insert(DhcpOption::BootfileName(file.as_bytes().to_vec()));
-        m.set_fname_str(file);
+        // fname is 128 bytes; a URL of an IPv4 address, a port and bootx64.efi is under 45.
+        if file.len() <= 128 {
+            m.set_fname_str(file);
+        }
     }
     m.set_sname_str(&settings.tftp_server);
     Some(m)
@@ -245,6 +284,8 @@ pub fn serve(socket: UdpSocket, settings: Settings, stop: &AtomicBool, answer_to
     tracing::info!(address = %socket.local_addr()?, mode = ?settings.mode, server = %settings.server, ?answer_to, "dhcp: serving");
     let mut leases = Leases::default();
     let mut buf = vec![0u8; 4096];
+    // Said once per run, not per packet: a firmware retries its DISCOVER every few seconds.
+    let mut told_no_http_boot = false;
     while !stop.load(Ordering::Relaxed) {
         let (len, peer) = match socket.recv_from(&mut buf) {
             Ok(x) => x,
@@ -259,6 +300,10 @@ pub fn serve(socket: UdpSocket, settings: Settings, stop: &AtomicBool, answer_to
             }
         };
         let mac = mac_text(request.chaddr());
+        if let Some(why) = http_boot_refusal(&settings).filter(|_| is_http_boot_client(&request) && !told_no_http_boot) {
+            told_no_http_boot = true;
+            tracing::warn!(mac, "dhcp: a UEFI HTTP boot client (option 93 = 16) was not answered with a boot file: {why} (said once)");
+        }
         let Some(answer) = reply(&settings, &mut leases, &request) else {
             tracing::debug!(mac, kind = ?request.opts().msg_type(), "dhcp: not answered");
             continue;
@@ -301,6 +346,7 @@ mod tests {
             lease_seconds: 600,
             tftp_server: "10.42.0.1".into(),
             root_path: "10.42.0.1:/srv/nfsroot,vers=3,tcp".into(),
+            http_boot_url: None,
         }
     }
 
@@ -350,7 +396,8 @@ mod tests {
             (Some(9), Some("bootx64.efi")),
             // GRUB's own request and the kernel's carry no option 93.
             (None, Some("bootx64.efi")),
-            // UEFI HTTP boot wants a URL on an HTTP endpoint serve does not have yet; IA32 and ARM64 UEFI.
+            // UEFI HTTP boot wants a URL on serve's HTTP endpoint, which these settings do not
+            // have (below with one); IA32 and ARM64 UEFI.
             (Some(16), None),
             (Some(6), None),
             (Some(11), None),
@@ -365,6 +412,69 @@ mod tests {
         bios.opts_mut().insert(DhcpOption::ClassIdentifier(b"PXEClient:Arch:00000:UNDI:002001".to_vec()));
         let r = reply(&settings(Mode::Proxy), &mut Leases::default(), &bios).expect("proxy offer");
         assert_eq!(boot_file_of(&r).as_deref(), Some("bios.0"));
+    }
+
+    /// A DISCOVER as EDK2's HttpBootDxe sends it: option 93 = 16, vendor class HTTPClient.
+    fn http_boot_discover(mac: u8) -> Message {
+        let mut m = request(mac, Some(MessageType::Discover), Some(16));
+        m.opts_mut().insert(DhcpOption::ClassIdentifier(b"HTTPClient:Arch:00016:UNDI:003001".to_vec()));
+        m
+    }
+
+    /// The encoded reply's options as (code, bytes), read back from the wire form.
+    fn wire_options(m: &Message) -> Vec<(u8, Vec<u8>)> {
+        let mut raw = Vec::new();
+        m.encode(&mut Encoder::new(&mut raw)).expect("encode");
+        assert_eq!(&raw[236..240], &[99, 130, 83, 99], "the magic cookie");
+        let (mut options, mut at) = (Vec::new(), 240);
+        while at < raw.len() && raw[at] != 255 {
+            if raw[at] == 0 {
+                at += 1;
+                continue;
+            }
+            let len = usize::from(raw[at + 1]);
+            options.push((raw[at], raw[at + 2..at + 2 + len].to_vec()));
+            at += 2 + len;
+        }
+        options
+    }
+
+    #[test]
+    fn an_http_boot_client_gets_httpclient_and_the_url_on_serves_http_endpoint() {
+        let url = "http://10.42.0.1:8080/bootx64.efi";
+        let s = Settings { http_boot_url: Some(url.into()), ..settings(Mode::Authoritative) };
+        assert_eq!(http_boot_refusal(&s), None);
+        let mut leases = Leases::default();
+        for (kind, code) in [(MessageType::Discover, 2), (MessageType::Request, 5)] {
+            let mut asked = http_boot_discover(1);
+            asked.opts_mut().insert(DhcpOption::MessageType(kind));
+            if kind == MessageType::Request {
+                asked.opts_mut().insert(DhcpOption::RequestedIpAddress(Ipv4Addr::new(10, 42, 0, 100)));
+            }
+            let r = reply(&s, &mut leases, &asked).unwrap_or_else(|| panic!("{kind:?}: no reply"));
+            let options = wire_options(&r);
+            let get = |code: u8| options.iter().filter(|(c, _)| *c == code).map(|(_, v)| v.clone()).collect::<Vec<_>>();
+            assert_eq!(get(53), [vec![code]], "{kind:?}: an OFFER, then an ACK");
+            assert_eq!(get(60), [b"HTTPClient".to_vec()], "{kind:?}: option 60 is HTTPClient, once");
+            assert_eq!(get(67), [url.as_bytes().to_vec()], "{kind:?}: option 67 is the URL");
+            assert_eq!(boot_file_of(&r).as_deref(), Some(url), "{kind:?}: fname too");
+        }
+        // A PXE client of the same server gets its file name and no HTTPClient.
+        let r = reply(&s, &mut Leases::default(), &request(2, Some(MessageType::Discover), Some(7))).expect("offer");
+        assert!(option(&r, OptionCode::ClassIdentifier).is_none());
+        assert_eq!(boot_file_of(&r).as_deref(), Some("bootx64.efi"));
+    }
+
+    #[test]
+    fn without_http_or_as_a_proxy_an_http_boot_client_gets_no_boot_file() {
+        let s = settings(Mode::Authoritative);
+        let offer = reply(&s, &mut Leases::default(), &http_boot_discover(1)).expect("an address still");
+        assert!(wire_options(&offer).iter().all(|(c, _)| *c != 60 && *c != 67), "no HTTPClient, no boot file: {offer:?}");
+        assert!(http_boot_refusal(&s).is_some_and(|why| why.contains("--http-port")));
+        // A proxy answers PXE clients only, as dnsmasq's does, HTTP or not.
+        let s = Settings { http_boot_url: Some("http://10.42.0.1/bootx64.efi".into()), ..settings(Mode::Proxy) };
+        assert!(reply(&s, &mut Leases::default(), &http_boot_discover(1)).is_none(), "a proxy stays silent");
+        assert!(http_boot_refusal(&s).is_some_and(|why| why.contains("proxy mode")));
     }
 
     #[test]

@@ -380,7 +380,7 @@ mod tests {
     fn a_requested_reinstall_is_not_undone_by_the_disk_s_stamp() {
         let dir = tempfile::tempdir().expect("tempdir");
         let s = service(dir.path(), Some(80));
-        let stamp_search = "search --no-floppy --file --set=esp /nixos-pxe/done-web1-g1";
+        let stamp_search = "search --no-floppy --file --set=done /nixos-pxe/done-web1-g1";
         let first = fetch(&s, "52:54:00:00:00:a1");
         assert!(first.contains(stamp_search) && first.contains("installing generation 1, attempt 1"), "{first}");
         let (_, token) = install_args(&first);

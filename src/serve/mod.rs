@@ -123,6 +123,12 @@ pub fn run(args: &ServeArgs) -> Result<(), Error> {
         (Some(port), _) => Some(port),
         (None, false) => Some(80),
     };
+    // UEFI HTTP boot clients get bootx64.efi by URL from serve's own HTTP endpoint, which serves
+    // the TFTP root; without HTTP they get no boot file (dhcp.rs says so once in the log).
+    let dhcp_settings = dhcp_settings.map(|d| dhcp::Settings {
+        http_boot_url: http_port.map(|port| crate::boot_file::http_url(d.server, port, crate::schema::LOADER_FILE_NAME)),
+        ..d
+    });
     let state_dir = args.state_dir.as_std_path();
     if !fleet.is_empty() || args.nfs_root.is_some() {
         state_dir::prepare(state_dir)?;

@@ -567,6 +567,10 @@ impl Qemu {
             }
             args.push(device);
         }
+        if nics.is_empty() {
+            // No NIC at all, not QEMU's default one: a client that boots its disk only.
+            args.extend(["-nic".into(), "none".into()]);
+        }
         args.extend(["-m".into(), memory_mib.to_string(), "-serial".into(), format!("file:{}", serial.display())]);
         if let Some(disk) = disk {
             args.extend([

@@ -59,6 +59,13 @@ let
         cp -r /usr/lib/grub/x86_64-efi "$out/lib/grub/x86_64-efi"
         ln -s /usr/bin/grub-mkimage "$out/bin/grub-mkimage"
       '');
+    # grub2: no platform flag, so configure's default for x86_64-linux, i386-pc (passthru
+    # grubTarget = "i386-pc"); modules in $out/lib/grub/i386-pc.
+    grub2 = read "pkgs/tools/misc/grub/default.nix" "020a9ba1024adc096ba9db4c59cb3361a812be2c"
+      (stdenv.runCommand "grub-pc-from-debian" { } ''
+        mkdir -p "$out/lib/grub"
+        cp -r /usr/lib/grub/i386-pc "$out/lib/grub/i386-pc"
+      '');
     # linuxPackages.kernel (pkgs/top-level/linux-kernels.nix, found at 0b8aa77df10e1750f7f91fe4bdfa24685792c964).
     linuxPackages = read "pkgs/os-specific/linux/kernel/generic.nix (override, structuredExtraConfig, autoModules, ignoreConfigErrors), manual-config.nix (passthru.configfile, $out/bzImage)" "00e6b22b508f93e219efee2dda4397027ccaf934, 001cd48928bfea13dfe751a682c4c2bb90967786"
       { kernel = import ./kernel.nix { inherit lib stdenv facts; }; };
@@ -123,6 +130,13 @@ let
     "option swapDevices" = found "nixos/modules/config/swap.nix" "c651cb9dd3b6bdd1e1a64e082395c00e77d2f974" null;
     "option boot.loader.systemd-boot.enable" = found "nixos/modules/system/boot/loader/systemd-boot/systemd-boot.nix" "739bd2dccdc7fae6d5f8c4cdefb7072c10f58e56" null;
     "option boot.loader.efi.canTouchEfiVariables" = found "nixos/modules/system/boot/loader/efi.nix" "757cb18c55339be936aaf18aa1e8393cd549ceaf" null;
+    "option boot.loader.efi.efiSysMountPoint (default /boot)" = found "nixos/modules/system/boot/loader/efi.nix" "757cb18c55339be936aaf18aa1e8393cd549ceaf" null;
+    # Read at 36bd1a6d (NixOS/nixpkgs' stored copy); the same options, defaults and assertions in a
+    # newer stored copy (nixfmt style, with extraGrubInstallArgs and users): enable defaults to
+    # !config.boot.isContainer, device joins devices, and the assertions the stand-in repeats.
+    "option boot.loader.grub.{enable,device,devices,efiSupport,efiInstallAsRemovable} and their assertions" = read "nixos/modules/system/boot/loader/grub/grub.nix" "36bd1a6dbb004e02973208d8099b681c76c2cb4a" null;
+    "grub-install per device (--target=i386-pc) and into efiSysMountPoint (x86_64-efi)" = read "nixos/modules/system/boot/loader/grub/install-grub.pl" "f5271680c4a5f2657f26f87620f3e320b0f7cda6" null;
+    "systemd-boot sets boot.loader.grub.enable = mkDefault false" = read "nixos/modules/system/boot/loader/systemd-boot/systemd-boot.nix" "739bd2dccdc7fae6d5f8c4cdefb7072c10f58e56" null;
     "option networking.hostName" = found "nixos/modules/tasks/network-interfaces.nix" "577cb341b4463d094b5180bd5a39c49c0b49e5f6" null;
     "option system.build (any attribute), system.build.toplevel" = read "nixos/modules/system/build.nix, nixos/modules/system/activation/top-level.nix" "14fd976016aee7e8a52f362b145a16947e111515, 01502f439c6a734621f212e450e7a6a9f35a0c5f" null;
     "kernel settings merge (structuredExtraConfig vs common-config.nix)" = read "nixos/modules/system/boot/kernel_config.nix" "014d882725c6ab65982a046f110b73214c0f5e1f" null;
@@ -140,6 +154,7 @@ let
     "network-addresses-<interface>.service (scripted networking: the interface's static addresses)" = read "nixos/modules/tasks/network-interfaces-scripted.nix" "00b463915fa2de869346756b70de6bb75f2b99e1" null;
     "lib.nixosSystem { system; modules } (system becomes nixpkgs.system, mkDefault) and the result's extendModules" = read "nixos/lib/eval-config.nix" "02aa3c00c9342f2976044665b63324b7f3edc0ba" null;
     # checks/pxe-fleet.nix (not run here).
+    "test nodes: qemu-vm.nix gives GRUB a device (mkVMOverride: nodev with useEFIBoot, else bootLoaderDevice)" = read "nixos/modules/virtualisation/qemu-vm.nix" "f7072a9e8ab196569e8e20a5a90882df804ab321" null;
     "test driver: a VLAN NIC's MAC 52:54:00:12:<vlan>:<node> (qemuNicMac)" = read "nixos/lib/qemu-common.nix" "04b74253f4f4b145debeb234aae1019d6b33eca5" null;
     "test driver: a node's number is its place, from 1, among the sorted node names (nodeNumbers)" = read "nixos/lib/testing/network.nix" "003d58163f469fbeb0d51e4ef8d46af622759627" null;
     "test-instrumentation.nix: usePredictableInterfaceNames = false (eth0), the backdoor service" = read "nixos/modules/testing/test-instrumentation.nix" "026aeb71eaa8d887813bf2f3302fb5bb1ca5faf2" null;

@@ -6,7 +6,12 @@
 # Where it behaves like NixOS because the project depends on it:
 # - the options the project sets on a target system are declared with NixOS's types
 #   (fileSystems, swapDevices, boot.loader.systemd-boot.enable, boot.loader.efi.canTouchEfiVariables,
-#   networking.hostName, system.build), so a wrong value fails as it would there;
+#   boot.loader.grub.{enable,device,devices,efiSupport,efiInstallAsRemovable},
+#   boot.loader.efi.efiSysMountPoint, networking.hostName, system.build), so a wrong value fails as
+#   it would there; GRUB is on by default and systemd-boot turns it off (mkDefault), and GRUB's
+#   assertions are NixOS's (nixos/modules/system/boot/loader/grub/grub.nix: a device to install
+#   on, efiInstallAsRemovable only with efiSupport and without canTouchEfiVariables, absolute
+#   devices), with their messages;
 # - config.assertions holds, like nixos/modules/tasks/filesystems.nix, an assertion whose message
 #   interpolates an attribute that exists only when the assertion fails (the mount points' `cycle`):
 #   reading the messages of passing assertions throws, as it does in NixOS;
@@ -74,6 +79,7 @@ let
 
   base = { config, ... }:
     let
+      grub = config.boot.loader.grub;
       # A mount point goes after the one it lies below (nixos/lib/utils.nix's fsBefore, simplified).
       below = a: b: a.mountPoint != b.mountPoint
         && lib.hasPrefix (lib.removeSuffix "/" a.mountPoint + "/") b.mountPoint;
@@ -85,7 +91,8 @@ let
         swapDevices = map (s: s.device) config.swapDevices;
         boot.loader = {
           systemd-boot.enable = config.boot.loader.systemd-boot.enable;
-          efi.canTouchEfiVariables = config.boot.loader.efi.canTouchEfiVariables;
+          efi = { inherit (config.boot.loader.efi) canTouchEfiVariables efiSysMountPoint; };
+          grub = { inherit (config.boot.loader.grub) enable devices efiSupport efiInstallAsRemovable; };
         };
       };
       system = impl.runCommand "nixos-system-${config.networking.hostName}-stand-in"
@@ -108,6 +115,13 @@ let
         };
         boot.loader.systemd-boot.enable = mkOption { type = types.bool; default = false; };
         boot.loader.efi.canTouchEfiVariables = mkOption { type = types.bool; default = false; };
+        boot.loader.efi.efiSysMountPoint = mkOption { type = types.str; default = "/boot"; };
+        # NixOS: default = !config.boot.isContainer (the stand-in has no containers).
+        boot.loader.grub.enable = mkOption { type = types.bool; default = true; };
+        boot.loader.grub.device = mkOption { type = types.str; default = ""; };
+        boot.loader.grub.devices = mkOption { type = types.listOf types.str; default = [ ]; };
+        boot.loader.grub.efiSupport = mkOption { type = types.bool; default = false; };
+        boot.loader.grub.efiInstallAsRemovable = mkOption { type = types.bool; default = false; };
         networking.hostName = mkOption { type = types.str; default = "nixos"; };
         systemd.services = mkOption { type = types.attrsOf (types.submodule serviceModule); default = { }; };
         system.build = mkOption {
@@ -117,12 +131,32 @@ let
       };
       config = {
         _module.args.pkgs = pkgs;
+        # systemd-boot.nix: enabling it turns GRUB off; grub.nix: `device` is one of `devices`.
+        boot.loader.grub.enable = lib.mkIf config.boot.loader.systemd-boot.enable (lib.mkDefault false);
+        boot.loader.grub.devices = lib.mkIf (config.boot.loader.grub.device != "") [ config.boot.loader.grub.device ];
         assertions = [
           {
             assertion = !(sorted ? cycle);
             message = "stand-in NixOS: the file systems cannot be sorted: ${mountPoints sorted.cycle} loops to ${mountPoints sorted.loops}";
           }
-        ];
+        ] ++ lib.optionals grub.enable ([
+          # grub.nix's, with its messages (mirroredBoots is [ { devices; } ] when devices is set).
+          {
+            assertion = grub.devices != [ ];
+            message = "You must set the option ‘boot.loader.grub.devices’ or 'boot.loader.grub.mirroredBoots' to make the system bootable.";
+          }
+          {
+            assertion = grub.efiInstallAsRemovable -> grub.efiSupport;
+            message = "If you wish to to use boot.loader.grub.efiInstallAsRemovable, then turn on boot.loader.grub.efiSupport";
+          }
+          {
+            assertion = grub.efiInstallAsRemovable -> !config.boot.loader.efi.canTouchEfiVariables;
+            message = "If you wish to to use boot.loader.grub.efiInstallAsRemovable, then turn off boot.loader.efi.canTouchEfiVariables";
+          }
+        ] ++ map (device: {
+          assertion = device == "nodev" || lib.hasPrefix "/" device;
+          message = "GRUB devices must be absolute paths, not ${device} in /boot";
+        }) grub.devices);
         warnings = lib.concatLists (lib.mapAttrsToList serviceWarnings config.systemd.services);
         system.build.toplevel = lib.asserts.checkAssertWarn config.assertions config.warnings system;
       };

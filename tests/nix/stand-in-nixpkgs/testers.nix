@@ -20,9 +20,17 @@ let
     else if builtins.isAttrs value then lib.mapAttrs (_: jsonable) value
     else if builtins.isList value then map jsonable value
     else value;
+  # Every test node imports nixos/modules/virtualisation/qemu-vm.nix, which gives GRUB (on by
+  # default) a device: boot.loader.grub.device = mkVMOverride (if useEFIBoot then "nodev" else
+  # bootLoaderDevice) (read at f7072a9e). The stand-in's GRUB asserts a device, as NixOS's does,
+  # so a node evaluated without this would fail where the real driver's node does not;
+  # "/dev/vda" stands in for bootLoaderDevice (the node's disk, never installed to here).
+  qemuVm = { config, ... }: {
+    boot.loader.grub.device = lib.mkOverride 10 (if config.virtualisation.useEFIBoot or false then "nodev" else "/dev/vda");
+  };
   nodeSettings = lib.mapAttrs
     (name: node:
-      let system = nixosSystem { modules = [ node { networking.hostName = lib.mkDefault name; } ]; };
+      let system = nixosSystem { modules = [ node qemuVm { networking.hostName = lib.mkDefault name; } ]; };
       in
       # The node's assertions hold (NixOS's toplevel checks them), then its settings.
       builtins.seq system.config.system.build.toplevel.drvPath
