@@ -24,12 +24,13 @@
 
 mod common;
 
+use common::stand_in_root::{NIXOS_ENTER_STAND_IN, install_binary, write_exec};
 use common::efi_disk::{esp_disk, stand_in_loader};
 use common::{GRUB_LIB, Lab, Nic, Qemu, SERVER_ADDRESS, Socket, in_order, nixos_pxe as pxe, root, run, sh, tail};
 use nixos_pxe_installer::fleet::sqlite::SqliteStore;
 use nixos_pxe_installer::fleet::store::Store;
 use serde_json::Value;
-use std::os::unix::fs::{PermissionsExt, symlink};
+use std::os::unix::fs::symlink;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -64,47 +65,6 @@ fn preflight() -> common::OneQemu {
 
 // ---- The NFS root and the stand-in systems ----
 
-/// Copies `binary` into the NFS root at `dest` with the shared libraries it needs (found by ldd).
-fn install_binary(nfsroot: &Path, binary: &Path, dest: &str) {
-    let target = nfsroot.join(dest.trim_start_matches('/'));
-    std::fs::create_dir_all(target.parent().expect("parent")).expect("mkdir");
-    std::fs::copy(binary, &target).unwrap_or_else(|e| panic!("copy {}: {e}", binary.display()));
-    for line in run(Command::new("ldd").arg(binary)).lines() {
-        let lib = match line.split("=>").nth(1) {
-            Some(rest) => rest.split_whitespace().next().unwrap_or_default().to_string(),
-            None => line.split_whitespace().next().unwrap_or_default().to_string(),
-        };
-        if lib.starts_with('/') {
-            let dest = nfsroot.join(lib.trim_start_matches('/'));
-            if !dest.exists() {
-                std::fs::create_dir_all(dest.parent().expect("parent")).expect("mkdir");
-                std::fs::copy(&lib, &dest).unwrap_or_else(|e| panic!("copy {lib}: {e}"));
-            }
-        }
-    }
-}
-
-fn write_exec(path: &Path, text: &str) {
-    std::fs::create_dir_all(path.parent().expect("parent")).expect("mkdir");
-    std::fs::write(path, text).expect("write");
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755)).expect("chmod");
-}
-
-/// Stand-in for nixos-enter --root ROOT -- /nix/var/nix/profiles/system/bin/switch-to-configuration
-/// boot: records its call on the disk and runs the installed system's own switch-to-configuration
-/// with ROOT in NIXOS_PXE_STAND_IN_ROOT. NixOS's would chroot into ROOT; the stand-in system has no
-/// programs, so its script runs here, on the NFS root, against ROOT's files.
-const NIXOS_ENTER_STAND_IN: &str = r#"#!/bin/sh
-# stand-in for nixos-enter --root ROOT -- COMMAND
-root=$2
-echo "nixos-enter $* NIXOS_INSTALL_BOOTLOADER=$NIXOS_INSTALL_BOOTLOADER" >> "$root/stand-in.log"
-shift 3
-# The profile links to the system by its absolute store path, which is below ROOT here.
-system=$(readlink "$root/nix/var/nix/profiles/system")
-command=$(echo "$1" | sed "s|^/nix/var/nix/profiles/system|$system|")
-shift
-NIXOS_PXE_STAND_IN_ROOT=$root exec "$root$command" "$@"
-"#;
 
 /// The stand-in system's switch-to-configuration boot, doing what systemd-boot's installation
 /// (bootctl install with canTouchEfiVariables) does: it fails unless the firmware's EFI variables

@@ -7,6 +7,7 @@
 #![allow(dead_code)] // each test binary uses part of it
 
 pub mod efi_disk;
+pub mod stand_in_root;
 
 use std::io::Read;
 use std::os::unix::process::CommandExt;
