@@ -320,18 +320,5 @@ fn main() {
             std::process::exit(2);
         }
     };
-    match bench(rounds) {
-        Ok(report) => {
-            println!("{report}");
-            let path = lab::root().join("target/bench-kernel-load.md");
-            if let Err(e) = std::fs::write(&path, &report) {
-                eprintln!("bench: cannot write {}: {e}", path.display());
-                std::process::exit(1);
-            }
-        }
-        Err(e) => {
-            eprintln!("bench: {e}");
-            std::process::exit(1);
-        }
-    }
+    common::print_and_keep(bench(rounds), "bench-kernel-load.md");
 }

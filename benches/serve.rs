@@ -804,18 +804,5 @@ fn main() {
         println!("benches/serve.rs: run it with `cargo bench --bench serve` (as root)");
         return;
     }
-    match bench() {
-        Ok(report) => {
-            println!("{report}");
-            let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/bench-serve.md");
-            if let Err(e) = std::fs::write(&path, &report) {
-                eprintln!("bench: cannot write {}: {e}", path.display());
-                std::process::exit(1);
-            }
-        }
-        Err(e) => {
-            eprintln!("bench: {e}");
-            std::process::exit(1);
-        }
-    }
+    common::print_and_keep(bench(), "bench-serve.md");
 }

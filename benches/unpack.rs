@@ -57,6 +57,7 @@
 //! target/bench-unpack.md. The loop device, mounts and files are removed when the run ends, fails
 //! or panics, and on Ctrl-C or kill by a watcher process (`clean_up_when_this_process_ends`).
 
+mod common;
 #[path = "../tests/switches/mod.rs"]
 mod switches;
 
@@ -1200,19 +1201,6 @@ fn main() {
         }
         format!("cargo bench --bench unpack{}", if options.is_empty() { String::new() } else { format!(" -- {}", options.join(" ")) })
     };
-    match bench(settings, &command) {
-        Ok(report) => {
-            println!("{report}");
-            let name = if settings.quick { "target/bench-unpack-quick.md" } else { "target/bench-unpack.md" };
-            let path = Path::new(env!("CARGO_MANIFEST_DIR")).join(name);
-            if let Err(e) = std::fs::write(&path, &report) {
-                eprintln!("bench: cannot write {}: {e}", path.display());
-                std::process::exit(1);
-            }
-        }
-        Err(e) => {
-            eprintln!("bench: {e}");
-            std::process::exit(1);
-        }
-    }
+    let file = if settings.quick { "bench-unpack-quick.md" } else { "bench-unpack.md" };
+    common::print_and_keep(bench(settings, &command), file);
 }

@@ -241,3 +241,20 @@ pub fn busy_before_run() -> f64 {
     busy
 }
 
+// ---------------------------------------------------------------------------------------------
+// The report
+
+/// Prints a benchmark's report and keeps it in `target/<file>` (the README's tables are copied
+/// from there), or says why the benchmark failed; either failure exits with status 1.
+pub fn print_and_keep(result: Result<String, String>, file: &str) {
+    let report = result.unwrap_or_else(|e| {
+        eprintln!("bench: {e}");
+        std::process::exit(1);
+    });
+    println!("{report}");
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("target").join(file);
+    if let Err(e) = std::fs::write(&path, &report) {
+        eprintln!("bench: cannot write {}: {e}", path.display());
+        std::process::exit(1);
+    }
+}
