@@ -488,7 +488,11 @@ fn sysfs(dir: &Path, files: &[(&str, &str)]) -> PathBuf {
 /// `nixos-pxe install --dry-run` with `root_device` and the fake sysfs; its stdout.
 fn dry_run(dir: &Path, sysfs: &Path, root_device: &str) -> String {
     let config = dir.join("config.json");
-    std::fs::write(&config, serde_json::json!({ "customInstaller": { "rootDevice": root_device } }).to_string()).expect("write");
+    // firmware = "both" installs under either firmware, so the firmware check of step 2 passes on
+    // this machine whatever booted it and the disk is resolved next (the default, "uefi", is
+    // refused first on a machine booted by BIOS, as the CI machine is).
+    let custom = serde_json::json!({ "rootDevice": root_device, "firmware": "both" });
+    std::fs::write(&config, serde_json::json!({ "customInstaller": custom }).to_string()).expect("write");
     let image = dir.join("system.tar.zst");
     std::fs::write(&image, "not read before the disk is resolved").expect("write");
     std::fs::write(dir.join("lease.json"), r#"{"interface": "eth0", "address": "10.42.0.123", "prefixLength": 24, "nameServers": []}"#).expect("write");
