@@ -20,6 +20,8 @@ fuzz_target!(|data: &[u8]| {
             lease_seconds: 3600,
             tftp_server: "10.42.0.1".into(),
             root_path: "10.42.0.1:/srv/nfsroot,vers=3,tcp".into(),
+            // With serve's HTTP on, so that HTTP boot clients (option 93 = 16) get their answer too.
+            http_boot_url: Some("http://10.42.0.1/bootx64.efi".into()),
         };
         let mut leases = Leases::default();
         if let Some(reply) = dhcp::reply(&settings, &mut leases, &request) {
