@@ -24,13 +24,12 @@
 
 mod common;
 
-use common::stand_in_root::{NIXOS_ENTER_STAND_IN, install_binary, write_exec};
+use common::stand_in_root::{base_nfs_root, write_exec};
 use common::efi_disk::{esp_disk, stand_in_loader};
 use common::{GRUB_LIB, Lab, Nic, Qemu, SERVER_ADDRESS, Socket, in_order, nixos_pxe as pxe, root, run, sh, tail};
 use nixos_pxe_installer::fleet::sqlite::SqliteStore;
 use nixos_pxe_installer::fleet::store::Store;
 use serde_json::Value;
-use std::os::unix::fs::symlink;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -133,27 +132,7 @@ fn pack_system(dir: &Path, out: &Path, name: &str, blob_mib: usize) {
 /// The NFS root: busybox, nixos-pxe as /init, Debian's disk tools, the stand-ins, config.json with
 /// each host's image (as lib.mkFleet writes it) and the two system images.
 fn nfs_root(dir: &Path) -> PathBuf {
-    let nfsroot = dir.join("nfsroot");
-    for d in ["dev", "proc", "sys", "run", "tmp", "mnt", "etc", "root", "bin", "nixos-pxe/tools/bin", "nixos-pxe/tools/sbin"] {
-        std::fs::create_dir_all(nfsroot.join(d)).expect("mkdir");
-    }
-    std::fs::copy("/bin/busybox", nfsroot.join("bin/busybox")).expect("copy busybox");
-    for applet in run(Command::new("/bin/busybox").arg("--list")).lines() {
-        let link = nfsroot.join("bin").join(applet);
-        if applet != "busybox" && !link.exists() {
-            symlink("busybox", link).expect("symlink");
-        }
-    }
-    install_binary(&nfsroot, Path::new(BIN), "/nixos-pxe/tools/bin/nixos-pxe");
-    symlink("/nixos-pxe/tools/bin/nixos-pxe", nfsroot.join("init")).expect("symlink init");
-    for (src, name) in [("/usr/sbin/sfdisk", "sfdisk"), ("/usr/sbin/mkfs.fat", "mkfs.vfat"), ("/usr/sbin/mke2fs", "mkfs.ext4"), ("/usr/sbin/mkswap", "mkswap")] {
-        install_binary(&nfsroot, Path::new(src), &format!("/nixos-pxe/tools/sbin/{name}"));
-    }
-    let bin = nfsroot.join("nixos-pxe/tools/bin");
-    write_exec(&bin.join("nix-store"), "#!/bin/sh\n# stand-in for nix-store --store ROOT --load-db\necho \"nix-store $*\" >> \"$2/stand-in.log\"\ncat > \"$2/stand-in.registration\"\n");
-    write_exec(&bin.join("nix-env"), "#!/bin/sh\n# stand-in for nix-env --store ROOT -p PROFILE --set SYSTEM\necho \"nix-env $*\" >> \"$2/stand-in.log\"\nmkdir -p \"$(dirname \"$4\")\"\nln -sfn \"$6\" \"$4\"\n");
-    write_exec(&bin.join("nixos-generate-config"), "#!/bin/sh\n# stand-in for nixos-generate-config --root ROOT\necho \"nixos-generate-config $*\" >> \"$2/stand-in.log\"\nmkdir -p \"$2/etc/nixos\"\ngrep \" $2\" /proc/mounts > \"$2/etc/nixos/hardware-configuration.nix\"\n");
-    write_exec(&bin.join("nixos-enter"), NIXOS_ENTER_STAND_IN);
+    let nfsroot = base_nfs_root(dir, Path::new(BIN));
     let mut config: Value = serde_json::from_str(&pxe(&["options", "--source", "static", "--config", CONFIG, "--as-config-json"])).expect("config JSON");
     for (host, image) in [("lab-a", "web"), ("lab-b", "db"), ("lab-c", "db"), ("lab-d", "web")] {
         config["fleet"]["hosts"][host]["image"] = format!("systems/{image}.tar.zst").into();

@@ -21,11 +21,11 @@
 mod common;
 mod report_sink;
 
-use common::stand_in_root::{NIXOS_ENTER_STAND_IN, install_binary, write_exec};
+use common::stand_in_root::{base_nfs_root, install_binary, write_exec};
 use common::{Boot as NetBoot, GRUB_BIOS_LIB, GRUB_LIB, Lab, Nic, Qemu, SERVER_ADDRESS, Socket, nixos_pxe as pxe, root, run, sh, tail};
 use nixos_pxe_installer::config::typed::FirmwareSetting;
 use nixos_pxe_installer::install::firmware::{Layout, built_for, system_file};
-use std::os::unix::fs::{PermissionsExt, symlink};
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
@@ -103,31 +103,10 @@ CFG
 
 /// The NFS root: the brief's layout, with busybox and Debian programs standing in for the closure.
 fn nfs_root(dir: &Path, config: &str, with_image: bool) -> PathBuf {
-    let nfsroot = dir.join("nfsroot");
-    for d in ["dev", "proc", "sys", "run", "tmp", "mnt", "etc", "root", "bin", "nixos-pxe/tools/bin", "nixos-pxe/tools/sbin"] {
-        std::fs::create_dir_all(nfsroot.join(d)).expect("mkdir");
-    }
-    // busybox: the shell for stand-ins and the rescue shell.
-    std::fs::copy("/bin/busybox", nfsroot.join("bin/busybox")).expect("copy busybox");
-    for applet in run(Command::new("/bin/busybox").arg("--list")).lines() {
-        let link = nfsroot.join("bin").join(applet);
-        if applet != "busybox" && !link.exists() {
-            symlink("busybox", link).expect("symlink");
-        }
-    }
-    // nixos-pxe itself, as /init and on PATH (the Nix closure puts it in /nix/store).
-    install_binary(&nfsroot, Path::new(env!("CARGO_BIN_EXE_nixos-pxe")), "/nixos-pxe/tools/bin/nixos-pxe");
-    symlink("/nixos-pxe/tools/bin/nixos-pxe", nfsroot.join("init")).expect("symlink init");
-    // The disk tools the installer runs, from Debian.
-    for (src, name) in [
-        ("/usr/sbin/sfdisk", "sfdisk"),
-        ("/usr/sbin/mkfs.fat", "mkfs.vfat"),
-        ("/usr/sbin/mke2fs", "mkfs.ext4"),
-        ("/usr/sbin/mkswap", "mkswap"),
-        ("/usr/bin/partx", "partx"),
-        // For the stand-in systems' GRUB (what a NixOS system's own grub-install does there).
-        ("/usr/sbin/grub-install", "grub-install"),
-    ] {
+    let nfsroot = base_nfs_root(dir, Path::new(env!("CARGO_BIN_EXE_nixos-pxe")));
+    // What this test's installs also run: partx, and grub-install for the stand-in systems' GRUB
+    // (what a NixOS system's own grub-install does there).
+    for (src, name) in [("/usr/bin/partx", "partx"), ("/usr/sbin/grub-install", "grub-install")] {
         install_binary(&nfsroot, Path::new(src), &format!("/nixos-pxe/tools/sbin/{name}"));
     }
     // grub-install's platform directories and font, where Debian's grub-install looks for them.
@@ -141,12 +120,6 @@ fn nfs_root(dir: &Path, config: &str, with_image: bool) -> PathBuf {
     std::fs::create_dir_all(nfsroot.join("usr/share/locale")).expect("mkdir");
     // unionfs-fuse, for nfsroot.writableLayer = "unionfs-fuse" (the Nix side adds it only then).
     install_binary(&nfsroot, Path::new("/usr/bin/unionfs"), "/nixos-pxe/tools/bin/unionfs");
-    // Stand-ins for the NixOS-only commands: they record, on the target disk, that they ran.
-    let bin = nfsroot.join("nixos-pxe/tools/bin");
-    write_exec(&bin.join("nix-store"), "#!/bin/sh\n# stand-in for nix-store --store ROOT --load-db\necho \"nix-store $*\" >> \"$2/stand-in.log\"\ncat > \"$2/stand-in.registration\"\n");
-    write_exec(&bin.join("nix-env"), "#!/bin/sh\n# stand-in for nix-env --store ROOT -p PROFILE --set SYSTEM\necho \"nix-env $*\" >> \"$2/stand-in.log\"\nmkdir -p \"$(dirname \"$4\")\"\nln -sfn \"$6\" \"$4\"\n");
-    write_exec(&bin.join("nixos-generate-config"), "#!/bin/sh\n# stand-in for nixos-generate-config --root ROOT\necho \"nixos-generate-config $*\" >> \"$2/stand-in.log\"\nmkdir -p \"$2/etc/nixos\"\ngrep \" $2\" /proc/mounts > \"$2/etc/nixos/hardware-configuration.nix\"\n");
-    write_exec(&bin.join("nixos-enter"), NIXOS_ENTER_STAND_IN);
     // The configuration, as the Nix side writes it.
     let config_json = pxe(&["options", "--source", "static", "--config", config, "--as-config-json"]);
     std::fs::write(nfsroot.join("nixos-pxe/config.json"), &config_json).expect("config.json");
