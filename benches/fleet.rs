@@ -353,13 +353,9 @@ fn tables(results: &[RunResult]) -> String {
 }
 
 fn machine_description() -> String {
-    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
-    let cpu = std::fs::read_to_string("/proc/cpuinfo")
-        .ok()
-        .and_then(|info| info.lines().find_map(|l| l.strip_prefix("model name").map(|v| v.trim_start_matches([' ', '\t', ':']).to_string())))
-        .unwrap_or_else(|| "unknown CPU".into());
+    let machine = common::cores_and_cpu();
     let disk = first_line(Command::new("sh").args(["-c", "df --output=source,fstype target | tail -1 | tr -s ' '"]).current_dir(env!("CARGO_MANIFEST_DIR")));
-    format!("{cores} cores ({cpu}), Linux {}; veth pair between two network namespaces; state directory on {disk}", first_line(Command::new("uname").arg("-r")))
+    format!("{machine}, Linux {}; veth pair between two network namespaces; state directory on {disk}", first_line(Command::new("uname").arg("-r")))
 }
 
 fn bench() -> Result<String, String> {

@@ -193,14 +193,10 @@ fn median(values: &mut [f64]) -> f64 {
 }
 
 fn machine_description() -> String {
-    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
-    let cpu = std::fs::read_to_string("/proc/cpuinfo")
-        .ok()
-        .and_then(|info| info.lines().find_map(|l| l.strip_prefix("model name").map(|v| v.trim_start_matches([' ', '\t', ':']).to_string())))
-        .unwrap_or_else(|| "unknown CPU".into());
+    let machine = common::cores_and_cpu();
     let package = |name: &str| first_line(Command::new("dpkg-query").args(["-W", "-f", "${Version}", name]));
     format!(
-        "{cores} cores ({cpu}), Linux {}; QEMU {} (TCG), OVMF {}, GRUB {} (grub-efi-amd64-bin); one virtio-net NIC on a tap device in a bridge, serve in the same network namespace",
+        "{machine}, Linux {}; QEMU {} (TCG), OVMF {}, GRUB {} (grub-efi-amd64-bin); one virtio-net NIC on a tap device in a bridge, serve in the same network namespace",
         first_line(Command::new("uname").arg("-r")),
         first_line(Command::new("sh").args(["-c", "qemu-system-x86_64 --version | head -1 | awk '{print $4}'"])),
         package("ovmf"),

@@ -734,11 +734,7 @@ fn concurrency_table(lines: &[Concurrency]) -> String {
 
 /// Where and with what the figures were measured.
 fn machine_description() -> String {
-    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
-    let cpu = std::fs::read_to_string("/proc/cpuinfo")
-        .ok()
-        .and_then(|info| info.lines().find_map(|l| l.strip_prefix("model name").map(|v| v.trim_start_matches([' ', '\t', ':']).to_string())))
-        .unwrap_or_else(|| "unknown CPU".into());
+    let machine = common::cores_and_cpu();
     let versions = first_line(Command::new("dpkg-query").args([
         "-W",
         "-f=${Package} ${Version}, ",
@@ -750,7 +746,7 @@ fn machine_description() -> String {
         "libnfs-utils",
     ]));
     format!(
-        "{cores} cores ({cpu}), Linux {}; veth pair between two network namespaces; files on tmpfs; {}",
+        "{machine}, Linux {}; veth pair between two network namespaces; files on tmpfs; {}",
         first_line(Command::new("uname").arg("-r")),
         versions.trim_end_matches([',', ' '])
     )

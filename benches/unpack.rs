@@ -1046,16 +1046,12 @@ fn busy_before_run() -> f64 {
 }
 
 fn machine_description(disk: &LoopDisk) -> String {
-    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
-    let cpu = std::fs::read_to_string("/proc/cpuinfo")
-        .ok()
-        .and_then(|info| info.lines().find_map(|l| l.strip_prefix("model name").map(|v| v.trim_start_matches([' ', '\t', ':']).to_string())))
-        .unwrap_or_else(|| "unknown CPU".into());
+    let machine = common::cores_and_cpu();
     let memory = std::fs::read_to_string("/proc/meminfo").ok().and_then(|m| m.lines().next().map(|l| l.split_whitespace().nth(1).unwrap_or("?").to_string())).unwrap_or_default();
     let var_tmp = first_line(Command::new("findmnt").args(["-n", "-o", "SOURCE,FSTYPE,OPTIONS", "-T", "/var/tmp"]));
     let versions = first_line(Command::new("dpkg-query").args(["-W", "-f=${Package} ${Version}, ", "tar", "zstd", "e2fsprogs", "coreutils"]));
     format!(
-        "{cores} cores ({cpu}), {} GiB RAM, Linux {}; loop device {} over a sparse file in /var/tmp ({var_tmp}), direct I/O {}; {}",
+        "{machine}, {} GiB RAM, Linux {}; loop device {} over a sparse file in /var/tmp ({var_tmp}), direct I/O {}; {}",
         memory.parse::<u64>().map_or(0, |kib| (kib + (1 << 19)) >> 20),
         first_line(Command::new("uname").arg("-r")),
         disk.device,

@@ -258,3 +258,13 @@ pub fn print_and_keep(result: Result<String, String>, file: &str) {
         std::process::exit(1);
     }
 }
+
+/// "N cores (CPU model)": how every benchmark's machine description begins.
+pub fn cores_and_cpu() -> String {
+    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|info| info.lines().find_map(|l| l.strip_prefix("model name").map(|v| v.trim_start_matches([' ', '\t', ':']).to_string())))
+        .unwrap_or_else(|| "unknown CPU".into());
+    format!("{cores} cores ({cpu})")
+}
