@@ -77,3 +77,27 @@ fn a_namespace_is_deleted_when_a_panic_drops_it() {
     let list = common::run(Command::new("ip").args(["netns", "list"]));
     assert!(!name.is_empty() && !list.lines().any(|l| l.split_whitespace().next() == Some(name.as_str())), "{name} left behind:\n{list}");
 }
+
+/// The host-state guard leaves out what `ip netns add` mounts: on a machine that never made a
+/// namespace, the first one makes /run/netns a mount point (a bind mount of itself, the line
+/// below as a new Debian 12 machine showed it), and it stays one.
+#[test]
+fn the_host_state_guard_leaves_out_ip_netns_own_mounts_and_nothing_else() {
+    let own = [
+        "45 27 254:0 /run/netns /run/netns rw,relatime shared:1 - ext4 /dev/vda rw,discard,resv_strict,resuid=65534,resgid=65534",
+        "640 45 0:4 net:[4026532310] /run/netns/nixos-pxe-arch-dnsmasq-1234-0 rw shared:288 - nsfs nsfs rw",
+        "700 29 0:52 / /tmp/.tmpAbCdEf/mnt rw,relatime shared:300 - ext4 /dev/loop3 rw",
+    ];
+    for line in own {
+        assert!(common::HostState::is_tests_own_mount(line), "{line}");
+    }
+    let host = [
+        "29 1 254:0 / / rw,relatime shared:1 - ext4 /dev/vda rw,discard",
+        "30 29 0:25 / /run rw,nosuid,nodev shared:2 - tmpfs tmpfs rw",
+        "701 30 254:0 /run/netnsx /run/netnsx rw,relatime shared:1 - ext4 /dev/vda rw",
+        "702 29 0:53 / /tmpfoo rw shared:301 - tmpfs tmpfs rw",
+    ];
+    for line in host {
+        assert!(!common::HostState::is_tests_own_mount(line), "{line}");
+    }
+}

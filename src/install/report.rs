@@ -75,7 +75,13 @@ impl Clock for RealClock {
 
 /// Tries `post` (given the time one try may take) until serve accepts or refuses, or `patience`
 /// runs out. A 5xx answer, 408 and 429 are retried like a network error; any other answer is final.
-pub fn deliver(patience: Patience, clock: &impl Clock, mut post: impl FnMut(Duration) -> Result<Response, String>) -> Delivery {
+/// `retrying` hears of each failed try that will be tried again: its number, why, and the wait.
+pub fn deliver(
+    patience: Patience,
+    clock: &impl Clock,
+    mut post: impl FnMut(Duration) -> Result<Response, String>,
+    mut retrying: impl FnMut(u32, &str, Duration),
+) -> Delivery {
     let mut tries = 0;
     loop {
         tries += 1;
@@ -90,6 +96,7 @@ pub fn deliver(patience: Patience, clock: &impl Clock, mut post: impl FnMut(Dura
         if tries >= patience.tries || clock.elapsed() + wait > patience.within {
             return Delivery::NotDelivered { tries, why };
         }
+        retrying(tries, &why, wait);
         clock.sleep(wait);
     }
 }
@@ -121,6 +128,12 @@ pub fn describe(what: &str, delivery: &Delivery) -> String {
         Delivery::NotDelivered { tries: 1, why } => format!("report {what}: not delivered after 1 try: {why}"),
         Delivery::NotDelivered { tries, why } => format!("report {what}: not delivered after {tries} tries: {why}"),
     }
+}
+
+/// The console line for a failed try that is tried again: `report installed: try 1 failed:
+/// connecting to ...: Connection refused (os error 111); trying again in 1 s`.
+pub fn describe_retry(what: &str, tries: u32, why: &str, wait: Duration) -> String {
+    format!("report {what}: try {tries} failed: {why}; trying again in {} s", wait.as_secs())
 }
 
 /// Sends one fleet install's reports to serve.
@@ -161,7 +174,12 @@ impl Reporter {
     /// Sends `report`, says on the console how it went, and returns that.
     pub fn send(&self, what: &str, report: &Report, patience: Patience) -> Delivery {
         let body = serde_json::to_vec(report).unwrap_or_default();
-        let delivery = deliver(patience, &RealClock::start(), |timeout| http::post(&self.url, ENDPOINT, &body, timeout));
+        let delivery = deliver(
+            patience,
+            &RealClock::start(),
+            |timeout| http::post(&self.url, ENDPOINT, &body, timeout),
+            |tries, why, wait| say(&describe_retry(what, tries, why, wait)),
+        );
         say(&describe(what, &delivery));
         delivery
     }
@@ -264,14 +282,32 @@ mod tests {
         let clock = TestClock::default();
         let mut timeouts = Vec::new();
         let mut n = 0;
-        let delivery = deliver(patience, &clock, |timeout| {
-            timeouts.push(timeout.as_secs());
-            clock.now.set(clock.now.get() + cost);
-            let a = answers[n.min(answers.len() - 1)].clone();
-            n += 1;
-            a
-        });
-        (delivery, clock.slept.into_inner(), timeouts)
+        let mut retries = Vec::new();
+        let delivery = deliver(
+            patience,
+            &clock,
+            |timeout| {
+                timeouts.push(timeout.as_secs());
+                clock.now.set(clock.now.get() + cost);
+                let a = answers[n.min(answers.len() - 1)].clone();
+                n += 1;
+                a
+            },
+            |tries, _, wait| retries.push((tries, wait.as_secs())),
+        );
+        let slept = clock.slept.into_inner();
+        // Each wait was announced before it was slept, with the number of the try that failed.
+        let announced: Vec<(u32, u64)> = slept.iter().enumerate().map(|(i, s)| (i as u32 + 1, *s)).collect();
+        assert_eq!(retries, announced, "every wait announced once, before it");
+        (delivery, slept, timeouts)
+    }
+
+    #[test]
+    fn a_failed_try_that_is_retried_says_so_on_the_console() {
+        assert_eq!(
+            describe_retry("installed", 1, "connecting to 10.42.0.1:80: Connection refused (os error 111)", Duration::from_secs(1)),
+            "report installed: try 1 failed: connecting to 10.42.0.1:80: Connection refused (os error 111); trying again in 1 s"
+        );
     }
 
     #[test]

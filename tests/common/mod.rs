@@ -351,16 +351,22 @@ impl HostState {
         let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").expect("read /proc/self/mountinfo");
         let mounts = mountinfo
             .lines()
-            .filter(|line| {
-                let point = line.split_whitespace().nth(4).unwrap_or_default();
-                !["/tmp/", "/var/tmp/", "/run/netns/"].iter().any(|p| point.starts_with(p))
-            })
+            .filter(|line| !HostState::is_tests_own_mount(line))
             .map(|line| {
                 // Without the mount's id and its parent's, which a remount elsewhere can shift.
                 line.split_whitespace().skip(2).collect::<Vec<_>>().join(" ")
             })
             .collect();
         HostState { dnsmasq_leases, mounts }
+    }
+
+    /// Whether a line of /proc/self/mountinfo is a mount the tests may make on the host: below a
+    /// temporary directory, or `ip netns`'s: each namespace's file under /run/netns, and
+    /// /run/netns itself, which the first `ip netns add` on a machine makes a mount point
+    /// (a shared bind mount of itself) and which stays one.
+    pub fn is_tests_own_mount(mountinfo_line: &str) -> bool {
+        let point = mountinfo_line.split_whitespace().nth(4).unwrap_or_default();
+        point == "/run/netns" || ["/tmp/", "/var/tmp/", "/run/netns/"].iter().any(|p| point.starts_with(p))
     }
 
     /// Fails the test, naming `who`, if the host's lease file or mounts differ from `self`.
