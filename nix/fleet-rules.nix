@@ -21,7 +21,7 @@ let
   separators = [ ":" "-" "." ];
   hexDigits = lib.stringToCharacters "0123456789abcdef";
 
-  # A MAC address in any usual spelling, as src/fleet/model.rs parses it: { mac } normalised
+  # A MAC address in any usual spelling, as src/config/fleet.rs parses it: { mac } normalised
   # (lower case, colons) or { why } (the tool's wording).
   parseMac = text:
     let
@@ -125,7 +125,7 @@ let
     }) shared;
 
   # A host's customInstaller values that differ from the top-level ones (the JSON form keeps only
-  # the overrides; the tool merges them over the top level, src/fleet/model.rs).
+  # the overrides; the tool merges them over the top level, src/config/fleet.rs).
   overrides = host:
     let
       top = cfg.customInstaller;

@@ -5,6 +5,41 @@
 use crate::schema::{BIOS_LOADER_FILE_NAME, LOADER_FILE_NAME};
 use std::net::Ipv4Addr;
 
+/// The GRUB platforms nixos-pxe builds an image for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Platform {
+    /// x86_64-efi: `bootx64.efi`, for UEFI PXE and UEFI HTTP boot.
+    Efi,
+    /// i386-pc, as a PXE network boot program (`-O i386-pc-pxe`): `bios.0`, for legacy BIOS PXE.
+    Pc,
+}
+
+impl Platform {
+    /// GRUB's name for it, as the module directory is named.
+    pub fn grub_name(self) -> &'static str {
+        match self {
+            Platform::Efi => "x86_64-efi",
+            Platform::Pc => "i386-pc",
+        }
+    }
+
+    /// The image's file name, as DHCP hands it out (option 67).
+    pub fn image_name(self) -> &'static str {
+        match self {
+            Platform::Efi => crate::schema::LOADER_FILE_NAME,
+            Platform::Pc => crate::schema::BIOS_LOADER_FILE_NAME,
+        }
+    }
+
+    /// The name of the grub.cfg copy written beside the image.
+    pub fn cfg_name(self) -> &'static str {
+        match self {
+            Platform::Efi => "grub.cfg",
+            Platform::Pc => "grub-bios.cfg",
+        }
+    }
+}
+
 /// The firmware kinds nixos-pxe boots.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Firmware {

@@ -1,12 +1,12 @@
 //! The `nixos-pxe` command line: parses arguments, runs one subcommand, and renders errors
 //! once, with the file, line and column of the offending value where there is one.
 
-use crate::config::{self, ConfigError, Diagnostic, Resolved, SourceMode};
+use crate::config::{self, ConfigArgs, Diagnostic, Resolved, SourceMode};
 use crate::error::Error;
 use crate::compression::Codec;
 use crate::{install, kernel_config, loader, pack, render};
 use camino::{Utf8Path, Utf8PathBuf};
-use clap::{Args, Parser, Subcommand, ValueEnum};
+use clap::{Parser, Subcommand, ValueEnum};
 use std::io::Write;
 use std::process::ExitCode;
 
@@ -160,23 +160,6 @@ pub enum FleetCommand {
     },
 }
 
-/// Where the configuration comes from.
-#[derive(Debug, Args)]
-pub struct ConfigArgs {
-    /// The configuration: a Nix file (a NixOS module setting nfsroot.*, customInstaller.*, bootServer.*) or its JSON form.
-    #[arg(long, short = 'c', value_name = "FILE")]
-    pub config: Utf8PathBuf,
-    /// How to read a Nix file: static (syntax only), eval (nix eval --json), auto (eval when nix is on PATH).
-    #[arg(long, value_enum, default_value = "auto")]
-    pub source: SourceMode,
-}
-
-impl ConfigArgs {
-    pub fn load(&self) -> Result<Resolved, ConfigError> {
-        config::load(&self.config, self.source)
-    }
-}
-
 #[derive(Debug, Clone, Copy, ValueEnum)]
 pub enum KernelConfigFormat {
     /// CONFIG_X=y lines, for scripts/kconfig/merge_config.sh.
@@ -233,9 +216,9 @@ pub fn run(cli: Cli) -> Result<ExitCode, Error> {
         }
         Command::MkBootloader { config, grub_lib, grub_bios_lib, out, grub_mkimage } => {
             let resolved = config.load()?;
-            let mut targets = vec![loader::Target { platform: loader::Platform::Efi, lib: grub_lib }];
+            let mut targets = vec![loader::Target { platform: crate::boot_file::Platform::Efi, lib: grub_lib }];
             if let Some(lib) = grub_bios_lib {
-                targets.push(loader::Target { platform: loader::Platform::Pc, lib });
+                targets.push(loader::Target { platform: crate::boot_file::Platform::Pc, lib });
             }
             for built in loader::build(&resolved, &targets, &grub_mkimage, &out)? {
                 println!("{} ({} bytes; GRUB modules: {})", built.image, built.image_size, built.modules.join(" "));

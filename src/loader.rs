@@ -68,28 +68,13 @@
 use crate::command::{Command, CommandError};
 use crate::config::Resolved;
 use crate::error::Error;
+use crate::boot_file::Platform;
 use crate::render;
 use camino::{Utf8Path, Utf8PathBuf};
 use std::collections::BTreeSet;
 
-/// The GRUB platforms nixos-pxe builds an image for.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Platform {
-    /// x86_64-efi: `bootx64.efi`, for UEFI PXE and UEFI HTTP boot.
-    Efi,
-    /// i386-pc, as a PXE network boot program (`-O i386-pc-pxe`): `bios.0`, for legacy BIOS PXE.
-    Pc,
-}
-
+/// What building an image needs to know of each platform.
 impl Platform {
-    /// GRUB's name for it, as the module directory is named.
-    pub fn grub_name(self) -> &'static str {
-        match self {
-            Platform::Efi => "x86_64-efi",
-            Platform::Pc => "i386-pc",
-        }
-    }
-
     /// grub-mkimage's `-O` format. i386-pc-pxe writes pxeboot.img in front of the core itself and
     /// zeroes the core's Multiboot header; a second `cat pxeboot.img` in front breaks it (see the
     /// header of this file).
@@ -105,22 +90,6 @@ impl Platform {
         match self {
             Platform::Efi => ("x86_64", "efi"),
             Platform::Pc => ("i386", "pc"),
-        }
-    }
-
-    /// The image's file name, as DHCP hands it out (option 67).
-    pub fn image_name(self) -> &'static str {
-        match self {
-            Platform::Efi => crate::schema::LOADER_FILE_NAME,
-            Platform::Pc => crate::schema::BIOS_LOADER_FILE_NAME,
-        }
-    }
-
-    /// The name of the grub.cfg copy written beside the image.
-    pub fn cfg_name(self) -> &'static str {
-        match self {
-            Platform::Efi => "grub.cfg",
-            Platform::Pc => "grub-bios.cfg",
         }
     }
 
@@ -357,7 +326,7 @@ fn plan<'a>(resolved: &Resolved, target: &'a Target) -> Result<Planned<'a>, Erro
     let mut modules: BTreeSet<String> = IMAGE_MODULES.iter().map(|m| (*m).to_string()).collect();
     modules.extend(modules_for(&for_platform(&cfg, platform))?);
     modules.extend(modules_for(&early)?);
-    for host_cfg in crate::fleet::grub::every_kind(resolved)? {
+    for host_cfg in crate::render::host_grub::every_kind(resolved)? {
         modules.extend(modules_for(&for_platform(&host_cfg, platform))?);
     }
     let modules: Vec<String> = modules.into_iter().collect();
@@ -463,7 +432,7 @@ mod tests {
             for platform in [Platform::Efi, Platform::Pc] {
                 modules_for(&render::grub_cfg(&r, platform).expect("grub.cfg")).expect("grub.cfg's commands are mapped");
             }
-            for file in crate::fleet::grub::every_kind(&r).expect("host files") {
+            for file in crate::render::host_grub::every_kind(&r).expect("host files") {
                 fleet_modules.extend(modules_for(&file).unwrap_or_else(|e| panic!("{e}:\n{file}")));
             }
         }
@@ -501,7 +470,7 @@ mod tests {
         let r = resolve(&s, camino::Utf8Path::new("t.nix")).expect("valid");
         let collect = |platform| {
             let mut m = BTreeSet::new();
-            for file in crate::fleet::grub::every_kind(&r).expect("host files") {
+            for file in crate::render::host_grub::every_kind(&r).expect("host files") {
                 m.extend(modules_for(&for_platform(&file, platform)).expect("mapped"));
             }
             m.extend(modules_for(&for_platform(&render::grub_cfg(&r, platform).expect("grub.cfg"), platform)).expect("mapped"));

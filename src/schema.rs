@@ -503,7 +503,7 @@ pub mod rules {
     /// Every item a MAC address in one of the usual spellings.
     pub fn mac_list(v: &Value) -> Result<(), String> {
         for item in v.as_array().into_iter().flatten() {
-            str_of(item).parse::<crate::fleet::model::Mac>().map_err(|e| e.to_string())?;
+            str_of(item).parse::<crate::config::fleet::Mac>().map_err(|e| e.to_string())?;
         }
         Ok(())
     }

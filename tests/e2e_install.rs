@@ -694,12 +694,12 @@ const REPORT_ADDRESS: &str = "10.42.0.1:8080";
 /// The attempt's token, as serve would hand it out (43 URL-safe base64 characters).
 const FLEET_TOKEN: &str = "e2e-T0ken_of-lab1-generation-3-attempt-1xyz";
 
-/// The per-host GRUB file serve would hand lab1's boot NIC for attempt 1 (fleet::grub::host_cfg
+/// The per-host GRUB file serve would hand lab1's boot NIC for attempt 1 (render::host_grub::host_cfg
 /// with serve's additions: attempt, token, report address; the kernel over TFTP): `render`'s
 /// install entry plus what only serve knows. serve itself is another part of the project.
 fn served_host_file() -> String {
     use nixos_pxe_installer::config::{self, SourceMode};
-    use nixos_pxe_installer::fleet::grub::{KernelFrom, Served, host_cfg};
+    use nixos_pxe_installer::render::host_grub::{KernelFrom, Served, host_cfg};
     use nixos_pxe_installer::fleet::{Decision, Fleet};
     let file = camino::Utf8PathBuf::from_path_buf(root().join(FLEET)).expect("utf8");
     let resolved = config::load(&file, SourceMode::Static).expect("the fleet configuration");

@@ -567,10 +567,11 @@ fn a_stranger_boots_its_disks_loader() {
 /// What the firmware does when GRUB exits (a host to boot locally, with no boot loader on any
 /// disk): OVMF, an EDK2 firmware, takes GRUB 2.06's `exit` (which reports success) as a boot
 /// option that ran, and opens its boot manager (UiApp) rather than trying the next option.
-/// The file is what serve hands a host that is installed (fleet::grub, LocalBoot).
+/// The file is what serve hands a host that is installed (render::host_grub, LocalBoot).
 #[test]
 fn exit_to_the_firmware_opens_ovmfs_boot_manager() {
-    use nixos_pxe_installer::fleet::{Decision, grub};
+    use nixos_pxe_installer::fleet::Decision;
+    use nixos_pxe_installer::render::host_grub as grub;
     let _one_boot = preflight();
     let dir = tempfile::tempdir().expect("tempdir");
     let rendered = prepare(dir.path(), fleet_config(&[CLIENT_MAC], "local-boot"), Kernel::Missing);
@@ -652,11 +653,12 @@ fn a_host_with_its_stamp_on_the_disk_boots_it_instead_of_installing() {
     assert!(!console.contains(DISK_LOADER), "systemd-boot comes first:\n{}", common::tail(&console));
 }
 
-/// What serve will hand a host held after failed attempts (fleet::grub with a Hold decision,
+/// What serve will hand a host held after failed attempts (render::host_grub with a Hold decision,
 /// put where serve's file would be): the reason, a menu without timeout, and nothing else.
 #[test]
 fn a_served_hold_menu_waits_and_names_the_reason() {
-    use nixos_pxe_installer::fleet::{Decision, grub};
+    use nixos_pxe_installer::fleet::Decision;
+    use nixos_pxe_installer::render::host_grub as grub;
     let _one_boot = preflight();
     let dir = tempfile::tempdir().expect("tempdir");
     let config = fleet_config(&[CLIENT_MAC], "local-boot");

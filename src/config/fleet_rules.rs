@@ -4,7 +4,7 @@
 
 use super::typed::{CustomInstaller, networking_checks};
 use super::{Diagnostic, Resolved};
-use crate::fleet::model::Mac;
+use crate::config::fleet::Mac;
 use crate::origin::Origin;
 use crate::schema;
 use serde_json::Value;

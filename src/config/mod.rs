@@ -3,6 +3,7 @@
 
 pub mod diagnostic;
 pub mod eval_nix;
+pub mod fleet;
 pub mod fleet_rules;
 pub mod json;
 pub mod static_nix;
@@ -14,6 +15,7 @@ pub use typed::Config;
 use crate::origin::Origin;
 use crate::schema::{self, Default as SchemaDefault, OptionSpec};
 use camino::{Utf8Path, Utf8PathBuf};
+use clap::Args;
 use serde_json::{Map, Value};
 use std::collections::BTreeMap;
 
@@ -241,7 +243,7 @@ pub fn resolve(settings: &Settings, source: &Utf8Path) -> Result<Resolved, Confi
     // Valid, so every MAC parses: the JSON form carries them in one spelling, GRUB's.
     for host in resolved.config.fleet.hosts.values_mut() {
         for mac in &mut host.macs {
-            if let Ok(parsed) = mac.parse::<crate::fleet::model::Mac>() {
+            if let Ok(parsed) = mac.parse::<crate::config::fleet::Mac>() {
                 *mac = parsed.to_string();
             }
         }
@@ -277,3 +279,21 @@ pub fn to_tree<'a>(entries: impl IntoIterator<Item = (&'a [String], Value)>) -> 
     }
     root
 }
+
+/// Where the configuration comes from.
+#[derive(Debug, Args)]
+pub struct ConfigArgs {
+    /// The configuration: a Nix file (a NixOS module setting nfsroot.*, customInstaller.*, bootServer.*) or its JSON form.
+    #[arg(long, short = 'c', value_name = "FILE")]
+    pub config: Utf8PathBuf,
+    /// How to read a Nix file: static (syntax only), eval (nix eval --json), auto (eval when nix is on PATH).
+    #[arg(long, value_enum, default_value = "auto")]
+    pub source: SourceMode,
+}
+
+impl ConfigArgs {
+    pub fn load(&self) -> Result<Resolved, ConfigError> {
+        load(&self.config, self.source)
+    }
+}
+

@@ -17,7 +17,7 @@ pub struct Config {
     pub fleet: FleetOptions,
 }
 
-/// `fleet.*`: the hosts as the configuration writes them (fleet::model makes them usable).
+/// `fleet.*`: the hosts as the configuration writes them (config::fleet makes them usable).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct FleetOptions {

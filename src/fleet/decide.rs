@@ -2,7 +2,7 @@
 //! function of what the fleet wants ([`HostSpec`]) and what happened to the host ([`HostState`],
 //! kept by serve's store); no I/O, no clock.
 
-use super::model::{HostSpec, UnknownHosts};
+use crate::config::fleet::{HostSpec, UnknownHosts};
 
 /// What happened to one host, as the store keeps it.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -149,7 +149,7 @@ pub fn decide(spec: Option<&HostSpec>, state: &HostState, unknown: UnknownHosts)
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::fleet::model::Fleet;
+    use crate::config::fleet::Fleet;
 
     fn spec(generation: u32, max_attempts: u32) -> HostSpec {
         let config = crate::config::resolve(&Default::default(), camino::Utf8Path::new("t.nix")).expect("defaults").config;

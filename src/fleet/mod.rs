@@ -7,13 +7,11 @@
 //! of `nixos-pxe fleet status` and serve's `/v1/hosts` ([`status`]).
 
 pub mod decide;
-pub mod grub;
 pub mod marker;
-pub mod model;
 pub mod sqlite;
 pub mod status;
 pub mod store;
 pub mod token;
 
 pub use decide::{AttemptSummary, Confirmed, Decision, HostState, Outcome, decide};
-pub use model::{Fleet, HostSpec, Mac, UnknownHosts};
+pub use crate::config::fleet::{Fleet, HostSpec, Mac, UnknownHosts};

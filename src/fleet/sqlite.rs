@@ -575,7 +575,7 @@ fn report_record(r: &rusqlite::Row<'_>) -> rusqlite::Result<ReportRecord> {
 mod tests {
     use super::*;
     use crate::fleet::decide::{Decision, decide};
-    use crate::fleet::model::{HostSpec, Mac, UnknownHosts};
+    use crate::config::fleet::{HostSpec, Mac, UnknownHosts};
     use std::io::{BufRead, BufReader};
     use std::sync::Arc;
 

@@ -3,7 +3,7 @@
 //! attempt took; with the fleet's configuration also what serve would hand it out now.
 
 use super::decide::{Decision, decide};
-use super::model::Fleet;
+use crate::config::fleet::Fleet;
 use super::store::{AttemptStatus, Event, HostRecord, Store, StoreError};
 use serde::Serialize;
 

@@ -17,7 +17,7 @@
 //!   one changes nothing.
 
 use super::decide::HostState;
-use super::model::Mac;
+use crate::config::fleet::Mac;
 use serde::{Deserialize, Serialize};
 use std::fmt;
 

@@ -6,7 +6,7 @@
 use super::kernel_args::{FleetArgs, KernelArgs};
 use crate::config::Config;
 use crate::error::Error;
-use crate::fleet::model::Fleet;
+use crate::config::fleet::Fleet;
 use camino::{Utf8Component, Utf8Path, Utf8PathBuf};
 
 /// The install this machine does.

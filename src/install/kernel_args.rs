@@ -1,10 +1,10 @@
 //! The installer's words on the kernel command line, put there by the per-host GRUB configuration
-//! (src/fleet/grub.rs): `nixos-pxe.mac=` (linuxPnPInterface = "auto"), a fleet install's
+//! (src/render/host_grub.rs): `nixos-pxe.mac=` (linuxPnPInterface = "auto"), a fleet install's
 //! `nixos-pxe.host=` and `.generation=`, and serve's `.attempt=`, `.token=`, `.report=`.
 //! Parsed and checked as sets, with no I/O: a half-present set is an error that says what is missing.
 
 use super::http::Url;
-use crate::fleet::model::Mac;
+use crate::config::fleet::Mac;
 use std::fmt;
 
 /// What the kernel command line tells the installer.

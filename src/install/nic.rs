@@ -3,7 +3,7 @@
 //! (`nixos-pxe.mac=`), and it must be the one the kernel configured. The choice is pure; reading
 //! the interfaces (/sys/class/net and their IPv4 addresses) is done by the caller.
 
-use crate::fleet::model::Mac;
+use crate::config::fleet::Mac;
 use camino::Utf8Path;
 use std::net::Ipv4Addr;
 

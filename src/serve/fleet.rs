@@ -12,8 +12,8 @@
 
 use crate::config::Resolved;
 use crate::fleet::decide::{Decision, HostState, Outcome, decide};
-use crate::fleet::grub::{self, KernelFrom, Served};
-use crate::fleet::model::{Fleet, HostSpec, Mac};
+use crate::render::host_grub::{self as grub, KernelFrom, Served};
+use crate::config::fleet::{Fleet, HostSpec, Mac};
 use crate::fleet::status::{self, HostStatus};
 use crate::fleet::store::{Accepted, FleetHost, HandOut, HandedOut, Refused, Report, Store, StoreError};
 use crate::fleet::token;

@@ -12,7 +12,7 @@ pub mod state_dir;
 pub mod tftp;
 pub mod tftp_packet;
 
-use crate::cli::ConfigArgs;
+use crate::config::ConfigArgs;
 use crate::config::typed::DhcpMode;
 use crate::error::Error;
 use camino::Utf8PathBuf;

@@ -1,15 +1,16 @@
 //! Renders grub.cfg, the kernel command line and the DHCP/TFTP/NFS server configurations from
 //! the typed config: line-oriented files from templates/ (handlebars, strict), Kea's JSON with serde.
 //! For a fleet also each host's GRUB configuration (`hosts/mac-<mac>.cfg`, install entries; see
-//! [`crate::fleet::grub`]).
+//! [`crate::render::host_grub`]).
+
+pub mod host_grub;
 
 use crate::config::typed::{DhcpMode, require_server_facts};
 use crate::config::{ConfigError, Resolved};
 use crate::boot_file::{self, Firmware};
 use crate::error::Error;
-use crate::fleet::grub as host_grub;
-use crate::fleet::model::Fleet;
-use crate::loader::Platform;
+use crate::config::fleet::Fleet;
+use crate::boot_file::Platform;
 use crate::schema::{self, KERNEL_TFTP_PATH};
 use camino::{Utf8Path, Utf8PathBuf};
 use handlebars::Handlebars;
@@ -17,14 +18,14 @@ use serde_json::{Value, json};
 use std::net::Ipv4Addr;
 
 const TEMPLATES: &[(&str, &str)] = &[
-    ("grub.cfg", include_str!("../templates/grub.cfg.hbs")),
-    ("grub-early.cfg", include_str!("../templates/grub-early.cfg.hbs")),
-    ("cmdline", include_str!("../templates/cmdline.hbs")),
-    ("dhcpd.conf", include_str!("../templates/dhcpd.conf.hbs")),
-    ("dnsmasq.conf", include_str!("../templates/dnsmasq.conf.hbs")),
-    ("exports", include_str!("../templates/exports.hbs")),
-    ("ganesha.conf", include_str!("../templates/ganesha.conf.hbs")),
-    ("host.cfg", include_str!("../templates/host.cfg.hbs")),
+    ("grub.cfg", include_str!("../../templates/grub.cfg.hbs")),
+    ("grub-early.cfg", include_str!("../../templates/grub-early.cfg.hbs")),
+    ("cmdline", include_str!("../../templates/cmdline.hbs")),
+    ("dhcpd.conf", include_str!("../../templates/dhcpd.conf.hbs")),
+    ("dnsmasq.conf", include_str!("../../templates/dnsmasq.conf.hbs")),
+    ("exports", include_str!("../../templates/exports.hbs")),
+    ("ganesha.conf", include_str!("../../templates/ganesha.conf.hbs")),
+    ("host.cfg", include_str!("../../templates/host.cfg.hbs")),
 ];
 
 /// One rendered file: its path below the output directory (`grub.cfg`, `hosts/mac-....cfg`)
@@ -52,9 +53,9 @@ pub(crate) fn engine() -> Result<Handlebars<'static>, Error> {
     // Booting from the disk, in grub.cfg (a stranger of a fleet) and in a host's file alike.
     // The per-host file is one file for both firmwares: these branch on $grub_platform inside.
     for (name, text) in [
-        ("local_boot", include_str!("../templates/local-boot.hbs")),
-        ("find_stamp", include_str!("../templates/find-stamp.hbs")),
-        ("boot_stamped", include_str!("../templates/boot-stamped.hbs")),
+        ("local_boot", include_str!("../../templates/local-boot.hbs")),
+        ("find_stamp", include_str!("../../templates/find-stamp.hbs")),
+        ("boot_stamped", include_str!("../../templates/boot-stamped.hbs")),
     ] {
         hb.register_partial(name, text).map_err(|e| Error::Message(format!("internal: template {name} does not compile: {e}")))?;
     }

@@ -2,12 +2,12 @@
 //! settings (the top-level `customInstaller` with the host's overrides), read from the typed
 //! [`Config`]. [`Mac`] parses every usual spelling of a MAC address.
 
-use crate::config::typed::{Config, CustomInstaller, Target};
+use super::typed::{Config, CustomInstaller, Target};
 use serde_json::{Map, Value};
 use std::fmt;
 use std::str::FromStr;
 
-pub use crate::config::typed::UnknownHosts;
+pub use super::typed::UnknownHosts;
 
 /// A unicast Ethernet MAC address. Displayed (and used in file names) lower-case with colons,
 /// as GRUB's `$net_default_mac` writes it: `52:54:00:ab:cd:01`.

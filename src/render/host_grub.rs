@@ -19,12 +19,11 @@
 //! The stamp lies in /boot: on the ESP, or in a BIOS layout's root file system (/boot/nixos-pxe/).
 //! grub.cfg in bootx64.efi and bios.0 loads it from `(tftp)/nixos-pxe/hosts/mac-<mac>.cfg`.
 
-use super::decide::Decision;
-use super::marker::done_stamp;
-use super::model::{HostSpec, Mac};
+use crate::fleet::decide::Decision;
+use crate::fleet::marker::done_stamp;
+use crate::config::fleet::{HostSpec, Mac};
 use crate::config::Resolved;
 use crate::error::Error;
-use crate::render;
 use crate::schema::KERNEL_TFTP_PATH;
 use serde_json::json;
 
@@ -64,13 +63,13 @@ pub fn install_file(resolved: &Resolved, mac: &Mac, host: &HostSpec) -> Result<S
 }
 
 /// The configuration for the machine with `mac`: `host` is the fleet host it belongs to (`None`
-/// for a stranger), `decision` what [`super::decide::decide`] said, `served` what serve adds to
+/// for a stranger), `decision` what [`crate::fleet::decide::decide`] said, `served` what serve adds to
 /// an install (without it the command line has no attempt, token or report URL).
 pub fn host_cfg(resolved: &Resolved, mac: &Mac, host: Option<&HostSpec>, decision: &Decision, served: Option<&Served>) -> Result<String, Error> {
-    let hb = render::engine()?;
+    let hb = super::engine()?;
     let generator = match served {
         Some(_) => "serve from its fleet and state".to_string(),
-        None => format!("from {}", render::source_name(resolved)),
+        None => format!("from {}", super::source_name(resolved)),
     };
     let name = host.map(|h| h.name.as_str()).unwrap_or_default();
     let generation = host.map(|h| h.generation).unwrap_or_default();
@@ -100,7 +99,7 @@ pub fn host_cfg(resolved: &Resolved, mac: &Mac, host: Option<&HostSpec>, decisio
             if let Some(served) = served {
                 fleet_args.push_str(&format!(" nixos-pxe.attempt={attempt} nixos-pxe.token={} nixos-pxe.report={}", served.token, served.report_url));
             }
-            let cmdline = render::cmdline_with(&hb, resolved, &mac.to_string(), &fleet_args)?;
+            let cmdline = super::cmdline_with(&hb, resolved, &mac.to_string(), &fleet_args)?;
             let attempt_text = served.map(|_| format!(", attempt {attempt}")).unwrap_or_default();
             let reinstall = matches!(decision, Decision::Reinstall { .. });
             data["install"] = true.into();
@@ -128,14 +127,14 @@ pub fn host_cfg(resolved: &Resolved, mac: &Mac, host: Option<&HostSpec>, decisio
             data["why_line"] = word(&format!("nixos-pxe: HOLD {mac}{}: {why}", host_suffix(host))).into();
         }
     }
-    render::fill(&hb, "host.cfg", &data)
+    super::fill(&hb, "host.cfg", &data)
 }
 
 /// One file of every kind a machine of this fleet may be handed at boot (install over TFTP and
 /// over HTTP, local boot for a host and for a stranger, hold): they are loaded at run time, so
 /// bootx64.efi must hold every GRUB module they use (src/loader.rs builds it from these).
 pub fn every_kind(resolved: &Resolved) -> Result<Vec<String>, Error> {
-    let fleet = super::model::Fleet::from_config(&resolved.config).map_err(|e| Error::Message(format!("internal: {e}")))?;
+    let fleet = crate::config::fleet::Fleet::from_config(&resolved.config).map_err(|e| Error::Message(format!("internal: {e}")))?;
     let Some(host) = fleet.hosts.first() else { return Ok(Vec::new()) };
     let mac = host.macs.first().copied().unwrap_or(Mac::new([2, 0, 0, 0, 0, 1]));
     let server = resolved.config.boot_server.address.map(|a| a.to_string()).unwrap_or_else(|| "0.0.0.0".into());
@@ -170,7 +169,7 @@ pub fn word(text: &str) -> String {
 mod tests {
     use super::*;
     use crate::config::{Settings, resolve};
-    use crate::fleet::model::Fleet;
+    use crate::config::fleet::Fleet;
     use crate::origin::Origin;
     use serde_json::Value;
 
