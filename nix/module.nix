@@ -203,6 +203,11 @@ in
         default = 3600;
         description = "DHCP lease time in seconds.";
       };
+      answerBootp = mkOption {
+        type = types.bool;
+        default = false;
+        description = "Whether `nixos-pxe serve`'s authoritative DHCP answers BOOTP requests (no DHCP message type, option 53) with an address from the range. Off by default: every loader in the chain (the firmware, iPXE, GRUB, the kernel) speaks DHCP, and a BOOTP lease never expires.";
+      };
       tftpRoot = mkOption {
         type = types.str;
         default = "/srv/tftp";

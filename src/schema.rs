@@ -294,6 +294,8 @@ pub const OPTIONS: &[OptionSpec] = &[
         "Domain name handed to clients (DHCP option 15)."),
     opt!("bootServer.leaseSeconds", Ty::Int, Default::Int(3600), Some(rules::lease_seconds),
         "DHCP lease time in seconds."),
+    opt!("bootServer.answerBootp", Ty::Bool, Default::Bool(false), None,
+        "Whether `nixos-pxe serve`'s authoritative DHCP answers BOOTP requests (no DHCP message type, option 53) with an address from the range. Off by default: every loader in the chain (the firmware, iPXE, GRUB, the kernel) speaks DHCP, and a BOOTP lease never expires."),
     opt!("bootServer.tftpRoot", Ty::Str, Default::Str("/srv/tftp"), Some(rules::server_path),
         "TFTP root on the boot server: bootx64.efi at its top, the kernel at nixos/bzImage."),
     opt!("bootServer.nfsExport", Ty::Str, Default::Str("/srv/nixos/nfsroot"), Some(rules::server_path),

@@ -307,7 +307,9 @@ fn answers(server: Server, want: Vec<Got>) {
             let bin = env!("CARGO_BIN_EXE_nixos-pxe");
             let conf = config(d, mode);
             let tftp = path(&d.join("tftp"));
-            let mut args = vec![bin, "serve", "--config", &conf, "--interface", "br0", "--dhcp", mode, "--tftp-root", &tftp];
+            // Its leases in the test's directory, not the host's /var/lib/nixos-pxe.
+            let state = path(&d.join("serve-state"));
+            let mut args = vec![bin, "serve", "--config", &conf, "--interface", "br0", "--dhcp", mode, "--tftp-root", &tftp, "--state-dir", &state];
             if !matches!(server, Server::ServeWithoutHttp) {
                 args.extend(["--http-port", "80"]);
             }

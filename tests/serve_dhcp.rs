@@ -27,7 +27,7 @@ ip link add veth0 netns {srv} type veth peer name eth0 netns {cli}
 ip -n {srv} addr add 10.42.0.1/24 dev veth0; ip -n {srv} link set veth0 up
 ip -n {cli} link set eth0 up
 mkdir root; printf 'the boot loader' > root/bootx64.efi
-ip netns exec {srv} {bin} serve --config {config} --source static --interface veth0 --dhcp {mode} --tftp-root root {serve_args} 2>server.log &
+ip netns exec {srv} {bin} serve --config {config} --source static --interface veth0 --dhcp {mode} --tftp-root root --state-dir state {serve_args} 2>server.log &
 SERVER=$!
 trap 'kill -9 $SERVER 2>/dev/null || true' EXIT
 ready=

@@ -3,7 +3,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use nixos_pxe_installer::serve::dhcp::{self, Leases, Mode, Settings};
+use nixos_pxe_installer::serve::dhcp::{self, Mode, Settings};
 use std::net::Ipv4Addr;
 
 fuzz_target!(|data: &[u8]| {
@@ -22,9 +22,12 @@ fuzz_target!(|data: &[u8]| {
             root_path: "10.42.0.1:/srv/nfsroot,vers=3,tcp".into(),
             // With serve's HTTP on, so that HTTP boot clients (option 93 = 16) get their answer too.
             http_boot_url: Some("http://10.42.0.1/bootx64.efi".into()),
+            // Both ways: BOOTP requests answered, and not.
+            answer_bootp: data.first().is_some_and(|b| b & 1 == 1),
         };
-        let mut leases = Leases::default();
-        if let Some(reply) = dhcp::reply(&settings, &mut leases, &request) {
+        let mut table = settings.lease_table([]);
+        let outcome = dhcp::reply(&settings, &mut table, &request, 1000, Ipv4Addr::new(10, 42, 0, 100));
+        if let Some(reply) = outcome.reply {
             let _ = dhcp::destination(&request, &reply);
             let mut out = Vec::new();
             let _ = dhcproto::Encodable::encode(&reply, &mut dhcproto::Encoder::new(&mut out));

@@ -231,6 +231,7 @@ pub struct BootServer {
     pub name_servers: Vec<Ipv4Addr>,
     pub domain_name: Option<String>,
     pub lease_seconds: u32,
+    pub answer_bootp: bool,
     pub tftp_root: String,
     pub nfs_export: String,
     pub nfs_clients: Option<String>,

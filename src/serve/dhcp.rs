@@ -1,14 +1,17 @@
 //! The DHCP server of `nixos-pxe serve` (dhcproto): authoritative (leases from bootServer.dhcpRange plus
 //! the PXE options) or proxy (PXE options only); replies are pure functions of the request and the lease table.
 
+use super::lease_log::LeaseLog;
+use super::leases::{Change, HwAddr, LeaseTable, NoAddress, Timing};
 use crate::boot_file::{Firmware, HTTP_CLIENT_VENDOR_CLASS};
 use crate::config::typed::BootServer;
 use dhcproto::v4::{Decodable, Decoder, DhcpOption, Encodable, Encoder, Message, MessageType, Opcode, OptionCode};
-use std::collections::HashMap;
 use std::io;
 use std::net::{Ipv4Addr, SocketAddr, UdpSocket};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Duration;
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Mode {
@@ -35,6 +38,9 @@ pub struct Settings {
     /// serve's own HTTP endpoint (which serves the TFTP root). None when serve has no HTTP: such a
     /// client then gets no boot file, and `serve` says so in its log.
     pub http_boot_url: Option<String>,
+    /// Answer BOOTP requests (no option 53) with an address, as the seed's ISC dhcpd did for old
+    /// loaders (bootServer.answerBootp). Off: such a request is not answered.
+    pub answer_bootp: bool,
 }
 
 impl Settings {
@@ -60,29 +66,17 @@ impl Settings {
             tftp_server: s.tftp_server_name().unwrap_or_else(|| server.to_string()),
             root_path: format!("{server}:{},{}", s.nfs_export, s.nfs_mount_options),
             http_boot_url: None,
+            answer_bootp: s.answer_bootp,
         })
     }
-}
 
-/// Leases by client hardware address; addresses handed out in order from the range.
-#[derive(Debug, Default)]
-pub struct Leases {
-    by_mac: HashMap<Vec<u8>, Ipv4Addr>,
-}
-
-impl Leases {
-    /// The client's address: the one it already has, else the first free one in the range.
-    pub fn address_for(&mut self, mac: &[u8], range: (Ipv4Addr, Ipv4Addr)) -> Option<Ipv4Addr> {
-        if let Some(a) = self.by_mac.get(mac) {
-            return Some(*a);
+    /// The authoritative pool these settings describe, keeping addresses for `fleet`.
+    pub fn lease_table(&self, fleet: impl IntoIterator<Item = HwAddr>) -> LeaseTable {
+        match self.mode {
+            Mode::Authoritative => LeaseTable::new(self.range, Timing::new(self.lease_seconds), fleet),
+            // No pool: a proxy hands out no address.
+            Mode::Proxy => LeaseTable::new((Ipv4Addr::BROADCAST, Ipv4Addr::UNSPECIFIED), Timing::new(self.lease_seconds), []),
         }
-        let taken: std::collections::HashSet<Ipv4Addr> = self.by_mac.values().copied().collect();
-        let free = (u32::from(range.0)..=u32::from(range.1)).map(Ipv4Addr::from).find(|a| !taken.contains(a))?;
-        self.by_mac.insert(mac.to_vec(), free);
-        Some(free)
-    }
-    pub fn release(&mut self, mac: &[u8]) {
-        self.by_mac.remove(mac);
     }
 }
 
@@ -135,51 +129,126 @@ pub fn http_boot_refusal(settings: &Settings) -> Option<&'static str> {
     }
 }
 
-/// The reply to one request, or None when this server must stay silent (not ours, proxy and not PXE, ...).
-pub fn reply(settings: &Settings, leases: &mut Leases, request: &Message) -> Option<Message> {
-    if request.opcode() != Opcode::BootRequest {
-        return None;
+/// What one request did, besides the reply: for the lease file, the log and the fleet.
+#[derive(Debug, Default)]
+pub struct Outcome {
+    /// The reply to send, if any.
+    pub reply: Option<Message>,
+    /// A change of the pool the lease file must record.
+    pub change: Option<Change>,
+    /// An address this client was seen to have: the lease it was given (authoritative), or the
+    /// one it asked the site's server for or sent from (proxy).
+    pub seen: Option<(HwAddr, Ipv4Addr)>,
+    /// Why a request that wanted an answer got none, or a change that was not made.
+    pub note: Option<Note>,
+}
+
+/// Why serve stayed silent or changed nothing, for the log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Note {
+    NoAddress(NoAddress),
+    /// A RELEASE or DECLINE that is not from the lease's holder.
+    NotTheHolder { kind: MessageType, address: Ipv4Addr },
+    /// A BOOTP request (no option 53) while bootServer.answerBootp is off.
+    Bootp,
+}
+
+impl Outcome {
+    fn silent() -> Outcome {
+        Outcome::default()
     }
-    let mac = request.chaddr().to_vec();
-    // GRUB's net_bootp sends a BOOTP request (no option 53); the seed answers it with a DHCP ACK.
+
+    fn noted(note: Note) -> Outcome {
+        Outcome { note: Some(note), ..Outcome::default() }
+    }
+}
+
+/// The address option 50 names, or ciaddr.
+fn wanted_address(request: &Message) -> Option<Ipv4Addr> {
+    match request.opts().get(OptionCode::RequestedIpAddress) {
+        Some(DhcpOption::RequestedIpAddress(a)) => Some(*a),
+        _ => Some(request.ciaddr()).filter(|a| !a.is_unspecified()),
+    }
+}
+
+/// The answer to one request from `peer` at `now` (seconds since the Unix epoch), with what it
+/// changed. Authoritative: addresses from `table`; proxy: only PXE clients, no address.
+pub fn reply(settings: &Settings, table: &mut LeaseTable, request: &Message, now: u64, peer: Ipv4Addr) -> Outcome {
+    if request.opcode() != Opcode::BootRequest {
+        return Outcome::silent();
+    }
+    let Some(hw) = HwAddr::new(request.chaddr()) else { return Outcome::silent() };
     let kind = request.opts().msg_type();
-    let answer = match (settings.mode, kind) {
-        (_, Some(MessageType::Discover)) => MessageType::Offer,
-        (Mode::Authoritative, None | Some(MessageType::Request) | Some(MessageType::Inform)) => MessageType::Ack,
-        (Mode::Authoritative, Some(MessageType::Release | MessageType::Decline)) => {
-            leases.release(&mac);
-            return None;
-        }
-        (Mode::Proxy, Some(MessageType::Request)) if is_pxe_client(request) => MessageType::Ack,
-        _ => return None,
-    };
-    if settings.mode == Mode::Proxy && !is_pxe_client(request) {
-        return None;
+    if settings.mode == Mode::Proxy {
+        return proxy_reply(settings, request, kind, peer, hw);
     }
     // A REQUEST for another server's offer (option 54 names it) is not for us.
     if let Some(DhcpOption::ServerIdentifier(id)) = request.opts().get(OptionCode::ServerIdentifier)
         && *id != settings.server
+        && kind == Some(MessageType::Request)
     {
-        if settings.mode == Mode::Authoritative {
-            leases.release(&mac);
-        }
-        return None;
+        return Outcome::silent();
     }
-    let yiaddr = match (settings.mode, kind) {
-        (Mode::Proxy, _) | (_, Some(MessageType::Inform)) => Ipv4Addr::UNSPECIFIED,
-        _ => leases.address_for(&mac, settings.range)?,
+    let (answer, lease) = match kind {
+        Some(MessageType::Discover) => match table.offer(hw, now) {
+            Ok(address) => (MessageType::Offer, Some((address, None))),
+            Err(why) => return Outcome::noted(Note::NoAddress(why)),
+        },
+        Some(MessageType::Request) => match table.request(hw, wanted_address(request), now) {
+            Ok((lease, change)) => (MessageType::Ack, Some((lease.address, Some(change)))),
+            // Not its address (another's, outside the range, or none left): a NAK, so that the
+            // client starts over with a DISCOVER.
+            Err(_) => (MessageType::Nak, None),
+        },
+        None if settings.answer_bootp => match table.request(hw, None, now) {
+            Ok((lease, change)) => (MessageType::Ack, Some((lease.address, Some(change)))),
+            Err(why) => return Outcome::noted(Note::NoAddress(why)),
+        },
+        None => return Outcome::noted(Note::Bootp),
+        Some(MessageType::Inform) => (MessageType::Ack, None),
+        Some(k @ MessageType::Release) => {
+            return match table.release(hw, request.ciaddr(), peer) {
+                Ok(change) => Outcome { change: Some(change), ..Outcome::silent() },
+                Err(_) => Outcome::noted(Note::NotTheHolder { kind: k, address: request.ciaddr() }),
+            };
+        }
+        Some(k @ MessageType::Decline) => {
+            let address = wanted_address(request).unwrap_or(Ipv4Addr::UNSPECIFIED);
+            return match table.decline(hw, address, now) {
+                Ok(change) => Outcome { change: Some(change), ..Outcome::silent() },
+                Err(_) => Outcome::noted(Note::NotTheHolder { kind: k, address }),
+            };
+        }
+        Some(_) => return Outcome::silent(),
     };
-    let mut answer_type = answer;
-    if kind == Some(MessageType::Request) && settings.mode == Mode::Authoritative {
-        let wanted = match request.opts().get(OptionCode::RequestedIpAddress) {
-            Some(DhcpOption::RequestedIpAddress(a)) => *a,
-            _ => request.ciaddr(),
-        };
-        if wanted != yiaddr {
-            answer_type = MessageType::Nak;
-        }
-    }
+    let (yiaddr, change) = lease.unwrap_or((Ipv4Addr::UNSPECIFIED, None));
+    let seen = (answer == MessageType::Ack && !yiaddr.is_unspecified()).then_some((hw, yiaddr));
+    let message = build(settings, request, answer, yiaddr, kind);
+    Outcome { reply: Some(message), change, seen, note: None }
+}
 
+/// Proxy mode: PXE clients only, no address; the address a client asks the site's server for
+/// (option 50, ciaddr) or sends from (port 4011, unicast) is what it was seen to have.
+fn proxy_reply(settings: &Settings, request: &Message, kind: Option<MessageType>, peer: Ipv4Addr, hw: HwAddr) -> Outcome {
+    let seen = match kind {
+        Some(MessageType::Request) => wanted_address(request).or(Some(peer).filter(|p| !p.is_unspecified())),
+        _ => Some(peer).filter(|p| !p.is_unspecified()),
+    }
+    .map(|a| (hw, a));
+    let answer = match kind {
+        Some(MessageType::Discover) => MessageType::Offer,
+        Some(MessageType::Request) => MessageType::Ack,
+        _ => return Outcome { seen, ..Outcome::silent() },
+    };
+    if !is_pxe_client(request) {
+        return Outcome { seen, ..Outcome::silent() };
+    }
+    Outcome { reply: Some(build(settings, request, answer, Ipv4Addr::UNSPECIFIED, kind)), seen, ..Outcome::silent() }
+}
+
+/// The reply message itself.
+fn build(settings: &Settings, request: &Message, answer_type: MessageType, yiaddr: Ipv4Addr, kind: Option<MessageType>) -> Message {
+    let mac = request.chaddr();
     let mut m = Message::new_with_id(request.xid(), Ipv4Addr::UNSPECIFIED, Ipv4Addr::UNSPECIFIED, settings.server, request.giaddr(), &mac[..mac.len().min(16)]);
     m.set_opcode(Opcode::BootReply).set_flags(request.flags());
     m.set_htype(request.htype());
@@ -187,9 +256,9 @@ pub fn reply(settings: &Settings, leases: &mut Leases, request: &Message) -> Opt
     opts.insert(DhcpOption::MessageType(answer_type));
     opts.insert(DhcpOption::ServerIdentifier(settings.server));
     if answer_type == MessageType::Nak {
-        return Some(m);
+        return m;
     }
-    if request.opts().msg_type() != Some(MessageType::Inform) {
+    if kind != Some(MessageType::Inform) {
         m.set_yiaddr(yiaddr);
     } else {
         m.set_ciaddr(request.ciaddr());
@@ -229,7 +298,7 @@ pub fn reply(settings: &Settings, leases: &mut Leases, request: &Message) -> Opt
         }
     }
     m.set_sname_str(&settings.tftp_server);
-    Some(m)
+    m
 }
 
 /// Where a reply goes (RFC 2131 4.1): the relay, the client's own address, or broadcast.
@@ -277,25 +346,90 @@ pub enum AnswerTo {
 /// The PXE boot server port of proxy DHCP.
 pub const PXE_BOOT_SERVER_PORT: u16 = 4011;
 
+/// The authoritative pool and the file that keeps it (none in proxy mode or without a state
+/// directory, as in tests of the reply alone).
+pub struct Pool {
+    pub table: LeaseTable,
+    pub log: Option<LeaseLog>,
+}
+
+/// Hears of the addresses clients were seen to have (the fleet binds its hosts' MACs to them).
+pub trait Observer: Send + Sync {
+    fn seen(&self, hw: HwAddr, address: Ipv4Addr);
+}
+
+/// How often the same warning about one kind of thing is said at most.
+pub const WARN_INTERVAL: Duration = Duration::from_secs(60);
+
+/// Says a warning once per [`WARN_INTERVAL`] per key; counts what it did not say.
+#[derive(Default)]
+pub struct Throttle {
+    last: HashMap<String, (Instant, u64)>,
+}
+
+impl Throttle {
+    /// Some(number of times it was not said since) when `key` may be said now.
+    pub fn allow(&mut self, key: &str, now: Instant) -> Option<u64> {
+        if self.last.len() > 1024 {
+            self.last.retain(|_, (at, _)| now.duration_since(*at) < WARN_INTERVAL);
+        }
+        match self.last.get_mut(key) {
+            Some((at, _)) if now.duration_since(*at) >= WARN_INTERVAL => {
+                let (_, quiet) = self.last.insert(key.to_string(), (now, 0)).unwrap_or((now, 0));
+                Some(quiet)
+            }
+            Some((_, quiet)) => {
+                *quiet += 1;
+                None
+            }
+            None => {
+                self.last.insert(key.to_string(), (now, 0));
+                Some(0)
+            }
+        }
+    }
+}
+
+fn unix_now() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+}
+
 /// Serves until `stop` is set.
-pub fn serve(socket: UdpSocket, settings: Settings, stop: &AtomicBool, answer_to: AnswerTo) -> io::Result<()> {
+pub fn serve(socket: UdpSocket, settings: Settings, stop: &AtomicBool, answer_to: AnswerTo, mut pool: Pool, observer: Option<Arc<dyn Observer>>) -> io::Result<()> {
     socket.set_broadcast(true)?;
     socket.set_read_timeout(Some(Duration::from_millis(250)))?;
     tracing::info!(address = %socket.local_addr()?, mode = ?settings.mode, server = %settings.server, ?answer_to, "dhcp: serving");
-    let mut leases = Leases::default();
+    if settings.mode == Mode::Authoritative && answer_to == AnswerTo::Rfc2131 {
+        let counts = pool.table.counts(unix_now());
+        tracing::info!(
+            pool = %counts, lease_seconds = settings.lease_seconds, grace_seconds = pool.table.timing().grace_seconds,
+            file = pool.log.as_ref().map(|l| l.path().display().to_string()).unwrap_or_default(), bootp = settings.answer_bootp,
+            "dhcp: leases"
+        );
+    }
     let mut buf = vec![0u8; 4096];
+    let mut throttle = Throttle::default();
     // Said once per run, not per packet: a firmware retries its DISCOVER every few seconds.
     let mut told_no_http_boot = false;
     while !stop.load(Ordering::Relaxed) {
         let (len, peer) = match socket.recv_from(&mut buf) {
             Ok(x) => x,
             Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut | io::ErrorKind::Interrupted) => continue,
-            Err(e) => return Err(e),
+            Err(e) => {
+                // A socket error (ENOBUFS, a network that went away): say it, wait, go on.
+                if let Some(quiet) = throttle.allow("recv", Instant::now()) {
+                    tracing::warn!(quiet, "dhcp: receive failed: {e}");
+                }
+                std::thread::sleep(Duration::from_millis(100));
+                continue;
+            }
         };
         let request = match parse(&buf[..len]) {
             Ok(m) => m,
             Err(e) => {
-                tracing::warn!(client = %peer, bytes = len, "dhcp: malformed packet: {e}");
+                if let Some(quiet) = throttle.allow(&format!("malformed {}", peer.ip()), Instant::now()) {
+                    tracing::warn!(client = %peer, bytes = len, quiet, "dhcp: malformed packet: {e}");
+                }
                 continue;
             }
         };
@@ -304,7 +438,48 @@ pub fn serve(socket: UdpSocket, settings: Settings, stop: &AtomicBool, answer_to
             told_no_http_boot = true;
             tracing::warn!(mac, "dhcp: a UEFI HTTP boot client (option 93 = 16) was not answered with a boot file: {why} (said once)");
         }
-        let Some(answer) = reply(&settings, &mut leases, &request) else {
+        let peer_ip = match peer.ip() {
+            std::net::IpAddr::V4(a) => a,
+            std::net::IpAddr::V6(_) => Ipv4Addr::UNSPECIFIED,
+        };
+        let now = unix_now();
+        let outcome = reply(&settings, &mut pool.table, &request, now, peer_ip);
+        if let Some(change) = &outcome.change
+            && let Some(log) = &mut pool.log
+            && let Err(e) = log.record(change, &pool.table)
+            && let Some(quiet) = throttle.allow("lease file", Instant::now())
+        {
+            tracing::error!(file = %log.path().display(), quiet, "dhcp: cannot write the lease file: {e}; leases given now are lost if serve restarts");
+        }
+        if let (Some((hw, address)), Some(observer)) = (outcome.seen, &observer) {
+            observer.seen(hw, address);
+        }
+        match &outcome.note {
+            Some(Note::NoAddress(why)) => {
+                if let Some(quiet) = throttle.allow("pool", Instant::now()) {
+                    let counts = pool.table.counts(now);
+                    match why {
+                        NoAddress::PoolFull => tracing::warn!(mac, quiet, pool = %counts, "dhcp: the pool is full: no address for this client"),
+                        NoAddress::KeptForFleet { .. } => tracing::warn!(
+                            mac, quiet, pool = %counts,
+                            "dhcp: no address for a machine outside the fleet: the free addresses left are kept for the fleet's MACs that have none"
+                        ),
+                    }
+                }
+            }
+            Some(Note::NotTheHolder { kind, address }) => {
+                if let Some(quiet) = throttle.allow(&format!("holder {mac}"), Instant::now()) {
+                    tracing::warn!(mac, ?kind, %address, client = %peer, quiet, "dhcp: ignored: not from the holder of that lease (its MAC, its address)");
+                }
+            }
+            Some(Note::Bootp) => {
+                if let Some(quiet) = throttle.allow("bootp", Instant::now()) {
+                    tracing::warn!(mac, quiet, "dhcp: a BOOTP request (no option 53) was not answered: bootServer.answerBootp is off");
+                }
+            }
+            None => {}
+        }
+        let Some(answer) = outcome.reply else {
             tracing::debug!(mac, kind = ?request.opts().msg_type(), "dhcp: not answered");
             continue;
         };
@@ -322,7 +497,11 @@ pub fn serve(socket: UdpSocket, settings: Settings, stop: &AtomicBool, answer_to
                 mac, request = ?request.opts().msg_type().unwrap_or(MessageType::Unknown(0)), reply = ?answer.opts().msg_type(),
                 address = %answer.yiaddr(), arch = ?architecture(&request), to = %to, "dhcp: answered"
             ),
-            Err(e) => tracing::warn!(mac, to = %to, "dhcp: cannot send the reply: {e}"),
+            Err(e) => {
+                if let Some(quiet) = throttle.allow("send", Instant::now()) {
+                    tracing::warn!(mac, to = %to, quiet, "dhcp: cannot send the reply: {e}");
+                }
+            }
         }
     }
     tracing::info!("dhcp: stopped");
@@ -347,7 +526,18 @@ mod tests {
             tftp_server: "10.42.0.1".into(),
             root_path: "10.42.0.1:/srv/nfsroot,vers=3,tcp".into(),
             http_boot_url: None,
+            answer_bootp: false,
         }
+    }
+
+    /// A pool of the settings' range without a fleet.
+    fn pool(s: &Settings) -> LeaseTable {
+        s.lease_table([])
+    }
+
+    /// The reply alone, at one fixed time, from no address (a broadcast).
+    fn answer(s: &Settings, table: &mut LeaseTable, request: &Message) -> Option<Message> {
+        reply(s, table, request, 1000, Ipv4Addr::UNSPECIFIED).reply
     }
 
     fn request(mac: u8, kind: Option<MessageType>, arch: Option<u16>) -> Message {
@@ -366,9 +556,13 @@ mod tests {
     }
 
     #[test]
-    fn bootp_request_gets_a_dhcp_ack_with_root_path() {
-        let mut leases = Leases::default();
-        let r = reply(&settings(Mode::Authoritative), &mut leases, &request(1, None, None)).expect("answered");
+    fn a_bootp_request_is_answered_only_when_answer_bootp_is_on() {
+        let off = settings(Mode::Authoritative);
+        let outcome = reply(&off, &mut pool(&off), &request(1, None, None), 1000, Ipv4Addr::UNSPECIFIED);
+        assert!(outcome.reply.is_none() && outcome.change.is_none(), "{outcome:?}");
+        assert_eq!(outcome.note, Some(Note::Bootp));
+        let on = Settings { answer_bootp: true, ..settings(Mode::Authoritative) };
+        let r = answer(&on, &mut pool(&on), &request(1, None, None)).expect("answered");
         assert_eq!(r.opts().msg_type(), Some(MessageType::Ack));
         assert_eq!(r.yiaddr(), Ipv4Addr::new(10, 42, 0, 100));
         assert_eq!(r.siaddr(), Ipv4Addr::new(10, 42, 0, 1));
@@ -403,14 +597,14 @@ mod tests {
             (Some(11), None),
         ];
         for (i, (arch, want)) in cases.iter().enumerate() {
-            let mut leases = Leases::default();
-            let offer = reply(&s, &mut leases, &request(i as u8, Some(MessageType::Discover), *arch)).expect("offer");
+            let mut leases = pool(&s);
+            let offer = answer(&s, &mut leases, &request(i as u8, Some(MessageType::Discover), *arch)).expect("offer");
             assert_eq!(boot_file_of(&offer).as_deref(), *want, "arch {arch:?}");
         }
         // In proxy mode too: a BIOS PXE client gets bios.0.
         let mut bios = request(1, Some(MessageType::Discover), Some(0));
         bios.opts_mut().insert(DhcpOption::ClassIdentifier(b"PXEClient:Arch:00000:UNDI:002001".to_vec()));
-        let r = reply(&settings(Mode::Proxy), &mut Leases::default(), &bios).expect("proxy offer");
+        let r = answer(&settings(Mode::Proxy), &mut pool(&settings(Mode::Proxy)), &bios).expect("proxy offer");
         assert_eq!(boot_file_of(&r).as_deref(), Some("bios.0"));
     }
 
@@ -444,14 +638,14 @@ mod tests {
         let url = "http://10.42.0.1:8080/bootx64.efi";
         let s = Settings { http_boot_url: Some(url.into()), ..settings(Mode::Authoritative) };
         assert_eq!(http_boot_refusal(&s), None);
-        let mut leases = Leases::default();
+        let mut leases = pool(&s);
         for (kind, code) in [(MessageType::Discover, 2), (MessageType::Request, 5)] {
             let mut asked = http_boot_discover(1);
             asked.opts_mut().insert(DhcpOption::MessageType(kind));
             if kind == MessageType::Request {
                 asked.opts_mut().insert(DhcpOption::RequestedIpAddress(Ipv4Addr::new(10, 42, 0, 100)));
             }
-            let r = reply(&s, &mut leases, &asked).unwrap_or_else(|| panic!("{kind:?}: no reply"));
+            let r = answer(&s, &mut leases, &asked).unwrap_or_else(|| panic!("{kind:?}: no reply"));
             let options = wire_options(&r);
             let get = |code: u8| options.iter().filter(|(c, _)| *c == code).map(|(_, v)| v.clone()).collect::<Vec<_>>();
             assert_eq!(get(53), [vec![code]], "{kind:?}: an OFFER, then an ACK");
@@ -460,7 +654,7 @@ mod tests {
             assert_eq!(boot_file_of(&r).as_deref(), Some(url), "{kind:?}: fname too");
         }
         // A PXE client of the same server gets its file name and no HTTPClient.
-        let r = reply(&s, &mut Leases::default(), &request(2, Some(MessageType::Discover), Some(7))).expect("offer");
+        let r = answer(&s, &mut pool(&s), &request(2, Some(MessageType::Discover), Some(7))).expect("offer");
         assert!(option(&r, OptionCode::ClassIdentifier).is_none());
         assert_eq!(boot_file_of(&r).as_deref(), Some("bootx64.efi"));
     }
@@ -468,43 +662,43 @@ mod tests {
     #[test]
     fn without_http_or_as_a_proxy_an_http_boot_client_gets_no_boot_file() {
         let s = settings(Mode::Authoritative);
-        let offer = reply(&s, &mut Leases::default(), &http_boot_discover(1)).expect("an address still");
+        let offer = answer(&s, &mut pool(&s), &http_boot_discover(1)).expect("an address still");
         assert!(wire_options(&offer).iter().all(|(c, _)| *c != 60 && *c != 67), "no HTTPClient, no boot file: {offer:?}");
         assert!(http_boot_refusal(&s).is_some_and(|why| why.contains("--http-port")));
         // A proxy answers PXE clients only, as dnsmasq's does, HTTP or not.
         let s = Settings { http_boot_url: Some("http://10.42.0.1/bootx64.efi".into()), ..settings(Mode::Proxy) };
-        assert!(reply(&s, &mut Leases::default(), &http_boot_discover(1)).is_none(), "a proxy stays silent");
+        assert!(answer(&s, &mut pool(&s), &http_boot_discover(1)).is_none(), "a proxy stays silent");
         assert!(http_boot_refusal(&s).is_some_and(|why| why.contains("proxy mode")));
     }
 
     #[test]
     fn range_exhaustion() {
-        let mut leases = Leases::default();
         let s = settings(Mode::Authoritative);
-        let uefi = reply(&s, &mut leases, &request(1, Some(MessageType::Discover), Some(7))).expect("offer");
-        reply(&s, &mut leases, &request(2, Some(MessageType::Discover), Some(0))).expect("offer");
-        assert!(reply(&s, &mut leases, &request(3, Some(MessageType::Discover), Some(7))).is_none(), "range of 2 is full");
+        let mut leases = pool(&s);
+        let uefi = answer(&s, &mut leases, &request(1, Some(MessageType::Discover), Some(7))).expect("offer");
+        answer(&s, &mut leases, &request(2, Some(MessageType::Discover), Some(0))).expect("offer");
+        assert!(answer(&s, &mut leases, &request(3, Some(MessageType::Discover), Some(7))).is_none(), "range of 2 is full");
         // The same client keeps its address.
-        assert_eq!(reply(&s, &mut leases, &request(1, Some(MessageType::Discover), Some(7))).map(|r| r.yiaddr()), Some(uefi.yiaddr()));
+        assert_eq!(answer(&s, &mut leases, &request(1, Some(MessageType::Discover), Some(7))).map(|r| r.yiaddr()), Some(uefi.yiaddr()));
     }
 
     #[test]
     fn request_for_another_address_is_nakked() {
-        let mut leases = Leases::default();
         let s = settings(Mode::Authoritative);
+        let mut leases = pool(&s);
         let mut req = request(1, Some(MessageType::Request), None);
         req.opts_mut().insert(DhcpOption::RequestedIpAddress(Ipv4Addr::new(10, 42, 0, 150)));
-        assert_eq!(reply(&s, &mut leases, &req).and_then(|r| r.opts().msg_type()), Some(MessageType::Nak));
+        assert_eq!(answer(&s, &mut leases, &req).and_then(|r| r.opts().msg_type()), Some(MessageType::Nak));
     }
 
     #[test]
     fn proxy_answers_pxe_clients_only_and_hands_out_no_address() {
-        let mut leases = Leases::default();
         let s = settings(Mode::Proxy);
-        assert!(reply(&s, &mut leases, &request(1, Some(MessageType::Discover), Some(7))).is_none());
+        let mut leases = pool(&s);
+        assert!(answer(&s, &mut leases, &request(1, Some(MessageType::Discover), Some(7))).is_none());
         let mut pxe = request(1, Some(MessageType::Discover), Some(7));
         pxe.opts_mut().insert(DhcpOption::ClassIdentifier(b"PXEClient:Arch:00007".to_vec()));
-        let r = reply(&s, &mut leases, &pxe).expect("proxy offer");
+        let r = answer(&s, &mut leases, &pxe).expect("proxy offer");
         assert_eq!(r.yiaddr(), Ipv4Addr::UNSPECIFIED);
         assert!(option(&r, OptionCode::RootPath).is_none());
         assert!(option(&r, OptionCode::BootfileName).is_some());

@@ -4,6 +4,8 @@
 
 pub mod beneath;
 pub mod dhcp;
+pub mod lease_log;
+pub mod leases;
 pub mod fleet;
 pub mod http;
 pub mod nfs;
@@ -56,9 +58,11 @@ pub struct ServeArgs {
     /// with the kernel NFS server or nfs-ganesha.
     #[arg(long, value_name = "DIR")]
     pub nfs_root: Option<Utf8PathBuf>,
-    /// Where serve keeps what must outlive it: for a fleet, state.sqlite3 (every attempt handed
-    /// out and every report), and with --nfs-root, nfs-handle.key (so that clients' NFS handles
-    /// stay valid across a restart). Created mode 0700 when needed; not used otherwise.
+    /// Where serve keeps what must outlive it: with authoritative DHCP, `leases` (the addresses
+    /// handed out, so that a restart does not give a running client's address to another); for a
+    /// fleet, state.sqlite3 (every attempt handed out and every report); with --nfs-root,
+    /// nfs-handle.key (so that clients' NFS handles stay valid across a restart). Created mode
+    /// 0700 when needed; not used otherwise.
     #[arg(long, value_name = "DIR", default_value = "/var/lib/nixos-pxe")]
     pub state_dir: Utf8PathBuf,
     /// TCP port of serve's HTTP endpoint on bootServer.address: the fleet's per-host GRUB
@@ -118,6 +122,7 @@ pub fn run(args: &ServeArgs) -> Result<(), Error> {
     .map(|mode| dhcp::Settings::from_config(server, mode).map_err(|e| Error::Message(format!("serve --dhcp: {e}"))))
     .transpose()?;
     let fleet = crate::fleet::Fleet::from_config(&resolved.config).map_err(|e| Error::Message(format!("serve: {e}")))?;
+    let fleet_macs: Vec<leases::HwAddr> = fleet.hosts.iter().flat_map(|h| h.macs.iter().map(|m| leases::HwAddr::from(*m))).collect();
     let http_port = match (args.http_port, fleet.is_empty()) {
         (Some(0), _) | (None, true) => None,
         (Some(port), _) => Some(port),
@@ -130,7 +135,8 @@ pub fn run(args: &ServeArgs) -> Result<(), Error> {
         ..d
     });
     let state_dir = args.state_dir.as_std_path();
-    if !fleet.is_empty() || args.nfs_root.is_some() {
+    let authoritative = dhcp_settings.as_ref().is_some_and(|d| d.mode == dhcp::Mode::Authoritative);
+    if !fleet.is_empty() || args.nfs_root.is_some() || authoritative {
         state_dir::prepare(state_dir)?;
     }
     let nfs_settings = match &args.nfs_root {
@@ -210,9 +216,20 @@ pub fn run(args: &ServeArgs) -> Result<(), Error> {
         for (port, answer_to) in ports {
             let socket = tftp::bind(SocketAddr::from((Ipv4Addr::UNSPECIFIED, port)), Some(interface))
                 .map_err(|e| Error::Message(format!("serve: cannot listen for DHCP on port {port} of {interface}: {e} (needs root)")))?;
+            // The pool on port 67 of an authoritative server, kept in the state directory; the
+            // fleet's MACs have addresses kept for them.
+            let mut table = d.lease_table(fleet_macs.iter().copied());
+            let log = match (d.mode, answer_to) {
+                (dhcp::Mode::Authoritative, dhcp::AnswerTo::Rfc2131) => Some(
+                    lease_log::LeaseLog::open(state_dir, &mut table)
+                        .map_err(|e| Error::Message(format!("serve: DHCP leases: {e} (--state-dir chooses the directory)")))?,
+                ),
+                _ => None,
+            };
+            let pool = dhcp::Pool { table, log };
             let d = d.clone();
             dhcp_threads.push(std::thread::spawn(move || {
-                let result = dhcp::serve(socket, d, &STOP, answer_to);
+                let result = dhcp::serve(socket, d, &STOP, answer_to, pool, None);
                 // Without DHCP no client can boot: stop TFTP too rather than serve half a boot server.
                 STOP.store(true, Ordering::Relaxed);
                 result
