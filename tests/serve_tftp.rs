@@ -10,10 +10,12 @@ fn write(path: &Path, size: usize, seed: usize) {
     std::fs::write(path, data).expect("write test file");
 }
 
-/// Runs `script` in a fresh network namespace with serve's TFTP (no DHCP) on lo.
+/// Runs `script` in a fresh network namespace with serve's TFTP (no DHCP) on lo. Every client
+/// here is 127.0.0.1, so the per-client cap is raised above the 30 parallel clients below
+/// (tests/serve_abuse.rs tests the cap itself).
 fn in_namespace(dir: &Path, script: &str) -> (bool, String) {
     let config = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/seed/installer.nix");
-    let args = format!("--config {config} --source static --interface lo --dhcp off --tftp-root root");
+    let args = format!("--config {config} --source static --interface lo --dhcp off --tftp-root root --per-client 64");
     common::with_serve_on_loopback(dir, &args, "tftp: serving", script, "tftp: stopped")
 }
 

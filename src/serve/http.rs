@@ -15,13 +15,14 @@
 
 use crate::fleet::store::{Refused, Report};
 use crate::serve::beneath::Root;
+use crate::serve::limits::{Gate, Timeouts};
+use crate::serve::stall::StallLimited;
 use crate::serve::fleet::{FleetService, Via};
 use crate::serve::tftp::{self, Refusal};
 use crate::serve::tftp_packet::ErrorCode;
 use axum::Router;
 use axum::body::{Body, Bytes};
-use axum::extract::rejection::BytesRejection;
-use axum::extract::{DefaultBodyLimit, Extension, State};
+use axum::extract::{DefaultBodyLimit, Extension, FromRequest, State};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -41,6 +42,9 @@ pub struct Settings {
     pub root: Arc<Root>,
     /// The fleet, when serve has one: per-host files, reports, hosts.
     pub fleet: Option<Arc<FleetService>>,
+    /// The connections let in, in all and per client address.
+    pub gate: Arc<Gate>,
+    pub timeouts: Timeouts,
 }
 
 /// Where a request came from and arrived at.
@@ -65,10 +69,12 @@ pub fn bind(address: SocketAddr, interface: Option<&str>) -> io::Result<TcpListe
 pub fn serve(listener: TcpListener, settings: Settings, stop: &AtomicBool) -> io::Result<()> {
     let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).thread_name("http").enable_all().build()?;
     let address = listener.local_addr()?;
+    let (gate, timeouts) = (Arc::clone(&settings.gate), settings.timeouts);
     let router = router(Arc::new(settings));
     runtime.block_on(async {
         let listener = tokio::net::TcpListener::from_std(listener)?;
         tracing::info!(%address, "http: serving");
+        let mut throttle = crate::serve::dhcp::Throttle::default();
         while !stop.load(Ordering::Relaxed) {
             let accepted = tokio::select! {
                 accepted = listener.accept() => accepted,
@@ -78,8 +84,20 @@ pub fn serve(listener: TcpListener, settings: Settings, stop: &AtomicBool) -> io
                 Ok(x) => x,
                 Err(e) => {
                     // Out of descriptors and the like: say so, wait, go on.
-                    tracing::warn!("http: accept: {e}");
+                    if let Some(quiet) = throttle.allow("accept", std::time::Instant::now()) {
+                        tracing::warn!(quiet, "http: accept: {e}");
+                    }
                     tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            };
+            let permit = match gate.enter(client.ip()) {
+                Ok(p) => p,
+                Err(full) => {
+                    if let Some(quiet) = throttle.allow(&format!("full {}", client.ip()), std::time::Instant::now()) {
+                        tracing::warn!(%client, quiet, "http: connection refused: {full}");
+                    }
+                    drop(stream);
                     continue;
                 }
             };
@@ -89,15 +107,21 @@ pub fn serve(listener: TcpListener, settings: Settings, stop: &AtomicBool) -> io
                 request
             });
             tokio::spawn(async move {
+                // The header timeout runs from the connection's start and from the end of each
+                // response: it also ends an idle keep-alive connection.
                 let served = hyper::server::conn::http1::Builder::new()
                     .title_case_headers(true)
                     .timer(hyper_util::rt::TokioTimer::new())
-                    .header_read_timeout(Duration::from_secs(30))
-                    .serve_connection(hyper_util::rt::TokioIo::new(stream), hyper_util::service::TowerToHyperService::new(service))
+                    .header_read_timeout(timeouts.http_header)
+                    .serve_connection(
+                        hyper_util::rt::TokioIo::new(StallLimited::new(stream, timeouts.send_stall)),
+                        hyper_util::service::TowerToHyperService::new(service),
+                    )
                     .await;
                 if let Err(e) = served {
                     tracing::debug!(%client, "http: connection ended: {e}");
                 }
+                drop(permit);
             });
         }
         io::Result::Ok(())
@@ -126,16 +150,22 @@ fn json(status: StatusCode, value: serde_json::Value) -> Response {
     (status, axum::Json(value)).into_response()
 }
 
-async fn report(State(settings): State<Arc<Settings>>, Extension(conn): Extension<Conn>, body: Result<Bytes, BytesRejection>) -> Response {
+async fn report(State(settings): State<Arc<Settings>>, Extension(conn): Extension<Conn>, request: axum::extract::Request) -> Response {
     let client = conn.client;
     let Some(fleet) = settings.fleet.clone() else {
         return json(StatusCode::NOT_FOUND, serde_json::json!({ "accepted": false, "error": "this boot server has no fleet" }));
     };
-    let body = match body {
-        Ok(body) => body,
-        Err(rejection) => {
+    // The whole body within the deadline, however slowly it trickles in.
+    let deadline = settings.timeouts.http_body;
+    let body = match tokio::time::timeout(deadline, Bytes::from_request(request, &())).await {
+        Ok(Ok(body)) => body,
+        Ok(Err(rejection)) => {
             tracing::warn!(%client, why = %rejection.body_text(), "fleet: report refused");
             return rejection.into_response();
+        }
+        Err(_) => {
+            tracing::warn!(%client, "fleet: report refused: its body did not arrive within {deadline:?}");
+            return json(StatusCode::REQUEST_TIMEOUT, serde_json::json!({ "accepted": false, "error": format!("the body did not arrive within {deadline:?}") }));
         }
     };
     let report: Report = match serde_json::from_slice(&body) {

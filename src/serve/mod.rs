@@ -6,10 +6,13 @@ pub mod beneath;
 pub mod dhcp;
 pub mod lease_log;
 pub mod leases;
+pub mod limits;
 pub mod fleet;
 pub mod http;
 pub mod nfs;
 pub mod nfs_fs;
+pub mod nfs_gate;
+pub mod stall;
 pub mod state_dir;
 pub mod tftp;
 pub mod tftp_packet;
@@ -73,6 +76,38 @@ pub struct ServeArgs {
     /// [default: 80 with a fleet; without one, no HTTP unless a port is given].
     #[arg(long, value_name = "PORT")]
     pub http_port: Option<u16>,
+    /// TFTP transfers at once; a request beyond them is answered "server busy" [default: from
+    /// the open-file limit, at most 512; serve's start-up log says what it took].
+    #[arg(long, value_name = "N")]
+    pub tftp_transfers: Option<usize>,
+    /// HTTP connections at once; one beyond them is closed at once [default: from the open-file
+    /// limit, at most 1024].
+    #[arg(long, value_name = "N")]
+    pub http_connections: Option<usize>,
+    /// NFS connections at once; one beyond them is closed at once [default: from the open-file
+    /// limit, at most 1024].
+    #[arg(long, value_name = "N")]
+    pub nfs_connections: Option<usize>,
+    /// Seconds a client has to send what it started: an HTTP request's headers (also the longest
+    /// an idle keep-alive connection stays open), an HTTP request's body, an NFS call.
+    #[arg(long, value_name = "SECONDS", default_value_t = limits::TIMEOUTS.http_header.as_secs(), value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub client_timeout: u64,
+    /// Seconds a response may wait for the client to read it (HTTP: without progress; NFS: a
+    /// whole reply) before the connection is closed.
+    #[arg(long, value_name = "SECONDS", default_value_t = limits::TIMEOUTS.send_stall.as_secs(), value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub stall_timeout: u64,
+    /// Seconds an NFS connection with no call in flight stays open (the Linux client reconnects
+    /// by itself when it needs the server again).
+    #[arg(long, value_name = "SECONDS", default_value_t = limits::TIMEOUTS.nfs_idle.as_secs(), value_parser = clap::value_parser!(u64).range(1..=86400))]
+    pub nfs_idle_timeout: u64,
+    /// The largest TFTP retransmission timeout a client may ask for (the `timeout` option); a
+    /// larger one is declined and --tftp-timeout applies.
+    #[arg(long, value_name = "SECONDS", default_value_t = limits::TIMEOUTS.tftp_max_timeout.as_secs(), value_parser = clap::value_parser!(u64).range(1..=255))]
+    pub tftp_max_timeout: u64,
+    /// What one client address may hold of each: TFTP transfers, HTTP connections, NFS
+    /// connections.
+    #[arg(long, value_name = "N", default_value_t = limits::DEFAULT_PER_CLIENT)]
+    pub per_client: usize,
     /// How a fleet host's install entry loads the kernel: over http (when serve serves HTTP) or
     /// over tftp.
     #[arg(long, value_enum, value_name = "PROTOCOL", default_value = "http")]
@@ -108,6 +143,33 @@ pub fn run(args: &ServeArgs) -> Result<(), Error> {
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .try_init();
     let resolved = args.config.load()?;
+    // Descriptors first: every cap below follows from what serve may open.
+    let (limit_before, open_files) = limits::raise_open_files();
+    let asked = limits::Asked {
+        tftp_transfers: args.tftp_transfers,
+        http_connections: args.http_connections,
+        nfs_connections: args.nfs_connections,
+        per_client: Some(args.per_client),
+    };
+    let caps = limits::Caps::new(open_files, limits::open_now(), asked).map_err(|e| Error::Message(format!("serve: {e}")))?;
+    let secs = std::time::Duration::from_secs;
+    let t = limits::Timeouts {
+        http_header: secs(args.client_timeout),
+        http_body: secs(args.client_timeout),
+        nfs_record: secs(args.client_timeout),
+        send_stall: secs(args.stall_timeout),
+        nfs_idle: secs(args.nfs_idle_timeout),
+        tftp_max_timeout: secs(args.tftp_max_timeout),
+    };
+    tracing::info!(
+        open_files, raised_from = limit_before, reserve = limits::RESERVE,
+        tftp_transfers = caps.tftp_transfers, http_connections = caps.http_connections, nfs_connections = caps.nfs_connections,
+        per_client = caps.per_client,
+        http_header_s = t.http_header.as_secs(), http_body_s = t.http_body.as_secs(), send_stall_s = t.send_stall.as_secs(),
+        nfs_idle_s = t.nfs_idle.as_secs(), nfs_record_s = t.nfs_record.as_secs(), tftp_max_timeout_s = t.tftp_max_timeout.as_secs(),
+        nfs_max_call = limits::NFS_MAX_RECORD, nfs_in_flight_bytes = limits::NFS_IN_FLIGHT_BYTES,
+        "limits"
+    );
     let server = &resolved.config.boot_server;
     let interface = args.interface.clone().or_else(|| server.interface.clone());
     let dhcp = args.dhcp.unwrap_or(match server.dhcp_mode {
@@ -150,13 +212,22 @@ pub fn run(args: &ServeArgs) -> Result<(), Error> {
             }
             let ip = server.address.unwrap_or(Ipv4Addr::UNSPECIFIED);
             let key = state_dir::nfs_handle_key(state_dir)?;
-            Some(nfs::Settings { root: root.clone().into(), export: server.nfs_export.clone(), address: SocketAddr::from((ip, port)), key })
+            Some(nfs::Settings {
+                root: root.clone().into(),
+                export: server.nfs_export.clone(),
+                address: SocketAddr::from((ip, port)),
+                key,
+                gate: limits::Gate::new(caps.nfs_connections, caps.per_client),
+                timeouts: t,
+            })
         }
     };
     let root = args.tftp_root.clone().unwrap_or_else(|| Utf8PathBuf::from(&server.tftp_root));
     let mut settings = tftp::Settings::new(root.as_std_path()).map_err(|e| Error::Message(format!("serve: {e}")))?;
     settings.timeout = std::time::Duration::from_secs(args.tftp_timeout.clamp(1, 255));
     settings.retries = args.tftp_retries;
+    settings.gate = limits::Gate::new(caps.tftp_transfers, caps.per_client);
+    settings.max_timeout = t.tftp_max_timeout;
     settings.interface = interface.clone();
     let fleet_service = match fleet.is_empty() {
         true => None,
@@ -190,7 +261,12 @@ pub fn run(args: &ServeArgs) -> Result<(), Error> {
             Some(listener)
         }
     };
-    let http_settings = http::Settings { root: Arc::clone(&settings.root), fleet: fleet_service };
+    let http_settings = http::Settings {
+        root: Arc::clone(&settings.root),
+        fleet: fleet_service,
+        gate: limits::Gate::new(caps.http_connections, caps.per_client),
+        timeouts: t,
+    };
 
     // SAFETY: installing a handler that only stores to an atomic.
     unsafe {

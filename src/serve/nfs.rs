@@ -5,11 +5,14 @@
 //!
 //! What is served and how safely: src/serve/nfs_fs.rs.
 
+use crate::serve::limits::{Gate, NFS_IN_FLIGHT_BYTES, Timeouts};
 use crate::serve::nfs_fs::{HandleKey, ReadOnlyDir};
+use crate::serve::nfs_gate;
 use nfs3_server::tcp::{NFSTcp, NFSTcpListener};
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
 use std::time::Duration;
 
 /// The mount options the kernel needs for a server without portmapper and lock manager.
@@ -61,10 +64,14 @@ pub struct Settings {
     pub address: SocketAddr,
     /// The secret of the file handles; the same key after a restart keeps clients' handles valid.
     pub key: HandleKey,
+    /// The connections let in, in all and per client address.
+    pub gate: Arc<Gate>,
+    pub timeouts: Timeouts,
 }
 
 /// Serves `settings.root` until `stop` is set. Binds before returning the first error, so a port
-/// in use is reported at once.
+/// in use is reported at once. Clients reach the NFS engine (the nfs3_server crate, listening on
+/// loopback) only through src/serve/nfs_gate.rs.
 pub fn serve(settings: &Settings, stop: &AtomicBool) -> Result<(), String> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -75,26 +82,36 @@ pub fn serve(settings: &Settings, stop: &AtomicBool) -> Result<(), String> {
     let fs = ReadOnlyDir::new(&settings.root, settings.key.clone()).map_err(|e| e.to_string())?;
     let root = fs.root_path().to_path_buf();
     runtime.block_on(async {
-        let mut listener = NFSTcpListener::bind_with_generation(
-            &settings.address.to_string(),
-            nfs3_server::vfs::adapters::ReadOnlyAdapter::new(fs),
-            settings.key.generation(),
-        )
-        .await
+        let public = tokio::net::TcpListener::bind(settings.address)
+            .await
             .map_err(|e| format!("cannot listen for NFS on TCP {}: {e}", settings.address))?;
-        listener.with_export_name(&settings.export);
+        let mut engine = NFSTcpListener::bind_with_generation("127.0.0.1:0", nfs3_server::vfs::adapters::ReadOnlyAdapter::new(fs), settings.key.generation())
+            .await
+            .map_err(|e| format!("cannot start the NFS engine on 127.0.0.1 (is the loopback interface up? `ip link set lo up`): {e}"))?;
+        engine.with_export_name(&settings.export);
+        let engine_address = SocketAddr::from((std::net::Ipv4Addr::LOCALHOST, engine.get_listen_port()));
         tracing::info!(
             root = %root.display(),
             export = %settings.export,
             address = %settings.address,
+            engine = %engine_address,
             "NFS: serving read-only (NFSv3 and MOUNT on one port, no portmapper, no locks)"
         );
-        let result = tokio::select! {
-            result = listener.handle_forever() => result.map_err(|e| format!("NFS server stopped: {e}")),
-            () = async { while !stop.load(Ordering::Relaxed) { tokio::time::sleep(Duration::from_millis(200)).await } } => Ok(()),
+        let engine_loop = async {
+            // It returns at a failed accept (out of descriptors): wait and take connections again.
+            loop {
+                if let Err(e) = engine.handle_forever().await {
+                    tracing::warn!("NFS: the engine's accept failed: {e}; taking connections again in 1 s");
+                }
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
         };
+        tokio::select! {
+            () = engine_loop => {},
+            () = nfs_gate::serve(public, engine_address, Arc::clone(&settings.gate), settings.timeouts, NFS_IN_FLIGHT_BYTES, stop) => {},
+        }
         tracing::info!("NFS: stopped");
-        result
+        Ok(())
     })
 }
 

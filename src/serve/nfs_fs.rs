@@ -394,6 +394,9 @@ impl NfsReadFileSystem for ReadOnlyDir {
     async fn read(&self, id: &Handle, offset: u64, count: u32) -> Result<(Vec<u8>, bool), nfsstat3> {
         let file = self.file(id)?;
         let size = file.metadata().map_err(|e| status(&e))?.len();
+        // Never more than rtmax, whatever the count on the wire says (RFC 1813 3.3.6 lets the
+        // server answer a short read): the buffer is allocated before anything is read.
+        let count = count.min(crate::serve::nfs_gate::READ_MAX).min(u32::try_from(size.saturating_sub(offset)).unwrap_or(u32::MAX));
         let mut buffer = vec![0; count as usize];
         let mut filled = 0;
         while filled < buffer.len() {

@@ -7,10 +7,11 @@ use std::io;
 use std::net::{SocketAddr, UdpSocket};
 use std::os::unix::fs::FileExt;
 use crate::serve::beneath::{Kind, Links, Root, kind};
+use crate::serve::limits::Gate;
 use rustix::fs::OFlags;
 use std::path::{Component, Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 /// RFC 2348: blksize between 8 and 65464.
@@ -28,8 +29,12 @@ pub struct Settings {
     pub timeout: Duration,
     /// Timeouts in a row without progress before a transfer is abandoned.
     pub retries: u32,
-    /// Transfers at once; more requests get "server busy" instead of another thread.
-    pub max_transfers: usize,
+    /// Transfers at once, in all and per client address; more requests get "server busy"
+    /// instead of another thread.
+    pub gate: Arc<Gate>,
+    /// The largest retransmission timeout a client may ask for; a larger `timeout` option is
+    /// left out of the OACK (RFC 2349 lets the server decline it) and the default applies.
+    pub max_timeout: Duration,
     /// SO_BINDTODEVICE for every socket (the transfer sockets too, so replies leave on that link).
     pub interface: Option<String>,
     /// Files made on request instead of read below the root (the fleet's per-host configs).
@@ -45,7 +50,15 @@ impl std::fmt::Debug for dyn Generated {
 impl Settings {
     pub fn new(root: &Path) -> io::Result<Settings> {
         let root = Arc::new(Root::open(root).map_err(|e| io::Error::new(e.kind(), format!("TFTP root {e}")))?);
-        Ok(Settings { root, timeout: Duration::from_secs(1), retries: 5, max_transfers: 512, interface: None, generated: None })
+        Ok(Settings {
+            root,
+            timeout: Duration::from_secs(1),
+            retries: 5,
+            gate: Gate::new(crate::serve::limits::MAX_TFTP_TRANSFERS, crate::serve::limits::DEFAULT_PER_CLIENT),
+            max_timeout: crate::serve::limits::TIMEOUTS.tftp_max_timeout,
+            interface: None,
+            generated: None,
+        })
     }
 }
 
@@ -83,15 +96,20 @@ impl Source for Vec<u8> {
 pub struct Negotiated {
     pub blksize: usize,
     pub timeout: Duration,
+    /// The wait for the client's first acknowledgement (of the OACK, or of block 1): the
+    /// server's own timeout, whatever the client asked for. A request from a forged address is
+    /// never acknowledged, and its transfer ends after `retries` of these.
+    pub first_wait: Duration,
     pub window: u16,
     /// The OACK's options; empty means no OACK (plain RFC 1350, data starts at block 1).
     pub oack: Vec<(String, String)>,
 }
 
 /// RFC 2347: options the server does not know or cannot honour are left out of the OACK; values out of
-/// range are ignored (timeout) or lowered to our maximum (blksize, windowsize), never refused.
-pub fn negotiate(request: &Request, file_size: u64, default_timeout: Duration) -> Negotiated {
-    let mut n = Negotiated { blksize: 512, timeout: default_timeout, window: 1, oack: Vec::new() };
+/// range are ignored (timeout, above `max_timeout` too) or lowered to our maximum (blksize,
+/// windowsize), never refused.
+pub fn negotiate(request: &Request, file_size: u64, default_timeout: Duration, max_timeout: Duration) -> Negotiated {
+    let mut n = Negotiated { blksize: 512, timeout: default_timeout, first_wait: default_timeout, window: 1, oack: Vec::new() };
     for (name, value) in &request.options {
         let number = value.trim().parse::<u64>().ok();
         match (name.as_str(), number) {
@@ -99,7 +117,7 @@ pub fn negotiate(request: &Request, file_size: u64, default_timeout: Duration) -
                 n.blksize = v.min(MAX_BLKSIZE as u64) as usize;
                 n.oack.push((name.clone(), n.blksize.to_string()));
             }
-            ("timeout", Some(v)) if (1..=255).contains(&v) => {
+            ("timeout", Some(v)) if (1..=255).contains(&v) && Duration::from_secs(v) <= max_timeout => {
                 n.timeout = Duration::from_secs(v);
                 n.oack.push((name.clone(), v.to_string()));
             }
@@ -261,13 +279,13 @@ pub fn send_file(link: &mut dyn Link, source: &dyn Source, size: u64, n: &Negoti
         let oack = packet::encode_oack(&n.oack);
         let mut timeouts = 0;
         link.send(&oack)?;
-        let mut deadline = Instant::now() + n.timeout;
+        let mut deadline = Instant::now() + n.first_wait;
         loop {
             match link.recv(&mut buf, deadline)? {
                 None => {
                     count_timeout(&mut timeouts, &mut stats, retries)?;
                     link.send(&oack)?;
-                    deadline = Instant::now() + n.timeout;
+                    deadline = Instant::now() + n.first_wait;
                 }
                 Some(len) => match packet::parse(&buf[..len]) {
                     Ok(Packet::Ack { block: 0 }) => break,
@@ -287,7 +305,9 @@ pub fn send_file(link: &mut dyn Link, source: &dyn Source, size: u64, n: &Negoti
     let mut acked: u64 = 0;
     let mut next: u64 = 1;
     let mut timeouts = 0;
-    let mut deadline = Instant::now() + n.timeout;
+    // Until the client has acknowledged something it may be no client at all (see first_wait).
+    let wait = |acked: u64| if acked == 0 && n.oack.is_empty() { n.first_wait } else { n.timeout };
+    let mut deadline = Instant::now() + wait(acked);
     loop {
         while next <= last && next <= acked + window {
             let offset = (next - 1) * blksize;
@@ -302,7 +322,7 @@ pub fn send_file(link: &mut dyn Link, source: &dyn Source, size: u64, n: &Negoti
             None => {
                 count_timeout(&mut timeouts, &mut stats, retries)?;
                 next = acked + 1;
-                deadline = Instant::now() + n.timeout;
+                deadline = Instant::now() + wait(acked);
             }
             Some(len) => match packet::parse(&buf[..len]) {
                 Ok(Packet::Ack { block }) => {
@@ -415,8 +435,8 @@ impl Drop for EndsTransfer {
 /// Serves until `stop` is set: reads requests on `listener`, starts a transfer thread for each RRQ.
 pub fn serve(listener: UdpSocket, settings: Settings, stop: &AtomicBool) -> io::Result<()> {
     let settings = Arc::new(settings);
-    let active = Arc::new(AtomicUsize::new(0));
     let mut recent = RecentRequests::default();
+    let mut throttle = crate::serve::dhcp::Throttle::default();
     listener.set_read_timeout(Some(Duration::from_millis(250)))?;
     tracing::info!(address = %listener.local_addr()?, root = %settings.root.path.display(), "tftp: serving");
     let mut buf = vec![0u8; 2048];
@@ -424,7 +444,14 @@ pub fn serve(listener: UdpSocket, settings: Settings, stop: &AtomicBool) -> io::
         let (len, peer) = match listener.recv_from(&mut buf) {
             Ok(x) => x,
             Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut | io::ErrorKind::Interrupted) => continue,
-            Err(e) => return Err(e),
+            Err(e) => {
+                // A socket error (an ICMP error queued by a transfer, ENOBUFS): say it, go on.
+                if let Some(quiet) = throttle.allow("recv", Instant::now()) {
+                    tracing::warn!(quiet, "tftp: receive failed: {e}");
+                }
+                std::thread::sleep(Duration::from_millis(10));
+                continue;
+            }
         };
         match packet::parse(&buf[..len]) {
             Ok(Packet::Rrq(request)) => {
@@ -432,18 +459,22 @@ pub fn serve(listener: UdpSocket, settings: Settings, stop: &AtomicBool) -> io::
                     tracing::debug!(client = %peer, file = %request.filename, "tftp: a retransmitted request, answered by the transfer its first copy started");
                     continue;
                 };
-                if active.load(Ordering::Relaxed) >= settings.max_transfers {
-                    tracing::warn!(client = %peer, file = %request.filename, "tftp: refused, {} transfers running", settings.max_transfers);
-                    let _ = listener.send_to(&packet::encode_error(ErrorCode::NotDefined, "server busy"), peer);
-                    recent.forget(peer, &buf[..len]);
-                    continue;
-                }
-                let (settings, active) = (Arc::clone(&settings), Arc::clone(&active));
-                active.fetch_add(1, Ordering::Relaxed);
+                let permit = match settings.gate.enter(peer.ip()) {
+                    Ok(p) => p,
+                    Err(full) => {
+                        if let Some(quiet) = throttle.allow(&format!("busy {}", peer.ip()), Instant::now()) {
+                            tracing::warn!(client = %peer, file = %request.filename, quiet, "tftp: refused, server busy: {full}");
+                        }
+                        let _ = listener.send_to(&packet::encode_error(ErrorCode::NotDefined, "server busy"), peer);
+                        recent.forget(peer, &buf[..len]);
+                        continue;
+                    }
+                };
+                let settings = Arc::clone(&settings);
                 let spawned = std::thread::Builder::new().name(format!("tftp {peer}")).spawn(move || {
                     let _ends = EndsTransfer(ended);
                     transfer(&settings, peer, &request);
-                    active.fetch_sub(1, Ordering::Relaxed);
+                    drop(permit);
                 });
                 if let Err(e) = spawned {
                     tracing::error!(client = %peer, "tftp: cannot start a transfer thread: {e}");
@@ -459,7 +490,7 @@ pub fn serve(listener: UdpSocket, settings: Settings, stop: &AtomicBool) -> io::
             Err(e) => tracing::warn!(client = %peer, bytes = len, "tftp: malformed request: {e}"),
         }
     }
-    tracing::info!(transfers_running = active.load(Ordering::Relaxed), "tftp: stopped");
+    tracing::info!(transfers_running = settings.gate.in_use(), "tftp: stopped");
     Ok(())
 }
 
@@ -504,7 +535,7 @@ fn transfer(settings: &Settings, peer: SocketAddr, request: &Request) {
             Err(r) => return refuse(&mut link, r.code, &r.message),
         },
     };
-    let n = negotiate(request, size, settings.timeout);
+    let n = negotiate(request, size, settings.timeout, settings.max_timeout);
     match send_file(&mut link, source, size, &n, settings.retries) {
         Ok(stats) => {
             let seconds = started.elapsed().as_secs_f64();
@@ -543,14 +574,24 @@ mod tests {
 
     #[test]
     fn negotiation_clamps_and_ignores() {
-        let n = negotiate(&request(&[("blksize", "70000"), ("tsize", "0"), ("windowsize", "1000"), ("timeout", "0"), ("x", "1")]), 42, Duration::from_secs(1));
+        let n = negotiate(&request(&[("blksize", "70000"), ("tsize", "0"), ("windowsize", "1000"), ("timeout", "0"), ("x", "1")]), 42, Duration::from_secs(1), Duration::from_secs(255));
         assert_eq!(n.blksize, MAX_BLKSIZE);
         assert_eq!(n.window, MAX_WINDOW);
         assert_eq!(n.timeout, Duration::from_secs(1));
         assert_eq!(n.oack, vec![("blksize".into(), "65464".into()), ("tsize".into(), "42".into()), ("windowsize".into(), "64".into())]);
-        let n = negotiate(&request(&[("blksize", "7"), ("timeout", "3")]), 0, Duration::from_secs(1));
+        let n = negotiate(&request(&[("blksize", "7"), ("timeout", "3")]), 0, Duration::from_secs(1), Duration::from_secs(255));
         assert_eq!((n.blksize, n.timeout), (512, Duration::from_secs(3)));
-        assert!(negotiate(&request(&[]), 0, Duration::from_secs(1)).oack.is_empty());
+        assert!(negotiate(&request(&[]), 0, Duration::from_secs(1), Duration::from_secs(255)).oack.is_empty());
+    }
+
+    #[test]
+    fn a_client_timeout_above_the_cap_is_declined_and_the_first_wait_is_the_servers() {
+        let cap = Duration::from_secs(10);
+        let n = negotiate(&request(&[("timeout", "255"), ("blksize", "1024")]), 0, Duration::from_secs(1), cap);
+        assert_eq!((n.timeout, n.first_wait), (Duration::from_secs(1), Duration::from_secs(1)));
+        assert_eq!(n.oack, vec![("blksize".into(), "1024".into())], "the timeout is left out of the OACK");
+        let n = negotiate(&request(&[("timeout", "10")]), 0, Duration::from_secs(1), cap);
+        assert_eq!((n.timeout, n.first_wait), (Duration::from_secs(10), Duration::from_secs(1)));
     }
 
     #[test]
@@ -661,7 +702,7 @@ mod tests {
         let mut f = tempfile::tempfile().expect("tempfile");
         let content: Vec<u8> = (0..size).map(|i| (i * 7 % 251) as u8).collect();
         f.write_all(&content).expect("write");
-        let n = negotiate(&request(&[("windowsize", &window.to_string()), ("tsize", "0")]), size as u64, Duration::from_millis(1));
+        let n = negotiate(&request(&[("windowsize", &window.to_string()), ("tsize", "0")]), size as u64, Duration::from_millis(1), Duration::from_secs(255));
         let mut client = Client { inbox: VecDeque::new(), window: window.into(), received: Vec::new(), expected_block: 1, since_ack: 0, data_packets: 0, dup, lose };
         let stats = send_file(&mut client, &f, size as u64, &n, 5).expect("transfer");
         (stats, client, content)
@@ -707,7 +748,7 @@ mod tests {
     fn generated_bytes_are_sent_like_a_file() {
         let content: Vec<u8> = (0..512 * 3 + 7).map(|i| (i % 251) as u8).collect();
         for window in [1u16, 4] {
-            let n = negotiate(&request(&[("windowsize", &window.to_string())]), content.len() as u64, Duration::from_millis(1));
+            let n = negotiate(&request(&[("windowsize", &window.to_string())]), content.len() as u64, Duration::from_millis(1), Duration::from_secs(255));
             let mut client = Client { inbox: VecDeque::new(), window: window.into(), received: Vec::new(), expected_block: 1, since_ack: 0, data_packets: 0, dup: false, lose: vec![2] };
             let stats = send_file(&mut client, &content, content.len() as u64, &n, 5).expect("transfer");
             assert_eq!(client.received, content);
