@@ -198,6 +198,12 @@ impl Lab {
         );
     }
 
+    /// The process started with `log` (`ip netns exec` execs the command, so this is its pid;
+    /// through `sh -c '... exec PROGRAM'`, the program's).
+    pub fn pid(&self, log: &Path) -> u32 {
+        self.children.iter().find(|(_, l)| l == log).map(|(c, _)| c.id()).unwrap_or_else(|| panic!("no process of this lab logs to {}", log.display()))
+    }
+
     /// SIGKILL to the process group started with `log` (a crash, not a clean stop), and waits
     /// for it; it is no longer one of the lab's processes.
     pub fn kill(&mut self, log: &Path) {
