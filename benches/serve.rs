@@ -230,6 +230,9 @@ fn serve_tftp(bench: &Bench) -> ServerSpec {
             "off".into(),
             "--tftp-root".into(),
             bench.workspace.tftp_root().display().to_string(),
+            // The 50 clients are one address: lift the per-client cap (8 by default).
+            "--per-client".into(),
+            "1000".into(),
         ],
     }
 }

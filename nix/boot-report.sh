@@ -1,9 +1,10 @@
 # The first boot's report to the nixos-pxe boot server (nix/report-module.nix runs it, as the
 # `script` of a oneshot unit: bash with `set -e`): POSTs `booted` with the running system's store
-# path, authenticated by the install attempt's token the installer left in the state file (serve
-# kept its hash when it handed the attempt out, so the boot counts even when the `installed`
-# report was lost). The file goes once serve has answered, yes or no; when
-# serve cannot be reached, it stays and the next boot tries again.
+# path and the two secrets the installer left in the state file: the boot token, whose hash the
+# installer's `installed` report carried (serve takes `booted` with it alone once it took that
+# report), and the attempt's token (serve takes it instead only when `installed` was lost and
+# this attempt is still the host's latest). The file goes once serve has answered, yes or no;
+# when serve cannot be reached, it stays and the next boot tries again.
 # NIXOS_PXE_BOOT_REPORT, NIXOS_PXE_CURRENT_SYSTEM and NIXOS_PXE_BOOT_REPORT_PATIENCE (seconds)
 # exist for tests (tests/report_module.rs); the unit sets none of them.
 state=${NIXOS_PXE_BOOT_REPORT:-/var/lib/nixos-pxe/boot-report.json}
@@ -15,7 +16,7 @@ url="$(jq -er .report "$state")/v1/report"
 answer=$(mktemp)
 trap 'rm -f "$answer"' EXIT
 # The token goes on stdin, never on a command line (other users can read those).
-status=$(jq -c --arg system "$system" '{ host, generation, attempt, token, event: "booted", system: $system }' "$state" |
+status=$(jq -c --arg system "$system" '{ host, generation, attempt, token, boot_token, event: "booted", system: $system }' "$state" |
   curl --silent --show-error --output "$answer" --write-out '%{http_code}' \
     --retry 20 --retry-connrefused --retry-max-time "$patience" --connect-timeout 10 --max-time 30 \
     --header 'Content-Type: application/json' --data-binary @- "$url") || status=000

@@ -238,6 +238,11 @@ in
         default = 3;
         description = "Failed or abandoned install attempts of one generation after which a host is held (a GRUB menu saying why) instead of installed again.";
       };
+      trustBootNetwork = mkOption {
+        type = types.bool;
+        default = false;
+        description = "Whether `nixos-pxe serve` may hand a host's install token to, and take its reports from, any address. Off (the default), serve gives a host's per-host file with its token, and takes its reports, only from the address its DHCP saw for one of the host's MACs (the lease it gave, or in proxy mode the address the machine asked the site's server for), so another machine on the boot network cannot read the token nor install, fail, hold or confirm the host. Needed, and only then, with `serve --dhcp off`, where serve sees no DHCP: serve refuses to serve a fleet that way without it.";
+      };
       unknownHosts = mkOption {
         type = types.enum [ "local-boot" "hold" ];
         default = "local-boot";

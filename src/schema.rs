@@ -307,6 +307,8 @@ pub const OPTIONS: &[OptionSpec] = &[
     // A fleet: many hosts, each recognised by its MACs, each installed once per generation.
     opt!("fleet.maxAttempts", Ty::Int, Default::Int(3), Some(rules::positive),
         "Failed or abandoned install attempts of one generation after which a host is held (a GRUB menu saying why) instead of installed again."),
+    opt!("fleet.trustBootNetwork", Ty::Bool, Default::Bool(false), None,
+        "Whether `nixos-pxe serve` may hand a host's install token to, and take its reports from, any address. Off (the default), serve gives a host's per-host file with its token, and takes its reports, only from the address its DHCP saw for one of the host's MACs (the lease it gave, or in proxy mode the address the machine asked the site's server for), so another machine on the boot network cannot read the token nor install, fail, hold or confirm the host. Needed, and only then, with `serve --dhcp off`, where serve sees no DHCP: serve refuses to serve a fleet that way without it."),
     opt!("fleet.unknownHosts", Ty::Enum(UNKNOWN_HOSTS), Default::Str("local-boot"), None,
         "What a machine whose MAC is in no host gets: \"local-boot\" (on UEFI GRUB starts the first disk's EFI boot loader, systemd-boot or /EFI/BOOT/BOOTX64.EFI, else exits to the firmware; on BIOS it exits to the BIOS, which boots its next boot device) or \"hold\" (a GRUB menu naming the MAC, no timeout, never a reboot). Never an install."),
     opt!("fleet.hosts.<name>.macs", Ty::ListOfStr, Default::EmptyList, Some(rules::mac_list),

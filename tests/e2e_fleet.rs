@@ -333,11 +333,47 @@ impl FleetLab {
         client
     }
 
-    /// curl from `client`: (status, body).
+    /// A machine on the boot network whose eth0 has `mac` and the address serve's DHCP gives it
+    /// (a neighbour with a lease of its own, or a stand-in for a host's installed system, which
+    /// reports from its host's address): its namespace and address.
+    fn machine(&mut self, suffix: &str, mac: &str) -> (String, String) {
+        let ns = format!("{}-{suffix}", self.lab.ns);
+        if !self.lab.probe(&ns, &["true"]) {
+            self.lab.add_host(suffix, "10.42.0.253");
+        }
+        sh(&format!("ip -n {ns} addr flush dev eth0; ip -n {ns} link set eth0 address {mac}; ip -n {ns} link set eth0 up"));
+        let address = common::dhcp_lease(&ns, self.path()).unwrap_or_else(|| panic!("{suffix} ({mac}) got no lease:\n{}", self.serve_log()));
+        (ns, address)
+    }
+
+    /// Takes a stand-in machine off the network before the real one (the same MAC) boots: two
+    /// ports with one MAC would confuse the bridge.
+    fn unplug(&self, ns: &str) {
+        sh(&format!("ip -n {ns} addr flush dev eth0; ip -n {ns} link set eth0 down"));
+    }
+
+    /// An HTTP GET of `path` on serve from namespace `client`: (status, body).
+    fn curl_from(&self, client: &str, path: &str) -> (u16, String) {
+        let out = Command::new("ip")
+            .args(["netns", "exec", client, "curl", "-sS", "--max-time", "20", "-o", "-", "-w", "\n%{http_code}"])
+            .arg(format!("http://{SERVER_ADDRESS}{path}"))
+            .output()
+            .expect("curl");
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        let (body, code) = text.rsplit_once('\n').unwrap_or(("", "0"));
+        (code.trim().parse().unwrap_or(0), body.to_string())
+    }
+
+    /// A report POSTed from the neighbour at 10.42.0.50: (status, body).
     fn post_report(&mut self, report: &Value) -> (u16, String) {
         let client = self.client();
+        self.post_report_from(&client, report)
+    }
+
+    /// A report POSTed from namespace `client`: (status, body).
+    fn post_report_from(&mut self, client: &str, report: &Value) -> (u16, String) {
         let out = Command::new("ip")
-            .args(["netns", "exec", &client, "curl", "-sS", "--max-time", "20", "-o", "-", "-w", "\n%{http_code}"])
+            .args(["netns", "exec", client, "curl", "-sS", "--max-time", "20", "-o", "-", "-w", "\n%{http_code}"])
             .args(["-H", "Content-Type: application/json", "--data-binary", &report.to_string()])
             .arg(format!("http://{SERVER_ADDRESS}/v1/report"))
             .output()
@@ -454,6 +490,12 @@ fn hosts_install_at_once_through_a_serve_crash_then_boot_their_disks() {
     let mut f = FleetLab::new("fleet-ab");
     f.start_serve();
 
+    // -- A neighbour with a lease of its own asks for lab-a's file: no token, and no attempt.
+    let (neighbour, neighbour_ip) = f.machine("nbr", "02:00:00:00:00:77");
+    let (code, file) = f.curl_from(&neighbour, &format!("/nixos-pxe/hosts/mac-{A}.cfg"));
+    assert!(code == 200 && !file.contains("nixos-pxe.token") && file.contains("no install from here"), "{code}:\n{file}");
+    assert_eq!(f.host_status("lab-a")["state"], "absent", "the neighbour's request made an attempt");
+
     // -- lab-a and lab-b at once. Two QEMUs under TCG share the two cores: the wait is longer.
     let (disk_a, disk_b) = (f.blank_disk("lab-a"), f.blank_disk("lab-b"));
     let both = Instant::now();
@@ -475,6 +517,14 @@ fn hosts_install_at_once_through_a_serve_crash_then_boot_their_disks() {
     }
     std::thread::sleep(SERVE_DOWN);
     f.start_serve();
+    // The neighbour releases lab-a's lease in lab-a's name: ignored (lab-a keeps its address and
+    // reports on from it below).
+    let leases = std::fs::read_to_string(f.state.join("leases")).expect("the lease file");
+    let a_address = leases
+        .lines()
+        .find_map(|l| l.strip_prefix(&format!("set {A} "))?.split_whitespace().next().map(str::to_string))
+        .unwrap_or_else(|| panic!("no lease of lab-a in {leases}"));
+    common::forge_dhcp_release(&neighbour, &neighbour_ip, A, &a_address);
 
     // serve killed again when a host has said `step finish`, and kept down until that host's
     // installer has seen its `installed` report fail: serve comes back only then, so the report
@@ -557,7 +607,7 @@ fn hosts_install_at_once_through_a_serve_crash_then_boot_their_disks() {
     assert!(!serve.contains("stale") && !serve.contains("Stale"), "{serve}");
     for later in &f.serve_logs[1..] {
         let text = std::fs::read_to_string(later).unwrap_or_default();
-        assert!(text.contains("Accepting connection from 10.42.0."), "an NFS client reconnected to {}:\n{text}", later.display());
+        assert!(text.contains("NFS: connection client=10.42.0."), "an NFS client reconnected to {}:\n{text}", later.display());
     }
 
     // -- lab-a boots again, the network first: serve sends it to its disk, GRUB starts the boot
@@ -584,9 +634,10 @@ fn hosts_install_at_once_through_a_serve_crash_then_boot_their_disks() {
     std::fs::write(&boot_report, read_from_root(&disk_a, "var/lib/nixos-pxe/boot-report.json")).expect("write");
     let current = f.path().join("current-system");
     std::fs::create_dir_all(&current).expect("mkdir");
-    let client = f.client();
+    // lab-a's installed system reports from lab-a's address: a namespace with lab-a's MAC.
+    let (lab_a_os, _) = f.machine("a-os", A);
     let sent = Command::new("ip")
-        .args(["netns", "exec", &client, "bash", "-e"])
+        .args(["netns", "exec", &lab_a_os, "bash", "-e"])
         .arg(root().join("nix/boot-report.sh"))
         .env("NIXOS_PXE_BOOT_REPORT", &boot_report)
         .env("NIXOS_PXE_CURRENT_SYSTEM", &current)
@@ -598,15 +649,21 @@ fn hosts_install_at_once_through_a_serve_crash_then_boot_their_disks() {
     let h = f.host_status("lab-a");
     assert_eq!((h["state"].as_str(), h["confirmed"]["generation"].as_u64()), (Some("confirmed"), Some(1)), "{h}");
 
-    // -- Forged and old reports: refused, and nothing changes.
+    // -- Forged and old reports: refused, and nothing changes. The neighbour with lab-a's token,
+    // from its own address; lab-a (its address) with its token for lab-b.
     let token_a1 = token_on(&console_a);
+    let as_a = serde_json::json!({ "host": "lab-a", "generation": 1, "attempt": 1, "token": token_a1, "event": "failed", "step": "disk", "message": "forged" });
+    let (code, body) = f.post_report(&as_a);
+    assert!(code == 403 && body.contains("taken only from the addresses serve's DHCP saw"), "{code}: {body}");
     let forged = serde_json::json!({ "host": "lab-b", "generation": 1, "attempt": 1, "token": token_a1, "event": "failed", "step": "disk", "message": "forged" });
-    assert_eq!(f.post_report(&forged).0, 403, "lab-a's token for lab-b");
+    assert_eq!(f.post_report_from(&lab_a_os, &forged).0, 403, "lab-a's token for lab-b");
+    assert!(f.serve_log().contains("dhcp: ignored: not from the holder of that lease"), "the neighbour's RELEASE of lab-a's lease was not refused");
 
     // -- `nixos-pxe fleet reinstall lab-a`: the next boot installs again (attempt 2), although
     // its disk has the completion stamp of generation 1, over its own disk (its marker).
     let said = pxe(&["fleet", "reinstall", "--state-dir", f.state.to_str().expect("utf8"), "lab-a"]);
     assert!(said.contains("bump fleet.hosts.lab-a.generation"), "{said}");
+    f.unplug(&lab_a_os);
     let reinstall = Instant::now();
     let mut qa = f.boot("lab-a", 3, A_NICS, &disk_a);
     let console = f.until_exit("lab-a's reinstall", INSTALL_TIMEOUT, &mut qa);
@@ -626,11 +683,14 @@ fn hosts_install_at_once_through_a_serve_crash_then_boot_their_disks() {
     let h = f.host_status("lab-a");
     assert_eq!((h["state"].as_str(), h["attempt"]["number"].as_u64(), h["reinstall_requested"].as_bool(), h["decision"]["kind"].as_str()), (Some("installed"), Some(2), Some(false), Some("local-boot")), "{h}");
     let old = serde_json::json!({ "host": "lab-a", "generation": 1, "attempt": 1, "token": token_a1, "event": "booted", "system": system_path("web") });
-    let (code, body) = f.post_report(&old);
+    let (lab_a_os, _) = f.machine("a-os", A);
+    let (code, body) = f.post_report_from(&lab_a_os, &old);
     assert_eq!(code, 409, "attempt 1's report after attempt 2 installed: {body}");
     assert!(body.contains("is not lab-a's latest attempt"), "{body}");
     let wrong = serde_json::json!({ "host": "lab-a", "generation": 1, "attempt": 2, "token": "A".repeat(43), "event": "failed", "step": "disk" });
-    assert_eq!(f.post_report(&wrong).0, 403);
+    let (code, body) = f.post_report_from(&lab_a_os, &wrong);
+    assert!(code == 403 && body.contains("the token is not"), "{code}: {body}");
+    f.unplug(&lab_a_os);
     assert_eq!(f.host_status("lab-a")["state"], "installed", "the refused reports changed nothing");
 
     // -- A stranger: serve's file for its MAC boots its disk's own loader; nothing is installed,
@@ -705,7 +765,9 @@ fn an_interrupted_install_finishes_and_a_failing_host_is_held() {
     assert_eq!((h["state"].as_str(), h["attempt"]["number"].as_u64(), h["failures"].as_u64()), (Some("installed"), Some(2), Some(0)), "{h}");
     // Attempt 1's token is old now.
     let old = serde_json::json!({ "host": "lab-c", "generation": 1, "attempt": 1, "token": token_c1, "event": "failed", "step": "unpack", "message": "late" });
-    assert_eq!(f.post_report(&old).0, 409);
+    let (lab_c_os, _) = f.machine("c-os", C);
+    assert_eq!(f.post_report_from(&lab_c_os, &old).0, 409);
+    f.unplug(&lab_c_os);
 
     // -- lab-d: a disk with a file system (wipe = "if-empty" refuses it); maxAttempts = 2.
     let disk_d = f.blank_disk("lab-d");

@@ -610,7 +610,7 @@ fn serve_alone_installs_the_seed_example() {
     assert!(b.serial.contains("nixos-pxe: boot server 10.42.0.1 (DHCP option 66)"), "{}", tail(&b.serial));
     assert!(b.serial.contains("port=2049,mountport=2049,mountproto=tcp,nolock"), "option 17 carried the port options:\n{}", tail(&b.serial));
     let log = std::fs::read_to_string(p.dir.path().join("dhcp.log")).unwrap_or_default();
-    assert!(log.contains("NFS: serving read-only") && log.contains("Accepting connection from 10.42.0."), "serve's NFS was mounted:\n{log}");
+    assert!(log.contains("NFS: serving read-only") && log.contains("NFS: connection client=10.42.0."), "serve's NFS was mounted:\n{log}");
     assert!(log.contains("tftp: sent") && log.contains("file=\"bootx64.efi\"") && log.contains("file=\"/nixos/bzImage\""), "serve's TFTP:\n{log}");
     assert!(log.contains("request=Discover reply=Some(Offer)") && log.contains("request=Request reply=Some(Ack)"), "serve's DHCP:\n{log}");
 }
@@ -629,7 +629,7 @@ fn serve_in_proxy_mode_installs_beside_a_site_dhcp_server() {
         serve.lines().any(|l| l.contains("dhcp: answered") && l.contains("request=Request reply=Some(Ack)") && l.ends_with(":4011")),
         "serve's log:\n{serve}"
     );
-    assert!(serve.contains("Accepting connection from 10.42.0.15"), "the kernel mounted serve's NFS:\n{serve}");
+    assert!(serve.contains("NFS: connection client=10.42.0.15"), "the kernel mounted serve's NFS:\n{serve}");
     let site = std::fs::read_to_string(p.dir.path().join("site-dhcp.log")).unwrap_or_default();
     assert!(site.contains("DHCPACK(eth0) 10.42.0.15"), "the site handed out the address:\n{site}");
 }

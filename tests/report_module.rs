@@ -120,13 +120,14 @@ fn have(program: &str) -> bool {
     false
 }
 
-const TOKEN: &str = "b00t-t0ken-of-web1-generation-3-attempt-2xy";
+const TOKEN: &str = "att3mpt-t0ken-of-web1-generation-3-attempt-2";
+const BOOT_TOKEN: &str = "b00t-t0ken-of-web1-generation-3-attempt-2xy";
 
 /// A state file as the installer writes it (src/install/report.rs BootReport), a system link,
 /// and the script run in `netns` with them; returns its output and whether the state file is left.
 fn run_script(dir: &Path, netns: &str, report: &str, patience: &str) -> (Output, bool) {
     let state = dir.join("boot-report.json");
-    let text = json!({ "report": report, "host": "web1", "generation": 3, "attempt": 2, "token": TOKEN });
+    let text = json!({ "report": report, "host": "web1", "generation": 3, "attempt": 2, "token": TOKEN, "boot_token": BOOT_TOKEN });
     std::fs::write(&state, text.to_string()).expect("write");
     std::fs::set_permissions(&state, std::fs::Permissions::from_mode(0o600)).expect("chmod");
     let system = dir.join("store/0123456789abcdfghijklmnpqrsvwxyz-nixos-system-web1");
@@ -173,7 +174,7 @@ fn the_script_reports_booted_with_the_system_and_the_boot_token() {
     assert_eq!((r.method.as_str(), r.path.as_str(), r.content_type.as_deref()), ("POST", "/v1/report", Some("application/json")));
     assert_eq!(
         r.body,
-        json!({ "host": "web1", "generation": 3, "attempt": 2, "token": TOKEN, "event": "booted", "system": system.display().to_string() })
+        json!({ "host": "web1", "generation": 3, "attempt": 2, "token": TOKEN, "boot_token": BOOT_TOKEN, "event": "booted", "system": system.display().to_string() })
     );
     drop(sink);
 

@@ -178,17 +178,10 @@ impl Abuse {
         self.within_bounds(after);
     }
 
-    /// busybox udhcpc on the fleet machine: the address it was given.
+    /// The address the fleet machine got from serve's DHCP (busybox udhcpc).
     fn fleet_lease(&self) -> Option<Ipv4Addr> {
-        let script = self.dir().join("udhcpc.sh");
-        std::fs::write(&script, "#!/bin/sh\n[ \"$1\" = bound ] && echo \"ip=$ip\"\nexit 0\n").expect("script");
-        common::run(Command::new("chmod").arg("+x").arg(&script));
-        let out = Command::new("timeout")
-            .args(["30", "ip", "netns", "exec", &self.fleet, "busybox", "udhcpc", "-f", "-i", "eth0", "-n", "-q", "-t", "5", "-T", "1", "-s"])
-            .arg(&script)
-            .output()
-            .expect("udhcpc");
-        String::from_utf8_lossy(&out.stdout).lines().find_map(|l| l.strip_prefix("ip=")?.parse().ok())
+        let _ = common::run(Command::new("ip").args(["-n", &self.fleet, "addr", "flush", "dev", "eth0"]));
+        common::dhcp_lease(&self.fleet, self.dir()).and_then(|a| a.parse().ok())
     }
 
     /// Runs `f` on a thread inside namespace `ns`: its sockets are that namespace's.

@@ -315,6 +315,9 @@ fn have_programs() -> bool {
     true
 }
 
+/// Fleet host beta's MAC in checks/vm-fleet (the client below is beta's NIC).
+const BETA_MAC: &str = "52:54:00:12:01:02";
+
 /// Two namespaces joined by a veth pair: the server's end named as the unit's interface with the
 /// fleet's address, the client's eth0 without one.
 struct Network {
@@ -579,6 +582,9 @@ fn the_vm_checks_server_unit_serves_a_client_through_nixos_firewall_with_only_it
     }
 
     let network = Network::new(interface, address);
+    // The client is fleet host beta's NIC: serve gives beta's file with a token only to the
+    // address its DHCP gave beta's MAC.
+    common::sh(&format!("ip -n {} link set eth0 address {BETA_MAC}", network.client.name));
     let open = &server["networking"]["firewall"]["interfaces"];
     assert_eq!(server["networking"]["firewall"]["enable"], true, "the VM check's firewall is on");
     load_firewall(&network, &nixos_firewall(open), &dir);
@@ -620,13 +626,12 @@ fn the_vm_checks_server_unit_serves_a_client_through_nixos_firewall_with_only_it
         assert_eq!(std::fs::read(&got).expect("got"), std::fs::read(tftp_root.join(file)).expect("served"), "{file}");
     }
 
-    let (ok, text, said) = network.client(30, &["curl", "-fsS", &format!("http://{address}/nixos-pxe/hosts/mac-52:54:00:12:01:02.cfg")]);
-    assert!(ok && text.contains("is beta: installing generation 1"), "HTTP:\n{said}\n{}", served.log());
-    let (ok, text, said) = network.client(30, &["curl", "-fsS", &format!("http://{address}/v1/hosts")]);
-    let hosts: Value = serde_json::from_str(&text).unwrap_or_else(|e| panic!("{e}: {ok} {said}"));
-    let states: Vec<(&str, &str)> =
-        hosts.as_array().expect("hosts").iter().map(|h| (h["host"].as_str().unwrap_or(""), h["state"].as_str().unwrap_or(""))).collect();
-    assert_eq!(states, [("alpha", "absent"), ("beta", "handed-out"), ("gamma", "absent")]);
+    let (ok, text, said) = network.client(30, &["curl", "-fsS", &format!("http://{address}/nixos-pxe/hosts/mac-{BETA_MAC}.cfg")]);
+    assert!(ok && text.contains("is beta: installing generation 1") && text.contains("nixos-pxe.token="), "HTTP:\n{said}\n{}", served.log());
+    assert!(served.log().contains(&format!("fleet: bound (its host's file and reports from this address only) mac={BETA_MAC}")), "{}", served.log());
+    // No list of the fleet on the boot network: the status is the operator's (fleet status).
+    let (ok, _, said) = network.client(30, &["curl", "-fsS", &format!("http://{address}/v1/hosts")]);
+    assert!(!ok && said.contains("404"), "GET /v1/hosts: {said}");
 
     let export = fleet["config"]["bootServer"]["nfsExport"].as_str().expect("nfsExport");
     let nfs = |file: &str| format!("nfs://{address}{export}/{file}?version=3&nfsport=2049&mountport=2049");
@@ -649,7 +654,7 @@ fn the_vm_checks_server_unit_serves_a_client_through_nixos_firewall_with_only_it
     load_firewall(&network, &nixos_firewall(&closed), &dir);
     assert!(!network.client(10, &udhcpc).0, "a lease without port 67 open");
     assert!(!network.client(10, &["atftp", "--get", "-r", "bootx64.efi", "-l", "/dev/null", address]).0, "TFTP without port 69 open");
-    assert!(!network.client(10, &["curl", "-fsS", "-m", "5", &format!("http://{address}/v1/hosts")]).0, "HTTP without its port open");
+    assert!(!network.client(10, &["curl", "-fsS", "-m", "5", &format!("http://{address}/bootx64.efi")]).0, "HTTP without its port open");
 
     let (status, log, trace) = served.stop(&program);
     assert!(status.success() && log.contains("http: stopped"), "{status}:\n{log}");

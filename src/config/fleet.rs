@@ -136,6 +136,8 @@ pub struct Fleet {
     pub hosts: Vec<HostSpec>,
     pub max_attempts: u32,
     pub unknown_hosts: UnknownHosts,
+    /// fleet.trustBootNetwork: tokens and reports not tied to the addresses serve's DHCP saw.
+    pub trust_boot_network: bool,
 }
 
 /// A fleet description that cannot be used. `nixos-pxe check` reports these with locations
@@ -180,7 +182,12 @@ impl Fleet {
                 image: host.image.clone(),
             });
         }
-        Ok(Fleet { hosts, max_attempts: config.fleet.max_attempts, unknown_hosts: config.fleet.unknown_hosts })
+        Ok(Fleet {
+            hosts,
+            max_attempts: config.fleet.max_attempts,
+            unknown_hosts: config.fleet.unknown_hosts,
+            trust_boot_network: config.fleet.trust_boot_network,
+        })
     }
 
     /// The host this MAC belongs to.

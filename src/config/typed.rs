@@ -23,6 +23,7 @@ pub struct Config {
 pub struct FleetOptions {
     pub max_attempts: u32,
     pub unknown_hosts: UnknownHosts,
+    pub trust_boot_network: bool,
     #[serde(default)]
     pub hosts: BTreeMap<String, HostOptions>,
 }

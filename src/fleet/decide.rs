@@ -339,7 +339,7 @@ mod tests {
                 histories.push(vec![attempt(1, a.clone()), attempt(2, b)]);
             }
         }
-        let fleet = Fleet { hosts: vec![spec(2, 2)], max_attempts: 2, unknown_hosts: UnknownHosts::Hold };
+        let fleet = Fleet { hosts: vec![spec(2, 2)], max_attempts: 2, unknown_hosts: UnknownHosts::Hold, trust_boot_network: false };
         for attempts in &histories {
             for installed in [None, Some(1), Some(2), Some(3)] {
                 for reinstall in [false, true] {

@@ -13,7 +13,9 @@ use super::store::{
     Accepted, AttemptRecord, AttemptStatus, Event, FleetHost, HandOut, HandedOut, HostRecord, Refused, Report, ReportRecord, Store, StoreError,
 };
 use super::token;
+use crate::config::fleet::Mac;
 use rusqlite::{Connection, OpenFlags, OptionalExtension, TransactionBehavior, params};
+use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -67,6 +69,16 @@ const MIGRATIONS: &[&str] = &[
     // 1 -> 2: `booted` is checked against the attempt's own token (the installed system reports
     // with it), so the hash of a separate boot token that `installed` carried is gone.
     "ALTER TABLE attempts DROP COLUMN boot_token_hash;",
+    // 2 -> 3: the boot token again (after `installed`, the attempt's token, which any machine
+    // that saw the installer's command line has, no longer confirms a boot), and the address
+    // each fleet MAC was last seen with by serve's DHCP.
+    "ALTER TABLE attempts ADD COLUMN boot_token_hash TEXT;
+    CREATE TABLE bindings (
+        mac TEXT PRIMARY KEY NOT NULL,
+        address TEXT NOT NULL,
+        seen_at INTEGER NOT NULL
+    ) STRICT;
+    CREATE INDEX bindings_by_address ON bindings(address);",
 ];
 
 /// The schema version this program writes.
@@ -302,25 +314,32 @@ impl Store for SqliteStore {
         let what = format!("attempt {number} of {host} generation {generation}");
         let row = tx
             .query_row(
-                "SELECT seq, token_hash, status FROM attempts WHERE host = ?1 AND generation = ?2 AND number = ?3",
+                "SELECT seq, token_hash, status, boot_token_hash FROM attempts WHERE host = ?1 AND generation = ?2 AND number = ?3",
                 params![host, generation, number],
-                |r| Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?, status_of(&r.get::<_, String>(2)?)?)),
+                |r| Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?, status_of(&r.get::<_, String>(2)?)?, r.get::<_, Option<String>>(3)?)),
             )
             .optional()
             .map_err(db(&place, "read the attempt"))?;
         // Without a matching token nothing about the host is said, not even whether it exists.
-        let Some((seq, token_hash, status)) = row else {
+        let Some((seq, token_hash, status, boot_token_hash)) = row else {
             return Err(Refused::WrongToken(format!("{what} was never handed out")));
         };
-        // Every event, `booted` too, carries the attempt's own token: the installer leaves it on
-        // the installed disk for the first boot's report.
-        if !token::matches(&report.token, &token_hash) {
-            return Err(Refused::WrongToken(format!("the token is not {what}'s")));
+        // After an accepted `installed`, `booted` needs the boot token it named; every other
+        // report (and `booted` whose `installed` was lost) the attempt's own token.
+        match (report.event, &boot_token_hash) {
+            (Event::Booted, Some(hash)) => {
+                if !report.boot_token.as_deref().is_some_and(|t| token::matches(t, hash)) {
+                    return Err(Refused::WrongToken(format!("the boot token is not the one {what}'s installed report named")));
+                }
+            }
+            _ => {
+                if !token::matches(&report.token, &token_hash) {
+                    return Err(Refused::WrongToken(format!("the token is not {what}'s")));
+                }
+            }
         }
-        // The installer's events are for the host's latest attempt only. `booted` may also come
-        // for an earlier attempt whose `installed` report was lost, when the later ones were
-        // handed out and never started: the machine booted that attempt's disk by its
-        // completion stamp instead (the later ones become `replaced` below).
+        // Every report is for the host's latest attempt only: an old attempt's token, `booted`
+        // too, changes nothing.
         let later: Vec<(u32, u32, AttemptStatus)> = {
             let mut statement = tx
                 .prepare("SELECT generation, number, status FROM attempts WHERE host = ?1 AND seq > ?2 ORDER BY seq")
@@ -330,11 +349,7 @@ impl Store for SqliteStore {
                 .and_then(|rows| rows.collect::<rusqlite::Result<Vec<_>>>())
                 .map_err(db(&place, "read the later attempts"))?
         };
-        let superseded = match report.event {
-            Event::Booted => later.iter().rev().find(|(_, _, s)| !matches!(s, AttemptStatus::Pending | AttemptStatus::Replaced)),
-            _ => later.last(),
-        };
-        if let Some((latest_generation, latest_number, _)) = superseded {
+        if let Some((latest_generation, latest_number, _)) = later.last() {
             return Err(Refused::OldAttempt(format!(
                 "{what} is not {host}'s latest attempt (attempt {latest_number} of generation {latest_generation} is){}",
                 if status == AttemptStatus::Replaced { "; it was replaced when serve restarted before it reported" } else { "" }
@@ -360,6 +375,8 @@ impl Store for SqliteStore {
             }
             (Event::Installed, AttemptStatus::Pending | AttemptStatus::Running) => {
                 record_installed(&tx, &place, host, generation, seq, report.system.as_deref(), now)?;
+                tx.execute("UPDATE attempts SET boot_token_hash = ?2 WHERE seq = ?1", params![seq, report.boot_token_hash])
+                    .map_err(db(&place, "record the boot token"))?;
                 AttemptStatus::Installed
             }
             // The same outcome again: a retry whose first answer was lost. Kept, changes nothing.
@@ -370,13 +387,6 @@ impl Store for SqliteStore {
                     // finished (the installer writes the stamp, and the system boots, only then).
                     record_installed(&tx, &place, host, generation, seq, report.system.as_deref(), now)?;
                 }
-                // Attempts handed out after it and never started: the machine booted this disk
-                // instead of them.
-                tx.execute(
-                    "UPDATE attempts SET status = 'replaced', finished_at = ?4 WHERE host = ?1 AND generation = ?2 AND seq > ?3 AND status = 'pending'",
-                    params![host, generation, seq, now],
-                )
-                .map_err(db(&place, "mark the attempts the boot replaced"))?;
                 tx.execute(
                     "UPDATE hosts SET confirmed_generation = ?2, confirmed_system = ?3 WHERE name = ?1",
                     params![host, generation, report.system],
@@ -505,6 +515,41 @@ impl Store for SqliteStore {
             .and_then(|rows| rows.collect::<rusqlite::Result<Vec<_>>>())
             .map_err(db(&place, &format!("read the history of {host}")))
     }
+
+    fn bind(&self, mac: Mac, address: Ipv4Addr) -> Result<(), StoreError> {
+        let place = self.place();
+        let mut conn = self.lock();
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(db(&place, "begin a binding"))?;
+        tx.execute("DELETE FROM bindings WHERE address = ?1 AND mac <> ?2", params![address.to_string(), mac.to_string()])
+            .map_err(db(&place, "unbind the address"))?;
+        tx.execute(
+            "INSERT INTO bindings (mac, address, seen_at) VALUES (?1, ?2, ?3) ON CONFLICT (mac) DO UPDATE SET address = excluded.address, seen_at = excluded.seen_at",
+            params![mac.to_string(), address.to_string(), now_ms()],
+        )
+        .map_err(db(&place, "record the binding"))?;
+        tx.commit().map_err(db(&place, "commit the binding"))
+    }
+
+    fn unbind_address(&self, address: Ipv4Addr) -> Result<(), StoreError> {
+        let place = self.place();
+        let conn = self.lock();
+        conn.execute("DELETE FROM bindings WHERE address = ?1", params![address.to_string()]).map_err(db(&place, "unbind the address"))?;
+        Ok(())
+    }
+
+    fn bindings(&self, macs: &[Mac]) -> Result<Vec<(Mac, Ipv4Addr)>, StoreError> {
+        let place = self.place();
+        let conn = self.read();
+        let mut statement = conn.prepare_cached("SELECT address FROM bindings WHERE mac = ?1").map_err(db(&place, "read bindings"))?;
+        let mut found = Vec::new();
+        for mac in macs {
+            let address: Option<String> = statement.query_row(params![mac.to_string()], |r| r.get(0)).optional().map_err(db(&place, "read a binding"))?;
+            if let Some(address) = address.and_then(|a| a.parse().ok()) {
+                found.push((*mac, address));
+            }
+        }
+        Ok(found)
+    }
 }
 
 /// Attempt `seq` of `host` installed `generation` (`installed`, or `booted` when that was lost):
@@ -598,6 +643,8 @@ mod tests {
             message: None,
             log_tail: None,
             system: None,
+            boot_token_hash: None,
+            boot_token: None,
         }
     }
 
@@ -647,7 +694,12 @@ mod tests {
         let store = SqliteStore::open(dir.path()).expect("open and migrate");
         let conn = Connection::open(dir.path().join(FILE_NAME)).expect("open raw");
         assert_eq!(conn.query_row("PRAGMA user_version", [], |r| r.get::<_, i64>(0)).expect("version"), SCHEMA_VERSION);
-        assert!(conn.prepare("SELECT boot_token_hash FROM attempts").is_err(), "the column is gone");
+        // Version 2 dropped the boot token's hash, version 3 brought it back, empty for the old
+        // attempt, and the bindings.
+        let hash: Option<String> = conn.query_row("SELECT boot_token_hash FROM attempts", [], |r| r.get(0)).expect("the column is back");
+        assert_eq!(hash, None);
+        assert_eq!(store.bindings(&[MAC]).expect("bindings"), vec![]);
+        // The attempt's `installed` never came: `booted` with its own token counts.
         let booted = Report { system: Some("/nix/store/s".into()), ..report("web1", 1, 1, &token, Event::Booted) };
         assert_eq!(store.report(&booted).expect("booted with the attempt's token").status, AttemptStatus::Installed);
     }
@@ -661,7 +713,7 @@ mod tests {
         let err = SqliteStore::open(dir.path()).unwrap_err();
         assert!(matches!(err, StoreError::FutureSchema { found: 99, known: SCHEMA_VERSION, .. }), "{err:?}");
         let text = err.to_string();
-        assert!(text.contains("schema version 99, newer than this nixos-pxe knows (up to 2)") && text.contains("move the file away"), "{text}");
+        assert!(text.contains("schema version 99, newer than this nixos-pxe knows (up to 3)") && text.contains("move the file away"), "{text}");
         let conn = Connection::open(dir.path().join(FILE_NAME)).expect("open raw");
         assert_eq!(conn.query_row("PRAGMA user_version", [], |r| r.get::<_, i64>(0)).expect("version"), 99);
         assert!(conn.prepare("SELECT * FROM hosts").is_err(), "nothing was created in it");
@@ -712,32 +764,97 @@ mod tests {
         let (_, first) = hand_out(&store, "web1", 1, 1, None);
         store.report(&report("web1", 1, 1, &first, Event::Started)).expect("started");
         store.report(&Report { step: Some("finish".into()), ..report("web1", 1, 1, &first, Event::Step) }).expect("step");
-        let state = store.host("web1", 1).expect("host");
-        assert_eq!(decide(Some(&spec(1, 3)), &state, UnknownHosts::Hold), Decision::Install { attempt: 2 }, "abandoned as far as serve knows");
-        let (_, second) = hand_out(&store, "web1", 1, 2, None);
         let system = "/nix/store/abc-nixos-system-web1";
         let booted = Report { system: Some(system.into()), ..report("web1", 1, 1, &first, Event::Booted) };
-        // Not with another attempt's token, nor with a made-up one.
-        assert!(matches!(store.report(&Report { token: second.clone(), ..booted.clone() }), Err(Refused::WrongToken(_))));
+        // Not with a made-up token.
+        assert!(matches!(store.report(&Report { token: token::random().expect("random"), ..booted.clone() }), Err(Refused::WrongToken(_))));
+        // With the attempt's own token, while it is the host's latest: installed and confirmed.
         assert_eq!(store.report(&booted).expect("booted").status, AttemptStatus::Installed);
         let state = store.host("web1", 1).expect("host");
-        assert_eq!(outcomes(&state), vec![(1, Outcome::Installed), (2, Outcome::Replaced)]);
+        assert_eq!(outcomes(&state), vec![(1, Outcome::Installed)]);
         assert_eq!((state.installed_generation, state.confirmed.clone()), (Some(1), Some(Confirmed { generation: 1, system: system.into() })));
         assert!(matches!(decide(Some(&spec(1, 3)), &state, UnknownHosts::Hold), Decision::LocalBoot { .. }), "{state:?}");
         let record = &store.hosts().expect("hosts")[0];
         let latest = record.latest.as_ref().expect("latest");
         assert_eq!((latest.number, latest.status, latest.system.as_deref()), (1, AttemptStatus::Installed, Some(system)));
-        // The replaced attempt can report nothing any more; the retried `booted` changes nothing.
-        assert!(store.report(&report("web1", 1, 2, &second, Event::Started)).is_err());
+        // The retried `booted` changes nothing.
         assert_eq!(store.report(&booted).expect("again").status, AttemptStatus::Installed);
         let events: Vec<(u32, Event)> = store.history("web1").expect("history").iter().map(|r| (r.attempt, r.event)).collect();
         assert_eq!(events, vec![(1, Event::Started), (1, Event::Step), (1, Event::Booted), (1, Event::Booted)]);
-        // A reinstall requested before attempt 1 was handed out would be done by it as well.
-        hand_out(&store, "db1", 1, 1, None);
-        store.reinstall("db1").expect("reinstall");
-        let (_, t2) = hand_out(&store, "db1", 1, 2, None);
-        store.report(&Report { system: Some(system.into()), ..report("db1", 1, 2, &t2, Event::Booted) }).expect("booted");
-        assert!(!store.host("db1", 1).expect("host").reinstall_requested);
+    }
+
+    /// Issue 18: an old attempt's token changes nothing. gamma booted again mid-install
+    /// (attempt 2 handed out): `booted` with attempt 1's token is 409 and the state unchanged;
+    /// during a requested reinstall, attempt 1's `booted` neither confirms nor cancels it.
+    #[test]
+    fn an_old_attempts_token_changes_nothing_booted_included() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = SqliteStore::open(dir.path()).expect("open");
+        let (_, first) = hand_out(&store, "gamma", 1, 1, None);
+        store.report(&report("gamma", 1, 1, &first, Event::Started)).expect("started");
+        let (_, second) = hand_out(&store, "gamma", 1, 2, None);
+        let booted = Report { system: Some("/nix/store/made-up".into()), ..report("gamma", 1, 1, &first, Event::Booted) };
+        assert!(matches!(store.report(&booted), Err(Refused::OldAttempt(_))), "{:?}", store.report(&booted));
+        let state = store.host("gamma", 1).expect("host");
+        assert_eq!(outcomes(&state), vec![(1, Outcome::Running), (2, Outcome::Pending)]);
+        assert_eq!((state.installed_generation, state.confirmed), (None, None));
+        // The real installer of attempt 2 goes on.
+        assert_eq!(store.report(&report("gamma", 1, 2, &second, Event::Started)).expect("started").status, AttemptStatus::Running);
+
+        // alpha: installed and confirmed by attempt 1 (with its boot token), then reinstalled.
+        let (_, first) = hand_out(&store, "alpha", 1, 1, None);
+        let boot_token = token::random().expect("random");
+        let installed = Report { system: Some("/nix/store/s1".into()), boot_token_hash: Some(token::hash(&boot_token)), ..report("alpha", 1, 1, &first, Event::Installed) };
+        store.report(&installed).expect("installed");
+        let booted = Report { system: Some("/nix/store/s1".into()), boot_token: Some(boot_token.clone()), ..report("alpha", 1, 1, &first, Event::Booted) };
+        store.report(&booted).expect("booted with the boot token");
+        store.reinstall("alpha").expect("reinstall");
+        let (_, second) = hand_out(&store, "alpha", 1, 2, None);
+        assert!(matches!(store.report(&booted), Err(Refused::OldAttempt(_))), "attempt 1's boot after the reinstall was handed out");
+        let state = store.host("alpha", 1).expect("host");
+        assert!(state.reinstall_requested, "the reinstall request stands");
+        assert_eq!(outcomes(&state), vec![(1, Outcome::Installed), (2, Outcome::Pending)]);
+        assert_eq!(store.report(&report("alpha", 1, 2, &second, Event::Started)).expect("the reinstall starts").status, AttemptStatus::Running);
+    }
+
+    /// Issue 18: after `installed` named a boot token, the attempt's token (which was on the
+    /// installer's kernel command line) no longer confirms a boot: only the boot token does.
+    #[test]
+    fn after_installed_only_the_boot_token_confirms_the_boot() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = SqliteStore::open(dir.path()).expect("open");
+        let (_, attempt_token) = hand_out(&store, "web1", 1, 1, None);
+        let boot_token = token::random().expect("random");
+        let installed = Report { system: Some("/nix/store/s1".into()), boot_token_hash: Some(token::hash(&boot_token)), ..report("web1", 1, 1, &attempt_token, Event::Installed) };
+        store.report(&installed).expect("installed");
+        let booted = |boot: Option<&str>| Report { system: Some("/nix/store/s1".into()), boot_token: boot.map(str::to_string), ..report("web1", 1, 1, &attempt_token, Event::Booted) };
+        for wrong in [None, Some(attempt_token.as_str()), Some("made-up")] {
+            assert!(matches!(store.report(&booted(wrong)), Err(Refused::WrongToken(_))), "{wrong:?}");
+        }
+        assert_eq!(store.host("web1", 1).expect("host").confirmed, None);
+        assert_eq!(store.report(&booted(Some(&boot_token))).expect("the boot token").status, AttemptStatus::Installed);
+        assert_eq!(store.host("web1", 1).expect("host").confirmed.map(|c| c.system), Some("/nix/store/s1".to_string()));
+    }
+
+    /// The address each fleet MAC was seen with; an address given to another MAC leaves the old.
+    #[test]
+    fn bindings_follow_the_latest_address_and_an_address_has_one_mac() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = SqliteStore::open(dir.path()).expect("open");
+        let other = Mac::new([0x52, 0x54, 0, 0, 0, 0xa2]);
+        let (a, b) = (Ipv4Addr::new(10, 42, 0, 100), Ipv4Addr::new(10, 42, 0, 101));
+        store.bind(MAC, a).expect("bind");
+        store.bind(other, b).expect("bind");
+        assert_eq!(store.bindings(&[MAC, other]).expect("read"), vec![(MAC, a), (other, b)]);
+        store.bind(MAC, b).expect("rebind");
+        assert_eq!(store.bindings(&[MAC, other]).expect("read"), vec![(MAC, b)], "b is MAC's now, other lost it");
+        store.unbind_address(b).expect("unbind");
+        assert_eq!(store.bindings(&[MAC, other]).expect("read"), vec![]);
+        drop(store);
+        let store = SqliteStore::open(dir.path()).expect("reopen");
+        store.bind(MAC, a).expect("bind");
+        drop(store);
+        assert_eq!(SqliteStore::open(dir.path()).expect("reopen").bindings(&[MAC]).expect("read"), vec![(MAC, a)], "kept across a restart");
     }
 
     /// A reinstall replaces the confirmed system: until the new one's first boot reports, the

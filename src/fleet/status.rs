@@ -302,6 +302,8 @@ mod tests {
             message: Some("the disk holds a GPT".into()),
             log_tail: None,
             system: None,
+            boot_token_hash: None,
+            boot_token: None,
         };
         store.report(&failed).expect("failed");
         store.hand_out(&HandOut { host: "old9".into(), generation: 1, attempt: 1, token_hash: "0".repeat(64), mac, replaces: None }).expect("hand out");

@@ -7,12 +7,18 @@
 //! - Each method is one transaction: a crash leaves the state before or after it, never between.
 //! - Attempt numbers are never reused within a host's generation (`hand_out` refuses a taken one).
 //! - A report is checked against the token hash of the attempt it names (constant time, see
-//!   [`super::token`]), `booted` too: the installed system reports with its attempt's token.
-//!   A report for an attempt that is not the host's latest one is refused (`booted` is taken
-//!   while every later attempt is one handed out and never started); so is one that would move
-//!   a finished attempt (`failed`, `installed`) to another outcome.
-//! - `booted` for an attempt whose `installed` report was lost records it installed and
-//!   confirmed at once, and the never-started attempts of its generation after it `replaced`.
+//!   [`super::token`]). `booted` after an accepted `installed` is checked against the hash of the
+//!   boot token that `installed` carried (the installed system has that token; the attempt's
+//!   own, which was on the installer's kernel command line, no longer moves anything); while
+//!   `installed` was never accepted, against the attempt's token.
+//! - A report for an attempt that is not the host's latest one is refused, `booted` included: an
+//!   old attempt's token changes nothing; so is one that would move a finished attempt
+//!   (`failed`, `installed`) to another outcome. Only `nixos-pxe fleet reinstall` (and an
+//!   `installed` of an attempt handed out after it) ends a reinstall request.
+//! - `booted` for the latest attempt whose `installed` report was lost records it installed and
+//!   confirmed at once.
+//! - Bindings: the address serve's DHCP last saw each fleet MAC with ([`Store::bind`]); a
+//!   host's token goes only to, and its reports are taken only from, its MACs' addresses.
 //! - Every accepted report is kept (the history; text fields cut to [`MAX_FIELD`]); a refused
 //!   one changes nothing.
 
@@ -20,6 +26,7 @@ use super::decide::HostState;
 use crate::config::fleet::Mac;
 use serde::{Deserialize, Serialize};
 use std::fmt;
+use std::net::Ipv4Addr;
 
 /// The state of the fleet's hosts, wherever it is kept.
 pub trait Store: Send + Sync {
@@ -49,6 +56,16 @@ pub trait Store: Send + Sync {
 
     /// Every accepted report of `host`, oldest first.
     fn history(&self, host: &str) -> Result<Vec<ReportRecord>, StoreError>;
+
+    /// Records that `mac` has `address` now (its DHCP lease, or the address it asked the site's
+    /// server for); any other MAC bound to that address loses its binding in the same step.
+    fn bind(&self, mac: Mac, address: Ipv4Addr) -> Result<(), StoreError>;
+
+    /// Forgets the binding to `address` (it was given to a machine outside the fleet).
+    fn unbind_address(&self, address: Ipv4Addr) -> Result<(), StoreError>;
+
+    /// The address each of `macs` is bound to, for those that have one.
+    fn bindings(&self, macs: &[Mac]) -> Result<Vec<(Mac, Ipv4Addr)>, StoreError>;
 }
 
 /// A store that cannot do what was asked: what failed, where, and what to do.
@@ -158,6 +175,13 @@ pub struct Report {
     /// `installed`: the system installed; `booted`: the running system's store path.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub system: Option<String>,
+    /// `installed`: the hash ([`super::token::hash`]) of the boot token the installer left on the
+    /// installed root for the first boot's report.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub boot_token_hash: Option<String>,
+    /// `booted`: that boot token.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub boot_token: Option<String>,
 }
 
 /// The token is a secret: never in a log line or a debug dump.
@@ -225,6 +249,14 @@ impl Report {
         if self.token.is_empty() || self.token.len() > 256 {
             return Err("token is empty or too long".into());
         }
+        if self.boot_token.as_ref().is_some_and(|t| t.is_empty() || t.len() > 256) {
+            return Err("boot_token is empty or too long".into());
+        }
+        if let Some(hash) = &self.boot_token_hash
+            && (hash.len() != 64 || !hash.bytes().all(|b| b.is_ascii_hexdigit()))
+        {
+            return Err("boot_token_hash is not a BLAKE3 hash (64 hexadecimal digits)".into());
+        }
         match self.event {
             Event::Booted if self.system.is_none() => Err("a booted report carries the running system's path (system)".into()),
             _ => Ok(()),
@@ -245,6 +277,9 @@ pub enum Refused {
     /// The token is not the attempt's (or no such attempt was handed out): 403.
     #[error("{0}")]
     WrongToken(String),
+    /// The report did not come from an address serve saw the host's MACs with: 403.
+    #[error("{0}")]
+    WrongAddress(String),
     /// The attempt is not the host's latest: 409.
     #[error("{0}")]
     OldAttempt(String),
@@ -361,6 +396,8 @@ mod tests {
             message: None,
             log_tail: None,
             system: None,
+            boot_token_hash: None,
+            boot_token: None,
         }
     }
 
@@ -377,9 +414,14 @@ mod tests {
     #[test]
     fn unreadable_reports_are_refused_before_any_state_is_read() {
         assert!(report(Event::Installed).check().is_ok());
-        // An older installer's extra field is ignored.
-        let old: Report = serde_json::from_str(r#"{"host":"web1","generation":1,"attempt":1,"token":"t","event":"installed","boot_token_hash":"x"}"#).expect("parse");
-        assert!(old.check().is_ok());
+        // A newer installer's extra field is ignored; a boot token hash must be one.
+        let newer: Report = serde_json::from_str(r#"{"host":"web1","generation":1,"attempt":1,"token":"t","event":"installed","future":"x"}"#).expect("parse");
+        assert!(newer.check().is_ok());
+        let bad: Report = serde_json::from_str(r#"{"host":"web1","generation":1,"attempt":1,"token":"t","event":"installed","boot_token_hash":"x"}"#).expect("parse");
+        assert!(bad.check().unwrap_err().contains("64 hexadecimal"));
+        let good = Report { boot_token_hash: Some(crate::fleet::token::hash("b")), ..report(Event::Installed) };
+        assert!(good.check().is_ok());
+        assert!(!format!("{:?}", Report { boot_token: Some("secret-boot".into()), ..report(Event::Booted) }).contains("secret-boot"));
         assert!(report(Event::Booted).check().unwrap_err().contains("system"));
         // Long text is cut, not refused: the log tail keeps its end, the message its start.
         let mut r = report(Event::Failed);

@@ -167,12 +167,19 @@ pub fn main(args: &InstallArgs) -> ExitCode {
         say(&format!("reporting to {}{} as {} generation {} attempt {}", r.url(), report::ENDPOINT, fleet.host, fleet.generation, fleet.served.as_ref().map_or(0, |s| s.attempt)));
         r.started(format!("installing {} generation {}", fleet.host, fleet.generation));
     }
-    let result = run(args, &cmdline, &kernel, reporter.as_ref());
+    let boot = reporter.as_ref().and_then(|r| match BootReport::new(r) {
+        Ok(b) => Some(b),
+        Err(e) => {
+            say(&format!("no boot token ({e}): the installed system's first boot report cannot be made"));
+            None
+        }
+    });
+    let result = run(args, &cmdline, &kernel, reporter.as_ref(), boot.as_ref());
     let lines = tail.map(console_tail::ConsoleTail::finish).unwrap_or_default();
     match result {
         Ok(Installed::Done { system }) => {
             if let Some(r) = &reporter {
-                r.installed(&system, format!("installed {system}"));
+                r.installed(&system, format!("installed {system}"), boot.as_ref());
             }
             ExitCode::SUCCESS
         }
@@ -219,11 +226,10 @@ impl From<Failure> for Outcome {
     }
 }
 
-fn run(args: &InstallArgs, cmdline: &str, kernel: &KernelArgs, reporter: Option<&Reporter>) -> Result<Installed, Outcome> {
+fn run(args: &InstallArgs, cmdline: &str, kernel: &KernelArgs, reporter: Option<&Reporter>, boot: Option<&BootReport>) -> Result<Installed, Outcome> {
     let resolved = config::load(&args.config, SourceMode::Static).map_err(Failure::before_steps)?;
     let Selected { config, image, fleet } = host::select(&resolved.config, &args.config, kernel).map_err(Failure::before_steps)?;
     let image = args.image.clone().or(image).unwrap_or_else(|| default_image(&args.config, &config));
-    let boot = reporter.map(BootReport::new);
     let mut runner = Runner { timings: Vec::new(), started: Instant::now(), reporter };
     if let Some(f) = &fleet {
         say(&format!(
@@ -267,7 +273,7 @@ fn run(args: &InstallArgs, cmdline: &str, kernel: &KernelArgs, reporter: Option<
     let result = (|| {
         runner.step(2, || steps::partition(&plan))?;
         let unpacked = runner.step(3, || steps::unpack(&plan, &image, &args.target, &firmware.system_file(), &mut mounted))?;
-        runner.step(4, || steps::configure(&plan, &args.target, &lease, &config, boot.as_ref(), &mut mounted))?;
+        runner.step(4, || steps::configure(&plan, &args.target, &lease, &config, boot, &mut mounted))?;
         runner.step(5, || steps::bootloader(&args.target, &unpacked, plan.layout, &plan.disk, &mut mounted))?;
         runner.step(6, || steps::finish(&args.target, stamp.as_ref(), plan.esp().is_some(), &mut mounted))?;
         Ok::<_, Failure>(unpacked)

@@ -158,6 +158,8 @@ impl Reporter {
                 message: None,
                 log_tail: None,
                 system: None,
+                boot_token_hash: None,
+                boot_token: None,
             },
         })
     }
@@ -193,8 +195,14 @@ impl Reporter {
         self.send(&format!("step {name}"), &report, BRIEF);
     }
 
-    pub fn installed(&self, system: &str, message: String) {
-        let report = Report { system: Some(system.to_string()), message: Some(message), ..self.report(Event::Installed) };
+    /// `installed`, with the hash of the boot token the installed root holds (if it got one).
+    pub fn installed(&self, system: &str, message: String, boot: Option<&BootReport>) {
+        let report = Report {
+            system: Some(system.to_string()),
+            message: Some(message),
+            boot_token_hash: boot.map(BootReport::token_hash),
+            ..self.report(Event::Installed)
+        };
         self.send("installed", &report, PERSISTENT);
     }
 
@@ -212,11 +220,11 @@ impl Reporter {
 /// What the installed system needs to report its first boot: written to [`BOOT_REPORT_FILE`]
 /// (mode 0600) on the installed root, read by nix/report-module.nix's unit.
 ///
-/// The token is the attempt's own: serve keeps its hash from the hand-out, so `booted` can be
-/// checked, and the install recorded, even when the `installed` report was lost (the machine
-/// then boots its disk by the completion stamp). It gives whoever reads it (root on the
-/// installed system) nothing beyond what it gave the installer: reports for this attempt, which
-/// after `installed` can only say it again or confirm the boot.
+/// Two secrets: a boot token made here, whose hash goes to serve in `installed`, and which
+/// alone confirms the boot once serve took that report (it never left this machine before the
+/// boot report itself); and the attempt's own token, for when `installed` was lost (serve then
+/// takes `booted` with it, if this attempt is still the host's latest). Neither gives whoever
+/// reads the file (root on the installed system) more than this attempt's reports.
 #[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct BootReport {
     /// serve's address (`nixos-pxe.report=`); the unit POSTs to it + /v1/report.
@@ -226,13 +234,33 @@ pub struct BootReport {
     pub attempt: u32,
     /// The attempt's token (`nixos-pxe.token=`).
     pub token: String,
+    /// The boot token.
+    pub boot_token: String,
+}
+
+impl std::fmt::Debug for BootReport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BootReport").field("report", &self.report).field("host", &self.host).field("attempt", &self.attempt).finish_non_exhaustive()
+    }
 }
 
 impl BootReport {
-    /// The first boot's report of this attempt.
-    pub fn new(reporter: &Reporter) -> BootReport {
+    /// The first boot's report of this attempt, with a new boot token.
+    pub fn new(reporter: &Reporter) -> std::io::Result<BootReport> {
         let t = &reporter.template;
-        BootReport { report: reporter.url.to_string(), host: t.host.clone(), generation: t.generation, attempt: t.attempt, token: t.token.clone() }
+        Ok(BootReport {
+            report: reporter.url.to_string(),
+            host: t.host.clone(),
+            generation: t.generation,
+            attempt: t.attempt,
+            token: t.token.clone(),
+            boot_token: crate::fleet::token::random()?,
+        })
+    }
+
+    /// What `installed` tells serve of the boot token.
+    pub fn token_hash(&self) -> String {
+        crate::fleet::token::hash(&self.boot_token)
     }
 
     /// Writes it below `root` (the mounted installed system), readable by root only.
@@ -416,7 +444,7 @@ mod tests {
         use std::os::unix::fs::PermissionsExt;
         let dir = tempfile::tempdir().expect("tempdir");
         let root = Utf8Path::from_path(dir.path()).expect("utf8");
-        let boot = BootReport::new(&reporter());
+        let boot = BootReport::new(&reporter()).expect("a boot token");
         let file = boot.write(root).expect("write");
         assert_eq!(file, root.join("var/lib/nixos-pxe/boot-report.json"));
         assert_eq!(std::fs::metadata(&file).expect("meta").permissions().mode() & 0o777, 0o600);
@@ -424,11 +452,17 @@ mod tests {
         let back: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&file).expect("read")).expect("json");
         assert_eq!(
             back,
-            serde_json::json!({ "report": "http://10.42.0.1:8080", "host": "web1", "generation": 2, "attempt": 3, "token": boot.token })
+            serde_json::json!({
+                "report": "http://10.42.0.1:8080", "host": "web1", "generation": 2, "attempt": 3, "token": boot.token, "boot_token": boot.boot_token
+            })
         );
-        // The attempt's own token: serve checks `booted` against the hash it kept at the
-        // hand-out, so the boot is verifiable even when `installed` never arrived.
+        // The attempt's own token (for when `installed` never arrived), and a boot token of its
+        // own whose hash `installed` carries.
         assert_eq!(boot.token, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMN-_0");
-        assert!(crate::fleet::token::matches(&boot.token, &crate::fleet::token::hash("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMN-_0")));
+        assert_eq!(boot.boot_token.len(), 43);
+        assert_ne!(boot.boot_token, boot.token);
+        assert_ne!(BootReport::new(&reporter()).expect("another").boot_token, boot.boot_token, "a new boot token each time");
+        assert!(crate::fleet::token::matches(&boot.boot_token, &boot.token_hash()));
+        assert!(!format!("{boot:?}").contains(&boot.boot_token), "no token in debug output");
     }
 }

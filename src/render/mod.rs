@@ -71,6 +71,12 @@ pub(crate) fn source_name(resolved: &Resolved) -> String {
     resolved.source.to_string()
 }
 
+/// What the files a client can fetch (grub.cfg in the boot loader, the per-host files) say of
+/// their source: the configuration's file name only, no path on the boot server.
+pub(crate) fn client_source_name(resolved: &Resolved) -> String {
+    resolved.source.file_name().unwrap_or("the configuration").to_string()
+}
+
 /// `SERVER:EXPORT,OPTIONS`: option 17 in authoritative mode, `nfsroot=` in proxy mode.
 pub fn root_path(resolved: &Resolved) -> Option<String> {
     let s = &resolved.config.boot_server;
@@ -165,7 +171,7 @@ fn grub_data(hb: &Handlebars, resolved: &Resolved, platform: Platform) -> Result
         // A stranger has no stamp to look for.
         "local_stamp": "",
         "efinet_auto": c.nfsroot.boot_loader.efinet_auto(),
-        "source": source_name(resolved),
+        "source": client_source_name(resolved),
         "platform": platform.grub_name(),
         "efi": platform == Platform::Efi,
         "image": platform.image_name(),

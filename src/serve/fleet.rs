@@ -9,6 +9,13 @@
 //! attempt by a new one (the old is recorded `Replaced`, which costs no attempt). An attempt
 //! that has started (`Running`) needs no plain token any more: its reports are checked against
 //! the stored hash, across restarts.
+//!
+//! Bindings: serve's DHCP tells this service the address each fleet MAC was seen with
+//! ([`crate::serve::dhcp::Observer`]); they are kept in the store. A fleet host's file with its
+//! token, and an attempt, go only to a request from the address bound to that MAC; reports are
+//! taken only from an address bound to one of the host's MACs. Any other asker gets a file that
+//! does not install ([`grub::unbound_cfg`]) and changes nothing. `fleet.trustBootNetwork` turns
+//! this off (for `serve --dhcp off`, where serve sees no DHCP).
 
 use crate::config::Resolved;
 use crate::fleet::decide::{Decision, HostState, Outcome, decide};
@@ -17,6 +24,8 @@ use crate::config::fleet::{Fleet, HostSpec, Mac};
 use crate::fleet::status::{self, HostStatus};
 use crate::fleet::store::{Accepted, FleetHost, HandOut, HandedOut, Refused, Report, Store, StoreError};
 use crate::fleet::token;
+use crate::serve::dhcp::{Observer, Throttle};
+use crate::serve::leases::HwAddr;
 use crate::serve::tftp::{Generated, Refusal};
 use crate::serve::tftp_packet::ErrorCode;
 use std::collections::HashMap;
@@ -74,6 +83,10 @@ pub struct FleetService {
     /// One lock per host: decide-and-hand-out is one step for each host (two requests at once
     /// get one attempt), while other hosts' requests go on.
     host_locks: Mutex<HashMap<String, Arc<Mutex<()>>>>,
+    /// The addresses the fleet's MACs are bound to, as this process last wrote or read them.
+    bindings: Mutex<HashMap<Mac, Ipv4Addr>>,
+    /// Refusals said at most once per MAC and interval.
+    throttle: Mutex<Throttle>,
 }
 
 impl FleetService {
@@ -82,7 +95,54 @@ impl FleetService {
         let hosts: Vec<FleetHost> = fleet.hosts.iter().map(|h| FleetHost { name: h.name.clone(), macs: h.macs.clone(), generation: h.generation }).collect();
         store.sync_fleet(&hosts)?;
         let host_locks = fleet.hosts.iter().map(|h| (h.name.clone(), Arc::default())).collect();
-        Ok(FleetService { resolved, fleet, store, endpoint, tokens: Mutex::new(HashMap::new()), host_locks: Mutex::new(host_locks) })
+        let macs: Vec<Mac> = fleet.hosts.iter().flat_map(|h| h.macs.iter().copied()).collect();
+        let bindings = store.bindings(&macs)?.into_iter().collect();
+        Ok(FleetService {
+            resolved,
+            fleet,
+            store,
+            endpoint,
+            tokens: Mutex::new(HashMap::new()),
+            host_locks: Mutex::new(host_locks),
+            bindings: Mutex::new(bindings),
+            throttle: Mutex::new(Throttle::default()),
+        })
+    }
+
+    /// Whether tokens and reports are tied to the addresses serve's DHCP saw.
+    pub fn binds(&self) -> bool {
+        !self.fleet.trust_boot_network
+    }
+
+    /// The address `mac` is bound to: this process's own record, else the store's (another
+    /// serve on the same store may have seen it).
+    fn bound_address(&self, mac: Mac) -> Option<Ipv4Addr> {
+        if let Some(a) = self.bindings.lock().unwrap_or_else(PoisonError::into_inner).get(&mac) {
+            return Some(*a);
+        }
+        let found = self.store.bindings(&[mac]).ok()?.first().map(|(_, a)| *a)?;
+        self.bindings.lock().unwrap_or_else(PoisonError::into_inner).insert(mac, found);
+        Some(found)
+    }
+
+    /// Why `client` may not act for `mac` (None: it may).
+    fn unbound(&self, mac: Mac, client: IpAddr) -> Option<String> {
+        if !self.binds() {
+            return None;
+        }
+        match (self.bound_address(mac), client) {
+            (Some(bound), IpAddr::V4(c)) if bound == c => None,
+            (Some(bound), _) => Some(format!("{mac} is bound to {bound}, the address serve's DHCP saw it with, not {client}")),
+            (None, _) => Some(format!("serve's DHCP has not seen {mac}, so no address is bound to it")),
+        }
+    }
+
+    /// Says `what` at most once per `key` and interval.
+    fn warn_once(&self, key: &str, what: impl FnOnce(u64)) {
+        let allowed = self.throttle.lock().unwrap_or_else(PoisonError::into_inner).allow(key, std::time::Instant::now());
+        if let Some(quiet) = allowed {
+            what(quiet);
+        }
     }
 
     pub fn fleet(&self) -> &Fleet {
@@ -108,8 +168,17 @@ impl FleetService {
     }
 
     /// The GRUB configuration for `mac`, asked for by `client` over `via`, arriving at `local`.
+    /// A fleet host's, asked for from another address than its MAC's, installs nothing.
     pub fn host_config(&self, mac: Mac, via: Via, client: SocketAddr, local: IpAddr) -> Result<Vec<u8>, String> {
         let spec = self.fleet.host_by_mac(&mac);
+        if let Some(spec) = spec
+            && let Some(why) = self.unbound(mac, client.ip())
+        {
+            self.warn_once(&format!("file {mac}"), |quiet| {
+                tracing::warn!(%mac, host = spec.name.as_str(), %client, via = via.as_str(), quiet, "fleet: no install from this address: {why}")
+            });
+            return Ok(grub::unbound_cfg(&mac, &client.ip().to_string()).into_bytes());
+        }
         let (decision, token) = self.decide_and_hand_out(mac, spec, via, client)?;
         // Rendering needs no lock: the attempt is recorded and its token known.
         self.render(mac, spec, &decision, token.as_deref(), local)
@@ -211,7 +280,7 @@ impl FleetService {
 
     /// Checks and records a report from `client`; logs it either way.
     pub fn report(&self, report: &Report, client: SocketAddr) -> Result<Accepted, Refused> {
-        let result = self.store.report(report);
+        let result = self.check_address(report, client).and_then(|()| self.store.report(report));
         let (host, generation, attempt, event) = (report.host.as_str(), report.generation, report.attempt, report.event.as_str());
         match &result {
             Ok(accepted) => {
@@ -228,7 +297,28 @@ impl FleetService {
         result
     }
 
-    /// Every host, as `GET /v1/hosts` answers.
+    /// A report is taken only from an address bound to one of its host's MACs.
+    fn check_address(&self, report: &Report, client: SocketAddr) -> Result<(), Refused> {
+        let Some(host) = self.fleet.host(&report.host) else {
+            // An unknown host's report finds no attempt: the store says so without naming hosts.
+            return Ok(());
+        };
+        let mut reasons = Vec::new();
+        for mac in &host.macs {
+            match self.unbound(*mac, client.ip()) {
+                None => return Ok(()),
+                Some(why) => reasons.push(why),
+            }
+        }
+        Err(Refused::WrongAddress(format!(
+            "reports for {} are taken only from the addresses serve's DHCP saw its MACs with, and {} is not one ({})",
+            host.name,
+            client.ip(),
+            reasons.join("; ")
+        )))
+    }
+
+    /// Every host, as `nixos-pxe fleet status` shows it.
     pub fn status(&self) -> Result<Vec<HostStatus>, StoreError> {
         let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0);
         status::collect(self.store.as_ref(), Some(&self.fleet), now)
@@ -245,6 +335,37 @@ impl Generated for FleetService {
             tracing::error!(%mac, %client, "fleet: cannot make the configuration: {e}");
             Refusal { code: ErrorCode::NotDefined, message: "the boot server cannot decide now; see its log".into() }
         }))
+    }
+}
+
+impl Observer for FleetService {
+    /// A fleet MAC seen with `address` is bound to it; an address given to a machine outside the
+    /// fleet is no fleet MAC's any more.
+    fn seen(&self, hw: HwAddr, address: Ipv4Addr) {
+        let Ok(bytes) = <[u8; 6]>::try_from(hw.as_bytes()) else { return };
+        let mac = Mac::new(bytes);
+        let mut bindings = self.bindings.lock().unwrap_or_else(PoisonError::into_inner);
+        if self.fleet.host_by_mac(&mac).is_some() {
+            if bindings.get(&mac) == Some(&address) {
+                return;
+            }
+            match self.store.bind(mac, address) {
+                Ok(()) => {
+                    bindings.retain(|_, a| *a != address);
+                    bindings.insert(mac, address);
+                    tracing::info!(%mac, %address, "fleet: bound (its host's file and reports from this address only)");
+                }
+                Err(e) => tracing::error!(%mac, %address, "fleet: cannot record the binding: {e}"),
+            }
+        } else if let Some(old) = bindings.iter().find(|(_, a)| **a == address).map(|(m, _)| *m) {
+            match self.store.unbind_address(address) {
+                Ok(()) => {
+                    bindings.remove(&old);
+                    tracing::info!(mac = %old, %address, by = %mac, "fleet: unbound (the address is another machine's now)");
+                }
+                Err(e) => tracing::error!(%address, "fleet: cannot forget the binding: {e}"),
+            }
+        }
     }
 }
 
@@ -266,6 +387,7 @@ mod tests {
 
     use crate::config::{Settings, resolve};
     use crate::fleet::sqlite::SqliteStore;
+    use crate::serve::dhcp::Observer;
     use crate::fleet::store::{AttemptStatus, Event};
     use crate::origin::Origin;
     use serde_json::{Value, json};
@@ -289,12 +411,24 @@ mod tests {
     }
 
     fn service(dir: &Path, http_port: Option<u16>) -> FleetService {
+        let s = service_as_stored(dir, http_port);
+        // web1's NIC got CLIENT's address from serve's DHCP.
+        s.seen(HwAddr::from(WEB1_MAC), CLIENT_IP);
+        s
+    }
+
+    /// The service with only the bindings the store has.
+    fn service_as_stored(dir: &Path, http_port: Option<u16>) -> FleetService {
         let resolved = resolved();
         let fleet = Fleet::from_config(&resolved.config).expect("fleet");
         let store = Arc::new(SqliteStore::open(dir).expect("store"));
         let endpoint = Endpoint { address: Some(Ipv4Addr::new(10, 42, 0, 1)), http_port, kernel_over_http: true };
         FleetService::new(resolved, fleet, store, endpoint).expect("service")
     }
+
+    const WEB1_MAC: Mac = Mac::new([0x52, 0x54, 0, 0, 0, 0xa1]);
+    const CLIENT_IP: Ipv4Addr = Ipv4Addr::new(10, 42, 0, 100);
+    const NEIGHBOUR: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::new(10, 42, 0, 150)), 1234);
 
     const CLIENT: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::new(10, 42, 0, 100)), 1234);
     const LOCAL: IpAddr = IpAddr::V4(Ipv4Addr::new(10, 42, 0, 1));
@@ -321,6 +455,8 @@ mod tests {
             message: None,
             log_tail: None,
             system: None,
+            boot_token_hash: None,
+            boot_token: None,
         }
     }
 
@@ -416,6 +552,56 @@ mod tests {
         });
         assert!(configs.iter().all(|c| c == &configs[0]), "all the same attempt and token");
         assert_eq!(install_args(&configs[0]).0, 1);
+    }
+
+    /// Issue 18: a neighbour with its own address fetching web1's file gets no token and makes
+    /// no attempt; its reports with web1's token are refused; web1 itself is not disturbed.
+    #[test]
+    fn only_the_hosts_own_address_gets_its_token_and_is_heard() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let s = service(dir.path(), Some(80));
+        let asked = |client: SocketAddr| String::from_utf8(s.host_config(WEB1_MAC, Via::Http, client, LOCAL).expect("config")).expect("utf-8");
+        let neighbours = asked(NEIGHBOUR);
+        assert!(!neighbours.contains("nixos-pxe.token") && !neighbours.contains("linux ") && neighbours.contains("no install from here"), "{neighbours}");
+        assert!(s.store.host("web1", 1).expect("state").attempts.is_empty(), "the neighbour's fetch made an attempt");
+        // web1 from its own address: attempt 1.
+        let (attempt, token) = install_args(&asked(CLIENT));
+        assert_eq!(attempt, 1);
+        // The neighbour posts with web1's token from its own address: refused, nothing changes.
+        for event in [Event::Started, Event::Installed, Event::Failed] {
+            let refused = s.report(&Report { system: Some("/nix/store/made-up".into()), ..report(1, &token, event) }, NEIGHBOUR);
+            assert!(matches!(refused, Err(Refused::WrongAddress(_))), "{event:?}: {refused:?}");
+        }
+        assert_eq!(s.store.host("web1", 1).expect("state").attempts.iter().map(|a| a.outcome.clone()).collect::<Vec<_>>(), vec![Outcome::Pending]);
+        assert!(s.store.history("web1").expect("history").is_empty());
+        // web1 installs as if nothing happened.
+        s.report(&report(1, &token, Event::Started), CLIENT).expect("started from web1's address");
+        // Its address given to a stranger by DHCP: web1's binding goes with it.
+        s.seen(HwAddr::new(&[2, 0, 0, 0, 0, 9]).expect("hw"), CLIENT_IP);
+        assert!(matches!(s.report(&report(1, &token, Event::Step), CLIENT), Err(Refused::WrongAddress(_))));
+        // A new lease for web1 binds again; the binding outlives the service (it is in the store).
+        s.seen(HwAddr::from(WEB1_MAC), Ipv4Addr::new(10, 42, 0, 101));
+        drop(s);
+        let again = service_as_stored(dir.path(), Some(80));
+        let moved = SocketAddr::new(IpAddr::V4(Ipv4Addr::new(10, 42, 0, 101)), 99);
+        assert_eq!(again.bound_address(WEB1_MAC), Some(Ipv4Addr::new(10, 42, 0, 101)));
+        again.report(&report(1, &token, Event::Step), moved).expect("from web1's new address");
+    }
+
+    /// fleet.trustBootNetwork: no binding is asked for (serve --dhcp off).
+    #[test]
+    fn a_trusted_network_ties_nothing_to_addresses() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut resolved = resolved();
+        resolved.config.fleet.trust_boot_network = true;
+        let fleet = Fleet::from_config(&resolved.config).expect("fleet");
+        let store = Arc::new(SqliteStore::open(dir.path()).expect("store"));
+        let endpoint = Endpoint { address: Some(Ipv4Addr::new(10, 42, 0, 1)), http_port: Some(80), kernel_over_http: true };
+        let s = FleetService::new(resolved, fleet, store, endpoint).expect("service");
+        assert!(!s.binds());
+        let cfg = String::from_utf8(s.host_config(WEB1_MAC, Via::Tftp, NEIGHBOUR, LOCAL).expect("config")).expect("utf-8");
+        let (_, token) = install_args(&cfg);
+        s.report(&report(1, &token, Event::Started), NEIGHBOUR).expect("any address");
     }
 
     #[test]

@@ -7,9 +7,12 @@
 //!   backwards or past what it has buffered (http_seek in grub-core/net/http.c), and Debian's
 //!   `linux` command reads the kernel whole and then seeks back to 0;
 //! - `POST /v1/report`: an installer's or installed system's report, JSON: 200 accepted, 400
-//!   unreadable, 403 wrong token, 409 old attempt or finished one, 413 too big; every refusal
-//!   logged with the host and why;
-//! - `GET /v1/hosts`: every host's status, as `nixos-pxe fleet status --json` prints it.
+//!   unreadable, 403 wrong token or not from the host's address, 408 a body that did not arrive
+//!   in time, 409 old attempt or finished one, 413 too big; every refusal logged with the host
+//!   and why.
+//!
+//! The fleet's status is the operator's: `nixos-pxe fleet status` reads the state directory; no
+//! endpoint on the boot network lists the hosts.
 //!
 //! Header names are written in title case (`Content-Length`): GRUB compares them byte for byte.
 
@@ -25,7 +28,7 @@ use axum::body::{Body, Bytes};
 use axum::extract::{DefaultBodyLimit, Extension, FromRequest, State};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::post;
 use std::io::{self, Seek, SeekFrom};
 use std::net::{SocketAddr, TcpListener};
 use std::sync::Arc;
@@ -134,7 +137,6 @@ pub fn serve(listener: TcpListener, settings: Settings, stop: &AtomicBool) -> io
 fn router(settings: Arc<Settings>) -> Router {
     Router::new()
         .route("/v1/report", post(report))
-        .route("/v1/hosts", get(hosts))
         .fallback(file)
         .layer(DefaultBodyLimit::max(MAX_BODY))
         .with_state(settings)
@@ -181,7 +183,7 @@ async fn report(State(settings): State<Arc<Settings>>, Extension(conn): Extensio
         Ok(Err(refused)) => (
             match &refused {
                 Refused::Invalid(_) => StatusCode::BAD_REQUEST,
-                Refused::WrongToken(_) => StatusCode::FORBIDDEN,
+                Refused::WrongToken(_) | Refused::WrongAddress(_) => StatusCode::FORBIDDEN,
                 Refused::OldAttempt(_) | Refused::Ended(_) => StatusCode::CONFLICT,
                 Refused::Store(_) => StatusCode::INTERNAL_SERVER_ERROR,
             },
@@ -190,17 +192,6 @@ async fn report(State(settings): State<Arc<Settings>>, Extension(conn): Extensio
         Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, format!("internal: {e}")),
     };
     json(status, serde_json::json!({ "accepted": false, "error": error }))
-}
-
-async fn hosts(State(settings): State<Arc<Settings>>) -> Response {
-    let Some(fleet) = settings.fleet.clone() else {
-        return text(StatusCode::NOT_FOUND, "this boot server has no fleet");
-    };
-    match tokio::task::spawn_blocking(move || fleet.status()).await {
-        Ok(Ok(rows)) => axum::Json(rows).into_response(),
-        Ok(Err(e)) => text(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
-        Err(e) => text(StatusCode::INTERNAL_SERVER_ERROR, format!("internal: {e}")),
-    }
 }
 
 fn refusal_status(refusal: &Refusal) -> StatusCode {

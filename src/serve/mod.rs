@@ -232,6 +232,22 @@ pub fn run(args: &ServeArgs) -> Result<(), Error> {
     let fleet_service = match fleet.is_empty() {
         true => None,
         false => {
+            match (dhcp, fleet.trust_boot_network) {
+                (DhcpChoice::Off, false) => {
+                    return Err(Error::Message(
+                        "serve --dhcp off: serve sees no DHCP, so it cannot tell a fleet host's own requests and reports from another \
+                         machine's (it hands a host's install token only to, and takes its reports only from, the address its DHCP saw \
+                         for one of the host's MACs). Serve DHCP (--dhcp authoritative or proxy), or, on a boot network where every \
+                         machine is trusted, set fleet.trustBootNetwork = true"
+                            .into(),
+                    ));
+                }
+                (_, true) => tracing::warn!(
+                    "fleet.trustBootNetwork: any machine on the boot network can fetch any host's install token and report as that host \
+                     (install, fail, hold or confirm it)"
+                ),
+                (_, false) => {}
+            }
             let store = crate::fleet::sqlite::SqliteStore::open(state_dir).map_err(|e| Error::Message(format!("serve: {e}")))?;
             let endpoint = fleet::Endpoint { address: server.address, http_port, kernel_over_http: args.kernel_over == KernelOver::Http };
             let hosts = fleet.hosts.len();
@@ -261,6 +277,7 @@ pub fn run(args: &ServeArgs) -> Result<(), Error> {
             Some(listener)
         }
     };
+    let observer = fleet_service.clone().filter(|s| s.binds()).map(|s| s as Arc<dyn dhcp::Observer>);
     let http_settings = http::Settings {
         root: Arc::clone(&settings.root),
         fleet: fleet_service,
@@ -304,8 +321,10 @@ pub fn run(args: &ServeArgs) -> Result<(), Error> {
             };
             let pool = dhcp::Pool { table, log };
             let d = d.clone();
+            // The fleet hears which address each of its MACs was seen with.
+            let observer = observer.clone();
             dhcp_threads.push(std::thread::spawn(move || {
-                let result = dhcp::serve(socket, d, &STOP, answer_to, pool, None);
+                let result = dhcp::serve(socket, d, &STOP, answer_to, pool, observer);
                 // Without DHCP no client can boot: stop TFTP too rather than serve half a boot server.
                 STOP.store(true, Ordering::Relaxed);
                 result

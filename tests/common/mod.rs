@@ -729,3 +729,33 @@ echo ALL-OK
     );
     (status.success() && text.contains("ALL-OK"), text)
 }
+
+/// busybox udhcpc in namespace `ns` (on its eth0): the address it got from the boot network's
+/// DHCP server, configured on eth0 as a client does. The script goes to `dir`.
+pub fn dhcp_lease(ns: &str, dir: &Path) -> Option<String> {
+    let script = dir.join(format!("udhcpc-{ns}.sh"));
+    std::fs::write(&script, "#!/bin/sh\nif [ \"$1\" = bound ]; then echo \"ip=$ip\"; ip addr add \"$ip/$mask\" dev \"$interface\"; fi\nexit 0\n").expect("udhcpc script");
+    run(Command::new("chmod").arg("+x").arg(&script));
+    let out = Command::new("timeout")
+        .args(["30", "ip", "netns", "exec", ns, "busybox", "udhcpc", "-f", "-i", "eth0", "-n", "-q", "-t", "5", "-T", "1", "-s"])
+        .arg(&script)
+        .output()
+        .expect("run busybox udhcpc (dev/packages.txt: busybox-static)");
+    String::from_utf8_lossy(&out.stdout).lines().find_map(|l| l.strip_prefix("ip=")).map(str::to_string)
+}
+
+/// A DHCPRELEASE of `address` in the name of `mac`, sent from namespace `ns` at `from` (an
+/// address of its own) to the server at 10.42.0.1: what a neighbour forging a release sends.
+pub fn forge_dhcp_release(ns: &str, from: &str, mac: &str, address: &str) {
+    let script = format!(
+        "import socket,struct\n\
+         mac=bytes.fromhex('{mac}')\n\
+         p=struct.pack('!BBBBIHH4s4s4s4s16s64s128s',1,1,6,0,0x1234,0,0,socket.inet_aton('{address}'),bytes(4),bytes(4),bytes(4),mac+bytes(10),b'',b'')\n\
+         p+=bytes([99,130,83,99,53,1,7,54,4,10,42,0,1,255])\n\
+         s=socket.socket(socket.AF_INET,socket.SOCK_DGRAM)\n\
+         s.bind(('{from}',68))\n\
+         s.sendto(p,('10.42.0.1',67))\n",
+        mac = mac.replace(':', "")
+    );
+    run(Command::new("ip").args(["netns", "exec", ns, "python3", "-c", &script]));
+}
