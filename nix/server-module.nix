@@ -137,6 +137,12 @@ in
         ];
         Restart = "on-failure";
         RestartSec = 5;
+        # Open files, soft and hard: serve's caps follow from this limit (src/serve/limits.rs:
+        # 512 TFTP transfers, 1024 HTTP and 1024 NFS connections take 9,280 descriptors with its
+        # reserve; systemd's default soft limit of 1024 would give 141, 141 and 62). With both set
+        # serve need not raise its own limit (setrlimit is in @resources, which the filter below
+        # denies).
+        LimitNOFILE = 16384;
 
         # Who: a user of its own, made for each start; the state directory is its own.
         DynamicUser = true;

@@ -159,6 +159,9 @@ fn the_unit_runs_serve_for_the_fleet_with_one_capability_in_a_sandbox() {
         ("SystemCallFilter", json!(["@system-service", "~@privileged", "~@resources"])),
         ("MemoryDenyWriteExecute", json!(true)),
         ("RestrictNamespaces", json!(true)),
+        // serve's caps follow from it (src/serve/limits.rs); soft = hard, so serve calls no
+        // setrlimit (in @resources, denied above).
+        ("LimitNOFILE", json!(16384)),
     ] {
         assert_eq!(config[setting], value, "{setting}");
     }
@@ -436,11 +439,14 @@ mkdir -m 0755 /var/lib/private
 mkdir -m {mode} /var/lib/private/{state}
 chown {uid}:{uid} /var/lib/private/{state}
 ln -s private/{state} /var/lib/{state}
+ulimit -n {nofile}
 exec ip netns exec {ns} strace -f -qq -o {trace} \
   setpriv --reuid {uid} --regid {uid} --clear-groups --no-new-privs \
     --bounding-set={bounding} --inh-caps={ambient} --ambient-caps={ambient} -- {exec}
 "#,
             mode = config["StateDirectoryMode"].as_str().expect("StateDirectoryMode"),
+            // LimitNOFILE= sets the soft and the hard limit, as bash's ulimit -n does.
+            nofile = config["LimitNOFILE"].as_u64().expect("LimitNOFILE"),
             ns = network.server.name,
             trace = trace.display(),
             bounding = setpriv_caps(&config["CapabilityBoundingSet"]),
