@@ -149,15 +149,76 @@ pub enum FleetCommand {
     /// Install HOST again the next time it boots from the network, with a fresh budget of
     /// fleet.maxAttempts: the imperative escape hatch, also for a host held after failed attempts.
     ///
-    /// The declarative way is to bump fleet.hosts.HOST.generation in the configuration.
+    /// The declarative way is to bump fleet.hosts.HOST.generation in the configuration. With
+    /// --power-cycle (and --config), the host's BMC is also told to boot from the network once
+    /// and the host is reset (powered on if it is off): the BMC is reached and the override read
+    /// back first, then the reinstall is marked, then the reset is sent.
     Reinstall {
         /// serve's --state-dir.
         #[arg(long, value_name = "DIR", default_value = "/var/lib/nixos-pxe")]
         state_dir: Utf8PathBuf,
+        /// Also set a one-time network boot on the host's BMC and reset it.
+        #[arg(long, requires = "config")]
+        power_cycle: bool,
+        /// The fleet's configuration (the host's BMC); needed with --power-cycle.
+        #[arg(long, short = 'c', value_name = "FILE")]
+        config: Option<Utf8PathBuf>,
+        /// How to read a Nix file given by --config: static, eval, auto.
+        #[arg(long, value_enum, default_value = "auto")]
+        source: SourceMode,
+        /// Print every BMC call --power-cycle would make, and mark nothing, send nothing.
+        #[arg(long, requires = "power_cycle")]
+        dry_run: bool,
         /// The host's name under fleet.hosts.
         #[arg(value_name = "HOST")]
         host: String,
     },
+    /// Power hosts on, off, cycle them (a host that is off is powered on) or read their power
+    /// state, through each host's BMC (fleet.hosts.HOST.bmc.*). Every action but `status` is
+    /// recorded in the state directory (who asked, when, the BMC's answers) and shown by `fleet
+    /// status`.
+    ///
+    /// HOSTS is one host, several separated by commas, or `all`, which acts on every host and
+    /// must be confirmed (--yes, or "yes" typed on a terminal).
+    Power {
+        #[command(flatten)]
+        target: PowerTarget,
+        /// What to do.
+        #[arg(value_enum, value_name = "ACTION")]
+        action: crate::bmc::PowerRequest,
+    },
+    /// Power-cycle, through their BMCs, the hosts whose wanted generation (fleet.hosts.HOST.generation)
+    /// is ahead of the one installed, each after a one-time network boot is set on its BMC, so
+    /// that they install it now. Hosts up to date, or held, are left alone and said.
+    ///
+    /// HOSTS is one host, several separated by commas, or `all` (confirmed with --yes or on a terminal).
+    Apply {
+        #[command(flatten)]
+        target: PowerTarget,
+    },
+}
+
+/// The hosts of a power command and how to act on them.
+#[derive(Debug, clap::Args)]
+pub struct PowerTarget {
+    /// serve's --state-dir, where each action is recorded.
+    #[arg(long, value_name = "DIR", default_value = "/var/lib/nixos-pxe")]
+    pub state_dir: Utf8PathBuf,
+    /// The fleet's configuration: its hosts and their BMCs.
+    #[arg(long, short = 'c', value_name = "FILE")]
+    pub config: Utf8PathBuf,
+    /// How to read a Nix file given by --config: static, eval, auto.
+    #[arg(long, value_enum, default_value = "auto")]
+    pub source: SourceMode,
+    /// Print every BMC call that would be made, and make none (no password is read, nothing is recorded).
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Confirms `all`.
+    #[arg(long)]
+    pub yes: bool,
+    /// HOST, HOST,HOST,... or `all`.
+    #[arg(value_name = "HOSTS")]
+    pub hosts: String,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -287,7 +348,7 @@ fn fleet(command: FleetCommand) -> Result<ExitCode, Error> {
             }
             Ok(ExitCode::SUCCESS)
         }
-        FleetCommand::Reinstall { state_dir, host } => {
+        FleetCommand::Reinstall { state_dir, power_cycle: false, host, .. } => {
             let store = SqliteStore::open_existing(state_dir.as_std_path()).map_err(store_error)?;
             store.reinstall(&host).map_err(store_error)?;
             println!(
@@ -296,7 +357,173 @@ fn fleet(command: FleetCommand) -> Result<ExitCode, Error> {
             );
             Ok(ExitCode::SUCCESS)
         }
+        FleetCommand::Reinstall { state_dir, power_cycle: true, config, source, dry_run, host } => {
+            let file = config.ok_or_else(|| Error::Message("--power-cycle needs --config (the host's BMC)".into()))?;
+            let fleet = load_fleet(&file, source)?;
+            let spec = crate::fleet::power::select(&fleet, &host).map_err(power_error)?;
+            let [spec] = spec.as_slice() else {
+                return Err(Error::Message(format!("`fleet reinstall` takes one host; \"{host}\" names {}", spec.len())));
+            };
+            let steps = crate::bmc::network_boot_steps(spec.bmc.as_ref().map_or(crate::config::bmc::BootTarget::Pxe, |b| b.boot_target));
+            let state = state_dir.as_std_path();
+            if dry_run {
+                let mark = format!("mark {host} for a reinstall in {}", state.join(crate::fleet::sqlite::FILE_NAME).display());
+                println!("dry run: no call is made, nothing is marked or recorded.");
+                print!("{}", crate::fleet::power::dry_run(spec, &steps, Some(&mark)).map_err(Error::Message)?);
+                return Ok(ExitCode::SUCCESS);
+            }
+            let store = SqliteStore::open_existing(state).map_err(store_error)?;
+            let mut mark = || store.reinstall(&spec.name).map_err(|e| format!("the reinstall could not be marked, so the host was not reset: {e}"));
+            let done = crate::fleet::power::act(&store, spec, "reinstall --power-cycle", &steps, &mut mark).map_err(power_error)?;
+            Ok(report_power(&[done]))
+        }
+        FleetCommand::Power { target, action } => {
+            let fleet = load_fleet(&target.config, target.source)?;
+            let hosts = crate::fleet::power::select(&fleet, &target.hosts).map_err(power_error)?;
+            let command = format!("fleet power {} {}", target.hosts, action.as_str());
+            let steps = crate::fleet::power::power_steps(action);
+            if target.dry_run {
+                return dry_run_all(&hosts, &steps);
+            }
+            if action != crate::bmc::PowerRequest::Status {
+                crate::fleet::power::confirm(&command, &target.hosts, &hosts, target.yes, &mut ask_on_terminal).map_err(power_error)?;
+            }
+            let store = SqliteStore::open_existing(target.state_dir.as_std_path()).map_err(store_error)?;
+            if action == crate::bmc::PowerRequest::Status {
+                return power_status(&hosts);
+            }
+            let mut done = Vec::new();
+            for host in hosts {
+                match crate::fleet::power::act(&store, host, action.as_str(), &steps, &mut || Ok(())) {
+                    Ok(d) => done.push(d),
+                    Err(e) => eprintln!("error: {e}"),
+                }
+            }
+            Ok(report_power(&done))
+        }
+        FleetCommand::Apply { target } => {
+            let fleet = load_fleet(&target.config, target.source)?;
+            let hosts = crate::fleet::power::select(&fleet, &target.hosts).map_err(power_error)?;
+            let command = format!("fleet apply {}", target.hosts);
+            let store = SqliteStore::open_existing(target.state_dir.as_std_path()).map_err(store_error)?;
+            let (go, skipped) = crate::fleet::power::ahead(&store, &fleet, &hosts).map_err(store_error)?;
+            for line in &skipped {
+                println!("{line}");
+            }
+            if go.is_empty() {
+                println!("no host to power-cycle: every one named has its wanted generation installed, or is held");
+                return Ok(ExitCode::SUCCESS);
+            }
+            let steps_of = |h: &crate::fleet::HostSpec| crate::bmc::network_boot_steps(h.bmc.as_ref().map_or(crate::config::bmc::BootTarget::Pxe, |b| b.boot_target));
+            if target.dry_run {
+                println!("dry run: no call is made, nothing is recorded.");
+                for host in &go {
+                    match crate::fleet::power::dry_run(host, &steps_of(host), None) {
+                        Ok(text) => print!("{text}"),
+                        Err(why) => println!("{why}"),
+                    }
+                }
+                return Ok(ExitCode::SUCCESS);
+            }
+            crate::fleet::power::confirm(&command, &target.hosts, &go, target.yes, &mut ask_on_terminal).map_err(power_error)?;
+            let mut done = Vec::new();
+            let mut failed = false;
+            for host in go {
+                match crate::fleet::power::act(&store, host, "apply", &steps_of(host), &mut || Ok(())) {
+                    Ok(d) => done.push(d),
+                    Err(e) => {
+                        failed = true;
+                        eprintln!("error: {e}");
+                    }
+                }
+            }
+            let code = report_power(&done);
+            Ok(if failed { ExitCode::from(1) } else { code })
+        }
     }
+}
+
+/// A configuration's fleet, for the power commands.
+fn load_fleet(file: &Utf8Path, source: SourceMode) -> Result<crate::fleet::Fleet, Error> {
+    let resolved = config::load(file, source)?;
+    crate::fleet::Fleet::from_config(&resolved.config).map_err(|e| Error::Message(format!("{file}: {e}")))
+}
+
+fn power_error(e: crate::fleet::power::PowerError) -> Error {
+    Error::Message(e.to_string())
+}
+
+/// Asks on the terminal when stdin is one; `None` otherwise (a script must say --yes).
+fn ask_on_terminal(question: &str) -> Option<String> {
+    use std::io::IsTerminal;
+    if !std::io::stdin().is_terminal() {
+        return None;
+    }
+    eprint!("{question}");
+    let mut answer = String::new();
+    std::io::stdin().read_line(&mut answer).ok()?;
+    Some(answer)
+}
+
+fn dry_run_all(hosts: &[&crate::fleet::HostSpec], steps: &[crate::bmc::Step]) -> Result<ExitCode, Error> {
+    println!("dry run: no call is made, nothing is recorded.");
+    let mut missing = false;
+    for host in hosts {
+        match crate::fleet::power::dry_run(host, steps, None) {
+            Ok(text) => print!("{text}"),
+            Err(why) => {
+                missing = true;
+                println!("{why}");
+            }
+        }
+    }
+    Ok(if missing { ExitCode::from(1) } else { ExitCode::SUCCESS })
+}
+
+/// `fleet power HOSTS status`: each host's power state, read and not recorded.
+fn power_status(hosts: &[&crate::fleet::HostSpec]) -> Result<ExitCode, Error> {
+    let mut failed = false;
+    for host in hosts {
+        let Some(spec) = &host.bmc else {
+            failed = true;
+            eprintln!("error: {}: has no BMC in the configuration (fleet.hosts.{}.bmc.address)", host.name, host.name);
+            continue;
+        };
+        let state = crate::bmc::connect(&host.name, spec, host.install.firmware != crate::config::typed::FirmwareSetting::Bios).and_then(|mut bmc| {
+            bmc.power_state().map_err(|kind| crate::bmc::BmcError { host: host.name.clone(), bmc: spec.describe(), kind })
+        });
+        match state {
+            Ok(state) => println!("{}: {state} ({})", host.name, spec.describe()),
+            Err(e) => {
+                failed = true;
+                eprintln!("error: {e}");
+            }
+        }
+    }
+    Ok(if failed { ExitCode::from(1) } else { ExitCode::SUCCESS })
+}
+
+/// Prints each action's outcome (errors to stderr); exit 1 when one failed.
+fn report_power(done: &[crate::fleet::power::Done]) -> ExitCode {
+    let mut code = ExitCode::SUCCESS;
+    for d in done {
+        let r = &d.record;
+        match &d.error {
+            None => println!("{}: {}: {} (action {} recorded, by {})", r.host, r.action, r.summary, r.id, r.requested_by),
+            Some(e) => {
+                code = ExitCode::from(1);
+                eprintln!("error: {e}");
+                if r.summary != e.kind.to_string() {
+                    eprintln!("  before it: {}", r.summary.split("; then: ").next().unwrap_or_default());
+                }
+                eprintln!("  calls made (action {} recorded):", r.id);
+                for line in r.calls.lines() {
+                    eprintln!("    {line}");
+                }
+            }
+        }
+    }
+    code
 }
 
 fn print_options(resolved: &Resolved, json: bool) {

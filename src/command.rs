@@ -12,6 +12,8 @@ pub struct Command {
     args: Vec<OsString>,
     env: Vec<(OsString, OsString)>,
     stdin: Option<Vec<u8>>,
+    /// Killed, and an error, after this long.
+    timeout: Option<std::time::Duration>,
 }
 
 /// What a finished program printed.
@@ -39,11 +41,13 @@ pub enum CommandError {
     },
     #[error("`{command}` failed ({status}){}", if stderr.trim().is_empty() { String::new() } else { format!(":\n{}", stderr.trim_end()) })]
     Failed { command: String, status: String, stderr: String },
+    #[error("`{command}` did not finish within {} s and was killed", seconds)]
+    TimedOut { command: String, seconds: u64 },
 }
 
 impl Command {
     pub fn new(program: impl Into<String>) -> Self {
-        Command { program: program.into(), args: Vec::new(), env: Vec::new(), stdin: None }
+        Command { program: program.into(), args: Vec::new(), env: Vec::new(), stdin: None, timeout: None }
     }
 
     pub fn arg(mut self, arg: impl Into<OsString>) -> Self {
@@ -67,6 +71,12 @@ impl Command {
         self
     }
 
+    /// Kills the program and fails if it has not finished after `limit`.
+    pub fn timeout(mut self, limit: std::time::Duration) -> Self {
+        self.timeout = Some(limit);
+        self
+    }
+
     /// Finds the program: a path is taken as it is, a bare name is looked up on PATH.
     pub fn resolve(&self) -> Result<PathBuf, CommandError> {
         if self.program.contains('/') {
@@ -86,7 +96,20 @@ impl Command {
         for (k, v) in &self.env {
             expression = expression.env(k, v);
         }
-        let output = expression.run().map_err(|source| CommandError::Spawn { command: self.to_string(), source })?;
+        let spawn = |source| CommandError::Spawn { command: self.to_string(), source };
+        let output = match self.timeout {
+            None => expression.run().map_err(spawn)?,
+            Some(limit) => {
+                let handle = expression.start().map_err(spawn)?;
+                match handle.wait_timeout(limit).map_err(spawn)? {
+                    Some(output) => output.clone(),
+                    None => {
+                        let _ = handle.kill();
+                        return Err(CommandError::TimedOut { command: self.to_string(), seconds: limit.as_secs() });
+                    }
+                }
+            }
+        };
         if output.status.success() {
             Ok(Output { stdout: output.stdout, stderr: output.stderr })
         } else {
@@ -130,6 +153,14 @@ mod tests {
         assert!(text.contains("`sh -c 'echo oops >&2; exit 3'` failed"), "{text}");
         assert!(text.contains("exit status: 3"), "{text}");
         assert!(text.ends_with("oops"), "{text}");
+    }
+
+    #[test]
+    fn a_program_past_its_time_is_killed() {
+        let start = std::time::Instant::now();
+        let err = Command::new("sleep").arg("30").timeout(std::time::Duration::from_millis(300)).run().unwrap_err();
+        assert!(matches!(err, CommandError::TimedOut { .. }) && start.elapsed().as_secs() < 5, "{err}");
+        assert_eq!(Command::new("echo").arg("hi").timeout(std::time::Duration::from_secs(5)).run().expect("echo").stdout_text(), "hi\n");
     }
 
     #[test]

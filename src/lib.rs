@@ -18,4 +18,6 @@ pub mod pack;
 pub mod render;
 pub mod schema;
 pub mod serve;
+// After serve: power control of the fleet's hosts through their BMCs (the fleet commands).
+pub mod bmc;
 pub mod start;

@@ -180,6 +180,8 @@ pub const FIRMWARES: &[&str] = &["auto", "uefi", "bios", "both"];
 pub const COMPRESSIONS: &[&str] = &["zstd", "gzip", "xz"];
 pub const DHCP_MODES: &[&str] = &["authoritative", "proxy"];
 pub const UNKNOWN_HOSTS: &[&str] = &["local-boot", "hold"];
+pub const BMC_PROTOCOLS: &[&str] = &["redfish", "ipmi"];
+pub const BMC_BOOT_TARGETS: &[&str] = &["pxe", "uefi-http"];
 /// The value of the two interface options that means "the NIC the firmware booted from".
 pub const AUTO: &str = "auto";
 
@@ -212,6 +214,31 @@ macro_rules! host_override {
         }
     };
 }
+
+/// A host's own value of a fleet-wide `fleet.bmc` option: the same type and rule, and the
+/// fleet-wide value as its default.
+macro_rules! host_bmc {
+    ($base:expr, $name:literal) => {
+        OptionSpec {
+            path: concat!("fleet.hosts.<name>.bmc.", $name),
+            default: Default::Inherit(concat!("fleet.bmc.", $name)),
+            description: concat!("This host's own fleet.bmc.", $name, "; unset, the fleet-wide value applies."),
+            ..$base
+        }
+    };
+}
+
+// The fleet-wide BMC settings a host may override, named once for both places.
+const BMC_PROTOCOL: OptionSpec = opt!("fleet.bmc.protocol", Ty::Enum(BMC_PROTOCOLS), Default::Str("redfish"), None,
+    "How `nixos-pxe fleet power`, `fleet reinstall --power-cycle` and `fleet apply` talk to a host's BMC: \"redfish\" (JSON over HTTPS, checked against bmc.certificate or bmc.fingerprint) or \"ipmi\" (IPMI 2.0 over LAN, RMCP+, through ipmitool; no certificate).");
+const BMC_USER: OptionSpec = opt!(null "fleet.bmc.user", Ty::Str, Some(rules::bmc_user),
+    "The BMC account the fleet commands log in as.");
+const BMC_PASSWORD_FILE: OptionSpec = opt!(null "fleet.bmc.passwordFile", Ty::Str, Some(rules::secret_file),
+    "A file on the boot server holding the BMC account's password (its first line), read when a fleet command runs; a string, never a Nix path, so that it stays out of the Nix store, which every user can read.");
+const BMC_CERTIFICATE: OptionSpec = opt!(null "fleet.bmc.certificate", Ty::Path, Some(rules::absolute_path),
+    "PEM file with the certificate a Redfish BMC must present, or the certificate authority that signed it (checked with the BMC's address as its name). Exactly one of bmc.certificate and bmc.fingerprint for a Redfish BMC.");
+const BMC_BOOT_TARGET: OptionSpec = opt!("fleet.bmc.bootTarget", Ty::Enum(BMC_BOOT_TARGETS), Default::Str("pxe"), None,
+    "The one-time boot a reinstall asks the BMC for: \"pxe\" (Redfish BootSourceOverrideTarget Pxe, IPMI chassis bootdev pxe) or \"uefi-http\" (Redfish UefiHttp, for hosts that boot by UEFI HTTP boot; Redfish only).");
 
 // The customInstaller options a fleet host may override, named once for both places.
 const NETWORKING_USE_DHCP: OptionSpec = opt!("customInstaller.networking.useDHCP", Ty::Bool, Default::Bool(true), None,
@@ -311,6 +338,11 @@ pub const OPTIONS: &[OptionSpec] = &[
         "Whether `nixos-pxe serve` may hand a host's install token to, and take its reports from, any address. Off (the default), serve gives a host's per-host file with its token, and takes its reports, only from the address its DHCP saw for one of the host's MACs (the lease it gave, or in proxy mode the address the machine asked the site's server for), so another machine on the boot network cannot read the token nor install, fail, hold or confirm the host. Needed, and only then, with `serve --dhcp off`, where serve sees no DHCP: serve refuses to serve a fleet that way without it."),
     opt!("fleet.unknownHosts", Ty::Enum(UNKNOWN_HOSTS), Default::Str("local-boot"), None,
         "What a machine whose MAC is in no host gets: \"local-boot\" (on UEFI GRUB starts the first disk's EFI boot loader, systemd-boot or /EFI/BOOT/BOOTX64.EFI, else exits to the firmware; on BIOS it exits to the BIOS, which boots its next boot device) or \"hold\" (a GRUB menu naming the MAC, no timeout, never a reboot). Never an install."),
+    BMC_PROTOCOL,
+    BMC_USER,
+    BMC_PASSWORD_FILE,
+    BMC_CERTIFICATE,
+    BMC_BOOT_TARGET,
     opt!("fleet.hosts.<name>.macs", Ty::ListOfStr, Default::EmptyList, Some(rules::mac_list),
         "MAC addresses of the host's NICs the firmware may boot from, in any usual spelling (52:54:00:ab:cd:01, 52-54-00-AB-CD-01, 5254.00ab.cd01, 525400abcd01). At least one; each belongs to one host."),
     opt!("fleet.hosts.<name>.generation", Ty::Int, Default::Int(1), Some(rules::generation),
@@ -334,6 +366,18 @@ pub const OPTIONS: &[OptionSpec] = &[
     host_override!(ROOT_SIZE, "rootSizeMiB"),
     host_override!(FIRMWARE, "firmware"),
     host_override!(AFTER_INSTALL_OPTION, "afterInstall"),
+    // The host's BMC, for the fleet's power commands.
+    opt!(null "fleet.hosts.<name>.bmc.address", Ty::Str, Some(rules::bmc_address),
+        "The host's BMC on the management network: a host name or IPv4 address, or [IPv6], with :PORT when it is not the protocol's (443 for Redfish, 623 for IPMI). Unset: the fleet's power commands cannot reach this host."),
+    host_bmc!(BMC_PROTOCOL, "protocol"),
+    host_bmc!(BMC_USER, "user"),
+    host_bmc!(BMC_PASSWORD_FILE, "passwordFile"),
+    host_bmc!(BMC_CERTIFICATE, "certificate"),
+    opt!(null "fleet.hosts.<name>.bmc.fingerprint", Ty::Str, Some(rules::sha256_fingerprint),
+        "SHA-256 fingerprint of the certificate this host's Redfish BMC presents (as `openssl x509 -noout -fingerprint -sha256` prints it): that certificate and no other is accepted, whoever signed it. Exactly one of bmc.certificate and bmc.fingerprint for a Redfish BMC."),
+    opt!(null "fleet.hosts.<name>.bmc.systemId", Ty::Str, Some(rules::redfish_id),
+        "The Redfish id of this host's system (the last part of /redfish/v1/Systems/ID), needed when its BMC manages several systems; unset, the BMC must list exactly one."),
+    host_bmc!(BMC_BOOT_TARGET, "bootTarget"),
 ];
 
 /// The option with this path, as the schema writes it (`fleet.hosts.<name>.macs`).
@@ -604,6 +648,49 @@ pub mod rules {
         Ok(())
     }
 
+    /// A BMC account name: what HTTP Basic authentication and ipmitool's -U can carry.
+    pub fn bmc_user(v: &Value) -> Result<(), String> {
+        let s = str_of(v);
+        if !s.is_empty() && s.len() <= 64 && !s.contains(':') && s.chars().all(|c| !c.is_control()) {
+            Ok(())
+        } else {
+            Err(format!("\"{}\" is not a BMC account name; expected 1 to 64 characters without ':' or control characters", s.escape_default()))
+        }
+    }
+
+    /// A secret's file on the boot server: absolute, and not in the Nix store (world-readable).
+    pub fn secret_file(v: &Value) -> Result<(), String> {
+        absolute_path(v)?;
+        let s = str_of(v);
+        if s.starts_with("/nix/store/") {
+            Err(format!(
+                "\"{s}\" is in the Nix store, which every user on the machine can read; keep the password in a file outside it (e.g. /run/secrets/bmc, written by your secret manager) and give its path as a string"
+            ))
+        } else {
+            Ok(())
+        }
+    }
+
+    /// `host`, `host:port`, `a.b.c.d`, `a.b.c.d:port`, `[v6]`, `[v6]:port`.
+    pub fn bmc_address(v: &Value) -> Result<(), String> {
+        crate::config::bmc::Address::parse(str_of(v)).map(|_| ())
+    }
+
+    /// 32 bytes in hexadecimal, with or without ':' between them, any case.
+    pub fn sha256_fingerprint(v: &Value) -> Result<(), String> {
+        crate::config::bmc::Fingerprint::parse(str_of(v)).map(|_| ())
+    }
+
+    /// A Redfish resource id: one path segment of safe characters.
+    pub fn redfish_id(v: &Value) -> Result<(), String> {
+        let s = str_of(v);
+        if !s.is_empty() && s.len() <= 128 && s != "." && s != ".." && s.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.~".contains(&b)) {
+            Ok(())
+        } else {
+            Err(format!("\"{}\" is not a Redfish system id; expected letters, digits, '-', '_', '.' or '~', e.g. \"System.Embedded.1\" or \"1\"", s.escape_default()))
+        }
+    }
+
     pub fn absolute_path(v: &Value) -> Result<(), String> {
         let s = str_of(v);
         if s.starts_with('/') && !s.contains(char::is_whitespace) {
@@ -814,11 +901,14 @@ mod tests {
     #[test]
     fn host_overrides_share_type_and_rule_with_the_top_level_option() {
         let overrides: Vec<&OptionSpec> = OPTIONS.iter().filter(|o| matches!(o.default, Default::Inherit(_))).collect();
-        assert_eq!(overrides.len(), 10);
+        assert_eq!(overrides.len(), 15);
         for o in overrides {
             let Default::Inherit(base) = o.default else { unreachable!("filtered") };
             let base = find(base).unwrap_or_else(|| panic!("{}: inherits from a missing option", o.path));
-            assert_eq!(o.path.strip_prefix("fleet.hosts.<name>."), Some(base.path), "{}", o.path);
+            // customInstaller.X for fleet.hosts.<name>.customInstaller.X, fleet.bmc.X for
+            // fleet.hosts.<name>.bmc.X.
+            let own = o.path.strip_prefix("fleet.hosts.<name>.").unwrap_or_default();
+            assert!(base.path == own || base.path.strip_prefix("fleet.") == Some(own), "{} inherits {}", o.path, base.path);
             assert_eq!((o.ty, o.nullable, o.rule.map(|r| r as usize)), (base.ty, base.nullable, base.rule.map(|r| r as usize)), "{}", o.path);
             assert_eq!(o.default.to_value(), base.default.to_value());
         }

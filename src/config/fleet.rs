@@ -121,6 +121,8 @@ pub struct HostSpec {
     pub install: CustomInstaller,
     /// The system image below /nixos-pxe/ in the NFS root, when lib.mkFleet wrote one.
     pub image: Option<String>,
+    /// The host's BMC, when `fleet.hosts.<name>.bmc.address` is set.
+    pub bmc: Option<super::bmc::BmcSpec>,
 }
 
 impl HostSpec {
@@ -154,6 +156,8 @@ pub enum ModelError {
     SharedMac { mac: Mac, first: String, second: String },
     #[error("fleet.hosts.{host}.customInstaller: {message}")]
     Override { host: String, message: String },
+    #[error("fleet.hosts.{host}.bmc: {message}")]
+    Bmc { host: String, message: String },
 }
 
 impl Fleet {
@@ -180,6 +184,7 @@ impl Fleet {
                 install: merged(&base, &host.custom_installer, &host.target)
                     .map_err(|message| ModelError::Override { host: name.clone(), message })?,
                 image: host.image.clone(),
+                bmc: super::bmc::resolve(&config.fleet.bmc, &host.bmc).map_err(|message| ModelError::Bmc { host: name.clone(), message })?,
             });
         }
         Ok(Fleet {

@@ -131,6 +131,7 @@ pub fn checks(resolved: &Resolved) -> Vec<Diagnostic> {
             ),
             _ => {}
         }
+        problems.extend(bmc_checks(resolved, name));
         // The rule between the networking options holds for the host's merged installer too
         // (checked when the host sets one of them; the top-level pair is checked on its own).
         if !host.custom_installer.contains_key("networking") {
@@ -150,6 +151,75 @@ pub fn checks(resolved: &Resolved) -> Vec<Diagnostic> {
         if let Ok(installer) = serde_json::from_value::<CustomInstaller>(merged) {
             let prefix = path("customInstaller");
             problems.extend(networking_checks(&installer, &prefix, &|option: &str| at(option)));
+        }
+    }
+    problems
+}
+
+/// The rules of host `name`'s BMC settings (its own over `fleet.bmc`): with an address, an
+/// account, a password file, and for Redfish a way to know the BMC's certificate; IPMI has no
+/// TLS, no system ids and no UEFI HTTP boot; without an address, a host's own BMC setting
+/// reaches nothing.
+fn bmc_checks(resolved: &Resolved, name: &str) -> Vec<Diagnostic> {
+    let path = |option: &str| format!("{HOSTS}.{}.bmc.{option}", quoted(name));
+    let value = |option: &str| resolved.effective.iter().find(|e| e.option == path(option)).map(|e| e.value.clone()).unwrap_or(Value::Null);
+    let own = |option: &str| matches!(resolved.origin_of(&path(option)), Origin::Defined(_) | Origin::File { .. });
+    let at = |option: &str| resolved.origin_of(&path(option));
+    let options = ["protocol", "user", "passwordFile", "certificate", "fingerprint", "systemId", "bootTarget"];
+    let mut problems = Vec::new();
+    if value("address").is_null() {
+        for option in options.iter().filter(|o| own(o)) {
+            problems.push(
+                Diagnostic::new(at(option), format!("{name} has no BMC address, so its {} reaches nothing", path(option)))
+                    .option(path(option))
+                    .hint(format!("set {} = \"10.0.0.5\"; (its BMC on the management network), or remove this", path("address"))),
+            );
+        }
+        return problems;
+    }
+    let address_at = at("address");
+    let protocol = value("protocol");
+    let protocol = protocol.as_str().unwrap_or("redfish");
+    for (option, what) in [("user", "an account to log in as"), ("passwordFile", "the file holding the account's password")] {
+        if value(option).is_null() {
+            problems.push(
+                Diagnostic::new(address_at.clone(), format!("{name}'s BMC needs {what}: neither {} nor fleet.bmc.{option} is set", path(option)))
+                    .option(path(option))
+                    .hint(format!("set fleet.bmc.{option} for every host, or {} for this one", path(option))),
+            );
+        }
+    }
+    if protocol == "redfish" {
+        match (value("certificate").is_null(), value("fingerprint").is_null()) {
+            (true, true) => problems.push(
+                Diagnostic::new(
+                    address_at.clone(),
+                    format!("{name}'s Redfish BMC is reached over HTTPS, and nothing says which certificate is its own: set its certificate (or the authority that signed it) or its certificate's fingerprint"),
+                )
+                .option(path("fingerprint"))
+                .hint(format!("set {} = \"AB:CD:...\"; (`openssl s_client -connect ADDRESS:443 </dev/null | openssl x509 -noout -fingerprint -sha256`), or fleet.bmc.certificate", path("fingerprint"))),
+            ),
+            (false, false) if own("certificate") => problems.push(
+                Diagnostic::new(at("fingerprint"), format!("both {} and {} are set for {name}; its BMC's certificate is checked one way", path("certificate"), path("fingerprint")))
+                    .option(path("fingerprint")),
+            ),
+            _ => {}
+        }
+    } else {
+        for option in ["fingerprint", "systemId"].into_iter().chain(own("certificate").then_some("certificate")) {
+            if !value(option).is_null() {
+                problems.push(
+                    Diagnostic::new(at(option), format!("{} is for a Redfish BMC; {name}'s speaks IPMI, which has no certificate and one system", path(option)))
+                        .option(path(option)),
+                );
+            }
+        }
+        if value("bootTarget").as_str() == Some("uefi-http") {
+            problems.push(
+                Diagnostic::new(at("bootTarget"), format!("IPMI cannot ask for a UEFI HTTP boot ({name}'s BMC speaks IPMI); only \"pxe\""))
+                    .option(path("bootTarget"))
+                    .hint("use bmc.protocol = \"redfish\" for this host, or bootTarget = \"pxe\""),
+            );
         }
     }
     problems
@@ -308,6 +378,51 @@ mod tests {
         ]));
         assert!(text.contains("t.nix:5:3: fleet.hosts.a.customInstaller.networking.useDHCP: useDHCP is false"), "{text}");
         assert!(text.contains("set fleet.hosts.a.customInstaller.networking.staticInterfaceFromDHCP"), "{text}");
+    }
+
+    #[test]
+    fn a_bmc_needs_an_account_a_password_file_and_a_certificate_to_check() {
+        let host = |extra: &[(&'static str, Value)]| {
+            let mut pairs = vec![("fleet.hosts.a.macs", json!(["52:54:00:00:00:01"])), ("fleet.hosts.a.target.flake", json!("/f#a"))];
+            pairs.extend(extra.iter().cloned());
+            fleet(&pairs)
+        };
+        let text = problems(&host(&[("fleet.hosts.a.bmc.address", json!("10.0.0.5"))]));
+        assert!(text.contains("t.nix:5:3: fleet.hosts.a.bmc.user: a's BMC needs an account to log in as"), "{text}");
+        assert!(text.contains("t.nix:5:3: fleet.hosts.a.bmc.passwordFile: a's BMC needs the file holding"), "{text}");
+        assert!(text.contains("t.nix:5:3: fleet.hosts.a.bmc.fingerprint: a's Redfish BMC is reached over HTTPS, and nothing says which certificate"), "{text}");
+        assert_eq!(text.lines().count(), 3, "{text}");
+        // The fleet-wide account and authority serve every host; a host's fingerprint too.
+        let fleet_wide = [
+            ("fleet.bmc.user", json!("admin")),
+            ("fleet.bmc.passwordFile", json!("/run/secrets/bmc")),
+            ("fleet.bmc.certificate", json!("/etc/bmc-ca.pem")),
+            ("fleet.hosts.a.bmc.address", json!("10.0.0.5")),
+        ];
+        assert_eq!(problems(&host(&fleet_wide)), "");
+        let mut both = fleet_wide.to_vec();
+        both.extend([("fleet.hosts.a.bmc.certificate", json!("/etc/a.pem")), ("fleet.hosts.a.bmc.fingerprint", json!("ab".repeat(32)))]);
+        let text = problems(&host(&both));
+        assert!(text.contains("t.nix:10:3: fleet.hosts.a.bmc.fingerprint: both fleet.hosts.a.bmc.certificate and fleet.hosts.a.bmc.fingerprint are set for a"), "{text}");
+        // IPMI: no TLS, no system ids, no HTTP boot.
+        let mut ipmi = fleet_wide.to_vec();
+        ipmi.extend([("fleet.hosts.a.bmc.protocol", json!("ipmi")), ("fleet.hosts.a.bmc.systemId", json!("1")), ("fleet.hosts.a.bmc.bootTarget", json!("uefi-http"))]);
+        let text = problems(&host(&ipmi));
+        assert!(text.contains("t.nix:10:3: fleet.hosts.a.bmc.systemId: fleet.hosts.a.bmc.systemId is for a Redfish BMC"), "{text}");
+        assert!(text.contains("t.nix:11:3: fleet.hosts.a.bmc.bootTarget: IPMI cannot ask for a UEFI HTTP boot"), "{text}");
+        assert_eq!(text.lines().count(), 2, "the fleet-wide authority is not the host's: {text}");
+        // A host's own BMC setting without an address.
+        let text = problems(&host(&[("fleet.hosts.a.bmc.user", json!("root"))]));
+        assert!(text.contains("t.nix:5:3: fleet.hosts.a.bmc.user: a has no BMC address, so its fleet.hosts.a.bmc.user reaches nothing"), "{text}");
+        // The password never in the Nix store; a bad address and fingerprint by their rules.
+        let text = problems(&host(&[
+            ("fleet.bmc.passwordFile", json!("/nix/store/abc-bmc-password")),
+            ("fleet.hosts.a.bmc.address", json!("https://10.0.0.5")),
+            ("fleet.hosts.a.bmc.fingerprint", json!("AB:CD")),
+        ]));
+        assert!(text.contains("t.nix:5:3: fleet.bmc.passwordFile: \"/nix/store/abc-bmc-password\" is in the Nix store, which every user on the machine can read"), "{text}");
+        assert!(text.contains("t.nix:6:3: fleet.hosts.a.bmc.address: \"https://10.0.0.5\" is not a BMC address"), "{text}");
+        assert!(text.contains("t.nix:7:3: fleet.hosts.a.bmc.fingerprint: \"AB:CD\" is not a SHA-256 fingerprint"), "{text}");
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! Reading a configuration: the settings a file makes, merged over the schema's defaults,
 //! validated, and turned into the typed [`Config`]. Readers: static Nix, evaluated Nix, JSON.
 
+pub mod bmc;
 pub mod diagnostic;
 pub mod eval_nix;
 pub mod fleet;

@@ -24,6 +24,8 @@ pub struct FleetOptions {
     pub max_attempts: u32,
     pub unknown_hosts: UnknownHosts,
     pub trust_boot_network: bool,
+    /// `fleet.bmc.*`: what a host's BMC settings default to.
+    pub bmc: super::bmc::BmcDefaults,
     #[serde(default)]
     pub hosts: BTreeMap<String, HostOptions>,
 }
@@ -41,6 +43,14 @@ pub struct HostOptions {
     pub custom_installer: Map<String, Value>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub image: Option<String>,
+    /// `fleet.hosts.<name>.bmc`: the host's own values (its address, fingerprint and system id,
+    /// and what it overrides of `fleet.bmc`); left out of the JSON form when the host has none.
+    #[serde(default, skip_serializing_if = "all_null")]
+    pub bmc: Map<String, Value>,
+}
+
+fn all_null(map: &Map<String, Value>) -> bool {
+    map.values().all(Value::is_null)
 }
 
 /// What a MAC that is in no host of the fleet gets. Never an install.

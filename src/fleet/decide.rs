@@ -160,6 +160,7 @@ mod tests {
             max_attempts,
             install: config.custom_installer,
             image: None,
+            bmc: None,
         }
     }
 

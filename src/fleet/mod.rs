@@ -8,6 +8,7 @@
 
 pub mod decide;
 pub mod marker;
+pub mod power;
 pub mod sqlite;
 pub mod status;
 pub mod store;

@@ -10,7 +10,8 @@
 
 use super::decide::{AttemptSummary, Confirmed, HostState, Outcome};
 use super::store::{
-    Accepted, AttemptRecord, AttemptStatus, Event, FleetHost, HandOut, HandedOut, HostRecord, Refused, Report, ReportRecord, Store, StoreError,
+    Accepted, AttemptRecord, AttemptStatus, Event, FleetHost, HandOut, HandedOut, HostRecord, PowerAction, PowerOutcome, Refused, Report, ReportRecord,
+    Store, StoreError,
 };
 use super::token;
 use crate::config::fleet::Mac;
@@ -79,6 +80,21 @@ const MIGRATIONS: &[&str] = &[
         seen_at INTEGER NOT NULL
     ) STRICT;
     CREATE INDEX bindings_by_address ON bindings(address);",
+    // 3 -> 4: every power action on a host's BMC (fleet power, reinstall --power-cycle, apply):
+    // who asked, when, the BMC, the outcome and every call with its answer.
+    "CREATE TABLE power_actions (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        host TEXT NOT NULL,
+        action TEXT NOT NULL,
+        requested_by TEXT NOT NULL,
+        requested_at INTEGER NOT NULL,
+        finished_at INTEGER NOT NULL,
+        bmc TEXT NOT NULL,
+        outcome TEXT NOT NULL CHECK (outcome IN ('done', 'failed')),
+        summary TEXT NOT NULL,
+        calls TEXT NOT NULL
+    ) STRICT;
+    CREATE INDEX power_actions_by_host ON power_actions(host, id);",
 ];
 
 /// The schema version this program writes.
@@ -537,6 +553,33 @@ impl Store for SqliteStore {
         Ok(())
     }
 
+    fn record_power_action(&self, a: &PowerAction) -> Result<i64, StoreError> {
+        let place = self.place();
+        let conn = self.lock();
+        conn.execute(
+            "INSERT INTO power_actions (host, action, requested_by, requested_at, finished_at, bmc, outcome, summary, calls)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+            params![a.host, a.action, a.requested_by, a.requested_at, a.finished_at, a.bmc, a.outcome.as_str(), a.summary, a.calls],
+        )
+        .map_err(db(&place, &format!("record the power action on {}", a.host)))?;
+        Ok(conn.last_insert_rowid())
+    }
+
+    fn power_actions(&self, host: Option<&str>, limit: u32) -> Result<Vec<PowerAction>, StoreError> {
+        let place = self.place();
+        let conn = self.read();
+        let mut statement = conn
+            .prepare_cached(
+                "SELECT id, host, action, requested_by, requested_at, finished_at, bmc, outcome, summary, calls FROM power_actions
+                 WHERE ?1 IS NULL OR host = ?1 ORDER BY id DESC LIMIT ?2",
+            )
+            .map_err(db(&place, "read the power actions"))?;
+        statement
+            .query_map(params![host, limit], Self::power_action_row)
+            .and_then(|rows| rows.collect::<rusqlite::Result<Vec<_>>>())
+            .map_err(db(&place, "read the power actions"))
+    }
+
     fn bindings(&self, macs: &[Mac]) -> Result<Vec<(Mac, Ipv4Addr)>, StoreError> {
         let place = self.place();
         let conn = self.read();
@@ -549,6 +592,25 @@ impl Store for SqliteStore {
             }
         }
         Ok(found)
+    }
+}
+
+impl SqliteStore {
+    fn power_action_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<PowerAction> {
+        let outcome: String = r.get(7)?;
+        Ok(PowerAction {
+            id: r.get(0)?,
+            host: r.get(1)?,
+            action: r.get(2)?,
+            requested_by: r.get(3)?,
+            requested_at: r.get(4)?,
+            finished_at: r.get(5)?,
+            bmc: r.get(6)?,
+            outcome: PowerOutcome::parse(&outcome)
+                .ok_or_else(|| rusqlite::Error::InvalidColumnType(7, format!("outcome {outcome}"), rusqlite::types::Type::Text))?,
+            summary: r.get(8)?,
+            calls: r.get(9)?,
+        })
     }
 }
 
@@ -654,7 +716,7 @@ mod tests {
 
     fn spec(generation: u32, max_attempts: u32) -> HostSpec {
         let config = crate::config::resolve(&Default::default(), camino::Utf8Path::new("t.nix")).expect("defaults").config;
-        HostSpec { name: "web1".into(), macs: vec![MAC], generation, max_attempts, install: config.custom_installer, image: None }
+        HostSpec { name: "web1".into(), macs: vec![MAC], generation, max_attempts, install: config.custom_installer, image: None, bmc: None }
     }
 
     #[test]
@@ -677,6 +739,35 @@ mod tests {
 
     /// A file of schema version 1 (an installer then sent a boot token's hash with `installed`):
     /// migrated to the current version on open, its attempts and their tokens kept.
+    #[test]
+    fn power_actions_are_kept_per_host_newest_first_and_survive_a_reopen() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = SqliteStore::open(dir.path()).expect("open");
+        let action = |host: &str, at: i64, outcome| PowerAction {
+            id: 0,
+            host: host.into(),
+            action: "cycle".into(),
+            requested_by: "root (sudo by alice)".into(),
+            requested_at: at,
+            finished_at: at + 5,
+            bmc: "the Redfish BMC at https://10.0.0.5:443".into(),
+            outcome,
+            summary: "on -> ForceRestart -> on".into(),
+            calls: "GET https://10.0.0.5:443/redfish/v1/Systems => 200".into(),
+        };
+        let first = store.record_power_action(&action("db7", 1000, PowerOutcome::Done)).expect("record");
+        let second = store.record_power_action(&action("web1", 2000, PowerOutcome::Failed)).expect("record");
+        let third = store.record_power_action(&action("db7", 3000, PowerOutcome::Failed)).expect("record");
+        assert!(first < second && second < third);
+        drop(store);
+        let store = SqliteStore::open_existing(dir.path()).expect("reopen");
+        let db7 = store.power_actions(Some("db7"), 10).expect("read");
+        assert_eq!(db7.iter().map(|a| (a.id, a.requested_at, a.outcome)).collect::<Vec<_>>(), vec![(third, 3000, PowerOutcome::Failed), (first, 1000, PowerOutcome::Done)]);
+        assert_eq!(db7[1], PowerAction { id: first, ..action("db7", 1000, PowerOutcome::Done) });
+        assert_eq!(store.power_actions(None, 2).expect("read").iter().map(|a| a.id).collect::<Vec<_>>(), vec![third, second]);
+        assert!(store.power_actions(Some("nobody"), 10).expect("read").is_empty());
+    }
+
     #[test]
     fn a_version_1_file_is_migrated_and_keeps_its_attempts() {
         let dir = tempfile::tempdir().expect("tempdir");
@@ -713,7 +804,7 @@ mod tests {
         let err = SqliteStore::open(dir.path()).unwrap_err();
         assert!(matches!(err, StoreError::FutureSchema { found: 99, known: SCHEMA_VERSION, .. }), "{err:?}");
         let text = err.to_string();
-        assert!(text.contains("schema version 99, newer than this nixos-pxe knows (up to 3)") && text.contains("move the file away"), "{text}");
+        assert!(text.contains(&format!("schema version 99, newer than this nixos-pxe knows (up to {SCHEMA_VERSION})")) && text.contains("move the file away"), "{text}");
         let conn = Connection::open(dir.path().join(FILE_NAME)).expect("open raw");
         assert_eq!(conn.query_row("PRAGMA user_version", [], |r| r.get::<_, i64>(0)).expect("version"), 99);
         assert!(conn.prepare("SELECT * FROM hosts").is_err(), "nothing was created in it");

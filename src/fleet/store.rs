@@ -66,6 +66,56 @@ pub trait Store: Send + Sync {
 
     /// The address each of `macs` is bound to, for those that have one.
     fn bindings(&self, macs: &[Mac]) -> Result<Vec<(Mac, Ipv4Addr)>, StoreError>;
+
+    /// Records a power action on a host's BMC (`nixos-pxe fleet power`, `fleet reinstall
+    /// --power-cycle`, `fleet apply`), done or failed, with every call and the BMC's answers;
+    /// returns its number. Kept for good, whether or not the host is (or was) in the fleet.
+    fn record_power_action(&self, action: &PowerAction) -> Result<i64, StoreError>;
+
+    /// The power actions of `host` (of every host with `None`), newest first, at most `limit`.
+    fn power_actions(&self, host: Option<&str>, limit: u32) -> Result<Vec<PowerAction>, StoreError>;
+}
+
+/// One power action on a host's BMC, as [`Store::record_power_action`] keeps it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct PowerAction {
+    /// Its number (0 before it is recorded).
+    pub id: i64,
+    pub host: String,
+    /// `on`, `off`, `cycle`, `reinstall --power-cycle`, `apply`.
+    pub action: String,
+    /// The Unix account that ran the command (`root`, `root (sudo by alice)`).
+    pub requested_by: String,
+    /// Milliseconds since the Unix epoch.
+    pub requested_at: i64,
+    pub finished_at: i64,
+    /// The BMC as messages name it: `the Redfish BMC at https://10.0.0.5:443`.
+    pub bmc: String,
+    pub outcome: PowerOutcome,
+    /// What came of it in one line: `on -> ForceRestart -> on`, or the error.
+    pub summary: String,
+    /// Every call made, one a line: `REQUEST => ANSWER`.
+    pub calls: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PowerOutcome {
+    Done,
+    Failed,
+}
+
+impl PowerOutcome {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PowerOutcome::Done => "done",
+            PowerOutcome::Failed => "failed",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<PowerOutcome> {
+        [PowerOutcome::Done, PowerOutcome::Failed].into_iter().find(|o| o.as_str() == text)
+    }
 }
 
 /// A store that cannot do what was asked: what failed, where, and what to do.
