@@ -10,7 +10,9 @@
 #     nixosConfigurations entry in its `hosts` argument (nixosPxe.fleetSystems);
 #   - a fleet boots by the firmware's boot NIC: both interface options "auto";
 #   - the single installer's customInstaller.target is not used by a fleet;
-#   - a host's merged networking options keep customInstaller's rule.
+#   - a host's merged networking options keep customInstaller's rule;
+#   - a host with a BMC address has an account and a password file (outside the Nix store), and a
+#     Redfish BMC a certificate or fingerprint to be checked against; IPMI has no UEFI HTTP boot.
 # A configuration without fleet.hosts has no fleet: no rule here applies and the JSON has no
 # `fleet` (the single installer's config.json is as it was).
 { lib, config, options, ... }:
@@ -88,6 +90,7 @@ let
       shared = lib.filter (mac: lib.any (other: other < name) (others mac)) (lib.unique (map (m: m.mac) good));
       targets = lib.filter (x: x) [ (host.target.directory != null) (host.target.flake != null) (lib.elem name cfg.nixosPxe.fleetSystems) ];
       networking = host.customInstaller.networking;
+      bmc = host.bmc;
     in
     [
       {
@@ -109,6 +112,24 @@ let
       {
         assertion = networking.useDHCP || networking.staticInterfaceFromDHCP != null;
         message = "nixos-pxe: ${option name "customInstaller.networking.useDHCP"}: useDHCP is false, so ${option name "customInstaller.networking.staticInterfaceFromDHCP"} must name the interface for the static address${definedIn name "customInstaller"}";
+      }
+    ]
+    ++ lib.optionals (bmc.address != null) [
+      {
+        assertion = bmc.user != null && bmc.passwordFile != null;
+        message = "nixos-pxe: ${option name "bmc"}: ${name}'s BMC needs an account and the file holding its password: set fleet.bmc.user and fleet.bmc.passwordFile (or ${option name "bmc.user"} and ${option name "bmc.passwordFile"})${definedIn name "bmc"}";
+      }
+      {
+        assertion = bmc.passwordFile == null || !(lib.hasPrefix "${builtins.storeDir}/" bmc.passwordFile);
+        message = "nixos-pxe: ${option name "bmc.passwordFile"}: \"${toString bmc.passwordFile}\" is in the Nix store, which every user on the machine can read; keep the password in a file outside it and give its path as a string${definedIn name "bmc"}";
+      }
+      {
+        assertion = bmc.protocol != "redfish" || bmc.certificate != null || bmc.fingerprint != null;
+        message = "nixos-pxe: ${option name "bmc.fingerprint"}: ${name}'s Redfish BMC is reached over HTTPS, and nothing says which certificate is its own: set its certificate (or the authority that signed it, fleet.bmc.certificate) or its certificate's fingerprint${definedIn name "bmc"}";
+      }
+      {
+        assertion = bmc.protocol != "ipmi" || bmc.bootTarget != "uefi-http";
+        message = "nixos-pxe: ${option name "bmc.bootTarget"}: IPMI cannot ask for a UEFI HTTP boot (${name}'s BMC speaks IPMI); only \"pxe\"${definedIn name "bmc"}";
       }
     ]
     ++ map (m: {
@@ -135,6 +156,20 @@ let
     in
     removeAttrs differing [ "networking" ] // lib.optionalAttrs (networking != { }) { inherit networking; };
 
+  # A certificate file goes into the store (it is public), so that the boot server has it.
+  certificateJSON = c: if c == null then null else "${c}";
+
+  # A host's BMC settings as the JSON form keeps them: its address, fingerprint and system id,
+  # and what differs from fleet.bmc (src/config/bmc.rs merges them over it).
+  bmcOverrides = host:
+    let
+      top = cfg.fleet.bmc;
+      own = host.bmc;
+      fromTop = lib.filterAttrs (key: value: value != top.${key}) (removeAttrs own [ "address" "fingerprint" "systemId" ]);
+      fixed = lib.filterAttrs (_: value: value != null) { inherit (own) address fingerprint systemId; };
+    in
+    fixed // fromTop // lib.optionalAttrs (fromTop ? certificate) { certificate = certificateJSON own.certificate; };
+
   hostJSON = name: host: {
     macs = map (m: m.mac or m.text) parsed.${name};
     inherit (host) generation;
@@ -143,7 +178,7 @@ let
       inherit (host.target) flake;
     };
     customInstaller = overrides host;
-  };
+  } // lib.optionalAttrs (bmcOverrides host != { }) { bmc = bmcOverrides host; };
 in
 {
   config.nixosPxe = lib.mkIf (isFleet || cfg.nixosPxe.fleetSystems != [ ]) {
@@ -169,7 +204,8 @@ in
 
     configValue = lib.mkIf isFleet {
       fleet = {
-        inherit (cfg.fleet) maxAttempts unknownHosts;
+        inherit (cfg.fleet) maxAttempts unknownHosts trustBootNetwork;
+        bmc = cfg.fleet.bmc // { certificate = certificateJSON cfg.fleet.bmc.certificate; };
         hosts = lib.mapAttrs hostJSON hosts;
       };
     };

@@ -248,6 +248,36 @@ in
         default = "local-boot";
         description = "What a machine whose MAC is in no host gets: \"local-boot\" (on UEFI GRUB starts the first disk's EFI boot loader, systemd-boot or /EFI/BOOT/BOOTX64.EFI, else exits to the firmware; on BIOS it exits to the BIOS, which boots its next boot device) or \"hold\" (a GRUB menu naming the MAC, no timeout, never a reboot). Never an install.";
       };
+      # The BMCs' fleet-wide settings; each host's fleet.hosts.<name>.bmc.* overrides them.
+      bmc = {
+        protocol = mkOption {
+          type = types.enum [ "redfish" "ipmi" ];
+          default = "redfish";
+          description = "How `nixos-pxe fleet power`, `fleet reinstall --power-cycle` and `fleet apply` talk to a host's BMC: \"redfish\" (JSON over HTTPS, checked against bmc.certificate or bmc.fingerprint) or \"ipmi\" (IPMI 2.0 over LAN, RMCP+, through ipmitool; no certificate).";
+        };
+        user = mkOption {
+          type = types.nullOr types.str;
+          default = null;
+          example = "admin";
+          description = "The BMC account the fleet commands log in as.";
+        };
+        passwordFile = mkOption {
+          type = types.nullOr types.str;
+          default = null;
+          example = "/run/secrets/bmc-password";
+          description = "A file on the boot server holding the BMC account's password (its first line), read when a fleet command runs; a string, never a Nix path, so that it stays out of the Nix store, which every user can read.";
+        };
+        certificate = mkOption {
+          type = types.nullOr types.path;
+          default = null;
+          description = "PEM file with the certificate a Redfish BMC must present, or the certificate authority that signed it (checked with the BMC's address as its name). Exactly one of bmc.certificate and bmc.fingerprint for a Redfish BMC.";
+        };
+        bootTarget = mkOption {
+          type = types.enum [ "pxe" "uefi-http" ];
+          default = "pxe";
+          description = "The one-time boot a reinstall asks the BMC for: \"pxe\" (Redfish BootSourceOverrideTarget Pxe, IPMI chassis bootdev pxe) or \"uefi-http\" (Redfish UefiHttp, for hosts that boot by UEFI HTTP boot; Redfish only).";
+        };
+      };
       hosts = mkOption {
         default = { };
         description = "The hosts of the fleet, by name (a DNS label).";
@@ -341,6 +371,57 @@ in
                 default = cfg.customInstaller.afterInstall;
                 defaultText = lib.literalExpression "config.customInstaller.afterInstall";
                 description = "This host's own customInstaller.afterInstall; unset, the top-level value applies.";
+              };
+            };
+            # The host's BMC, for `nixos-pxe fleet power`, `fleet reinstall --power-cycle` and
+            # `fleet apply`; each setting but address, fingerprint and systemId defaults to fleet.bmc's.
+            bmc = {
+              address = mkOption {
+                type = types.nullOr types.str;
+                default = null;
+                example = "10.0.1.7";
+                description = "The host's BMC on the management network: a host name or IPv4 address, or [IPv6], with :PORT when it is not the protocol's (443 for Redfish, 623 for IPMI). Unset: the fleet's power commands cannot reach this host.";
+              };
+              protocol = mkOption {
+                type = types.enum [ "redfish" "ipmi" ];
+                default = cfg.fleet.bmc.protocol;
+                defaultText = lib.literalExpression "config.fleet.bmc.protocol";
+                description = "This host's own fleet.bmc.protocol; unset, the fleet-wide value applies.";
+              };
+              user = mkOption {
+                type = types.nullOr types.str;
+                default = cfg.fleet.bmc.user;
+                defaultText = lib.literalExpression "config.fleet.bmc.user";
+                description = "This host's own fleet.bmc.user; unset, the fleet-wide value applies.";
+              };
+              passwordFile = mkOption {
+                type = types.nullOr types.str;
+                default = cfg.fleet.bmc.passwordFile;
+                defaultText = lib.literalExpression "config.fleet.bmc.passwordFile";
+                description = "This host's own fleet.bmc.passwordFile; unset, the fleet-wide value applies.";
+              };
+              certificate = mkOption {
+                type = types.nullOr types.path;
+                default = cfg.fleet.bmc.certificate;
+                defaultText = lib.literalExpression "config.fleet.bmc.certificate";
+                description = "This host's own fleet.bmc.certificate; unset, the fleet-wide value applies.";
+              };
+              fingerprint = mkOption {
+                type = types.nullOr types.str;
+                default = null;
+                description = "SHA-256 fingerprint of the certificate this host's Redfish BMC presents (as `openssl x509 -noout -fingerprint -sha256` prints it): that certificate and no other is accepted, whoever signed it. Exactly one of bmc.certificate and bmc.fingerprint for a Redfish BMC.";
+              };
+              systemId = mkOption {
+                type = types.nullOr types.str;
+                default = null;
+                example = "System.Embedded.1";
+                description = "The Redfish id of this host's system (the last part of /redfish/v1/Systems/ID), needed when its BMC manages several systems; unset, the BMC must list exactly one.";
+              };
+              bootTarget = mkOption {
+                type = types.enum [ "pxe" "uefi-http" ];
+                default = cfg.fleet.bmc.bootTarget;
+                defaultText = lib.literalExpression "config.fleet.bmc.bootTarget";
+                description = "This host's own fleet.bmc.bootTarget; unset, the fleet-wide value applies.";
               };
             };
           };

@@ -393,13 +393,18 @@ fn fleet(command: FleetCommand) -> Result<ExitCode, Error> {
                 return power_status(&hosts);
             }
             let mut done = Vec::new();
+            let mut failed = false;
             for host in hosts {
                 match crate::fleet::power::act(&store, host, action.as_str(), &steps, &mut || Ok(())) {
                     Ok(d) => done.push(d),
-                    Err(e) => eprintln!("error: {e}"),
+                    Err(e) => {
+                        failed = true;
+                        eprintln!("error: {e}");
+                    }
                 }
             }
-            Ok(report_power(&done))
+            let code = report_power(&done);
+            Ok(if failed { ExitCode::from(1) } else { code })
         }
         FleetCommand::Apply { target } => {
             let fleet = load_fleet(&target.config, target.source)?;

@@ -30,6 +30,21 @@ pub struct HostStatus {
     pub last_report: Option<ReportView>,
     /// What serve hands the host out now (only with the configuration).
     pub decision: Option<DecisionView>,
+    /// The latest power action on the host's BMC (`fleet power`, `reinstall --power-cycle`,
+    /// `apply`): who asked, when, the outcome, and every call with the BMC's answer.
+    pub last_power_action: Option<PowerActionView>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct PowerActionView {
+    pub id: i64,
+    pub action: String,
+    pub requested_by: String,
+    pub at: String,
+    pub outcome: super::store::PowerOutcome,
+    pub bmc: String,
+    pub summary: String,
+    pub calls: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -113,7 +128,17 @@ pub fn collect(store: &dyn Store, fleet: Option<&Fleet>, now: i64) -> Result<Vec
             (Some(fleet), Some(spec)) => Some(decide(Some(spec), &store.host(&record.name, spec.generation)?, fleet.unknown_hosts)),
             _ => None,
         };
-        rows.push(row(record, fleet, decision.as_ref(), now));
+        let power = store.power_actions(Some(&record.name), 1)?.into_iter().next().map(|a| PowerActionView {
+            id: a.id,
+            action: a.action,
+            requested_by: a.requested_by,
+            at: rfc3339(a.requested_at),
+            outcome: a.outcome,
+            bmc: a.bmc,
+            summary: a.summary,
+            calls: a.calls.lines().map(str::to_string).collect(),
+        });
+        rows.push(HostStatus { last_power_action: power, ..row(record, fleet, decision.as_ref(), now) });
     }
     Ok(rows)
 }
@@ -171,14 +196,15 @@ fn row(record: HostRecord, fleet: Option<&Fleet>, decision: Option<&Decision>, n
             at: rfc3339(r.received_at),
         }),
         decision: decision.map(DecisionView::from),
+        last_power_action: None,
         host: record.name,
     }
 }
 
 /// The rows as a table for people, one host a line, then the reasons of held hosts.
 pub fn table(rows: &[HostStatus]) -> String {
-    let header = ["HOST", "MACS", "STATE", "GENERATION", "ATTEMPT", "LAST REPORT", "DURATION", "NEXT BOOT"];
-    let mut lines: Vec<[String; 8]> = vec![header.map(String::from)];
+    let header = ["HOST", "MACS", "STATE", "GENERATION", "ATTEMPT", "LAST REPORT", "DURATION", "NEXT BOOT", "LAST POWER ACTION"];
+    let mut lines: Vec<[String; 9]> = vec![header.map(String::from)];
     for r in rows {
         let generation = format!(
             "{}/{}{}",
@@ -204,9 +230,10 @@ pub fn table(rows: &[HostStatus]) -> String {
         };
         let name = if r.in_fleet { r.host.clone() } else { format!("{} (not in the fleet)", r.host) };
         let macs = if r.macs.is_empty() { "-".into() } else { r.macs.join(",") };
-        lines.push([name, macs, r.state.to_string(), generation, attempt, report, duration, next]);
+        let power = r.last_power_action.as_ref().map_or("-".into(), |p| format!("{} {} {} by {}", p.action, p.outcome.as_str(), p.at, p.requested_by));
+        lines.push([name, macs, r.state.to_string(), generation, attempt, report, duration, next, power]);
     }
-    let widths: Vec<usize> = (0..8).map(|i| lines.iter().map(|l| l[i].chars().count()).max().unwrap_or(0)).collect();
+    let widths: Vec<usize> = (0..9).map(|i| lines.iter().map(|l| l[i].chars().count()).max().unwrap_or(0)).collect();
     let mut out = String::new();
     for line in &lines {
         let cells: Vec<String> = line.iter().zip(&widths).map(|(cell, w)| format!("{cell:w$}")).collect();
@@ -214,6 +241,9 @@ pub fn table(rows: &[HostStatus]) -> String {
         out.push('\n');
     }
     for r in rows {
+        if let Some(p) = &r.last_power_action {
+            out.push_str(&format!("{} power action {} ({}, {}): {}\n", r.host, p.id, p.action, p.outcome.as_str(), p.summary));
+        }
         if let Some(DecisionView::Hold { why }) = &r.decision {
             out.push_str(&format!("{} is held: {why}\n", r.host));
         }
@@ -325,6 +355,30 @@ mod tests {
         assert!(text.contains("old9 (not in the fleet)"), "{text}");
         assert!(text.contains("web1 is held: 1 attempts at web1 generation 1 failed"), "{text}");
         assert!(text.contains("web1 attempt 1 failed at disk: the disk holds a GPT"), "{text}");
+        // The latest power action of each host, with who asked and what the BMC answered.
+        assert!(rows.iter().all(|r| r.last_power_action.is_none()));
+        for (summary, outcome) in [("was off; reset On, now on", crate::fleet::store::PowerOutcome::Done), ("did not answer", crate::fleet::store::PowerOutcome::Failed)] {
+            store
+                .record_power_action(&crate::fleet::store::PowerAction {
+                    id: 0,
+                    host: "web2".into(),
+                    action: "on".into(),
+                    requested_by: "root".into(),
+                    requested_at: 1_700_000_000_000,
+                    finished_at: 1_700_000_003_000,
+                    bmc: "the Redfish BMC at https://10.0.0.5:443".into(),
+                    outcome,
+                    summary: summary.into(),
+                    calls: "GET a => 200\nPOST b => 204".into(),
+                })
+                .expect("record");
+        }
+        let rows = collect(&store, Some(&fleet), 0).expect("collect");
+        let web2 = rows.iter().find(|r| r.host == "web2").and_then(|r| r.last_power_action.clone()).expect("web2's power action");
+        assert_eq!((web2.summary.as_str(), web2.outcome, web2.at.as_str(), web2.calls.len()), ("did not answer", crate::fleet::store::PowerOutcome::Failed, "2023-11-14T22:13:20Z", 2));
+        let text = table(&rows);
+        assert!(text.contains("on failed 2023-11-14T22:13:20Z by root"), "{text}");
+        assert!(text.contains("web2 power action 2 (on, failed): did not answer"), "{text}");
         // Without the configuration: the store's view only, no decision.
         let rows = collect(&store, None, 0).expect("collect");
         assert_eq!(rows.iter().map(|r| (r.host.as_str(), r.state)).collect::<Vec<_>>(), vec![("old9", "handed-out"), ("web1", "failed")]);

@@ -6,6 +6,7 @@
 //! outside the namespace, and the host's DHCP lease file and mounts are checked to be untouched.
 #![allow(dead_code)] // each test binary uses part of it
 
+pub mod bmc;
 pub mod efi_disk;
 pub mod stand_in_root;
 
