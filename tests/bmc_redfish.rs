@@ -64,9 +64,9 @@ impl World {
             FakeSystem { uuid: UUID_DB7, name: "db7", power: "Off", mac: "52:54:00:00:0d:07" },
             FakeSystem { uuid: UUID_WEB1, name: "web1", power: "On", mac: "52:54:00:00:0e:01" },
         ];
-        let emulator = Emulator::start(&mut lab, &ns, d, PORT, &cert, &key, USER, PASSWORD, &systems, "");
+        let emulator = Emulator::start(&mut lab, &ns, d, PORT, &cert, &key, USER, PASSWORD, &systems, "", true);
         if extra_emulator {
-            Emulator::start(&mut lab, &ns, d, PORT + 100, &cert, &key, USER, PASSWORD, &systems[..1], "SUSHY_EMULATOR_DISABLE_POWER_OFF = True");
+            Emulator::start(&mut lab, &ns, d, PORT + 100, &cert, &key, USER, PASSWORD, &systems[..1], "SUSHY_EMULATOR_DISABLE_POWER_OFF = True", true);
         }
         let fp = fingerprint(&cert);
         let config = d.join("fleet.nix");

@@ -59,7 +59,7 @@ const BOOT_TIMEOUT: Duration = Duration::from_secs(180);
 const SERVE_DOWN: Duration = Duration::from_secs(2);
 
 fn preflight() -> common::OneQemu {
-    common::preflight(&["/bin/busybox", "/usr/bin/curl", "/usr/bin/jq", "/usr/bin/grub-mkimage", "/usr/bin/mcopy"])
+    common::preflight(&["/bin/busybox", "/usr/bin/curl", "/usr/bin/jq", "/usr/bin/grub-mkimage", "/usr/bin/mcopy", "/usr/bin/openssl", "/usr/bin/python3"])
 }
 
 // ---- The NFS root and the stand-in systems ----
@@ -301,6 +301,57 @@ impl FleetLab {
         self.phases.push((name.to_string(), (seconds * 10.0).round() / 10.0));
     }
 
+    /// lab-a's BMC: sushy-tools' Redfish emulator with one fake system (lab-a, off) on
+    /// 127.0.0.1:8443 in the lab's namespace, its certificate made here, and its notifier the
+    /// bridge that owns lab-a's QEMU (A_NICS, `disk`); the configuration's JSON form with lab-a's
+    /// BMC, for `fleet reinstall --power-cycle`.
+    fn bmc_for_lab_a(&mut self, disk: &Path) -> LabBmc {
+        let dir = self.path().join("bmc");
+        std::fs::create_dir_all(&dir).expect("mkdir");
+        let (cert, key) = common::bmc::make_certificate(&dir, "bmc", "127.0.0.1");
+        let (user, password) = ("fleet-admin", "lab-a's BMC password");
+        std::fs::write(dir.join("password"), format!("{password}\n")).expect("password");
+        // The bridge listens where the emulator notifies (its port + 1), and starts lab-a's QEMU.
+        let machine = dir.join("lab-a-boot3");
+        std::fs::create_dir_all(&machine).expect("mkdir");
+        let (mut qemu, serial) = common::qemu_args(&machine, 1024, Some(disk), common::Boot::OvmfPxe, A_NICS);
+        // A reboot resets the machine, as a server's does; the bridge's QEMU runs on.
+        qemu.retain(|a| a != "-no-reboot");
+        let bridge = serde_json::json!({
+            "listen": ["127.0.0.1", 8444],
+            "qmp": machine.join("qmp.sock"),
+            "qemu": qemu,
+            "log": dir.join("bridge.log"),
+            // The live NIC first, the dead one after it, the disk last; or the disk first.
+            "network_first": { "nic1": 1, "nic0": 2, "disk0": 9 },
+            "disk_first": { "disk0": 1, "nic1": 2, "nic0": 3 },
+        });
+        std::fs::write(dir.join("bridge.json"), bridge.to_string()).expect("bridge config");
+        let bridge_process_log = dir.join("bridge-process.log");
+        let ns = self.lab.ns.clone();
+        let script = root().join("tests/e2e/bmc-bridge.py");
+        self.lab.spawn_in(&ns, &["/usr/bin/python3", script.to_str().expect("utf8"), dir.join("bridge.json").to_str().expect("utf8")], &bridge_process_log);
+        let emulator = common::bmc::Emulator::start(
+            &mut self.lab,
+            &ns,
+            &dir,
+            8443,
+            &cert,
+            &key,
+            user,
+            password,
+            &[common::bmc::FakeSystem { uuid: "0a010000-0000-4000-8000-0000000a0001", name: "lab-a", power: "Off", mac: A }],
+            "",
+            false,
+        );
+        let mut config: Value = serde_json::from_str(&pxe(&["options", "--source", "static", "--config", CONFIG, "--as-config-json"])).expect("config JSON");
+        config["fleet"]["bmc"] = serde_json::json!({ "protocol": "redfish", "user": user, "passwordFile": dir.join("password"), "certificate": null, "bootTarget": "pxe" });
+        config["fleet"]["hosts"]["lab-a"]["bmc"] = serde_json::json!({ "address": "127.0.0.1:8443", "fingerprint": common::bmc::fingerprint(&cert) });
+        let config_path = dir.join("fleet-with-bmc.json");
+        std::fs::write(&config_path, config.to_string()).expect("config");
+        LabBmc { config: config_path, emulator, serial, bridge_log: dir.join("bridge.log"), bridge_process_log }
+    }
+
     /// `nixos-pxe fleet status --json` with the configuration (decisions, hold).
     fn status(&self) -> Vec<Value> {
         let out = pxe(&["fleet", "status", "--state-dir", self.state.to_str().expect("utf8"), "--config", CONFIG, "--source", "static", "--json"]);
@@ -382,6 +433,15 @@ impl FleetLab {
         let (body, code) = text.rsplit_once('\n').unwrap_or(("", "0"));
         (code.trim().parse().unwrap_or(0), body.to_string())
     }
+}
+
+/// lab-a's BMC and the machine behind it (see `FleetLab::bmc_for_lab_a`).
+struct LabBmc {
+    config: PathBuf,
+    emulator: common::bmc::Emulator,
+    serial: PathBuf,
+    bridge_log: PathBuf,
+    bridge_process_log: PathBuf,
 }
 
 impl Drop for FleetLab {
@@ -666,26 +726,44 @@ fn hosts_install_at_once_through_a_serve_crash_then_boot_their_disks() {
     assert_eq!(f.post_report_from(&lab_a_os, &forged).0, 403, "lab-a's token for lab-b");
     assert!(f.serve_log().contains("dhcp: ignored: not from the holder of that lease"), "the neighbour's RELEASE of lab-a's lease was not refused");
 
-    // -- `nixos-pxe fleet reinstall lab-a`: the next boot installs again (attempt 2), although
-    // its disk has the completion stamp of generation 1, over its own disk (its marker).
-    let said = pxe(&["fleet", "reinstall", "--state-dir", f.state.to_str().expect("utf8"), "lab-a"]);
-    assert!(said.contains("bump fleet.hosts.lab-a.generation"), "{said}");
+    // -- `nixos-pxe fleet reinstall lab-a --power-cycle` alone: the next boot installs again
+    // (attempt 2), although its disk has the completion stamp of generation 1, over its own disk
+    // (its marker). lab-a's BMC is sushy-tools' Redfish emulator; its notifier is the test's only
+    // link to lab-a's QEMU (tests/e2e/bmc-bridge.py: the boot device and power onto QEMU's
+    // monitor), which is paused ("off") and boots its disk first until the BMC says otherwise.
     f.unplug(&lab_a_os);
     let reinstall = Instant::now();
-    let mut qa = f.boot("lab-a", 3, A_NICS, &disk_a);
-    let console = f.until_exit("lab-a's reinstall", INSTALL_TIMEOUT, &mut qa);
-    f.phase("lab-a reinstalled", reinstall);
-    assert!(
-        in_order(&console, &[
-            &format!("nixos-pxe: {A} is lab-a: reinstalling generation 1, attempt 2"),
-            "nixos-pxe: loading (http,10.42.0.1)/nixos/bzImage",
-            "marks it as lab-a's install of generation 1: an earlier attempt of this install that did not finish, or a finished one being reinstalled. Installing over it",
-            "nixos-pxe: install complete in ",
-            "nixos-pxe: report installed: accepted",
-        ]),
-        "{}",
-        tail(&console)
-    );
+    let bmc = f.bmc_for_lab_a(&disk_a);
+    let out = Command::new("ip")
+        .args(["netns", "exec", &f.lab.ns, BIN, "fleet", "reinstall", "--power-cycle", "--config"])
+        .arg(&bmc.config)
+        .args(["--state-dir", f.state.to_str().expect("utf8"), "lab-a"])
+        .output()
+        .expect("run nixos-pxe fleet reinstall");
+    let said = String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{said}\n--- bridge:\n{}", std::fs::read_to_string(&bmc.bridge_log).unwrap_or_default());
+    assert!(said.contains("lab-a: reinstall --power-cycle: was off; boot override Pxe Continuous") && said.contains("reset On, now on"), "{said}");
+    let calls: Vec<String> = bmc.emulator.requests_since(0).into_iter().filter(|r| !r.starts_with("GET")).collect();
+    assert_eq!(calls.len(), 2, "one PATCH of the boot override, one reset: {calls:?}");
+    assert!(calls[0].starts_with("PATCH /redfish/v1/Systems/") && calls[1].contains("/Actions/ComputerSystem.Reset 204"), "{calls:?}");
+    // The installer, then its reboot, which boots from the network again (the emulator keeps the
+    // override Continuous) and serve sends it to its disk, whose loader powers the machine off.
+    let lab_a_done = [
+        format!("nixos-pxe: {A} is lab-a: reinstalling generation 1, attempt 2"),
+        "nixos-pxe: loading (http,10.42.0.1)/nixos/bzImage".into(),
+        "marks it as lab-a's install of generation 1: an earlier attempt of this install that did not finish, or a finished one being reinstalled. Installing over it".into(),
+        "nixos-pxe: install complete in ".into(),
+        "nixos-pxe: report installed: accepted".into(),
+        format!("nixos-pxe: {A} (lab-a): lab-a generation 1 is installed"),
+        loader_message("web"),
+    ];
+    let expected: Vec<&str> = lab_a_done.iter().map(String::as_str).collect();
+    f.until("lab-a's reinstall through its BMC, to its installed system's boot loader", INSTALL_TIMEOUT, &[], |_| in_order(&common::console(&bmc.serial), &expected));
+    let console = common::console(&bmc.serial);
+    f.phase("lab-a reinstalled through its BMC", reinstall);
+    let bridge = std::fs::read_to_string(&bmc.bridge_log).unwrap_or_default();
+    assert!(in_order(&bridge.replace('\n', " "), &["boot_device=Pxe", "qom-set", "notified power_state=On", "qmp system_reset", "qmp cont"]), "{bridge}");
+    f.lab.kill(&bmc.bridge_process_log);
     assert!(!console.contains("is installed already"), "{}", tail(&console));
     let h = f.host_status("lab-a");
     assert_eq!((h["state"].as_str(), h["attempt"]["number"].as_u64(), h["reinstall_requested"].as_bool(), h["decision"]["kind"].as_str()), (Some("installed"), Some(2), Some(false), Some("local-boot")), "{h}");

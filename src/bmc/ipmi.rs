@@ -25,10 +25,12 @@ impl Ipmi {
         Ipmi { spec: spec.clone(), password, uefi, calls: Vec::new() }
     }
 
-    /// ipmitool's arguments before the command: interface, BMC, account, retransmissions.
+    /// ipmitool's arguments before the command: interface, BMC, account, retransmissions, and
+    /// -v, without which a wrong password, an unknown account and a BMC that does not answer all
+    /// end in the same "Unable to establish IPMI v2 / RMCP+ session".
     fn base(&self) -> Vec<String> {
         let port = self.spec.address.port.unwrap_or_else(|| BmcProtocol::Ipmi.default_port());
-        ["-I", "lanplus", "-H", &self.spec.address.server_name(), "-p", &port.to_string(), "-U", &self.spec.user, "-E", "-N", "2", "-R", "2"]
+        ["-I", "lanplus", "-H", &self.spec.address.server_name(), "-p", &port.to_string(), "-U", &self.spec.user, "-E", "-N", "2", "-R", "2", "-v"]
             .map(String::from)
             .to_vec()
     }
@@ -48,7 +50,10 @@ impl Ipmi {
             }
             Err(e) => {
                 let detail = match &e {
-                    CommandError::Failed { stderr, .. } => stderr.trim().replace('\n', "; "),
+                    // -v's chatter left out; what says why stays.
+                    CommandError::Failed { stderr, .. } => {
+                        stderr.lines().map(str::trim).filter(|l| !l.is_empty() && !l.starts_with("Loading IANA")).collect::<Vec<_>>().join("; ")
+                    }
                     other => other.to_string(),
                 };
                 self.calls.push(Call { request: shown.clone(), answer: detail.clone() });
@@ -57,7 +62,7 @@ impl Ipmi {
                     CommandError::NotFound { .. } | CommandError::Spawn { .. } => BmcErrorKind::Setup(format!("{e} (Debian's and nixpkgs' package: ipmitool)")),
                     // ipmitool says why the RMCP+ session failed: RAKP's answer to the account
                     // and its key (the password).
-                    _ if lower.contains("unauthorized name") || lower.contains("hmac is invalid") || lower.contains("invalid user name") || lower.contains("password") => {
+                    _ if lower.contains("unauthorized name") || lower.contains("hmac is invalid") || lower.contains("invalid user name") || lower.contains("ipmi_password") => {
                         BmcErrorKind::Credentials { user: self.spec.user.clone(), password_file: self.spec.password_file.clone(), detail: format!("`{shown}`: {detail}") }
                     }
                     _ if lower.contains("unable to establish") || lower.contains("no response") || matches!(e, CommandError::TimedOut { .. }) => {
@@ -75,7 +80,8 @@ impl Ipmi {
     }
 }
 
-/// ipmitool's `chassis bootparam get 5` as a boot override.
+/// ipmitool's `chassis bootparam get 5` as a boot override; `enabled` says whether the flags are
+/// valid, for the next boot only or all, and EFI or legacy.
 pub fn parse_boot_flags(text: &str) -> BootOverride {
     let selector = text
         .lines()
@@ -83,14 +89,15 @@ pub fn parse_boot_flags(text: &str) -> BootOverride {
         .unwrap_or_else(|| "(none)".into());
     let once = text.contains("Options apply to only next boot");
     let valid = !text.contains("Boot Flag Invalid");
+    let firmware = if text.contains("BIOS EFI boot") { "EFI" } else { "legacy" };
     BootOverride {
         target: selector,
-        once,
-        enabled: match (valid, once) {
-            (false, _) => "invalid".into(),
-            (true, true) => "next boot only".into(),
-            (true, false) => "all future boots".into(),
-        },
+        once: valid && once,
+        enabled: format!(
+            "{}, {}, {firmware}",
+            if valid { "valid" } else { "flags invalid (the BMC will not use them)" },
+            if once { "next boot only" } else { "all future boots" }
+        ),
     }
 }
 
@@ -115,10 +122,11 @@ impl Bmc for Ipmi {
 
     fn power_state(&mut self) -> Result<PowerState, BmcErrorKind> {
         let text = self.run(&["chassis", "power", "status"])?;
-        match text.trim() {
+        let line = text.lines().map(str::trim).find(|l| l.starts_with("Chassis Power is ")).unwrap_or_default();
+        match line {
             "Chassis Power is on" => Ok(PowerState::On),
             "Chassis Power is off" => Ok(PowerState::Off),
-            other => Err(BmcErrorKind::Protocol(format!("`chassis power status` said \"{other}\""))),
+            _ => Err(BmcErrorKind::Protocol(format!("`chassis power status` said \"{}\"", text.trim()))),
         }
     }
 
@@ -126,8 +134,10 @@ impl Bmc for Ipmi {
         let args = self.bootdev_args(target);
         self.run(&args)?;
         let flags = parse_boot_flags(&self.run(&["chassis", "bootparam", "get", "5"])?);
-        if !flags.target.contains("PXE") || !flags.once {
-            return Err(BmcErrorKind::OverrideNotTaken { wanted: "Force PXE, next boot only".into(), got: format!("{}, {}", flags.target, flags.enabled) });
+        let firmware_ok = !self.uefi || flags.enabled.ends_with(", EFI");
+        if !flags.target.contains("PXE") || !flags.once || !firmware_ok {
+            let wanted = format!("Force PXE, valid, next boot only, {}", if self.uefi { "EFI" } else { "legacy" });
+            return Err(BmcErrorKind::OverrideNotTaken { wanted, got: format!("{}, {}", flags.target, flags.enabled) });
         }
         Ok(flags)
     }
@@ -154,10 +164,13 @@ mod tests {
     fn boot_flags_are_read_as_ipmitool_prints_them() {
         let once = " Boot parameter version: 1\n Boot parameter 5 is valid/unlocked\n Boot parameter data: e004000000\n Boot Flags :\n   - Boot Flag Valid\n   - Options apply to only next boot\n   - BIOS EFI boot \n   - Boot Device Selector : Force PXE\n";
         let flags = parse_boot_flags(once);
-        assert_eq!((flags.target.as_str(), flags.once), ("Force PXE", true));
+        assert_eq!((flags.target.as_str(), flags.once, flags.enabled.as_str()), ("Force PXE", true, "valid, next boot only, EFI"));
         let persistent = once.replace("Options apply to only next boot", "Options apply to all future boots");
         assert!(!parse_boot_flags(&persistent).once);
-        let none = " Boot Flags :\n   - Boot Flag Invalid\n   - Boot Device Selector : No override\n";
-        assert_eq!(parse_boot_flags(none).enabled, "invalid");
+        // What ipmi_sim 2.0.33 reads back after `chassis bootdev pxe options=efiboot`: it keeps
+        // the device only.
+        let sim = " Boot Flags :\n   - Boot Flag Invalid\n   - Options apply to only next boot\n   - BIOS PC Compatible (legacy) boot \n   - Boot Device Selector : Force PXE\n";
+        let flags = parse_boot_flags(sim);
+        assert_eq!((flags.once, flags.enabled.as_str()), (false, "flags invalid (the BMC will not use them), next boot only, legacy"));
     }
 }

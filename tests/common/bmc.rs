@@ -78,9 +78,10 @@ pub struct Emulator {
 impl Emulator {
     /// Starts the emulator (and the notifier receiver on `port + 1`) in the lab's namespace
     /// `ns` with `systems`, its certificate `cert`/`key`, the account `user`/`password`, and
-    /// `extra` lines of Python configuration; returns once it answers.
+    /// `extra` lines of Python configuration; returns once it answers. Without `own_receiver`
+    /// the caller listens on `port + 1` itself (tests/e2e/bmc-bridge.py).
     #[allow(clippy::too_many_arguments)]
-    pub fn start(lab: &mut Lab, ns: &str, dir: &Path, port: u16, cert: &Path, key: &Path, user: &str, password: &str, systems: &[FakeSystem], extra: &str) -> Emulator {
+    pub fn start(lab: &mut Lab, ns: &str, dir: &Path, port: u16, cert: &Path, key: &Path, user: &str, password: &str, systems: &[FakeSystem], extra: &str, own_receiver: bool) -> Emulator {
         let venv = sushy_venv();
         let dir = dir.join(format!("sushy-{port}"));
         std::fs::create_dir_all(dir.join("state")).expect("mkdir");
@@ -131,7 +132,9 @@ impl Emulator {
         std::fs::write(dir.join("receiver.py"), receiver).expect("receiver");
         let log = dir.join("emulator.log");
         let python = venv.join("bin/python");
-        lab.spawn_in(ns, &[PYTHON, dir.join("receiver.py").to_str().expect("utf8")], &dir.join("receiver.log"));
+        if own_receiver {
+            lab.spawn_in(ns, &[PYTHON, dir.join("receiver.py").to_str().expect("utf8")], &dir.join("receiver.log"));
+        }
         lab.spawn_in(
             ns,
             &[python.to_str().expect("utf8"), "-u", venv.join("bin/sushy-emulator").to_str().expect("utf8"), "--config", dir.join("emulator.conf").to_str().expect("utf8")],

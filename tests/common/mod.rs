@@ -535,67 +535,8 @@ impl Qemu {
     }
 
     pub fn start_with(lab: &Lab, dir: &Path, memory_mib: u32, disk: Option<&Path>, boot: Boot, nics: &[Nic]) -> Qemu {
-        let serial = dir.join("serial.log");
+        let (args, serial) = qemu_args(dir, memory_mib, disk, boot, nics);
         let log = dir.join("qemu.log");
-        let mut args: Vec<String> = ["qemu-system-x86_64", "-accel", "tcg", "-no-reboot", "-display", "none", "-monitor", "none"]
-            .map(String::from)
-            .to_vec();
-        match boot {
-            Boot::OvmfPxe | Boot::OvmfHttp => {
-                let vars = dir.join("OVMF_VARS.fd");
-                std::fs::copy(OVMF_VARS, &vars).expect("copy OVMF vars");
-                args.extend([
-                    "-machine".into(),
-                    "q35".into(),
-                    "-drive".into(),
-                    format!("if=pflash,format=raw,readonly=on,file={OVMF_CODE}"),
-                    "-drive".into(),
-                    format!("if=pflash,format=raw,file={}", vars.display()),
-                ]);
-                if boot == Boot::OvmfHttp {
-                    for knob in ["IPv4PXESupport", "IPv6PXESupport"] {
-                        args.extend(["-fw_cfg".into(), format!("name=opt/org.tianocore/{knob},string=no")]);
-                    }
-                }
-            }
-            // Machine pc with its default SeaBIOS; the NICs keep QEMU's default ROM (iPXE).
-            // -display none, not -nographic: with no display QEMU does not have SeaBIOS mirror
-            // the VGA text to the serial port, which would put every character GRUB prints
-            // (`terminal_output serial console`) there twice.
-            Boot::SeaBiosIpxe => args.extend(["-machine".into(), "pc".into()]),
-        }
-        for (i, nic) in nics.iter().enumerate() {
-            args.push("-netdev".into());
-            args.push(format!("tap,id=n{i},ifname={},script=no,downscript=no", nic.tap));
-            args.push("-device".into());
-            // OVMF boots by its own UEFI network stack: no option ROM, as on an onboard NIC.
-            let mut device = format!("virtio-net-pci,netdev=n{i}");
-            if boot != Boot::SeaBiosIpxe {
-                device.push_str(",romfile=");
-            }
-            if let Some(index) = nic.bootindex {
-                device.push_str(&format!(",bootindex={index}"));
-            }
-            if let Some(mac) = nic.mac {
-                device.push_str(&format!(",mac={mac}"));
-            }
-            args.push(device);
-        }
-        if nics.is_empty() {
-            // No NIC at all, not QEMU's default one: a client that boots its disk only.
-            args.extend(["-nic".into(), "none".into()]);
-        }
-        args.extend(["-m".into(), memory_mib.to_string(), "-serial".into(), format!("file:{}", serial.display())]);
-        if let Some(disk) = disk {
-            args.extend([
-                "-drive".into(),
-                format!("file={},format=raw,if=none,id=d0", disk.display()),
-                "-device".into(),
-                // After the NICs in the boot order, as a server's disk is: OVMF connects only the devices
-                // in the boot order, so without it GRUB sees no disk and `exit` goes to the setup app.
-                "virtio-blk-pci,drive=d0,bootindex=9".into(),
-            ]);
-        }
         let file = std::fs::File::create(&log).expect("qemu log");
         let child = Command::new("ip")
             .args(["netns", "exec", &lab.ns])
@@ -632,6 +573,73 @@ impl Drop for Qemu {
     fn drop(&mut self) {
         self.stop();
     }
+}
+
+/// QEMU's command line for a client (see `Qemu::start_with`) and its serial console's file. Each
+/// NIC's device has the id `nicN` (N its place in `nics`) and the disk's `disk0`, so a monitor can
+/// name them (tests/e2e/bmc-bridge.py sets their bootindex).
+pub fn qemu_args(dir: &Path, memory_mib: u32, disk: Option<&Path>, boot: Boot, nics: &[Nic]) -> (Vec<String>, PathBuf) {
+    let serial = dir.join("serial.log");
+    let mut args: Vec<String> = ["qemu-system-x86_64", "-accel", "tcg", "-no-reboot", "-display", "none", "-monitor", "none"]
+        .map(String::from)
+        .to_vec();
+    match boot {
+        Boot::OvmfPxe | Boot::OvmfHttp => {
+            let vars = dir.join("OVMF_VARS.fd");
+            std::fs::copy(OVMF_VARS, &vars).expect("copy OVMF vars");
+            args.extend([
+                "-machine".into(),
+                "q35".into(),
+                "-drive".into(),
+                format!("if=pflash,format=raw,readonly=on,file={OVMF_CODE}"),
+                "-drive".into(),
+                format!("if=pflash,format=raw,file={}", vars.display()),
+            ]);
+            if boot == Boot::OvmfHttp {
+                for knob in ["IPv4PXESupport", "IPv6PXESupport"] {
+                    args.extend(["-fw_cfg".into(), format!("name=opt/org.tianocore/{knob},string=no")]);
+                }
+            }
+        }
+        // Machine pc with its default SeaBIOS; the NICs keep QEMU's default ROM (iPXE).
+        // -display none, not -nographic: with no display QEMU does not have SeaBIOS mirror
+        // the VGA text to the serial port, which would put every character GRUB prints
+        // (`terminal_output serial console`) there twice.
+        Boot::SeaBiosIpxe => args.extend(["-machine".into(), "pc".into()]),
+    }
+    for (i, nic) in nics.iter().enumerate() {
+        args.push("-netdev".into());
+        args.push(format!("tap,id=n{i},ifname={},script=no,downscript=no", nic.tap));
+        args.push("-device".into());
+        // OVMF boots by its own UEFI network stack: no option ROM, as on an onboard NIC.
+        let mut device = format!("virtio-net-pci,netdev=n{i},id=nic{i}");
+        if boot != Boot::SeaBiosIpxe {
+            device.push_str(",romfile=");
+        }
+        if let Some(index) = nic.bootindex {
+            device.push_str(&format!(",bootindex={index}"));
+        }
+        if let Some(mac) = nic.mac {
+            device.push_str(&format!(",mac={mac}"));
+        }
+        args.push(device);
+    }
+    if nics.is_empty() {
+        // No NIC at all, not QEMU's default one: a client that boots its disk only.
+        args.extend(["-nic".into(), "none".into()]);
+    }
+    args.extend(["-m".into(), memory_mib.to_string(), "-serial".into(), format!("file:{}", serial.display())]);
+    if let Some(disk) = disk {
+        args.extend([
+            "-drive".into(),
+            format!("file={},format=raw,if=none,id=d0", disk.display()),
+            "-device".into(),
+            // After the NICs in the boot order, as a server's disk is: OVMF connects only the devices
+            // in the boot order, so without it GRUB sees no disk and `exit` goes to the setup app.
+            "virtio-blk-pci,drive=d0,bootindex=9,id=disk0".into(),
+        ]);
+    }
+    (args, serial)
 }
 
 /// A serial console log as text, carriage returns dropped.
