@@ -495,7 +495,7 @@ fn power_status(hosts: &[&crate::fleet::HostSpec]) -> Result<ExitCode, Error> {
             continue;
         };
         let state = crate::bmc::connect(&host.name, spec, host.install.firmware != crate::config::typed::FirmwareSetting::Bios).and_then(|mut bmc| {
-            bmc.power_state().map_err(|kind| crate::bmc::BmcError { host: host.name.clone(), bmc: spec.describe(), kind })
+            bmc.power_state().map_err(|kind| crate::bmc::BmcError { host: host.name.clone(), bmc: spec.describe(), kind: Box::new(kind) })
         });
         match state {
             Ok(state) => println!("{}: {state} ({})", host.name, spec.describe()),

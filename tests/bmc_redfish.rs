@@ -185,7 +185,7 @@ fn power_status_on_cycle_off_make_the_calls_their_dry_run_shows_and_are_recorded
     let seen = e.requests_since(0);
     assert_eq!(
         seen,
-        [format!("GET /redfish/v1/Systems 200"), format!("GET {db7} 200"), "GET /redfish/v1/Systems 200".to_string(), format!("GET {} 200", system(UUID_WEB1))],
+        ["GET /redfish/v1/Systems 200".to_string(), format!("GET {db7} 200"), "GET /redfish/v1/Systems 200".to_string(), format!("GET {} 200", system(UUID_WEB1))],
         "each host's BMC asked for its own system only, with the credentials taken"
     );
 

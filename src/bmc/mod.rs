@@ -118,7 +118,7 @@ pub const POWER_WAIT: Duration = Duration::from_secs(60);
 pub struct BmcError {
     pub host: String,
     pub bmc: String,
-    pub kind: BmcErrorKind,
+    pub kind: Box<BmcErrorKind>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -154,7 +154,7 @@ pub trait Bmc {
 
 /// Opens the BMC of `host` (reads the password file; for Redfish, the certificate file).
 pub fn connect(host: &str, spec: &BmcSpec, uefi: bool) -> Result<Box<dyn Bmc>, BmcError> {
-    let fail = |kind| BmcError { host: host.to_string(), bmc: spec.describe(), kind };
+    let fail = |kind| BmcError { host: host.to_string(), bmc: spec.describe(), kind: Box::new(kind) };
     let password = read_password(&spec.password_file).map_err(|e| fail(BmcErrorKind::Setup(e)))?;
     Ok(match spec.protocol {
         BmcProtocol::Redfish => Box::new(redfish::Redfish::new(host, spec, password).map_err(fail)?),
@@ -193,8 +193,8 @@ pub fn reset_for(request: PowerRequest, state: &PowerState) -> Option<Reset> {
 
 /// Runs `steps` on `bmc` in order; `before_power` runs between the boot override and the reset
 /// (a reinstall is marked there, once the BMC is known to answer and to have taken the
-/// override). Stops at the first failure.
-pub fn run(bmc: &mut dyn Bmc, steps: &[Step], before_power: &mut dyn FnMut() -> Result<(), String>) -> Result<Findings, (Findings, BmcErrorKind)> {
+/// override). Stops at the first failure: what was found until then, and the failure.
+pub fn run(bmc: &mut dyn Bmc, steps: &[Step], before_power: &mut dyn FnMut() -> Result<(), String>) -> (Findings, Option<BmcErrorKind>) {
     let mut found = Findings::default();
     for step in steps {
         let result = match *step {
@@ -202,7 +202,7 @@ pub fn run(bmc: &mut dyn Bmc, steps: &[Step], before_power: &mut dyn FnMut() -> 
             Step::BootOnce(target) => bmc.boot_once(target).map(|b| found.boot = Some(b)),
             Step::Power(request) => {
                 if let Err(why) = before_power() {
-                    return Err((found, BmcErrorKind::Setup(why)));
+                    return (found, Some(BmcErrorKind::Setup(why)));
                 }
                 let reset = found.before.as_ref().and_then(|s| reset_for(request, s));
                 found.reset = reset;
@@ -217,10 +217,10 @@ pub fn run(bmc: &mut dyn Bmc, steps: &[Step], before_power: &mut dyn FnMut() -> 
             },
         };
         if let Err(e) = result {
-            return Err((found, e));
+            return (found, Some(e));
         }
     }
-    Ok(found)
+    (found, None)
 }
 
 /// Reads the power state once a second until it is what `reset` leads to, for at most `limit`.

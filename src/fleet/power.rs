@@ -143,16 +143,12 @@ pub fn act(store: &dyn Store, host: &HostSpec, action: &str, steps: &[Step], bef
         Ok(spec) => spec,
         Err(why) => return Err(PowerError::Hosts(why)),
     };
-    let fail = |kind| BmcError { host: host.name.clone(), bmc: spec.describe(), kind };
+    let fail = |kind| BmcError { host: host.name.clone(), bmc: spec.describe(), kind: Box::new(kind) };
     let (found, error, calls) = match bmc::connect(&host.name, spec, uefi(host)) {
         Err(e) => (Findings::default(), Some(e), Vec::new()),
         Ok(mut client) => {
-            let result = bmc::run(client.as_mut(), steps, before_power);
-            let calls = client.calls().to_vec();
-            match result {
-                Ok(found) => (found, None, calls),
-                Err((found, kind)) => (found, Some(fail(kind)), calls),
-            }
+            let (found, failure) = bmc::run(client.as_mut(), steps, before_power);
+            (found, failure.map(fail), client.calls().to_vec())
         }
     };
     let done_so_far = summary(&found);
