@@ -699,6 +699,8 @@ fn hosts_install_at_once_through_a_serve_crash_then_boot_their_disks() {
     // the file the installer left on the disk): serve records the boot.
     let boot_report = f.path().join("boot-report.json");
     std::fs::write(&boot_report, read_from_root(&disk_a, "var/lib/nixos-pxe/boot-report.json")).expect("write");
+    // Kept for later (nix/boot-report.sh removes the file once its report is accepted).
+    let first_boot: Value = serde_json::from_str(&std::fs::read_to_string(&boot_report).expect("boot-report.json")).expect("boot report JSON");
     let current = f.path().join("current-system");
     std::fs::create_dir_all(&current).expect("mkdir");
     // lab-a's installed system reports from lab-a's address: a namespace with lab-a's MAC.
@@ -767,7 +769,9 @@ fn hosts_install_at_once_through_a_serve_crash_then_boot_their_disks() {
     assert!(!console.contains("is installed already"), "{}", tail(&console));
     let h = f.host_status("lab-a");
     assert_eq!((h["state"].as_str(), h["attempt"]["number"].as_u64(), h["reinstall_requested"].as_bool(), h["decision"]["kind"].as_str()), (Some("installed"), Some(2), Some(false), Some("local-boot")), "{h}");
-    let old = serde_json::json!({ "host": "lab-a", "generation": 1, "attempt": 1, "token": token_a1, "event": "booted", "system": system_path("web") });
+    // Attempt 1's installed system's own boot report (its boot token from the file the installer
+    // left on the disk then): after attempt 2, not the latest attempt.
+    let old = serde_json::json!({ "host": "lab-a", "generation": 1, "attempt": 1, "token": token_a1, "event": "booted", "system": system_path("web"), "boot_token": first_boot["boot_token"] });
     let (lab_a_os, _) = f.machine("a-os", A);
     let (code, body) = f.post_report_from(&lab_a_os, &old);
     assert_eq!(code, 409, "attempt 1's report after attempt 2 installed: {body}");

@@ -1054,7 +1054,7 @@ fn mk_fleet_builds_each_hosts_image_for_its_own_firmware() {
 #[test]
 fn the_fleet_rules_fail_the_evaluation_naming_the_option() {
     let Some(f) = fixture() else { return };
-    let cases: [(&str, &[&str]); 7] = [
+    let cases: [(&str, &[&str]); 9] = [
         (
             "{ modules = [ ({ lib, ... }: { fleet.hosts.web2.macs = lib.mkForce [ \"52:54:00:AB:CD:01\" ]; }) ]; }",
             &["nixos-pxe: fleet.hosts.web2.macs: 52:54:00:ab:cd:01 is listed for web2 and for web1; a MAC belongs to one host", "fleet.nix"],
@@ -1081,6 +1081,21 @@ fn the_fleet_rules_fail_the_evaluation_naming_the_option() {
         (
             "{ modules = [ ({ lib, ... }: { nfsroot.bootLoader.linuxPnPInterface = lib.mkForce \"eth0\"; }) ]; }",
             &["nixos-pxe: nfsroot.bootLoader.linuxPnPInterface: a fleet needs \"auto\", not \"eth0\""],
+        ),
+        (
+            "{ modules = [ { fleet.hosts.web1.bmc.address = \"10.0.1.1\"; } ]; }",
+            &[
+                "nixos-pxe: fleet.hosts.web1.bmc: web1's BMC needs an account and the file holding its password",
+                "nixos-pxe: fleet.hosts.web1.bmc.fingerprint: web1's Redfish BMC is reached over HTTPS, and nothing says which certificate is its own",
+            ],
+        ),
+        (
+            "{ modules = [ { fleet.bmc = { user = \"admin\"; passwordFile = \"${builtins.toFile \"bmc\" \"secret\"}\"; }; fleet.hosts.db1.bmc = { address = \"10.0.1.3\"; protocol = \"ipmi\"; bootTarget = \"uefi-http\"; }; } ]; }",
+            &[
+                "nixos-pxe: fleet.hosts.db1.bmc.passwordFile: \"/nix/store/",
+                "-bmc\" is in the Nix store, which every user on the machine can read",
+                "nixos-pxe: fleet.hosts.db1.bmc.bootTarget: IPMI cannot ask for a UEFI HTTP boot",
+            ],
         ),
         (
             "{ modules = [ { fleet.hosts.web1.customInstaller.networking.useDHCP = false; } ]; }",
