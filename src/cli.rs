@@ -116,8 +116,8 @@ pub enum Command {
     /// the per-host GRUB configurations, HTTP and each host's state; Ctrl-C stops it. Logs every lease,
     /// transfer, fleet decision and report to stderr; RUST_LOG=debug shows ignored packets too.
     Serve(crate::serve::ServeArgs),
-    /// A fleet's state as `serve` keeps it in its state directory: see every host, or have one
-    /// installed again.
+    /// A fleet's state as `serve` keeps it in its state directory: see every host, have one
+    /// installed again, and power hosts on, off or cycle them through their BMCs.
     #[command(subcommand)]
     Fleet(FleetCommand),
 }

@@ -6,8 +6,9 @@
 //!   first dead, "auto") and lab-b (the other system image) install at the same time while serve
 //!   is killed with SIGKILL twice and restarted; lab-a boots again from the network and is sent
 //!   to its disk, whose boot loader (put on the ESP by the installed system) runs; its first
-//!   boot's report is sent as the installed system's unit would; `nixos-pxe fleet reinstall`
-//!   installs it again over its own disk; a stranger is not installed and its disk is unchanged;
+//!   boot's report is sent as the installed system's unit would; `nixos-pxe fleet reinstall
+//!   --power-cycle` alone, through lab-a's BMC (sushy-tools' Redfish emulator, whose notifier
+//!   drives lab-a's QEMU: tests/e2e/bmc-bridge.py), installs it again over its own disk; a stranger is not installed and its disk is unchanged;
 //!   reports with a wrong or an old token are refused.
 //! - `an_interrupted_install_finishes_and_a_failing_host_is_held`: lab-c is killed in the
 //!   middle of its unpack and finishes as attempt 2 over its half-written disk; lab-d's disk
