@@ -385,13 +385,12 @@ fn fleet(command: FleetCommand) -> Result<ExitCode, Error> {
             if target.dry_run {
                 return dry_run_all(&hosts, &steps);
             }
-            if action != crate::bmc::PowerRequest::Status {
-                crate::fleet::power::confirm(&command, &target.hosts, &hosts, target.yes, &mut ask_on_terminal).map_err(power_error)?;
-            }
-            let store = SqliteStore::open_existing(target.state_dir.as_std_path()).map_err(store_error)?;
+            // A status is read, not an action: no confirmation, nothing recorded, no state needed.
             if action == crate::bmc::PowerRequest::Status {
                 return power_status(&hosts);
             }
+            crate::fleet::power::confirm(&command, &target.hosts, &hosts, target.yes, &mut ask_on_terminal).map_err(power_error)?;
+            let store = SqliteStore::open_existing(target.state_dir.as_std_path()).map_err(store_error)?;
             let mut done = Vec::new();
             let mut failed = false;
             for host in hosts {
