@@ -355,7 +355,9 @@ pub struct Pool {
 
 /// Hears of the addresses clients were seen to have (the fleet binds its hosts' MACs to them).
 pub trait Observer: Send + Sync {
-    fn seen(&self, hw: HwAddr, address: Ipv4Addr);
+    /// `leased`: serve gave `hw` this address (authoritative), so no other machine has it now;
+    /// else the client asked the site's server for it or sent from it (proxy), a claim only.
+    fn seen(&self, hw: HwAddr, address: Ipv4Addr, leased: bool);
 }
 
 /// How often the same warning about one kind of thing is said at most.
@@ -452,7 +454,7 @@ pub fn serve(socket: UdpSocket, settings: Settings, stop: &AtomicBool, answer_to
             tracing::error!(file = %log.path().display(), quiet, "dhcp: cannot write the lease file: {e}; leases given now are lost if serve restarts");
         }
         if let (Some((hw, address)), Some(observer)) = (outcome.seen, &observer) {
-            observer.seen(hw, address);
+            observer.seen(hw, address, settings.mode == Mode::Authoritative);
         }
         match &outcome.note {
             Some(Note::NoAddress(why)) => {

@@ -339,9 +339,11 @@ impl Generated for FleetService {
 }
 
 impl Observer for FleetService {
-    /// A fleet MAC seen with `address` is bound to it; an address given to a machine outside the
-    /// fleet is no fleet MAC's any more.
-    fn seen(&self, hw: HwAddr, address: Ipv4Addr) {
+    /// A fleet MAC seen with `address` is bound to it; an address serve's DHCP gave a machine
+    /// outside the fleet is no fleet MAC's any more. A stranger's claim in proxy mode (a REQUEST
+    /// to the site's server, which a neighbour can broadcast for any address) unbinds nothing:
+    /// the site's server, not the claim, decides who has the address.
+    fn seen(&self, hw: HwAddr, address: Ipv4Addr, leased: bool) {
         let Ok(bytes) = <[u8; 6]>::try_from(hw.as_bytes()) else { return };
         let mac = Mac::new(bytes);
         let mut bindings = self.bindings.lock().unwrap_or_else(PoisonError::into_inner);
@@ -357,7 +359,7 @@ impl Observer for FleetService {
                 }
                 Err(e) => tracing::error!(%mac, %address, "fleet: cannot record the binding: {e}"),
             }
-        } else if let Some(old) = bindings.iter().find(|(_, a)| **a == address).map(|(m, _)| *m) {
+        } else if leased && let Some(old) = bindings.iter().find(|(_, a)| **a == address).map(|(m, _)| *m) {
             match self.store.unbind_address(address) {
                 Ok(()) => {
                     bindings.remove(&old);
@@ -413,7 +415,7 @@ mod tests {
     fn service(dir: &Path, http_port: Option<u16>) -> FleetService {
         let s = service_as_stored(dir, http_port);
         // web1's NIC got CLIENT's address from serve's DHCP.
-        s.seen(HwAddr::from(WEB1_MAC), CLIENT_IP);
+        s.seen(HwAddr::from(WEB1_MAC), CLIENT_IP, true);
         s
     }
 
@@ -576,11 +578,14 @@ mod tests {
         assert!(s.store.history("web1").expect("history").is_empty());
         // web1 installs as if nothing happened.
         s.report(&report(1, &token, Event::Started), CLIENT).expect("started from web1's address");
-        // Its address given to a stranger by DHCP: web1's binding goes with it.
-        s.seen(HwAddr::new(&[2, 0, 0, 0, 0, 9]).expect("hw"), CLIENT_IP);
+        // A stranger's claim of web1's address (proxy mode: a REQUEST to the site's server)
+        // changes nothing; the address given to a stranger by serve's DHCP takes web1's binding.
+        s.seen(HwAddr::new(&[2, 0, 0, 0, 0, 9]).expect("hw"), CLIENT_IP, false);
+        s.report(&report(1, &token, Event::Step), CLIENT).expect("still web1's address");
+        s.seen(HwAddr::new(&[2, 0, 0, 0, 0, 9]).expect("hw"), CLIENT_IP, true);
         assert!(matches!(s.report(&report(1, &token, Event::Step), CLIENT), Err(Refused::WrongAddress(_))));
         // A new lease for web1 binds again; the binding outlives the service (it is in the store).
-        s.seen(HwAddr::from(WEB1_MAC), Ipv4Addr::new(10, 42, 0, 101));
+        s.seen(HwAddr::from(WEB1_MAC), Ipv4Addr::new(10, 42, 0, 101), true);
         drop(s);
         let again = service_as_stored(dir.path(), Some(80));
         let moved = SocketAddr::new(IpAddr::V4(Ipv4Addr::new(10, 42, 0, 101)), 99);
