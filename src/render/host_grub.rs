@@ -186,13 +186,10 @@ pub fn word(text: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::{Settings, resolve};
     use crate::config::fleet::Fleet;
-    use crate::origin::Origin;
     use serde_json::Value;
 
     fn resolved() -> Resolved {
-        let mut s = Settings::default();
         let pairs: &[(&str, Value)] = &[
             ("nfsroot.bootLoader.efinetDHCPInterface", json!("auto")),
             ("nfsroot.bootLoader.linuxPnPInterface", json!("auto")),
@@ -201,12 +198,7 @@ mod tests {
             ("fleet.hosts.web1.generation", json!(2)),
             ("fleet.hosts.web1.target.flake", json!("/f#web1")),
         ];
-        for (path, value) in pairs {
-            let segments: Vec<&str> = path.split('.').collect();
-            let crate::schema::Lookup::Option { spec, name } = crate::schema::lookup(&segments) else { panic!("{path}") };
-            s.define_named(spec, name.as_deref(), value.clone(), Origin::Default).expect("define");
-        }
-        resolve(&s, camino::Utf8Path::new("fleet.nix")).expect("valid")
+        crate::config::resolved_from(pairs, "fleet.nix")
     }
 
     fn mac(s: &str) -> Mac {

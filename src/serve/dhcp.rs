@@ -3,13 +3,13 @@
 
 use super::lease_log::LeaseLog;
 use super::leases::{Change, HwAddr, LeaseTable, NoAddress, Timing};
+use super::limits::Throttle;
 use crate::boot_file::{Firmware, HTTP_CLIENT_VENDOR_CLASS};
 use crate::config::typed::BootServer;
 use dhcproto::v4::{Decodable, Decoder, DhcpOption, Encodable, Encoder, Message, MessageType, Opcode, OptionCode};
 use std::io;
 use std::net::{Ipv4Addr, SocketAddr, UdpSocket};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -358,38 +358,6 @@ pub trait Observer: Send + Sync {
     /// `leased`: serve gave `hw` this address (authoritative), so no other machine has it now;
     /// else the client asked the site's server for it or sent from it (proxy), a claim only.
     fn seen(&self, hw: HwAddr, address: Ipv4Addr, leased: bool);
-}
-
-/// How often the same warning about one kind of thing is said at most.
-pub const WARN_INTERVAL: Duration = Duration::from_secs(60);
-
-/// Says a warning once per [`WARN_INTERVAL`] per key; counts what it did not say.
-#[derive(Default)]
-pub struct Throttle {
-    last: HashMap<String, (Instant, u64)>,
-}
-
-impl Throttle {
-    /// Some(number of times it was not said since) when `key` may be said now.
-    pub fn allow(&mut self, key: &str, now: Instant) -> Option<u64> {
-        if self.last.len() > 1024 {
-            self.last.retain(|_, (at, _)| now.duration_since(*at) < WARN_INTERVAL);
-        }
-        match self.last.get_mut(key) {
-            Some((at, _)) if now.duration_since(*at) >= WARN_INTERVAL => {
-                let (_, quiet) = self.last.insert(key.to_string(), (now, 0)).unwrap_or((now, 0));
-                Some(quiet)
-            }
-            Some((_, quiet)) => {
-                *quiet += 1;
-                None
-            }
-            None => {
-                self.last.insert(key.to_string(), (now, 0));
-                Some(0)
-            }
-        }
-    }
 }
 
 fn unix_now() -> u64 {

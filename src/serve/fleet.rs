@@ -24,7 +24,8 @@ use crate::config::fleet::{Fleet, HostSpec, Mac};
 use crate::fleet::status::{self, HostStatus};
 use crate::fleet::store::{Accepted, FleetHost, HandOut, HandedOut, Refused, Report, Store, StoreError};
 use crate::fleet::token;
-use crate::serve::dhcp::{Observer, Throttle};
+use crate::serve::dhcp::Observer;
+use crate::serve::limits::Throttle;
 use crate::serve::leases::HwAddr;
 use crate::serve::tftp::{Generated, Refusal};
 use crate::serve::tftp_packet::ErrorCode;
@@ -387,15 +388,12 @@ mod tests {
         assert_eq!(mac("x/nixos-pxe/hosts/mac-52:54:00:00:00:a1.cfg"), None);
     }
 
-    use crate::config::{Settings, resolve};
     use crate::fleet::sqlite::SqliteStore;
     use crate::serve::dhcp::Observer;
     use crate::fleet::store::{AttemptStatus, Event};
-    use crate::origin::Origin;
     use serde_json::{Value, json};
 
     fn resolved() -> Resolved {
-        let mut s = Settings::default();
         let pairs: &[(&str, Value)] = &[
             ("nfsroot.bootLoader.efinetDHCPInterface", json!("auto")),
             ("nfsroot.bootLoader.linuxPnPInterface", json!("auto")),
@@ -404,12 +402,7 @@ mod tests {
             ("fleet.hosts.web1.macs", json!(["52:54:00:00:00:a1"])),
             ("fleet.hosts.web1.target.flake", json!("/f#web1")),
         ];
-        for (path, value) in pairs {
-            let segments: Vec<&str> = path.split('.').collect();
-            let crate::schema::Lookup::Option { spec, name } = crate::schema::lookup(&segments) else { panic!("{path}") };
-            s.define_named(spec, name.as_deref(), value.clone(), Origin::Default).expect("define");
-        }
-        resolve(&s, camino::Utf8Path::new("fleet.nix")).expect("valid")
+        crate::config::resolved_from(pairs, "fleet.nix")
     }
 
     fn service(dir: &Path, http_port: Option<u16>) -> FleetService {

@@ -18,7 +18,7 @@
 
 use crate::fleet::store::{Refused, Report};
 use crate::serve::beneath::Root;
-use crate::serve::limits::{Gate, Timeouts};
+use crate::serve::limits::{Gate, Throttle, Timeouts, admit};
 use crate::serve::stall::StallLimited;
 use crate::serve::fleet::{FleetService, Via};
 use crate::serve::tftp::{self, Refusal};
@@ -77,33 +77,9 @@ pub fn serve(listener: TcpListener, settings: Settings, stop: &AtomicBool) -> io
     runtime.block_on(async {
         let listener = tokio::net::TcpListener::from_std(listener)?;
         tracing::info!(%address, "http: serving");
-        let mut throttle = crate::serve::dhcp::Throttle::default();
+        let mut throttle = Throttle::default();
         while !stop.load(Ordering::Relaxed) {
-            let accepted = tokio::select! {
-                accepted = listener.accept() => accepted,
-                () = tokio::time::sleep(Duration::from_millis(250)) => continue,
-            };
-            let (stream, client) = match accepted {
-                Ok(x) => x,
-                Err(e) => {
-                    // Out of descriptors and the like: say so, wait, go on.
-                    if let Some(quiet) = throttle.allow("accept", std::time::Instant::now()) {
-                        tracing::warn!(quiet, "http: accept: {e}");
-                    }
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                    continue;
-                }
-            };
-            let permit = match gate.enter(client.ip()) {
-                Ok(p) => p,
-                Err(full) => {
-                    if let Some(quiet) = throttle.allow(&format!("full {}", client.ip()), std::time::Instant::now()) {
-                        tracing::warn!(%client, quiet, "http: connection refused: {full}");
-                    }
-                    drop(stream);
-                    continue;
-                }
-            };
+            let Some((stream, client, permit)) = admit(&listener, &gate, &mut throttle, "http").await else { continue };
             let conn = Conn { client, local: stream.local_addr().unwrap_or(address) };
             let service = tower::ServiceExt::map_request(router.clone(), move |mut request: axum::extract::Request<hyper::body::Incoming>| {
                 request.extensions_mut().insert(conn);
