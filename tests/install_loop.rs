@@ -28,10 +28,14 @@ fn is_root() -> bool {
     Command::new("id").arg("-u").output().is_ok_and(|o| o.stdout == b"0\n")
 }
 
-/// A loop device over a sparse file of `mib` MiB, detached when dropped.
+/// A loop device over a sparse file of `mib` MiB, detached when dropped; then, unless the test
+/// failed already, the host must be as it was before (tests/common `HostState` with the test's
+/// directory): no loop device over a file there, nothing mounted there, no process holding a file
+/// there, no namespace left.
 struct Loop {
     device: String,
     backing: PathBuf,
+    host_before: common::HostState,
 }
 
 impl Loop {
@@ -40,6 +44,7 @@ impl Loop {
     /// and removes `dir`.
     fn new(dir: &Path, mib: u64) -> Loop {
         let backing = dir.join("disk.img");
+        let host_before = common::HostState::below(&[dir]);
         common::reap_when_this_process_ends(&format!(
             "awk -v d='{dir}/' 'index($2, d) == 1 {{ print $2 }}' /proc/self/mounts | sort -r | xargs -r -n1 umount -l; \
              losetup -n -O NAME -j '{backing}' | xargs -r -n1 losetup -d; rm -rf --one-file-system '{dir}'",
@@ -50,7 +55,7 @@ impl Loop {
         f.set_len(mib << 20).expect("size");
         let out = Command::new("losetup").args(["--find", "--show", "--partscan"]).arg(&backing).output().expect("losetup");
         assert!(out.status.success(), "losetup: {}", String::from_utf8_lossy(&out.stderr));
-        Loop { device: String::from_utf8_lossy(&out.stdout).trim().to_string(), backing }
+        Loop { device: String::from_utf8_lossy(&out.stdout).trim().to_string(), backing, host_before }
     }
 
     fn sha256(&self) -> String {
@@ -63,6 +68,10 @@ impl Drop for Loop {
     fn drop(&mut self) {
         let _ = Command::new("umount").arg("-R").arg(self.backing.with_extension("mnt")).output();
         let _ = Command::new("losetup").arg("-d").arg(&self.device).output();
+        // After a panic the test has failed already; a second panic here would abort.
+        if !std::thread::panicking() {
+            self.host_before.assert_unchanged(&format!("the test with {}", self.device));
+        }
     }
 }
 
@@ -329,7 +338,7 @@ fn partitions_formats_and_unpacks_on_a_loop_device() {
     let disk = Loop::new(dir.path(), 2048);
     let log = dir.path().join("stand-ins.log");
     let bin = stand_ins(dir.path(), &log);
-    let host_before = common::HostState::now();
+    let host_before = common::HostState::below(&[dir.path()]);
     let out = install(dir.path(), &config(dir.path(), &disk.device, ""), &image(dir.path()), &bin, &[]);
     let stdout = String::from_utf8_lossy(&out.stdout);
     // The installer's mounts stayed in its own mount namespace: while it had the target mounted
