@@ -489,6 +489,33 @@ fn refuses_a_disk_with_a_mounted_partition_even_with_wipe_always() {
     assert!(!log.exists(), "no stand-in ran");
 }
 
+/// A file system made on the whole disk (no partition table) and mounted is the disk in use: it
+/// is refused whatever the wipe policy, for that reason, and left as it was. (Before, only a
+/// mounted partition counted: this install went on to partition the mounted disk.)
+#[test]
+fn refuses_a_disk_whose_whole_disk_file_system_is_mounted_even_with_wipe_always() {
+    if !can_run() {
+        return;
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let disk = Loop::new(dir.path(), 2048);
+    let d = disk.device.clone();
+    run(Command::new("mkfs.ext4").args(["-q", "-L", "whole"]).arg(&d));
+    // Read-only and without the journal, as above: the hash shows what the installer did.
+    let before = disk.sha256();
+    let busy = TestMount::new(&d, &dir.path().join("busy"), "ro,noload");
+    let log = dir.path().join("log");
+    let bin = stand_ins(dir.path(), &log);
+    let out = install(dir.path(), &config(dir.path(), &d, r#", "wipe": "always""#), &image(dir.path()), &bin, &[]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{stdout}");
+    assert_eq!(failed_line(&stdout), format!("nixos-pxe: install FAILED at step 2/7 (disk): {d} is in use: {d} mounted; nixos-pxe never overwrites a mounted disk"), "{stdout}");
+    assert!(!stdout.contains("step 3/7"), "{stdout}");
+    drop(busy);
+    assert_eq!(disk.sha256(), before, "the disk is unchanged");
+    assert!(!log.exists(), "no stand-in ran");
+}
+
 /// A dry run writes nothing anywhere: the disk's bytes, the target directory, resolv.conf and the
 /// mount table are the same afterwards, and no partition appeared.
 #[test]
