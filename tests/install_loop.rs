@@ -197,6 +197,12 @@ fn installer(netns: Option<&str>, dir: &Path, config: &Path, bin: &Path, args: &
 
 /// `installer` on a machine with `firmware`.
 fn installer_on(firmware: Firmware, netns: Option<&str>, dir: &Path, config: &Path, bin: &Path, args: &[String]) -> Output {
+    installer_wrapped(firmware, netns, dir, config, bin, args, &[])
+}
+
+/// `installer_on`, the installer started by `wrapper` (a program and its first arguments, run in
+/// the installer's namespaces after the stand-in firmware: to watch it from inside).
+fn installer_wrapped(firmware: Firmware, netns: Option<&str>, dir: &Path, config: &Path, bin: &Path, args: &[String], wrapper: &[String]) -> Output {
     let path = format!("{}:{}", bin.display(), std::env::var("PATH").unwrap_or_default());
     // In the network namespace `netns` if given, then in a private mount namespace with the
     // stand-in firmware.
@@ -210,6 +216,7 @@ fn installer_on(firmware: Firmware, netns: Option<&str>, dir: &Path, config: &Pa
     };
     let stand_in = if firmware == Firmware::Uefi { STAND_IN_FIRMWARE } else { STAND_IN_BIOS };
     command.args(["--mount", "--propagation", "private", "sh", "-ec", stand_in, "stand-in-firmware"]);
+    command.args(wrapper);
     // SAFETY: prctl(2) is async-signal-safe; it only sets this child's parent-death signal.
     unsafe {
         command.pre_exec(|| {
@@ -251,6 +258,9 @@ fn can_run() -> bool {
     switches::skip_or_fail("needs root for loop devices and mounts (CI runs as root)");
     false
 }
+
+/// The system calls that mount, unmount or move mounts, for strace's -e trace=.
+const MOUNT_CALLS: &str = "mount,umount2,fsopen,fsmount,move_mount,open_tree,mount_setattr,pivot_root";
 
 /// The lines of /proc/mounts that name `device` (or one of its partitions) or lie under `dir`.
 fn mounts_of(device: &str, dir: &Path) -> Vec<String> {
@@ -517,7 +527,11 @@ fn refuses_a_disk_whose_whole_disk_file_system_is_mounted_even_with_wipe_always(
 }
 
 /// A dry run writes nothing anywhere: the disk's bytes, the target directory, resolv.conf and the
-/// mount table are the same afterwards, and no partition appeared.
+/// mount table are the same afterwards, and no partition appeared. The installer runs in a
+/// private mount namespace, where the host's table could never show its mounts: so its own table
+/// is read there before and after it ran, and strace shows it (and what it starts) made no
+/// mount, unmount or pivot_root call at all. A control run of `mount` through the same watch
+/// shows the watch sees one.
 #[test]
 fn a_dry_run_writes_nothing_anywhere() {
     if !can_run() {
@@ -535,7 +549,34 @@ fn a_dry_run_writes_nothing_anywhere() {
     let (hash, files, mounts) = (disk.sha256(), listing(&target), mounts_of(&disk.device, dir.path()));
     assert!(files.len() == 3 && mounts.is_empty(), "{files:?} {mounts:?}");
 
-    let out = install(dir.path(), &cfg, &image, &bin, &["--dry-run"]);
+    let watched = |name: &str, command: &[String]| {
+        let (before, after, trace) = (dir.path().join(format!("{name}.before")), dir.path().join(format!("{name}.after")), dir.path().join(format!("{name}.strace")));
+        let watch = format!(
+            "cat /proc/self/mountinfo > '{before}'; status=0; strace -f -qq -e signal=none -e trace={MOUNT_CALLS} -o '{trace}' \"$@\" || status=$?; \
+             cat /proc/self/mountinfo > '{after}'; exit $status",
+            before = before.display(),
+            after = after.display(),
+            trace = trace.display()
+        );
+        let mut wrapper: Vec<String> = ["sh", "-c", &watch, "mount-watch"].map(String::from).to_vec();
+        wrapper.extend(command.iter().cloned());
+        let read = |p: &Path| std::fs::read_to_string(p).unwrap_or_else(|e| format!("<{}: {e}>", p.display()));
+        (wrapper, move || (read(&before), read(&after), read(&trace)))
+    };
+    // The control: the watch sees a mount made in the installer's namespace.
+    let control_point = dir.path().join("control.mnt");
+    std::fs::create_dir_all(&control_point).expect("mkdir");
+    // A shell, which takes the installer's command line that follows as its $0, $1, ... and runs `mount`.
+    let mount = format!("mount -t tmpfs watch-control '{}'", control_point.display());
+    let (wrapper, seen) = watched("control", &["sh".into(), "-c".into(), mount, "control".into()]);
+    let args = ["--image".to_string(), image.display().to_string(), "--dry-run".to_string()];
+    let control = installer_wrapped(Firmware::Uefi, None, dir.path(), &cfg, &bin, &args, &wrapper);
+    assert!(control.status.success(), "the control: {}", String::from_utf8_lossy(&control.stderr));
+    let (before, after, trace) = seen();
+    assert!(trace.contains("mount(\"watch-control\", ") && after.contains(" - tmpfs watch-control ") && !before.contains("watch-control"), "the watch saw the control's mount:\n{trace}\n{after}");
+
+    let (wrapper, seen) = watched("dry-run", &[]);
+    let out = installer_wrapped(Firmware::Uefi, None, dir.path(), &cfg, &bin, &args, &wrapper);
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
     let d = &disk.device;
@@ -552,7 +593,10 @@ fn a_dry_run_writes_nothing_anywhere() {
     assert_eq!(disk.sha256(), hash, "the disk's bytes are unchanged");
     assert_eq!(partition_nodes(d), Vec::<String>::new(), "no partition appeared");
     assert_eq!(listing(&target), files, "the target directory is unchanged");
-    assert_eq!(mounts_of(d, dir.path()), mounts, "nothing was mounted");
+    assert_eq!(mounts_of(d, dir.path()), mounts, "nothing was mounted on the host");
+    let (before, after, trace) = seen();
+    assert!(!before.starts_with('<') && before == after, "the installer's mount table changed:\nbefore:\n{before}\nafter:\n{after}");
+    assert_eq!(trace, "", "the dry run made mount calls");
     assert!(!dir.path().join("resolv.conf").exists(), "a dry run writes no resolv.conf");
     assert!(!log.exists(), "no stand-in ran");
 }
