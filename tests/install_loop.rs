@@ -371,7 +371,9 @@ fn partitions_formats_and_unpacks_on_a_loop_device() {
         // Not a skip: what this test claims on such a kernel is steps 1-4 and this stop.
         let _ = std::io::Write::write_all(
             &mut std::io::stderr(),
-            b"NOTE install_loop: this kernel has no vfat, so steps 5-7 stop at the ESP mount here; tests/e2e_install.rs proves them in QEMU\n",
+            b"NOTE install_loop: this kernel has no vfat, so this UEFI install's steps 5-7 stop at the ESP mount here; the BIOS installs here \
+              (a_bios_machine_with_auto_gets_the_bios_layout_and_the_bios_system, a_bios_install_reports_every_step_and_installed_on_any_kernel) \
+              run steps 5-7 and the installed report on any kernel, and tests/e2e_install.rs runs the UEFI ones in QEMU\n",
         );
         assert_eq!(out.status.code(), Some(1), "{stdout}");
         let target = dir.path().join("disk.mnt");
@@ -916,6 +918,95 @@ fn a_refused_report_is_not_retried_and_the_install_goes_on() {
     assert_eq!(events.len(), if has_vfat() { 9 } else { 7 }, "{events:?}");
 }
 
+
+/// web1's served install on a BIOS machine (firmware "auto"), whose layout needs no FAT file
+/// system: all seven steps and the `installed` report run on any kernel, this machine's and
+/// CI's without vfat among them (the UEFI install above stops at the ESP there). Each report
+/// is accepted; `installed` names the BIOS system, and the boot token is left on the root.
+#[test]
+fn a_bios_install_reports_every_step_and_installed_on_any_kernel() {
+    if !can_run() {
+        return;
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let netns = report_sink::Netns::new("loop-bios-reports");
+    let sink = report_sink::Sink::start(&netns.0, "127.0.0.1:0", report_sink::accept_all);
+    let disk = Loop::new(dir.path(), 2048);
+    let bin = stand_ins(dir.path(), &dir.path().join("stand-ins.log"));
+    let config = firmware_fleet(dir.path(), &disk.device, "auto");
+    let served = format!(" nixos-pxe.attempt=2 nixos-pxe.token={TOKEN} nixos-pxe.report=http://{}", sink.address);
+    let out = installer_on(Firmware::Bios, Some(&netns.0), dir.path(), &config, &bin, &["--cmdline".to_string(), fleet_cmdline(dir.path(), &served)]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    let steps = ["network", "disk", "partition", "unpack", "configure", "bootloader", "finish"];
+    let mut expected = vec!["started".to_string()];
+    expected.extend(steps.iter().map(|s| format!("step {s}")));
+    expected.push("installed".into());
+    assert_eq!(sink.events(), expected, "{stdout}");
+    for what in &expected {
+        let line = format!("nixos-pxe: report {what}: accepted");
+        assert!(stdout.lines().any(|l| l == line), "no line {line:?} in:\n{stdout}");
+    }
+    let received = sink.received();
+    for r in &received {
+        let b = &r.body;
+        assert_eq!((b["host"].as_str(), b["generation"].as_u64(), b["attempt"].as_u64(), b["token"].as_str()), (Some("web1"), Some(3), Some(2), Some(TOKEN)), "{b}");
+    }
+    assert_eq!(received[received.len() - 1].body["system"], BIOS_SYSTEM);
+    let check = TestMount::new(&format!("{}p2", disk.device), &dir.path().join("check"), "ro");
+    let boot = std::fs::read_to_string(check.0.join("var/lib/nixos-pxe/boot-report.json")).unwrap_or_else(|e| format!("<{e}>"));
+    drop(check);
+    let boot: serde_json::Value = serde_json::from_str(&boot).unwrap_or_else(|e| panic!("boot-report.json: {e}: {boot}"));
+    assert_eq!(boot["token"].as_str(), Some(TOKEN), "the first boot reports with the attempt's token");
+}
+
+/// A report address where nothing answers (serve down: the connection is refused) never fails
+/// the install: every report is tried as long as its patience allows (3 tries for `started` and
+/// each step, about two minutes for `installed`), said not delivered on the console, and the
+/// install completes with the disk installed and stamped. A BIOS machine, so that all seven steps
+/// run on any kernel. (Before, only a report that arrived and was refused was tried: 409.)
+#[test]
+fn an_unreachable_report_address_never_fails_the_install() {
+    if !can_run() {
+        return;
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    // Nothing listens in this namespace: a connection to any port is refused at once.
+    let netns = report_sink::Netns::new("loop-unreachable");
+    let disk = Loop::new(dir.path(), 2048);
+    let bin = stand_ins(dir.path(), &dir.path().join("stand-ins.log"));
+    let config = firmware_fleet(dir.path(), &disk.device, "auto");
+    let served = format!(" nixos-pxe.attempt=2 nixos-pxe.token={TOKEN} nixos-pxe.report=http://127.0.0.1:9");
+    let started = std::time::Instant::now();
+    let out = installer_on(Firmware::Bios, Some(&netns.0), dir.path(), &config, &bin, &["--cmdline".to_string(), fleet_cmdline(dir.path(), &served)]);
+    let took = started.elapsed();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    assert!(stdout.contains("nixos-pxe: install complete in "), "{stdout}");
+    let why = "connecting to 127.0.0.1:9: Connection refused (os error 111)";
+    let steps = ["network", "disk", "partition", "unpack", "configure", "bootloader", "finish"];
+    for (i, step) in steps.iter().enumerate() {
+        assert!(stdout.contains(&format!("nixos-pxe: step {}/7 {step} done in ", i + 1)), "{stdout}");
+    }
+    let mut brief: Vec<String> = vec!["started".into()];
+    brief.extend(steps.iter().map(|s| format!("step {s}")));
+    for what in &brief {
+        let line = format!("nixos-pxe: report {what}: not delivered after 3 tries: {why}");
+        assert!(stdout.lines().any(|l| l == line), "no line {line:?} in:\n{stdout}");
+    }
+    // installed: tries at 0, 1, 3, 7, 15, 31, 61 and 91 s; the next would start after 120 s.
+    let line = format!("nixos-pxe: report installed: not delivered after 8 tries: {why}");
+    assert!(stdout.lines().any(|l| l == line), "no line {line:?} in:\n{stdout}");
+    assert!(!stdout.contains(": accepted") && !stdout.contains("FAILED"), "{stdout}");
+    // 8 reports of about 3 s and one of about 91 s, and the install itself.
+    assert!(took < std::time::Duration::from_secs(240), "took {took:?}");
+    let check = TestMount::new(&format!("{}p2", disk.device), &dir.path().join("check"), "ro");
+    let stamp = std::fs::read_to_string(check.0.join("boot/nixos-pxe/done-web1-g3")).unwrap_or_else(|e| format!("<{e}>"));
+    let boot = check.0.join("var/lib/nixos-pxe/boot-report.json").exists();
+    drop(check);
+    assert_eq!(stamp, "web1 generation 3 attempt 2 installed by nixos-pxe\n", "the disk is installed and stamped");
+    assert!(boot, "the boot token is left for the first boot, which reports when serve is back");
+}
 
 // ---- The firmware the disk is made for ----
 
