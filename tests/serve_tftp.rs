@@ -133,8 +133,16 @@ fn transfers_survive_ten_percent_loss() {
 nft add table inet loss
 nft add chain inet loss input '{ type filter hook input priority 0; }'
 nft add rule inet loss input meta l4proto udp numgen random mod 10 0 counter drop
+# atftp gives up ("unexpected OACK") when the OACK the server resent, because the client's ACK 0
+# was dropped, arrives after the first one was answered: a legal duplicate that this client does
+# not take. Such a run is tried once more; any other failure, or that one twice, fails the test.
 for opts in "--option blksize\ 1468 --option windowsize\ 4 --option tsize" "--option blksize\ 1024 --option tsize" ""; do
-  rm -f out; eval atftp --tftp-timeout 1 $opts -g -r odd -l out 127.0.0.1 >atftp.log 2>&1 || { cat atftp.log; fail "atftp $opts under loss"; }
+  for try in 1 2; do
+    rm -f out
+    if eval atftp --tftp-timeout 1 $opts -g -r odd -l out 127.0.0.1 >atftp.log 2>&1; then break; fi
+    if [ $try = 2 ] || ! grep -q "unexpected OACK" atftp.log; then cat atftp.log; fail "atftp $opts under loss"; fi
+    echo "atftp $opts: a resent OACK after its ACK 0 was lost (atftp's limit); trying again"
+  done
   cmp out root/odd || fail "atftp $opts under loss differs"
 done
 rm -f out; curl -sS --tftp-blksize 1468 -o out tftp://127.0.0.1/b1468x5 || fail "curl under loss"
