@@ -23,11 +23,16 @@ let
     nixos-pxe kernel-config --config ${configJSON} > $out
   '';
 
+  # The kernel build's own make flags (build.nix passes common-flags.nix's compilers, ARCH and
+  # CROSS_COMPILE, and keeps them as passthru.commonMakeFlags): Kconfig asks the compiler what it
+  # supports, so the .config is made with the compiler that builds the kernel. A kernel without
+  # that attribute gets stdenv's compiler from PATH, as generic.nix's configfile derivation does.
+  makeFlags = base.commonMakeFlags or [ "CROSS_COMPILE=${pkgs.stdenv.cc.targetPrefix}" ];
+
   # The .config, by nix/kernel-config.sh (the same script tests/kernel_fragment.rs runs on Debian's
   # linux-source-6.1). It fails, naming each symbol, when a `y` of the fragment is not =y: so
-  # nothing downstream (the kernel, the TFTP root) builds from a .config missing a driver. The
-  # compiler is stdenv's, the one linuxManualConfig builds with (Kconfig asks it what it supports);
-  # bison and flex build kconfig itself, as in generic.nix's configfile.
+  # nothing downstream (the kernel, the TFTP root) builds from a .config missing a driver. bison
+  # and flex build kconfig itself, as in generic.nix's configfile.
   configfile = pkgs.stdenv.mkDerivation {
     pname = "nixos-pxe-kernel-config";
     inherit (base) version src;
@@ -35,7 +40,7 @@ let
     postPatch = "patchShebangs scripts";
     buildPhase = ''
       KERNEL_ARCH=${pkgs.stdenv.hostPlatform.linuxArch} \
-      MAKE_FLAGS="CROSS_COMPILE=${pkgs.stdenv.cc.targetPrefix}" \
+      MAKE_FLAGS=${lib.escapeShellArg (lib.concatStringsSep " " makeFlags)} \
         bash ${./kernel-config.sh} "$PWD" "$PWD/nixos-pxe-build" ${fragment}
       cat nixos-pxe-build/config-check
     '';

@@ -78,9 +78,10 @@ let
       (debian.fromDebian "bison" [ "/usr/bin/bison" ]);
     flex = found "pkgs/development/tools/parsing/flex/default.nix" "e3a5a0c93deccddddbf4324deecfd4c155d5b08c"
       (debian.fromDebian "flex" [ "/usr/bin/flex" ]);
-    # linuxPackages.kernel's src, version and modDirVersion: generic.nix hands them to the
-    # kernel's derivation (mkDerivation's src; passthru version and modDirVersion in build.nix).
-    linuxPackages = read "pkgs/os-specific/linux/kernel/generic.nix, pkgs/os-specific/linux/kernel/build.nix (passthru)" "00e6b22b508f93e219efee2dda4397027ccaf934, 001ef8c47d5fb14f761694a5ba102a7379dcb311"
+    # linuxPackages.kernel's src, version, modDirVersion and commonMakeFlags: generic.nix hands
+    # them to the kernel's derivation (mkDerivation's src; passthru version, modDirVersion and
+    # commonMakeFlags in build.nix, the latter common-flags.nix's CC, HOSTCC, ARCH, CROSS_COMPILE).
+    linuxPackages = read "pkgs/os-specific/linux/kernel/generic.nix, pkgs/os-specific/linux/kernel/build.nix (passthru), pkgs/os-specific/linux/kernel/common-flags.nix" "00e6b22b508f93e219efee2dda4397027ccaf934, 001ef8c47d5fb14f761694a5ba102a7379dcb311, 0fc7cb2d129033ec960e2fbc074723d4db26f089"
       { inherit (kernelStandIn) kernel; };
     # linuxManualConfig { version; src; configfile; modDirVersion; }: the .config is read at
     # evaluation time only with allowImportFromDerivation or a configfile that is a plain path

@@ -1,5 +1,5 @@
-# Stand-ins for the kernel interfaces the project uses: pkgs.linuxPackages.kernel's src, version
-# and modDirVersion (pkgs/os-specific/linux/kernel/generic.nix passes them through), and
+# Stand-ins for the kernel interfaces the project uses: pkgs.linuxPackages.kernel's src, version,
+# modDirVersion and commonMakeFlags (pkgs/os-specific/linux/kernel/build.nix keeps them), and
 # pkgs.linuxManualConfig (pkgs/os-specific/linux/kernel/build.nix, manual-config.nix before).
 #
 # The source is real: Debian's linux-source-6.1 (facts.json's linuxSource, the tarball and its
@@ -28,6 +28,8 @@ let
     # The real one is the source's kernel.release; build.nix stops when they differ. The stand-in
     # compiles nothing, so nothing compares them here.
     modDirVersion = "6.1.0";
+    # common-flags.nix's shape (absolute compilers, ARCH, CROSS_COMPILE), with Debian's gcc.
+    commonMakeFlags = [ "CC=/usr/bin/gcc" "HOSTCC=/usr/bin/gcc" "ARCH=${stdenv.hostPlatform.linuxArch}" "CROSS_COMPILE=" ];
   };
 
   linuxManualConfig = lib.makeOverridable (
