@@ -13,8 +13,9 @@
 # the fragment and the .config are build outputs, so nothing is read while evaluating.
 { lib, pkgs, tool, configJSON }:
 let
-  # Its source, version and modDirVersion only: nixpkgs' default kernel, patched and configured by
-  # nobody else (linuxManualConfig applies no kernelPatches unless given some).
+  # nixpkgs' default kernel, for its source, version, modDirVersion and make flags only: neither its
+  # kernelPatches (NixOS's helper paths, nothing the installer needs; linuxManualConfig applies
+  # none unless given some) nor its configuration.
   base = pkgs.linuxPackages.kernel;
 
   # The fragment in kconfig lines, computed by `nixos-pxe kernel-config` (src/kernel_config.rs, with
