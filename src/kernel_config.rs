@@ -141,8 +141,8 @@ fn is_number(v: &str) -> bool {
     v.parse::<i64>().is_ok() || v.strip_prefix("0x").is_some_and(|h| !h.is_empty() && h.bytes().all(|b| b.is_ascii_hexdigit()))
 }
 
-/// The fragment as a JSON object `{ "IP_PNP": "y", ... }`, which the Nix side turns into
-/// `structuredExtraConfig` (`y` to `lib.kernel.yes`, anything else to `lib.kernel.freeform`).
+/// The fragment as a JSON object `{ "IP_PNP": "y", ... }`, for a caller's own Nix (e.g. nixpkgs'
+/// `structuredExtraConfig`); the flake's kernel takes the kconfig lines (nix/kernel-config.sh).
 pub fn to_json(symbols: &[Symbol]) -> Value {
     let map: Map<String, Value> = symbols.iter().map(|s| (s.name.clone(), Value::String(s.value.clone()))).collect();
     Value::Object(map)

@@ -3,7 +3,7 @@
 # Both inputs are set by the test with --override-input:
 #   lib      nixpkgs' lib/ (the nixpkgs.lib mirror; $NIXPKGS_LIB, .ci/run: ../shared/nixpkgs-lib)
 #   machine  what this test run provides: nixos-pxe (the binary cargo built) and facts.json
-#            ({ rustcVersion, kernelConfigEdits? })
+#            ({ rustcVersion, linuxSource = { tarball, version } })
 {
   description = "stand-in nixpkgs for nixos-pxe's tests (not nixpkgs)";
 
