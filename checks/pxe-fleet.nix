@@ -59,8 +59,12 @@ pkgs.testers.runNixOSTest {
       { address = server.address; prefixLength = lib.toInt (lib.last (lib.splitString "/" server.subnet)); }
     ];
     # NixOS's default, said here because the test depends on it: only openFirewall's ports let
-    # the clients' DHCP, TFTP, HTTP and NFS in.
+    # the clients' DHCP, TFTP, HTTP and NFS in. The nftables firewall filtering outgoing packets
+    # too: serve's DHCP replies and TFTP transfers get out only through what openFirewall adds
+    # for filterOutput (nix/server-module.nix).
     networking.firewall.enable = true;
+    networking.nftables.enable = true;
+    networking.firewall.filterOutput.enabled = true;
     services.nixos-pxe = {
       enable = true;
       inherit fleet;

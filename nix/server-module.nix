@@ -19,11 +19,19 @@
 # transfers need no more: serve sends the first packet of each transfer from its new port, so
 # the client's acknowledgements are replies of a connection the firewall has seen and pass as
 # `established` (NixOS's firewall accepts those, nixos/modules/services/networking/
-# firewall-nftables.nix and firewall-iptables.nix). The TFTP conntrack helper (nf_conntrack_tftp,
-# networking.firewall.connectionTrackingModules = [ "tftp" ]) is for the other direction, a
-# client behind a firewall or NAT, and kernels since 6.0 no longer attach helpers by themselves
-# (firewall.nix asserts autoLoadConntrackHelpers off there). A DHCP request comes from 0.0.0.0,
-# which the reverse path filter lets through for port 67 (the same files).
+# firewall-nftables.nix and firewall-iptables.nix), with no conntrack helper. A DHCP request
+# comes from 0.0.0.0, which the reverse path filter lets through for port 67 (the same files).
+#
+# With networking.firewall.filterOutput.enabled (nftables only), NixOS also drops what the
+# server sends unless it is established, related or to a port of filterOutput.interfaces. Two
+# of serve's packets are none of those: its DHCP replies (to port 68: the request came from
+# 0.0.0.0, so the reply is a flow of its own) and the first packet of each TFTP transfer (from
+# serve's new port to the client's, a port no list can name). openFirewall then opens UDP 68
+# outgoing on `interface`, and attaches the kernel's TFTP conntrack helper (nf_conntrack_tftp)
+# to requests arriving there on port 69, in a table of its own: the helper expects the transfer
+# from the server to the client's port, so its first packet is `related` and accepted, and no
+# other outgoing port is opened. (Kernels since 6.0 attach no helper by themselves; firewall.nix
+# asserts autoLoadConntrackHelpers off there, so it is attached by rule, as nftables does it.)
 #
 # NixOS interfaces, each with the nixpkgs file and commit it was read at, are listed in
 # tests/nix/stand-in-nixpkgs/interfaces.nix; the systemd settings are systemd.exec(5) and
@@ -86,7 +94,7 @@ in
     openFirewall = mkOption {
       type = types.bool;
       default = false;
-      description = "Open, on the interface only, what serve listens on: UDP 67 (DHCP), 4011 (with bootServer.dhcpMode = \"proxy\"), 69 (TFTP; transfers pass as established connections), TCP httpPort and the NFS port of bootServer.nfsMountOptions.";
+      description = "Open, on the interface only, what serve listens on: UDP 67 (DHCP), 4011 (with bootServer.dhcpMode = \"proxy\"), 69 (TFTP; transfers pass as established connections), TCP httpPort and the NFS port of bootServer.nfsMountOptions. With networking.firewall.filterOutput.enabled also what serve sends there that is not a reply: UDP 68 (DHCP replies) and, through the kernel's TFTP conntrack helper attached to requests to port 69, each TFTP transfer's first packet.";
     };
   };
 
@@ -116,6 +124,23 @@ in
         allowedTCPPorts = lib.optional (cfg.httpPort != 0) cfg.httpPort ++ lib.optional (nfsPort != null) nfsPort;
       };
     };
+    # filterOutput (see the top of this file): DHCP replies out, TFTP transfers as related.
+    networking.firewall.filterOutput.interfaces = lib.mkIf cfg.openFirewall {
+      ${cfg.interface}.allowedUDPPorts = [ 68 ];
+    };
+    networking.nftables.tables.nixos-pxe-tftp = lib.mkIf (cfg.openFirewall && config.networking.firewall.filterOutput.enabled) {
+      family = "inet";
+      content = ''
+        ct helper tftp {
+          type "tftp" protocol udp;
+        }
+        chain prerouting {
+          type filter hook prerouting priority filter; policy accept;
+          iifname "${cfg.interface}" udp dport 69 ct helper set "tftp"
+        }
+      '';
+    };
+    boot.kernelModules = lib.mkIf (cfg.openFirewall && config.networking.firewall.filterOutput.enabled) [ "nf_conntrack_tftp" ];
 
     systemd.services.nixos-pxe = {
       description = "nixos-pxe boot server (DHCP, TFTP, HTTP, NFS root) for a fleet";

@@ -164,7 +164,7 @@ pub enum FleetCommand {
 pub enum KernelConfigFormat {
     /// CONFIG_X=y lines, for scripts/kconfig/merge_config.sh.
     Kconfig,
-    /// {"X": "y"}, for nixpkgs' structuredExtraConfig.
+    /// {"X": "y"}, e.g. for a kernel of your own with nixpkgs' structuredExtraConfig.
     Json,
 }
 
