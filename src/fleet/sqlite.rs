@@ -10,7 +10,8 @@
 
 use super::decide::{AttemptSummary, Confirmed, HostState, Outcome};
 use super::store::{
-    Accepted, AttemptRecord, AttemptStatus, Event, FleetHost, HandOut, HandedOut, HostRecord, Refused, Report, ReportRecord, Store, StoreError,
+    Accepted, AttemptRecord, AttemptStatus, BindingChange, Event, FleetHost, HandOut, HandedOut, HostRecord, Refused, Report, ReportRecord, Store,
+    StoreError,
 };
 use super::token;
 use crate::config::fleet::Mac;
@@ -516,25 +517,27 @@ impl Store for SqliteStore {
             .map_err(db(&place, &format!("read the history of {host}")))
     }
 
-    fn bind(&self, mac: Mac, address: Ipv4Addr) -> Result<(), StoreError> {
+    fn record_bindings(&self, changes: &[BindingChange]) -> Result<(), StoreError> {
         let place = self.place();
         let mut conn = self.lock();
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(db(&place, "begin a binding"))?;
-        tx.execute("DELETE FROM bindings WHERE address = ?1 AND mac <> ?2", params![address.to_string(), mac.to_string()])
-            .map_err(db(&place, "unbind the address"))?;
-        tx.execute(
-            "INSERT INTO bindings (mac, address, seen_at) VALUES (?1, ?2, ?3) ON CONFLICT (mac) DO UPDATE SET address = excluded.address, seen_at = excluded.seen_at",
-            params![mac.to_string(), address.to_string(), now_ms()],
-        )
-        .map_err(db(&place, "record the binding"))?;
-        tx.commit().map_err(db(&place, "commit the binding"))
-    }
-
-    fn unbind_address(&self, address: Ipv4Addr) -> Result<(), StoreError> {
-        let place = self.place();
-        let conn = self.lock();
-        conn.execute("DELETE FROM bindings WHERE address = ?1", params![address.to_string()]).map_err(db(&place, "unbind the address"))?;
-        Ok(())
+        for change in changes {
+            match *change {
+                BindingChange::Bind(mac, address) => {
+                    tx.execute("DELETE FROM bindings WHERE address = ?1 AND mac <> ?2", params![address.to_string(), mac.to_string()])
+                        .map_err(db(&place, "unbind the address"))?;
+                    tx.execute(
+                        "INSERT INTO bindings (mac, address, seen_at) VALUES (?1, ?2, ?3) ON CONFLICT (mac) DO UPDATE SET address = excluded.address, seen_at = excluded.seen_at",
+                        params![mac.to_string(), address.to_string(), now_ms()],
+                    )
+                    .map_err(db(&place, "record the binding"))?;
+                }
+                BindingChange::Unbind(address) => {
+                    tx.execute("DELETE FROM bindings WHERE address = ?1", params![address.to_string()]).map_err(db(&place, "unbind the address"))?;
+                }
+            }
+        }
+        tx.commit().map_err(db(&place, "commit the bindings"))
     }
 
     fn bindings(&self, macs: &[Mac]) -> Result<Vec<(Mac, Ipv4Addr)>, StoreError> {

@@ -59,13 +59,29 @@ pub trait Store: Send + Sync {
 
     /// Records that `mac` has `address` now (its DHCP lease, or the address it asked the site's
     /// server for); any other MAC bound to that address loses its binding in the same step.
-    fn bind(&self, mac: Mac, address: Ipv4Addr) -> Result<(), StoreError>;
+    fn bind(&self, mac: Mac, address: Ipv4Addr) -> Result<(), StoreError> {
+        self.record_bindings(&[BindingChange::Bind(mac, address)])
+    }
 
     /// Forgets the binding to `address` (it was given to a machine outside the fleet).
-    fn unbind_address(&self, address: Ipv4Addr) -> Result<(), StoreError>;
+    fn unbind_address(&self, address: Ipv4Addr) -> Result<(), StoreError> {
+        self.record_bindings(&[BindingChange::Unbind(address)])
+    }
+
+    /// Records `changes` in their order, in one step (one sync of the disk for all).
+    fn record_bindings(&self, changes: &[BindingChange]) -> Result<(), StoreError>;
 
     /// The address each of `macs` is bound to, for those that have one.
     fn bindings(&self, macs: &[Mac]) -> Result<Vec<(Mac, Ipv4Addr)>, StoreError>;
+}
+
+/// A change of the bindings of the fleet's MACs to addresses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BindingChange {
+    /// `mac` has this address now; any other MAC bound to it loses its binding.
+    Bind(Mac, Ipv4Addr),
+    /// The address is no fleet MAC's any more.
+    Unbind(Ipv4Addr),
 }
 
 /// A store that cannot do what was asked: what failed, where, and what to do.

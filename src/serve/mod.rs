@@ -319,6 +319,11 @@ pub fn run(args: &ServeArgs) -> Result<(), Error> {
                 ),
                 _ => None,
             };
+            // The fleet's bindings as the lease file has them (the store may have missed the
+            // last ones: it is written in the background).
+            if let (Some(_), Some(observer)) = (&log, &observer) {
+                dhcp::announce_leases(&table, observer.as_ref());
+            }
             let pool = dhcp::Pool { table, log };
             let d = d.clone();
             // The fleet hears which address each of its MACs was seen with.
