@@ -719,8 +719,14 @@ fn hosts_install_at_once_through_a_serve_crash_then_boot_their_disks() {
     assert!(!console.contains("is installed already"), "{}", tail(&console));
     let h = f.host_status("lab-a");
     assert_eq!((h["state"].as_str(), h["attempt"]["number"].as_u64(), h["reinstall_requested"].as_bool(), h["decision"]["kind"].as_str()), (Some("installed"), Some(2), Some(false), Some("local-boot")), "{h}");
-    let old = serde_json::json!({ "host": "lab-a", "generation": 1, "attempt": 1, "token": token_a1, "event": "booted", "system": system_path("web") });
+    // Attempt 1 was installed, so its `booted` needs the boot token its installed report named:
+    // the attempt's token alone is refused. Any other report of attempt 1, with its right token,
+    // is stale now that attempt 2 is the latest.
     let (lab_a_os, _) = f.machine("a-os", A);
+    let booted = serde_json::json!({ "host": "lab-a", "generation": 1, "attempt": 1, "token": token_a1, "event": "booted", "system": system_path("web") });
+    let (code, body) = f.post_report_from(&lab_a_os, &booted);
+    assert!(code == 403 && body.contains("the boot token is not"), "attempt 1's booted without its boot token: {code}: {body}");
+    let old = serde_json::json!({ "host": "lab-a", "generation": 1, "attempt": 1, "token": token_a1, "event": "failed", "step": "disk" });
     let (code, body) = f.post_report_from(&lab_a_os, &old);
     assert_eq!(code, 409, "attempt 1's report after attempt 2 installed: {body}");
     assert!(body.contains("is not lab-a's latest attempt"), "{body}");
