@@ -31,6 +31,8 @@ use crate::serve::tftp_packet::ErrorCode;
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::Path;
+use crate::serve::report_spool::Spool;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
 /// How GRUB and the installer reach serve's HTTP endpoint.
@@ -87,26 +89,172 @@ pub struct FleetService {
     bindings: Mutex<HashMap<Mac, Ipv4Addr>>,
     /// Refusals said at most once per MAC and interval.
     throttle: Mutex<Throttle>,
+    /// Reports taken while the store could not be reached, written when it can be again.
+    spool: Option<Spool>,
+    /// The store could not be reached at the last call (said once when it goes, once when back).
+    away: AtomicBool,
+    /// The fleet's hosts are not recorded yet (the store was away when serve started).
+    unsynced: AtomicBool,
+}
+
+/// How long a pending attempt that another boot server sharing the store handed out is left to
+/// that server's host (GRUB fetches its file, loads the kernel and the installer reports
+/// `started` in well under this) before this server takes it for lost and replaces it.
+pub const OTHER_SERVERS_PENDING: std::time::Duration = std::time::Duration::from_secs(180);
+
+/// What a fleet machine gets.
+enum Answer {
+    Decided(Decision, Option<String>),
+    /// No decision now: the file waits and asks again.
+    Wait(String),
+}
+
+/// What became of a report.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Reported {
+    /// The store took it.
+    Accepted(Accepted),
+    /// The store could not be reached: kept in the spool, written when it can be (202).
+    Kept,
+}
+
+impl Reported {
+    /// The attempt's outcome after it, when the store took it.
+    pub fn status(&self) -> Option<crate::fleet::store::AttemptStatus> {
+        match self {
+            Reported::Accepted(a) => Some(a.status),
+            Reported::Kept => None,
+        }
+    }
 }
 
 impl FleetService {
-    /// Serves `resolved`'s fleet with `store`; records the fleet's hosts in the store.
-    pub fn new(resolved: Resolved, fleet: Fleet, store: Arc<dyn Store>, endpoint: Endpoint) -> Result<FleetService, StoreError> {
-        let hosts: Vec<FleetHost> = fleet.hosts.iter().map(|h| FleetHost { name: h.name.clone(), macs: h.macs.clone(), generation: h.generation }).collect();
-        store.sync_fleet(&hosts)?;
+    /// Serves `resolved`'s fleet with `store`; records the fleet's hosts in the store (later, if
+    /// the store cannot be reached now). `spool`: where reports wait while the store is away
+    /// (None: they are answered 500 and the installer retries).
+    pub fn new(resolved: Resolved, fleet: Fleet, store: Arc<dyn Store>, endpoint: Endpoint, spool: Option<Spool>) -> Result<FleetService, StoreError> {
         let host_locks = fleet.hosts.iter().map(|h| (h.name.clone(), Arc::default())).collect();
-        let macs: Vec<Mac> = fleet.hosts.iter().flat_map(|h| h.macs.iter().copied()).collect();
-        let bindings = store.bindings(&macs)?.into_iter().collect();
-        Ok(FleetService {
+        let service = FleetService {
             resolved,
             fleet,
             store,
             endpoint,
             tokens: Mutex::new(HashMap::new()),
             host_locks: Mutex::new(host_locks),
-            bindings: Mutex::new(bindings),
+            bindings: Mutex::new(HashMap::new()),
             throttle: Mutex::new(Throttle::default()),
-        })
+            spool,
+            away: AtomicBool::new(false),
+            unsynced: AtomicBool::new(true),
+        };
+        match service.catch_up() {
+            Ok(()) => {}
+            Err(StoreError::Unavailable(why)) => service.went_away(&why),
+            Err(e) => return Err(e),
+        }
+        Ok(service)
+    }
+
+    /// What the store missed while it was away, in order: the fleet's hosts and their
+    /// bindings, then the kept reports. Called before every decision and every report, and
+    /// every few seconds by [`FleetService::keep_up`].
+    pub fn catch_up(&self) -> Result<(), StoreError> {
+        if self.unsynced.load(Ordering::Acquire) {
+            let hosts: Vec<FleetHost> = self.fleet.hosts.iter().map(|h| FleetHost { name: h.name.clone(), macs: h.macs.clone(), generation: h.generation }).collect();
+            self.store.sync_fleet(&hosts)?;
+            let macs: Vec<Mac> = self.fleet.hosts.iter().flat_map(|h| h.macs.iter().copied()).collect();
+            let found = self.store.bindings(&macs)?;
+            let mut bindings = self.bindings.lock().unwrap_or_else(PoisonError::into_inner);
+            // What this process saw while the store was away is newer than the store's.
+            let seen_meanwhile: Vec<(Mac, Ipv4Addr)> = bindings.iter().map(|(m, a)| (*m, *a)).collect();
+            for (mac, address) in &seen_meanwhile {
+                self.store.bind(*mac, *address)?;
+            }
+            for (mac, address) in found {
+                bindings.entry(mac).or_insert(address);
+            }
+            drop(bindings);
+            self.unsynced.store(false, Ordering::Release);
+        }
+        if let Some(spool) = &self.spool
+            && !spool.is_empty()
+        {
+            let kept = spool.read().map_err(StoreError::Backend)?;
+            let mut written = 0;
+            let mut result = Ok(());
+            for report in &kept {
+                match self.store.report(report) {
+                    Ok(accepted) => {
+                        tracing::info!(host = report.host.as_str(), generation = report.generation, attempt = report.attempt, event = report.event.as_str(), status = accepted.status.as_str(), "fleet: kept report written");
+                        self.forget_token(report, &accepted);
+                    }
+                    Err(Refused::Store(e)) => {
+                        result = Err(e);
+                        break;
+                    }
+                    Err(why) => tracing::warn!(host = report.host.as_str(), generation = report.generation, attempt = report.attempt, event = report.event.as_str(), why = %why, "fleet: kept report refused by the store"),
+                }
+                written += 1;
+            }
+            if written > 0 {
+                spool.drop_first(written).map_err(StoreError::Backend)?;
+            }
+            result?;
+        }
+        if self.away.swap(false, Ordering::AcqRel) {
+            tracing::warn!(store = self.store_place().as_str(), "fleet: the store is back: deciding and taking reports again");
+        }
+        Ok(())
+    }
+
+    /// Tries [`FleetService::catch_up`] every `interval` until `stop`; says once a minute that
+    /// the store is still away.
+    pub fn keep_up(&self, interval: std::time::Duration, stop: &AtomicBool) {
+        let mut waited = std::time::Duration::ZERO;
+        while !stop.load(Ordering::Relaxed) {
+            std::thread::sleep(std::time::Duration::from_millis(200));
+            waited += std::time::Duration::from_millis(200);
+            if waited < interval {
+                continue;
+            }
+            waited = std::time::Duration::ZERO;
+            let pending = self.away.load(Ordering::Acquire) || self.unsynced.load(Ordering::Acquire) || self.spool.as_ref().is_some_and(|s| !s.is_empty());
+            if !pending {
+                continue;
+            }
+            match self.catch_up() {
+                Ok(()) => {}
+                Err(StoreError::Unavailable(why)) => self.went_away(&why),
+                Err(e) => tracing::error!("fleet: cannot write what the store missed: {e}"),
+            }
+        }
+    }
+
+    fn store_place(&self) -> String {
+        if self.store.shared() { "the shared database".into() } else { "the state file".into() }
+    }
+
+    /// Says (once when it happens, then at most once a minute) that the store is away.
+    fn went_away(&self, why: &str) {
+        let first = !self.away.swap(true, Ordering::AcqRel);
+        let kept = self.spool.as_ref().and_then(|s| s.read().ok()).map_or(0, |r| r.len());
+        if first {
+            tracing::error!(kept, "fleet: the store cannot be reached: {why}; no new attempts are handed out (fleet hosts get a file that waits and asks again), reports are kept in the state directory until it is back");
+        } else {
+            self.warn_once("store away", |quiet| tracing::error!(kept, quiet, "fleet: the store is still away: {why}"));
+        }
+    }
+
+    /// Whether the store is away (as the last call found it).
+    pub fn store_away(&self) -> bool {
+        self.away.load(Ordering::Acquire)
+    }
+
+    fn forget_token(&self, report: &Report, accepted: &Accepted) {
+        if accepted.status != crate::fleet::store::AttemptStatus::Pending {
+            let mut tokens = self.tokens.lock().unwrap_or_else(PoisonError::into_inner);
+            tokens.remove(&(report.host.clone(), report.generation, report.attempt));
+        }
     }
 
     /// Whether tokens and reports are tied to the addresses serve's DHCP saw.
@@ -116,13 +264,25 @@ impl FleetService {
 
     /// The address `mac` is bound to: this process's own record, else the store's (another
     /// serve on the same store may have seen it).
+    /// With a shared store the store's word comes first (another server may have bound the MAC
+    /// since); this process's record answers while the store is away.
     fn bound_address(&self, mac: Mac) -> Option<Ipv4Addr> {
-        if let Some(a) = self.bindings.lock().unwrap_or_else(PoisonError::into_inner).get(&mac) {
-            return Some(*a);
+        let cached = self.bindings.lock().unwrap_or_else(PoisonError::into_inner).get(&mac).copied();
+        if cached.is_some() && !self.store.shared() {
+            return cached;
         }
-        let found = self.store.bindings(&[mac]).ok()?.first().map(|(_, a)| *a)?;
-        self.bindings.lock().unwrap_or_else(PoisonError::into_inner).insert(mac, found);
-        Some(found)
+        match self.store.bindings(&[mac]) {
+            Ok(found) => {
+                let found = found.first().map(|(_, a)| *a);
+                let mut bindings = self.bindings.lock().unwrap_or_else(PoisonError::into_inner);
+                match found {
+                    Some(a) => bindings.insert(mac, a),
+                    None => bindings.remove(&mac),
+                };
+                found
+            }
+            Err(_) => cached,
+        }
     }
 
     /// Why `client` may not act for `mac` (None: it may).
@@ -179,14 +339,29 @@ impl FleetService {
             });
             return Ok(grub::unbound_cfg(&mac, &client.ip().to_string()).into_bytes());
         }
-        let (decision, token) = self.decide_and_hand_out(mac, spec, via, client)?;
-        // Rendering needs no lock: the attempt is recorded and its token known.
-        self.render(mac, spec, &decision, token.as_deref(), local)
+        let answer = match self.catch_up().map_err(Refused::Store).and_then(|()| self.decide_and_hand_out(mac, spec, via, client)) {
+            Ok(answer) => answer,
+            Err(Refused::Store(StoreError::Unavailable(why))) => {
+                self.went_away(&why);
+                Answer::Wait(format!("the fleet's state cannot be read now ({why})"))
+            }
+            Err(e) => return Err(e.to_string()),
+        };
+        match answer {
+            // Rendering needs no lock: the attempt is recorded and its token known.
+            Answer::Decided(decision, token) => self.render(mac, spec, &decision, token.as_deref(), local),
+            Answer::Wait(why) => {
+                self.warn_once(&format!("wait {mac}"), |quiet| {
+                    tracing::warn!(%mac, host = spec.map_or("-", |s| s.name.as_str()), %client, via = via.as_str(), quiet, "fleet: no decision now, the machine waits and asks again: {why}")
+                });
+                Ok(grub::wait_cfg(&mac, &why).into_bytes())
+            }
+        }
     }
 
     /// The decision for `mac` and, for an install, the attempt's token: one step per host
     /// (under its lock), so that two requests at once hand out one attempt.
-    fn decide_and_hand_out(&self, mac: Mac, spec: Option<&HostSpec>, via: Via, client: SocketAddr) -> Result<(Decision, Option<String>), String> {
+    fn decide_and_hand_out(&self, mac: Mac, spec: Option<&HostSpec>, via: Via, client: SocketAddr) -> Result<Answer, Refused> {
         let host_lock = spec.map(|s| {
             let mut locks = self.host_locks.lock().unwrap_or_else(PoisonError::into_inner);
             Arc::clone(locks.entry(s.name.clone()).or_default())
@@ -197,29 +372,43 @@ impl FleetService {
         // the decision again with what it wrote.
         for _ in 0..3 {
             let state = match spec {
-                Some(s) => self.store.host(&s.name, s.generation).map_err(|e| e.to_string())?,
+                Some(s) => self.store.host(&s.name, s.generation)?,
                 None => HostState::default(),
             };
             let decision = decide(spec, &state, self.fleet.unknown_hosts);
             let (Some(attempt), Some(spec)) = (decision.attempt(), spec) else {
                 self.log_decision(mac, spec, &decision, via, client, "");
-                return Ok((decision, None));
+                return Ok(Answer::Decided(decision, None));
             };
             let key = (spec.name.clone(), spec.generation, attempt);
             let pending = state.attempts.iter().any(|a| a.number == attempt && a.outcome == Outcome::Pending);
             let known = tokens().get(&key).cloned();
             if pending && let Some(token) = known {
                 self.log_decision(mac, Some(spec), &decision, via, client, "the same pending attempt again");
-                return Ok((decision, Some(token)));
+                return Ok(Answer::Decided(decision, Some(token)));
+            }
+            // Another boot server sharing the store may have just handed this attempt out: its
+            // host is loading it now. Only one that was not started for a long while was lost.
+            if pending && self.store.shared() {
+                let at = self.store.handed_out_at(&spec.name, spec.generation, attempt)?.unwrap_or(0);
+                let age = now_ms().saturating_sub(at);
+                if age < OTHER_SERVERS_PENDING.as_millis() as i64 {
+                    return Ok(Answer::Wait(format!(
+                        "attempt {attempt} of {} was handed out {} s ago, not by this boot server (another one sharing the database, or this one before it restarted); it is taken for lost after {} s",
+                        spec.name,
+                        age / 1000,
+                        OTHER_SERVERS_PENDING.as_secs()
+                    )));
+                }
             }
             // A new attempt, or in place of a pending one whose token this process does not have.
             let (number, replaces) = match pending {
                 true => (state.attempts.iter().map(|a| a.number).max().unwrap_or(attempt) + 1, Some(attempt)),
                 false => (attempt, None),
             };
-            let token = token::random().map_err(|e| format!("no random token: {e}"))?;
+            let token = token::random().map_err(|e| StoreError::Backend(format!("no random token: {e}")))?;
             let out = HandOut { host: spec.name.clone(), generation: spec.generation, attempt: number, token_hash: token::hash(&token), mac, replaces };
-            match self.store.hand_out(&out).map_err(|e| e.to_string())? {
+            match self.store.hand_out(&out)? {
                 HandedOut::Taken => continue,
                 HandedOut::Created => {
                     let decision = match decision {
@@ -234,11 +423,11 @@ impl FleetService {
                     let mut tokens = tokens();
                     tokens.retain(|(host, _, _), _| host != &spec.name);
                     tokens.insert((spec.name.clone(), spec.generation, number), token.clone());
-                    return Ok((decision, Some(token)));
+                    return Ok(Answer::Decided(decision, Some(token)));
                 }
             }
         }
-        Err(format!("{mac}: another boot server kept taking the attempt numbers; try again"))
+        Ok(Answer::Wait(format!("{mac}: another boot server kept taking the attempt numbers")))
     }
 
     fn render(&self, mac: Mac, spec: Option<&HostSpec>, decision: &Decision, token: Option<&str>, local: IpAddr) -> Result<Vec<u8>, String> {
@@ -278,20 +467,37 @@ impl FleetService {
         }
     }
 
-    /// Checks and records a report from `client`; logs it either way.
-    pub fn report(&self, report: &Report, client: SocketAddr) -> Result<Accepted, Refused> {
-        let result = self.check_address(report, client).and_then(|()| self.store.report(report));
+    /// Checks and records a report from `client`; logs it either way. While the store is away
+    /// a report from the right address is kept in the spool ([`Reported::Kept`]).
+    pub fn report(&self, report: &Report, client: SocketAddr) -> Result<Reported, Refused> {
         let (host, generation, attempt, event) = (report.host.as_str(), report.generation, report.attempt, report.event.as_str());
+        let result = self
+            .check_address(report, client)
+            .and_then(|()| report.check().map_err(Refused::Invalid))
+            .and_then(|()| self.catch_up().map_err(Refused::Store))
+            .and_then(|()| self.store.report(report).map(Reported::Accepted));
+        let result = match (result, &self.spool) {
+            (Err(Refused::Store(StoreError::Unavailable(why))), Some(spool)) => {
+                self.went_away(&why);
+                match spool.keep(&report.clone().clipped()) {
+                    Ok(()) => Ok(Reported::Kept),
+                    Err(e) => Err(Refused::Store(StoreError::Unavailable(format!("{why}; and it cannot be kept: {e}")))),
+                }
+            }
+            (Err(Refused::Store(StoreError::Unavailable(why))), None) => {
+                self.went_away(&why);
+                Err(Refused::Store(StoreError::Unavailable(why)))
+            }
+            (other, _) => other,
+        };
         match &result {
-            Ok(accepted) => {
+            Ok(Reported::Accepted(accepted)) => {
                 let step = report.step.as_deref().unwrap_or("");
                 let message = report.message.as_deref().unwrap_or("");
                 tracing::info!(host, generation, attempt, event, step, message, status = accepted.status.as_str(), %client, "fleet: report accepted");
-                if accepted.status != crate::fleet::store::AttemptStatus::Pending {
-                    let mut tokens = self.tokens.lock().unwrap_or_else(PoisonError::into_inner);
-                    tokens.remove(&(report.host.clone(), generation, attempt));
-                }
+                self.forget_token(report, accepted);
             }
+            Ok(Reported::Kept) => tracing::warn!(host, generation, attempt, event, %client, "fleet: report kept until the store is back"),
             Err(why) => tracing::warn!(host, generation, attempt, event, %client, why = %why, "fleet: report refused"),
         }
         result
@@ -346,14 +552,20 @@ impl Observer for FleetService {
         let mac = Mac::new(bytes);
         let mut bindings = self.bindings.lock().unwrap_or_else(PoisonError::into_inner);
         if self.fleet.host_by_mac(&mac).is_some() {
-            if bindings.get(&mac) == Some(&address) {
+            // A shared store may have heard of another address from another server since.
+            if bindings.get(&mac) == Some(&address) && !self.store.shared() {
                 return;
             }
+            let changed = bindings.get(&mac) != Some(&address);
+            bindings.retain(|_, a| *a != address);
+            bindings.insert(mac, address);
             match self.store.bind(mac, address) {
-                Ok(()) => {
-                    bindings.retain(|_, a| *a != address);
-                    bindings.insert(mac, address);
-                    tracing::info!(%mac, %address, "fleet: bound (its host's file and reports from this address only)");
+                Ok(()) if changed => tracing::info!(%mac, %address, "fleet: bound (its host's file and reports from this address only)"),
+                Ok(()) => {}
+                // Kept in this process's record; written when the store is back (catch_up).
+                Err(StoreError::Unavailable(why)) => {
+                    self.unsynced.store(true, Ordering::Release);
+                    self.went_away(&why);
                 }
                 Err(e) => tracing::error!(%mac, %address, "fleet: cannot record the binding: {e}"),
             }
@@ -423,7 +635,7 @@ mod tests {
         let fleet = Fleet::from_config(&resolved.config).expect("fleet");
         let store = Arc::new(SqliteStore::open(dir).expect("store"));
         let endpoint = Endpoint { address: Some(Ipv4Addr::new(10, 42, 0, 1)), http_port, kernel_over_http: true };
-        FleetService::new(resolved, fleet, store, endpoint).expect("service")
+        FleetService::new(resolved, fleet, store, endpoint, None).expect("service")
     }
 
     const WEB1_MAC: Mac = Mac::new([0x52, 0x54, 0, 0, 0, 0xa1]);
@@ -473,7 +685,7 @@ mod tests {
         assert_eq!((attempt, token.len()), (1, 43));
         // GRUB's `[ -s FILE ]` and `configfile FILE`: the same attempt, the same token.
         assert_eq!(fetch(&s, "52:54:00:00:00:a1"), first);
-        assert_eq!(s.report(&report(1, &token, Event::Started), CLIENT).expect("started").status, AttemptStatus::Running);
+        assert_eq!(s.report(&report(1, &token, Event::Started), CLIENT).expect("started").status(), Some(AttemptStatus::Running));
         // It boots from the network again while running: abandoned, the next attempt.
         let (attempt, second) = install_args(&fetch(&s, "52:54:00:00:00:a1"));
         assert_eq!(attempt, 2);
@@ -597,7 +809,7 @@ mod tests {
         let fleet = Fleet::from_config(&resolved.config).expect("fleet");
         let store = Arc::new(SqliteStore::open(dir.path()).expect("store"));
         let endpoint = Endpoint { address: Some(Ipv4Addr::new(10, 42, 0, 1)), http_port: Some(80), kernel_over_http: true };
-        let s = FleetService::new(resolved, fleet, store, endpoint).expect("service");
+        let s = FleetService::new(resolved, fleet, store, endpoint, None).expect("service");
         assert!(!s.binds());
         let cfg = String::from_utf8(s.host_config(WEB1_MAC, Via::Tftp, NEIGHBOUR, LOCAL).expect("config")).expect("utf-8");
         let (_, token) = install_args(&cfg);
@@ -610,4 +822,8 @@ mod tests {
         assert_eq!(Endpoint::grub_http_server(a, 80), "10.42.0.1");
         assert_eq!(Endpoint::grub_http_server(a, 8080), "10.42.0.1:8080");
     }
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX)).unwrap_or(0)
 }
