@@ -64,7 +64,7 @@ impl Cluster {
             cluster.dir.display()
         );
         if !durable {
-            conf.push_str("fsync = off\nsynchronous_commit = off\nfull_page_writes = off\n");
+            conf.push_str("fsync = off\n");
         }
         let conf_file = cluster.data().join("postgresql.conf");
         let mut text = std::fs::read_to_string(&conf_file).map_err(|e| format!("{}: {e}", conf_file.display()))?;

@@ -806,6 +806,91 @@ fn report_record(r: &Row) -> ReportRecord {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::fleet::copy::Copyable;
+    use crate::fleet::pg_cluster::Cluster;
+    use crate::fleet::store_tests::{MAC, hand_out, report};
+
+    fn raw(url: &str) -> Client {
+        Client::connect(url, NoTls).expect("connect")
+    }
+
+    #[test]
+    fn a_new_database_gets_the_current_schema_and_two_servers_starting_at_once_migrate_it_once() {
+        let url = Cluster::shared().fresh_database("schema").expect("database");
+        let stores: Vec<PostgresStore> = std::thread::scope(|scope| {
+            let handles: Vec<_> = (0..4).map(|_| scope.spawn(|| PostgresStore::open(&url, None).expect("open"))).collect();
+            handles.into_iter().map(|h| h.join().expect("thread")).collect()
+        });
+        let rows = raw(&url).query("SELECT version FROM nixos_pxe_schema", &[]).expect("read");
+        assert_eq!(rows.iter().map(|r| r.get::<_, i64>(0)).collect::<Vec<_>>(), vec![SCHEMA_VERSION]);
+        hand_out(&stores[0], "web1", 1, 1, None);
+        assert_eq!(stores[3].host("web1", 1).expect("host").attempts.len(), 1);
+    }
+
+    #[test]
+    fn a_database_from_a_newer_version_is_refused_and_left_alone() {
+        let url = Cluster::shared().fresh_database("future").expect("database");
+        raw(&url).batch_execute("CREATE TABLE nixos_pxe_schema (version BIGINT NOT NULL); INSERT INTO nixos_pxe_schema VALUES (99);").expect("future");
+        let err = PostgresStore::open(&url, None).unwrap_err();
+        assert!(matches!(err, StoreError::FutureSchema { found: 99, known: SCHEMA_VERSION, .. }), "{err:?}");
+        assert!(err.to_string().contains("schema version 99, newer than this nixos-pxe knows"), "{err}");
+        let mut c = raw(&url);
+        assert_eq!(c.query_one("SELECT version FROM nixos_pxe_schema", &[]).expect("read").get::<_, i64>(0), 99);
+        assert!(c.query("SELECT * FROM hosts", &[]).is_err(), "nothing was created");
+    }
+
+    /// The database stopped: every call fails with Unavailable within the timeouts (no hang);
+    /// started again, the same store goes on without being reopened.
+    #[test]
+    fn a_stopped_database_is_unavailable_quickly_and_the_store_goes_on_when_it_is_back() {
+        let cluster = Cluster::start("away", false).expect("server");
+        let url = cluster.create_database("fleet").expect("database");
+        let store = PostgresStore::open(&url, None).expect("open");
+        let (_, token) = hand_out(&store, "web1", 1, 1, None);
+        cluster.stop_server("immediate").expect("stop");
+        let started = std::time::Instant::now();
+        let err = store.report(&report("web1", 1, 1, &token, Event::Started)).unwrap_err();
+        assert!(matches!(err, Refused::Store(StoreError::Unavailable(_))), "{err:?}");
+        let err = store.host("web1", 1).unwrap_err();
+        assert!(matches!(err, StoreError::Unavailable(_)), "{err:?}");
+        assert!(started.elapsed() < CONNECT_TIMEOUT * 3, "{:?}", started.elapsed());
+        cluster.start_server().expect("start");
+        assert_eq!(store.report(&report("web1", 1, 1, &token, Event::Started)).expect("started").status, AttemptStatus::Running);
+        // A server that is not there at all (no socket): Unavailable too, not Backend.
+        let nowhere = PostgresStore::new(&format!("host={} dbname=x user=postgres", cluster.dir().join("nowhere").display()), None).expect("config");
+        assert!(matches!(nowhere.hosts(), Err(StoreError::Unavailable(_))));
+    }
+
+    /// SQLite -> PostgreSQL -> SQLite: the same rows, numbers included; the tokens still work and
+    /// the numbering goes on after the copied ones; a non-empty target is refused.
+    #[test]
+    fn a_copy_moves_every_row_and_refuses_a_non_empty_target() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let file = crate::fleet::sqlite::SqliteStore::open(dir.path()).expect("open");
+        let (_, t1) = hand_out(&file, "web1", 1, 1, None);
+        file.report(&report("web1", 1, 1, &t1, Event::Started)).expect("started");
+        let (_, t2) = hand_out(&file, "db1", 1, 1, None);
+        file.report(&Report { system: Some("/nix/store/s".into()), ..report("db1", 1, 1, &t2, Event::Installed) }).expect("installed");
+        file.bind(MAC, Ipv4Addr::new(10, 0, 0, 7)).expect("bind");
+        let dump = file.dump().expect("dump");
+        let url = Cluster::shared().fresh_database("copy").expect("database");
+        let db = PostgresStore::open(&url, None).expect("open");
+        db.load(&dump).expect("load");
+        assert_eq!(db.dump().expect("dump"), dump);
+        // Attempt 1 of web1 reports to the database with the token the SQLite state handed out.
+        db.report(&report("web1", 1, 1, &t1, Event::Step)).expect("step after the move");
+        hand_out(&db, "web1", 1, 2, None);
+        let seqs: Vec<i64> = db.dump().expect("dump").attempts.iter().map(|a| a.seq).collect();
+        assert_eq!(seqs, vec![1, 2, 3], "the numbering goes on");
+        let err = db.load(&dump).unwrap_err().to_string();
+        assert!(err.contains("is not empty (2 hosts, 3 attempts") && err.contains("fleet copy writes only into an empty store"), "{err}");
+        // And back.
+        let back_dir = tempfile::tempdir().expect("tempdir");
+        let back = crate::fleet::sqlite::SqliteStore::open(back_dir.path()).expect("open");
+        back.load(&db.dump().expect("dump")).expect("load");
+        assert_eq!(back.dump().expect("dump"), db.dump().expect("dump"));
+        assert!(back.load(&dump).unwrap_err().to_string().contains("is not empty"));
+    }
 
     #[test]
     fn passwords_never_reach_a_message() {

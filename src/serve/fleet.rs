@@ -822,6 +822,78 @@ mod tests {
         assert_eq!(Endpoint::grub_http_server(a, 80), "10.42.0.1");
         assert_eq!(Endpoint::grub_http_server(a, 8080), "10.42.0.1:8080");
     }
+
+    /// A service on the PostgreSQL database `url`, with its spool in `dir`.
+    fn service_on(url: &str, dir: &Path) -> FleetService {
+        let resolved = resolved();
+        let fleet = Fleet::from_config(&resolved.config).expect("fleet");
+        let store = Arc::new(crate::fleet::postgres::PostgresStore::new(url, None).expect("store"));
+        let endpoint = Endpoint { address: Some(Ipv4Addr::new(10, 42, 0, 1)), http_port: Some(80), kernel_over_http: true };
+        let s = FleetService::new(resolved, fleet, store, endpoint, Some(Spool::new(dir))).expect("service");
+        s.seen(HwAddr::from(WEB1_MAC), CLIENT_IP);
+        s
+    }
+
+    /// Two boot servers on one database: the host asks both at once (or one, then the other):
+    /// one attempt; the second server's answer waits instead of replacing the first's pending
+    /// attempt (it is not lost: its host is loading it). Checked: without the wait, server B
+    /// replaced it with attempt 2 (two install entries), and attempt 1's installer was refused.
+    #[test]
+    fn a_second_server_waits_for_the_first_one_s_pending_attempt() {
+        let url = crate::fleet::pg_cluster::Cluster::shared().fresh_database("two").expect("database");
+        let (da, db) = (tempfile::tempdir().expect("tempdir"), tempfile::tempdir().expect("tempdir"));
+        let (a, b) = (service_on(&url, da.path()), service_on(&url, db.path()));
+        let (cfg_a, cfg_b) = std::thread::scope(|scope| {
+            let ha = scope.spawn(|| fetch(&a, "52:54:00:00:00:a1"));
+            let hb = scope.spawn(|| fetch(&b, "52:54:00:00:00:a1"));
+            (ha.join().expect("thread"), hb.join().expect("thread"))
+        });
+        let installs: Vec<&String> = [&cfg_a, &cfg_b].into_iter().filter(|c| c.contains("nixos-pxe.token=")).collect();
+        assert_eq!(installs.len(), 1, "one install entry:\n{cfg_a}\n---\n{cfg_b}");
+        let waits = [&cfg_a, &cfg_b].into_iter().filter(|c| c.contains("no decision for 52:54:00:00:00:a1 now") && c.contains("not by this boot server")).count();
+        assert_eq!(waits, 1, "{cfg_a}\n---\n{cfg_b}");
+        let (attempt, token) = install_args(installs[0]);
+        assert_eq!(attempt, 1);
+        let state = a.store.host("web1", 1).expect("state");
+        assert_eq!(state.attempts.iter().map(|a| a.outcome.clone()).collect::<Vec<_>>(), vec![Outcome::Pending]);
+        // The installer of attempt 1 reports to the other server: taken (the binding is shared).
+        let other = if cfg_a.contains("nixos-pxe.token=") { &b } else { &a };
+        assert_eq!(other.report(&report(1, &token, Event::Started), CLIENT).expect("started").status(), Some(AttemptStatus::Running));
+    }
+
+    /// The database goes away mid-install: no decision (a file that waits), reports kept on the
+    /// disk and answered as kept, written in order when it is back; the installed host then
+    /// boots locally: nothing lost, no second install. Checked: without writing the kept
+    /// reports before deciding, the spool was still full when the host asked again.
+    #[test]
+    fn while_the_database_is_away_nothing_is_handed_out_and_reports_wait() {
+        let cluster = crate::fleet::pg_cluster::Cluster::start("serve-away", true).expect("server");
+        let url = cluster.create_database("fleet").expect("database");
+        let dir = tempfile::tempdir().expect("tempdir");
+        let s = service_on(&url, dir.path());
+        let (attempt, token) = install_args(&fetch(&s, "52:54:00:00:00:a1"));
+        s.report(&report(attempt, &token, Event::Started), CLIENT).expect("started");
+        cluster.stop_server("fast").expect("stop");
+        let wait = fetch(&s, "52:54:00:00:00:a1");
+        assert!(wait.contains("no decision for") && wait.contains("cannot be read now") && !wait.contains("linux ") && !wait.contains("token"), "{wait}");
+        assert!(s.store_away());
+        let step = Report { step: Some("unpack".into()), ..report(attempt, &token, Event::Step) };
+        assert_eq!(s.report(&step, CLIENT).expect("kept"), Reported::Kept);
+        let installed = Report { system: Some("/nix/store/s".into()), ..report(attempt, &token, Event::Installed) };
+        assert_eq!(s.report(&installed, CLIENT).expect("kept"), Reported::Kept);
+        // A neighbour's report is still refused by address, not kept.
+        assert!(matches!(s.report(&installed, NEIGHBOUR), Err(Refused::WrongAddress(_))));
+        // The host reboots while the database is still away: it waits, it is not installed again.
+        assert!(fetch(&s, "52:54:00:00:00:a1").contains("no decision for"));
+        assert_eq!(Spool::new(dir.path()).read().expect("spool").len(), 2);
+        cluster.start_server().expect("start");
+        let back = fetch(&s, "52:54:00:00:00:a1");
+        assert!(back.contains("web1 generation 1 is installed"), "{back}");
+        assert!(!s.store_away() && Spool::new(dir.path()).is_empty());
+        let events: Vec<Event> = s.store.history("web1").expect("history").iter().map(|r| r.event).collect();
+        assert_eq!(events, vec![Event::Started, Event::Step, Event::Installed]);
+        assert_eq!(s.store.host("web1", 1).expect("state").attempts.len(), 1, "one attempt");
+    }
 }
 
 fn now_ms() -> i64 {
