@@ -5,7 +5,8 @@
 #   networking.firewall.enable, networking.firewall.interfaces.<name>.allowed{TCP,UDP}Ports and
 #   their ...PortRanges (nixos/modules/services/networking/firewall.nix: lists of types.port,
 #   sorted and made unique by `apply`), environment.systemPackages
-#   (nixos/modules/config/system-path.nix).
+#   (nixos/modules/config/system-path.nix), services.postgresql.enable, ensureDatabases and
+#   ensureUsers (nixos/modules/services/databases/postgresql.nix).
 { lib, ... }:
 let
   inherit (lib) mkOption types;
@@ -29,5 +30,16 @@ in
       default = { };
     };
     environment.systemPackages = mkOption { type = types.listOf types.package; default = [ ]; };
+    services.postgresql.enable = mkOption { type = types.bool; default = false; };
+    services.postgresql.ensureDatabases = mkOption { type = types.listOf types.str; default = [ ]; };
+    services.postgresql.ensureUsers = mkOption {
+      type = types.listOf (types.submodule {
+        options = {
+          name = mkOption { type = types.str; };
+          ensureDBOwnership = mkOption { type = types.bool; default = false; };
+        };
+      });
+      default = [ ];
+    };
   };
 }
