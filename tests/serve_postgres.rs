@@ -40,7 +40,6 @@ fn config(dir: &Path, address: &str, first: &str, last: &str) -> PathBuf {
 
 /// One serve: where it runs and its directory.
 struct Server {
-    ns: String,
     dir: PathBuf,
     address: String,
 }
@@ -56,7 +55,7 @@ impl Server {
         );
         lab.spawn_in(ns, &["sh", "-c", &script], &dir.join("serve.log"));
         lab.wait_listening(ns, &[Socket::Udp(67), Socket::Udp(69), Socket::TcpListen(80)]);
-        Server { ns: ns.to_string(), dir: dir.to_owned(), address: address.to_string() }
+        Server { dir: dir.to_owned(), address: address.to_string() }
     }
 
     fn log(&self) -> String {

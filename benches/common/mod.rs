@@ -91,8 +91,15 @@ impl Namespaces {
     /// Also starts the watcher that deletes them and `workdir` when this process ends in a way
     /// that runs no destructor (Ctrl-C, kill).
     pub fn create(workdir: &Path) -> Result<Namespaces, String> {
+        Self::create_segment(workdir, "")
+    }
+
+    /// Another pair of namespaces with the same addresses (another network segment); `tag`
+    /// tells the pairs apart.
+    #[allow(dead_code)]
+    pub fn create_segment(workdir: &Path, tag: &str) -> Result<Namespaces, String> {
         let pid = std::process::id();
-        let (server, client) = (format!("nixos-pxe-bench-srv-{pid}"), format!("nixos-pxe-bench-cli-{pid}"));
+        let (server, client) = (format!("nixos-pxe-bench-srv-{tag}{pid}"), format!("nixos-pxe-bench-cli-{tag}{pid}"));
         clean_up_when_this_process_ends(&[&server, &client], workdir)?;
         sh(&format!(
             "ip netns add {server}; ip netns add {client}; \

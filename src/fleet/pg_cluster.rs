@@ -35,10 +35,15 @@ impl Cluster {
     /// A new cluster, started. `durable: false` turns fsync off (the tests' speed; a server
     /// stopped with `-m immediate` still keeps what the OS has).
     pub fn start(tag: &str, durable: bool) -> Result<Cluster, String> {
+        Self::start_in(&std::env::temp_dir(), tag, durable)
+    }
+
+    /// [`Cluster::start`] in a directory below `parent` (which the `postgres` user can reach).
+    pub fn start_in(parent: &Path, tag: &str, durable: bool) -> Result<Cluster, String> {
         let bin = bin_dir()?;
         let root = rustix::process::geteuid().is_root();
         let user = root.then(|| "postgres".to_string());
-        let dir = std::env::temp_dir().join(format!("nixos-pxe-pg-{tag}-{}-{}", std::process::id(), std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0)));
+        let dir = parent.join(format!("nixos-pxe-pg-{tag}-{}-{}", std::process::id(), std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0)));
         std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
         let cluster = Cluster { dir, bin, user };
         // Registered before the server exists: whatever ends this process, it goes.

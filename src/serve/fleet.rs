@@ -581,6 +581,10 @@ impl Observer for FleetService {
     }
 }
 
+fn now_ms() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX)).unwrap_or(0)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -894,8 +898,4 @@ mod tests {
         assert_eq!(events, vec![Event::Started, Event::Step, Event::Installed]);
         assert_eq!(s.store.host("web1", 1).expect("state").attempts.len(), 1, "one attempt");
     }
-}
-
-fn now_ms() -> i64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX)).unwrap_or(0)
 }
