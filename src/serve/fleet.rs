@@ -95,6 +95,8 @@ pub struct FleetService {
     away: AtomicBool,
     /// The fleet's hosts are not recorded yet (the store was away when serve started).
     unsynced: AtomicBool,
+    /// One writer of the kept reports at a time (each is written once, in order).
+    flushing: Mutex<()>,
 }
 
 /// How long a pending attempt that another boot server sharing the store handed out is left to
@@ -146,6 +148,7 @@ impl FleetService {
             spool,
             away: AtomicBool::new(false),
             unsynced: AtomicBool::new(true),
+            flushing: Mutex::new(()),
         };
         match service.catch_up() {
             Ok(()) => {}
@@ -179,6 +182,7 @@ impl FleetService {
         if let Some(spool) = &self.spool
             && !spool.is_empty()
         {
+            let _one_writer = self.flushing.lock().unwrap_or_else(PoisonError::into_inner);
             let kept = spool.read().map_err(StoreError::Backend)?;
             let mut written = 0;
             let mut result = Ok(());
@@ -825,6 +829,32 @@ mod tests {
         let a = IpAddr::V4(Ipv4Addr::new(10, 42, 0, 1));
         assert_eq!(Endpoint::grub_http_server(a, 80), "10.42.0.1");
         assert_eq!(Endpoint::grub_http_server(a, 8080), "10.42.0.1:8080");
+    }
+
+    /// Kept reports written by many threads at once (every request writes them first): each
+    /// once, in order. Checked: without the one-writer lock reports were written twice.
+    #[test]
+    fn kept_reports_are_written_once_whoever_writes_them() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let resolved = resolved();
+        let fleet = Fleet::from_config(&resolved.config).expect("fleet");
+        let store = Arc::new(SqliteStore::open(dir.path()).expect("store"));
+        let endpoint = Endpoint { address: Some(Ipv4Addr::new(10, 42, 0, 1)), http_port: Some(80), kernel_over_http: true };
+        let s = FleetService::new(resolved, fleet, store, endpoint, Some(Spool::new(dir.path()))).expect("service");
+        s.seen(HwAddr::from(WEB1_MAC), CLIENT_IP);
+        let (attempt, token) = install_args(&fetch(&s, "52:54:00:00:00:a1"));
+        let spool = Spool::new(dir.path());
+        for k in 0..30 {
+            spool.keep(&Report { step: Some(format!("s{k}")), ..report(attempt, &token, Event::Step) }).expect("keep");
+        }
+        std::thread::scope(|scope| {
+            for _ in 0..8 {
+                scope.spawn(|| s.catch_up().expect("catch up"));
+            }
+        });
+        let steps: Vec<String> = s.store.history("web1").expect("history").into_iter().filter_map(|r| r.step).collect();
+        assert_eq!(steps, (0..30).map(|k| format!("s{k}")).collect::<Vec<_>>());
+        assert!(spool.is_empty());
     }
 
     /// A service on the PostgreSQL database `url`, with its spool in `dir`.

@@ -18,11 +18,18 @@ pub const MAX_BYTES: u64 = 64 * 1024 * 1024;
 #[derive(Debug)]
 pub struct Spool {
     path: PathBuf,
+    /// An append and the rewrite of [`Spool::drop_first`] take turns: a report kept while the
+    /// others are written is not lost by the rewrite.
+    turn: std::sync::Mutex<()>,
 }
 
 impl Spool {
     pub fn new(state_dir: &Path) -> Spool {
-        Spool { path: state_dir.join(FILE_NAME) }
+        Spool { path: state_dir.join(FILE_NAME), turn: std::sync::Mutex::new(()) }
+    }
+
+    fn turn(&self) -> std::sync::MutexGuard<'_, ()> {
+        self.turn.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     pub fn path(&self) -> &Path {
@@ -31,6 +38,7 @@ impl Spool {
 
     /// Appends `report` and syncs it to the disk.
     pub fn keep(&self, report: &Report) -> Result<(), String> {
+        let _turn = self.turn();
         let size = std::fs::metadata(&self.path).map(|m| m.len()).unwrap_or(0);
         if size > MAX_BYTES {
             return Err(format!("{} holds {size} bytes of reports already", self.path.display()));
@@ -64,6 +72,7 @@ impl Spool {
 
     /// Keeps only the reports after the first `written` (those are in the store now).
     pub fn drop_first(&self, written: usize) -> Result<(), String> {
+        let _turn = self.turn();
         let rest: Vec<Report> = self.read()?.into_iter().skip(written).collect();
         let tmp = self.path.with_extension("tmp");
         let mut text = String::new();
