@@ -444,7 +444,9 @@ fn bench() -> Result<String, String> {
         }
         results.push(("SQLite, one server", result));
     }
-    // The database's directory beside the SQLite states (the same disk), fsync on.
+    // The database's directory beside the SQLite states (the same disk), fsync on; the server
+    // runs as the postgres user, who must reach it.
+    std::fs::set_permissions(workdir.path(), std::os::unix::fs::PermissionsExt::from_mode(0o755)).map_err(|e| e.to_string())?;
     let cluster = Cluster::start_in(workdir.path(), "bench", true)?;
     for n in 1..=RUNS {
         let url = cluster.create_database(&format!("fleet{n}"))?;

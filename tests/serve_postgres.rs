@@ -10,6 +10,7 @@
 //!   one attempt each time, the other server's answer waits.
 //! - PostgreSQL stopped mid-install and started again: serve keeps answering, hands out nothing,
 //!   keeps the reports (202) and writes them when the database is back; nothing lost.
+//! - `fleet copy` both ways, and never into a store that has rows.
 
 mod common;
 
@@ -240,4 +241,52 @@ fn postgres_stopped_and_started_mid_install_loses_nothing() {
     assert_eq!((row["attempt"]["number"].as_u64(), row["attempt"]["reports"].as_u64()), (Some(1), Some(3)), "{row}");
     assert!(file(&nic, &s).contains("web1 generation 1 is installed"));
     assert!(s.log().contains("fleet: the store is back"), "{}", s.log());
+}
+
+/// `nixos-pxe fleet copy`: a SQLite state into an empty database and back into an empty state
+/// directory, `fleet status` the same on all three; a non-empty target refused and unchanged.
+#[test]
+fn fleet_copy_moves_a_state_both_ways_and_refuses_a_non_empty_target() {
+    let cluster = Cluster::start("copy", false).unwrap_or_else(|e| panic!("{e}"));
+    let database = cluster.create_database("fleet").expect("database");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (from, back) = (dir.path().join("from"), dir.path().join("back"));
+    {
+        use nixos_pxe_installer::fleet::store::{HandOut, Store};
+        let store = nixos_pxe_installer::fleet::sqlite::SqliteStore::open(&from).expect("state");
+        let mac = "52:54:00:12:34:56".parse().expect("mac");
+        let out = HandOut { host: "web1".into(), generation: 1, attempt: 1, token_hash: nixos_pxe_installer::fleet::token::hash("t"), mac, replaces: None };
+        store.hand_out(&out).expect("hand out");
+        store.reinstall("web1").expect("reinstall");
+    }
+    let copy = |to: &str, state: &Path| Command::new(BIN).args(["fleet", "copy", "--to", to, "--database", &database, "--state-dir"]).arg(state).output().expect("fleet copy");
+    let out = copy("database", &from);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("copied 1 hosts, 1 attempts, 0 reports, 0 bindings"), "{}", String::from_utf8_lossy(&out.stdout));
+    let out = copy("state-dir", &back);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let sqlite_status = |state: &Path| common::run(Command::new(BIN).args(["fleet", "status", "--json", "--state-dir"]).arg(state));
+    // The pending attempt's duration runs on with the clock: left out of the comparison.
+    fn still(mut v: Value) -> Value {
+        match &mut v {
+            Value::Array(rows) => rows.iter_mut().for_each(|r| *r = still(r.take())),
+            Value::Object(row) => {
+                if let Some(attempt) = row.get_mut("attempt").and_then(Value::as_object_mut) {
+                    attempt.remove("duration_s");
+                }
+            }
+            _ => {}
+        }
+        v
+    }
+    let from_json = still(serde_json::from_str(&sqlite_status(&from)).expect("json"));
+    let back_json = still(serde_json::from_str(&sqlite_status(&back)).expect("json"));
+    let db_json = still(status(&database, &from).expect("status"));
+    assert_eq!(from_json, back_json);
+    assert_eq!(from_json[0], db_json);
+    assert_eq!(db_json["reinstall_requested"], true, "{db_json}");
+    // Again into the same database: refused, nothing changed.
+    let out = copy("database", &from);
+    assert!(!out.status.success() && String::from_utf8_lossy(&out.stderr).contains("is not empty (1 hosts, 1 attempts"), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(still(status(&database, &from).expect("status")), db_json);
 }

@@ -11,8 +11,8 @@
 //! serialization failure is retried (a few times, from the start). Measured in
 //! `tests/store_postgres.rs`'s races: 8 threads of two stores on one host hand out each number once.
 //!
-//! Connections: a few kept open and reused (one per thread at a time), each opened with a
-//! connect timeout and with `statement_timeout`, `lock_timeout` and
+//! Connections: at most [`MAX_CONNECTIONS`] per store, kept open and reused (one per call at a
+//! time; a call waits for a free one rather than opening more), each opened with a connect timeout and with `statement_timeout`, `lock_timeout` and
 //! `idle_in_transaction_session_timeout` set, so no call waits for the database for long; a
 //! connection that failed is dropped and the next call opens a new one. A database that cannot
 //! be reached gives [`StoreError::Unavailable`] (serve then hands out nothing, see
@@ -91,8 +91,11 @@ pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// The longest one statement (or a wait for a row lock) may take.
 pub const STATEMENT_TIMEOUT: Duration = Duration::from_secs(10);
-/// Connections kept open between calls.
-const KEPT: usize = 8;
+/// Connections one store opens at most; a call beyond them waits for one to be given back
+/// (up to [`STATEMENT_TIMEOUT`]). Measured with the fleet benchmark: without this bound, 200
+/// hosts at once opened a connection (a server process) per waiting call, and the churn, not
+/// the transactions, set the pace.
+pub const MAX_CONNECTIONS: usize = 8;
 /// Tries of a transaction that a deadlock or serialization failure ended.
 const TRIES: u32 = 5;
 /// Advisory lock keys (any fixed numbers; the database is the fleet's alone).
@@ -103,7 +106,9 @@ pub struct PostgresStore {
     config: postgres::Config,
     /// The database as messages name it (the URL without its password).
     place: String,
-    idle: Mutex<Vec<Client>>,
+    pool: Mutex<Pool>,
+    /// Signalled when a connection is given back or closed.
+    freed: std::sync::Condvar,
     /// The schema was checked (and migrated) on a connection of this store.
     ready: Mutex<bool>,
 }
@@ -112,6 +117,13 @@ impl std::fmt::Debug for PostgresStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("PostgresStore").field("place", &self.place).finish_non_exhaustive()
     }
+}
+
+/// The store's connections: those not in use, and how many exist.
+#[derive(Default)]
+struct Pool {
+    idle: Vec<Client>,
+    open: usize,
 }
 
 /// Why a transaction did not commit.
@@ -196,7 +208,7 @@ impl PostgresStore {
             ms * 3
         ));
         config.options(&options);
-        Ok(PostgresStore { config, place: format!("database {}", redact(url)), idle: Mutex::new(Vec::new()), ready: Mutex::new(false) })
+        Ok(PostgresStore { config, place: format!("database {}", redact(url)), pool: Mutex::default(), freed: std::sync::Condvar::new(), ready: Mutex::new(false) })
     }
 
     /// [`Self::new`], then the schema checked and migrated now: for `fleet status`, `reinstall`
@@ -220,28 +232,57 @@ impl PostgresStore {
 
     /// A connection: a kept one, or a new one (with the schema checked once per store).
     fn client(&self) -> Result<Client, StoreError> {
+        let deadline = std::time::Instant::now() + STATEMENT_TIMEOUT;
+        let mut pool = self.pool.lock().unwrap_or_else(PoisonError::into_inner);
         loop {
-            let kept = self.idle.lock().unwrap_or_else(PoisonError::into_inner).pop();
-            match kept {
-                Some(c) if c.is_closed() => continue,
+            match pool.idle.pop() {
+                Some(c) if c.is_closed() => pool.open -= 1,
                 Some(c) => return Ok(c),
-                None => break,
+                None if pool.open < MAX_CONNECTIONS => break,
+                None => {
+                    let left = deadline.saturating_duration_since(std::time::Instant::now());
+                    if left.is_zero() {
+                        return Err(StoreError::Unavailable(format!(
+                            "{}: all {MAX_CONNECTIONS} connections were busy for {} s",
+                            self.place,
+                            STATEMENT_TIMEOUT.as_secs()
+                        )));
+                    }
+                    pool = self.freed.wait_timeout(pool, left).unwrap_or_else(PoisonError::into_inner).0;
+                }
             }
         }
-        let mut client = self.config.connect(NoTls).map_err(|e| self.error("connect", &e))?;
-        let mut ready = self.ready.lock().unwrap_or_else(PoisonError::into_inner);
-        if !*ready {
-            self.migrate(&mut client)?;
-            *ready = true;
+        pool.open += 1;
+        drop(pool);
+        let opened = self.config.connect(NoTls).map_err(|e| self.error("connect", &e)).and_then(|mut client| {
+            let mut ready = self.ready.lock().unwrap_or_else(PoisonError::into_inner);
+            if !*ready {
+                self.migrate(&mut client)?;
+                *ready = true;
+            }
+            Ok(client)
+        });
+        if opened.is_err() {
+            self.closed();
         }
-        Ok(client)
+        opened
     }
 
+    /// A connection back to the pool (or, when it failed, counted as closed).
     fn give_back(&self, client: Client) {
-        let mut idle = self.idle.lock().unwrap_or_else(PoisonError::into_inner);
-        if idle.len() < KEPT && !client.is_closed() {
-            idle.push(client);
+        if client.is_closed() {
+            return self.closed();
         }
+        self.pool.lock().unwrap_or_else(PoisonError::into_inner).idle.push(client);
+        self.freed.notify_one();
+    }
+
+    /// A connection that was dropped.
+    fn closed(&self) {
+        let mut pool = self.pool.lock().unwrap_or_else(PoisonError::into_inner);
+        pool.open = pool.open.saturating_sub(1);
+        drop(pool);
+        self.freed.notify_one();
     }
 
     fn error(&self, doing: &str, e: &postgres::Error) -> StoreError {
@@ -295,7 +336,10 @@ impl PostgresStore {
                 Ok(value)
             })();
             let failed_db = matches!(&result, Err(Fail::Db { error, .. }) if unreachable(error));
-            if !failed_db {
+            if failed_db {
+                drop(client);
+                self.closed();
+            } else {
                 self.give_back(client);
             }
             match result {

@@ -480,7 +480,10 @@ impl FleetService {
             .and_then(|()| report.check().map_err(Refused::Invalid))
             .and_then(|()| self.catch_up().map_err(Refused::Store))
             .and_then(|()| self.store.report(report).map(Reported::Accepted));
-        let result = match (result, &self.spool) {
+        // Only a fleet host's report is kept (from its own address, checked above): what a
+        // stranger posts for a made-up host waits for nothing.
+        let spool = self.spool.as_ref().filter(|_| self.fleet.host(&report.host).is_some());
+        let result = match (result, spool) {
             (Err(Refused::Store(StoreError::Unavailable(why))), Some(spool)) => {
                 self.went_away(&why);
                 match spool.keep(&report.clone().clipped()) {
@@ -915,8 +918,11 @@ mod tests {
         assert_eq!(s.report(&step, CLIENT).expect("kept"), Reported::Kept);
         let installed = Report { system: Some("/nix/store/s".into()), ..report(attempt, &token, Event::Installed) };
         assert_eq!(s.report(&installed, CLIENT).expect("kept"), Reported::Kept);
-        // A neighbour's report is still refused by address, not kept.
+        // A neighbour's report is still refused by address, not kept; nor one for a host that
+        // is not in the fleet.
         assert!(matches!(s.report(&installed, NEIGHBOUR), Err(Refused::WrongAddress(_))));
+        let stranger = Report { host: "made-up".into(), ..installed.clone() };
+        assert!(matches!(s.report(&stranger, NEIGHBOUR), Err(Refused::Store(StoreError::Unavailable(_)))));
         // The host reboots while the database is still away: it waits, it is not installed again.
         assert!(fetch(&s, "52:54:00:00:00:a1").contains("no decision for"));
         assert_eq!(Spool::new(dir.path()).read().expect("spool").len(), 2);
