@@ -91,13 +91,21 @@ impl Namespaces {
     /// Also starts the watcher that deletes them and `workdir` when this process ends in a way
     /// that runs no destructor (Ctrl-C, kill).
     pub fn create(workdir: &Path) -> Result<Namespaces, String> {
-        Namespaces::create_with_prefix(workdir, 24)
+        Namespaces::create_segment(workdir, "", 24)
     }
 
     /// The same with the addresses in a /`prefix` network (a DHCP pool larger than a /24).
+    #[allow(dead_code)]
     pub fn create_with_prefix(workdir: &Path, prefix: u8) -> Result<Namespaces, String> {
+        Namespaces::create_segment(workdir, "", prefix)
+    }
+
+    /// A pair of namespaces with the addresses in a /`prefix` network; another call with another
+    /// `tag` makes another network segment with the same addresses (`tag` tells the pairs apart).
+    #[allow(dead_code)]
+    pub fn create_segment(workdir: &Path, tag: &str, prefix: u8) -> Result<Namespaces, String> {
         let pid = std::process::id();
-        let (server, client) = (format!("nixos-pxe-bench-srv-{pid}"), format!("nixos-pxe-bench-cli-{pid}"));
+        let (server, client) = (format!("nixos-pxe-bench-srv-{tag}{pid}"), format!("nixos-pxe-bench-cli-{tag}{pid}"));
         clean_up_when_this_process_ends(&[&server, &client], workdir)?;
         sh(&format!(
             "ip netns add {server}; ip netns add {client}; \

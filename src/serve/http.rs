@@ -155,12 +155,19 @@ async fn report(State(settings): State<Arc<Settings>>, Extension(conn): Extensio
     };
     let result = tokio::task::spawn_blocking(move || fleet.report(&report, client)).await;
     let (status, error) = match result {
-        Ok(Ok(accepted)) => return json(StatusCode::OK, serde_json::json!({ "accepted": true, "status": accepted.status.as_str() })),
+        Ok(Ok(crate::serve::fleet::Reported::Accepted(accepted))) => {
+            return json(StatusCode::OK, serde_json::json!({ "accepted": true, "status": accepted.status.as_str() }));
+        }
+        // Kept on serve's disk until the store is back: the installer need not send it again.
+        Ok(Ok(crate::serve::fleet::Reported::Kept)) => {
+            return json(StatusCode::ACCEPTED, serde_json::json!({ "accepted": true, "kept": "the fleet's store is away; the report is kept and written when it is back" }));
+        }
         Ok(Err(refused)) => (
             match &refused {
                 Refused::Invalid(_) => StatusCode::BAD_REQUEST,
                 Refused::WrongToken(_) | Refused::WrongAddress(_) => StatusCode::FORBIDDEN,
                 Refused::OldAttempt(_) | Refused::Ended(_) => StatusCode::CONFLICT,
+                Refused::Store(crate::fleet::store::StoreError::Unavailable(_)) => StatusCode::SERVICE_UNAVAILABLE,
                 Refused::Store(_) => StatusCode::INTERNAL_SERVER_ERROR,
             },
             refused.to_string(),
