@@ -6,6 +6,7 @@ pub mod beneath;
 pub mod dhcp;
 pub mod fleet;
 pub mod http;
+pub mod http_socket;
 pub mod nfs;
 pub mod nfs_fs;
 pub mod state_dir;
