@@ -206,6 +206,10 @@ impl FleetLab {
             self.nfsroot.to_str().expect("utf8"),
             "--state-dir",
             self.state.to_str().expect("utf8"),
+            // Not serve's default (TFTP): this is the test in which GRUB loads the kernel from
+            // serve's HTTP, ended by the reset of src/serve/http_socket.rs.
+            "--kernel-over",
+            "http",
         ];
         self.lab.spawn(&args, &log);
         self.serve_logs.push(log.clone());
