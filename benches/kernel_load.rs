@@ -30,6 +30,7 @@
 //! cargo bench --bench kernel_load                 # 4 rounds, about 2 minutes on 2 cores
 //! cargo bench --bench kernel_load -- --rounds 6
 //! cargo bench --bench kernel_load -- --capture    # also what a packet capture shows (below)
+//! cargo bench --bench kernel_load -- --read-capture target/bench-kernel-load.pcap
 //! ```
 //!
 //! `--capture` runs tcpdump (Debian's `tcpdump`: `apt-get install tcpdump`; not in
@@ -269,7 +270,8 @@ fn capture_report(pcap: &Path, tcpdump_summary: &str) -> Result<String, String> 
     Ok(format!(
         "Packet capture (tcpdump on tap0, the client's side of the bridge; {tcpdump_summary}): every HTTP connection GRUB opened, in order. \
          \"At the window\": the share of the server's data segments sent with the client's whole window in flight. \
-         \"ACK after\": from a data segment leaving serve's side to the client's ACK covering it.\n\n{}",
+         \"ACK after\": from a data segment leaving serve's side to the client's ACK covering it. \
+         \"Close\": the first FIN or RST of the connection, either side's.\n\n{}",
         common::tcp_capture::report(&transfers)
     ))
 }
@@ -397,6 +399,21 @@ fn main() {
             std::process::exit(2);
         }
     };
+    // What a capture kept from an earlier run shows, without running anything.
+    if let Some(i) = args.iter().position(|a| a == "--read-capture") {
+        let Some(file) = args.get(i + 1) else {
+            eprintln!("bench: --read-capture takes a pcap file");
+            std::process::exit(2);
+        };
+        match capture_report(Path::new(file), "read from a file") {
+            Ok(report) => println!("{report}"),
+            Err(e) => {
+                eprintln!("bench: {e}");
+                std::process::exit(1);
+            }
+        }
+        return;
+    }
     let capture = args.iter().any(|a| a == "--capture");
     common::print_and_keep(bench(rounds, capture), "bench-kernel-load.md");
 }

@@ -150,9 +150,12 @@ pub struct Transfer {
     pub window_min: u16,
     pub window_max: u16,
     pub zero_windows: u64,
-    /// From the client's SYN to the server's FIN; from the first to the last data segment.
+    /// From the client's SYN to the first FIN or RST (either side's); from the first to the last
+    /// data segment; from the last data segment to that FIN or RST (what the client waited for
+    /// before it closed, or the server before it reset).
     pub seconds: f64,
     pub data_seconds: f64,
+    pub close_after_ms: f64,
     /// Bytes in flight (sent, not yet acknowledged) just after each server data segment: median
     /// and largest; and the share of data segments sent with the client's whole window in flight
     /// (less than one more full segment would have fit).
@@ -193,7 +196,7 @@ fn transfer(conn: &[&Segment]) -> Option<Transfer> {
     if data.is_empty() {
         return None;
     }
-    let fin_at = conn.iter().find(|s| s.from_server && s.flags & (FIN | RST) != 0).map_or(conn[conn.len() - 1].at, |s| s.at);
+    let close_at = conn.iter().find(|s| s.flags & (FIN | RST) != 0).map_or(conn[conn.len() - 1].at, |s| s.at);
     let (first_data, last_data) = (data[0].at, data[data.len() - 1].at);
     let client_window_segments: Vec<&&Segment> = conn.iter().filter(|s| !s.from_server && s.flags & SYN == 0 && s.at >= first_data && s.at <= last_data).collect();
 
@@ -276,8 +279,9 @@ fn transfer(conn: &[&Segment]) -> Option<Transfer> {
         window_min: windows.clone().min().unwrap_or(0),
         window_max: windows.max().unwrap_or(0),
         zero_windows: client_window_segments.iter().filter(|s| s.window == 0).count() as u64,
-        seconds: fin_at - syn.at,
+        seconds: close_at - syn.at,
         data_seconds: last_data - first_data,
+        close_after_ms: (close_at - last_data) * 1e3,
         in_flight_median: in_flight.get(in_flight.len() / 2).copied().unwrap_or(0),
         in_flight_max: in_flight.last().copied().unwrap_or(0),
         window_full_share: if in_flight.is_empty() { 0.0 } else { full as f64 / in_flight.len() as f64 },
@@ -309,13 +313,13 @@ fn option_names(kinds: &[u8]) -> String {
 /// A markdown table of `transfers`, one row each, and the gaps of 5 ms and more under it.
 pub fn report(transfers: &[Transfer]) -> String {
     let mut out = String::from(
-        "| connection | client SYN: MSS, window, options | bytes | server segments: usual / largest payload | retransmitted | client ACKs | client window min–max (zero) | in flight median / max | at the window | ACK after (median) | packet gap median | SYN to FIN s | data s |\n\
-         |---|---|---:|---|---:|---:|---|---|---:|---:|---:|---:|---:|\n",
+        "| connection | client SYN: MSS, window, options | bytes | server segments: usual / largest payload | retransmitted | client ACKs | client window min–max (zero) | in flight median / max | at the window | ACK after (median) | packet gap median | SYN to close s | data s | last data to close |\n\
+         |---|---|---:|---|---:|---:|---|---|---:|---:|---:|---:|---:|---:|\n",
     );
     for t in transfers {
         let _ = writeln!(
             out,
-            "| :{} | {}, {}, {} | {} | {} × {} / {} | {} | {} | {}–{} ({}) | {} / {} | {:.0}% | {:.2} ms | {:.3} ms | {:.3} | {:.3} |",
+            "| :{} | {}, {}, {} | {} | {} × {} / {} | {} | {} | {}–{} ({}) | {} / {} | {:.0}% | {:.2} ms | {:.3} ms | {:.3} | {:.3} | {:.0} ms |",
             t.client_port,
             t.syn_mss.map_or("no MSS".to_string(), |m| format!("MSS {m}")),
             t.syn_window,
@@ -336,6 +340,7 @@ pub fn report(transfers: &[Transfer]) -> String {
             t.gap_median_ms,
             t.seconds,
             t.data_seconds,
+            t.close_after_ms,
         );
     }
     for t in transfers {
