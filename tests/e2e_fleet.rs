@@ -228,6 +228,10 @@ impl FleetLab {
             self.nfsroot.to_str().expect("utf8"),
             "--state-dir",
             self.state.to_str().expect("utf8"),
+            // Not serve's default (TFTP): this is the test in which GRUB loads the kernel from
+            // serve's HTTP, ended by the reset of src/serve/http_socket.rs.
+            "--kernel-over",
+            "http",
         ];
         let database = self.database_args();
         let args: Vec<&str> = args.iter().copied().chain(database.iter().map(String::as_str)).collect();

@@ -251,6 +251,7 @@ fn fleet_copy_moves_a_state_both_ways_and_refuses_a_non_empty_target() {
     let database = cluster.create_database("fleet").expect("database");
     let dir = tempfile::tempdir().expect("tempdir");
     let (from, back) = (dir.path().join("from"), dir.path().join("back"));
+    std::fs::create_dir(&from).expect("state directory");
     {
         use nixos_pxe_installer::fleet::store::{HandOut, Store};
         let store = nixos_pxe_installer::fleet::sqlite::SqliteStore::open(&from).expect("state");

@@ -3,6 +3,8 @@
 //! benchmark is killed), servers started in a namespace, and the machine's CPU time.
 #![allow(dead_code)] // each benchmark uses part of it
 
+pub mod tcp_capture;
+
 use std::fs::File;
 use std::os::fd::AsRawFd;
 use std::os::unix::process::CommandExt;
