@@ -13,9 +13,10 @@
 let
   inherit (pkgs) lib;
   server = installer.config.bootServer;
-  # Import from derivation: every server file exists once, in templates/, rendered by the tool.
+  # Every server file exists once, in templates/, rendered by the tool. Nothing of it is read at
+  # evaluation time (no import from derivation, which Hydra's default refuses): the exports file
+  # is /etc/exports as it is, the command line is read by the test script when it runs.
   configs = installer.serverConfigs;
-  cmdline = lib.removeSuffix "\n" (builtins.readFile "${configs}/cmdline");
   toplevel = installer.target.config.system.build.toplevel;
 in
 pkgs.testers.runNixOSTest {
@@ -62,9 +63,10 @@ pkgs.testers.runNixOSTest {
       };
     };
 
-    # nixos/modules/services/network-filesystems/nfsd.nix: exports is types.lines.
+    # nixos/modules/services/network-filesystems/nfsd.nix writes services.nfs.server.exports to a
+    # file and sets environment.etc.exports.source to it; the rendered file replaces it.
     services.nfs.server.enable = true;
-    services.nfs.server.exports = builtins.readFile "${configs}/exports";
+    environment.etc.exports.source = lib.mkForce "${configs}/exports";
   };
 
   # Firmware, not a NixOS boot: OVMF with writable variables (useEFIBoot adds the pflash drives
@@ -88,6 +90,10 @@ pkgs.testers.runNixOSTest {
   testScript = ''
     import re
 
+    # The rendered kernel command line, which the kernel prints.
+    with open("${configs}/cmdline") as rendered:
+        cmdline = rendered.read().rstrip("\n")
+
     server.start()
     server.wait_for_unit("pxe-files.service")
     server.wait_for_unit("pxe-dnsmasq.service")
@@ -104,15 +110,15 @@ pkgs.testers.runNixOSTest {
     # come between the two, however fast the VM prints them. The timeouts are budgeted per stretch:
     # - GRUB's DHCP line: the firmware's few dozen lines and GRUB's first ones;
     # - the kernel's command line: a few lines into the kernel's log;
-    # - the installer's first step: after the whole boot log of nixpkgs' kernel (with the drivers
-    #   built in and every other tristate a module, at the kernel's default log level: on the order
-    #   of a thousand lines, budgeted at up to 3000) and init's messages;
+    # - the installer's first step: after the whole boot log of the installer kernel (defconfig
+    #   and the fragment's drivers, at the kernel's default log level: on the order of a thousand
+    #   lines, budgeted at up to 3000) and init's messages;
     # - "install complete": the installer's output (a progress line every 2 s while unpacking,
     #   switch-to-configuration's lines: a few hundred) and the install itself.
     # Our GRUB (bootx64.efi), then the kernel with the rendered command line, the NFS root, our
     # init and installer; the installer reboots the machine when it is done.
     client.wait_for_console_text("nixos-pxe: DHCP on efinet0", timeout=600)
-    client.wait_for_console_text(re.escape(${builtins.toJSON cmdline}), timeout=600)
+    client.wait_for_console_text(re.escape(cmdline), timeout=600)
     client.wait_for_console_text("nixos-pxe: step 1/7 network", timeout=3600)
     client.wait_for_console_text("nixos-pxe: install complete", timeout=2400)
 

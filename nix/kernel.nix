@@ -1,90 +1,73 @@
-# The installer's kernel: nixpkgs' kernel with the tool's NFS-root fragment built in, and the check
-# that it really is. Returns { fragment, structuredExtraConfig, kernelPackage, configCheck, kernel }.
+# The installer's kernel: nixpkgs' kernel source, configured by the project itself (the
+# architecture's defconfig, the tool's NFS-root fragment merged in, make olddefconfig, the check
+# that every `y` of the fragment is =y) and built by linuxManualConfig.
+# Returns { fragment, configfile, kernelPackage, kernel }.
+#
+# Why not nixpkgs' kernel with structuredExtraConfig (what this file did before): generic.nix
+# answers `make config` with generate-config.pl, autoModules on x86_64, so every tristate nobody
+# answered is built as a module, a `big-parallel` build of hours for a kernel whose NFS root loads
+# none; a forced `y` whose parent resolves to `m` is offered only m/n there (newer nixpkgs clamps
+# it to m, older ones stop at a "repeated question"); and passing the fragment as
+# structuredExtraConfig needs it at evaluation time, an import from derivation that evaluators
+# without IFD (Hydra's default) refuse. Here every evaluation-time value is a derivation's path:
+# the fragment and the .config are build outputs, so nothing is read while evaluating.
 { lib, pkgs, tool, configJSON }:
 let
-  # The fragment, computed by `nixos-pxe kernel-config` (src/kernel_config.rs, with the user's
-  # extraKernelOptions) and read back with fromJSON: import from derivation. The alternative, a
-  # copy of the fragment committed beside this file, would be a second source that can drift,
-  # and the user's extraKernelOptions would have to be parsed again in Nix. The cost: evaluation
-  # builds the tool, and needs allow-import-from-derivation (Nix's default).
-  fragment = pkgs.runCommand "nixos-pxe-kernel-fragment.json" { nativeBuildInputs = [ tool ]; } ''
-    nixos-pxe kernel-config --config ${configJSON} --format json > $out
+  # nixpkgs' default kernel, for its source, version, modDirVersion and make flags only: neither its
+  # kernelPatches (NixOS's helper paths, nothing the installer needs; linuxManualConfig applies
+  # none unless given some) nor its configuration.
+  base = pkgs.linuxPackages.kernel;
+
+  # The fragment in kconfig lines, computed by `nixos-pxe kernel-config` (src/kernel_config.rs, with
+  # the user's nfsroot.extraKernelOptions) at build time.
+  fragment = pkgs.runCommand "nixos-pxe-kernel-fragment.config" { nativeBuildInputs = [ tool ]; } ''
+    nixos-pxe kernel-config --config ${configJSON} > $out
   '';
-  values = builtins.fromJSON (builtins.readFile fragment);
 
-  # "y"/"n"/"m" or a value (NR_CPUS=512), as lib/kernel.nix spells them.
-  kernelValue = v:
-    if v == "y" then lib.kernel.yes
-    else if v == "n" then lib.kernel.no
-    else if v == "m" then lib.kernel.module
-    else lib.kernel.freeform v;
+  # The kernel build's own make flags (build.nix passes common-flags.nix's compilers, ARCH and
+  # CROSS_COMPILE, and keeps them as passthru.commonMakeFlags): Kconfig asks the compiler what it
+  # supports, so the .config is made with the compiler that builds the kernel. A kernel without
+  # that attribute gets stdenv's compiler from PATH, as generic.nix's configfile derivation does.
+  makeFlags = base.commonMakeFlags or [ "CROSS_COMPILE=${pkgs.stdenv.cc.targetPrefix}" ];
 
-  # generic.nix (pkgs/os-specific/linux/kernel) merges structuredExtraConfig with common-config.nix
-  # through lib.evalModules (nixos/modules/system/boot/kernel_config.nix: a tristate is an enum,
-  # so two different definitions conflict), so mkForce wins over common-config's `module` for NFS
-  # and the NIC drivers: here they must be built in (no initrd, no modules in the NFS root).
-  structuredExtraConfig = lib.mapAttrs (_: v: lib.mkForce (kernelValue v)) values;
-
-  # autoModules = true, as nixpkgs sets it for x86_64 kernels: generate-config.pl then answers `m`
-  # to every tristate question nobody answered (pkgs/os-specific/linux/kernel/generate-config.pl,
-  # AUTO_MODULES from generic.nix). That is `make allmodconfig` for everything the fragment and
-  # common-config.nix leave open, the case the fragment is tested against (the fragment carries
-  # the dependencies its drivers need built in, e.g. PTP_1588_CLOCK, VXLAN, GNSS). autoModules =
-  # false would save building modules the NFS root never loads, but would leave every open
-  # symbol at its Kconfig default: a configuration nobody has tested the fragment or
-  # common-config.nix against.
-  #
-  # ignoreConfigErrors = true: a fragment symbol this kernel version lacks (an old NIC driver, an
-  # extraKernelOptions entry) must not stop the build of everything else. What it would hide, a `y`
-  # that Kconfig turned into `m` or dropped, is caught by configCheck below, which every build of
-  # `kernel` depends on.
-  kernelPackage = pkgs.linuxPackages.kernel.override {
-    inherit structuredExtraConfig;
-    autoModules = true;
-    ignoreConfigErrors = true;
+  # The .config, by nix/kernel-config.sh (the same script tests/kernel_fragment.rs runs on Debian's
+  # linux-source-6.1). It fails, naming each symbol, when a `y` of the fragment is not =y: so
+  # nothing downstream (the kernel, the TFTP root) builds from a .config missing a driver. bison
+  # and flex build kconfig itself, as in generic.nix's configfile.
+  configfile = pkgs.stdenv.mkDerivation {
+    pname = "nixos-pxe-kernel-config";
+    inherit (base) version src;
+    nativeBuildInputs = [ pkgs.bison pkgs.flex ];
+    postPatch = "patchShebangs scripts";
+    buildPhase = ''
+      KERNEL_ARCH=${pkgs.stdenv.hostPlatform.linuxArch} \
+      MAKE_FLAGS=${lib.escapeShellArg (lib.concatStringsSep " " makeFlags)} \
+        bash ${./kernel-config.sh} "$PWD" "$PWD/nixos-pxe-build" ${fragment}
+      cat nixos-pxe-build/config-check
+    '';
+    installPhase = ''
+      cp nixos-pxe-build/.config $out
+    '';
+    passthru = { inherit fragment; };
   };
 
-  # Every symbol the fragment wants built in is `=y` in the kernel's .config (the kernel's
-  # passthru.configfile, pkgs/os-specific/linux/kernel/manual-config.nix; generating it does not
-  # build the kernel). Read from the fragment derivation, not from a list kept here.
-  builtIn = lib.attrNames (lib.filterAttrs (_: v: v == "y") values);
-  configCheck = pkgs.runCommand "nixos-pxe-kernel-config-check" {
-    inherit builtIn;
-    configfile = kernelPackage.configfile;
-  } ''
-    missing=""
-    names=""
-    for symbol in $builtIn; do
-      if ! grep -qx "CONFIG_$symbol=y" "$configfile"; then
-        got=$(grep -E "^CONFIG_$symbol=|^# CONFIG_$symbol is not set" "$configfile" || true)
-        missing="$missing
-      $symbol: ''${got:-not in .config}"
-        names="$names $symbol"
-      fi
-    done
-    if [ -n "$names" ]; then
-      count=$(echo $names | wc -w)
-      # The names again on the last line: Nix shows only the last lines of a failed build.
-      echo "nixos-pxe: $count kernel symbols that the NFS root needs built in are not =y in the kernel's .config ($configfile):$missing
-    The NFS root has no kernel modules, so each of them must be =y. A symbol that is =m depends on
-    something nixpkgs' autoModules left as a module: add that dependency to the fragment
-    (src/kernel_config.rs) or to nfsroot.extraKernelOptions. A symbol that is not in .config does
-    not exist in this kernel version, or its dependencies are off: check it against this kernel's
-    Kconfig, or remove it from nfsroot.extraKernelOptions.
-    nixos-pxe: not built in:$names" >&2
-      exit 1
-    fi
-    echo "all $(echo $builtIn | wc -w) built-in symbols of the fragment are =y" > $out
-  '';
+  # config is not given and allowImportFromDerivation stays false, so linuxManualConfig reads
+  # nothing at evaluation time and takes the kernel for one without modules: it builds the image
+  # and vmlinux, not `modules` (the NFS root has none; defconfig's few =m symbols, netfilter
+  # logging and the x86 package thermal driver, are not built).
+  kernelPackage = pkgs.linuxManualConfig {
+    inherit (base) version src modDirVersion;
+    inherit configfile;
+  };
 
-  # $out/bzImage, as the boot server's TFTP root wants it (nixos/bzImage below it); only once the
-  # check has passed.
-  kernel = pkgs.runCommand "nixos-pxe-kernel" { passthru = { inherit kernelPackage; }; } ''
+  # $out/bzImage, as the boot server's TFTP root wants it (nixos/bzImage below it), and the
+  # .config it was built from.
+  kernel = pkgs.runCommand "nixos-pxe-kernel" { passthru = { inherit kernelPackage configfile fragment; }; } ''
     mkdir $out
     ln -s ${kernelPackage}/bzImage $out/bzImage
-    ln -s ${configCheck} $out/config-check
+    ln -s ${configfile} $out/config
   '';
 in
 {
-  inherit fragment structuredExtraConfig kernelPackage configCheck kernel;
+  inherit fragment configfile kernelPackage kernel;
 }

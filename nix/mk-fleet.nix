@@ -94,7 +94,7 @@ in
 {
   inherit configJSON targets systemsByLayout systemImages kernel bootLoader tarball tool;
   kernelFragment = kernelParts.fragment;
-  kernelConfigCheck = kernelParts.configCheck;
+  kernelConfigCheck = kernelParts.configfile;
   serverConfigs = import ./server-configs.nix { inherit pkgs tool configJSON; };
 
   # What `nixos-pxe serve --tftp-root` serves: the boot loaders at the top (bootx64.efi for UEFI,

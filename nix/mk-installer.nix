@@ -5,7 +5,7 @@
 # kernel and NFS root) can call the same pieces:
 #   installer-options.nix  the options, by lib.evalModules (not a whole NixOS) -> config, configJSON
 #   boot-loader.nix        bootx64.efi + grub.cfg
-#   kernel.nix             the fragment, nixpkgs' kernel with it built in, the check that it is
+#   kernel.nix             the fragment, the kernel's .config (checked: every `y` of it =y), the kernel
 #   target.nix             the target NixOS system, with the installer's disk layout and boot loader
 #   system-image.nix       the targets' closure as system.tar.*
 #   tarball.nix            the NFS root
@@ -46,9 +46,10 @@ in
   # where it is the UEFI one; `targets` has each).
   target = targets.${lib.head layouts};
   inherit (kernelParts) kernel;
-  # The fragment (JSON) and the check that the kernel's .config has its `y` symbols built in.
+  # The fragment (kconfig lines) and the kernel's .config, which builds only when every `y`
+  # symbol of the fragment is =y in it: the check.
   kernelFragment = kernelParts.fragment;
-  kernelConfigCheck = kernelParts.configCheck;
+  kernelConfigCheck = kernelParts.configfile;
   bootLoader = import ./boot-loader.nix { inherit pkgs tool configJSON; };
   serverConfigs = import ./server-configs.nix { inherit pkgs tool configJSON; };
   tarball = import ./tarball.nix {

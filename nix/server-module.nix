@@ -19,11 +19,34 @@
 # transfers need no more: serve sends the first packet of each transfer from its new port, so
 # the client's acknowledgements are replies of a connection the firewall has seen and pass as
 # `established` (NixOS's firewall accepts those, nixos/modules/services/networking/
-# firewall-nftables.nix and firewall-iptables.nix). The TFTP conntrack helper (nf_conntrack_tftp,
-# networking.firewall.connectionTrackingModules = [ "tftp" ]) is for the other direction, a
-# client behind a firewall or NAT, and kernels since 6.0 no longer attach helpers by themselves
-# (firewall.nix asserts autoLoadConntrackHelpers off there). A DHCP request comes from 0.0.0.0,
-# which the reverse path filter lets through for port 67 (the same files).
+# firewall-nftables.nix and firewall-iptables.nix), with no conntrack helper. A DHCP request
+# comes from 0.0.0.0, which the reverse path filter lets through for port 67 (the same files).
+#
+# With networking.firewall.filterOutput.enabled (nftables only), NixOS also drops what the
+# server sends unless it is established, related or to a port of filterOutput.interfaces. Two
+# of serve's packets are none of those: its DHCP replies (to port 68: the request came from
+# 0.0.0.0, so the reply is a flow of its own) and the first packet of each TFTP transfer (from
+# serve's new port to the client's, a port no list can name). openFirewall then opens UDP 68
+# outgoing on `interface`, and attaches the kernel's TFTP conntrack helper (nf_conntrack_tftp)
+# to requests arriving there on port 69, in a table of its own: the helper expects the transfer
+# from the server to the client's port, so its first packet is `related` and accepted, and no
+# other outgoing port is opened. (Kernels since 6.0 attach no helper by themselves; firewall.nix
+# asserts autoLoadConntrackHelpers off there, so it is attached by rule, as nftables does it.)
+#
+# database: the fleet's state in PostgreSQL, shared by several boot servers (serve --database).
+# By default (database.url = null) a local services.postgresql with a database and a role named
+# after the unit's dynamic user, "nixos-pxe", reached over the socket in /run/postgresql with
+# peer authentication (NixOS's default for local connections): no password anywhere. A remote
+# database: database.url without a password and database.passwordFile, handed to the unit as a
+# credential (LoadCredential=), so that the password is in neither the store nor the unit.
+# Reports that arrive while the database is away wait in the state directory (report-spool).
+#
+# A two-server layout: on each boot server services.nixos-pxe.enable with the same fleet and
+# database.url = "postgresql://nixos-pxe@db.example/nixos-pxe", database.passwordFile, each on
+# its own segment (its own bootServer.address and dhcpRange), or both on one segment with split
+# pools (dhcpRange halves) or in proxy mode beside the site's DHCP. The database server is
+# a third machine (or one of the two, with database.url = null there and enableTCPIP plus a
+# pg_hba line for the other).
 #
 # NixOS interfaces, each with the nixpkgs file and commit it was read at, are listed in
 # tests/nix/stand-in-nixpkgs/interfaces.nix; the systemd settings are systemd.exec(5) and
@@ -45,6 +68,11 @@ let
 
   # The state directory below /var/lib, as StateDirectory= takes it.
   stateDirectory = lib.removePrefix "/var/lib/" cfg.stateDir;
+
+  db = cfg.database;
+  localDatabase = db.enable && db.url == null;
+  # The local database: its socket directory, the role and database named after the unit's user.
+  databaseUrl = if localDatabase then "host=/run/postgresql dbname=nixos-pxe user=nixos-pxe" else db.url;
 in
 {
   options.services.nixos-pxe = {
@@ -83,10 +111,28 @@ in
       description = "TCP port of serve's HTTP endpoint on bootServer.address (per-host GRUB files, the kernel, the installers' reports); 0 for none. Keep 80 for GRUB builds without a port in (http,ADDRESS:PORT).";
     };
 
+    database = {
+      enable = lib.mkEnableOption "the fleet's state in PostgreSQL, shared by several boot servers (serve --database), instead of state.sqlite3 in stateDir";
+
+      url = mkOption {
+        type = types.nullOr types.str;
+        default = null;
+        example = "postgresql://nixos-pxe@db.example/nixos-pxe";
+        description = "The database, as libpq takes it (a postgresql:// URL or key=value words), without a password. null: a local services.postgresql with a database and role \"nixos-pxe\", reached over its socket with peer authentication (created by this module).";
+      };
+
+      passwordFile = mkOption {
+        type = types.nullOr types.path;
+        default = null;
+        example = "/run/keys/nixos-pxe-database";
+        description = "A file whose first line is the database role's password (for a remote url), read by systemd as a credential and never copied to the store.";
+      };
+    };
+
     openFirewall = mkOption {
       type = types.bool;
       default = false;
-      description = "Open, on the interface only, what serve listens on: UDP 67 (DHCP), 4011 (with bootServer.dhcpMode = \"proxy\"), 69 (TFTP; transfers pass as established connections), TCP httpPort and the NFS port of bootServer.nfsMountOptions.";
+      description = "Open, on the interface only, what serve listens on: UDP 67 (DHCP), 4011 (with bootServer.dhcpMode = \"proxy\"), 69 (TFTP; transfers pass as established connections), TCP httpPort and the NFS port of bootServer.nfsMountOptions. With networking.firewall.filterOutput.enabled also what serve sends there that is not a reply: UDP 68 (DHCP replies) and, through the kernel's TFTP conntrack helper attached to requests to port 69, each TFTP transfer's first packet.";
     };
   };
 
@@ -101,6 +147,14 @@ in
         message = "services.nixos-pxe: the fleet's bootServer.nfsMountOptions = \"${server.nfsMountOptions}\" lacks port=P and mountport=P with the same P: serve's NFS server has no portmapper; set bootServer.nfsMountOptions = \"vers=3,tcp,port=2049,mountport=2049,mountproto=tcp,nolock\"";
       }
       {
+        assertion = !(db.enable && db.url != null && lib.hasInfix "password=" db.url) && !(db.enable && db.url != null && builtins.match "postgres(ql)?://[^/@]*:[^/@]*@.*" db.url != null);
+        message = "services.nixos-pxe.database.url carries a password: it would be in the Nix store, readable by every user; put it in database.passwordFile";
+      }
+      {
+        assertion = !(localDatabase && db.passwordFile != null);
+        message = "services.nixos-pxe.database.passwordFile is for a remote database.url; the local one uses peer authentication";
+      }
+      {
         assertion = server.address != null;
         message = "services.nixos-pxe: the fleet's bootServer.address is not set: serve listens for HTTP and NFS there";
       }
@@ -110,12 +164,35 @@ in
     # directory belongs to the service's dynamic user).
     environment.systemPackages = [ cfg.package ];
 
+    services.postgresql = lib.mkIf localDatabase {
+      enable = true;
+      ensureDatabases = [ "nixos-pxe" ];
+      ensureUsers = [ { name = "nixos-pxe"; ensureDBOwnership = true; } ];
+    };
+
     networking.firewall.interfaces = lib.mkIf cfg.openFirewall {
       ${cfg.interface} = {
         allowedUDPPorts = [ 67 69 ] ++ lib.optional (server.dhcpMode == "proxy") 4011;
         allowedTCPPorts = lib.optional (cfg.httpPort != 0) cfg.httpPort ++ lib.optional (nfsPort != null) nfsPort;
       };
     };
+    # filterOutput (see the top of this file): DHCP replies out, TFTP transfers as related.
+    networking.firewall.filterOutput.interfaces = lib.mkIf cfg.openFirewall {
+      ${cfg.interface}.allowedUDPPorts = [ 68 ];
+    };
+    networking.nftables.tables.nixos-pxe-tftp = lib.mkIf (cfg.openFirewall && config.networking.firewall.filterOutput.enabled) {
+      family = "inet";
+      content = ''
+        ct helper tftp {
+          type "tftp" protocol udp;
+        }
+        chain prerouting {
+          type filter hook prerouting priority filter; policy accept;
+          iifname "${cfg.interface}" udp dport 69 ct helper set "tftp"
+        }
+      '';
+    };
+    boot.kernelModules = lib.mkIf (cfg.openFirewall && config.networking.firewall.filterOutput.enabled) [ "nf_conntrack_tftp" ];
 
     systemd.services.nixos-pxe = {
       description = "nixos-pxe boot server (DHCP, TFTP, HTTP, NFS root) for a fleet";
@@ -123,8 +200,9 @@ in
       # serve binds to bootServer.address on the interface: after the address is there
       # (network-addresses-IF.service with NixOS's scripted networking; network-online.target
       # otherwise), and started again if it was not yet.
-      wants = [ "network-online.target" ];
-      after = [ "network-online.target" "network-addresses-${cfg.interface}.service" ];
+      # The local database: Wants=, not Requires=: serve keeps answering while it is away.
+      wants = [ "network-online.target" ] ++ lib.optional localDatabase "postgresql.service";
+      after = [ "network-online.target" "network-addresses-${cfg.interface}.service" ] ++ lib.optional localDatabase "postgresql.service";
       serviceConfig = {
         ExecStart = lib.escapeShellArgs [
           "${cfg.package}/bin/nixos-pxe" "serve"
@@ -134,7 +212,9 @@ in
           "--nfs-root" "${cfg.fleet.nfsRoot}"
           "--state-dir" cfg.stateDir
           "--http-port" (toString cfg.httpPort)
-        ];
+        ] + lib.optionalString db.enable (" " + lib.escapeShellArgs ([ "--database" databaseUrl ]
+          ++ lib.optionals (db.passwordFile != null) [ "--database-password-file" "%d/database-password" ]));
+        LoadCredential = lib.mkIf (db.enable && db.passwordFile != null) [ "database-password:${toString db.passwordFile}" ];
         Restart = "on-failure";
         RestartSec = 5;
         # Open files, soft and hard: serve's caps follow from this limit (src/serve/limits.rs:
@@ -173,7 +253,8 @@ in
 
         # What it may ask the kernel: IPv4 sockets only (DHCP, TFTP, HTTP and NFS are IPv4 here;
         # the log goes to the standard error systemd connected), the system calls of a service.
-        RestrictAddressFamilies = [ "AF_INET" ];
+        # With a database: AF_UNIX for the local socket, AF_INET6 for a remote one by IPv6.
+        RestrictAddressFamilies = [ "AF_INET" ] ++ lib.optionals db.enable [ "AF_UNIX" "AF_INET6" ];
         RestrictNamespaces = true;
         RestrictRealtime = true;
         RestrictSUIDSGID = true;

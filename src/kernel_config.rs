@@ -33,10 +33,10 @@ pub const GROUPS: &[Group] = &[
         symbols: &["EFI", "EFI_STUB", "EFIVAR_FS", "SERIAL_8250", "SERIAL_8250_CONSOLE", "PRINTK", "TTY"],
     },
     Group {
-        why: "what the network card drivers below depend on, built in as well: nixpkgs' autoModules makes every \
-              tristate a module, and a driver can be no more built in than its dependencies (PTP clock: Intel, \
+        why: "what the network card drivers below depend on, built in as well: a driver can be no more built in \
+              than its dependencies, and one of them left a module would take the driver with it (PTP clock: Intel, \
               Broadcom, Mellanox; GNSS: ice; VXLAN, MLXFW and the Hyper-V PCI interface: mlx5_core). \
-              tests/kernel_fragment.rs proves it against allmodconfig",
+              tests/kernel_fragment.rs proves the fragment on defconfig, as the flake configures its kernel",
         symbols: &["PTP_1588_CLOCK", "GNSS", "VXLAN", "MLXFW", "HYPERV", "PCI_HYPERV_INTERFACE"],
     },
     Group {
@@ -83,12 +83,12 @@ pub struct Symbol {
 }
 
 /// Why the `nfsroot.extraKernelOptions` symbols are there, and what a driver among them needs:
-/// kconfig quietly makes a driver a module when something it depends on is one, and nixpkgs'
-/// autoModules makes every tristate outside the fragment a module (tests/kernel_fragment.rs
-/// shows it with allmodconfig).
+/// kconfig quietly makes a driver a module when something it depends on is one, or leaves it off
+/// when a dependency is off, and what the fragment leaves open keeps its defconfig default
+/// (nix/kernel-config.sh; tests/kernel_fragment.rs shows both).
 pub const EXTRA_WHY: &str = "nfsroot.extraKernelOptions. A driver is built in only if everything it depends on is \
-    built in too (nixpkgs' autoModules makes the rest modules, and the NFS root loads none): list its dependencies \
-    here as well, e.g. QED for QEDE, MACSEC for AQTION (the `depends on` lines of its Kconfig entry)";
+    built in too (what the fragment leaves open keeps its defconfig default, often off, and the NFS root loads no \
+    modules): list its dependencies here as well, e.g. QED for QEDE (the `depends on` lines of its Kconfig entry)";
 
 /// The fragment for `config`: the fixed groups, then `nfsroot.extraKernelOptions`
 /// (a later value for the same symbol wins).
@@ -141,8 +141,8 @@ fn is_number(v: &str) -> bool {
     v.parse::<i64>().is_ok() || v.strip_prefix("0x").is_some_and(|h| !h.is_empty() && h.bytes().all(|b| b.is_ascii_hexdigit()))
 }
 
-/// The fragment as a JSON object `{ "IP_PNP": "y", ... }`, which the Nix side turns into
-/// `structuredExtraConfig` (`y` to `lib.kernel.yes`, anything else to `lib.kernel.freeform`).
+/// The fragment as a JSON object `{ "IP_PNP": "y", ... }`, for a caller's own Nix (e.g. nixpkgs'
+/// `structuredExtraConfig`); the flake's kernel takes the kconfig lines (nix/kernel-config.sh).
 pub fn to_json(symbols: &[Symbol]) -> Value {
     let map: Map<String, Value> = symbols.iter().map(|s| (s.name.clone(), Value::String(s.value.clone()))).collect();
     Value::Object(map)

@@ -405,8 +405,6 @@ mod tests {
     /// configuration, and each kind of per-host file a fleet machine may load.
     #[test]
     fn every_template_command_is_mapped() {
-        use crate::config::{Settings, resolve};
-        use crate::origin::Origin;
         use serde_json::json;
         let configs: &[&[(&str, serde_json::Value)]] = &[
             &[],
@@ -422,13 +420,7 @@ mod tests {
         ];
         let mut fleet_modules = BTreeSet::new();
         for pairs in configs {
-            let mut s = Settings::default();
-            for (path, value) in *pairs {
-                let segments: Vec<&str> = path.split('.').collect();
-                let crate::schema::Lookup::Option { spec, name } = crate::schema::lookup(&segments) else { panic!("{path}") };
-                s.define_named(spec, name.as_deref(), value.clone(), Origin::Default).expect("define");
-            }
-            let r = resolve(&s, camino::Utf8Path::new("t.nix")).expect("valid");
+            let r = crate::config::resolved_from(pairs, "t.nix");
             for platform in [Platform::Efi, Platform::Pc] {
                 modules_for(&render::grub_cfg(&r, platform).expect("grub.cfg")).expect("grub.cfg's commands are mapped");
             }

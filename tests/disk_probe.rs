@@ -14,6 +14,7 @@
 //!
 //! A program that is missing fails the test, or skips it loudly with NIXOS_PXE_ALLOW_SKIP=1.
 
+mod common;
 mod switches;
 
 use camino::Utf8Path;
@@ -234,14 +235,17 @@ fn an_iso_9660_image_made_by_xorriso_is_refused() {
 /// A loop device over `backing`, detached when dropped: pvcreate writes only to block devices.
 /// Also detached if the test process is killed: a watcher detaches whatever loop device is still
 /// attached to `backing` then (never a device by name, which another test may have reused).
-struct Loop(String);
+/// Once detached, unless the test failed already, the host must be as it was (tests/common
+/// `HostState` with the backing file's directory): no loop device over a file there.
+struct Loop(String, common::HostState);
 
 impl Loop {
     fn attach(backing: &Path, extra: &[&str]) -> Loop {
         let backing = backing.canonicalize().expect("backing file");
+        let host_before = common::HostState::below(&[backing.parent().expect("the backing file's directory")]);
         let mut cmd = Command::new("losetup");
         cmd.args(["--find", "--show"]).args(extra).arg(&backing);
-        let device = Loop(run(&mut cmd).trim().to_string());
+        let device = Loop(run(&mut cmd).trim().to_string(), host_before);
         let quoted = backing.display().to_string().replace('\'', "'\\''");
         let script = format!(
             "while kill -0 {pid} 2>/dev/null; do sleep 1; done; losetup -n -O NAME -j '{quoted}' 2>/dev/null | xargs -r -n1 losetup -d; true",
@@ -264,6 +268,10 @@ impl Loop {
 impl Drop for Loop {
     fn drop(&mut self) {
         let _ = Command::new("losetup").arg("-d").arg(&self.0).output();
+        // After a panic the test has failed already; a second panic here would abort.
+        if !std::thread::panicking() {
+            self.1.assert_unchanged(&format!("the test with {}", self.0));
+        }
     }
 }
 

@@ -101,3 +101,56 @@ fn the_host_state_guard_leaves_out_ip_netns_own_mounts_and_nothing_else() {
         assert!(!common::HostState::is_tests_own_mount(line), "{line}");
     }
 }
+
+/// The host-state guard finds what a test leaves behind below its own directory and in this
+/// process's namespaces: a server still running (a process holding its log there), a loop device
+/// over a file there, a mount there, a namespace no owner holds; each named, and gone from the
+/// guard's answer once removed. An owned namespace is not a leak.
+#[test]
+fn the_host_state_guard_finds_what_a_test_leaves_behind() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let d = dir.path().canonicalize().expect("canonical");
+    let leak = format!("nixos-pxe-harness-leak-{}", std::process::id());
+    // Should an assertion below fail before its clean-up, the watcher removes what is left.
+    common::reap_when_this_process_ends(&format!(
+        "umount -l '{d}/mnt' 2>/dev/null; losetup -n -O NAME -j '{d}/disk.img' | xargs -r -n1 losetup -d; ip netns del {leak} 2>/dev/null",
+        d = d.display()
+    ));
+    let guard = common::HostState::below(&[dir.path()]);
+    let now = || guard.changes(Duration::ZERO);
+    assert_eq!(now(), Vec::<String>::new(), "nothing left before anything was made");
+
+    let log = std::fs::File::create(d.join("server.log")).expect("log");
+    let mut server = Command::new("sleep").arg("600").stdout(log).spawn().expect("sleep");
+    let left = now();
+    let _ = server.kill();
+    let _ = server.wait();
+    let held = format!("process holding a file below {} left: pid {} (sleep 600) holds {}/server.log", d.display(), server.id(), d.display());
+    assert_eq!(left, [held], "a server left running");
+    assert_eq!(guard.changes(common::host_state::SETTLE), Vec::<String>::new(), "the server stopped");
+
+    let backing = d.join("disk.img");
+    std::fs::File::create(&backing).expect("backing").set_len(1 << 20).expect("size");
+    let device = common::run(Command::new("losetup").args(["--find", "--show"]).arg(&backing)).trim().to_string();
+    let left = now();
+    common::run(Command::new("losetup").args(["-d", &device]));
+    assert_eq!(left, [format!("loop device below {} left: {device} over {}", d.display(), backing.display())], "a loop device left attached");
+    assert_eq!(guard.changes(common::host_state::SETTLE), Vec::<String>::new(), "the loop device detached");
+
+    // On the host's mount table, below the test's own directory, as the install tests mount.
+    std::fs::create_dir(d.join("mnt")).expect("mkdir");
+    common::run(Command::new("mount").args(["-t", "tmpfs", "harness-guard"]).arg(d.join("mnt")));
+    let left = now();
+    common::run(Command::new("umount").arg(d.join("mnt")));
+    assert_eq!(left, [format!("mount below {} left: {}/mnt (harness-guard)", d.display(), d.display())], "a mount left");
+    assert_eq!(now(), Vec::<String>::new(), "unmounted");
+
+    common::run(Command::new("ip").args(["netns", "add", &leak]));
+    let left = now();
+    common::run(Command::new("ip").args(["netns", "del", &leak]));
+    assert_eq!(left, [format!("network namespace {leak} of this test process left with no owner")], "a namespace no owner holds");
+    let owned = common::Namespace::new("harness-owned");
+    assert_eq!(now(), Vec::<String>::new(), "{} is owned", owned.name);
+    drop(owned);
+    assert_eq!(now(), Vec::<String>::new(), "and deleted with its owner");
+}

@@ -28,10 +28,14 @@ fn is_root() -> bool {
     Command::new("id").arg("-u").output().is_ok_and(|o| o.stdout == b"0\n")
 }
 
-/// A loop device over a sparse file of `mib` MiB, detached when dropped.
+/// A loop device over a sparse file of `mib` MiB, detached when dropped; then, unless the test
+/// failed already, the host must be as it was before (tests/common `HostState` with the test's
+/// directory): no loop device over a file there, nothing mounted there, no process holding a file
+/// there, no namespace left.
 struct Loop {
     device: String,
     backing: PathBuf,
+    host_before: common::HostState,
 }
 
 impl Loop {
@@ -40,6 +44,7 @@ impl Loop {
     /// and removes `dir`.
     fn new(dir: &Path, mib: u64) -> Loop {
         let backing = dir.join("disk.img");
+        let host_before = common::HostState::below(&[dir]);
         common::reap_when_this_process_ends(&format!(
             "awk -v d='{dir}/' 'index($2, d) == 1 {{ print $2 }}' /proc/self/mounts | sort -r | xargs -r -n1 umount -l; \
              losetup -n -O NAME -j '{backing}' | xargs -r -n1 losetup -d; rm -rf --one-file-system '{dir}'",
@@ -50,7 +55,7 @@ impl Loop {
         f.set_len(mib << 20).expect("size");
         let out = Command::new("losetup").args(["--find", "--show", "--partscan"]).arg(&backing).output().expect("losetup");
         assert!(out.status.success(), "losetup: {}", String::from_utf8_lossy(&out.stderr));
-        Loop { device: String::from_utf8_lossy(&out.stdout).trim().to_string(), backing }
+        Loop { device: String::from_utf8_lossy(&out.stdout).trim().to_string(), backing, host_before }
     }
 
     fn sha256(&self) -> String {
@@ -63,6 +68,10 @@ impl Drop for Loop {
     fn drop(&mut self) {
         let _ = Command::new("umount").arg("-R").arg(self.backing.with_extension("mnt")).output();
         let _ = Command::new("losetup").arg("-d").arg(&self.device).output();
+        // After a panic the test has failed already; a second panic here would abort.
+        if !std::thread::panicking() {
+            self.host_before.assert_unchanged(&format!("the test with {}", self.device));
+        }
     }
 }
 
@@ -188,6 +197,12 @@ fn installer(netns: Option<&str>, dir: &Path, config: &Path, bin: &Path, args: &
 
 /// `installer` on a machine with `firmware`.
 fn installer_on(firmware: Firmware, netns: Option<&str>, dir: &Path, config: &Path, bin: &Path, args: &[String]) -> Output {
+    installer_wrapped(firmware, netns, dir, config, bin, args, &[])
+}
+
+/// `installer_on`, the installer started by `wrapper` (a program and its first arguments, run in
+/// the installer's namespaces after the stand-in firmware: to watch it from inside).
+fn installer_wrapped(firmware: Firmware, netns: Option<&str>, dir: &Path, config: &Path, bin: &Path, args: &[String], wrapper: &[String]) -> Output {
     let path = format!("{}:{}", bin.display(), std::env::var("PATH").unwrap_or_default());
     // In the network namespace `netns` if given, then in a private mount namespace with the
     // stand-in firmware.
@@ -201,6 +216,7 @@ fn installer_on(firmware: Firmware, netns: Option<&str>, dir: &Path, config: &Pa
     };
     let stand_in = if firmware == Firmware::Uefi { STAND_IN_FIRMWARE } else { STAND_IN_BIOS };
     command.args(["--mount", "--propagation", "private", "sh", "-ec", stand_in, "stand-in-firmware"]);
+    command.args(wrapper);
     // SAFETY: prctl(2) is async-signal-safe; it only sets this child's parent-death signal.
     unsafe {
         command.pre_exec(|| {
@@ -242,6 +258,9 @@ fn can_run() -> bool {
     switches::skip_or_fail("needs root for loop devices and mounts (CI runs as root)");
     false
 }
+
+/// The system calls that mount, unmount or move mounts, for strace's -e trace=.
+const MOUNT_CALLS: &str = "mount,umount2,fsopen,fsmount,move_mount,open_tree,mount_setattr,pivot_root";
 
 /// The lines of /proc/mounts that name `device` (or one of its partitions) or lie under `dir`.
 fn mounts_of(device: &str, dir: &Path) -> Vec<String> {
@@ -329,7 +348,7 @@ fn partitions_formats_and_unpacks_on_a_loop_device() {
     let disk = Loop::new(dir.path(), 2048);
     let log = dir.path().join("stand-ins.log");
     let bin = stand_ins(dir.path(), &log);
-    let host_before = common::HostState::now();
+    let host_before = common::HostState::below(&[dir.path()]);
     let out = install(dir.path(), &config(dir.path(), &disk.device, ""), &image(dir.path()), &bin, &[]);
     let stdout = String::from_utf8_lossy(&out.stdout);
     // The installer's mounts stayed in its own mount namespace: while it had the target mounted
@@ -352,7 +371,9 @@ fn partitions_formats_and_unpacks_on_a_loop_device() {
         // Not a skip: what this test claims on such a kernel is steps 1-4 and this stop.
         let _ = std::io::Write::write_all(
             &mut std::io::stderr(),
-            b"NOTE install_loop: this kernel has no vfat, so steps 5-7 stop at the ESP mount here; tests/e2e_install.rs proves them in QEMU\n",
+            b"NOTE install_loop: this kernel has no vfat, so this UEFI install's steps 5-7 stop at the ESP mount here; the BIOS installs here \
+              (a_bios_machine_with_auto_gets_the_bios_layout_and_the_bios_system, a_bios_install_reports_every_step_and_installed_on_any_kernel) \
+              run steps 5-7 and the installed report on any kernel, and tests/e2e_install.rs runs the UEFI ones in QEMU\n",
         );
         assert_eq!(out.status.code(), Some(1), "{stdout}");
         let target = dir.path().join("disk.mnt");
@@ -480,8 +501,39 @@ fn refuses_a_disk_with_a_mounted_partition_even_with_wipe_always() {
     assert!(!log.exists(), "no stand-in ran");
 }
 
+/// A file system made on the whole disk (no partition table) and mounted is the disk in use: it
+/// is refused whatever the wipe policy, for that reason, and left as it was. (Before, only a
+/// mounted partition counted: this install went on to partition the mounted disk.)
+#[test]
+fn refuses_a_disk_whose_whole_disk_file_system_is_mounted_even_with_wipe_always() {
+    if !can_run() {
+        return;
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let disk = Loop::new(dir.path(), 2048);
+    let d = disk.device.clone();
+    run(Command::new("mkfs.ext4").args(["-q", "-L", "whole"]).arg(&d));
+    // Read-only and without the journal, as above: the hash shows what the installer did.
+    let before = disk.sha256();
+    let busy = TestMount::new(&d, &dir.path().join("busy"), "ro,noload");
+    let log = dir.path().join("log");
+    let bin = stand_ins(dir.path(), &log);
+    let out = install(dir.path(), &config(dir.path(), &d, r#", "wipe": "always""#), &image(dir.path()), &bin, &[]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{stdout}");
+    assert_eq!(failed_line(&stdout), format!("nixos-pxe: install FAILED at step 2/7 (disk): {d} is in use: {d} mounted; nixos-pxe never overwrites a mounted disk"), "{stdout}");
+    assert!(!stdout.contains("step 3/7"), "{stdout}");
+    drop(busy);
+    assert_eq!(disk.sha256(), before, "the disk is unchanged");
+    assert!(!log.exists(), "no stand-in ran");
+}
+
 /// A dry run writes nothing anywhere: the disk's bytes, the target directory, resolv.conf and the
-/// mount table are the same afterwards, and no partition appeared.
+/// mount table are the same afterwards, and no partition appeared. The installer runs in a
+/// private mount namespace, where the host's table could never show its mounts: so its own table
+/// is read there before and after it ran, and strace shows it (and what it starts) made no
+/// mount, unmount or pivot_root call at all. A control run of `mount` through the same watch
+/// shows the watch sees one.
 #[test]
 fn a_dry_run_writes_nothing_anywhere() {
     if !can_run() {
@@ -499,7 +551,34 @@ fn a_dry_run_writes_nothing_anywhere() {
     let (hash, files, mounts) = (disk.sha256(), listing(&target), mounts_of(&disk.device, dir.path()));
     assert!(files.len() == 3 && mounts.is_empty(), "{files:?} {mounts:?}");
 
-    let out = install(dir.path(), &cfg, &image, &bin, &["--dry-run"]);
+    let watched = |name: &str, command: &[String]| {
+        let (before, after, trace) = (dir.path().join(format!("{name}.before")), dir.path().join(format!("{name}.after")), dir.path().join(format!("{name}.strace")));
+        let watch = format!(
+            "cat /proc/self/mountinfo > '{before}'; status=0; strace -f -qq -e signal=none -e trace={MOUNT_CALLS} -o '{trace}' \"$@\" || status=$?; \
+             cat /proc/self/mountinfo > '{after}'; exit $status",
+            before = before.display(),
+            after = after.display(),
+            trace = trace.display()
+        );
+        let mut wrapper: Vec<String> = ["sh", "-c", &watch, "mount-watch"].map(String::from).to_vec();
+        wrapper.extend(command.iter().cloned());
+        let read = |p: &Path| std::fs::read_to_string(p).unwrap_or_else(|e| format!("<{}: {e}>", p.display()));
+        (wrapper, move || (read(&before), read(&after), read(&trace)))
+    };
+    // The control: the watch sees a mount made in the installer's namespace.
+    let control_point = dir.path().join("control.mnt");
+    std::fs::create_dir_all(&control_point).expect("mkdir");
+    // A shell, which takes the installer's command line that follows as its $0, $1, ... and runs `mount`.
+    let mount = format!("mount -t tmpfs watch-control '{}'", control_point.display());
+    let (wrapper, seen) = watched("control", &["sh".into(), "-c".into(), mount, "control".into()]);
+    let args = ["--image".to_string(), image.display().to_string(), "--dry-run".to_string()];
+    let control = installer_wrapped(Firmware::Uefi, None, dir.path(), &cfg, &bin, &args, &wrapper);
+    assert!(control.status.success(), "the control: {}", String::from_utf8_lossy(&control.stderr));
+    let (before, after, trace) = seen();
+    assert!(trace.contains("mount(\"watch-control\", ") && after.contains(" - tmpfs watch-control ") && !before.contains("watch-control"), "the watch saw the control's mount:\n{trace}\n{after}");
+
+    let (wrapper, seen) = watched("dry-run", &[]);
+    let out = installer_wrapped(Firmware::Uefi, None, dir.path(), &cfg, &bin, &args, &wrapper);
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
     let d = &disk.device;
@@ -516,7 +595,10 @@ fn a_dry_run_writes_nothing_anywhere() {
     assert_eq!(disk.sha256(), hash, "the disk's bytes are unchanged");
     assert_eq!(partition_nodes(d), Vec::<String>::new(), "no partition appeared");
     assert_eq!(listing(&target), files, "the target directory is unchanged");
-    assert_eq!(mounts_of(d, dir.path()), mounts, "nothing was mounted");
+    assert_eq!(mounts_of(d, dir.path()), mounts, "nothing was mounted on the host");
+    let (before, after, trace) = seen();
+    assert!(!before.starts_with('<') && before == after, "the installer's mount table changed:\nbefore:\n{before}\nafter:\n{after}");
+    assert_eq!(trace, "", "the dry run made mount calls");
     assert!(!dir.path().join("resolv.conf").exists(), "a dry run writes no resolv.conf");
     assert!(!log.exists(), "no stand-in ran");
 }
@@ -836,6 +918,95 @@ fn a_refused_report_is_not_retried_and_the_install_goes_on() {
     assert_eq!(events.len(), if has_vfat() { 9 } else { 7 }, "{events:?}");
 }
 
+
+/// web1's served install on a BIOS machine (firmware "auto"), whose layout needs no FAT file
+/// system: all seven steps and the `installed` report run on any kernel, this machine's and
+/// CI's without vfat among them (the UEFI install above stops at the ESP there). Each report
+/// is accepted; `installed` names the BIOS system, and the boot token is left on the root.
+#[test]
+fn a_bios_install_reports_every_step_and_installed_on_any_kernel() {
+    if !can_run() {
+        return;
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let netns = report_sink::Netns::new("loop-bios-reports");
+    let sink = report_sink::Sink::start(&netns.0, "127.0.0.1:0", report_sink::accept_all);
+    let disk = Loop::new(dir.path(), 2048);
+    let bin = stand_ins(dir.path(), &dir.path().join("stand-ins.log"));
+    let config = firmware_fleet(dir.path(), &disk.device, "auto");
+    let served = format!(" nixos-pxe.attempt=2 nixos-pxe.token={TOKEN} nixos-pxe.report=http://{}", sink.address);
+    let out = installer_on(Firmware::Bios, Some(&netns.0), dir.path(), &config, &bin, &["--cmdline".to_string(), fleet_cmdline(dir.path(), &served)]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    let steps = ["network", "disk", "partition", "unpack", "configure", "bootloader", "finish"];
+    let mut expected = vec!["started".to_string()];
+    expected.extend(steps.iter().map(|s| format!("step {s}")));
+    expected.push("installed".into());
+    assert_eq!(sink.events(), expected, "{stdout}");
+    for what in &expected {
+        let line = format!("nixos-pxe: report {what}: accepted");
+        assert!(stdout.lines().any(|l| l == line), "no line {line:?} in:\n{stdout}");
+    }
+    let received = sink.received();
+    for r in &received {
+        let b = &r.body;
+        assert_eq!((b["host"].as_str(), b["generation"].as_u64(), b["attempt"].as_u64(), b["token"].as_str()), (Some("web1"), Some(3), Some(2), Some(TOKEN)), "{b}");
+    }
+    assert_eq!(received[received.len() - 1].body["system"], BIOS_SYSTEM);
+    let check = TestMount::new(&format!("{}p2", disk.device), &dir.path().join("check"), "ro");
+    let boot = std::fs::read_to_string(check.0.join("var/lib/nixos-pxe/boot-report.json")).unwrap_or_else(|e| format!("<{e}>"));
+    drop(check);
+    let boot: serde_json::Value = serde_json::from_str(&boot).unwrap_or_else(|e| panic!("boot-report.json: {e}: {boot}"));
+    assert_eq!(boot["token"].as_str(), Some(TOKEN), "the first boot reports with the attempt's token");
+}
+
+/// A report address where nothing answers (serve down: the connection is refused) never fails
+/// the install: every report is tried as long as its patience allows (3 tries for `started` and
+/// each step, about two minutes for `installed`), said not delivered on the console, and the
+/// install completes with the disk installed and stamped. A BIOS machine, so that all seven steps
+/// run on any kernel. (Before, only a report that arrived and was refused was tried: 409.)
+#[test]
+fn an_unreachable_report_address_never_fails_the_install() {
+    if !can_run() {
+        return;
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    // Nothing listens in this namespace: a connection to any port is refused at once.
+    let netns = report_sink::Netns::new("loop-unreachable");
+    let disk = Loop::new(dir.path(), 2048);
+    let bin = stand_ins(dir.path(), &dir.path().join("stand-ins.log"));
+    let config = firmware_fleet(dir.path(), &disk.device, "auto");
+    let served = format!(" nixos-pxe.attempt=2 nixos-pxe.token={TOKEN} nixos-pxe.report=http://127.0.0.1:9");
+    let started = std::time::Instant::now();
+    let out = installer_on(Firmware::Bios, Some(&netns.0), dir.path(), &config, &bin, &["--cmdline".to_string(), fleet_cmdline(dir.path(), &served)]);
+    let took = started.elapsed();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    assert!(stdout.contains("nixos-pxe: install complete in "), "{stdout}");
+    let why = "connecting to 127.0.0.1:9: Connection refused (os error 111)";
+    let steps = ["network", "disk", "partition", "unpack", "configure", "bootloader", "finish"];
+    for (i, step) in steps.iter().enumerate() {
+        assert!(stdout.contains(&format!("nixos-pxe: step {}/7 {step} done in ", i + 1)), "{stdout}");
+    }
+    let mut brief: Vec<String> = vec!["started".into()];
+    brief.extend(steps.iter().map(|s| format!("step {s}")));
+    for what in &brief {
+        let line = format!("nixos-pxe: report {what}: not delivered after 3 tries: {why}");
+        assert!(stdout.lines().any(|l| l == line), "no line {line:?} in:\n{stdout}");
+    }
+    // installed: tries at 0, 1, 3, 7, 15, 31, 61 and 91 s; the next would start after 120 s.
+    let line = format!("nixos-pxe: report installed: not delivered after 8 tries: {why}");
+    assert!(stdout.lines().any(|l| l == line), "no line {line:?} in:\n{stdout}");
+    assert!(!stdout.contains(": accepted") && !stdout.contains("FAILED"), "{stdout}");
+    // 8 reports of about 3 s and one of about 91 s, and the install itself.
+    assert!(took < std::time::Duration::from_secs(240), "took {took:?}");
+    let check = TestMount::new(&format!("{}p2", disk.device), &dir.path().join("check"), "ro");
+    let stamp = std::fs::read_to_string(check.0.join("boot/nixos-pxe/done-web1-g3")).unwrap_or_else(|e| format!("<{e}>"));
+    let boot = check.0.join("var/lib/nixos-pxe/boot-report.json").exists();
+    drop(check);
+    assert_eq!(stamp, "web1 generation 3 attempt 2 installed by nixos-pxe\n", "the disk is installed and stamped");
+    assert!(boot, "the boot token is left for the first boot, which reports when serve is back");
+}
 
 // ---- The firmware the disk is made for ----
 

@@ -14,6 +14,7 @@
 //! Needs nix-instantiate (nix-bin), curl, jq and root (the namespace); without one the test fails,
 //! or skips loudly with NIXOS_PXE_ALLOW_SKIP=1.
 
+mod common;
 mod report_sink;
 mod switches;
 

@@ -64,7 +64,11 @@ fn setup() -> tempfile::TempDir {
     ] {
         symlink(target, export.join(link)).expect("symlink");
     }
+    // A link that stays inside the export, for a client to resolve.
+    symlink("etc/hostname", export.join("hostname-link")).expect("symlink");
     run(Command::new("mkfifo").arg(export.join("fifo")));
+    // A device node of the test's own: /dev/zero's numbers.
+    run(Command::new("mknod").arg(export.join("zero")).args(["c", "1", "5"]));
     dir
 }
 
@@ -98,14 +102,35 @@ fn start_serve(lab: &mut Lab, dir: &Path) {
 
 /// Runs a libnfs command in the lab's namespace: (exit status success, stdout).
 fn libnfs(lab: &Lab, dir: &Path, args: &[&str]) -> (bool, String) {
+    let (ok, stdout, _) = libnfs_with_stderr(lab, dir, args);
+    (ok, stdout)
+}
+
+/// `libnfs`, with its stderr too.
+fn libnfs_with_stderr(lab: &Lab, dir: &Path, args: &[&str]) -> (bool, String, String) {
     let out = Command::new("timeout")
         .args(["20", "ip", "netns", "exec", &lab.ns])
         .args(args)
         .current_dir(dir)
         .output()
         .expect("run libnfs (dev/install-deps.sh test installs libnfs-utils)");
-    (out.status.success(), String::from_utf8_lossy(&out.stdout).into_owned())
+    (out.status.success(), String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned())
 }
+
+/// Runs a libnfs command that must fail, printing nothing, with `why` in its error.
+fn libnfs_refused(lab: &Lab, dir: &Path, args: &[&str], why: &str) {
+    assert_refused(&libnfs_with_stderr(lab, dir, args), &format!("{args:?}"), why);
+}
+
+/// A libnfs command's (success, stdout, stderr) is a refusal for the reason `why`, not any
+/// failure (a server that is not there fails too, printing nothing).
+fn assert_refused((ok, stdout, stderr): &(bool, String, String), what: &str, why: &str) {
+    assert!(!ok && stdout.is_empty() && stderr.contains(why), "{what}: want a failure saying {why:?}; got success {ok}, stdout {stdout:?}, stderr {stderr:?}");
+}
+
+/// libnfs's error when the MOUNT of a path other than the export is refused (libnfs mounts the
+/// URL's path up to its last component).
+const NOT_THE_EXPORT: &str = "Mount failed with error MNT3ERR_NOENT(2)";
 
 fn url(path: &str) -> String {
     format!("nfs://{SERVER}{EXPORT}{path}?version=3&nfsport=2049&mountport=2049")
@@ -133,36 +158,47 @@ fn libnfs_reads_the_export_and_nothing_else() {
     );
     assert_eq!(libnfs(&lab, dir.path(), &["nfs-cat", &url("/hello")]), (true, "hello from the NFS root\n".into()));
 
-    // The reproduction: each of these returned a file of the boot server before.
-    for path in ["/up/secret", "/escape", "/hostroot/etc/hostname", "/hostetc/hostname", "/hostroot/etc/shadow", "/shadow", "/up/export/../secret"] {
-        let (_, text) = libnfs(&lab, dir.path(), &["nfs-cat", &url(path)]);
+    // The reproduction: each of these returned a file of the boot server before. Now
+    // each is refused, for its own reason: serve answers a LOOKUP in a link's handle with
+    // NOTDIR; libnfs itself refuses a link that leaves its mount; libnfs mounts the URL's path
+    // up to its last component, and serve mounts nothing but the export.
+    for (path, why) in [
+        ("/up/secret", "Lookup of /secret failed with NFS3ERR_NOTDIR"),
+        ("/escape", "Symbolic link resolves to invalid path"),
+        ("/hostroot/etc/hostname", NOT_THE_EXPORT),
+        ("/hostetc/hostname", "Lookup of /hostname failed with NFS3ERR_NOTDIR"),
+        ("/hostroot/etc/shadow", NOT_THE_EXPORT),
+        ("/shadow", "Symbolic link points outside export"),
+        ("/up/export/../secret", NOT_THE_EXPORT),
+    ] {
+        let out = libnfs_with_stderr(&lab, dir.path(), &["nfs-cat", &url(path)]);
+        let text = &out.1;
         assert!(!text.contains(SECRET.trim()), "{path} served the secret beside the export");
-        assert!(host_hostname.is_empty() || text != host_hostname || text == EXPORT_HOSTNAME, "{path} served the server's /etc/hostname");
+        assert!(host_hostname.is_empty() || *text != host_hostname || text == EXPORT_HOSTNAME, "{path} served the server's /etc/hostname");
         assert!(host_shadow.is_empty() || !text.contains(host_shadow.lines().next().unwrap_or("\0")), "{path} served the server's /etc/shadow");
-        // Whatever the client made of the link, it made it inside the export.
-        assert!(text.is_empty() || text == EXPORT_HOSTNAME, "{path}: {text:?}");
+        assert_refused(&out, path, why);
     }
-    // A link resolved by the client in its own root: hostroot/etc/hostname is the export's file.
-    let (_, text) = libnfs(&lab, dir.path(), &["nfs-cat", &url("/hostroot/etc/hostname")]);
-    assert!(text.is_empty() || text == EXPORT_HOSTNAME, "{text:?}");
+    // A link resolved by the client in its own root: serve hands out hostname-link as a link,
+    // and libnfs reads etc/hostname of the export through it.
+    assert_eq!(libnfs(&lab, dir.path(), &["nfs-cat", &url("/hostname-link")]), (true, EXPORT_HOSTNAME.to_string()));
 
-    // The tmpfs mounted inside the export is not served.
-    let (_, text) = libnfs(&lab, dir.path(), &["nfs-cat", &url("/mnt/file")]);
-    assert!(!text.contains("mounted"), "a file system mounted inside the export was served");
+    // The tmpfs mounted inside the export is not served: not listed, not mountable.
+    assert!(!listing.lines().any(|l| l.ends_with(" mnt")), "the mount point mnt is listed:\n{listing}");
+    libnfs_refused(&lab, dir.path(), &["nfs-cat", &url("/mnt/file")], NOT_THE_EXPORT);
     // A FIFO is not read (and does not hang the server: the next call is answered). nfs-cat of a
     // zero-sized file exits 0 with nothing; the raw test checks the READ's status.
     let (_, text) = libnfs(&lab, dir.path(), &["nfs-cat", &url("/fifo")]);
     assert!(text.is_empty(), "reading a FIFO gave {text:?}");
     assert_eq!(libnfs(&lab, dir.path(), &["nfs-cat", &url("/hello")]).1, "hello from the NFS root\n");
 
-    // Read-only: a write is refused and nothing appears in the export.
-    let (ok, _) = libnfs(&lab, dir.path(), &["nfs-cp", "export/hello", &url("/written")]);
-    assert!(!ok && !dir.path().join("export/written").exists(), "a write succeeded");
-    // Only the configured export is mounted.
+    // Read-only: a write is refused as one (the server's ROFS) and nothing appears in the export.
+    libnfs_refused(&lab, dir.path(), &["nfs-cp", "export/hello", &url("/written")], "CREATE of /written failed with NFS3ERR_ROFS");
+    assert!(!dir.path().join("export/written").exists(), "a write succeeded");
+    // Only the configured export is mounted; the export still is, after those refusals.
     for other in ["/srv", "/etc", "/"] {
-        let (ok, _) = libnfs(&lab, dir.path(), &["nfs-ls", &format!("nfs://{SERVER}{other}?version=3&nfsport=2049&mountport=2049")]);
-        assert!(!ok, "{other} was mounted");
+        libnfs_refused(&lab, dir.path(), &["nfs-ls", &format!("nfs://{SERVER}{other}?version=3&nfsport=2049&mountport=2049")], NOT_THE_EXPORT);
     }
+    assert_eq!(libnfs(&lab, dir.path(), &["nfs-cat", &url("/hello")]), (true, "hello from the NFS root\n".into()), "the export, after the refusals");
     let log = std::fs::read_to_string(dir.path().join("server.log")).unwrap_or_default();
     assert!(log.contains("not serving a mount point inside the export"), "the refused mount point is not logged:\n{log}");
 }
@@ -253,6 +289,10 @@ async fn raw_attacks(dir: &Path) -> Result<(), String> {
     let fifo = status(call!(lookup, lookup(&root, "fifo"))).map_err(|s| format!("LOOKUP fifo: {s:?}"))?.object;
     let got = status(call!(read, read(&fifo))).err().unwrap_or(nfsstat3::NFS3_OK);
     expect("READ fifo", got, nfsstat3::NFS3ERR_INVAL)?;
+    // A device node: listed like any file, never opened or read.
+    let zero = status(call!(lookup, lookup(&root, "zero"))).map_err(|s| format!("LOOKUP zero: {s:?}"))?.object;
+    let got = status(call!(read, read(&zero))).err().unwrap_or(nfsstat3::NFS3_OK);
+    expect("READ zero (a character device)", got, nfsstat3::NFS3ERR_INVAL)?;
 
     // Forged handles: the server's generation prefix (the first 8 bytes of any handle it made),
     // then inode numbers the attacker may know (the secret's, the server's /etc/shadow's, and

@@ -133,8 +133,16 @@ fn transfers_survive_ten_percent_loss() {
 nft add table inet loss
 nft add chain inet loss input '{ type filter hook input priority 0; }'
 nft add rule inet loss input meta l4proto udp numgen random mod 10 0 counter drop
+# atftp gives up ("unexpected OACK") when the OACK the server resent, because the client's ACK 0
+# was dropped, arrives after the first one was answered: a legal duplicate that this client does
+# not take. Such a run is tried once more; any other failure, or that one twice, fails the test.
 for opts in "--option blksize\ 1468 --option windowsize\ 4 --option tsize" "--option blksize\ 1024 --option tsize" ""; do
-  rm -f out; eval atftp --tftp-timeout 1 $opts -g -r odd -l out 127.0.0.1 >atftp.log 2>&1 || { cat atftp.log; fail "atftp $opts under loss"; }
+  for try in 1 2; do
+    rm -f out
+    if eval atftp --tftp-timeout 1 $opts -g -r odd -l out 127.0.0.1 >atftp.log 2>&1; then break; fi
+    if [ $try = 2 ] || ! grep -q "unexpected OACK" atftp.log; then cat atftp.log; fail "atftp $opts under loss"; fi
+    echo "atftp $opts: a resent OACK after its ACK 0 was lost (atftp's limit); trying again"
+  done
   cmp out root/odd || fail "atftp $opts under loss differs"
 done
 rm -f out; curl -sS --tftp-blksize 1468 -o out tftp://127.0.0.1/b1468x5 || fail "curl under loss"
@@ -187,6 +195,66 @@ for p in $pids; do wait $p || fail "a parallel client failed"; done
 for i in $(seq 30); do cmp par$i root/nixos/bzImage || fail "parallel client $i differs"; done
 [ $(grep -c 'tftp: sent.*file="nixos/bzImage"' server.log) = 30 ] || fail "not 30 transfers logged"
 "#,
+    );
+    assert!(ok, "{log}");
+}
+
+/// Nothing on another file system mounted inside the TFTP root, and no device node or FIFO in it,
+/// is handed out, over TFTP or HTTP (which serves the same root): a tmpfs mounted at mnt/ (in the
+/// test's private mount namespace, where serve runs; the host never sees it), reached by its name
+/// and through a link below the root, and device nodes of the test's own (mknod: null, zero,
+/// urandom) and a FIFO. Each gets exactly its refusal; a file beside them shows the client works.
+/// (Without RESOLVE_NO_XDEV, serve sent mnt/file.)
+#[test]
+fn mounts_and_device_nodes_inside_the_root_are_never_served() {
+    let dir = setup();
+    // serve's HTTP listens on the boot server's address: here loopback's.
+    let config = "{\n  bootServer = { address = \"127.0.0.1\"; interface = \"lo\"; subnet = \"127.0.0.0/8\"; };\n  customInstaller.rootDevice = \"/dev/vda\";\n}\n";
+    std::fs::write(dir.path().join("config.nix"), config).expect("config");
+    let args = "--config config.nix --source static --interface lo --dhcp off --tftp-root root --http-port 8080";
+    let (ok, log) = common::with_serve_on_loopback(
+        dir.path(),
+        args,
+        "tftp: serving",
+        r#"
+wait_for_log 'http: serving' 10 || fail "no HTTP"
+mkdir root/mnt
+mount -t tmpfs tftp-test-mount root/mnt
+echo "on another file system" > root/mnt/file
+ln -s mnt/file root/into-mount
+mknod root/null c 1 3; mknod root/zero c 1 5; mknod root/urandom c 1 9; mkfifo root/fifo
+[ "$(cat root/mnt/file)" = "on another file system" ] && [ -c root/zero ] || fail "the mount or the device nodes are not there: the checks below would prove nothing"
+python3 rrq.py mnt/file into-mount null zero urandom fifo b512x3 >refusals 2>&1 || fail "rrq.py: $(cat refusals)"
+cat >expected <<'END'
+mnt/file: error 2 access violation: a symlink or mount point leads outside the TFTP root
+into-mount: error 2 access violation: a symlink or mount point leads outside the TFTP root
+null: error 1 not a regular file
+zero: error 1 not a regular file
+urandom: error 1 not a regular file
+fifo: error 1 not a regular file
+b512x3: opcode 3 block 1
+END
+# Both protocols are asked before either is judged: each shows on its own what it handed out.
+diff expected refusals >tftp.diff || true
+for f in mnt/file into-mount null zero urandom fifo; do
+  code=$(curl -sS -m 10 -o out -w '%{http_code}' "http://127.0.0.1:8080/$f") || fail "curl $f"
+  echo "$f: $code $(head -c 80 out)"
+done >http 2>&1
+cat >expected <<'END'
+mnt/file: 403 access violation: a symlink or mount point leads outside the TFTP root
+into-mount: 403 access violation: a symlink or mount point leads outside the TFTP root
+null: 404 not a regular file
+zero: 404 not a regular file
+urandom: 404 not a regular file
+fifo: 404 not a regular file
+END
+diff expected http >http.diff || true
+[ ! -s tftp.diff ] || fail "the TFTP refusals differ from the expected codes and messages: $(cat tftp.diff) (HTTP: $(cat http.diff))"
+[ ! -s http.diff ] || fail "the HTTP answers differ from the expected statuses and messages: $(cat http.diff)"
+rm -f out; curl -sS -m 10 -o out http://127.0.0.1:8080/b512x3 && cmp out root/b512x3 || fail "HTTP b512x3"
+umount root/mnt
+"#,
+        "tftp: stopped",
     );
     assert!(ok, "{log}");
 }

@@ -39,7 +39,7 @@ const NIX_CONFIG: &str = "build-users-group =\n\
                           substituters =\n\
                           sandbox = true\n\
                           extra-sandbox-paths = /usr /bin /lib /lib64 /etc\n\
-                          allow-import-from-derivation = true\n";
+                          allow-import-from-derivation = false\n";
 
 fn nixpkgs_lib() -> Option<PathBuf> {
     let Some(dir) = std::env::var_os("NIXPKGS_LIB") else {
@@ -65,6 +65,11 @@ fn nixpkgs_lib() -> Option<PathBuf> {
 /// the fleet's bootServer changed by `server` (Nix attribute set text merged over the default);
 /// returns the unit, the firewall, the system packages and the failed assertions' messages.
 fn evaluate(lib: &Path, settings: &str, server: &str) -> Result<Value, String> {
+    evaluate_with(lib, settings, server, "{ }")
+}
+
+/// `evaluate` with one more module of the server's configuration (Nix text).
+fn evaluate_with(lib: &Path, settings: &str, server: &str, extra: &str) -> Result<Value, String> {
     let dir = tempfile::tempdir().expect("tempdir");
     let file = dir.path().join("eval.nix");
     std::fs::write(
@@ -94,14 +99,17 @@ fn evaluate(lib: &Path, settings: &str, server: &str) -> Result<Value, String> {
   system = nixos.nixosSystem {{
     # The server's own boot loader is not the module's: a real configuration names one (the
     # stand-in's GRUB, on by default, asserts a device as NixOS's does).
-    modules = [ {repo}/nix/server-module.nix {{ boot.loader.grub.device = "/dev/sda"; }} {{ services.nixos-pxe = {{ enable = true; inherit fleet; }} // ({settings}); }} ];
+    modules = [ {repo}/nix/server-module.nix {{ boot.loader.grub.device = "/dev/sda"; }} {{ services.nixos-pxe = {{ enable = true; inherit fleet; }} // ({settings}); }} ({extra}) ];
   }};
   inherit (system) config;
 in
 {{
   unit = config.systemd.services.nixos-pxe;
   inherit (config.networking) firewall;
+  nftables = config.networking.nftables.tables;
+  kernelModules = config.boot.kernelModules;
   packages = config.environment.systemPackages;
+  postgresql = config.services.postgresql;
   failed = map (a: a.message) (lib.filter (a: !a.assertion) config.assertions);
   inherit (config) warnings;
 }}
@@ -199,11 +207,62 @@ fn the_firewall_opens_what_serve_listens_on_and_nothing_else() {
     assert_eq!(v["firewall"]["interfaces"]["eth1"]["allowedTCPPorts"], json!([2049]), "no HTTP, no HTTP port");
     assert!(v["unit"]["serviceConfig"]["ExecStart"].as_str().is_some_and(|e| e.ends_with(" --http-port 0")));
 
+    // Outgoing: DHCP replies (port 68) on the interface; the TFTP helper's table and module only
+    // where the firewall filters output.
+    assert_eq!(v["firewall"]["filterOutput"]["interfaces"], json!({ "eth1": { "allowedUDPPorts": [68], "allowedTCPPorts": [], "allowedUDPPortRanges": [], "allowedTCPPortRanges": [] } }));
+    assert_eq!((v["nftables"].clone(), v["kernelModules"].clone()), (json!({}), json!([])), "no helper without filterOutput");
+    // The server's own module list sets filterOutput here, beside services.nixos-pxe.
+    let v = evaluate(&lib, "{ openFirewall = true; interface = \"enp1s0\"; }", "{ }").unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(v["nftables"], json!({}), "{v}");
+    let filtered = evaluate_with(&lib, "{ openFirewall = true; interface = \"enp1s0\"; }", "{ }", "{ networking.nftables.enable = true; networking.firewall.filterOutput.enabled = true; }")
+        .unwrap_or_else(|e| panic!("{e}"));
+    let helper = filtered["nftables"]["nixos-pxe-tftp"]["content"].as_str().unwrap_or_default();
+    assert!(helper.contains("type \"tftp\" protocol udp;") && helper.contains("iifname \"enp1s0\" udp dport 69 ct helper set \"tftp\""), "{helper}");
+    assert_eq!(filtered["kernelModules"], json!(["nf_conntrack_tftp"]));
+
     let v = evaluate(&lib, "{ }", "{ }").unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(v["firewall"]["interfaces"], json!({}), "openFirewall is off by default");
+    assert_eq!(v["firewall"]["filterOutput"]["interfaces"], json!({}), "and opens nothing outgoing");
 }
 
 /// What serve cannot run with is refused at evaluation, saying what to set.
+/// database: by default a local PostgreSQL reached over its socket with peer authentication
+/// (the role and database named after the unit's user, AF_UNIX allowed, after postgresql.service
+/// but not requiring it); a remote url with its password as a credential, no local server; a
+/// password in the url is refused (it would be in the store).
+#[test]
+fn the_database_is_a_local_postgresql_by_default_or_a_remote_one_with_a_credential() {
+    let Some(lib) = nixpkgs_lib() else { return };
+    let v = evaluate(&lib, "{ database.enable = true; }", "{ }").unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(v["failed"], json!([]));
+    let unit = &v["unit"];
+    let exec = unit["serviceConfig"]["ExecStart"].as_str().expect("ExecStart");
+    assert!(exec.ends_with(" --http-port 80 --database 'host=/run/postgresql dbname=nixos-pxe user=nixos-pxe'"), "{exec}");
+    assert_eq!(unit["wants"], json!(["network-online.target", "postgresql.service"]));
+    assert_eq!(unit["after"], json!(["network-online.target", "network-addresses-eth1.service", "postgresql.service"]));
+    assert!(unit.get("requires").is_none_or(|r| r == &json!([])), "{unit}");
+    assert_eq!(unit["serviceConfig"]["RestrictAddressFamilies"], json!(["AF_INET", "AF_UNIX", "AF_INET6"]));
+    assert!(unit["serviceConfig"].get("LoadCredential").is_none());
+    let pg = &v["postgresql"];
+    assert_eq!((&pg["enable"], &pg["ensureDatabases"]), (&json!(true), &json!(["nixos-pxe"])));
+    assert_eq!(pg["ensureUsers"], json!([{ "name": "nixos-pxe", "ensureDBOwnership": true }]));
+
+    let remote = "{ database = { enable = true; url = \"postgresql://nixos-pxe@db.example/nixos-pxe\"; passwordFile = \"/run/keys/pw\"; }; }";
+    let v = evaluate(&lib, remote, "{ }").unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(v["failed"], json!([]));
+    let exec = v["unit"]["serviceConfig"]["ExecStart"].as_str().expect("ExecStart");
+    assert!(exec.ends_with(" --database postgresql://nixos-pxe@db.example/nixos-pxe --database-password-file %d/database-password"), "{exec}");
+    assert_eq!(v["unit"]["serviceConfig"]["LoadCredential"], json!(["database-password:/run/keys/pw"]));
+    assert_eq!(v["postgresql"]["enable"], json!(false));
+    assert_eq!(v["unit"]["wants"], json!(["network-online.target"]));
+
+    let v = evaluate(&lib, "{ database = { enable = true; url = \"postgresql://nixos-pxe:s3cret@db.example/nixos-pxe\"; }; }", "{ }").unwrap_or_else(|e| panic!("{e}"));
+    assert!(v["failed"].to_string().contains("database.url carries a password"), "{}", v["failed"]);
+
+    let v = evaluate(&lib, "{ }", "{ }").unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(v["postgresql"]["enable"], json!(false), "no database unless asked");
+}
+
 #[test]
 fn settings_serve_cannot_use_are_assertions() {
     let Some(lib) = nixpkgs_lib() else { return };
@@ -237,7 +296,15 @@ fn vm_check_server(lib: &Path, dir: &Path) -> Value {
     // Without debug information (tests/flake.rs does the same): the store keeps each copy.
     run(Command::new("strip").arg("--strip-debug").arg("-o").arg(machine.join("nixos-pxe")).arg(env!("CARGO_BIN_EXE_nixos-pxe")));
     let rustc = run(Command::new("rustc").arg("--version"));
-    let facts = json!({ "rustcVersion": rustc.split_whitespace().nth(1).expect("rustc X.Y.Z") });
+    // The stand-in's kernel source is Debian's linux-source-6.1 (as in tests/flake.rs): the fleet's
+    // TFTP root holds the kernel, whose .config is made for real.
+    let linux_source = "/usr/src/linux-source-6.1.tar.xz";
+    assert!(Path::new(linux_source).is_file(), "{linux_source} is missing (apt-get install linux-source-6.1; dev/packages.txt's test group)");
+    let version = run(Command::new("dpkg-query").args(["-W", "-f=${Version}", "linux-source-6.1"]));
+    let facts = json!({
+        "rustcVersion": rustc.split_whitespace().nth(1).expect("rustc X.Y.Z"),
+        "linuxSource": { "tarball": linux_source, "version": version },
+    });
     std::fs::write(machine.join("facts.json"), facts.to_string()).expect("facts.json");
     let expression = dir.join("check.nix");
     std::fs::write(
@@ -358,16 +425,42 @@ impl Network {
 /// NixOS's nftables firewall (nixos/modules/services/networking/firewall-nftables.nix, read at
 /// 040b4eb6c33439c14b2ed3ff0660131bee4ef852) with the ports of networking.firewall.interfaces:
 /// the reverse path filter that lets DHCP through, input dropped unless established, related,
-/// from a trusted interface or to an opened port.
-fn nixos_firewall(interfaces: &Value) -> String {
-    let mut allow = String::new();
-    for (interface, open) in interfaces.as_object().expect("interfaces") {
-        for (proto, key) in [("tcp", "allowedTCPPorts"), ("udp", "allowedUDPPorts")] {
-            let ports: Vec<String> = open[key].as_array().expect("ports").iter().map(Value::to_string).collect();
-            if !ports.is_empty() {
-                allow.push_str(&format!("    iifname {interface} {proto} dport {{ {} }} accept\n", ports.join(", ")));
+/// from a trusted interface or to an opened port. With `output` (filterOutput.enabled: its
+/// interfaces' ports), the output chain as well: dropped unless established, related, to lo or to
+/// an opened port. `tables`: networking.nftables.tables besides the firewall's own, as NixOS
+/// loads them beside it.
+fn nixos_firewall(interfaces: &Value, output: Option<&Value>, tables: &Value) -> String {
+    let rules = |interfaces: &Value, direction: &str| {
+        let mut allow = String::new();
+        for (interface, open) in interfaces.as_object().expect("interfaces") {
+            for (proto, key) in [("tcp", "allowedTCPPorts"), ("udp", "allowedUDPPorts")] {
+                let ports: Vec<String> = open[key].as_array().expect("ports").iter().map(Value::to_string).collect();
+                if !ports.is_empty() {
+                    allow.push_str(&format!("    {direction} {interface} {proto} dport {{ {} }} accept\n", ports.join(", ")));
+                }
             }
         }
+        allow
+    };
+    let allow = rules(interfaces, "iifname");
+    let output_chains = output.map_or_else(String::new, |out| {
+        format!(
+            r#"  chain output {{
+    type filter hook output priority filter; policy drop;
+    oifname {{ "lo" }} accept comment "trusted interfaces"
+    ct state vmap {{ invalid : drop, established : accept, related : accept, new : jump output-allow }}
+  }}
+  chain output-allow {{
+{}    icmp type {{ echo-request, echo-reply }} accept comment "allow ping"
+  }}
+"#,
+            rules(out, "oifname")
+        )
+    });
+    let mut others = String::new();
+    for (name, table) in tables.as_object().expect("networking.nftables.tables") {
+        let family = table["family"].as_str().expect("family");
+        others.push_str(&format!("table {family} {name} {{\n{}\n}}\n", table["content"].as_str().expect("content")));
     }
     format!(
         r#"table inet nixos-fw {{
@@ -387,8 +480,8 @@ fn nixos_firewall(interfaces: &Value) -> String {
   chain input-allow {{
 {allow}    icmp type echo-request accept comment "allow ping"
   }}
-}}
-"#
+{output_chains}}}
+{others}"#
     )
 }
 
@@ -591,9 +684,17 @@ fn the_vm_checks_server_unit_serves_a_client_through_nixos_firewall_with_only_it
     // The client is fleet host beta's NIC: serve gives beta's file with a token only to the
     // address its DHCP gave beta's MAC.
     common::sh(&format!("ip -n {} link set eth0 address {BETA_MAC}", network.client.name));
-    let open = &server["networking"]["firewall"]["interfaces"];
-    assert_eq!(server["networking"]["firewall"]["enable"], true, "the VM check's firewall is on");
-    load_firewall(&network, &nixos_firewall(open), &dir);
+    let firewall = &server["networking"]["firewall"];
+    let open = &firewall["interfaces"];
+    assert_eq!(firewall["enable"], true, "the VM check's firewall is on");
+    // It filters what the server sends too (nftables, filterOutput): serve's DHCP replies and
+    // TFTP transfers get out only through what the module adds for it.
+    assert_eq!((server["networking"]["nftables"]["enable"].clone(), firewall["filterOutput"]["enabled"].clone()), (json!(true), json!(true)));
+    let out = &firewall["filterOutput"]["interfaces"];
+    let tables = &server["networking"]["nftables"]["tables"];
+    assert!(tables["nixos-pxe-tftp"]["content"].as_str().is_some_and(|c| c.contains("ct helper set")), "{tables}");
+    assert!(server["boot"]["kernelModules"].as_array().is_some_and(|m| m.contains(&json!("nf_conntrack_tftp"))), "{}", server["boot"]);
+    load_firewall(&network, &nixos_firewall(open, Some(out), tables), &dir);
 
     // Without the capability serve cannot start: the port of HTTP (80) is refused.
     let mut bare = Served::start(&network, unit, "-all", &dir, "no-capability");
@@ -651,13 +752,29 @@ fn the_vm_checks_server_unit_serves_a_client_through_nixos_firewall_with_only_it
     assert!(ok, "NFS {image}:\n{said}");
     assert_eq!(std::fs::read(&copy).expect("copy"), std::fs::read(nfs_root.join("nixos-pxe").join(image)).expect("image"));
 
+    // Filtering outgoing packets without the TFTP helper's table: the transfer's first packet
+    // (from serve's new port to the client's) is dropped, while DHCP and HTTP still pass.
+    load_firewall(&network, &nixos_firewall(open, Some(out), &json!({})), &dir);
+    assert!(!network.client(10, &["atftp", "--get", "-r", "bootx64.efi", "-l", "/dev/null", address]).0, "TFTP out without the conntrack helper");
+    let (ok, _, said) = network.client(30, &udhcpc);
+    assert!(ok, "DHCP without the TFTP helper:\n{said}");
+    assert!(network.client(10, &["curl", "-fsS", "-m", "5", "-o", "/dev/null", &format!("http://{address}/bootx64.efi")]).0, "HTTP without the TFTP helper");
+    // Without the outgoing port 68: no DHCP reply leaves the server; TFTP, helped, still passes.
+    let mut no_dhcp_out = out.clone();
+    for ports in no_dhcp_out.as_object_mut().expect("interfaces").values_mut() {
+        ports["allowedUDPPorts"] = json!([]);
+    }
+    load_firewall(&network, &nixos_firewall(open, Some(&no_dhcp_out), tables), &dir);
+    assert!(!network.client(10, &udhcpc).0, "a lease without port 68 open outgoing");
+    assert!(network.client(30, &["atftp", "--get", "-r", "bootx64.efi", "-l", "/dev/null", address]).0, "TFTP with the helper");
+
     // Behind the same firewall without the ports the module opened, no client gets through.
     let mut closed = open.clone();
     for ports in closed.as_object_mut().expect("interfaces").values_mut() {
         ports["allowedTCPPorts"] = json!([]);
         ports["allowedUDPPorts"] = json!([]);
     }
-    load_firewall(&network, &nixos_firewall(&closed), &dir);
+    load_firewall(&network, &nixos_firewall(&closed, Some(out), tables), &dir);
     assert!(!network.client(10, &udhcpc).0, "a lease without port 67 open");
     assert!(!network.client(10, &["atftp", "--get", "-r", "bootx64.efi", "-l", "/dev/null", address]).0, "TFTP without port 69 open");
     assert!(!network.client(10, &["curl", "-fsS", "-m", "5", &format!("http://{address}/bootx64.efi")]).0, "HTTP without its port open");

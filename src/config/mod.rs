@@ -298,3 +298,15 @@ impl ConfigArgs {
     }
 }
 
+/// For unit tests: the configuration that defines each (dotted option path, JSON value) of
+/// `pairs`, resolved as if read from `source`.
+#[cfg(test)]
+pub fn resolved_from(pairs: &[(&str, Value)], source: &str) -> Resolved {
+    let mut s = Settings::default();
+    for (path, value) in pairs {
+        let segments: Vec<&str> = path.split('.').collect();
+        let schema::Lookup::Option { spec, name } = schema::lookup(&segments) else { panic!("{path} is no option") };
+        s.define_named(spec, name.as_deref(), value.clone(), Origin::Default).expect("define");
+    }
+    resolve(&s, Utf8Path::new(source)).expect("valid")
+}

@@ -377,15 +377,17 @@ pub fn decide(policy: WipePolicy, disk: &Disk, found: &[Signature], mounted: &[S
     }
 }
 
-/// Mount sources in `mounts` (/proc/mounts text) that are `disk` or one of its partitions.
+/// Mount sources in `mounts` (/proc/mounts text) that are `disk` itself (a file system made on
+/// the whole disk) or one of its partitions: the kernel names those `sda1` after a name that ends
+/// in a letter and `nvme0n1p1`, `loop3p1`, `mmcblk0p1` after one that ends in a digit, so that
+/// `loop30` is another disk than `loop3`'s partition.
 pub fn mounted_parts(mounts: &str, disk: &Disk) -> Vec<String> {
     let device = disk.device.as_str();
-    mounts
-        .lines()
-        .filter_map(|l| l.split_whitespace().next())
-        .filter(|src| *src == device || (src.starts_with(device) && src[device.len()..].trim_start_matches('p').chars().all(|c| c.is_ascii_digit())))
-        .map(str::to_string)
-        .collect()
+    let separator = if device.ends_with(|c: char| c.is_ascii_digit()) { "p" } else { "" };
+    let is_partition = |src: &str| {
+        src.strip_prefix(device).and_then(|rest| rest.strip_prefix(separator)).is_some_and(|n| !n.is_empty() && n.chars().all(|c| c.is_ascii_digit()))
+    };
+    mounts.lines().filter_map(|l| l.split_whitespace().next()).filter(|src| *src == device || is_partition(src)).map(str::to_string).collect()
 }
 
 #[cfg(test)]
@@ -528,6 +530,25 @@ mod tests {
             assert_eq!(decide(policy, &disk(), found, &mounted, None), in_use, "{policy:?} {found:?}");
         }
         assert_eq!(mounted_parts("/dev/sda1 / ext4 rw 0 0\n/dev/sdab1 /x ext4 rw 0 0\n/dev/sda3 /y ext4 rw 0 0\n", &disk()), mounted);
+    }
+
+    /// A file system made on the whole disk (no partition table) and mounted is the disk in use;
+    /// for a name ending in a digit only `p` and a number is a partition: loop30 is another disk.
+    #[test]
+    fn a_mounted_whole_disk_counts_and_only_its_own_partitions_do() {
+        let mounts = "/dev/sda /data ext4 rw 0 0\n/dev/sdb1 /other ext4 rw 0 0\n";
+        assert_eq!(mounted_parts(mounts, &disk()), ["/dev/sda"]);
+        assert_eq!(
+            decide(WipePolicy::Always, &disk(), &[], &mounted_parts(mounts, &disk()), None),
+            Decision::Refuse("/dev/sda is in use: /dev/sda mounted; nixos-pxe never overwrites a mounted disk".into())
+        );
+        let named = |device: &str| Disk { device: device.into(), name: device.trim_start_matches("/dev/").into(), ..disk() };
+        let table = "/dev/loop3 /a ext4 rw 0 0\n/dev/loop30 /b ext4 rw 0 0\n/dev/loop3p2 /c ext4 rw 0 0\n/dev/loop31p1 /d ext4 rw 0 0\n\
+                     /dev/nvme0n1p1 /e vfat rw 0 0\n/dev/nvme0n10 /f ext4 rw 0 0\n/dev/nvme0n1 /g ext4 rw 0 0\n";
+        assert_eq!(mounted_parts(table, &named("/dev/loop3")), ["/dev/loop3", "/dev/loop3p2"]);
+        assert_eq!(mounted_parts(table, &named("/dev/loop30")), ["/dev/loop30"]);
+        assert_eq!(mounted_parts(table, &named("/dev/nvme0n1")), ["/dev/nvme0n1p1", "/dev/nvme0n1"]);
+        assert_eq!(mounted_parts(table, &named("/dev/loop1")), Vec::<String>::new());
     }
     /// A head with a GPT whose disk GUID is `guid` (LBA 1 at `sector`), and a protective MBR.
     fn gpt_head(guid: Guid, sector: usize) -> Vec<u8> {

@@ -3,13 +3,13 @@
 
 use super::lease_log::LeaseLog;
 use super::leases::{Change, HwAddr, LeaseTable, NoAddress, Timing};
+use super::limits::Throttle;
 use crate::boot_file::{Firmware, HTTP_CLIENT_VENDOR_CLASS};
 use crate::config::typed::BootServer;
 use dhcproto::v4::{Decodable, Decoder, DhcpOption, Encodable, Encoder, Message, MessageType, Opcode, OptionCode};
 use std::io;
 use std::net::{Ipv4Addr, SocketAddr, UdpSocket};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -355,38 +355,17 @@ pub struct Pool {
 
 /// Hears of the addresses clients were seen to have (the fleet binds its hosts' MACs to them).
 pub trait Observer: Send + Sync {
-    fn seen(&self, hw: HwAddr, address: Ipv4Addr);
+    /// `leased`: serve gave `hw` this address (authoritative), so no other machine has it now;
+    /// else the client asked the site's server for it or sent from it (proxy), a claim only.
+    fn seen(&self, hw: HwAddr, address: Ipv4Addr, leased: bool);
 }
 
-/// How often the same warning about one kind of thing is said at most.
-pub const WARN_INTERVAL: Duration = Duration::from_secs(60);
-
-/// Says a warning once per [`WARN_INTERVAL`] per key; counts what it did not say.
-#[derive(Default)]
-pub struct Throttle {
-    last: HashMap<String, (Instant, u64)>,
-}
-
-impl Throttle {
-    /// Some(number of times it was not said since) when `key` may be said now.
-    pub fn allow(&mut self, key: &str, now: Instant) -> Option<u64> {
-        if self.last.len() > 1024 {
-            self.last.retain(|_, (at, _)| now.duration_since(*at) < WARN_INTERVAL);
-        }
-        match self.last.get_mut(key) {
-            Some((at, _)) if now.duration_since(*at) >= WARN_INTERVAL => {
-                let (_, quiet) = self.last.insert(key.to_string(), (now, 0)).unwrap_or((now, 0));
-                Some(quiet)
-            }
-            Some((_, quiet)) => {
-                *quiet += 1;
-                None
-            }
-            None => {
-                self.last.insert(key.to_string(), (now, 0));
-                Some(0)
-            }
-        }
+/// Tells `observer` of every bound lease in `table`, at start: the fleet's bindings follow the
+/// lease file, which is written before each answer, also where the store missed one (a crash
+/// before the store's writer thread wrote it).
+pub fn announce_leases(table: &LeaseTable, observer: &dyn Observer) {
+    for lease in table.records().filter(|l| l.state == super::leases::State::Bound) {
+        observer.seen(lease.hw, lease.address, true);
     }
 }
 
@@ -452,7 +431,7 @@ pub fn serve(socket: UdpSocket, settings: Settings, stop: &AtomicBool, answer_to
             tracing::error!(file = %log.path().display(), quiet, "dhcp: cannot write the lease file: {e}; leases given now are lost if serve restarts");
         }
         if let (Some((hw, address)), Some(observer)) = (outcome.seen, &observer) {
-            observer.seen(hw, address);
+            observer.seen(hw, address, settings.mode == Mode::Authoritative);
         }
         match &outcome.note {
             Some(Note::NoAddress(why)) => {
@@ -702,6 +681,29 @@ mod tests {
         assert_eq!(r.yiaddr(), Ipv4Addr::UNSPECIFIED);
         assert!(option(&r, OptionCode::RootPath).is_none());
         assert!(option(&r, OptionCode::BootfileName).is_some());
+    }
+
+    #[test]
+    fn at_start_the_observer_hears_of_bound_leases_only() {
+        struct Heard(std::sync::Mutex<Vec<(HwAddr, Ipv4Addr)>>);
+        impl Observer for Heard {
+            fn seen(&self, hw: HwAddr, address: Ipv4Addr, leased: bool) {
+                assert!(leased, "a lease from the file is serve's own");
+                self.0.lock().expect("lock").push((hw, address));
+            }
+        }
+        let s = Settings { range: (Ipv4Addr::new(10, 42, 0, 100), Ipv4Addr::new(10, 42, 0, 103)), ..settings(Mode::Authoritative) };
+        let mut table = pool(&s);
+        let hw = |n: u8| HwAddr::new(&[2, 0, 0, 0, 0, n]).expect("hw");
+        let bound = table.offer(hw(1), 1000).expect("offer");
+        table.request(hw(1), Some(bound), 1000).expect("ack");
+        table.offer(hw(2), 1000).expect("only offered");
+        let declined = table.offer(hw(3), 1000).expect("offer");
+        table.request(hw(3), Some(declined), 1000).expect("ack");
+        table.decline(hw(3), declined, 1000).expect("declined");
+        let heard = Heard(std::sync::Mutex::new(Vec::new()));
+        announce_leases(&table, &heard);
+        assert_eq!(heard.0.into_inner().expect("lock"), vec![(hw(1), bound)]);
     }
 
     #[test]

@@ -8,7 +8,7 @@
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// Descriptors kept aside for what every client needs served: the DHCP sockets, the lease file,
 /// the state database and its journal, the runtimes' own, standard input and output.
@@ -211,6 +211,73 @@ impl Drop for Permit {
             if *n == 0 {
                 held.1.remove(&self.client);
             }
+        }
+    }
+}
+
+/// How often the same warning about one kind of thing is said at most.
+pub const WARN_INTERVAL: Duration = Duration::from_secs(60);
+
+/// Says a warning once per [`WARN_INTERVAL`] per key; counts what it did not say.
+#[derive(Default)]
+pub struct Throttle {
+    last: HashMap<String, (Instant, u64)>,
+}
+
+impl Throttle {
+    /// Some(number of times it was not said since) when `key` may be said now.
+    pub fn allow(&mut self, key: &str, now: Instant) -> Option<u64> {
+        if self.last.len() > 1024 {
+            self.last.retain(|_, (at, _)| now.duration_since(*at) < WARN_INTERVAL);
+        }
+        match self.last.get_mut(key) {
+            Some((at, _)) if now.duration_since(*at) >= WARN_INTERVAL => {
+                let (_, quiet) = self.last.insert(key.to_string(), (now, 0)).unwrap_or((now, 0));
+                Some(quiet)
+            }
+            Some((_, quiet)) => {
+                *quiet += 1;
+                None
+            }
+            None => {
+                self.last.insert(key.to_string(), (now, 0));
+                Some(0)
+            }
+        }
+    }
+}
+
+/// The next connection on `listener` that `gate` lets in, with its place; None after a quarter
+/// of a second without one (the caller looks at its stop flag). A failed accept (out of
+/// descriptors) is said and waited out; a client over its share is closed at once. Either is
+/// said at most once a minute (per address for the refusals), naming `protocol`.
+pub async fn admit(
+    listener: &tokio::net::TcpListener,
+    gate: &Arc<Gate>,
+    throttle: &mut Throttle,
+    protocol: &str,
+) -> Option<(tokio::net::TcpStream, std::net::SocketAddr, Permit)> {
+    let accepted = tokio::select! {
+        accepted = listener.accept() => accepted,
+        () = tokio::time::sleep(Duration::from_millis(250)) => return None,
+    };
+    let (stream, client) = match accepted {
+        Ok(x) => x,
+        Err(e) => {
+            if let Some(quiet) = throttle.allow("accept", Instant::now()) {
+                tracing::warn!(quiet, "{protocol}: accept: {e}; waiting");
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            return None;
+        }
+    };
+    match gate.enter(client.ip()) {
+        Ok(permit) => Some((stream, client, permit)),
+        Err(full) => {
+            if let Some(quiet) = throttle.allow(&format!("full {}", client.ip()), Instant::now()) {
+                tracing::warn!(%client, quiet, "{protocol}: connection refused: {full}");
+            }
+            None
         }
     }
 }

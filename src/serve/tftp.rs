@@ -436,7 +436,7 @@ impl Drop for EndsTransfer {
 pub fn serve(listener: UdpSocket, settings: Settings, stop: &AtomicBool) -> io::Result<()> {
     let settings = Arc::new(settings);
     let mut recent = RecentRequests::default();
-    let mut throttle = crate::serve::dhcp::Throttle::default();
+    let mut throttle = crate::serve::limits::Throttle::default();
     listener.set_read_timeout(Some(Duration::from_millis(250)))?;
     tracing::info!(address = %listener.local_addr()?, root = %settings.root.path.display(), "tftp: serving");
     let mut buf = vec![0u8; 2048];

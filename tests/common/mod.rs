@@ -3,12 +3,15 @@
 //! started in it, a UEFI QEMU client on its tap device, and the serial console read back.
 //! Everything a test creates here (namespaces, processes) is removed when its owner is dropped,
 //! also when the test panics, and by a watcher when the test process is killed. Nothing is sent
-//! outside the namespace, and the host's DHCP lease file and mounts are checked to be untouched.
+//! outside the namespace, and the host is checked to be as it was (host_state.rs).
 #![allow(dead_code)] // each test binary uses part of it
 
 pub mod bmc;
 pub mod efi_disk;
+pub mod host_state;
 pub mod stand_in_root;
+
+pub use host_state::HostState;
 
 use std::io::Read;
 use std::os::unix::process::CommandExt;
@@ -27,8 +30,6 @@ pub const GRUB_BIOS_LIB: &str = "/usr/lib/grub/i386-pc";
 pub const SERVER_ADDRESS: &str = "10.42.0.1";
 /// The MAC address of the QEMU client's NIC (QEMU's default for the first NIC, set explicitly).
 pub const CLIENT_MAC: &str = "52:54:00:12:34:56";
-/// Where Debian's dnsmasq keeps its leases unless told otherwise: a test must never write it.
-pub const HOST_DNSMASQ_LEASES: &str = "/var/lib/misc/dnsmasq.leases";
 /// How long a server may take to start listening on a busy two-core machine.
 pub const SERVER_START_TIMEOUT: Duration = Duration::from_secs(60);
 
@@ -104,8 +105,9 @@ pub fn preflight(programs: &[&str]) -> OneQemu {
 
 /// A network namespace holding the boot network: bridge br0 with the server's address and tap0
 /// for QEMU. Owns the processes started in it and any extra namespaces joined to the bridge.
-/// Dropped without a panic, it checks that the host's dnsmasq lease file and mounts are as they
-/// were when it was made.
+/// Dropped without a panic, it checks that the host is as it was when the lab was made
+/// (`HostState`): among the rest, that nothing holds a file below the directories its servers
+/// log to any more, and that its namespaces are gone.
 pub struct Lab {
     pub ns: String,
     children: Vec<(Child, PathBuf)>,
@@ -119,6 +121,7 @@ impl Lab {
         // The watcher first and the Lab before any command that can fail: a half-made namespace
         // is deleted by Drop on a panic and by the watcher when the test process is killed.
         reap_namespace_when_this_process_ends(&ns);
+        host_state::namespace_owned(&ns);
         // A stale namespace of the same name (an earlier run killed by a signal) goes first.
         delete_namespace(&ns);
         let lab = Lab {
@@ -141,6 +144,7 @@ impl Lab {
     pub fn add_host(&mut self, suffix: &str, address: &str) -> String {
         let host = format!("{}-{suffix}", self.ns);
         reap_namespace_when_this_process_ends(&host);
+        host_state::namespace_owned(&host);
         delete_namespace(&host);
         self.extra.push(host.clone());
         sh(&format!(
@@ -160,8 +164,16 @@ impl Lab {
     }
 
     /// Starts `args` in namespace `ns` (the lab's or one from `add_host`), in a process group
-    /// of its own so that everything it starts is stopped with it.
+    /// of its own so that everything it starts is stopped with it. The directory of `log` (the
+    /// test's own) is watched from now on: when the lab is dropped nothing may hold a file there.
     pub fn spawn_in(&mut self, ns: &str, args: &[&str], log: &Path) {
+        let dir = log.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
+        assert!(
+            !["/", "/tmp", "/var/tmp", "/run", "."].iter().any(|shared| dir == Path::new(shared)),
+            "{}: a lab's logs go in the test's own directory (the guard watches it)",
+            log.display()
+        );
+        self.host_before.watch(dir);
         let file = std::fs::File::create(log).expect("log file");
         let child = Command::new("ip")
             .args(["netns", "exec", ns])
@@ -283,6 +295,7 @@ impl Drop for Lab {
         }
         for ns in self.extra.iter().chain([&self.ns]) {
             delete_namespace(ns);
+            host_state::namespace_released(ns);
         }
         // After a panic the test has failed already; a second panic here would abort.
         if !std::thread::panicking() {
@@ -339,62 +352,6 @@ pub fn dnsmasq_host_safe_args(lease_file: &Path) -> Vec<String> {
     ]
 }
 
-/// What a test could change on the host by mistake: Debian's dnsmasq lease file (contents and
-/// modification time) and the host's mounts outside temporary directories and /run/netns (where
-/// other tests on the machine make theirs at the same time).
-#[derive(Debug, PartialEq)]
-pub struct HostState {
-    dnsmasq_leases: Option<(Vec<u8>, Option<std::time::SystemTime>)>,
-    mounts: Vec<String>,
-}
-
-impl HostState {
-    pub fn now() -> HostState {
-        let dnsmasq_leases = std::fs::read(HOST_DNSMASQ_LEASES)
-            .ok()
-            .map(|bytes| (bytes, std::fs::metadata(HOST_DNSMASQ_LEASES).and_then(|m| m.modified()).ok()));
-        // This process's mount table is the host's: the tests' own mounts are made in private
-        // mount namespaces.
-        let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").expect("read /proc/self/mountinfo");
-        let mounts = mountinfo
-            .lines()
-            .filter(|line| !HostState::is_tests_own_mount(line))
-            .map(|line| {
-                // Without the mount's id and its parent's, which a remount elsewhere can shift.
-                line.split_whitespace().skip(2).collect::<Vec<_>>().join(" ")
-            })
-            .collect();
-        HostState { dnsmasq_leases, mounts }
-    }
-
-    /// Whether a line of /proc/self/mountinfo is a mount the tests may make on the host: below a
-    /// temporary directory, or `ip netns`'s: each namespace's file under /run/netns, and
-    /// /run/netns itself, which the first `ip netns add` on a machine makes a mount point
-    /// (a shared bind mount of itself) and which stays one.
-    pub fn is_tests_own_mount(mountinfo_line: &str) -> bool {
-        let point = mountinfo_line.split_whitespace().nth(4).unwrap_or_default();
-        point == "/run/netns" || ["/tmp/", "/var/tmp/", "/run/netns/"].iter().any(|p| point.starts_with(p))
-    }
-
-    /// Fails the test, naming `who`, if the host's lease file or mounts differ from `self`.
-    pub fn assert_unchanged(&self, who: &str) {
-        let now = HostState::now();
-        assert!(
-            self.dnsmasq_leases == now.dnsmasq_leases,
-            "the host's {HOST_DNSMASQ_LEASES} changed while {who} ran (a dnsmasq without --dhcp-leasefile in the test's \
-             directory: this test's, or another on the machine): before {:?}, now {:?}",
-            self.dnsmasq_leases.as_ref().map(|(b, t)| (String::from_utf8_lossy(b).into_owned(), t)),
-            now.dnsmasq_leases.as_ref().map(|(b, t)| (String::from_utf8_lossy(b).into_owned(), t)),
-        );
-        let added: Vec<&String> = now.mounts.iter().filter(|m| !self.mounts.contains(m)).collect();
-        let removed: Vec<&String> = self.mounts.iter().filter(|m| !now.mounts.contains(m)).collect();
-        assert!(
-            added.is_empty() && removed.is_empty(),
-            "the host's mounts changed while {who} ran (a mount outside a private mount namespace?):\nadded: {added:#?}\nremoved: {removed:#?}"
-        );
-    }
-}
-
 /// Kills every process in network namespace `ns` and deletes it; nothing if there is none.
 pub fn delete_namespace(ns: &str) {
     let _ = Command::new("sh")
@@ -437,6 +394,7 @@ impl Namespace {
         static NEXT: AtomicU32 = AtomicU32::new(0);
         let name = format!("nixos-pxe-{tag}-{}-{}", std::process::id(), NEXT.fetch_add(1, Ordering::Relaxed));
         reap_namespace_when_this_process_ends(&name);
+        host_state::namespace_owned(&name);
         delete_namespace(&name);
         let ns = Namespace { name };
         run(Command::new("ip").args(["netns", "add", &ns.name]));
@@ -448,6 +406,7 @@ impl Namespace {
 impl Drop for Namespace {
     fn drop(&mut self) {
         delete_namespace(&self.name);
+        host_state::namespace_released(&self.name);
     }
 }
 
@@ -696,12 +655,15 @@ pub fn test_kernel(config_args: &[&str]) -> PathBuf {
 /// How long one `with_serve_on_loopback` script may take, transfers with packet loss included.
 pub const LOOPBACK_SCRIPT_TIMEOUT: Duration = Duration::from_secs(300);
 
-/// Runs the bash `script` in a fresh network namespace (loopback only) in `dir`, after starting
-/// `nixos-pxe serve SERVE_ARGS` there and waiting (up to 10 s) for `ready` in its log
-/// (server.log); a server that never logs it fails the run with its log. `fail MSG` in the script
-/// ends it with the server's log. Afterwards serve gets SIGINT and must exit 0 and log `stopped`.
-/// Whatever ends the script (a failing command, the LOOPBACK_SCRIPT_TIMEOUT, the test process
-/// killed) also ends serve and deletes the namespace. Returns whether all of it held, and the output.
+/// Runs the bash `script` in a fresh network namespace (loopback only) and a private mount
+/// namespace (a file system the script mounts inside serve's roots is seen by serve and by
+/// nothing outside) in `dir`, after starting `nixos-pxe serve SERVE_ARGS` there and waiting (up
+/// to 10 s) for `ready` in its log (server.log); a server that never logs it fails the run with
+/// its log. `fail MSG` in the script ends it with the server's log. Afterwards serve gets SIGINT
+/// and must exit 0 and log `stopped`. Whatever ends the script (a failing command, the
+/// LOOPBACK_SCRIPT_TIMEOUT, the test process killed) also ends serve and deletes the namespace;
+/// then the host must be as it was (`HostState`, `dir` watched). Returns whether all of it held,
+/// and the output.
 pub fn with_serve_on_loopback(dir: &Path, serve_args: &str, ready: &str, script: &str, stopped: &str) -> (bool, String) {
     let bin = env!("CARGO_BIN_EXE_nixos-pxe");
     let full = format!(
@@ -729,13 +691,16 @@ echo ALL-OK
 "#,
         dir = dir.display()
     );
+    let host_before = HostState::below(&[dir]);
     let ns = Namespace::new("lo");
     let (status, text) = run_within(
-        Command::new("ip").args(["netns", "exec", &ns.name, "bash", "-c", &full]),
+        Command::new("ip").args(["netns", "exec", &ns.name, "unshare", "--mount", "--propagation", "private", "bash", "-c", &full]),
         dir,
         LOOPBACK_SCRIPT_TIMEOUT,
         || delete_namespace(&ns.name),
     );
+    drop(ns);
+    host_before.assert_unchanged("a serve on loopback");
     (status.success() && text.contains("ALL-OK"), text)
 }
 

@@ -40,6 +40,26 @@ pub fn values(dotconfig: &str) -> HashMap<String, String> {
     map
 }
 
+/// Whether `expr` names `symbol` only in a form an off symbol satisfies: `!S`, `S=n`, `S != ...`.
+fn negated(expr: &str, symbol: &str) -> bool {
+    let compact: String = expr.chars().filter(|c| !c.is_whitespace()).collect();
+    let bounded = |at: usize, len: usize| {
+        let before = compact[..at].chars().last();
+        let after = compact[at + len..].chars().next();
+        !before.is_some_and(|c| c.is_ascii_alphanumeric() || c == '_') && !after.is_some_and(|c| c.is_ascii_alphanumeric() || c == '_')
+    };
+    let mut any = false;
+    for (at, _) in compact.match_indices(symbol).filter(|(at, _)| bounded(*at, symbol.len())) {
+        any = true;
+        let rest = &compact[at + symbol.len()..];
+        let negative = compact[..at].ends_with('!') || rest.starts_with("=n") || rest.starts_with("!=");
+        if !negative {
+            return false;
+        }
+    }
+    any
+}
+
 /// The symbols an expression names (not the constants y, m, n, numbers or strings).
 pub fn symbols_of(expr: &str) -> Vec<String> {
     let mut out = Vec::new();
@@ -229,8 +249,10 @@ impl Kconfig {
     }
 
     /// The symbols to build in as well so that `symbol` can be `y`: every symbol its conditions
-    /// name that is a module now; a module without a prompt (set only by its defaults, like
-    /// PTP_1588_CLOCK_OPTIONAL) is followed to the symbols that decide it.
+    /// name that is a module now, or off (n or not in the .config) where the condition names it
+    /// as a requirement rather than negated (`!X`, `X=n`, `X != y` are satisfied by an X that is
+    /// off); a symbol without a prompt (set only by its defaults, like PTP_1588_CLOCK_OPTIONAL)
+    /// is followed to the symbols that decide it.
     pub fn to_build_in(&self, symbol: &str, values: &HashMap<String, String>) -> BTreeSet<String> {
         let mut out = BTreeSet::new();
         let mut seen = BTreeSet::from([symbol.to_string()]);
@@ -245,7 +267,12 @@ impl Kconfig {
                 if self.has_prompt(symbol) { exprs.collect() } else { exprs.chain(&entry.defaults).collect() };
             for expr in exprs {
                 for s in symbols_of(expr) {
-                    if values.get(&s).map(String::as_str) != Some("m") || !seen.insert(s.clone()) {
+                    let wanting = match values.get(&s).map(String::as_str) {
+                        Some("m") => true,
+                        None | Some("n") => !negated(expr, &s),
+                        Some(_) => false,
+                    };
+                    if !wanting || !seen.insert(s.clone()) {
                         continue;
                     }
                     if self.has_prompt(&s) {
@@ -290,7 +317,7 @@ impl Kconfig {
         }
         let add = self.to_build_in(symbol, values);
         if add.is_empty() {
-            text.push_str("    no module among its dependencies: see the conditions above\n");
+            text.push_str("    nothing among its dependencies to build in: see the conditions above\n");
         } else {
             text.push_str(&format!("    build in as well: {}\n", add.into_iter().collect::<Vec<_>>().join(" ")));
         }

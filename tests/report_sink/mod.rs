@@ -8,7 +8,6 @@
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::os::fd::AsRawFd;
-use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::thread::JoinHandle;
@@ -130,26 +129,14 @@ fn handle(mut stream: TcpStream, answer: Answer) -> Option<Received> {
     Some(Received { method, path, content_type, body })
 }
 
-/// A network namespace of the test's own with loopback up, deleted when dropped (and by a
-/// watcher when the test process is killed first).
-pub struct Netns(pub String);
+/// A network namespace of the test's own with loopback up (tests/common's `Namespace`, whose
+/// name it keeps in `.0`): deleted when dropped, by a watcher when the test process is killed
+/// first, and known to the host-state guard as owned while it lives.
+pub struct Netns(pub String, crate::common::Namespace);
 
 impl Netns {
     pub fn new(tag: &str) -> Netns {
-        let name = format!("nixos-pxe-{tag}-{}", std::process::id());
-        let _ = Command::new("ip").args(["netns", "del", &name]).output();
-        for args in [vec!["netns", "add", &name], vec!["-n", &name, "link", "set", "lo", "up"]] {
-            let out = Command::new("ip").args(&args).output().expect("run ip");
-            assert!(out.status.success(), "ip {args:?}: {}", String::from_utf8_lossy(&out.stderr));
-        }
-        let watcher = format!("while kill -0 {pid} 2>/dev/null; do sleep 1; done; ip netns del {name} 2>/dev/null; true", pid = std::process::id());
-        let _ = Command::new("setsid").args(["sh", "-c", &watcher]).stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::null()).spawn();
-        Netns(name)
-    }
-}
-
-impl Drop for Netns {
-    fn drop(&mut self) {
-        let _ = Command::new("ip").args(["netns", "del", &self.0]).output();
+        let ns = crate::common::Namespace::new(tag);
+        Netns(ns.name.clone(), ns)
     }
 }

@@ -3,7 +3,7 @@
 # Both inputs are set by the test with --override-input:
 #   lib      nixpkgs' lib/ (the nixpkgs.lib mirror; $NIXPKGS_LIB, .ci/run: ../shared/nixpkgs-lib)
 #   machine  what this test run provides: nixos-pxe (the binary cargo built) and facts.json
-#            ({ rustcVersion, kernelConfigEdits? })
+#            ({ rustcVersion, linuxSource = { tarball, version } })
 {
   description = "stand-in nixpkgs for nixos-pxe's tests (not nixpkgs)";
 
@@ -12,17 +12,20 @@
 
   outputs = { self, lib, machine }:
     let
-      system = "x86_64-linux";
-      interfaces = import ./interfaces.nix {
+      interfacesFor = system: import ./interfaces.nix {
         lib = import (lib + "/lib");
         inherit system machine;
         # As nixos/lib/eval-config.nix passes it.
         modulesPath = "${self}/nixos/modules";
       };
+      interfaces = interfacesFor "x86_64-linux";
     in
     {
       inherit (interfaces) lib;
-      legacyPackages.${system} = interfaces.pkgs;
+      # aarch64-linux evaluates (the flake's tool and checks for an ARM boot server); its
+      # derivations cannot be built on this x86-64 machine, and their Debian programs are x86-64.
+      legacyPackages.x86_64-linux = interfaces.pkgs;
+      legacyPackages.aarch64-linux = (interfacesFor "aarch64-linux").pkgs;
       standIn.interfaces = interfaces.list;
     };
 }

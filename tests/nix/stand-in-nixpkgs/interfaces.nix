@@ -16,6 +16,7 @@ let
   # The stand-ins' own helpers, untraced: what the stand-in uses internally is not a use by the
   # project's layer.
   impl = { inherit (stdenv) runCommand; inherit (support) writeText; };
+  kernelStandIn = import ./kernel.nix { inherit lib stdenv facts; };
 
   # read: the file was read at that commit and the interface used is as the layer uses it.
   # found: the file defining the attribute exists at that commit (a package whose bin/ or sbin/
@@ -66,9 +67,37 @@ let
         mkdir -p "$out/lib/grub"
         cp -r /usr/lib/grub/i386-pc "$out/lib/grub/i386-pc"
       '');
-    # linuxPackages.kernel (pkgs/top-level/linux-kernels.nix, found at 0b8aa77df10e1750f7f91fe4bdfa24685792c964).
-    linuxPackages = read "pkgs/os-specific/linux/kernel/generic.nix (override, structuredExtraConfig, autoModules, ignoreConfigErrors), manual-config.nix (passthru.configfile, $out/bzImage)" "00e6b22b508f93e219efee2dda4397027ccaf934, 001cd48928bfea13dfe751a682c4c2bb90967786"
-      { kernel = import ./kernel.nix { inherit lib stdenv facts; }; };
+    # stdenv.mkDerivation with src (unpacked: a tarball, or a directory copied), postPatch with
+    # patchShebangs, buildPhase and installPhase (no configure script: configurePhase does
+    # nothing); stdenv.hostPlatform.linuxArch (lib/systems/default.nix); stdenv.cc.targetPrefix
+    # (empty for a native compiler), as generic.nix's configfile derivation uses them.
+    stdenv = found "pkgs/stdenv/generic/setup.sh, pkgs/stdenv/generic/make-derivation.nix, pkgs/os-specific/linux/kernel/generic.nix (read: its configfile derivation)" "183939da54831b11f389d9863a0e5b41aaf1ddc5, 8c2682d3dfa11db3a299590c156aa7ce9888b6ab, 00e6b22b508f93e219efee2dda4397027ccaf934"
+      stdenv;
+    # Kconfig's parser is built with them (generic.nix's configfile derivation has both).
+    bison = found "pkgs/development/tools/parsing/bison/default.nix" "e51058280469f12090c6be301fa2626bf373243d"
+      (debian.fromDebian "bison" [ "/usr/bin/bison" ]);
+    flex = found "pkgs/development/tools/parsing/flex/default.nix" "e3a5a0c93deccddddbf4324deecfd4c155d5b08c"
+      (debian.fromDebian "flex" [ "/usr/bin/flex" ]);
+    # linuxPackages.kernel's src, version, modDirVersion and commonMakeFlags: generic.nix hands
+    # them to the kernel's derivation (mkDerivation's src; passthru version, modDirVersion and
+    # commonMakeFlags in build.nix, the latter common-flags.nix's CC, HOSTCC, ARCH, CROSS_COMPILE).
+    linuxPackages = read "pkgs/os-specific/linux/kernel/generic.nix, pkgs/os-specific/linux/kernel/build.nix (passthru), pkgs/os-specific/linux/kernel/common-flags.nix" "00e6b22b508f93e219efee2dda4397027ccaf934, 001ef8c47d5fb14f761694a5ba102a7379dcb311, 0fc7cb2d129033ec960e2fbc074723d4db26f089"
+      { inherit (kernelStandIn) kernel; };
+    # linuxManualConfig { version; src; configfile; modDirVersion; }: the .config is read at
+    # evaluation time only with allowImportFromDerivation or a configfile that is a plain path
+    # (config's default), so here nothing is; without `config` it builds no modules (isModular
+    # reads CONFIG_MODULES from it) and installs the image as $out/bzImage (installkernel).
+    # manual-config.nix before build.nix took its place: the same arguments and defaults.
+    linuxManualConfig = read "pkgs/os-specific/linux/kernel/build.nix, pkgs/os-specific/linux/kernel/manual-config.nix, doc/packages/linux.section.md (pkgs.linuxManualConfig)" "001ef8c47d5fb14f761694a5ba102a7379dcb311, 001cd48928bfea13dfe751a682c4c2bb90967786, 020748898da5cf780061381f545e1b17dfefc0ff"
+      kernelStandIn.linuxManualConfig;
+    # `nix fmt` (formatter) and checks.formatting (nix/formatting.nix): nixpkgs' nixfmt is the RFC
+    # 166 formatter since 25.11 (nixfmt-rfc-style before; doc/release-notes/rl-2511.section.md),
+    # nixfmt-tree runs it through treefmt on every Nix file. Haskell programs nixpkgs builds:
+    # nothing here can build or run them, so both only evaluate.
+    nixfmt = read "pkgs/by-name/ni/nixfmt/package.nix, doc/release-notes/rl-2511.section.md" "281ffa987c258b62de853178b382da1eaa9abd61, 00030d51da91e1cb9c55beb6a5a5d1522cf59aca"
+      (debian.notBuildableHere "nixfmt" "nixfmt is a Haskell program that only nixpkgs builds; no package here provides it");
+    nixfmt-tree = read "pkgs/by-name/ni/nixfmt-tree/package.nix" "03984ba04968da61939271e9ae5f776e9842c1b7"
+      (debian.notBuildableHere "nixfmt-tree" "treefmt with nixpkgs' nixfmt, which no package here provides");
     testers = read "pkgs/build-support/testers/default.nix (runNixOSTest)" "013635633ffe11f70df1d639f563f21c42c1f778"
       { runNixOSTest = import ./testers.nix { inherit lib impl; inherit (nixos) nixosSystem; }; };
 
@@ -139,8 +168,8 @@ let
     "systemd-boot sets boot.loader.grub.enable = mkDefault false" = read "nixos/modules/system/boot/loader/systemd-boot/systemd-boot.nix" "739bd2dccdc7fae6d5f8c4cdefb7072c10f58e56" null;
     "option networking.hostName" = found "nixos/modules/tasks/network-interfaces.nix" "577cb341b4463d094b5180bd5a39c49c0b49e5f6" null;
     "option system.build (any attribute), system.build.toplevel" = read "nixos/modules/system/build.nix, nixos/modules/system/activation/top-level.nix" "14fd976016aee7e8a52f362b145a16947e111515, 01502f439c6a734621f212e450e7a6a9f35a0c5f" null;
-    "kernel settings merge (structuredExtraConfig vs common-config.nix)" = read "nixos/modules/system/boot/kernel_config.nix" "014d882725c6ab65982a046f110b73214c0f5e1f" null;
-    "autoModules and ignoreConfigErrors (generic.nix passes them to generate-config.pl)" = read "pkgs/os-specific/linux/kernel/generic.nix, pkgs/os-specific/linux/kernel/generate-config.pl" "00e6b22b508f93e219efee2dda4397027ccaf934, 5bae851b1e72065ba5a98366493954b3bc79c4ae" null;
+    # checks/pxe-install.nix's server: the rendered exports file replaces the one nfsd.nix writes.
+    "option environment.etc.exports.source (nfsd.nix sets it to a file of services.nfs.server.exports)" = read "nixos/modules/services/network-filesystems/nfsd.nix" "442fecbe2fa2d7db721050578283e196fc45cdf3" null;
     # checks/pxe-install.nix's test script (its timeouts; not run here).
     "test driver: wait_for_console_text, retry, start(allow_reboot)" = read "nixos/lib/test-driver/src/test_driver/machine/__init__.py" "019697db058b6738eda0cb2cdcc9f5c014c914cb" null;
 
@@ -149,8 +178,13 @@ let
     "option networking.firewall.enable, networking.firewall.interfaces.<name>.allowed{TCP,UDP}Ports (listOf port, sorted and unique) and ...PortRanges" = read "nixos/modules/services/networking/firewall.nix" "0192bb844360b5b42ebaf7f575f84d79910a5927" null;
     "networking.firewall.connectionTrackingModules and autoLoadConntrackHelpers (asserted off on kernels 6.0 and newer): not used, TFTP's transfers pass as established" = read "nixos/modules/services/networking/firewall.nix" "0192bb844360b5b42ebaf7f575f84d79910a5927" null;
     "the nftables firewall: established and related accepted, the reverse path filter lets DHCP (68 -> 67) through, per-interface ports (tests/server_module.rs repeats it)" = read "nixos/modules/services/networking/firewall-nftables.nix" "040b4eb6c33439c14b2ed3ff0660131bee4ef852" null;
+    "option networking.firewall.filterOutput.{enabled,interfaces.<name>.allowed{TCP,UDP}Ports} (outgoing ports, nftables only)" = read "nixos/modules/services/networking/firewall.nix" "0192bb844360b5b42ebaf7f575f84d79910a5927" null;
+    "filterOutput's output chain: policy drop, established and related accepted, new packets to the ports of filterOutput.interfaces (oifname, udp dport) accepted; networking.nftables.tables.<name>.{family,content} as it defines nixos-fw (tests/server_module.rs repeats it)" = read "nixos/modules/services/networking/firewall-nftables.nix" "040b4eb6c33439c14b2ed3ff0660131bee4ef852" null;
+    "option networking.nftables.enable" = read "nixos/modules/services/networking/nftables.nix" "e2c95b46e5fbd9f28cc7714802f9cd3b632fd979" null;
+    "option boot.kernelModules (firewall.nix adds nf_conntrack_<helper> there for connectionTrackingModules)" = read "nixos/modules/services/networking/firewall.nix" "0192bb844360b5b42ebaf7f575f84d79910a5927" null;
     "the iptables firewall (NixOS's default backend): ESTABLISHED,RELATED accepted, the reverse path filter lets a DHCP server's requests (0.0.0.0:68 -> 255.255.255.255:67) through, per-interface ports" = read "nixos/modules/services/networking/firewall-iptables.nix" "0d953321a18cf484b637b9932f8b3040bbfb11e3" null;
     "option environment.systemPackages (listOf package); netcat among the core packages (wait_for_open_port runs nc)" = read "nixos/modules/config/system-path.nix" "0354e8b747c8d69802d160ff408d1aece50472c9" null;
+    "services.postgresql.enable, ensureDatabases, ensureUsers.<n>.name; local socket connections use peer authentication by default (ensureDBOwnership is newer than this commit: NixOS 23.11 replaced ensurePermissions with it; not read here)" = read "nixos/modules/services/databases/postgresql.nix" "86cdf5f981057c6eed14872b560ddfb91e9daee5" null;
     "network-addresses-<interface>.service (scripted networking: the interface's static addresses)" = read "nixos/modules/tasks/network-interfaces-scripted.nix" "00b463915fa2de869346756b70de6bb75f2b99e1" null;
     "lib.nixosSystem { system; modules } (system becomes nixpkgs.system, mkDefault) and the result's extendModules" = read "nixos/lib/eval-config.nix" "02aa3c00c9342f2976044665b63324b7f3edc0ba" null;
     # checks/pxe-fleet.nix (not run here).

@@ -1,7 +1,7 @@
 # The stand-in's stdenv.mkDerivation: a plain `derivation` run by builder.sh with Debian's bash
 # and Debian's programs. It supports what the project's Nix layer and this stand-in use:
-# name or pname + version, nativeBuildInputs, buildCommand or build/check/install phases,
-# passthru, meta, __structuredAttrs, and overrideAttrs with a function of the old attributes
+# name or pname + version, nativeBuildInputs, buildCommand or src (unpacked) with postPatch and
+# build/check/install phases, passthru, meta, __structuredAttrs, and overrideAttrs with a function of the old attributes
 # (nixpkgs' also accepts `finalAttrs: prev:`; the layer does not use that form).
 { system }:
 let
@@ -27,5 +27,10 @@ let
 in
 {
   inherit mkDerivation;
+  # What nix/kernel.nix reads of stdenv: Kconfig's ARCH= and the compiler's prefix (empty for a
+  # native compiler; the stand-in's is Debian's gcc, on PATH).
+  hostPlatform.system = system;
+  hostPlatform.linuxArch = if system == "x86_64-linux" then "x86_64" else if system == "aarch64-linux" then "arm64" else throw "stand-in stdenv: no linuxArch for ${system}";
+  cc.targetPrefix = "";
   runCommand = name: env: buildCommand: mkDerivation (env // { inherit name buildCommand; });
 }
