@@ -7,6 +7,8 @@
 //! - `power_status_on_cycle_off_make_the_calls_their_dry_run_shows_and_are_recorded`
 //! - `reinstall_power_cycle_boots_from_the_network_once_marks_and_resets`
 //! - `apply_cycles_the_hosts_whose_generation_is_ahead_and_all_needs_a_yes`
+//! - `power_and_reinstall_record_into_the_database_with_database`: `--database`, as `fleet status`
+//!   and `reinstall` take it: the actions and the mark go to PostgreSQL, no state directory needed
 //! - `failures_name_the_host_and_the_bmc_and_change_nothing`: a bad password, an unreachable BMC,
 //!   an override the BMC did not take, a certificate that is not the one configured (by file and
 //!   by fingerprint), a Redfish error, a BMC with two systems and no systemId.
@@ -333,6 +335,40 @@ fn apply_cycles_the_hosts_whose_generation_is_ahead_and_all_needs_a_yes() {
     assert!(out.contains("nobmc: has no BMC in the configuration (fleet.hosts.nobmc.bmc.address): power it by hand"), "{out}");
     assert!(out.contains("gone (the Redfish BMC at https://127.0.0.1:9, as fleet-admin):"), "{out}");
     assert_eq!(e.requests().len(), before);
+}
+
+/// With `--database` (several boot servers share the fleet's state in PostgreSQL), `fleet power`
+/// and `reinstall --power-cycle` record into that database, as `fleet status --database` reads
+/// it, and the reinstall is marked there: the state directory they are given does not exist, so
+/// a command that fell back to state.sqlite3 fails.
+#[test]
+fn power_and_reinstall_record_into_the_database_with_database() {
+    use nixos_pxe_installer::fleet::pg_cluster::Cluster;
+    use nixos_pxe_installer::fleet::postgres::PostgresStore;
+    let w = World::new("bmc-database", 1, false);
+    let cluster = Cluster::start("bmc", false).unwrap_or_else(|e| panic!("{e}"));
+    let url = cluster.create_database("fleet").unwrap_or_else(|e| panic!("{e}"));
+    let database = PostgresStore::open(&url, None).expect("database");
+    database.sync_fleet(&[FleetHost { name: "db7".into(), macs: vec!["52:54:00:00:0d:07".parse().expect("mac")], generation: 1 }]).expect("sync");
+    let nowhere = w.path().join("no-state-directory");
+    let nowhere = nowhere.to_str().expect("utf8");
+    let config = w.config.to_str().expect("utf8");
+    let (ok, out, err) = w.fleet(&["power", "--config", config, "--source", "static", "--state-dir", nowhere, "--database", &url, "db7", "on"]);
+    assert!(ok, "{out}{err}");
+    assert!(out.contains("db7: on:"), "{out}");
+    let (ok, out, err) = w.fleet(&["reinstall", "--power-cycle", "--config", config, "--source", "static", "--state-dir", nowhere, "--database", &url, "db7"]);
+    assert!(ok, "{out}{err}");
+    assert!(out.contains("db7: reinstall --power-cycle:"), "{out}");
+    let actions = database.power_actions(Some("db7"), 10).expect("actions");
+    assert_eq!(actions.iter().map(|a| (a.action.as_str(), a.outcome.as_str())).collect::<Vec<_>>(), vec![("reinstall --power-cycle", "done"), ("on", "done")]);
+    assert!(database.host("db7", 1).expect("state").reinstall_requested, "the reinstall is marked in the database");
+    assert!(!Path::new(nowhere).exists(), "nothing was written to a state directory");
+    assert!(w.store().power_actions(None, 10).expect("actions").is_empty(), "nothing was recorded in the world's state.sqlite3");
+    let (ok, out, err) = w.fleet(&["status", "--json", "--state-dir", nowhere, "--database", &url, "--config", config, "--source", "static"]);
+    assert!(ok, "{err}");
+    let rows: Vec<Value> = serde_json::from_str(&out).expect("json");
+    let db7 = rows.into_iter().find(|r| r["host"] == "db7").expect("db7 in fleet status");
+    assert_eq!((db7["last_power_action"]["action"].as_str(), db7["reinstall_requested"].as_bool()), (Some("reinstall --power-cycle"), Some(true)), "{db7}");
 }
 
 #[test]
