@@ -3,6 +3,7 @@
 //! benchmark is killed), servers started in a namespace, and the machine's CPU time.
 #![allow(dead_code)] // each benchmark uses part of it
 
+pub mod grub_tftp;
 pub mod tcp_capture;
 
 use std::fs::File;
