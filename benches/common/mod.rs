@@ -307,3 +307,17 @@ pub fn cores_and_cpu() -> String {
         .unwrap_or_else(|| "unknown CPU".into());
     format!("{cores} cores ({cpu})")
 }
+
+/// Stops unless this runs as root (`why_root`: what the benchmark does that needs it) and every
+/// one of `programs` is installed (`install`: the command that installs them).
+pub fn preflight(why_root: &str, programs: &[&str], install: &str) -> Result<(), String> {
+    if run(Command::new("id").arg("-u"))?.trim() != "0" {
+        return Err(format!("run it as root: {why_root}"));
+    }
+    for program in programs {
+        if sh(&format!("command -v {program} >/dev/null")).is_err() {
+            return Err(format!("{program} is missing: {install} (dev/packages.txt lists it)"));
+        }
+    }
+    Ok(())
+}
