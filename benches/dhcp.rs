@@ -626,10 +626,5 @@ fn bench() -> Result<String, String> {
 }
 
 fn main() {
-    // `cargo bench` passes --bench; `cargo test --all-targets` does not, and must not start it.
-    if !std::env::args().any(|a| a == "--bench") {
-        println!("benches/dhcp.rs: run it with `cargo bench --bench dhcp` (as root; perfdhcp from kea-admin)");
-        return;
-    }
-    common::print_and_keep(bench(), "bench-dhcp.md");
+    common::bench_main("dhcp", "as root; perfdhcp from kea-admin", bench);
 }

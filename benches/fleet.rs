@@ -419,10 +419,5 @@ fn bench() -> Result<String, String> {
 }
 
 fn main() {
-    // `cargo bench` passes --bench; `cargo test --benches` does not, and must not start it.
-    if !std::env::args().any(|a| a == "--bench") {
-        println!("benches/fleet.rs: run it with `cargo bench --bench fleet` (as root)");
-        return;
-    }
-    common::print_and_keep(bench(), "bench-fleet.md");
+    common::bench_main("fleet", "as root", bench);
 }

@@ -1042,10 +1042,5 @@ fn bench() -> Result<String, String> {
 }
 
 fn main() {
-    // `cargo bench` passes --bench; `cargo test --all-targets` does not, and must not start it.
-    if !std::env::args().any(|a| a == "--bench") {
-        println!("benches/load.rs: run it with `cargo bench --bench load` (as root)");
-        return;
-    }
-    common::print_and_keep(bench(), "bench-load.md");
+    common::bench_main("load", "as root", bench);
 }

@@ -789,11 +789,5 @@ fn bench() -> Result<String, String> {
 }
 
 fn main() {
-    // `cargo bench` passes --bench; `cargo test --benches` does not, and must not start a
-    // benchmark of several minutes.
-    if !std::env::args().any(|a| a == "--bench") {
-        println!("benches/serve.rs: run it with `cargo bench --bench serve` (as root)");
-        return;
-    }
-    common::print_and_keep(bench(), "bench-serve.md");
+    common::bench_main("serve", "as root", bench);
 }

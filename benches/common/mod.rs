@@ -298,6 +298,17 @@ pub fn print_and_keep(result: Result<String, String>, file: &str) {
     }
 }
 
+/// A benchmark's `main`: runs `bench` only under `cargo bench` (which passes --bench; `cargo test
+/// --all-targets` does not, and must not start a benchmark that takes minutes), then
+/// [`print_and_keep`]s its report as `target/bench-<name>.md`. `how`: what running it needs.
+pub fn bench_main(name: &str, how: &str, bench: impl FnOnce() -> Result<String, String>) {
+    if !std::env::args().any(|a| a == "--bench") {
+        println!("benches/{name}.rs: run it with `cargo bench --bench {name}` ({how})");
+        return;
+    }
+    print_and_keep(bench(), &format!("bench-{name}.md"));
+}
+
 /// "N cores (CPU model)": how every benchmark's machine description begins.
 pub fn cores_and_cpu() -> String {
     let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
