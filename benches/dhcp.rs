@@ -53,7 +53,7 @@ mod common;
 
 use common::{
     CLIENT_ADDRESS, CLIENT_INTERFACE, Namespace, Namespaces, SERVER_ADDRESS, SERVER_INTERFACE, Server, ServerSpec, busy_before_run, cpu_time,
-    first_line, percent_since, process_cpu, run, sh,
+    first_line, percent_since, process_cpu, run,
 };
 use dhcproto::v4::{Decodable, Decoder, DhcpOption, Encodable, Encoder, Message, MessageType, Opcode};
 use serde_json::Value;
@@ -564,15 +564,7 @@ fn machine_description() -> String {
 }
 
 fn preflight() -> Result<(), String> {
-    if run(Command::new("id").arg("-u"))?.trim() != "0" {
-        return Err("run it as root: the benchmark makes network namespaces".into());
-    }
-    for program in PROGRAMS {
-        if sh(&format!("command -v {program} >/dev/null")).is_err() {
-            return Err(format!("{program} is missing: dev/install-deps.sh bench (dev/packages.txt lists it)"));
-        }
-    }
-    Ok(())
+    common::preflight("the benchmark makes network namespaces", PROGRAMS, "dev/install-deps.sh bench")
 }
 
 fn rounds_from_args() -> Result<usize, String> {
@@ -634,10 +626,5 @@ fn bench() -> Result<String, String> {
 }
 
 fn main() {
-    // `cargo bench` passes --bench; `cargo test --all-targets` does not, and must not start it.
-    if !std::env::args().any(|a| a == "--bench") {
-        println!("benches/dhcp.rs: run it with `cargo bench --bench dhcp` (as root; perfdhcp from kea-admin)");
-        return;
-    }
-    common::print_and_keep(bench(), "bench-dhcp.md");
+    common::bench_main("dhcp", "as root; perfdhcp from kea-admin", bench);
 }

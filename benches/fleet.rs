@@ -43,7 +43,7 @@ use nixos_pxe_installer::fleet::sqlite::SqliteStore;
 use nixos_pxe_installer::fleet::store::Store;
 use serde_json::{Value, json};
 use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream, UdpSocket};
+use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::Barrier;
@@ -55,8 +55,6 @@ const HOSTS: usize = 200;
 const RUNS: usize = 3;
 /// `step` reports per install (the installer's seven steps).
 const STEPS: usize = 7;
-/// GRUB's TFTP block size.
-const BLKSIZE: usize = 1024;
 
 fn mac(i: usize) -> String {
     format!("52:54:00:01:{:02x}:{:02x}", i / 256, i % 256)
@@ -69,62 +67,10 @@ fn host(i: usize) -> String {
 // ---------------------------------------------------------------------------------------------
 // The clients
 
-/// A TFTP read of `path` as GRUB makes it (blksize 1024, tsize; lock-step), resending its last
-/// packet after 400 ms, then 20 ms longer each time, 40 times at most (GRUB_NET_INTERVAL,
-/// GRUB_NET_INTERVAL_ADDITION, GRUB_NET_TRIES): the file's bytes.
+/// A TFTP read of `path` from serve as GRUB makes it (benches/common/grub_tftp.rs).
 fn tftp_get(path: &str) -> Result<Vec<u8>, String> {
     let server: SocketAddr = format!("{SERVER_ADDRESS}:69").parse().map_err(|e| format!("{e}"))?;
-    let socket = UdpSocket::bind("0.0.0.0:0").map_err(|e| format!("bind: {e}"))?;
-    let wait = |tries: u32| Some(Duration::from_millis(400 + 20 * u64::from(tries)));
-    socket.set_read_timeout(wait(0)).map_err(|e| e.to_string())?;
-    let mut rrq = vec![0, 1];
-    for part in [path, "octet", "tsize", "0", "blksize", &BLKSIZE.to_string()] {
-        rrq.extend_from_slice(part.as_bytes());
-        rrq.push(0);
-    }
-    let (mut last, mut peer) = (rrq, server);
-    socket.send_to(&last, peer).map_err(|e| format!("send: {e}"))?;
-    let (mut data, mut expected, mut timeouts) = (Vec::new(), 1u16, 0u32);
-    let mut buf = vec![0u8; BLKSIZE + 4];
-    loop {
-        let (n, from) = match socket.recv_from(&mut buf) {
-            Ok(x) => x,
-            Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {
-                timeouts += 1;
-                if timeouts >= 40 {
-                    return Err(format!("{path}: no answer after {timeouts} timeouts"));
-                }
-                socket.set_read_timeout(wait(timeouts)).map_err(|e| e.to_string())?;
-                socket.send_to(&last, peer).map_err(|e| format!("send: {e}"))?;
-                continue;
-            }
-            Err(e) => return Err(format!("recv: {e}")),
-        };
-        let packet = &buf[..n];
-        match u16::from_be_bytes([packet[0], packet[1]]) {
-            // OACK: acknowledged with block 0.
-            6 => {
-                peer = from;
-                last = vec![0, 4, 0, 0];
-            }
-            3 => {
-                let block = u16::from_be_bytes([packet[2], packet[3]]);
-                peer = from;
-                if block == expected {
-                    data.extend_from_slice(&packet[4..]);
-                    expected = expected.wrapping_add(1);
-                }
-                last = vec![0, 4, packet[2], packet[3]];
-                if block == expected.wrapping_sub(1) && packet.len() - 4 < BLKSIZE {
-                    socket.send_to(&last, peer).map_err(|e| format!("send: {e}"))?;
-                    return Ok(data);
-                }
-            }
-            5 => return Err(format!("{path}: TFTP error {}", String::from_utf8_lossy(&packet[4..]))),
-            _ => continue,
-        }
-        socket.send_to(&last, peer).map_err(|e| format!("send: {e}"))?;
-    }
+    common::grub_tftp::get(server, path, &mut 0)
 }
 
 /// POSTs `body` to /v1/report on a new connection, as the installer does: the HTTP status.
@@ -473,10 +419,5 @@ fn bench() -> Result<String, String> {
 }
 
 fn main() {
-    // `cargo bench` passes --bench; `cargo test --benches` does not, and must not start it.
-    if !std::env::args().any(|a| a == "--bench") {
-        println!("benches/fleet.rs: run it with `cargo bench --bench fleet` (as root)");
-        return;
-    }
-    common::print_and_keep(bench(), "bench-fleet.md");
+    common::bench_main("fleet", "as root", bench);
 }

@@ -38,7 +38,7 @@
 
 mod common;
 
-use common::{Namespace, Namespaces, SERVER_ADDRESS, SERVER_INTERFACE, Server, ServerSpec, busy_before_run, cpu_time, first_line, percent_since, run, sh};
+use common::{Namespace, Namespaces, SERVER_ADDRESS, SERVER_INTERFACE, Server, ServerSpec, busy_before_run, cpu_time, first_line, percent_since, run};
 use std::fs::File;
 use std::io::Read;
 use std::path::{Path, PathBuf};
@@ -757,15 +757,7 @@ fn machine_description() -> String {
 
 /// Stops unless this runs as root and every program the benchmark starts is installed.
 fn preflight() -> Result<(), String> {
-    if run(Command::new("id").arg("-u"))?.trim() != "0" {
-        return Err("run it as root: the benchmark makes network namespaces".into());
-    }
-    for program in PROGRAMS {
-        if sh(&format!("command -v {program} >/dev/null")).is_err() {
-            return Err(format!("{program} is missing: run dev/install-deps.sh (dev/packages.txt lists it)"));
-        }
-    }
-    Ok(())
+    common::preflight("the benchmark makes network namespaces", PROGRAMS, "run dev/install-deps.sh")
 }
 
 fn bench() -> Result<String, String> {
@@ -797,11 +789,5 @@ fn bench() -> Result<String, String> {
 }
 
 fn main() {
-    // `cargo bench` passes --bench; `cargo test --benches` does not, and must not start a
-    // benchmark of several minutes.
-    if !std::env::args().any(|a| a == "--bench") {
-        println!("benches/serve.rs: run it with `cargo bench --bench serve` (as root)");
-        return;
-    }
-    common::print_and_keep(bench(), "bench-serve.md");
+    common::bench_main("serve", "as root", bench);
 }

@@ -89,14 +89,7 @@ fn whole_log(dir: &Path) -> String {
 
 /// curl in the client namespace: (HTTP status, body). Status 0: no answer (curl failed).
 fn curl(ns: &str, args: &[&str]) -> (u16, String) {
-    let out = Command::new("ip")
-        .args(["netns", "exec", ns, "curl", "-sS", "--max-time", "20", "-o", "-", "-w", "\n%{http_code}"])
-        .args(args)
-        .output()
-        .expect("run curl (dev/packages.txt installs it)");
-    let text = String::from_utf8_lossy(&out.stdout).into_owned();
-    let (body, code) = text.rsplit_once('\n').unwrap_or(("", "0"));
-    (code.trim().parse().unwrap_or(0), body.to_string())
+    common::curl_in(ns, args)
 }
 
 fn url(path: &str) -> String {

@@ -3,6 +3,7 @@
 //! benchmark is killed), servers started in a namespace, and the machine's CPU time.
 #![allow(dead_code)] // each benchmark uses part of it
 
+pub mod grub_tftp;
 pub mod tcp_capture;
 
 use std::fs::File;
@@ -297,6 +298,17 @@ pub fn print_and_keep(result: Result<String, String>, file: &str) {
     }
 }
 
+/// A benchmark's `main`: runs `bench` only under `cargo bench` (which passes --bench; `cargo test
+/// --all-targets` does not, and must not start a benchmark that takes minutes), then
+/// [`print_and_keep`]s its report as `target/bench-<name>.md`. `how`: what running it needs.
+pub fn bench_main(name: &str, how: &str, bench: impl FnOnce() -> Result<String, String>) {
+    if !std::env::args().any(|a| a == "--bench") {
+        println!("benches/{name}.rs: run it with `cargo bench --bench {name}` ({how})");
+        return;
+    }
+    print_and_keep(bench(), &format!("bench-{name}.md"));
+}
+
 /// "N cores (CPU model)": how every benchmark's machine description begins.
 pub fn cores_and_cpu() -> String {
     let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
@@ -305,4 +317,18 @@ pub fn cores_and_cpu() -> String {
         .and_then(|info| info.lines().find_map(|l| l.strip_prefix("model name").map(|v| v.trim_start_matches([' ', '\t', ':']).to_string())))
         .unwrap_or_else(|| "unknown CPU".into());
     format!("{cores} cores ({cpu})")
+}
+
+/// Stops unless this runs as root (`why_root`: what the benchmark does that needs it) and every
+/// one of `programs` is installed (`install`: the command that installs them).
+pub fn preflight(why_root: &str, programs: &[&str], install: &str) -> Result<(), String> {
+    if run(Command::new("id").arg("-u"))?.trim() != "0" {
+        return Err(format!("run it as root: {why_root}"));
+    }
+    for program in programs {
+        if sh(&format!("command -v {program} >/dev/null")).is_err() {
+            return Err(format!("{program} is missing: {install} (dev/packages.txt lists it)"));
+        }
+    }
+    Ok(())
 }

@@ -322,19 +322,7 @@ mod tests {
         let t = token::random().expect("token");
         let mac = fleet.hosts[0].macs[0];
         store.hand_out(&HandOut { host: "web1".into(), generation: 1, attempt: 1, token_hash: token::hash(&t), mac, replaces: None }).expect("hand out");
-        let failed = Report {
-            host: "web1".into(),
-            generation: 1,
-            attempt: 1,
-            token: t,
-            event: Event::Failed,
-            step: Some("disk".into()),
-            message: Some("the disk holds a GPT".into()),
-            log_tail: None,
-            system: None,
-            boot_token_hash: None,
-            boot_token: None,
-        };
+        let failed = Report { step: Some("disk".into()), message: Some("the disk holds a GPT".into()), ..Report::new("web1", 1, 1, &t, Event::Failed) };
         store.report(&failed).expect("failed");
         store.hand_out(&HandOut { host: "old9".into(), generation: 1, attempt: 1, token_hash: "0".repeat(64), mac, replaces: None }).expect("hand out");
         let rows = collect(&store, Some(&fleet), i64::MAX / 2).expect("collect");

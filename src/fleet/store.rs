@@ -311,6 +311,23 @@ fn clip(text: &mut String, keep_end: bool) {
 }
 
 impl Report {
+    /// A report of `event` for `host`'s attempt, with no optional field set.
+    pub fn new(host: &str, generation: u32, attempt: u32, token: &str, event: Event) -> Report {
+        Report {
+            host: host.into(),
+            generation,
+            attempt,
+            token: token.into(),
+            event,
+            step: None,
+            message: None,
+            log_tail: None,
+            system: None,
+            boot_token_hash: None,
+            boot_token: None,
+        }
+    }
+
     /// The report with every text field at most [`MAX_FIELD`] bytes long (see there).
     pub fn clipped(mut self) -> Report {
         for field in [&mut self.step, &mut self.message, &mut self.system].into_iter().flatten() {
@@ -470,19 +487,7 @@ mod tests {
     use super::*;
 
     fn report(event: Event) -> Report {
-        Report {
-            host: "web1".into(),
-            generation: 1,
-            attempt: 1,
-            token: "t".into(),
-            event,
-            step: None,
-            message: None,
-            log_tail: None,
-            system: None,
-            boot_token_hash: None,
-            boot_token: None,
-        }
+        Report::new("web1", 1, 1, "t", event)
     }
 
     #[test]

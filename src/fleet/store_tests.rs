@@ -42,19 +42,7 @@ pub fn hand_out(store: &dyn Store, host: &str, generation: u32, attempt: u32, re
 }
 
 pub fn report(host: &str, generation: u32, attempt: u32, token: &str, event: Event) -> Report {
-    Report {
-        host: host.into(),
-        generation,
-        attempt,
-        token: token.into(),
-        event,
-        step: None,
-        message: None,
-        log_tail: None,
-        system: None,
-        boot_token_hash: None,
-        boot_token: None,
-    }
+    Report::new(host, generation, attempt, token, event)
 }
 
 pub fn outcomes(state: &HostState) -> Vec<(u32, Outcome)> {

@@ -148,19 +148,7 @@ impl Reporter {
         let served = fleet.served.as_ref()?;
         Some(Reporter {
             url: served.report.clone(),
-            template: Report {
-                host: fleet.host.clone(),
-                generation: fleet.generation,
-                attempt: served.attempt,
-                token: served.token.clone(),
-                event: Event::Started,
-                step: None,
-                message: None,
-                log_tail: None,
-                system: None,
-                boot_token_hash: None,
-                boot_token: None,
-            },
+            template: Report::new(&fleet.host, fleet.generation, served.attempt, &served.token, Event::Started),
         })
     }
 

@@ -782,19 +782,7 @@ mod tests {
     }
 
     fn report(attempt: u32, token: &str, event: Event) -> Report {
-        Report {
-            host: "web1".into(),
-            generation: 1,
-            attempt,
-            token: token.into(),
-            event,
-            step: None,
-            message: None,
-            log_tail: None,
-            system: None,
-            boot_token_hash: None,
-            boot_token: None,
-        }
+        Report::new("web1", 1, attempt, token, event)
     }
 
     #[test]

@@ -96,10 +96,7 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let spool = Spool::new(dir.path());
         assert!(spool.is_empty() && spool.read().expect("read").is_empty());
-        let r = |attempt| Report {
-            host: "web1".into(), generation: 1, attempt, token: "t".into(), event: Event::Step,
-            step: None, message: None, log_tail: None, system: None, boot_token_hash: None, boot_token: None,
-        };
+        let r = |attempt| Report::new("web1", 1, attempt, "t", Event::Step);
         for a in 1..=3 {
             spool.keep(&r(a)).expect("keep");
         }

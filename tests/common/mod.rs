@@ -733,3 +733,16 @@ pub fn forge_dhcp_release(ns: &str, from: &str, mac: &str, address: &str) {
     );
     run(Command::new("ip").args(["netns", "exec", ns, "python3", "-c", &script]));
 }
+
+/// curl in the network namespace `ns` with `args`: (HTTP status, body). Status 0: no answer
+/// (curl failed; it waits 20 s at most).
+pub fn curl_in(ns: &str, args: &[&str]) -> (u16, String) {
+    let out = Command::new("ip")
+        .args(["netns", "exec", ns, "curl", "-sS", "--max-time", "20", "-o", "-", "-w", "\n%{http_code}"])
+        .args(args)
+        .output()
+        .expect("run curl (dev/packages.txt installs it)");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let (body, code) = text.rsplit_once('\n').unwrap_or(("", "0"));
+    (code.trim().parse().unwrap_or(0), body.to_string())
+}
