@@ -25,10 +25,20 @@
 //! process start is in the figures. serve's state directory is on the disk below target/
 //! (state.sqlite3 is fsynced at every commit: that cost is part of the figures). Three runs, each
 //! with a fresh state directory. The table goes to stdout and to target/bench-fleet.md.
+//!
+//! Then the same with the fleet's state in PostgreSQL behind two servers (issue 20): a throwaway
+//! PostgreSQL server (Debian's, started with initdb and pg_ctl in a directory below target/, fsync
+//! on, src/fleet/pg_cluster.rs), two segments (two pairs of namespaces, the same addresses), a
+//! serve with `--database` on each, hosts h000-h099 on the first and h100-h199 on the second, all
+//! released at once; three runs, each with a fresh database. Side by side: hand-outs (the first
+//! configuration fetch of each host) and reports per second over the run, p50/p99, and the
+//! hosts that got more than one attempt (must be 0).
 
 mod common;
 
 use common::{Namespace, Namespaces, SERVER_ADDRESS, SERVER_INTERFACE, Server, ServerSpec, busy_before_run, cpu_time, first_line, percent_since, run, sh};
+use nixos_pxe_installer::fleet::pg_cluster::Cluster;
+use nixos_pxe_installer::fleet::postgres::PostgresStore;
 use nixos_pxe_installer::fleet::sqlite::SqliteStore;
 use nixos_pxe_installer::fleet::store::Store;
 use serde_json::{Value, json};
@@ -204,13 +214,15 @@ fn one_host(i: usize) -> HostRun {
     r
 }
 
-/// All hosts at once: each a thread in the client namespace, released together.
-fn all_hosts(client: &Namespace) -> Result<(Vec<HostRun>, Duration), String> {
+/// All hosts at once: each a thread in its segment's client namespace (host i in
+/// `clients[i * clients.len() / HOSTS]`), released together.
+fn all_hosts(clients: &[&Namespace]) -> Result<(Vec<HostRun>, Duration), String> {
     let barrier = Barrier::new(HOSTS + 1);
     std::thread::scope(|scope| {
         let handles = (0..HOSTS)
             .map(|i| {
                 let barrier = &barrier;
+                let client = clients[i * clients.len() / HOSTS];
                 std::thread::Builder::new().stack_size(256 << 10).spawn_scoped(scope, move || {
                     let inside = client.enter();
                     barrier.wait();
@@ -266,6 +278,8 @@ fn write_config(nixos_pxe: &Path, path: &Path, tftp_root: &Path) -> Result<(), S
 /// What one run measured.
 struct RunResult {
     tftp: Vec<Duration>,
+    /// The first configuration fetch of each host: the one that hands its attempt out.
+    hand_outs: Vec<Duration>,
     http: Vec<Duration>,
     whole: Vec<Duration>,
     failures: Vec<String>,
@@ -274,37 +288,62 @@ struct RunResult {
     installed: usize,
     /// Attempts handed out, all hosts together (one each when nothing went wrong).
     attempts: u64,
+    /// Hosts whose latest attempt is not their first.
+    repeated: usize,
     wall: Duration,
 }
 
-fn one_run(nixos_pxe: &Path, namespaces: &Namespaces, workdir: &Path, n: usize) -> Result<RunResult, String> {
+/// Where the fleet's state is in a run.
+enum Layout<'a> {
+    /// state.sqlite3, one server.
+    Sqlite,
+    /// A PostgreSQL database (its URL) behind one server per segment.
+    Postgres(&'a str),
+}
+
+fn one_run(nixos_pxe: &Path, segments: &[&Namespaces], workdir: &Path, n: usize, layout: &Layout) -> Result<RunResult, String> {
     let state = workdir.join(format!("state-{n}"));
-    let spec = ServerSpec {
-        name: "nixos-pxe serve",
-        program: nixos_pxe.display().to_string(),
-        args: ["serve", "--config", &workdir.join("fleet.json").display().to_string(), "--dhcp", "off", "--state-dir", &state.display().to_string(), "--http-port", "80", "--per-client", "1000"]
+    let mut servers = Vec::new();
+    for (k, segment) in segments.iter().enumerate() {
+        let state = state.join(format!("segment{k}"));
+        let mut args: Vec<String> = ["serve", "--config", &workdir.join("fleet.json").display().to_string(), "--dhcp", "off", "--state-dir", &state.display().to_string(), "--http-port", "80", "--per-client", "1000"]
             .iter()
             .map(|s| s.to_string())
-            .collect(),
-    };
-    let log = workdir.join(format!("serve-{n}.log"));
-    let mut server = Server::start(&spec, &namespaces.server, log.clone())?;
-    server.wait_until_ready(Duration::from_secs(20), || {
-        let text = std::fs::read_to_string(&log).unwrap_or_default();
-        text.contains("http: serving") && text.contains("tftp: serving")
-    })?;
-    let (runs, wall) = all_hosts(&namespaces.client)?;
-    drop(server);
-    let status = run(Command::new(nixos_pxe).args(["fleet", "status", "--json", "--state-dir"]).arg(&state))?;
+            .collect();
+        if let Layout::Postgres(url) = layout {
+            args.extend(["--database".to_string(), url.to_string()]);
+        }
+        let spec = ServerSpec { name: "nixos-pxe serve", program: nixos_pxe.display().to_string(), args };
+        let log = workdir.join(format!("serve-{n}-{k}.log"));
+        let mut server = Server::start(&spec, &segment.server, log.clone())?;
+        server.wait_until_ready(Duration::from_secs(20), || {
+            let text = std::fs::read_to_string(&log).unwrap_or_default();
+            text.contains("http: serving") && text.contains("tftp: serving")
+        })?;
+        servers.push(server);
+    }
+    let clients: Vec<&Namespace> = segments.iter().map(|s| &s.client).collect();
+    let (runs, wall) = all_hosts(&clients)?;
+    drop(servers);
+    let mut status = Command::new(nixos_pxe);
+    status.args(["fleet", "status", "--json", "--state-dir"]).arg(state.join("segment0"));
+    if let Layout::Postgres(url) = layout {
+        status.args(["--database", url]);
+    }
+    let status = run(&mut status)?;
     let hosts: Vec<Value> = serde_json::from_str(&status).map_err(|e| format!("fleet status --json: {e}"))?;
     // Every report of every attempt, read from the store itself.
-    let store = SqliteStore::open_existing(&state).map_err(|e| e.to_string())?;
+    let store: Box<dyn Store> = match layout {
+        Layout::Sqlite => Box::new(SqliteStore::open_existing(&state.join("segment0")).map_err(|e| e.to_string())?),
+        Layout::Postgres(url) => Box::new(PostgresStore::open(url, None).map_err(|e| e.to_string())?),
+    };
     let mut stored = 0;
     for i in 0..HOSTS {
         stored += store.history(&host(i)).map_err(|e| e.to_string())?.len() as u64;
     }
     let mut result = RunResult {
         tftp: Vec::new(),
+        hand_outs: Vec::new(),
         http: Vec::new(),
         whole: Vec::new(),
         failures: Vec::new(),
@@ -312,9 +351,11 @@ fn one_run(nixos_pxe: &Path, namespaces: &Namespaces, workdir: &Path, n: usize) 
         stored,
         installed: hosts.iter().filter(|h| h["state"] == "installed").count(),
         attempts: hosts.iter().filter_map(|h| h["attempt"]["number"].as_u64()).sum(),
+        repeated: hosts.iter().filter(|h| h["attempt"]["number"].as_u64().is_some_and(|n| n > 1)).count(),
         wall,
     };
     for r in runs {
+        result.hand_outs.extend(r.tftp.first().copied());
         result.tftp.extend(r.tftp);
         result.http.extend(r.http);
         result.whole.extend(r.whole);
@@ -337,21 +378,36 @@ fn ms(d: Duration) -> String {
     format!("{:.1}", d.as_secs_f64() * 1000.0)
 }
 
-fn tables(results: &[RunResult]) -> String {
+fn tables(results: &[(&str, RunResult)]) -> String {
     let mut latency = format!(
-        "| run | {HOSTS} hosts at once | requests | p50 ms | p99 ms | max ms |\n|---:|---|---:|---:|---:|---:|\n"
+        "| state | run | {HOSTS} hosts at once | requests | p50 ms | p99 ms | max ms |\n|---|---:|---|---:|---:|---:|---:|\n"
     );
-    let mut totals = "| run | wall s | failed requests | reports answered 200 | reports in the store | hosts installed | attempts handed out |\n|---:|---:|---:|---:|---:|---:|---:|\n".to_string();
-    for (i, r) in results.iter().enumerate() {
-        let n = i + 1;
+    let mut totals = "| state | run | wall s | hand-outs/s | reports/s | failed requests | reports answered 200 | reports in the store | hosts installed | attempts handed out | hosts with more than one attempt |\n|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n".to_string();
+    let mut n = 0;
+    let mut last = "";
+    for (layout, r) in results {
+        n = if *layout == last { n + 1 } else { 1 };
+        last = layout;
         for (what, values) in [
-            ("per-host config over TFTP (blksize 1024, as GRUB)", &r.tftp),
+            ("hand-out: a host's first config over TFTP (blksize 1024, as GRUB)", &r.hand_outs),
+            ("per-host config over TFTP, all three fetches", &r.tftp),
             ("report over HTTP (a connection each)", &r.http),
             (&format!("one host's whole sequence ({} configs, {} reports)", 3, STEPS + 2) as &str, &r.whole),
         ] {
-            latency += &format!("| {n} | {what} | {} | {} | {} | {} |\n", values.len(), ms(percentile(values, 0.5)), ms(percentile(values, 0.99)), ms(percentile(values, 1.0)));
+            latency += &format!("| {layout} | {n} | {what} | {} | {} | {} | {} |\n", values.len(), ms(percentile(values, 0.5)), ms(percentile(values, 0.99)), ms(percentile(values, 1.0)));
         }
-        totals += &format!("| {n} | {:.2} | {} | {} | {} | {}/{HOSTS} | {} |\n", r.wall.as_secs_f64(), r.failures.len(), r.accepted, r.stored, r.installed, r.attempts);
+        let wall = r.wall.as_secs_f64();
+        totals += &format!(
+            "| {layout} | {n} | {wall:.2} | {:.0} | {:.0} | {} | {} | {} | {}/{HOSTS} | {} | {} |\n",
+            r.hand_outs.len() as f64 / wall,
+            r.http.len() as f64 / wall,
+            r.failures.len(),
+            r.accepted,
+            r.stored,
+            r.installed,
+            r.attempts,
+            r.repeated
+        );
     }
     format!("{latency}\n{totals}")
 }
@@ -379,21 +435,35 @@ fn bench() -> Result<String, String> {
     std::fs::write(tftp_root.join("nixos/bzImage"), b"not fetched here").map_err(|e| e.to_string())?;
     write_config(&nixos_pxe, &workdir.path().join("fleet.json"), &tftp_root)?;
     let namespaces = Namespaces::create(workdir.path())?;
+    let second = Namespaces::create_segment(workdir.path(), "b", 24)?;
     let mut results = Vec::new();
     for n in 1..=RUNS {
-        let result = one_run(&nixos_pxe, &namespaces, workdir.path(), n)?;
+        let result = one_run(&nixos_pxe, &[&namespaces], workdir.path(), n, &Layout::Sqlite)?;
         if let Some(first) = result.failures.first() {
-            eprintln!("bench: run {n}: {} requests failed; the first: {first}", result.failures.len());
+            eprintln!("bench: sqlite run {n}: {} requests failed; the first: {first}", result.failures.len());
         }
-        results.push(result);
+        results.push(("SQLite, one server", result));
     }
-    let lost: usize = results.iter().map(|r| r.accepted.saturating_sub(r.stored as usize)).sum();
+    // The database's directory beside the SQLite states (the same disk), fsync on; the server
+    // runs as the postgres user, who must reach it.
+    std::fs::set_permissions(workdir.path(), std::os::unix::fs::PermissionsExt::from_mode(0o755)).map_err(|e| e.to_string())?;
+    let cluster = Cluster::start_in(workdir.path(), "bench", true)?;
+    for n in 1..=RUNS {
+        let url = cluster.create_database(&format!("fleet{n}"))?;
+        let result = one_run(&nixos_pxe, &[&namespaces, &second], workdir.path(), RUNS + n, &Layout::Postgres(&url))?;
+        if let Some(first) = result.failures.first() {
+            eprintln!("bench: postgres run {n}: {} requests failed; the first: {first}", result.failures.len());
+        }
+        results.push(("PostgreSQL, two servers", result));
+    }
+    let _ = cluster.stop_server("fast");
+    let lost: usize = results.iter().map(|(_, r)| r.accepted.saturating_sub(r.stored as usize)).sum();
     let date = first_line(Command::new("date").args(["-u", "+%Y-%m-%d %H:%M UTC"]));
     Ok(format!(
         "Measured by `cargo bench --bench fleet` on {date} in {:.0} s.\n\
          Machine: {}.\n\
          CPU busy in the second before the run: {busy_before:.0}%; CPU time stolen by the hypervisor during it: {:.1}%.\n\
-         {HOSTS} simulated hosts released at once, {RUNS} runs with a fresh state each; latency from a request's start to its whole answer. \
+         {HOSTS} simulated hosts released at once, {RUNS} runs with a fresh state each for each layout (PostgreSQL: two segments, h000-h099 on one server, h100-h199 on the other, one database); latency from a request's start to its whole answer; per second: over the run's wall time. \
          Reports answered 200 but missing from the store: {lost}.\n\n{}",
         started.elapsed().as_secs_f64(),
         machine_description(),

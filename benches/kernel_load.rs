@@ -29,7 +29,17 @@
 //! ```text
 //! cargo bench --bench kernel_load                 # 4 rounds, about 2 minutes on 2 cores
 //! cargo bench --bench kernel_load -- --rounds 6
+//! cargo bench --bench kernel_load -- --capture    # also what a packet capture shows (below)
+//! cargo bench --bench kernel_load -- --read-capture target/bench-kernel-load.pcap
 //! ```
+//!
+//! `--capture` runs tcpdump (Debian's `tcpdump`: `apt-get install tcpdump`; not in
+//! dev/packages.txt, as CI does not run benchmarks) on the lab's tap device, in the benchmark's
+//! own namespace, for the whole run, and adds to the report, for each HTTP connection GRUB
+//! opened, what bounds it: the MSS and window of GRUB's SYN, the server's segment sizes, GRUB's
+//! ACKs, the bytes in flight against GRUB's window, the time to each ACK and the gaps of 5 ms and
+//! more (benches/common/tcp_capture.rs reads the pcap). The capture is kept in
+//! target/bench-kernel-load.pcap.
 //!
 //! The table goes to stdout and to target/bench-kernel-load.md.
 
@@ -204,7 +214,69 @@ fn machine_description() -> String {
     )
 }
 
-fn bench(rounds: usize) -> Result<String, String> {
+/// tcpdump on the lab's tap device (the client's side of the bridge) writing HTTP's packets to
+/// `file`, headers only; stopped (SIGINT, so that it writes out its buffer) when dropped.
+struct Capture {
+    tcpdump: std::process::Child,
+    log: std::path::PathBuf,
+}
+
+impl Capture {
+    fn start(ns: &str, file: &Path, log: &Path) -> Result<Capture, String> {
+        let out = std::fs::File::create(log).map_err(|e| format!("{}: {e}", log.display()))?;
+        let tcpdump = Command::new("ip")
+            .args(["netns", "exec", ns, "tcpdump", "-i", "tap0", "-n", "-U", "-s", "96", "-B", "8192", "-w"])
+            .arg(file)
+            .args(["tcp", "port", "80"])
+            .stdin(std::process::Stdio::null())
+            .stdout(out.try_clone().map_err(|e| e.to_string())?)
+            .stderr(out)
+            .spawn()
+            .map_err(|e| format!("cannot start tcpdump (apt-get install tcpdump): {e}"))?;
+        let capture = Capture { tcpdump, log: log.to_owned() };
+        let started = Instant::now();
+        while !std::fs::read_to_string(log).unwrap_or_default().contains("listening on") {
+            if started.elapsed() > Duration::from_secs(30) {
+                return Err(format!("tcpdump did not start within 30 s: {}", std::fs::read_to_string(log).unwrap_or_default()));
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Ok(capture)
+    }
+
+    /// Stops tcpdump; its summary ("N packets captured ... N dropped by kernel").
+    fn stop(mut self) -> String {
+        // SAFETY: kill(2) on the tcpdump this struct started (`ip netns exec` execs it).
+        unsafe { libc::kill(self.tcpdump.id() as libc::pid_t, libc::SIGINT) };
+        let _ = self.tcpdump.wait();
+        let log = std::fs::read_to_string(&self.log).unwrap_or_default();
+        log.lines().filter(|l| l.contains("packets")).collect::<Vec<_>>().join("; ")
+    }
+}
+
+impl Drop for Capture {
+    fn drop(&mut self) {
+        // Stopped already when `stop` ran; otherwise (a failed run) ended here.
+        let _ = self.tcpdump.kill();
+        let _ = self.tcpdump.wait();
+    }
+}
+
+/// What the capture shows of each HTTP connection: the markdown for the report.
+fn capture_report(pcap: &Path, tcpdump_summary: &str) -> Result<String, String> {
+    let bytes = std::fs::read(pcap).map_err(|e| format!("{}: {e}", pcap.display()))?;
+    let segments = common::tcp_capture::segments(&bytes, 80)?;
+    let transfers = common::tcp_capture::transfers(&segments);
+    Ok(format!(
+        "Packet capture (tcpdump on tap0, the client's side of the bridge; {tcpdump_summary}): every HTTP connection GRUB opened, in order. \
+         \"At the window\": the share of the server's data segments sent with the client's whole window in flight. \
+         \"ACK after\": from a data segment leaving serve's side to the client's ACK covering it. \
+         \"Close\": the first FIN or RST of the connection, either side's.\n\n{}",
+        common::tcp_capture::report(&transfers)
+    ))
+}
+
+fn bench(rounds: usize, capture: bool) -> Result<String, String> {
     if common::run(Command::new("id").arg("-u"))?.trim() != "0" {
         return Err("run it as root: the benchmark makes network namespaces".into());
     }
@@ -248,8 +320,19 @@ fn bench(rounds: usize) -> Result<String, String> {
     );
     let ns = lab.ns.clone();
     lab.wait_listening(&ns, &[Socket::Udp(67), Socket::Udp(69), Socket::TcpListen(80)]);
+    let pcap = dir.join("http.pcap");
+    let tcpdump = if capture { Some(Capture::start(&ns, &pcap, &dir.join("tcpdump.log"))?) } else { None };
     let mut qemu = Qemu::start(&lab, dir, 1024, None);
     let lines = stamp_console(&mut qemu)?;
+    let captured = match tcpdump {
+        Some(t) => {
+            let summary = t.stop();
+            let kept = lab::root().join("target/bench-kernel-load.pcap");
+            std::fs::copy(&pcap, &kept).map_err(|e| format!("keep {}: {e}", pcap.display()))?;
+            format!("\n{}\nThe capture is kept in target/bench-kernel-load.pcap.\n", capture_report(&pcap, &summary)?)
+        }
+        None => String::new(),
+    };
     let (to_first, loads) = loads(&lines, rounds)?;
     let log = std::fs::read_to_string(&serve_log).unwrap_or_default();
     let (timeouts, mut serve_tftp_seconds) = check_serve_log(&log, kernel_bytes, rounds)?;
@@ -294,7 +377,7 @@ fn bench(rounds: usize) -> Result<String, String> {
          Machine: {}.\n\
          CPU busy in the second before the run: {busy_before:.0}%; CPU time stolen by the hypervisor during it: {:.1}%.\n\
          Kernel: {kernel_bytes} bytes (the end-to-end tests' bzImage). One GRUB run, {rounds} rounds, tftp first in odd rounds, http first in even ones; \
-         a load is timed from the console line before GRUB's `linux` to the line after it. MB/s = 10^6 bytes per second.\n\n{summary}\n{table}",
+         a load is timed from the console line before GRUB's `linux` to the line after it. MB/s = 10^6 bytes per second.\n\n{summary}\n{table}{captured}",
         started.elapsed().as_secs_f64(),
         machine_description(),
         percent_since(&cpu_before, |t| t.stolen),
@@ -316,5 +399,21 @@ fn main() {
             std::process::exit(2);
         }
     };
-    common::print_and_keep(bench(rounds), "bench-kernel-load.md");
+    // What a capture kept from an earlier run shows, without running anything.
+    if let Some(i) = args.iter().position(|a| a == "--read-capture") {
+        let Some(file) = args.get(i + 1) else {
+            eprintln!("bench: --read-capture takes a pcap file");
+            std::process::exit(2);
+        };
+        match capture_report(Path::new(file), "read from a file") {
+            Ok(report) => println!("{report}"),
+            Err(e) => {
+                eprintln!("bench: {e}");
+                std::process::exit(1);
+            }
+        }
+        return;
+    }
+    let capture = args.iter().any(|a| a == "--capture");
+    common::print_and_keep(bench(rounds, capture), "bench-kernel-load.md");
 }

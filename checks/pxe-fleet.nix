@@ -14,7 +14,7 @@
 # wait would take as many seconds as lines had come. So this test watches the server's state
 # instead, every 5 s (`fleet status` reads state.sqlite3 directly), which costs the same however
 # much the clients print, and reads no console line. Budget, per client and both at once: up to
-# 3600 s from the start to `installed` (the firmware's PXE, GRUB, the kernel over HTTP, the NFS
+# 3600 s from the start to `installed` (the firmware's PXE, GRUB, the kernel over TFTP, the NFS
 # root, two installers unpacking at once from one server; pxe-install budgets 1200 s for GRUB
 # and the kernel and 3600 + 2400 s for the boot log and the install, paced by line reading that
 # is not there here), then up to 1800 s to `confirmed` (the reboot, systemd-boot, NixOS's boot

@@ -33,6 +33,21 @@
 # other outgoing port is opened. (Kernels since 6.0 attach no helper by themselves; firewall.nix
 # asserts autoLoadConntrackHelpers off there, so it is attached by rule, as nftables does it.)
 #
+# database: the fleet's state in PostgreSQL, shared by several boot servers (serve --database).
+# By default (database.url = null) a local services.postgresql with a database and a role named
+# after the unit's dynamic user, "nixos-pxe", reached over the socket in /run/postgresql with
+# peer authentication (NixOS's default for local connections): no password anywhere. A remote
+# database: database.url without a password and database.passwordFile, handed to the unit as a
+# credential (LoadCredential=), so that the password is in neither the store nor the unit.
+# Reports that arrive while the database is away wait in the state directory (report-spool).
+#
+# A two-server layout: on each boot server services.nixos-pxe.enable with the same fleet and
+# database.url = "postgresql://nixos-pxe@db.example/nixos-pxe", database.passwordFile, each on
+# its own segment (its own bootServer.address and dhcpRange), or both on one segment with split
+# pools (dhcpRange halves) or in proxy mode beside the site's DHCP. The database server is
+# a third machine (or one of the two, with database.url = null there and enableTCPIP plus a
+# pg_hba line for the other).
+#
 # NixOS interfaces, each with the nixpkgs file and commit it was read at, are listed in
 # tests/nix/stand-in-nixpkgs/interfaces.nix; the systemd settings are systemd.exec(5) and
 # systemd.service(5).
@@ -53,6 +68,11 @@ let
 
   # The state directory below /var/lib, as StateDirectory= takes it.
   stateDirectory = lib.removePrefix "/var/lib/" cfg.stateDir;
+
+  db = cfg.database;
+  localDatabase = db.enable && db.url == null;
+  # The local database: its socket directory, the role and database named after the unit's user.
+  databaseUrl = if localDatabase then "host=/run/postgresql dbname=nixos-pxe user=nixos-pxe" else db.url;
 in
 {
   options.services.nixos-pxe = {
@@ -91,6 +111,24 @@ in
       description = "TCP port of serve's HTTP endpoint on bootServer.address (per-host GRUB files, the kernel, the installers' reports); 0 for none. Keep 80 for GRUB builds without a port in (http,ADDRESS:PORT).";
     };
 
+    database = {
+      enable = lib.mkEnableOption "the fleet's state in PostgreSQL, shared by several boot servers (serve --database), instead of state.sqlite3 in stateDir";
+
+      url = mkOption {
+        type = types.nullOr types.str;
+        default = null;
+        example = "postgresql://nixos-pxe@db.example/nixos-pxe";
+        description = "The database, as libpq takes it (a postgresql:// URL or key=value words), without a password. null: a local services.postgresql with a database and role \"nixos-pxe\", reached over its socket with peer authentication (created by this module).";
+      };
+
+      passwordFile = mkOption {
+        type = types.nullOr types.path;
+        default = null;
+        example = "/run/keys/nixos-pxe-database";
+        description = "A file whose first line is the database role's password (for a remote url), read by systemd as a credential and never copied to the store.";
+      };
+    };
+
     openFirewall = mkOption {
       type = types.bool;
       default = false;
@@ -109,6 +147,14 @@ in
         message = "services.nixos-pxe: the fleet's bootServer.nfsMountOptions = \"${server.nfsMountOptions}\" lacks port=P and mountport=P with the same P: serve's NFS server has no portmapper; set bootServer.nfsMountOptions = \"vers=3,tcp,port=2049,mountport=2049,mountproto=tcp,nolock\"";
       }
       {
+        assertion = !(db.enable && db.url != null && lib.hasInfix "password=" db.url) && !(db.enable && db.url != null && builtins.match "postgres(ql)?://[^/@]*:[^/@]*@.*" db.url != null);
+        message = "services.nixos-pxe.database.url carries a password: it would be in the Nix store, readable by every user; put it in database.passwordFile";
+      }
+      {
+        assertion = !(localDatabase && db.passwordFile != null);
+        message = "services.nixos-pxe.database.passwordFile is for a remote database.url; the local one uses peer authentication";
+      }
+      {
         assertion = server.address != null;
         message = "services.nixos-pxe: the fleet's bootServer.address is not set: serve listens for HTTP and NFS there";
       }
@@ -117,6 +163,12 @@ in
     # `nixos-pxe fleet status` and `fleet reinstall` for the administrator (as root: the state
     # directory belongs to the service's dynamic user).
     environment.systemPackages = [ cfg.package ];
+
+    services.postgresql = lib.mkIf localDatabase {
+      enable = true;
+      ensureDatabases = [ "nixos-pxe" ];
+      ensureUsers = [ { name = "nixos-pxe"; ensureDBOwnership = true; } ];
+    };
 
     networking.firewall.interfaces = lib.mkIf cfg.openFirewall {
       ${cfg.interface} = {
@@ -148,8 +200,9 @@ in
       # serve binds to bootServer.address on the interface: after the address is there
       # (network-addresses-IF.service with NixOS's scripted networking; network-online.target
       # otherwise), and started again if it was not yet.
-      wants = [ "network-online.target" ];
-      after = [ "network-online.target" "network-addresses-${cfg.interface}.service" ];
+      # The local database: Wants=, not Requires=: serve keeps answering while it is away.
+      wants = [ "network-online.target" ] ++ lib.optional localDatabase "postgresql.service";
+      after = [ "network-online.target" "network-addresses-${cfg.interface}.service" ] ++ lib.optional localDatabase "postgresql.service";
       serviceConfig = {
         ExecStart = lib.escapeShellArgs [
           "${cfg.package}/bin/nixos-pxe" "serve"
@@ -159,7 +212,9 @@ in
           "--nfs-root" "${cfg.fleet.nfsRoot}"
           "--state-dir" cfg.stateDir
           "--http-port" (toString cfg.httpPort)
-        ];
+        ] + lib.optionalString db.enable (" " + lib.escapeShellArgs ([ "--database" databaseUrl ]
+          ++ lib.optionals (db.passwordFile != null) [ "--database-password-file" "%d/database-password" ]));
+        LoadCredential = lib.mkIf (db.enable && db.passwordFile != null) [ "database-password:${toString db.passwordFile}" ];
         Restart = "on-failure";
         RestartSec = 5;
         # Open files, soft and hard: serve's caps follow from this limit (src/serve/limits.rs:
@@ -198,7 +253,8 @@ in
 
         # What it may ask the kernel: IPv4 sockets only (DHCP, TFTP, HTTP and NFS are IPv4 here;
         # the log goes to the standard error systemd connected), the system calls of a service.
-        RestrictAddressFamilies = [ "AF_INET" ];
+        # With a database: AF_UNIX for the local socket, AF_INET6 for a remote one by IPv6.
+        RestrictAddressFamilies = [ "AF_INET" ] ++ lib.optionals db.enable [ "AF_UNIX" "AF_INET6" ];
         RestrictNamespaces = true;
         RestrictRealtime = true;
         RestrictSUIDSGID = true;

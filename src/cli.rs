@@ -136,13 +136,16 @@ pub enum FleetCommand {
     /// hold), generation (installed/wanted), latest attempt, last report and the attempt's
     /// duration; with --config also what serve hands it at its next network boot.
     ///
-    /// Reads state.sqlite3 directly, so it works while serve runs and when it does not; serve's
-    /// `GET /v1/hosts` answers the same JSON. Without --config the MACs and wanted generations
-    /// are those serve last read from the fleet.
+    /// Reads state.sqlite3 (or with --database the shared database) directly, so it works while
+    /// serve runs and when it does not. Without --config the MACs and wanted generations are
+    /// those serve last read from the fleet. Says too how many reports serve on this machine
+    /// keeps because the database was away.
     Status {
         /// serve's --state-dir.
         #[arg(long, value_name = "DIR", default_value = "/var/lib/nixos-pxe")]
         state_dir: Utf8PathBuf,
+        #[command(flatten)]
+        store: crate::fleet::open::StoreArgs,
         /// The fleet's configuration: its hosts (also those never seen), MACs, generations, and
         /// the decision for each host.
         #[arg(long, short = 'c', value_name = "FILE")]
@@ -162,10 +165,34 @@ pub enum FleetCommand {
         /// serve's --state-dir.
         #[arg(long, value_name = "DIR", default_value = "/var/lib/nixos-pxe")]
         state_dir: Utf8PathBuf,
+        #[command(flatten)]
+        store: crate::fleet::open::StoreArgs,
         /// The host's name under fleet.hosts.
         #[arg(value_name = "HOST")]
         host: String,
     },
+    /// Copy a fleet's whole state between <state-dir>/state.sqlite3 and a PostgreSQL database
+    /// (--to database: a fleet outgrows one boot server; --to state-dir: back to one), every
+    /// attempt, token hash, report and binding as it is. The target must be empty; stop serve
+    /// first (what it writes during the copy is not copied).
+    Copy {
+        /// The state directory (the SQLite side).
+        #[arg(long, value_name = "DIR", default_value = "/var/lib/nixos-pxe")]
+        state_dir: Utf8PathBuf,
+        #[command(flatten)]
+        store: crate::fleet::open::StoreArgs,
+        /// Which side is written.
+        #[arg(long, value_enum, value_name = "SIDE")]
+        to: CopyTo,
+    },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum CopyTo {
+    /// From the state directory's state.sqlite3 into the --database.
+    Database,
+    /// From the --database into the state directory's state.sqlite3 (created).
+    StateDir,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -292,11 +319,12 @@ pub fn run(cli: Cli) -> Result<ExitCode, Error> {
 }
 
 fn fleet(command: FleetCommand) -> Result<ExitCode, Error> {
+    use crate::fleet::copy::Copyable;
+    use crate::fleet::postgres::PostgresStore;
     use crate::fleet::sqlite::SqliteStore;
-    use crate::fleet::store::Store;
     let store_error = |e: crate::fleet::store::StoreError| Error::Message(e.to_string());
     match command {
-        FleetCommand::Status { state_dir, config, source, json } => {
+        FleetCommand::Status { state_dir, store, config, source, json } => {
             let fleet = match config {
                 Some(file) => {
                     let resolved = config::load(&file, source)?;
@@ -304,22 +332,78 @@ fn fleet(command: FleetCommand) -> Result<ExitCode, Error> {
                 }
                 None => None,
             };
-            let store = SqliteStore::open_existing(state_dir.as_std_path()).map_err(store_error)?;
+            // Reports serve on this machine took while the database was away.
+            let kept = match store.database {
+                Some(_) => crate::serve::report_spool::Spool::new(state_dir.as_std_path()).read().map(|r| r.len()).unwrap_or(0),
+                None => 0,
+            };
+            let kept_line = format!(
+                "serve on this machine keeps {kept} report(s) it took while the database was away ({}); it writes them when it reaches the database again",
+                state_dir.join(crate::serve::report_spool::FILE_NAME)
+            );
+            let opened = store.open_existing(state_dir.as_std_path());
+            let opened = match opened {
+                Ok(s) => s,
+                Err(e) => {
+                    if kept > 0 {
+                        eprintln!("{kept_line}");
+                    }
+                    return Err(store_error(e));
+                }
+            };
             let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0);
-            let rows = crate::fleet::status::collect(&store, fleet.as_ref(), now).map_err(store_error)?;
+            let rows = crate::fleet::status::collect(opened.as_ref(), fleet.as_ref(), now).map_err(store_error)?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&rows).unwrap_or_default());
             } else {
                 print!("{}", crate::fleet::status::table(&rows));
             }
+            if kept > 0 {
+                eprintln!("{kept_line}");
+            }
             Ok(ExitCode::SUCCESS)
         }
-        FleetCommand::Reinstall { state_dir, host } => {
-            let store = SqliteStore::open_existing(state_dir.as_std_path()).map_err(store_error)?;
+        FleetCommand::Reinstall { state_dir, store, host } => {
+            let store = store.open_existing(state_dir.as_std_path()).map_err(store_error)?;
             store.reinstall(&host).map_err(store_error)?;
             println!(
                 "{host} will be installed again the next time it boots from the network, with a fresh budget of fleet.maxAttempts.\n\
                  This is the imperative way; the declarative one is to bump fleet.hosts.{host}.generation in the configuration."
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        FleetCommand::Copy { state_dir, store, to } => {
+            let Some(url) = &store.database else {
+                return Err(Error::Message("fleet copy: name the database with --database".into()));
+            };
+            let password = match &store.database_password_file {
+                Some(file) => Some(std::fs::read_to_string(file).map_err(|e| Error::Message(format!("--database-password-file {file}: {e}")))?.lines().next().unwrap_or_default().to_string()),
+                None => None,
+            };
+            let database = PostgresStore::open(url, password.as_deref()).map_err(store_error)?;
+            let (dump, target) = match to {
+                CopyTo::Database => {
+                    let file = SqliteStore::open_existing(state_dir.as_std_path()).map_err(store_error)?;
+                    (file.dump().map_err(store_error)?, Box::new(database) as Box<dyn Copyable>)
+                }
+                CopyTo::StateDir => {
+                    let dump = database.dump().map_err(store_error)?;
+                    crate::serve::state_dir::prepare(state_dir.as_std_path())?;
+                    (dump, Box::new(SqliteStore::open(state_dir.as_std_path()).map_err(store_error)?) as Box<dyn Copyable>)
+                }
+            };
+            target.load(&dump).map_err(store_error)?;
+            println!(
+                "copied {} from {} to {}",
+                dump.summary(),
+                match to {
+                    CopyTo::Database => state_dir.join(crate::fleet::sqlite::FILE_NAME).to_string(),
+                    CopyTo::StateDir => store.describe(state_dir.as_std_path()),
+                },
+                match to {
+                    CopyTo::Database => store.describe(state_dir.as_std_path()),
+                    CopyTo::StateDir => state_dir.join(crate::fleet::sqlite::FILE_NAME).to_string(),
+                }
             );
             Ok(ExitCode::SUCCESS)
         }

@@ -12,6 +12,9 @@
 //! - `an_interrupted_install_finishes_and_a_failing_host_is_held`: lab-c is killed in the
 //!   middle of its unpack and finishes as attempt 2 over its half-written disk; lab-d's disk
 //!   holds a file system, so its installs fail, and after fleet.maxAttempts (2) it is held.
+//!   This scenario keeps the fleet's state in PostgreSQL (`serve --database`, a server the test
+//!   starts: src/fleet/pg_cluster.rs), the first one in state.sqlite3: the QEMU installs run
+//!   once against each store.
 //!
 //! Stand-ins, because NixOS cannot be built here: the NFS root is busybox, Debian's disk tools and
 //! nixos-pxe; nix-store, nix-env, nixos-generate-config and nixos-enter are scripts that record
@@ -27,6 +30,8 @@ mod common;
 use common::stand_in_root::{base_nfs_root, write_exec};
 use common::efi_disk::{esp_disk, stand_in_loader};
 use common::{GRUB_LIB, Lab, Nic, Qemu, SERVER_ADDRESS, Socket, in_order, nixos_pxe as pxe, root, run, sh, tail};
+use nixos_pxe_installer::fleet::pg_cluster::Cluster;
+use nixos_pxe_installer::fleet::postgres::PostgresStore;
 use nixos_pxe_installer::fleet::sqlite::SqliteStore;
 use nixos_pxe_installer::fleet::store::Store;
 use serde_json::Value;
@@ -159,6 +164,9 @@ struct FleetLab {
     tag: String,
     /// When the lab was made: the scenario's whole time, its setup included, is printed at the end.
     made: Instant,
+    /// The fleet's state in PostgreSQL (the server and the database's connection string)
+    /// instead of state.sqlite3.
+    database: Option<(Cluster, String)>,
 }
 
 impl FleetLab {
@@ -179,7 +187,21 @@ impl FleetLab {
             sh(&format!("ip -n {ns} tuntap add dev {tap} mode tap; ip -n {ns} link set {tap} master br0 up", ns = lab.ns));
         }
         sh(&format!("ip -n {ns} tuntap add dev tap-dead mode tap; ip -n {ns} link set tap-dead up", ns = lab.ns));
-        FleetLab { dir, lab, tftp, nfsroot, state, serve_logs: Vec::new(), phases: Vec::new(), tag: tag.to_string(), made }
+        FleetLab { dir, lab, tftp, nfsroot, state, serve_logs: Vec::new(), phases: Vec::new(), tag: tag.to_string(), made, database: None }
+    }
+
+    /// The lab with the fleet's state in a PostgreSQL database of a server this test starts.
+    fn with_postgres(tag: &str) -> FleetLab {
+        let mut lab = FleetLab::new(tag);
+        let cluster = Cluster::start(tag, true).unwrap_or_else(|e| panic!("{e}"));
+        let url = cluster.create_database("fleet").unwrap_or_else(|e| panic!("{e}"));
+        lab.database = Some((cluster, url));
+        lab
+    }
+
+    /// `--database URL` when the state is in PostgreSQL.
+    fn database_args(&self) -> Vec<String> {
+        self.database.as_ref().map(|(_, url)| vec!["--database".to_string(), url.clone()]).unwrap_or_default()
     }
 
     fn path(&self) -> &Path {
@@ -206,7 +228,13 @@ impl FleetLab {
             self.nfsroot.to_str().expect("utf8"),
             "--state-dir",
             self.state.to_str().expect("utf8"),
+            // Not serve's default (TFTP): this is the test in which GRUB loads the kernel from
+            // serve's HTTP, ended by the reset of src/serve/http_socket.rs.
+            "--kernel-over",
+            "http",
         ];
+        let database = self.database_args();
+        let args: Vec<&str> = args.iter().copied().chain(database.iter().map(String::as_str)).collect();
         self.lab.spawn(&args, &log);
         self.serve_logs.push(log.clone());
         let ns = self.lab.ns.clone();
@@ -303,7 +331,10 @@ impl FleetLab {
 
     /// `nixos-pxe fleet status --json` with the configuration (decisions, hold).
     fn status(&self) -> Vec<Value> {
-        let out = pxe(&["fleet", "status", "--state-dir", self.state.to_str().expect("utf8"), "--config", CONFIG, "--source", "static", "--json"]);
+        let database = self.database_args();
+        let mut args = vec!["fleet", "status", "--state-dir", self.state.to_str().expect("utf8"), "--config", CONFIG, "--source", "static", "--json"];
+        args.extend(database.iter().map(String::as_str));
+        let out = pxe(&args);
         serde_json::from_str(&out).expect("status JSON")
     }
 
@@ -313,7 +344,10 @@ impl FleetLab {
 
     /// The accepted reports of `host`, oldest first, as (attempt, "event" or "step NAME").
     fn history(&self, host: &str) -> Vec<(u32, String)> {
-        let store = SqliteStore::open_existing(&self.state).expect("the state");
+        let store: Box<dyn Store> = match &self.database {
+            None => Box::new(SqliteStore::open_existing(&self.state).expect("the state")),
+            Some((_, url)) => Box::new(PostgresStore::open(url, None).expect("the database")),
+        };
         let history = store.history(host).expect("history");
         history
             .iter()
@@ -719,8 +753,14 @@ fn hosts_install_at_once_through_a_serve_crash_then_boot_their_disks() {
     assert!(!console.contains("is installed already"), "{}", tail(&console));
     let h = f.host_status("lab-a");
     assert_eq!((h["state"].as_str(), h["attempt"]["number"].as_u64(), h["reinstall_requested"].as_bool(), h["decision"]["kind"].as_str()), (Some("installed"), Some(2), Some(false), Some("local-boot")), "{h}");
-    let old = serde_json::json!({ "host": "lab-a", "generation": 1, "attempt": 1, "token": token_a1, "event": "booted", "system": system_path("web") });
+    // Attempt 1 was installed, so its `booted` needs the boot token its installed report named:
+    // the attempt's token alone is refused. Any other report of attempt 1, with its right token,
+    // is stale now that attempt 2 is the latest.
     let (lab_a_os, _) = f.machine("a-os", A);
+    let booted = serde_json::json!({ "host": "lab-a", "generation": 1, "attempt": 1, "token": token_a1, "event": "booted", "system": system_path("web") });
+    let (code, body) = f.post_report_from(&lab_a_os, &booted);
+    assert!(code == 403 && body.contains("the boot token is not"), "attempt 1's booted without its boot token: {code}: {body}");
+    let old = serde_json::json!({ "host": "lab-a", "generation": 1, "attempt": 1, "token": token_a1, "event": "failed", "step": "disk" });
     let (code, body) = f.post_report_from(&lab_a_os, &old);
     assert_eq!(code, 409, "attempt 1's report after attempt 2 installed: {body}");
     assert!(body.contains("is not lab-a's latest attempt"), "{body}");
@@ -758,11 +798,12 @@ fn hosts_install_at_once_through_a_serve_crash_then_boot_their_disks() {
 }
 
 /// lab-c is killed in the middle of its unpack and finishes as attempt 2 over its own half-written
-/// disk; lab-d's disk holds a file system, its attempts fail and it is held.
+/// disk; lab-d's disk holds a file system, its attempts fail and it is held. The fleet's state is
+/// in PostgreSQL here (serve --database), so the QEMU installs run once against each store.
 #[test]
 fn an_interrupted_install_finishes_and_a_failing_host_is_held() {
     let _one_qemu = preflight();
-    let mut f = FleetLab::new("fleet-cd");
+    let mut f = FleetLab::with_postgres("fleet-cd");
     f.start_serve();
 
     // -- lab-c: its machine dies (QEMU killed) once serve has its `step unpack` report.

@@ -38,3 +38,49 @@ fn readme_documents_every_subcommand() {
         assert!(readme.contains(&format!("nixos-pxe {name}")), "README.md does not document `nixos-pxe {name}`");
     }
 }
+
+/// Every test the claims table names, after the file it names, is a function in that file:
+/// a claim whose test was renamed or moved would otherwise point at nothing.
+#[test]
+fn every_test_the_claims_table_names_exists_in_its_file() {
+    let root = env!("CARGO_MANIFEST_DIR");
+    let readme = std::fs::read_to_string(format!("{root}/README.md")).expect("README.md");
+    let start = readme.find("### Safety and security claims").expect("README.md has the claims table");
+    let end = readme[start..].find("\n## ").map_or(readme.len(), |e| start + e);
+    let mut missing = Vec::new();
+    let mut named = 0;
+    for row in readme[start..end].lines().filter(|l| l.starts_with('|')) {
+        let mut file: Option<(String, String)> = None;
+        for (k, quoted) in row.split('`').enumerate() {
+            if k % 2 == 0 {
+                continue;
+            }
+            let is_path = quoted.ends_with(".rs") && ["src/", "tests/", "benches/"].iter().any(|p| quoted.starts_with(p)) && !quoted.contains(' ');
+            if is_path {
+                match std::fs::read_to_string(format!("{root}/{quoted}")) {
+                    Ok(text) => file = Some((quoted.to_string(), text)),
+                    Err(e) => {
+                        missing.push(format!("{quoted}: {e}"));
+                        file = None;
+                    }
+                }
+                continue;
+            }
+            // A test's name: lower case words joined by `_`; anything else (a command, an
+            // option) ends the file's list.
+            let is_test_name = quoted.contains('_') && quoted.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
+            match (&file, is_test_name) {
+                (Some((path, text)), true) => {
+                    named += 1;
+                    if !text.contains(&format!("fn {quoted}(")) && !text.contains(&format!("fn {quoted}<")) {
+                        missing.push(format!("{path} has no fn {quoted}"));
+                    }
+                }
+                (_, false) => file = None,
+                (None, true) => {}
+            }
+        }
+    }
+    assert!(named > 50, "the claims table names only {named} tests: is this still the table?");
+    assert!(missing.is_empty(), "README.md's claims table names what is not there:\n{}", missing.join("\n"));
+}

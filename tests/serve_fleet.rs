@@ -158,7 +158,8 @@ fn per_host_configs_and_reports_move_the_state_as_designed() {
     let first = atftp(&ns, d, WEB1);
     let (attempt, t1) = install_args(&first);
     assert_eq!((attempt, t1.len()), (1, 43), "{first}");
-    assert!(first.contains(&format!("linux (http,{SERVER}:{PORT})/nixos/bzImage ")), "{first}");
+    // serve's default: the kernel over TFTP (GRUB loaded it faster so in benches/kernel_load.rs).
+    assert!(first.contains("linux (tftp)/nixos/bzImage "), "{first}");
     assert!(first.contains(&format!("nixos-pxe.report=http://{SERVER}:{PORT} ")), "{first}");
     assert_eq!(curl(&ns, &[&format!("tftp://{SERVER}/{}", host_cfg_path(WEB1))]), (0, first.clone()), "curl's TFTP (status 0: not HTTP)");
     assert_eq!(curl(&ns, &[&url(&format!("/{}", host_cfg_path(WEB1)))]), (200, first.clone()));
@@ -296,6 +297,134 @@ fn files_below_the_root_over_http_as_grub_reads_them() {
     let (headers, _) = got(&["-X", "PUT", "--data-binary", "x", &url("/nixos/bzImage")]);
     assert!(headers.starts_with("HTTP/1.1 405"), "{headers}");
     assert!(std::fs::read(dir.path().join("root/nixos/bzImage")).expect("kernel") == kernel);
+}
+
+/// A TCP connection to serve from a thread moved into network namespace `ns`, with a receive
+/// buffer of `receive_buffer` bytes, when given, set before the connection is made (a small one
+/// keeps most of a response unacknowledged until it is read, as GRUB's 8192-byte window does).
+fn connect_from(ns: &str, receive_buffer: Option<libc::c_int>) -> std::net::TcpStream {
+    use std::os::fd::{AsRawFd, FromRawFd};
+    let ns = ns.to_string();
+    std::thread::spawn(move || {
+        let handle = std::fs::File::open(format!("/run/netns/{ns}")).expect("the client namespace");
+        // SAFETY: setns(2) moves this thread only; the descriptor is open for the call. socket(2),
+        // setsockopt(2) with an int and connect(2) with a sockaddr_in built here; the descriptor
+        // is given to the TcpStream, which closes it.
+        unsafe {
+            assert_eq!(libc::setns(handle.as_raw_fd(), libc::CLONE_NEWNET), 0, "setns: {}", std::io::Error::last_os_error());
+            let fd = libc::socket(libc::AF_INET, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0);
+            assert!(fd >= 0, "socket: {}", std::io::Error::last_os_error());
+            if let Some(size) = receive_buffer {
+                libc::setsockopt(fd, libc::SOL_SOCKET, libc::SO_RCVBUF, std::ptr::from_ref(&size).cast(), size_of::<libc::c_int>() as libc::socklen_t);
+            }
+            let address = libc::sockaddr_in {
+                sin_family: libc::AF_INET as libc::sa_family_t,
+                sin_port: PORT.to_be(),
+                sin_addr: libc::in_addr { s_addr: u32::from(SERVER.parse::<std::net::Ipv4Addr>().expect("address")).to_be() },
+                sin_zero: [0; 8],
+            };
+            let r = libc::connect(fd, std::ptr::from_ref(&address).cast(), size_of::<libc::sockaddr_in>() as libc::socklen_t);
+            assert_eq!(r, 0, "connect: {}", std::io::Error::last_os_error());
+            std::net::TcpStream::from_raw_fd(fd)
+        }
+    })
+    .join()
+    .expect("the connecting thread")
+}
+
+/// Sends `GET /nixos/bzImage` with `user_agent` (and `range`, a Range header's value, when given)
+/// on `stream`, waits, and reads the response: its head, its body (Content-Length bytes), and how
+/// the connection went on afterwards: "reset", "closed" (FIN) or "open" (nothing within 1 s).
+fn get_as(stream: &mut std::net::TcpStream, user_agent: &str, range: Option<&str>, wait_before_reading: Duration) -> (String, Vec<u8>, &'static str) {
+    use std::io::{Read, Write};
+    // As GRUB 2.06 writes it (grub-core/net/http.c http_establish).
+    let range = range.map(|r| format!("Range: {r}\r\n")).unwrap_or_default();
+    write!(stream, "GET /nixos/bzImage HTTP/1.1\r\nHost: {SERVER}\r\nUser-Agent: {user_agent}\r\n{range}\r\n").expect("send the request");
+    std::thread::sleep(wait_before_reading);
+    stream.set_read_timeout(Some(Duration::from_secs(20))).expect("timeout");
+    let mut got = Vec::new();
+    let mut buf = vec![0u8; 64 * 1024];
+    let mut head_end = None;
+    let mut length = None;
+    loop {
+        if let (Some(end), Some(len)) = (head_end, length)
+            && got.len() >= end + len
+        {
+            break;
+        }
+        match stream.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => got.extend_from_slice(&buf[..n]),
+            Err(e) => panic!("reading the response after {} bytes: {e}", got.len()),
+        }
+        if head_end.is_none()
+            && let Some(i) = got.windows(4).position(|w| w == b"\r\n\r\n")
+        {
+            head_end = Some(i + 4);
+            let head = String::from_utf8_lossy(&got[..i]).into_owned();
+            length = head.lines().find_map(|l| l.strip_prefix("Content-Length: ")).and_then(|v| v.trim().parse::<usize>().ok());
+        }
+    }
+    let end = head_end.expect("a response head");
+    let head = String::from_utf8_lossy(&got[..end]).into_owned();
+    let body = got[end..].to_vec();
+    stream.set_read_timeout(Some(Duration::from_secs(1))).expect("timeout");
+    let after = match stream.read(&mut buf) {
+        Ok(0) => "closed",
+        Ok(_) => "more bytes",
+        Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => "reset",
+        Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => "open",
+        Err(_) => "failed",
+    };
+    (head, body, after)
+}
+
+#[test]
+fn grub_gets_the_whole_file_and_then_a_reset_other_clients_keep_the_connection() {
+    let dir = setup();
+    config(dir.path(), |_| {});
+    let (_lab, ns) = lab("fleetrst", dir.path());
+    let kernel = std::fs::read(dir.path().join("root/nixos/bzImage")).expect("kernel");
+    // GRUB's http module ignores the server's FIN and polls 400 ms more at the end of every file;
+    // a reset ends that (src/serve/http_socket.rs). The client reads only after 1 s, through a
+    // 4 KiB receive buffer (as GRUB's window, most of the file waits for it to read).
+    const GRUB: &str = "GRUB 2.06-13+deb12u2";
+    let mut grub = connect_from(&ns, Some(4096));
+    let (head, body, after) = get_as(&mut grub, GRUB, None, Duration::from_secs(1));
+    assert!(head.starts_with("HTTP/1.1 200") && head.contains("\r\nConnection: close\r\n"), "{head}");
+    assert_eq!(body.len(), kernel.len(), "GRUB's body is cut short");
+    assert!(body == kernel, "GRUB's body differs");
+    assert_eq!(after, "reset", "after GRUB's whole file, the connection ends with RST");
+    // GRUB's seek (a range from an offset, on a connection of its own) ends the same way. The
+    // reset waits until GRUB has acknowledged everything: here every packet serve sends with data
+    // is dropped before the client sees it for the first 0.6 s, so that the whole response (10,000
+    // bytes, one flight) is sent and lost; a reset then would leave the client without it.
+    common::sh(&format!(
+        "ip netns exec {ns} nft add table inet lost && \
+         ip netns exec {ns} nft add chain inet lost input '{{ type filter hook input priority 0; }}' && \
+         ip netns exec {ns} nft add rule inet lost input tcp sport {PORT} ip length '>' 100 counter drop"
+    ));
+    let mut grub = connect_from(&ns, None);
+    let lift = {
+        let ns = ns.clone();
+        std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(600));
+            common::sh(&format!("ip netns exec {ns} nft list table inet lost && ip netns exec {ns} nft delete table inet lost"))
+        })
+    };
+    let tail = kernel.len() - 10_000;
+    let (head, body, after) = get_as(&mut grub, GRUB, Some(&format!("bytes={tail}-")), Duration::ZERO);
+    let dropped = lift.join().expect("the thread lifting the drop");
+    assert!(!dropped.contains("packets 0 "), "the drop rule dropped nothing:\n{dropped}");
+    assert!(head.starts_with("HTTP/1.1 206") && head.contains("\r\nConnection: close\r\n"), "{head}");
+    assert!(body == kernel[tail..], "GRUB's range differs ({} bytes)", body.len());
+    assert_eq!(after, "reset", "after GRUB's range, the connection ends with RST");
+    // Any other client: no Connection: close, and the connection stays open for its next request.
+    let mut other = connect_from(&ns, Some(4096));
+    let (head, body, after) = get_as(&mut other, "curl/7.88.1", None, Duration::from_secs(1));
+    assert!(head.starts_with("HTTP/1.1 200") && !head.contains("Connection: close"), "{head}");
+    assert!(body == kernel, "curl's body differs");
+    assert_eq!(after, "open", "a client other than GRUB keeps its connection");
 }
 
 /// One simulated installer: fetches its configuration over HTTP, then posts `reports` step

@@ -109,6 +109,7 @@ in
   nftables = config.networking.nftables.tables;
   kernelModules = config.boot.kernelModules;
   packages = config.environment.systemPackages;
+  postgresql = config.services.postgresql;
   failed = map (a: a.message) (lib.filter (a: !a.assertion) config.assertions);
   inherit (config) warnings;
 }}
@@ -225,6 +226,43 @@ fn the_firewall_opens_what_serve_listens_on_and_nothing_else() {
 }
 
 /// What serve cannot run with is refused at evaluation, saying what to set.
+/// database: by default a local PostgreSQL reached over its socket with peer authentication
+/// (the role and database named after the unit's user, AF_UNIX allowed, after postgresql.service
+/// but not requiring it); a remote url with its password as a credential, no local server; a
+/// password in the url is refused (it would be in the store).
+#[test]
+fn the_database_is_a_local_postgresql_by_default_or_a_remote_one_with_a_credential() {
+    let Some(lib) = nixpkgs_lib() else { return };
+    let v = evaluate(&lib, "{ database.enable = true; }", "{ }").unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(v["failed"], json!([]));
+    let unit = &v["unit"];
+    let exec = unit["serviceConfig"]["ExecStart"].as_str().expect("ExecStart");
+    assert!(exec.ends_with(" --http-port 80 --database 'host=/run/postgresql dbname=nixos-pxe user=nixos-pxe'"), "{exec}");
+    assert_eq!(unit["wants"], json!(["network-online.target", "postgresql.service"]));
+    assert_eq!(unit["after"], json!(["network-online.target", "network-addresses-eth1.service", "postgresql.service"]));
+    assert!(unit.get("requires").is_none_or(|r| r == &json!([])), "{unit}");
+    assert_eq!(unit["serviceConfig"]["RestrictAddressFamilies"], json!(["AF_INET", "AF_UNIX", "AF_INET6"]));
+    assert!(unit["serviceConfig"].get("LoadCredential").is_none());
+    let pg = &v["postgresql"];
+    assert_eq!((&pg["enable"], &pg["ensureDatabases"]), (&json!(true), &json!(["nixos-pxe"])));
+    assert_eq!(pg["ensureUsers"], json!([{ "name": "nixos-pxe", "ensureDBOwnership": true }]));
+
+    let remote = "{ database = { enable = true; url = \"postgresql://nixos-pxe@db.example/nixos-pxe\"; passwordFile = \"/run/keys/pw\"; }; }";
+    let v = evaluate(&lib, remote, "{ }").unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(v["failed"], json!([]));
+    let exec = v["unit"]["serviceConfig"]["ExecStart"].as_str().expect("ExecStart");
+    assert!(exec.ends_with(" --database postgresql://nixos-pxe@db.example/nixos-pxe --database-password-file %d/database-password"), "{exec}");
+    assert_eq!(v["unit"]["serviceConfig"]["LoadCredential"], json!(["database-password:/run/keys/pw"]));
+    assert_eq!(v["postgresql"]["enable"], json!(false));
+    assert_eq!(v["unit"]["wants"], json!(["network-online.target"]));
+
+    let v = evaluate(&lib, "{ database = { enable = true; url = \"postgresql://nixos-pxe:s3cret@db.example/nixos-pxe\"; }; }", "{ }").unwrap_or_else(|e| panic!("{e}"));
+    assert!(v["failed"].to_string().contains("database.url carries a password"), "{}", v["failed"]);
+
+    let v = evaluate(&lib, "{ }", "{ }").unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(v["postgresql"]["enable"], json!(false), "no database unless asked");
+}
+
 #[test]
 fn settings_serve_cannot_use_are_assertions() {
     let Some(lib) = nixpkgs_lib() else { return };

@@ -3,6 +3,8 @@
 //! benchmark is killed), servers started in a namespace, and the machine's CPU time.
 #![allow(dead_code)] // each benchmark uses part of it
 
+pub mod tcp_capture;
+
 use std::fs::File;
 use std::os::fd::AsRawFd;
 use std::os::unix::process::CommandExt;
@@ -91,15 +93,28 @@ impl Namespaces {
     /// Also starts the watcher that deletes them and `workdir` when this process ends in a way
     /// that runs no destructor (Ctrl-C, kill).
     pub fn create(workdir: &Path) -> Result<Namespaces, String> {
+        Namespaces::create_segment(workdir, "", 24)
+    }
+
+    /// The same with the addresses in a /`prefix` network (a DHCP pool larger than a /24).
+    #[allow(dead_code)]
+    pub fn create_with_prefix(workdir: &Path, prefix: u8) -> Result<Namespaces, String> {
+        Namespaces::create_segment(workdir, "", prefix)
+    }
+
+    /// A pair of namespaces with the addresses in a /`prefix` network; another call with another
+    /// `tag` makes another network segment with the same addresses (`tag` tells the pairs apart).
+    #[allow(dead_code)]
+    pub fn create_segment(workdir: &Path, tag: &str, prefix: u8) -> Result<Namespaces, String> {
         let pid = std::process::id();
-        let (server, client) = (format!("nixos-pxe-bench-srv-{pid}"), format!("nixos-pxe-bench-cli-{pid}"));
+        let (server, client) = (format!("nixos-pxe-bench-srv-{tag}{pid}"), format!("nixos-pxe-bench-cli-{tag}{pid}"));
         clean_up_when_this_process_ends(&[&server, &client], workdir)?;
         sh(&format!(
             "ip netns add {server}; ip netns add {client}; \
              ip -n {server} link set lo up; ip -n {client} link set lo up; \
              ip -n {server} link add {SERVER_INTERFACE} type veth peer name {CLIENT_INTERFACE} netns {client}; \
-             ip -n {server} addr add {SERVER_ADDRESS}/24 dev {SERVER_INTERFACE}; ip -n {server} link set {SERVER_INTERFACE} up; \
-             ip -n {client} addr add {CLIENT_ADDRESS}/24 dev {CLIENT_INTERFACE}; ip -n {client} link set {CLIENT_INTERFACE} up"
+             ip -n {server} addr add {SERVER_ADDRESS}/{prefix} dev {SERVER_INTERFACE}; ip -n {server} link set {SERVER_INTERFACE} up; \
+             ip -n {client} addr add {CLIENT_ADDRESS}/{prefix} dev {CLIENT_INTERFACE}; ip -n {client} link set {CLIENT_INTERFACE} up"
         ))
         .map_err(|e| format!("cannot create the benchmark's network namespaces: {e}"))?;
         Ok(Namespaces { server: Namespace::open(&server)?, client: Namespace::open(&client)? })
@@ -185,6 +200,16 @@ impl<'a> Server<'a> {
         }
     }
 
+    /// The server's process id (the program started, not a shell around it).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Whether the server has exited (and how).
+    pub fn exited(&mut self) -> Option<std::process::ExitStatus> {
+        self.child.try_wait().ok().flatten()
+    }
+
     pub fn log_text(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_else(|e| format!("(no log {}: {e})", self.log.display()))
     }
@@ -198,6 +223,19 @@ impl Drop for Server<'_> {
         // The next server binds the same ports: wait until nothing of this one is left.
         self.namespace.kill_processes();
     }
+}
+
+/// CPU time (user + system) process `pid` has used so far, from /proc/PID/stat.
+pub fn process_cpu(pid: u32) -> Duration {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // The fields after the command name (which may hold spaces and parentheses): the 3rd, state,
+    // comes first, so the 14th (utime) and 15th (stime) are at 11 and 12.
+    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
+    let fields: Vec<u64> = rest.split_whitespace().map(|f| f.parse().unwrap_or(0)).collect();
+    let ticks = fields.get(11).copied().unwrap_or(0) + fields.get(12).copied().unwrap_or(0);
+    // SAFETY: sysconf has no preconditions.
+    let per_second = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as u64;
+    Duration::from_millis(ticks * 1000 / per_second)
 }
 
 /// The first line of `command`'s output, or what went wrong.

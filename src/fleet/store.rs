@@ -1,7 +1,8 @@
 //! What serve remembers about the fleet's hosts, behind one small interface: the attempts it
 //! handed out (with their tokens' hashes), every report the installers and installed systems
-//! sent, and the requests for a reinstall. SQLite implements it ([`super::sqlite`]); a shared
-//! database (PostgreSQL) can implement it later so that several boot servers serve one fleet.
+//! sent, and the requests for a reinstall. SQLite implements it for one server
+//! ([`super::sqlite`]); PostgreSQL for several boot servers that serve one fleet
+//! ([`super::postgres`]). Both pass one suite of tests (`super::store_tests`).
 //!
 //! The rules every implementation keeps:
 //! - Each method is one transaction: a crash leaves the state before or after it, never between.
@@ -21,6 +22,10 @@
 //!   host's token goes only to, and its reports are taken only from, its MACs' addresses.
 //! - Every accepted report is kept (the history; text fields cut to [`MAX_FIELD`]); a refused
 //!   one changes nothing.
+//! - Transitions of one host take turns across every process that shares the store (another
+//!   boot server included): two can never hand out one number, nor both accept `installed`.
+//! - A store that cannot be reached says [`StoreError::Unavailable`] within a bounded time
+//!   (serve then hands out nothing and keeps the reports it is sent for later).
 
 use super::decide::HostState;
 use crate::config::fleet::Mac;
@@ -59,13 +64,38 @@ pub trait Store: Send + Sync {
 
     /// Records that `mac` has `address` now (its DHCP lease, or the address it asked the site's
     /// server for); any other MAC bound to that address loses its binding in the same step.
-    fn bind(&self, mac: Mac, address: Ipv4Addr) -> Result<(), StoreError>;
+    fn bind(&self, mac: Mac, address: Ipv4Addr) -> Result<(), StoreError> {
+        self.record_bindings(&[BindingChange::Bind(mac, address)])
+    }
 
     /// Forgets the binding to `address` (it was given to a machine outside the fleet).
-    fn unbind_address(&self, address: Ipv4Addr) -> Result<(), StoreError>;
+    fn unbind_address(&self, address: Ipv4Addr) -> Result<(), StoreError> {
+        self.record_bindings(&[BindingChange::Unbind(address)])
+    }
+
+    /// Records `changes` in their order, in one step (one sync of the disk for all).
+    fn record_bindings(&self, changes: &[BindingChange]) -> Result<(), StoreError>;
 
     /// The address each of `macs` is bound to, for those that have one.
     fn bindings(&self, macs: &[Mac]) -> Result<Vec<(Mac, Ipv4Addr)>, StoreError>;
+
+    /// Whether other boot servers share this store (a pending attempt this process did not hand
+    /// out may then be another server's, just handed out, rather than one whose token was lost).
+    fn shared(&self) -> bool {
+        false
+    }
+
+    /// When attempt `attempt` of `host` at `generation` was handed out (ms since the epoch).
+    fn handed_out_at(&self, host: &str, generation: u32, attempt: u32) -> Result<Option<i64>, StoreError>;
+}
+
+/// A change of the bindings of the fleet's MACs to addresses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BindingChange {
+    /// `mac` has this address now; any other MAC bound to it loses its binding.
+    Bind(Mac, Ipv4Addr),
+    /// The address is no fleet MAC's any more.
+    Unbind(Ipv4Addr),
 }
 
 /// A store that cannot do what was asked: what failed, where, and what to do.
@@ -73,6 +103,10 @@ pub trait Store: Send + Sync {
 pub enum StoreError {
     #[error("{0}")]
     Backend(String),
+    /// The store cannot be reached now (a database that is down, restarting or unreachable, or
+    /// did not answer in time); the same call may succeed later.
+    #[error("{0}")]
+    Unavailable(String),
     #[error("no host {host} in {place}; it knows {}", if known.is_empty() { "no hosts yet (serve records a host when it starts with a fleet that has it)".to_string() } else { known.join(", ") })]
     UnknownHost { host: String, place: String, known: Vec<String> },
     #[error(

@@ -360,6 +360,15 @@ pub trait Observer: Send + Sync {
     fn seen(&self, hw: HwAddr, address: Ipv4Addr, leased: bool);
 }
 
+/// Tells `observer` of every bound lease in `table`, at start: the fleet's bindings follow the
+/// lease file, which is written before each answer, also where the store missed one (a crash
+/// before the store's writer thread wrote it).
+pub fn announce_leases(table: &LeaseTable, observer: &dyn Observer) {
+    for lease in table.records().filter(|l| l.state == super::leases::State::Bound) {
+        observer.seen(lease.hw, lease.address, true);
+    }
+}
+
 fn unix_now() -> u64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
 }
@@ -672,6 +681,29 @@ mod tests {
         assert_eq!(r.yiaddr(), Ipv4Addr::UNSPECIFIED);
         assert!(option(&r, OptionCode::RootPath).is_none());
         assert!(option(&r, OptionCode::BootfileName).is_some());
+    }
+
+    #[test]
+    fn at_start_the_observer_hears_of_bound_leases_only() {
+        struct Heard(std::sync::Mutex<Vec<(HwAddr, Ipv4Addr)>>);
+        impl Observer for Heard {
+            fn seen(&self, hw: HwAddr, address: Ipv4Addr, leased: bool) {
+                assert!(leased, "a lease from the file is serve's own");
+                self.0.lock().expect("lock").push((hw, address));
+            }
+        }
+        let s = Settings { range: (Ipv4Addr::new(10, 42, 0, 100), Ipv4Addr::new(10, 42, 0, 103)), ..settings(Mode::Authoritative) };
+        let mut table = pool(&s);
+        let hw = |n: u8| HwAddr::new(&[2, 0, 0, 0, 0, n]).expect("hw");
+        let bound = table.offer(hw(1), 1000).expect("offer");
+        table.request(hw(1), Some(bound), 1000).expect("ack");
+        table.offer(hw(2), 1000).expect("only offered");
+        let declined = table.offer(hw(3), 1000).expect("offer");
+        table.request(hw(3), Some(declined), 1000).expect("ack");
+        table.decline(hw(3), declined, 1000).expect("declined");
+        let heard = Heard(std::sync::Mutex::new(Vec::new()));
+        announce_leases(&table, &heard);
+        assert_eq!(heard.0.into_inner().expect("lock"), vec![(hw(1), bound)]);
     }
 
     #[test]

@@ -11,7 +11,12 @@
 //! the stored hash, across restarts.
 //!
 //! Bindings: serve's DHCP tells this service the address each fleet MAC was seen with
-//! ([`crate::serve::dhcp::Observer`]); they are kept in the store. A fleet host's file with its
+//! ([`crate::serve::dhcp::Observer`]); they take effect at once in this process's memory (before
+//! the DHCP answer goes out) and are written to the store by a thread of their own, in batches:
+//! the DHCP thread never waits for the store's sync to the disk (tens of milliseconds each on a
+//! busy disk, and 200 machines booting at once made the last wait 13 s for its lease). At start
+//! serve binds again the fleet MACs its lease file holds leases for, so a binding a crash kept
+//! from the store comes back. A fleet host's file with its
 //! token, and an attempt, go only to a request from the address bound to that MAC; reports are
 //! taken only from an address bound to one of the host's MACs. Any other asker gets a file that
 //! does not install ([`grub::unbound_cfg`]) and changes nothing. `fleet.trustBootNetwork` turns
@@ -22,7 +27,7 @@ use crate::fleet::decide::{Decision, HostState, Outcome, decide};
 use crate::render::host_grub::{self as grub, KernelFrom, Served};
 use crate::config::fleet::{Fleet, HostSpec, Mac};
 use crate::fleet::status::{self, HostStatus};
-use crate::fleet::store::{Accepted, FleetHost, HandOut, HandedOut, Refused, Report, Store, StoreError};
+use crate::fleet::store::{Accepted, BindingChange, FleetHost, HandOut, HandedOut, Refused, Report, Store, StoreError};
 use crate::fleet::token;
 use crate::serve::dhcp::Observer;
 use crate::serve::limits::Throttle;
@@ -32,7 +37,10 @@ use crate::serve::tftp_packet::ErrorCode;
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::Path;
-use std::sync::{Arc, Mutex, PoisonError};
+use crate::serve::report_spool::Spool;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, PoisonError, mpsc};
+use std::time::Duration;
 
 /// How GRUB and the installer reach serve's HTTP endpoint.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -84,30 +92,181 @@ pub struct FleetService {
     /// One lock per host: decide-and-hand-out is one step for each host (two requests at once
     /// get one attempt), while other hosts' requests go on.
     host_locks: Mutex<HashMap<String, Arc<Mutex<()>>>>,
-    /// The addresses the fleet's MACs are bound to, as this process last wrote or read them.
+    /// The addresses the fleet's MACs are bound to, as this process last saw or read them.
     bindings: Mutex<HashMap<Mac, Ipv4Addr>>,
+    /// Writes the bindings' changes to the store.
+    writer: BindingWriter,
     /// Refusals said at most once per MAC and interval.
     throttle: Mutex<Throttle>,
+    /// Reports taken while the store could not be reached, written when it can be again.
+    spool: Option<Spool>,
+    /// The store could not be reached at the last call (said once when it goes, once when back).
+    away: AtomicBool,
+    /// The fleet's hosts are not recorded yet (the store was away when serve started).
+    unsynced: AtomicBool,
+    /// One writer of the kept reports at a time (each is written once, in order).
+    flushing: Mutex<()>,
+}
+
+/// How long a pending attempt that another boot server sharing the store handed out is left to
+/// that server's host (GRUB fetches its file, loads the kernel and the installer reports
+/// `started` in well under this) before this server takes it for lost and replaces it.
+pub const OTHER_SERVERS_PENDING: std::time::Duration = std::time::Duration::from_secs(180);
+
+/// What a fleet machine gets.
+enum Answer {
+    Decided(Decision, Option<String>),
+    /// No decision now: the file waits and asks again.
+    Wait(String),
+}
+
+/// What became of a report.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Reported {
+    /// The store took it.
+    Accepted(Accepted),
+    /// The store could not be reached: kept in the spool, written when it can be (202).
+    Kept,
+}
+
+impl Reported {
+    /// The attempt's outcome after it, when the store took it.
+    pub fn status(&self) -> Option<crate::fleet::store::AttemptStatus> {
+        match self {
+            Reported::Accepted(a) => Some(a.status),
+            Reported::Kept => None,
+        }
+    }
 }
 
 impl FleetService {
-    /// Serves `resolved`'s fleet with `store`; records the fleet's hosts in the store.
-    pub fn new(resolved: Resolved, fleet: Fleet, store: Arc<dyn Store>, endpoint: Endpoint) -> Result<FleetService, StoreError> {
-        let hosts: Vec<FleetHost> = fleet.hosts.iter().map(|h| FleetHost { name: h.name.clone(), macs: h.macs.clone(), generation: h.generation }).collect();
-        store.sync_fleet(&hosts)?;
+    /// Serves `resolved`'s fleet with `store`; records the fleet's hosts in the store (later, if
+    /// the store cannot be reached now). `spool`: where reports wait while the store is away
+    /// (None: they are answered 500 and the installer retries).
+    pub fn new(resolved: Resolved, fleet: Fleet, store: Arc<dyn Store>, endpoint: Endpoint, spool: Option<Spool>) -> Result<FleetService, StoreError> {
         let host_locks = fleet.hosts.iter().map(|h| (h.name.clone(), Arc::default())).collect();
-        let macs: Vec<Mac> = fleet.hosts.iter().flat_map(|h| h.macs.iter().copied()).collect();
-        let bindings = store.bindings(&macs)?.into_iter().collect();
-        Ok(FleetService {
+        let writer = BindingWriter::start(Arc::clone(&store)).map_err(|e| StoreError::Backend(format!("cannot start the bindings' writer thread: {e}")))?;
+        let service = FleetService {
             resolved,
             fleet,
             store,
             endpoint,
+            writer,
             tokens: Mutex::new(HashMap::new()),
             host_locks: Mutex::new(host_locks),
-            bindings: Mutex::new(bindings),
+            bindings: Mutex::new(HashMap::new()),
             throttle: Mutex::new(Throttle::default()),
-        })
+            spool,
+            away: AtomicBool::new(false),
+            unsynced: AtomicBool::new(true),
+            flushing: Mutex::new(()),
+        };
+        match service.catch_up() {
+            Ok(()) => {}
+            Err(StoreError::Unavailable(why)) => service.went_away(&why),
+            Err(e) => return Err(e),
+        }
+        Ok(service)
+    }
+
+    /// What the store missed while it was away, in order: the fleet's hosts and their
+    /// bindings, then the kept reports. Called before every decision and every report, and
+    /// every few seconds by [`FleetService::keep_up`].
+    pub fn catch_up(&self) -> Result<(), StoreError> {
+        if self.unsynced.load(Ordering::Acquire) {
+            let hosts: Vec<FleetHost> = self.fleet.hosts.iter().map(|h| FleetHost { name: h.name.clone(), macs: h.macs.clone(), generation: h.generation }).collect();
+            self.store.sync_fleet(&hosts)?;
+            let macs: Vec<Mac> = self.fleet.hosts.iter().flat_map(|h| h.macs.iter().copied()).collect();
+            let found = self.store.bindings(&macs)?;
+            let mut bindings = self.bindings.lock().unwrap_or_else(PoisonError::into_inner);
+            // What this process saw while the store was away is newer than the store's (and on
+            // its way there: the writer keeps what it could not write and tries again).
+            for (mac, address) in found {
+                bindings.entry(mac).or_insert(address);
+            }
+            drop(bindings);
+            self.unsynced.store(false, Ordering::Release);
+        }
+        if let Some(spool) = &self.spool
+            && !spool.is_empty()
+        {
+            let _one_writer = self.flushing.lock().unwrap_or_else(PoisonError::into_inner);
+            let kept = spool.read().map_err(StoreError::Backend)?;
+            let mut written = 0;
+            let mut result = Ok(());
+            for report in &kept {
+                match self.store.report(report) {
+                    Ok(accepted) => {
+                        tracing::info!(host = report.host.as_str(), generation = report.generation, attempt = report.attempt, event = report.event.as_str(), status = accepted.status.as_str(), "fleet: kept report written");
+                        self.forget_token(report, &accepted);
+                    }
+                    Err(Refused::Store(e)) => {
+                        result = Err(e);
+                        break;
+                    }
+                    Err(why) => tracing::warn!(host = report.host.as_str(), generation = report.generation, attempt = report.attempt, event = report.event.as_str(), why = %why, "fleet: kept report refused by the store"),
+                }
+                written += 1;
+            }
+            if written > 0 {
+                spool.drop_first(written).map_err(StoreError::Backend)?;
+            }
+            result?;
+        }
+        if self.away.swap(false, Ordering::AcqRel) {
+            tracing::warn!(store = self.store_place().as_str(), "fleet: the store is back: deciding and taking reports again");
+        }
+        Ok(())
+    }
+
+    /// Tries [`FleetService::catch_up`] every `interval` until `stop`; says once a minute that
+    /// the store is still away.
+    pub fn keep_up(&self, interval: std::time::Duration, stop: &AtomicBool) {
+        let mut waited = std::time::Duration::ZERO;
+        while !stop.load(Ordering::Relaxed) {
+            std::thread::sleep(std::time::Duration::from_millis(200));
+            waited += std::time::Duration::from_millis(200);
+            if waited < interval {
+                continue;
+            }
+            waited = std::time::Duration::ZERO;
+            let pending = self.away.load(Ordering::Acquire) || self.unsynced.load(Ordering::Acquire) || self.spool.as_ref().is_some_and(|s| !s.is_empty());
+            if !pending {
+                continue;
+            }
+            match self.catch_up() {
+                Ok(()) => {}
+                Err(StoreError::Unavailable(why)) => self.went_away(&why),
+                Err(e) => tracing::error!("fleet: cannot write what the store missed: {e}"),
+            }
+        }
+    }
+
+    fn store_place(&self) -> String {
+        if self.store.shared() { "the shared database".into() } else { "the state file".into() }
+    }
+
+    /// Says (once when it happens, then at most once a minute) that the store is away.
+    fn went_away(&self, why: &str) {
+        let first = !self.away.swap(true, Ordering::AcqRel);
+        let kept = self.spool.as_ref().and_then(|s| s.read().ok()).map_or(0, |r| r.len());
+        if first {
+            tracing::error!(kept, "fleet: the store cannot be reached: {why}; no new attempts are handed out (fleet hosts get a file that waits and asks again), reports are kept in the state directory until it is back");
+        } else {
+            self.warn_once("store away", |quiet| tracing::error!(kept, quiet, "fleet: the store is still away: {why}"));
+        }
+    }
+
+    /// Whether the store is away (as the last call found it).
+    pub fn store_away(&self) -> bool {
+        self.away.load(Ordering::Acquire)
+    }
+
+    fn forget_token(&self, report: &Report, accepted: &Accepted) {
+        if accepted.status != crate::fleet::store::AttemptStatus::Pending {
+            let mut tokens = self.tokens.lock().unwrap_or_else(PoisonError::into_inner);
+            tokens.remove(&(report.host.clone(), report.generation, report.attempt));
+        }
     }
 
     /// Whether tokens and reports are tied to the addresses serve's DHCP saw.
@@ -116,14 +275,33 @@ impl FleetService {
     }
 
     /// The address `mac` is bound to: this process's own record, else the store's (another
-    /// serve on the same store may have seen it).
+    /// serve on the same store may have seen it), read once what this process saw is written
+    /// there (an unbinding may still be on its way). With a shared store the store's word comes
+    /// first (another server may have bound the MAC since); this process's record answers while
+    /// the store is away.
     fn bound_address(&self, mac: Mac) -> Option<Ipv4Addr> {
-        if let Some(a) = self.bindings.lock().unwrap_or_else(PoisonError::into_inner).get(&mac) {
-            return Some(*a);
+        let cached = self.bindings.lock().unwrap_or_else(PoisonError::into_inner).get(&mac).copied();
+        if cached.is_some() && !self.store.shared() {
+            return cached;
         }
-        let found = self.store.bindings(&[mac]).ok()?.first().map(|(_, a)| *a)?;
-        self.bindings.lock().unwrap_or_else(PoisonError::into_inner).insert(mac, found);
-        Some(found)
+        self.writer.flush(BOUND_ADDRESS_FLUSH);
+        match self.store.bindings(&[mac]) {
+            Ok(found) => {
+                let found = found.first().map(|(_, a)| *a);
+                let mut bindings = self.bindings.lock().unwrap_or_else(PoisonError::into_inner);
+                match (found, self.store.shared()) {
+                    (Some(a), true) => {
+                        bindings.insert(mac, a);
+                        Some(a)
+                    }
+                    (None, true) => bindings.remove(&mac).and(None),
+                    // A lease seen meanwhile is newer than the store's.
+                    (Some(a), false) => Some(*bindings.entry(mac).or_insert(a)),
+                    (None, false) => bindings.get(&mac).copied(),
+                }
+            }
+            Err(_) => cached,
+        }
     }
 
     /// Why `client` may not act for `mac` (None: it may).
@@ -180,14 +358,29 @@ impl FleetService {
             });
             return Ok(grub::unbound_cfg(&mac, &client.ip().to_string()).into_bytes());
         }
-        let (decision, token) = self.decide_and_hand_out(mac, spec, via, client)?;
-        // Rendering needs no lock: the attempt is recorded and its token known.
-        self.render(mac, spec, &decision, token.as_deref(), local)
+        let answer = match self.catch_up().map_err(Refused::Store).and_then(|()| self.decide_and_hand_out(mac, spec, via, client)) {
+            Ok(answer) => answer,
+            Err(Refused::Store(StoreError::Unavailable(why))) => {
+                self.went_away(&why);
+                Answer::Wait(format!("the fleet's state cannot be read now ({why})"))
+            }
+            Err(e) => return Err(e.to_string()),
+        };
+        match answer {
+            // Rendering needs no lock: the attempt is recorded and its token known.
+            Answer::Decided(decision, token) => self.render(mac, spec, &decision, token.as_deref(), local),
+            Answer::Wait(why) => {
+                self.warn_once(&format!("wait {mac}"), |quiet| {
+                    tracing::warn!(%mac, host = spec.map_or("-", |s| s.name.as_str()), %client, via = via.as_str(), quiet, "fleet: no decision now, the machine waits and asks again: {why}")
+                });
+                Ok(grub::wait_cfg(&mac, &why).into_bytes())
+            }
+        }
     }
 
     /// The decision for `mac` and, for an install, the attempt's token: one step per host
     /// (under its lock), so that two requests at once hand out one attempt.
-    fn decide_and_hand_out(&self, mac: Mac, spec: Option<&HostSpec>, via: Via, client: SocketAddr) -> Result<(Decision, Option<String>), String> {
+    fn decide_and_hand_out(&self, mac: Mac, spec: Option<&HostSpec>, via: Via, client: SocketAddr) -> Result<Answer, Refused> {
         let host_lock = spec.map(|s| {
             let mut locks = self.host_locks.lock().unwrap_or_else(PoisonError::into_inner);
             Arc::clone(locks.entry(s.name.clone()).or_default())
@@ -198,29 +391,43 @@ impl FleetService {
         // the decision again with what it wrote.
         for _ in 0..3 {
             let state = match spec {
-                Some(s) => self.store.host(&s.name, s.generation).map_err(|e| e.to_string())?,
+                Some(s) => self.store.host(&s.name, s.generation)?,
                 None => HostState::default(),
             };
             let decision = decide(spec, &state, self.fleet.unknown_hosts);
             let (Some(attempt), Some(spec)) = (decision.attempt(), spec) else {
                 self.log_decision(mac, spec, &decision, via, client, "");
-                return Ok((decision, None));
+                return Ok(Answer::Decided(decision, None));
             };
             let key = (spec.name.clone(), spec.generation, attempt);
             let pending = state.attempts.iter().any(|a| a.number == attempt && a.outcome == Outcome::Pending);
             let known = tokens().get(&key).cloned();
             if pending && let Some(token) = known {
                 self.log_decision(mac, Some(spec), &decision, via, client, "the same pending attempt again");
-                return Ok((decision, Some(token)));
+                return Ok(Answer::Decided(decision, Some(token)));
+            }
+            // Another boot server sharing the store may have just handed this attempt out: its
+            // host is loading it now. Only one that was not started for a long while was lost.
+            if pending && self.store.shared() {
+                let at = self.store.handed_out_at(&spec.name, spec.generation, attempt)?.unwrap_or(0);
+                let age = now_ms().saturating_sub(at);
+                if age < OTHER_SERVERS_PENDING.as_millis() as i64 {
+                    return Ok(Answer::Wait(format!(
+                        "attempt {attempt} of {} was handed out {} s ago, not by this boot server (another one sharing the database, or this one before it restarted); it is taken for lost after {} s",
+                        spec.name,
+                        age / 1000,
+                        OTHER_SERVERS_PENDING.as_secs()
+                    )));
+                }
             }
             // A new attempt, or in place of a pending one whose token this process does not have.
             let (number, replaces) = match pending {
                 true => (state.attempts.iter().map(|a| a.number).max().unwrap_or(attempt) + 1, Some(attempt)),
                 false => (attempt, None),
             };
-            let token = token::random().map_err(|e| format!("no random token: {e}"))?;
+            let token = token::random().map_err(|e| StoreError::Backend(format!("no random token: {e}")))?;
             let out = HandOut { host: spec.name.clone(), generation: spec.generation, attempt: number, token_hash: token::hash(&token), mac, replaces };
-            match self.store.hand_out(&out).map_err(|e| e.to_string())? {
+            match self.store.hand_out(&out)? {
                 HandedOut::Taken => continue,
                 HandedOut::Created => {
                     let decision = match decision {
@@ -235,11 +442,11 @@ impl FleetService {
                     let mut tokens = tokens();
                     tokens.retain(|(host, _, _), _| host != &spec.name);
                     tokens.insert((spec.name.clone(), spec.generation, number), token.clone());
-                    return Ok((decision, Some(token)));
+                    return Ok(Answer::Decided(decision, Some(token)));
                 }
             }
         }
-        Err(format!("{mac}: another boot server kept taking the attempt numbers; try again"))
+        Ok(Answer::Wait(format!("{mac}: another boot server kept taking the attempt numbers")))
     }
 
     fn render(&self, mac: Mac, spec: Option<&HostSpec>, decision: &Decision, token: Option<&str>, local: IpAddr) -> Result<Vec<u8>, String> {
@@ -279,20 +486,40 @@ impl FleetService {
         }
     }
 
-    /// Checks and records a report from `client`; logs it either way.
-    pub fn report(&self, report: &Report, client: SocketAddr) -> Result<Accepted, Refused> {
-        let result = self.check_address(report, client).and_then(|()| self.store.report(report));
+    /// Checks and records a report from `client`; logs it either way. While the store is away
+    /// a report from the right address is kept in the spool ([`Reported::Kept`]).
+    pub fn report(&self, report: &Report, client: SocketAddr) -> Result<Reported, Refused> {
         let (host, generation, attempt, event) = (report.host.as_str(), report.generation, report.attempt, report.event.as_str());
+        let result = self
+            .check_address(report, client)
+            .and_then(|()| report.check().map_err(Refused::Invalid))
+            .and_then(|()| self.catch_up().map_err(Refused::Store))
+            .and_then(|()| self.store.report(report).map(Reported::Accepted));
+        // Only a fleet host's report is kept (from its own address, checked above): what a
+        // stranger posts for a made-up host waits for nothing.
+        let spool = self.spool.as_ref().filter(|_| self.fleet.host(&report.host).is_some());
+        let result = match (result, spool) {
+            (Err(Refused::Store(StoreError::Unavailable(why))), Some(spool)) => {
+                self.went_away(&why);
+                match spool.keep(&report.clone().clipped()) {
+                    Ok(()) => Ok(Reported::Kept),
+                    Err(e) => Err(Refused::Store(StoreError::Unavailable(format!("{why}; and it cannot be kept: {e}")))),
+                }
+            }
+            (Err(Refused::Store(StoreError::Unavailable(why))), None) => {
+                self.went_away(&why);
+                Err(Refused::Store(StoreError::Unavailable(why)))
+            }
+            (other, _) => other,
+        };
         match &result {
-            Ok(accepted) => {
+            Ok(Reported::Accepted(accepted)) => {
                 let step = report.step.as_deref().unwrap_or("");
                 let message = report.message.as_deref().unwrap_or("");
                 tracing::info!(host, generation, attempt, event, step, message, status = accepted.status.as_str(), %client, "fleet: report accepted");
-                if accepted.status != crate::fleet::store::AttemptStatus::Pending {
-                    let mut tokens = self.tokens.lock().unwrap_or_else(PoisonError::into_inner);
-                    tokens.remove(&(report.host.clone(), generation, attempt));
-                }
+                self.forget_token(report, accepted);
             }
+            Ok(Reported::Kept) => tracing::warn!(host, generation, attempt, event, %client, "fleet: report kept until the store is back"),
             Err(why) => tracing::warn!(host, generation, attempt, event, %client, why = %why, "fleet: report refused"),
         }
         result
@@ -343,33 +570,148 @@ impl Observer for FleetService {
     /// A fleet MAC seen with `address` is bound to it; an address serve's DHCP gave a machine
     /// outside the fleet is no fleet MAC's any more. A stranger's claim in proxy mode (a REQUEST
     /// to the site's server, which a neighbour can broadcast for any address) unbinds nothing:
-    /// the site's server, not the claim, decides who has the address.
+    /// the site's server, not the claim, decides who has the address. In effect at once; written
+    /// to the store in the background.
     fn seen(&self, hw: HwAddr, address: Ipv4Addr, leased: bool) {
         let Ok(bytes) = <[u8; 6]>::try_from(hw.as_bytes()) else { return };
         let mac = Mac::new(bytes);
         let mut bindings = self.bindings.lock().unwrap_or_else(PoisonError::into_inner);
         if self.fleet.host_by_mac(&mac).is_some() {
-            if bindings.get(&mac) == Some(&address) {
+            // A shared store may have heard of another address from another server since.
+            if bindings.get(&mac) == Some(&address) && !self.store.shared() {
                 return;
             }
-            match self.store.bind(mac, address) {
-                Ok(()) => {
-                    bindings.retain(|_, a| *a != address);
-                    bindings.insert(mac, address);
-                    tracing::info!(%mac, %address, "fleet: bound (its host's file and reports from this address only)");
-                }
-                Err(e) => tracing::error!(%mac, %address, "fleet: cannot record the binding: {e}"),
+            let changed = bindings.get(&mac) != Some(&address);
+            bindings.retain(|_, a| *a != address);
+            bindings.insert(mac, address);
+            self.writer.write(BindingChange::Bind(mac, address));
+            if changed {
+                tracing::info!(%mac, %address, "fleet: bound (its host's file and reports from this address only)");
             }
         } else if leased && let Some(old) = bindings.iter().find(|(_, a)| **a == address).map(|(m, _)| *m) {
-            match self.store.unbind_address(address) {
-                Ok(()) => {
-                    bindings.remove(&old);
-                    tracing::info!(mac = %old, %address, by = %mac, "fleet: unbound (the address is another machine's now)");
-                }
-                Err(e) => tracing::error!(%address, "fleet: cannot forget the binding: {e}"),
-            }
+            bindings.remove(&old);
+            self.writer.write(BindingChange::Unbind(address));
+            tracing::info!(mac = %old, %address, by = %mac, "fleet: unbound (the address is another machine's now)");
         }
     }
+}
+
+impl FleetService {
+    /// Waits until every binding seen so far is in the store (at most 30 s).
+    pub fn flush_bindings(&self) {
+        self.writer.flush(Duration::from_secs(30));
+    }
+}
+
+impl Drop for FleetService {
+    fn drop(&mut self) {
+        self.writer.flush(Duration::from_secs(30));
+    }
+}
+
+/// How long a host's file waits for the bindings' writer before the store is read (with a shared
+/// store, on every fetch): past it, this process's record answers.
+const BOUND_ADDRESS_FLUSH: Duration = Duration::from_secs(5);
+/// How often the writer tries again changes the store did not take (it was away).
+const BINDINGS_RETRY: Duration = Duration::from_secs(5);
+/// Changes the writer keeps while the store is away; past it the oldest are dropped (said).
+/// Each is one lease seen; a segment's pool turns over far fewer while a database restarts.
+const BINDINGS_KEPT: usize = 65_536;
+
+/// What the writer thread is given.
+enum Queued {
+    Change(BindingChange),
+    /// Answered once every change queued before it was tried (written, or kept for a retry).
+    Flush(mpsc::Sender<()>),
+}
+
+/// The thread that writes the bindings' changes to the store: all those queued while it wrote the
+/// last ones go in one transaction, one sync of the disk. Changes the store did not take (it was
+/// away) are kept, in order, and tried again every [`BINDINGS_RETRY`] and with the next ones.
+struct BindingWriter {
+    queue: mpsc::Sender<Queued>,
+}
+
+impl BindingWriter {
+    fn start(store: Arc<dyn Store>) -> std::io::Result<BindingWriter> {
+        let (queue, queued) = mpsc::channel::<Queued>();
+        std::thread::Builder::new().name("fleet-bindings".into()).spawn(move || {
+            let mut pending: Vec<BindingChange> = Vec::new();
+            let mut throttle = Throttle::default();
+            let (mut ended, mut failing) = (false, false);
+            while !ended || !pending.is_empty() {
+                let first = if pending.is_empty() {
+                    queued.recv().ok()
+                } else {
+                    match queued.recv_timeout(BINDINGS_RETRY) {
+                        Ok(q) => Some(q),
+                        Err(mpsc::RecvTimeoutError::Timeout) => None,
+                        Err(mpsc::RecvTimeoutError::Disconnected) => {
+                            // The service is gone: one last try, then the thread ends.
+                            ended = true;
+                            None
+                        }
+                    }
+                };
+                if first.is_none() && pending.is_empty() {
+                    break;
+                }
+                let mut flushes = Vec::new();
+                for q in first.into_iter().chain(queued.try_iter()) {
+                    match q {
+                        Queued::Change(c) => pending.push(c),
+                        Queued::Flush(done) => flushes.push(done),
+                    }
+                }
+                if !pending.is_empty() {
+                    match store.record_bindings(&pending) {
+                        Ok(()) => {
+                            if std::mem::take(&mut failing) {
+                                tracing::warn!(changes = pending.len(), "fleet: the bindings kept while the store was away are written");
+                            }
+                            pending.clear();
+                        }
+                        Err(e) => {
+                            failing = true;
+                            if pending.len() > BINDINGS_KEPT {
+                                let dropped = pending.len() - BINDINGS_KEPT;
+                                pending.drain(..dropped);
+                                tracing::error!(dropped, "fleet: more binding changes than kept while the store is away: the oldest are dropped (their hosts are bound again at their next lease)");
+                            }
+                            if let Some(quiet) = throttle.allow("failed", std::time::Instant::now()) {
+                                tracing::error!(changes = pending.len(), quiet, "fleet: cannot record the bindings in the store: {e} (they hold in this process and are tried again every {} s)", BINDINGS_RETRY.as_secs());
+                            }
+                            if ended {
+                                break;
+                            }
+                        }
+                    }
+                }
+                for done in flushes {
+                    let _ = done.send(());
+                }
+            }
+        })?;
+        Ok(BindingWriter { queue })
+    }
+
+    fn write(&self, change: BindingChange) {
+        if self.queue.send(Queued::Change(change)).is_err() {
+            tracing::error!(?change, "fleet: the bindings' writer thread has stopped: this binding is not recorded in the store");
+        }
+    }
+
+    /// Waits (at most `limit`) until every change queued so far was tried.
+    fn flush(&self, limit: Duration) {
+        let (done, flushed) = mpsc::channel();
+        if self.queue.send(Queued::Flush(done)).is_ok() {
+            let _ = flushed.recv_timeout(limit);
+        }
+    }
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX)).unwrap_or(0)
 }
 
 #[cfg(test)]
@@ -418,7 +760,7 @@ mod tests {
         let fleet = Fleet::from_config(&resolved.config).expect("fleet");
         let store = Arc::new(SqliteStore::open(dir).expect("store"));
         let endpoint = Endpoint { address: Some(Ipv4Addr::new(10, 42, 0, 1)), http_port, kernel_over_http: true };
-        FleetService::new(resolved, fleet, store, endpoint).expect("service")
+        FleetService::new(resolved, fleet, store, endpoint, None).expect("service")
     }
 
     const WEB1_MAC: Mac = Mac::new([0x52, 0x54, 0, 0, 0, 0xa1]);
@@ -468,7 +810,7 @@ mod tests {
         assert_eq!((attempt, token.len()), (1, 43));
         // GRUB's `[ -s FILE ]` and `configfile FILE`: the same attempt, the same token.
         assert_eq!(fetch(&s, "52:54:00:00:00:a1"), first);
-        assert_eq!(s.report(&report(1, &token, Event::Started), CLIENT).expect("started").status, AttemptStatus::Running);
+        assert_eq!(s.report(&report(1, &token, Event::Started), CLIENT).expect("started").status(), Some(AttemptStatus::Running));
         // It boots from the network again while running: abandoned, the next attempt.
         let (attempt, second) = install_args(&fetch(&s, "52:54:00:00:00:a1"));
         assert_eq!(attempt, 2);
@@ -586,6 +928,67 @@ mod tests {
         again.report(&report(1, &token, Event::Step), moved).expect("from web1's new address");
     }
 
+    /// A store whose bindings take `delay` to write, as a busy disk's sync does.
+    struct SlowBindings {
+        inner: SqliteStore,
+        delay: std::time::Duration,
+    }
+
+    impl Store for SlowBindings {
+        fn host(&self, host: &str, generation: u32) -> Result<HostState, StoreError> {
+            self.inner.host(host, generation)
+        }
+        fn hand_out(&self, out: &HandOut) -> Result<HandedOut, StoreError> {
+            self.inner.hand_out(out)
+        }
+        fn report(&self, report: &Report) -> Result<Accepted, Refused> {
+            self.inner.report(report)
+        }
+        fn reinstall(&self, host: &str) -> Result<(), StoreError> {
+            self.inner.reinstall(host)
+        }
+        fn sync_fleet(&self, hosts: &[FleetHost]) -> Result<(), StoreError> {
+            self.inner.sync_fleet(hosts)
+        }
+        fn hosts(&self) -> Result<Vec<crate::fleet::store::HostRecord>, StoreError> {
+            self.inner.hosts()
+        }
+        fn history(&self, host: &str) -> Result<Vec<crate::fleet::store::ReportRecord>, StoreError> {
+            self.inner.history(host)
+        }
+        fn record_bindings(&self, changes: &[BindingChange]) -> Result<(), StoreError> {
+            std::thread::sleep(self.delay);
+            self.inner.record_bindings(changes)
+        }
+        fn bindings(&self, macs: &[Mac]) -> Result<Vec<(Mac, Ipv4Addr)>, StoreError> {
+            self.inner.bindings(macs)
+        }
+        fn handed_out_at(&self, host: &str, generation: u32, attempt: u32) -> Result<Option<i64>, StoreError> {
+            self.inner.handed_out_at(host, generation, attempt)
+        }
+    }
+
+    /// The DHCP thread tells the service of a lease and answers: it must not wait for the store
+    /// (200 machines at once waited up to 13 s for their leases while each binding was synced).
+    #[test]
+    fn a_lease_binds_at_once_and_reaches_the_store_in_the_background() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let resolved = resolved();
+        let fleet = Fleet::from_config(&resolved.config).expect("fleet");
+        let store = Arc::new(SlowBindings { inner: SqliteStore::open(dir.path()).expect("store"), delay: std::time::Duration::from_millis(400) });
+        let endpoint = Endpoint { address: Some(Ipv4Addr::new(10, 42, 0, 1)), http_port: Some(80), kernel_over_http: true };
+        let s = FleetService::new(resolved, fleet, Arc::clone(&store) as Arc<dyn Store>, endpoint, None).expect("service");
+        let started = std::time::Instant::now();
+        s.seen(HwAddr::from(WEB1_MAC), CLIENT_IP, true);
+        s.seen(HwAddr::new(&[2, 0, 0, 0, 0, 9]).expect("hw"), Ipv4Addr::new(10, 42, 0, 120), true);
+        assert!(started.elapsed() < std::time::Duration::from_millis(200), "seen() waited {:?} for the store", started.elapsed());
+        // In effect at once: web1's file from its address installs.
+        let (attempt, _) = install_args(&fetch(&s, "52:54:00:00:00:a1"));
+        assert_eq!(attempt, 1);
+        s.flush_bindings();
+        assert_eq!(store.inner.bindings(&[WEB1_MAC]).expect("bindings"), vec![(WEB1_MAC, CLIENT_IP)]);
+    }
+
     /// fleet.trustBootNetwork: no binding is asked for (serve --dhcp off).
     #[test]
     fn a_trusted_network_ties_nothing_to_addresses() {
@@ -595,7 +998,7 @@ mod tests {
         let fleet = Fleet::from_config(&resolved.config).expect("fleet");
         let store = Arc::new(SqliteStore::open(dir.path()).expect("store"));
         let endpoint = Endpoint { address: Some(Ipv4Addr::new(10, 42, 0, 1)), http_port: Some(80), kernel_over_http: true };
-        let s = FleetService::new(resolved, fleet, store, endpoint).expect("service");
+        let s = FleetService::new(resolved, fleet, store, endpoint, None).expect("service");
         assert!(!s.binds());
         let cfg = String::from_utf8(s.host_config(WEB1_MAC, Via::Tftp, NEIGHBOUR, LOCAL).expect("config")).expect("utf-8");
         let (_, token) = install_args(&cfg);
@@ -607,5 +1010,106 @@ mod tests {
         let a = IpAddr::V4(Ipv4Addr::new(10, 42, 0, 1));
         assert_eq!(Endpoint::grub_http_server(a, 80), "10.42.0.1");
         assert_eq!(Endpoint::grub_http_server(a, 8080), "10.42.0.1:8080");
+    }
+
+    /// Kept reports written by many threads at once (every request writes them first): each
+    /// once, in order. Checked: without the one-writer lock reports were written twice.
+    #[test]
+    fn kept_reports_are_written_once_whoever_writes_them() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let resolved = resolved();
+        let fleet = Fleet::from_config(&resolved.config).expect("fleet");
+        let store = Arc::new(SqliteStore::open(dir.path()).expect("store"));
+        let endpoint = Endpoint { address: Some(Ipv4Addr::new(10, 42, 0, 1)), http_port: Some(80), kernel_over_http: true };
+        let s = FleetService::new(resolved, fleet, store, endpoint, Some(Spool::new(dir.path()))).expect("service");
+        s.seen(HwAddr::from(WEB1_MAC), CLIENT_IP, true);
+        let (attempt, token) = install_args(&fetch(&s, "52:54:00:00:00:a1"));
+        let spool = Spool::new(dir.path());
+        for k in 0..30 {
+            spool.keep(&Report { step: Some(format!("s{k}")), ..report(attempt, &token, Event::Step) }).expect("keep");
+        }
+        std::thread::scope(|scope| {
+            for _ in 0..8 {
+                scope.spawn(|| s.catch_up().expect("catch up"));
+            }
+        });
+        let steps: Vec<String> = s.store.history("web1").expect("history").into_iter().filter_map(|r| r.step).collect();
+        assert_eq!(steps, (0..30).map(|k| format!("s{k}")).collect::<Vec<_>>());
+        assert!(spool.is_empty());
+    }
+
+    /// A service on the PostgreSQL database `url`, with its spool in `dir`.
+    fn service_on(url: &str, dir: &Path) -> FleetService {
+        let resolved = resolved();
+        let fleet = Fleet::from_config(&resolved.config).expect("fleet");
+        let store = Arc::new(crate::fleet::postgres::PostgresStore::new(url, None).expect("store"));
+        let endpoint = Endpoint { address: Some(Ipv4Addr::new(10, 42, 0, 1)), http_port: Some(80), kernel_over_http: true };
+        let s = FleetService::new(resolved, fleet, store, endpoint, Some(Spool::new(dir))).expect("service");
+        s.seen(HwAddr::from(WEB1_MAC), CLIENT_IP, true);
+        s
+    }
+
+    /// Two boot servers on one database: the host asks both at once (or one, then the other):
+    /// one attempt; the second server's answer waits instead of replacing the first's pending
+    /// attempt (it is not lost: its host is loading it). Checked: without the wait, server B
+    /// replaced it with attempt 2 (two install entries), and attempt 1's installer was refused.
+    #[test]
+    fn a_second_server_waits_for_the_first_one_s_pending_attempt() {
+        let url = crate::fleet::pg_cluster::Cluster::shared().fresh_database("two").expect("database");
+        let (da, db) = (tempfile::tempdir().expect("tempdir"), tempfile::tempdir().expect("tempdir"));
+        let (a, b) = (service_on(&url, da.path()), service_on(&url, db.path()));
+        let (cfg_a, cfg_b) = std::thread::scope(|scope| {
+            let ha = scope.spawn(|| fetch(&a, "52:54:00:00:00:a1"));
+            let hb = scope.spawn(|| fetch(&b, "52:54:00:00:00:a1"));
+            (ha.join().expect("thread"), hb.join().expect("thread"))
+        });
+        let installs: Vec<&String> = [&cfg_a, &cfg_b].into_iter().filter(|c| c.contains("nixos-pxe.token=")).collect();
+        assert_eq!(installs.len(), 1, "one install entry:\n{cfg_a}\n---\n{cfg_b}");
+        let waits = [&cfg_a, &cfg_b].into_iter().filter(|c| c.contains("no decision for 52:54:00:00:00:a1 now") && c.contains("not by this boot server")).count();
+        assert_eq!(waits, 1, "{cfg_a}\n---\n{cfg_b}");
+        let (attempt, token) = install_args(installs[0]);
+        assert_eq!(attempt, 1);
+        let state = a.store.host("web1", 1).expect("state");
+        assert_eq!(state.attempts.iter().map(|a| a.outcome.clone()).collect::<Vec<_>>(), vec![Outcome::Pending]);
+        // The installer of attempt 1 reports to the other server: taken (the binding is shared).
+        let other = if cfg_a.contains("nixos-pxe.token=") { &b } else { &a };
+        assert_eq!(other.report(&report(1, &token, Event::Started), CLIENT).expect("started").status(), Some(AttemptStatus::Running));
+    }
+
+    /// The database goes away mid-install: no decision (a file that waits), reports kept on the
+    /// disk and answered as kept, written in order when it is back; the installed host then
+    /// boots locally: nothing lost, no second install. Checked: without writing the kept
+    /// reports before deciding, the spool was still full when the host asked again.
+    #[test]
+    fn while_the_database_is_away_nothing_is_handed_out_and_reports_wait() {
+        let cluster = crate::fleet::pg_cluster::Cluster::start("serve-away", true).expect("server");
+        let url = cluster.create_database("fleet").expect("database");
+        let dir = tempfile::tempdir().expect("tempdir");
+        let s = service_on(&url, dir.path());
+        let (attempt, token) = install_args(&fetch(&s, "52:54:00:00:00:a1"));
+        s.report(&report(attempt, &token, Event::Started), CLIENT).expect("started");
+        cluster.stop_server("fast").expect("stop");
+        let wait = fetch(&s, "52:54:00:00:00:a1");
+        assert!(wait.contains("no decision for") && wait.contains("cannot be read now") && !wait.contains("linux ") && !wait.contains("token"), "{wait}");
+        assert!(s.store_away());
+        let step = Report { step: Some("unpack".into()), ..report(attempt, &token, Event::Step) };
+        assert_eq!(s.report(&step, CLIENT).expect("kept"), Reported::Kept);
+        let installed = Report { system: Some("/nix/store/s".into()), ..report(attempt, &token, Event::Installed) };
+        assert_eq!(s.report(&installed, CLIENT).expect("kept"), Reported::Kept);
+        // A neighbour's report is still refused by address, not kept; nor one for a host that
+        // is not in the fleet.
+        assert!(matches!(s.report(&installed, NEIGHBOUR), Err(Refused::WrongAddress(_))));
+        let stranger = Report { host: "made-up".into(), ..installed.clone() };
+        assert!(matches!(s.report(&stranger, NEIGHBOUR), Err(Refused::Store(StoreError::Unavailable(_)))));
+        // The host reboots while the database is still away: it waits, it is not installed again.
+        assert!(fetch(&s, "52:54:00:00:00:a1").contains("no decision for"));
+        assert_eq!(Spool::new(dir.path()).read().expect("spool").len(), 2);
+        cluster.start_server().expect("start");
+        let back = fetch(&s, "52:54:00:00:00:a1");
+        assert!(back.contains("web1 generation 1 is installed"), "{back}");
+        assert!(!s.store_away() && Spool::new(dir.path()).is_empty());
+        let events: Vec<Event> = s.store.history("web1").expect("history").iter().map(|r| r.event).collect();
+        assert_eq!(events, vec![Event::Started, Event::Step, Event::Installed]);
+        assert_eq!(s.store.host("web1", 1).expect("state").attempts.len(), 1, "one attempt");
     }
 }

@@ -18,6 +18,7 @@
 
 use crate::fleet::store::{Refused, Report};
 use crate::serve::beneath::Root;
+use crate::serve::http_socket;
 use crate::serve::limits::{Gate, Throttle, Timeouts, admit};
 use crate::serve::stall::StallLimited;
 use crate::serve::fleet::{FleetService, Via};
@@ -50,11 +51,12 @@ pub struct Settings {
     pub timeouts: Timeouts,
 }
 
-/// Where a request came from and arrived at.
-#[derive(Debug, Clone, Copy)]
+/// Where a request came from and arrived at, and how its connection ends.
+#[derive(Debug, Clone)]
 struct Conn {
     client: SocketAddr,
     local: SocketAddr,
+    ending: Arc<http_socket::Ending>,
 }
 
 /// A listening socket on `address`, bound to `interface` when given.
@@ -80,9 +82,11 @@ pub fn serve(listener: TcpListener, settings: Settings, stop: &AtomicBool) -> io
         let mut throttle = Throttle::default();
         while !stop.load(Ordering::Relaxed) {
             let Some((stream, client, permit)) = admit(&listener, &gate, &mut throttle, "http").await else { continue };
-            let conn = Conn { client, local: stream.local_addr().unwrap_or(address) };
+            let local = stream.local_addr().unwrap_or(address);
+            let (stream, ending) = http_socket::accepted(stream);
+            let conn = Conn { client, local, ending };
             let service = tower::ServiceExt::map_request(router.clone(), move |mut request: axum::extract::Request<hyper::body::Incoming>| {
-                request.extensions_mut().insert(conn);
+                request.extensions_mut().insert(conn.clone());
                 request
             });
             tokio::spawn(async move {
@@ -155,12 +159,19 @@ async fn report(State(settings): State<Arc<Settings>>, Extension(conn): Extensio
     };
     let result = tokio::task::spawn_blocking(move || fleet.report(&report, client)).await;
     let (status, error) = match result {
-        Ok(Ok(accepted)) => return json(StatusCode::OK, serde_json::json!({ "accepted": true, "status": accepted.status.as_str() })),
+        Ok(Ok(crate::serve::fleet::Reported::Accepted(accepted))) => {
+            return json(StatusCode::OK, serde_json::json!({ "accepted": true, "status": accepted.status.as_str() }));
+        }
+        // Kept on serve's disk until the store is back: the installer need not send it again.
+        Ok(Ok(crate::serve::fleet::Reported::Kept)) => {
+            return json(StatusCode::ACCEPTED, serde_json::json!({ "accepted": true, "kept": "the fleet's store is away; the report is kept and written when it is back" }));
+        }
         Ok(Err(refused)) => (
             match &refused {
                 Refused::Invalid(_) => StatusCode::BAD_REQUEST,
                 Refused::WrongToken(_) | Refused::WrongAddress(_) => StatusCode::FORBIDDEN,
                 Refused::OldAttempt(_) | Refused::Ended(_) => StatusCode::CONFLICT,
+                Refused::Store(crate::fleet::store::StoreError::Unavailable(_)) => StatusCode::SERVICE_UNAVAILABLE,
                 Refused::Store(_) => StatusCode::INTERNAL_SERVER_ERROR,
             },
             refused.to_string(),
@@ -199,7 +210,8 @@ async fn file(State(settings): State<Arc<Settings>>, Extension(conn): Extension<
             Ok(mac) => mac,
             Err(why) => return text(StatusCode::NOT_FOUND, format!("not found: {why}")),
         };
-        let made = tokio::task::spawn_blocking(move || fleet.host_config(mac, Via::Http, conn.client, conn.local.ip())).await;
+        let (client, local) = (conn.client, conn.local.ip());
+        let made = tokio::task::spawn_blocking(move || fleet.host_config(mac, Via::Http, client, local)).await;
         return match made {
             Ok(Ok(bytes)) => ([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], bytes).into_response(),
             Ok(Err(e)) => {
@@ -236,11 +248,22 @@ async fn file(State(settings): State<Arc<Settings>>, Extension(conn): Extension<
     }
     let body = match method {
         Method::HEAD => Body::empty(),
+        // Reads of 256 KiB: a capture of GRUB loading the kernel showed no short segment at their
+        // boundaries (the socket's buffer stays full while GRUB takes 536 bytes a segment), so
+        // their size does not matter to GRUB; what does is in http_socket.rs.
         _ => Body::from_stream(tokio_util::io::ReaderStream::with_capacity(tokio::fs::File::from_std(file).take(len), 256 * 1024)),
     };
+    let grub_reads_to_end = method == Method::GET && headers.get(header::USER_AGENT).is_some_and(|agent| agent.as_bytes().starts_with(b"GRUB "));
     let mut response = Response::new(body);
     *response.status_mut() = status;
     let h = response.headers_mut();
+    if grub_reads_to_end {
+        // GRUB's http module waits 400 ms more at the end of every file unless the connection
+        // fails (src/serve/http_socket.rs): this response is the connection's last, and it is
+        // reset once GRUB has acknowledged all of it.
+        h.insert(header::CONNECTION, HeaderValue::from_static("close"));
+        conn.ending.reset_when_acknowledged();
+    }
     h.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/octet-stream"));
     h.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
     h.insert(header::CONTENT_LENGTH, HeaderValue::from(len));

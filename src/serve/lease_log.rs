@@ -3,6 +3,12 @@
 //! whole (compacted) then and whenever it has grown to several times the records it holds. So a
 //! restarted serve does not hand out an address a running client holds.
 //!
+//! A compaction while serving writes and syncs the new file in a thread of its own: its sync
+//! takes tens of milliseconds on a busy disk, and at thousands of requests a second (a renewal is
+//! a line) the DHCP thread would stop answering that long, every few hundred milliseconds, while
+//! the socket's buffer overflows. The lines appended meanwhile go to the current file and are
+//! copied to the new one before it replaces the current one, so either file holds every change.
+//!
 //! Lines: `nixos-pxe leases 1` first, then `set HW ADDRESS STATE UNTIL` and `free ADDRESS`
 //! (UNTIL in seconds since the Unix epoch). A line that cannot be read is skipped and said once
 //! with its line number; the file is never lost for it. Each change is written with one `write`
@@ -25,6 +31,16 @@ pub struct LeaseLog {
     file: File,
     /// Lines appended since the last compaction.
     appended: usize,
+    /// A compaction under way, if any.
+    compacting: Option<Compaction>,
+}
+
+/// A compaction under way: the thread writing and syncing the new file (`leases.new`) from a
+/// snapshot of the table, and the lines appended to the current file since the snapshot.
+struct Compaction {
+    thread: std::thread::JoinHandle<io::Result<File>>,
+    since: Vec<u8>,
+    lines: usize,
 }
 
 /// One line as text.
@@ -78,32 +94,78 @@ impl LeaseLog {
             Err(e) => return Err(named(e)),
         }
         let file = compact(&path, table).map_err(named)?;
-        Ok(LeaseLog { path, file, appended: 0 })
+        Ok(LeaseLog { path, file, appended: 0, compacting: None })
     }
 
     pub fn path(&self) -> &Path {
         &self.path
     }
 
-    /// Appends `change`; compacts when the file holds several times more lines than records.
+    /// Appends `change`. When the file holds several times more lines than records, starts a
+    /// compaction in the background; puts a finished one in place.
     pub fn record(&mut self, change: &Change, table: &LeaseTable) -> io::Result<()> {
-        self.file.write_all(line(change).as_bytes())?;
+        let text = line(change);
+        self.file.write_all(text.as_bytes())?;
         self.appended += 1;
-        let records = table.records().count();
-        if self.appended > 1024 && self.appended > 4 * records {
-            self.file = compact(&self.path, table)?;
-            self.appended = 0;
+        match &mut self.compacting {
+            Some(c) => {
+                c.since.extend_from_slice(text.as_bytes());
+                c.lines += 1;
+                if c.thread.is_finished() {
+                    self.finish_compaction()?;
+                }
+            }
+            None if self.appended > 1024 && self.appended > 4 * table.record_count() => {
+                let (text, temporary) = (snapshot(table), self.path.with_extension("new"));
+                let thread = std::thread::Builder::new().name("lease-file".into()).spawn(move || write_synced(&temporary, &text))?;
+                self.compacting = Some(Compaction { thread, since: Vec::new(), lines: 0 });
+            }
+            None => {}
         }
         Ok(())
     }
+
+    /// Waits for a compaction under way and puts its file in place.
+    pub fn settle(&mut self) -> io::Result<()> {
+        self.finish_compaction()
+    }
+
+    /// Copies the lines appended since the snapshot to the compacted file and renames it over the
+    /// current one. On a failure the current file, which holds every change, stays, and the next
+    /// compaction is tried after as many lines again.
+    fn finish_compaction(&mut self) -> io::Result<()> {
+        let Some(c) = self.compacting.take() else { return Ok(()) };
+        let put_in_place = |path: &Path| -> io::Result<File> {
+            let mut new = c.thread.join().map_err(|_| io::Error::other("the lease file's compaction thread panicked"))??;
+            new.write_all(&c.since)?;
+            std::fs::rename(path.with_extension("new"), path)?;
+            Ok(new)
+        };
+        match put_in_place(&self.path) {
+            Ok(new) => {
+                self.file = new;
+                self.appended = c.lines;
+                Ok(())
+            }
+            Err(e) => {
+                self.appended = 0;
+                Err(io::Error::new(e.kind(), format!("compacting {}: {e}", self.path.display())))
+            }
+        }
+    }
 }
 
-/// Writes every record of `table` to a new file (0600, synced) renamed over `path`; returns it
-/// open for appending.
-fn compact(path: &Path, table: &LeaseTable) -> io::Result<File> {
-    let temporary = path.with_extension("new");
-    let mut out = OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(&temporary)?;
-    let mut text = String::with_capacity(64 * (table.records().count() + 1));
+impl Drop for LeaseLog {
+    fn drop(&mut self) {
+        if let Err(e) = self.settle() {
+            tracing::warn!("dhcp: {e} (the lease file as it is holds every lease)");
+        }
+    }
+}
+
+/// The lease file's whole text for `table`: the header and one line per record, by address.
+fn snapshot(table: &LeaseTable) -> String {
+    let mut text = String::with_capacity(64 * (table.record_count() + 1));
     text.push_str(HEADER);
     text.push('\n');
     let mut records: Vec<&Lease> = table.records().collect();
@@ -111,11 +173,24 @@ fn compact(path: &Path, table: &LeaseTable) -> io::Result<File> {
     for l in records {
         text.push_str(&line(&Change::Set(*l)));
     }
+    text
+}
+
+/// Writes `text` to `temporary` (0600) and syncs it; returns it open, positioned at its end.
+fn write_synced(temporary: &Path, text: &str) -> io::Result<File> {
+    let mut out = OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(temporary)?;
     out.write_all(text.as_bytes())?;
     out.sync_all()?;
-    drop(out);
+    Ok(out)
+}
+
+/// Writes every record of `table` to a new file (synced) renamed over `path`; returns it open
+/// for appending.
+fn compact(path: &Path, table: &LeaseTable) -> io::Result<File> {
+    let temporary = path.with_extension("new");
+    let file = write_synced(&temporary, &snapshot(table))?;
     std::fs::rename(&temporary, path)?;
-    OpenOptions::new().append(true).open(path)
+    Ok(file)
 }
 
 #[cfg(test)]
@@ -174,11 +249,54 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let mut t = table();
         let mut log = LeaseLog::open(dir.path(), &mut t).expect("open");
+        let mut compactions = 0;
         for i in 0..3000u64 {
             let (_, change) = t.request(hw(1), Some(Ipv4Addr::new(10, 42, 0, 100)), 1000 + i).expect("ack");
             log.record(&change, &t).expect("record");
+            // Each compaction done before the next line (as when requests come slower than the
+            // disk syncs): the file never holds more than the threshold.
+            if log.compacting.is_some() {
+                compactions += 1;
+                log.settle().expect("settle");
+            }
         }
         let lines = std::fs::read_to_string(dir.path().join(FILE_NAME)).expect("read").lines().count();
-        assert!(lines <= 1026, "{lines} lines for one lease");
+        assert!(lines <= 1026 && compactions == 2, "{lines} lines for one lease after {compactions} compactions");
+    }
+
+    #[test]
+    fn changes_made_while_a_compaction_runs_are_kept() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut t = table();
+        let mut log = LeaseLog::open(dir.path(), &mut t).expect("open");
+        for n in 1..=3 {
+            let a = t.offer(hw(n), 1000).expect("offer");
+            let (_, change) = t.request(hw(n), Some(a), 1000).expect("ack");
+            log.record(&change, &t).expect("record");
+        }
+        let renew = |t: &mut LeaseTable, n: u8, at: u64| t.request(hw(n), Some(Ipv4Addr::new(10, 42, 0, 99 + n)), at).expect("renewal").1;
+        let mut at = 1001;
+        while log.compacting.is_none() {
+            let change = renew(&mut t, 1, at);
+            log.record(&change, &t).expect("record");
+            at += 1;
+        }
+        // The compaction runs from a snapshot taken before these: the first is always appended
+        // while it runs (later ones too, or after it was put in place).
+        let released = t.release(hw(3), Ipv4Addr::new(10, 42, 0, 102), Ipv4Addr::new(10, 42, 0, 102)).expect("release");
+        log.record(&released, &t).expect("record");
+        for change in [renew(&mut t, 2, at + 1), renew(&mut t, 1, at + 2)] {
+            log.record(&change, &t).expect("record");
+        }
+        log.settle().expect("settle");
+        let text = std::fs::read_to_string(dir.path().join(FILE_NAME)).expect("read");
+        assert!(text.lines().count() < 10, "not compacted:\n{text}");
+        drop(log);
+        let mut again = table();
+        let _log = LeaseLog::open(dir.path(), &mut again).expect("reopen");
+        for n in 1..=3 {
+            assert_eq!(again.lease_of(&hw(n)), t.lease_of(&hw(n)), "hw {n} after the compaction:\n{text}");
+        }
+        assert_eq!(again.counts(at), t.counts(at));
     }
 }

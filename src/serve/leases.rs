@@ -252,6 +252,11 @@ impl LeaseTable {
         self.by_address.values()
     }
 
+    /// How many records there are (active or expired), without counting them one by one.
+    pub fn record_count(&self) -> usize {
+        self.by_address.len()
+    }
+
     fn is_free(&self, address: Ipv4Addr, now: u64) -> bool {
         self.by_address.get(&address).is_none_or(|l| !l.active(now))
     }

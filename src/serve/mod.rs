@@ -9,9 +9,11 @@ pub mod leases;
 pub mod limits;
 pub mod fleet;
 pub mod http;
+pub mod http_socket;
 pub mod nfs;
 pub mod nfs_fs;
 pub mod nfs_gate;
+pub mod report_spool;
 pub mod stall;
 pub mod state_dir;
 pub mod tftp;
@@ -68,6 +70,8 @@ pub struct ServeArgs {
     /// 0700 when needed; not used otherwise.
     #[arg(long, value_name = "DIR", default_value = "/var/lib/nixos-pxe")]
     pub state_dir: Utf8PathBuf,
+    #[command(flatten)]
+    pub store: crate::fleet::open::StoreArgs,
     /// TCP port of serve's HTTP endpoint on bootServer.address: the fleet's per-host GRUB
     /// configurations, the kernel and every other file of the TFTP root (read-only), the
     /// installers' reports (POST /v1/report) and the hosts' status (GET /v1/hosts). 0: no HTTP;
@@ -108,9 +112,10 @@ pub struct ServeArgs {
     /// connections.
     #[arg(long, value_name = "N", default_value_t = limits::DEFAULT_PER_CLIENT)]
     pub per_client: usize,
-    /// How a fleet host's install entry loads the kernel: over http (when serve serves HTTP) or
-    /// over tftp.
-    #[arg(long, value_enum, value_name = "PROTOCOL", default_value = "http")]
+    /// How a fleet host's install entry loads the kernel: over tftp, or over http (when serve
+    /// serves HTTP). TFTP by default: GRUB 2.06 loaded the kernel faster over TFTP than over HTTP
+    /// in the kernel_load benchmark (README, "The kernel over TFTP and over HTTP").
+    #[arg(long, value_enum, value_name = "PROTOCOL", default_value = "tftp")]
     pub kernel_over: KernelOver,
 }
 
@@ -248,15 +253,18 @@ pub fn run(args: &ServeArgs) -> Result<(), Error> {
                 ),
                 (_, false) => {}
             }
-            let store = crate::fleet::sqlite::SqliteStore::open(state_dir).map_err(|e| Error::Message(format!("serve: {e}")))?;
+            let store = args.store.open_for_serve(state_dir).map_err(|e| Error::Message(format!("serve: {e}")))?;
             let endpoint = fleet::Endpoint { address: server.address, http_port, kernel_over_http: args.kernel_over == KernelOver::Http };
             let hosts = fleet.hosts.len();
-            let service = fleet::FleetService::new(resolved.clone(), fleet, Arc::new(store), endpoint).map_err(|e| Error::Message(format!("serve: {e}")))?;
+            // Reports wait on this server's disk while a shared database is away; a local file
+            // is away only with its disk, when a spool beside it would be too.
+            let spool = args.store.database.is_some().then(|| report_spool::Spool::new(state_dir));
+            let service = fleet::FleetService::new(resolved.clone(), fleet, store, endpoint, spool).map_err(|e| Error::Message(format!("serve: {e}")))?;
             let kernel = match (http_port, args.kernel_over) {
                 (Some(_), KernelOver::Http) => "http",
                 _ => "tftp",
             };
-            tracing::info!(hosts, state = %state_dir.join(crate::fleet::sqlite::FILE_NAME).display(), kernel_over = kernel, "fleet: serving");
+            tracing::info!(hosts, state = %args.store.describe(state_dir), kernel_over = kernel, "fleet: serving");
             if http_port.is_none() {
                 tracing::warn!("fleet: no HTTP (--http-port 0): installers cannot report, so every host stays handed-out; boot-once rests on the done stamp on its disk");
             }
@@ -278,6 +286,8 @@ pub fn run(args: &ServeArgs) -> Result<(), Error> {
         }
     };
     let observer = fleet_service.clone().filter(|s| s.binds()).map(|s| s as Arc<dyn dhcp::Observer>);
+    // What the store missed while it was away, written every few seconds once it is back.
+    let keep_up_thread = fleet_service.clone().map(|s| std::thread::spawn(move || s.keep_up(std::time::Duration::from_secs(5), &STOP)));
     let http_settings = http::Settings {
         root: Arc::clone(&settings.root),
         fleet: fleet_service,
@@ -319,6 +329,11 @@ pub fn run(args: &ServeArgs) -> Result<(), Error> {
                 ),
                 _ => None,
             };
+            // The fleet's bindings as the lease file has them (the store may have missed the
+            // last ones: it is written in the background).
+            if let (Some(_), Some(observer)) = (&log, &observer) {
+                dhcp::announce_leases(&table, observer.as_ref());
+            }
             let pool = dhcp::Pool { table, log };
             let d = d.clone();
             // The fleet hears which address each of its MACs was seen with.
@@ -349,6 +364,9 @@ pub fn run(args: &ServeArgs) -> Result<(), Error> {
     });
     let tftp_result = tftp::serve(listener, settings, &STOP).map_err(|e| Error::Message(format!("serve: TFTP: {e}")));
     STOP.store(true, Ordering::Relaxed);
+    if let Some(t) = keep_up_thread {
+        let _ = t.join();
+    }
     if let Some(t) = http_thread {
         match t.join() {
             Ok(Ok(())) => {}

@@ -256,21 +256,38 @@ pub async fn relay(client: TcpStream, engine: SocketAddr, timeouts: Timeouts, al
     ended
 }
 
+/// Whether a line of `key` may be said now (see [`Throttle`]).
+fn said(log: &std::sync::Mutex<Throttle>, key: &str) -> Option<u64> {
+    log.lock().unwrap_or_else(std::sync::PoisonError::into_inner).allow(key, std::time::Instant::now())
+}
+
 /// Accepts NFS clients on `listener` within `gate` and relays each to the engine at `engine`,
 /// until `stop` is set. A failed accept (out of descriptors) is said and waited out.
 pub async fn serve(listener: TcpListener, engine: SocketAddr, gate: Arc<Gate>, timeouts: Timeouts, in_flight_bytes: usize, stop: &AtomicBool) {
     let all = Arc::new(Semaphore::new(in_flight_bytes));
     let mut throttle = Throttle::default();
+    let log = Arc::new(std::sync::Mutex::new(Throttle::default()));
     while !stop.load(Ordering::Relaxed) {
         let Some((stream, client, permit)) = admit(&listener, &gate, &mut throttle, "NFS").await else { continue };
-        tracing::info!(%client, connections = gate.in_use(), "NFS: connection");
-        let all = Arc::clone(&all);
+        // Said once a minute per address and kind: a client that connects and misbehaves in a
+        // loop must not grow serve's log by a line per 4-byte connection.
+        if let Some(quiet) = said(&log, &format!("connection {}", client.ip())) {
+            tracing::info!(%client, connections = gate.in_use(), quiet, "NFS: connection");
+        }
+        let (all, log) = (Arc::clone(&all), Arc::clone(&log));
         tokio::spawn(async move {
             let ended = relay(stream, engine, timeouts, all).await;
+            let kind = std::mem::discriminant(&ended);
             match ended {
                 Ended::Closed => tracing::debug!(%client, "NFS: connection closed"),
-                Ended::Idle(_) => tracing::info!(%client, "NFS: connection ended: {ended}"),
-                _ => tracing::warn!(%client, "NFS: connection ended: {ended}"),
+                _ => {
+                    if let Some(quiet) = said(&log, &format!("ended {} {kind:?}", client.ip())) {
+                        match ended {
+                            Ended::Idle(_) => tracing::info!(%client, quiet, "NFS: connection ended: {ended}"),
+                            _ => tracing::warn!(%client, quiet, "NFS: connection ended: {ended}"),
+                        }
+                    }
+                }
             }
             drop(permit);
         });

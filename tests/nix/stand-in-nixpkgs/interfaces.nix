@@ -184,6 +184,7 @@ let
     "option boot.kernelModules (firewall.nix adds nf_conntrack_<helper> there for connectionTrackingModules)" = read "nixos/modules/services/networking/firewall.nix" "0192bb844360b5b42ebaf7f575f84d79910a5927" null;
     "the iptables firewall (NixOS's default backend): ESTABLISHED,RELATED accepted, the reverse path filter lets a DHCP server's requests (0.0.0.0:68 -> 255.255.255.255:67) through, per-interface ports" = read "nixos/modules/services/networking/firewall-iptables.nix" "0d953321a18cf484b637b9932f8b3040bbfb11e3" null;
     "option environment.systemPackages (listOf package); netcat among the core packages (wait_for_open_port runs nc)" = read "nixos/modules/config/system-path.nix" "0354e8b747c8d69802d160ff408d1aece50472c9" null;
+    "services.postgresql.enable, ensureDatabases, ensureUsers.<n>.name; local socket connections use peer authentication by default (ensureDBOwnership is newer than this commit: NixOS 23.11 replaced ensurePermissions with it; not read here)" = read "nixos/modules/services/databases/postgresql.nix" "86cdf5f981057c6eed14872b560ddfb91e9daee5" null;
     "network-addresses-<interface>.service (scripted networking: the interface's static addresses)" = read "nixos/modules/tasks/network-interfaces-scripted.nix" "00b463915fa2de869346756b70de6bb75f2b99e1" null;
     "lib.nixosSystem { system; modules } (system becomes nixpkgs.system, mkDefault) and the result's extendModules" = read "nixos/lib/eval-config.nix" "02aa3c00c9342f2976044665b63324b7f3edc0ba" null;
     # checks/pxe-fleet.nix (not run here).

@@ -8,7 +8,8 @@
 #   (the same file: outgoing ports, the same types), networking.nftables.enable and
 #   networking.nftables.tables.<name>.{family,content} (nixos/modules/services/networking/
 #   nftables.nix, used as firewall-nftables.nix uses it), boot.kernelModules (listOf str),
-#   environment.systemPackages (nixos/modules/config/system-path.nix).
+#   environment.systemPackages (nixos/modules/config/system-path.nix), services.postgresql.enable,
+#   ensureDatabases and ensureUsers (nixos/modules/services/databases/postgresql.nix).
 { lib, ... }:
 let
   inherit (lib) mkOption types;
@@ -55,5 +56,16 @@ in
     };
     boot.kernelModules = mkOption { type = types.listOf types.str; default = [ ]; };
     environment.systemPackages = mkOption { type = types.listOf types.package; default = [ ]; };
+    services.postgresql.enable = mkOption { type = types.bool; default = false; };
+    services.postgresql.ensureDatabases = mkOption { type = types.listOf types.str; default = [ ]; };
+    services.postgresql.ensureUsers = mkOption {
+      type = types.listOf (types.submodule {
+        options = {
+          name = mkOption { type = types.str; };
+          ensureDBOwnership = mkOption { type = types.bool; default = false; };
+        };
+      });
+      default = [ ];
+    };
   };
 }
