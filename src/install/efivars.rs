@@ -139,6 +139,13 @@ pub fn read(dir: &Utf8Path, name: &str) -> Option<Vec<u8>> {
     bytes.get(4..).map(<[u8]>::to_vec)
 }
 
+/// The firmware's SecureBoot variable (UEFI 2.10, 3.3): `Some(true)` when the firmware enforces
+/// Secure Boot (1), `Some(false)` when it does not (0), `None` when there is no such variable
+/// (not booted by UEFI, or efivarfs not mounted at `dir`).
+pub fn secure_boot(dir: &Utf8Path) -> Option<bool> {
+    read(dir, "SecureBoot").and_then(|data| data.first().copied()).map(|value| value == 1)
+}
+
 /// Sets a global variable: efivarfs takes the attributes and the data in one write.
 pub fn write(dir: &Utf8Path, name: &str, data: &[u8]) -> std::io::Result<()> {
     use std::io::Write;
@@ -228,6 +235,20 @@ pub fn set_boot_next(dir: &Utf8Path, number: u16) -> std::io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn secure_boot_is_the_first_data_byte_of_its_variable() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let dir = Utf8Path::from_path(dir.path()).expect("utf-8");
+        assert_eq!(secure_boot(dir), None, "no variable: not known");
+        // As efivarfs shows it: four bytes of attributes (BS|RT, read-only), then the value.
+        std::fs::write(dir.join(format!("SecureBoot-{GLOBAL}")), [6, 0, 0, 0, 1]).expect("write");
+        assert_eq!(secure_boot(dir), Some(true));
+        std::fs::write(dir.join(format!("SecureBoot-{GLOBAL}")), [6, 0, 0, 0, 0]).expect("write");
+        assert_eq!(secure_boot(dir), Some(false));
+        std::fs::write(dir.join(format!("SecureBoot-{GLOBAL}")), [6, 0, 0, 0]).expect("write");
+        assert_eq!(secure_boot(dir), None, "attributes without a value");
+    }
 
     fn option(description: &str, path: Vec<u8>) -> LoadOption {
         LoadOption { attributes: ACTIVE, description: description.into(), path }

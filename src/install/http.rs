@@ -276,9 +276,11 @@ pub fn start_get(mut stream: impl Read + Write + Send + 'static, request: &[u8])
         None => return Err(format!("{status} {reason} without a Content-Length")),
     };
     if status != 200 {
-        let mut body = vec![0u8; length.min(4096) as usize];
-        let n = stream.read(&mut body).unwrap_or(0);
-        let said = String::from_utf8_lossy(&body[..n]).lines().next().unwrap_or_default().to_string();
+        // The body's start whole (up to 4 KiB or the end), not what one read returns: a server
+        // may send it in pieces.
+        let mut body = Vec::new();
+        let _ = Read::by_ref(&mut stream).take(length.min(4096)).read_to_end(&mut body);
+        let said = String::from_utf8_lossy(&body).lines().next().unwrap_or_default().to_string();
         return Err(format!("{status} {reason}{}", if said.is_empty() { String::new() } else { format!(": {said}") }));
     }
     Ok(Download { stream: Box::new(stream), length, left: length })

@@ -160,10 +160,8 @@ impl<R: Read> Verified<R> {
 
 impl<R: Read> Read for Verified<R> {
     fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
-        if self.at == self.len {
-            if self.done || !self.next_chunk()? {
-                return Ok(0);
-            }
+        if self.at == self.len && (self.done || !self.next_chunk()?) {
+            return Ok(0);
         }
         let n = out.len().min(self.len - self.at);
         out[..n].copy_from_slice(&self.buf[self.at..self.at + n]);

@@ -9,6 +9,7 @@
 pub mod efi_disk;
 pub mod host_state;
 pub mod stand_in_root;
+pub mod virt_firmware;
 
 pub use host_state::HostState;
 
