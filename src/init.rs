@@ -231,16 +231,23 @@ fn signed_initrd(log: &Log) -> ! {
     if let Err(e) = mount_kernel_file_systems(log) {
         rescue(&format!("init FAILED: {e}"));
     }
-    if std::path::Path::new(EFIVARS).is_dir() && !is_mounted(EFIVARS) {
+    if !std::path::Path::new("/sys/firmware/efi").is_dir() {
+        say("init: no /sys/firmware/efi: the kernel was not started by UEFI, or has no EFI support");
+    } else if !std::path::Path::new(EFIVARS).is_dir() {
+        say(&format!("init: no {EFIVARS}: the kernel cannot reach the firmware's variable services"));
+    } else if !is_mounted(EFIVARS) {
         let flags = libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC;
         if let Err(e) = mount(&op("efivarfs", EFIVARS, "efivarfs", ""), flags) {
             say(&format!("init: {e}: the firmware's variables cannot be read"));
         }
     }
     let state = match crate::install::efivars::secure_boot(camino::Utf8Path::new(EFIVARS)) {
-        Some(true) => "enforced (the firmware's SecureBoot variable is 1)",
-        Some(false) => "off (the firmware's SecureBoot variable is 0; the signed image runs anywhere)",
-        None => "unknown (no SecureBoot variable: not booted by UEFI, or no efivarfs)",
+        Some(true) => "enforced (the firmware's SecureBoot variable is 1)".to_string(),
+        Some(false) => "off (the firmware's SecureBoot variable is 0; the signed image runs anywhere)".to_string(),
+        None => format!(
+            "unknown (no SecureBoot variable among the {} variables {EFIVARS} lists)",
+            std::fs::read_dir(EFIVARS).map(|d| d.count()).unwrap_or(0)
+        ),
     };
     log.step(&format!("Secure Boot: {state}"));
     let manifest = signed_manifest();

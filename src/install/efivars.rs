@@ -10,7 +10,7 @@
 use camino::Utf8Path;
 
 /// EFI_GLOBAL_VARIABLE: the vendor GUID of the boot variables, as efivarfs spells file names.
-pub const GLOBAL: &str = "8be4df61-93ca-11d0-9e60-00a0c94b0b8c";
+pub const GLOBAL: &str = "8be4df61-93ca-11d2-aa0d-00e098032b8c";
 /// Non-volatile, boot-service and runtime access: what the boot variables carry.
 pub const NV_BS_RT: u32 = 0x7;
 /// LOAD_OPTION_ACTIVE.
