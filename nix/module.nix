@@ -228,6 +228,25 @@ in
         default = "vers=3,tcp";
         description = "NFS mount options the kernel uses for the root, after the path in root-path (option 17) or nfsroot=. For `nixos-pxe serve --nfs-root` (no portmapper, no lock manager): \"vers=3,tcp,port=2049,mountport=2049,mountproto=tcp,nolock\".";
       };
+      # Secure Boot with the site's own keys (issue 19, in progress): the key stays on the boot
+      # server, named by a string (a path literal would copy it into the store).
+      secureBoot = {
+        enable = mkOption {
+          type = types.bool;
+          default = false;
+          description = "In progress (README: \"Secure Boot (in progress)\"): Secure Boot on, verified by the site's own db key. Done: `nixos-pxe sign`, on the boot server, makes the installer's boot file, a unified kernel image (systemd-stub, the kernel, an initrd holding nixos-pxe, its configuration and a manifest of digests, and the command line) signed with keyFile, which the firmware verifies whole against db; the installer started from it reports the firmware's SecureBoot variable and stops. Not yet: serve does not hand it out, and the installer fetches and checks nothing over HTTP, so nothing is installed in this mode. The NFS root is not used; legacy BIOS clients are not served. Needs bootServer.address, keyFile and certificateFile, and customInstaller.firmware = \"uefi\" (for every host).";
+        };
+        keyFile = mkOption {
+          type = types.nullOr types.str;
+          default = null;
+          description = "The db signing key (PEM, unencrypted) on the boot server: an absolute path as a string, read by `nixos-pxe sign` only. Never a Nix path literal and never below /nix/store, which every user can read.";
+        };
+        certificateFile = mkOption {
+          type = types.nullOr types.path;
+          default = null;
+          description = "The db certificate (PEM X.509) that keyFile's key belongs to: the certificate the clients' firmware has enrolled in db. Public: it may be in the configuration or the Nix store.";
+        };
+      };
     };
     # A fleet: many hosts, each recognised by its MACs and installed once per generation. The
     # checks between these (a MAC belongs to one host, names are DNS labels, one target each)

@@ -92,6 +92,9 @@ pub enum Command {
         out: Utf8PathBuf,
         #[arg(long, value_enum, default_value = "zstd")]
         compression: Codec,
+        /// tar, or newc (cpio, as the kernel unpacks an initrd: the installer's initrd in Secure Boot mode).
+        #[arg(long, value_enum, default_value = "tar")]
+        format: pack::Format,
         /// A file listing store paths, one per line (closureInfo's store-paths); each is packed at its own path.
         #[arg(long = "store-paths", value_name = "LISTFILE")]
         store_paths: Vec<Utf8PathBuf>,
@@ -105,6 +108,11 @@ pub enum Command {
         #[arg(long = "dir", value_name = "DEST")]
         dirs: Vec<String>,
     },
+    /// On the boot server, where the db key is (bootServer.secureBoot): sign each system's boot file
+    /// and the installer (a unified kernel image whose initrd holds the manifest of digests of
+    /// everything the installer fetches), and write them with the tools and images into DIR, which
+    /// serve then serves. Needs objcopy (binutils) and sbsign (sbsigntool).
+    Sign(crate::secure_boot::sign::SignArgs),
     /// Install the system image on the configured disk (run by init on the NFS root). Refuses a disk that
     /// holds a partition table or file system unless customInstaller.wipe = "always".
     Install(install::InstallArgs),
@@ -292,6 +300,12 @@ pub fn run(cli: Cli) -> Result<ExitCode, Error> {
         }
         Command::Check { config } => {
             let resolved = config.load()?;
+            // The key and the certificate where they are on this machine (the key may be only
+            // on the boot server: `sign` checks it there).
+            let problems = crate::secure_boot::keys::check(&resolved, crate::secure_boot::keys::Missing::Skip);
+            if !problems.is_empty() {
+                return Err(config::ConfigError::Invalid(problems).into());
+            }
             let set = resolved.effective.iter().filter(|e| matches!(e.origin, crate::origin::Origin::Defined(_) | crate::origin::Origin::File { .. })).count();
             let hosts = resolved.config.fleet.hosts.len();
             let fleet = if hosts > 0 { format!("; a fleet of {hosts} host(s)") } else { String::new() };
@@ -329,14 +343,14 @@ pub fn run(cli: Cli) -> Result<ExitCode, Error> {
             }
             Ok(ExitCode::SUCCESS)
         }
-        Command::Pack { out, compression, store_paths, files, symlinks, dirs } => {
+        Command::Pack { out, compression, format, store_paths, files, symlinks, dirs } => {
             let spec = pack::Spec {
                 store_path_lists: store_paths,
                 files: files.into_iter().map(|(d, s)| (d, Utf8PathBuf::from(s))).collect(),
                 symlinks,
                 dirs,
             };
-            let summary = pack::pack(&spec, compression, &out)?;
+            let summary = pack::pack_as(&spec, format, compression, &out)?;
             println!("{out}: {} entries, {} bytes of files, {} bytes written", summary.entries, summary.bytes_in, summary.bytes_out);
             Ok(ExitCode::SUCCESS)
         }
@@ -351,6 +365,19 @@ pub fn run(cli: Cli) -> Result<ExitCode, Error> {
                  PID namespace); this is PID {pid}, so nothing was mounted"
             ))),
         },
+        Command::Sign(args) => {
+            let signed = crate::secure_boot::sign::run(&args)?;
+            let m = &signed.manifest;
+            println!("{} ({} bytes): the installer, signed; it fetches from {}", signed.boot_file, signed.boot_file_size, m.server);
+            println!("  {} ({} bytes)", m.tools.path, m.tools.size);
+            for (image, digest) in &m.images {
+                println!("  {} ({} bytes, {} chunks)", digest.path, digest.size, digest.chunks.len());
+                if let Some(boot) = m.boot_files.get(image) {
+                    println!("  {} ({} bytes): its system's boot file, signed", boot.path, boot.size);
+                }
+            }
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Serve(args) => crate::serve::run(&args).map(|()| ExitCode::SUCCESS),
         Command::Fleet(command) => fleet(command),
     }

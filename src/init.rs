@@ -92,8 +92,8 @@ impl Log {
     }
 }
 
-/// Mounts /proc, /sys and /dev (unless the kernel did), builds the writable root and moves into it.
-fn make_root_writable(log: &Log) -> Result<(AfterInstall, WritableLayer), String> {
+/// Mounts /proc, /sys and /dev, unless the kernel did.
+fn mount_kernel_file_systems(log: &Log) -> Result<(), String> {
     for m in [op("proc", "/proc", "proc", ""), op("sysfs", "/sys", "sysfs", "")] {
         if !is_mounted(&m.target) {
             mount(&m, 0)?;
@@ -103,6 +103,12 @@ fn make_root_writable(log: &Log) -> Result<(AfterInstall, WritableLayer), String
         mount(&op("devtmpfs", "/dev", "devtmpfs", "mode=0755"), 0)?;
     }
     log.step("mounted /proc, /sys, /dev");
+    Ok(())
+}
+
+/// Mounts /proc, /sys and /dev (unless the kernel did), builds the writable root and moves into it.
+fn make_root_writable(log: &Log) -> Result<(AfterInstall, WritableLayer), String> {
+    mount_kernel_file_systems(log)?;
     let resolved = config::load(camino::Utf8Path::new(CONFIG), SourceMode::Static).map_err(|e| format!("reading {CONFIG}: {e}"))?;
     let c = resolved.config;
     let after = after_install(&c, &std::fs::read_to_string("/proc/cmdline").unwrap_or_default());
@@ -200,9 +206,69 @@ fn finish(after: AfterInstall) -> ! {
     rescue(&format!("{word} failed: {}", std::io::Error::last_os_error()))
 }
 
+/// Where the manifest is when init runs from the signed initrd (Secure Boot mode): `nixos-pxe
+/// sign` appends it to the initrd, and nothing else puts it there.
+fn signed_manifest() -> String {
+    format!("/{}", crate::secure_boot::MANIFEST_PATH)
+}
+
+/// Where the kernel shows the firmware's variables when efivarfs is mounted.
+const EFIVARS: &str = "/sys/firmware/efi/efivars";
+
+/// Secure Boot mode: init runs from the initrd of the unified kernel image `nixos-pxe sign` made,
+/// which the firmware verified whole against db before running it (systemd-stub, the kernel,
+/// this initrd with the configuration and the manifest, the command line). It says what the
+/// firmware enforced (its SecureBoot variable) and what the manifest holds. Fetching the tools and
+/// the system image over HTTP against the manifest is not written yet: it stops there, before any
+/// disk is touched, saying so.
+fn signed_initrd(log: &Log) -> ! {
+    say("init: nixos-pxe is PID 1 in the signed initrd (Secure Boot mode: kernel, initrd and command line were one signed image)");
+    // SAFETY: setting variables before any thread exists.
+    unsafe {
+        std::env::set_var("PATH", PATH);
+        std::env::set_var("HOME", "/root");
+    }
+    if let Err(e) = mount_kernel_file_systems(log) {
+        rescue(&format!("init FAILED: {e}"));
+    }
+    if !std::path::Path::new("/sys/firmware/efi").is_dir() {
+        say("init: no /sys/firmware/efi: the kernel was not started by UEFI, or has no EFI support");
+    } else if !std::path::Path::new(EFIVARS).is_dir() {
+        say(&format!("init: no {EFIVARS}: the kernel cannot reach the firmware's variable services"));
+    } else if !is_mounted(EFIVARS) {
+        let flags = libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC;
+        if let Err(e) = mount(&op("efivarfs", EFIVARS, "efivarfs", ""), flags) {
+            say(&format!("init: {e}: the firmware's variables cannot be read"));
+        }
+    }
+    let state = match crate::install::efivars::secure_boot(camino::Utf8Path::new(EFIVARS)) {
+        Some(true) => "enforced (the firmware's SecureBoot variable is 1)".to_string(),
+        Some(false) => "off (the firmware's SecureBoot variable is 0; the signed image runs anywhere)".to_string(),
+        None => format!(
+            "unknown (no SecureBoot variable among the {} variables {EFIVARS} lists)",
+            std::fs::read_dir(EFIVARS).map(|d| d.count()).unwrap_or(0)
+        ),
+    };
+    log.step(&format!("Secure Boot: {state}"));
+    let manifest = signed_manifest();
+    match std::fs::read(&manifest).map_err(|e| e.to_string()).and_then(|bytes| crate::secure_boot::manifest::Manifest::parse(&bytes)) {
+        Ok(m) => log.step(&format!(
+            "the signed manifest: the installer's tools ({} bytes) and {} system image(s) from {}, each to be checked chunk by chunk",
+            m.tools.size,
+            m.images.len(),
+            m.server
+        )),
+        Err(e) => rescue(&format!("init FAILED: {manifest}: {e}")),
+    }
+    rescue("Secure Boot mode stops here: fetching the installer's tools and the system image over HTTP against the signed manifest is not written yet (issue 19); no disk was touched")
+}
+
 /// init's entry point. `kernel_words`: what the kernel passed on from its command line (ignored).
 pub fn main(kernel_words: &[String]) -> ExitCode {
     let log = Log(Instant::now());
+    if std::path::Path::new(&signed_manifest()).exists() {
+        signed_initrd(&log);
+    }
     say("init: nixos-pxe is PID 1 on the NFS root");
     if !kernel_words.is_empty() {
         say(&format!("init: ignoring the kernel command line's words passed to init: {}", kernel_words.join(" ")));

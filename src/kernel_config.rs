@@ -60,6 +60,14 @@ pub const GROUPS: &[Group] = &[
     },
 ];
 
+/// What a kernel booted in Secure Boot mode needs besides (bootServer.secureBoot.enable): it
+/// starts nixos-pxe from the initrd of the signed unified kernel image, not from the NFS root.
+pub const SECURE_BOOT: Group = Group {
+    why: "bootServer.secureBoot: the installer starts from the initrd of the signed unified kernel image (nixos-pxe, \
+          its configuration and the manifest of digests; zstd-compressed), not from the NFS root",
+    symbols: &["BLK_DEV_INITRD", "RD_ZSTD"],
+};
+
 /// `SYMBOL` or `SYMBOL=VALUE` (an optional `CONFIG_` prefix is dropped) into name and value.
 pub fn parse_symbol(s: &str) -> Option<(String, String)> {
     let s = s.strip_prefix("CONFIG_").unwrap_or(s);
@@ -101,7 +109,8 @@ pub fn fragment(config: &Config) -> Vec<Symbol> {
         }
         None => out.push(Symbol { name, value, why }),
     };
-    for group in GROUPS {
+    let secure_boot = config.boot_server.secure_boot.enable.then_some(&SECURE_BOOT);
+    for group in GROUPS.iter().chain(secure_boot) {
         for symbol in group.symbols {
             set((*symbol).to_string(), "y".into(), group.why);
         }
@@ -116,7 +125,11 @@ pub fn fragment(config: &Config) -> Vec<Symbol> {
 
 /// The fragment as kconfig lines, for `merge_config.sh`.
 pub fn to_kconfig(symbols: &[Symbol]) -> String {
-    let mut text = String::from("# Kernel config fragment from `nixos-pxe kernel-config`: built in, no modules, no initrd.\n");
+    let header = match symbols.iter().any(|s| s.why == SECURE_BOOT.why) {
+        false => "# Kernel config fragment from `nixos-pxe kernel-config`: built in, no modules, no initrd.\n",
+        true => "# Kernel config fragment from `nixos-pxe kernel-config`: built in, no modules; the initrd is the signed UKI's.\n",
+    };
+    let mut text = String::from(header);
     let mut last_why = "";
     for s in symbols {
         if s.why != last_why {

@@ -7,6 +7,7 @@ pub mod cli;
 pub mod command;
 pub mod compression;
 pub mod config;
+pub mod cpio;
 pub mod error;
 pub mod fleet;
 pub mod init;
@@ -17,6 +18,7 @@ pub mod origin;
 pub mod pack;
 pub mod render;
 pub mod schema;
+pub mod secure_boot;
 pub mod serve;
 // After serve: power control of the fleet's hosts through their BMCs (the fleet commands).
 pub mod bmc;

@@ -1,5 +1,6 @@
 //! `nixos-pxe pack`: a deterministic tar of store paths, files, symlinks and empty directories
 //! (sorted entries, mtime 1, owner root), compressed; the system image and the NFS root tarball.
+//! The same entries as a cpio (newc) archive are the installer's initrd in Secure Boot mode.
 
 use crate::compression::{Codec, Encoder};
 use crate::error::Error;
@@ -123,8 +124,22 @@ impl Collector {
     }
 }
 
+/// The archive format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Format {
+    /// GNU tar: the system image, the NFS root, the Secure Boot mode's tools.
+    Tar,
+    /// cpio newc, as the kernel unpacks an initrd: the Secure Boot mode's installer initrd.
+    Newc,
+}
+
 /// Writes the archive described by `spec` to `out`, through a temporary file.
 pub fn pack(spec: &Spec, codec: Codec, out: &Utf8Path) -> Result<Summary, Error> {
+    pack_as(spec, Format::Tar, codec, out)
+}
+
+/// [`pack`] in `format`.
+pub fn pack_as(spec: &Spec, format: Format, codec: Codec, out: &Utf8Path) -> Result<Summary, Error> {
     let mut collector = Collector { entries: BTreeMap::new() };
     for list in &spec.store_path_lists {
         let text = fs::read_to_string(list).map_err(Error::io(list))?;
@@ -146,7 +161,10 @@ pub fn pack(spec: &Spec, codec: Codec, out: &Utf8Path) -> Result<Summary, Error>
     }
 
     let tmp = Utf8PathBuf::from(format!("{out}.tmp-{}", std::process::id()));
-    let result = write_archive(&collector.entries, codec, &tmp);
+    let result = match format {
+        Format::Tar => write_archive(&collector.entries, codec, &tmp),
+        Format::Newc => write_newc(&collector.entries, codec, &tmp),
+    };
     match result {
         Ok(bytes_in) => {
             fs::rename(&tmp, out).map_err(Error::io(out))?;
@@ -201,6 +219,50 @@ fn write_archive(entries: &BTreeMap<String, Entry>, codec: Codec, path: &Utf8Pat
     let mut inner = encoder.finish().map_err(Error::io(path))?;
     inner.flush().map_err(Error::io(path))?;
     Ok(bytes)
+}
+
+/// The entries as a newc archive (parents before children: the map is sorted by path).
+fn write_newc(entries: &BTreeMap<String, Entry>, codec: Codec, path: &Utf8Path) -> Result<u64, Error> {
+    use crate::cpio;
+    let file = fs::File::create(path).map_err(Error::io(path))?;
+    let encoder = Encoder::new(codec, BufWriter::with_capacity(1 << 20, file)).map_err(Error::io(path))?;
+    let mut w = cpio::Writer::new(encoder);
+    let mut bytes = 0;
+    for (name, entry) in entries {
+        match entry {
+            Entry::Dir { mode } => w.entry(name, cpio::DIRECTORY | mode, b"", MTIME).map_err(Error::io(path))?,
+            Entry::Symlink { target } => w.entry(name, cpio::SYMLINK | 0o777, target.as_bytes(), MTIME).map_err(Error::io(path))?,
+            Entry::File { source, mode, size } => {
+                let inode = w.inode();
+                w.header(inode, cpio::REGULAR | mode, 1, MTIME, *size, name).map_err(Error::io(path))?;
+                let mut f = fs::File::open(source).map_err(Error::io(source))?;
+                let copied = std::io::copy(&mut f, &mut WriterData(&mut w)).map_err(Error::io(source))?;
+                if copied != *size {
+                    return Err(Error::Message(format!("{source} changed size while it was packed ({size} then {copied} bytes)")));
+                }
+                w.pad().map_err(Error::io(path))?;
+                bytes += size;
+            }
+        }
+    }
+    let encoder = w.finish().map_err(Error::io(path))?;
+    let mut inner = encoder.finish().map_err(Error::io(path))?;
+    inner.flush().map_err(Error::io(path))?;
+    Ok(bytes)
+}
+
+/// A file's contents streamed into a newc entry.
+struct WriterData<'a, W: Write>(&'a mut crate::cpio::Writer<W>);
+
+impl<W: Write> Write for WriterData<'_, W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.data(buf)?;
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
 }
 
 #[cfg(test)]

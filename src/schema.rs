@@ -331,6 +331,13 @@ pub const OPTIONS: &[OptionSpec] = &[
         "Clients allowed to mount the NFS root (CIDR or address); null means bootServer.subnet."),
     opt!("bootServer.nfsMountOptions", Ty::Str, Default::Str("vers=3,tcp"), Some(rules::mount_options),
         "NFS mount options the kernel uses for the root, after the path in root-path (option 17) or nfsroot=. For `nixos-pxe serve --nfs-root` (no portmapper, no lock manager): \"vers=3,tcp,port=2049,mountport=2049,mountproto=tcp,nolock\"."),
+    // Secure Boot with the site's own keys: what the boot server signs with, where the key is.
+    opt!("bootServer.secureBoot.enable", Ty::Bool, Default::Bool(false), None,
+        "In progress (README: \"Secure Boot (in progress)\"): Secure Boot on, verified by the site's own db key. Done: `nixos-pxe sign`, on the boot server, makes the installer's boot file, a unified kernel image (systemd-stub, the kernel, an initrd holding nixos-pxe, its configuration and a manifest of digests, and the command line) signed with keyFile, which the firmware verifies whole against db; the installer started from it reports the firmware's SecureBoot variable and stops. Not yet: serve does not hand it out, and the installer fetches and checks nothing over HTTP, so nothing is installed in this mode. The NFS root is not used; legacy BIOS clients are not served. Needs bootServer.address, keyFile and certificateFile, and customInstaller.firmware = \"uefi\" (for every host)."),
+    opt!(null "bootServer.secureBoot.keyFile", Ty::Str, Some(rules::secret_key_file),
+        "The db signing key (PEM, unencrypted) on the boot server: an absolute path as a string, read by `nixos-pxe sign` only. Never a Nix path literal and never below /nix/store, which every user can read."),
+    opt!(null "bootServer.secureBoot.certificateFile", Ty::Path, Some(rules::absolute_path),
+        "The db certificate (PEM X.509) that keyFile's key belongs to: the certificate the clients' firmware has enrolled in db. Public: it may be in the configuration or the Nix store."),
     // A fleet: many hosts, each recognised by its MACs, each installed once per generation.
     opt!("fleet.maxAttempts", Ty::Int, Default::Int(3), Some(rules::positive),
         "Failed or abandoned install attempts of one generation after which a host is held (a GRUB menu saying why) instead of installed again."),
@@ -698,6 +705,22 @@ pub mod rules {
         } else {
             Err(format!("\"{s}\" is not an absolute path without spaces"))
         }
+    }
+
+    /// The Nix store's directory: anything below it is readable by every user of the machine.
+    pub const NIX_STORE: &str = "/nix/store/";
+
+    /// bootServer.secureBoot.keyFile: an absolute path that is not in the Nix store.
+    pub fn secret_key_file(v: &Value) -> Result<(), String> {
+        absolute_path(v)?;
+        let s = str_of(v);
+        if s.starts_with(NIX_STORE) || s == NIX_STORE.trim_end_matches('/') {
+            return Err(format!(
+                "\"{s}\" is in the Nix store, which every user of the machine can read: a signing key must never be there; \
+                 keep it on the boot server, e.g. \"/var/lib/nixos-pxe-keys/db.key\" (mode 0600), and give its path as a string"
+            ));
+        }
+        Ok(())
     }
 
     /// nfsroot.init: the kernel starts it with the path as argv[0], and nixos-pxe is init only

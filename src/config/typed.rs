@@ -247,6 +247,16 @@ pub struct BootServer {
     pub nfs_export: String,
     pub nfs_clients: Option<String>,
     pub nfs_mount_options: String,
+    pub secure_boot: SecureBoot,
+}
+
+/// `bootServer.secureBoot.*`: the site's db key and certificate, on the boot server.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct SecureBoot {
+    pub enable: bool,
+    pub key_file: Option<String>,
+    pub certificate_file: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -300,6 +310,7 @@ pub fn cross_checks(resolved: &Resolved) -> Vec<Diagnostic> {
         );
     }
     problems.extend(super::fleet_rules::checks(resolved));
+    problems.extend(secure_boot_checks(resolved));
 
     let server = &c.boot_server;
     if let Some((network, prefix)) = server.subnet_parts() {
@@ -334,6 +345,44 @@ pub fn cross_checks(resolved: &Resolved) -> Vec<Diagnostic> {
             Diagnostic::new(at("bootServer.dhcpRange.start"), format!("the range {start}-{end} contains the server's own address {addr}"))
                 .option("bootServer.dhcpRange"),
         );
+    }
+    problems
+}
+
+/// The rules of `bootServer.secureBoot` that need no file: what it cannot do without, and the
+/// firmware every installed disk is made for (Secure Boot is UEFI's; the signed boot file of
+/// the installed system goes on an ESP). The key and certificate themselves are read by
+/// `crate::secure_boot::keys` (`check` and `sign`).
+pub fn secure_boot_checks(resolved: &Resolved) -> Vec<Diagnostic> {
+    let c = &resolved.config;
+    let sb = &c.boot_server.secure_boot;
+    if !sb.enable {
+        return Vec::new();
+    }
+    let at = |path: &str| resolved.origin_of(path);
+    let enable = "bootServer.secureBoot.enable";
+    let mut problems = Vec::new();
+    let mut need = |present: bool, path: &str, why: &str, example: &str| {
+        if !present {
+            problems.push(Diagnostic::new(at(enable), format!("Secure Boot needs `{path}`: {why}")).option(path).hint(format!("set {path} = {example};")));
+        }
+    };
+    need(sb.key_file.is_some(), "bootServer.secureBoot.keyFile", "the db key `nixos-pxe sign` signs with, on the boot server", "\"/var/lib/nixos-pxe-keys/db.key\"");
+    need(sb.certificate_file.is_some(), "bootServer.secureBoot.certificateFile", "the db certificate the firmware has enrolled", "./keys/db.pem");
+    need(c.boot_server.address.is_some(), "bootServer.address", "the signed command line names serve's HTTP endpoint there", "\"10.42.0.1\"");
+    let uefi_only = |firmware: FirmwareSetting, path: &str| {
+        (firmware != FirmwareSetting::Uefi).then(|| {
+            Diagnostic::new(at(path), format!("\"{}\" cannot be installed with bootServer.secureBoot.enable: Secure Boot is UEFI's, and the installed system's signed boot file goes on an ESP", firmware.as_str()))
+                .option(path)
+                .hint(format!("set {path} = \"uefi\";"))
+        })
+    };
+    problems.extend(uefi_only(c.custom_installer.firmware, "customInstaller.firmware"));
+    for (name, host) in &c.fleet.hosts {
+        let path = format!("fleet.hosts.{name}.customInstaller.firmware");
+        if let Some(Ok(firmware)) = host.custom_installer.get("firmware").map(|v| serde_json::from_value::<FirmwareSetting>(v.clone())) {
+            problems.extend(uefi_only(firmware, &path));
+        }
     }
     problems
 }

@@ -1,5 +1,7 @@
 //! A minimal HTTP/1.1 client for the installer's reports: one POST of a JSON body over a plain TCP
-//! connection (`Connection: close`), the status and a short body read back. Hand-written rather
+//! connection (`Connection: close`), the status and a short body read back; and in Secure Boot
+//! mode one GET whose body is streamed (a system image: its bytes are checked against the signed
+//! manifest by the caller, never trusted for being from this server). Hand-written rather
 //! than a crate: the NFS root's closure carries every byte of it, the reports need nothing more
 //! (no TLS, redirects, keep-alive, proxies or cookies), and what is here is short enough to read whole.
 
@@ -204,10 +206,152 @@ pub fn post(url: &Url, endpoint: &str, body: &[u8], timeout: Duration) -> Result
     Err(last)
 }
 
+/// A response body being streamed: at most `length` bytes, then the end.
+pub struct Download {
+    stream: Box<dyn Read + Send>,
+    /// Content-Length.
+    pub length: u64,
+    left: u64,
+}
+
+impl Read for Download {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        if self.left == 0 {
+            return Ok(0);
+        }
+        let want = buf.len().min(usize::try_from(self.left).unwrap_or(usize::MAX));
+        let n = self.stream.read(&mut buf[..want])?;
+        if n == 0 {
+            return Err(std::io::Error::new(std::io::ErrorKind::UnexpectedEof, format!("the connection closed {} bytes before the announced {}", self.left, self.length)));
+        }
+        self.left -= n as u64;
+        Ok(n)
+    }
+}
+
+/// The largest header block of a GET's response.
+const MAX_HEADERS: usize = 16 * 1024;
+
+/// The bytes of a GET of `url` + `path`.
+pub fn get_request(url: &Url, path: &str) -> Vec<u8> {
+    format!(
+        "GET {} HTTP/1.1\r\nHost: {}\r\nUser-Agent: nixos-pxe/{}\r\nConnection: close\r\n\r\n",
+        url.target(path),
+        url.authority(),
+        env!("CARGO_PKG_VERSION")
+    )
+    .into_bytes()
+}
+
+/// Sends a GET on `stream` and reads the response's headers: a 200 with a Content-Length gives
+/// the body as a [`Download`]; any other status is an error with the body's first line.
+pub fn start_get(mut stream: impl Read + Write + Send + 'static, request: &[u8]) -> Result<Download, String> {
+    stream.write_all(request).map_err(|e| format!("sending the request: {e}"))?;
+    stream.flush().map_err(|e| format!("sending the request: {e}"))?;
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    // Byte by byte up to the blank line: what follows is the body, left in the stream.
+    while !head.ends_with(b"\r\n\r\n") {
+        if head.len() > MAX_HEADERS {
+            return Err(format!("the response's headers are longer than {MAX_HEADERS} bytes"));
+        }
+        match stream.read(&mut byte) {
+            Ok(0) => return Err(format!("the connection closed after {} bytes, before the response's headers ended", head.len())),
+            Ok(_) => head.push(byte[0]),
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(format!("reading the response: {e}")),
+        }
+    }
+    let text = String::from_utf8_lossy(&head).into_owned();
+    let status_line = text.lines().next().unwrap_or_default();
+    let mut parts = status_line.splitn(3, ' ');
+    let (version, code, reason) = (parts.next().unwrap_or_default(), parts.next().unwrap_or_default(), parts.next().unwrap_or_default().trim());
+    let status = match code.parse::<u16>() {
+        Ok(s) if version.starts_with("HTTP/1.") => s,
+        _ => return Err(format!("not an HTTP/1.x response: \"{}\"", status_line.escape_default())),
+    };
+    let header = |name: &str| text.lines().skip(1).find_map(|l| l.split_once(':').filter(|(n, _)| n.trim().eq_ignore_ascii_case(name)).map(|(_, v)| v.trim().to_string()));
+    let length = match header("content-length") {
+        Some(l) => l.parse::<u64>().map_err(|_| format!("Content-Length \"{l}\" is not a number"))?,
+        None => return Err(format!("{status} {reason} without a Content-Length")),
+    };
+    if status != 200 {
+        // The body's start whole (up to 4 KiB or the end), not what one read returns: a server
+        // may send it in pieces.
+        let mut body = Vec::new();
+        let _ = Read::by_ref(&mut stream).take(length.min(4096)).read_to_end(&mut body);
+        let said = String::from_utf8_lossy(&body).lines().next().unwrap_or_default().to_string();
+        return Err(format!("{status} {reason}{}", if said.is_empty() { String::new() } else { format!(": {said}") }));
+    }
+    Ok(Download { stream: Box::new(stream), length, left: length })
+}
+
+/// GETs `url` + `path` over a new TCP connection: connecting within `timeout`, then each read
+/// of the body within `timeout` again (a stalled server fails the download, a slow one does not).
+pub fn get(url: &Url, path: &str, timeout: Duration) -> Result<Download, String> {
+    let addresses: Vec<_> = (url.host.trim_start_matches('[').trim_end_matches(']'), url.port)
+        .to_socket_addrs()
+        .map_err(|e| format!("cannot resolve {}: {e}", url.host))?
+        .collect();
+    let mut last = format!("{} resolves to no address", url.host);
+    for address in addresses {
+        match TcpStream::connect_timeout(&address, timeout) {
+            Ok(stream) => {
+                stream.set_read_timeout(Some(timeout)).map_err(|e| e.to_string())?;
+                stream.set_write_timeout(Some(timeout)).map_err(|e| e.to_string())?;
+                return start_get(stream, &get_request(url, path)).map_err(|e| format!("GET {url}{path}: {e}"));
+            }
+            Err(e) => last = format!("connecting to {address}: {e}"),
+        }
+    }
+    Err(format!("GET {url}{path}: {last}"))
+}
+
+/// GETs a small document (at most `limit` bytes) whole.
+pub fn get_small(url: &Url, path: &str, timeout: Duration, limit: u64) -> Result<Vec<u8>, String> {
+    let mut d = get(url, path, timeout)?;
+    if d.length > limit {
+        return Err(format!("GET {url}{path}: {} bytes, more than the {limit} expected", d.length));
+    }
+    let mut body = Vec::new();
+    d.read_to_end(&mut body).map_err(|e| format!("GET {url}{path}: {e}"))?;
+    Ok(body)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use std::os::unix::net::UnixStream;
+
+    /// A server on a socket pair answering a GET with `answer`; the client's download, read whole.
+    fn download(answer: &'static [u8]) -> Result<Vec<u8>, String> {
+        let (client, mut server) = UnixStream::pair().expect("socket pair");
+        let handle = std::thread::spawn(move || {
+            let mut request = vec![0u8; 4096];
+            let _ = server.read(&mut request).expect("read");
+            for piece in answer.chunks(7) {
+                let _ = server.write_all(piece);
+            }
+        });
+        client.set_read_timeout(Some(Duration::from_secs(10))).expect("timeout");
+        let result = start_get(client, &get_request(&url("http://10.42.0.1"), "/f")).and_then(|mut d| {
+            let mut body = Vec::new();
+            d.read_to_end(&mut body).map_err(|e| e.to_string())?;
+            Ok(body)
+        });
+        handle.join().expect("server");
+        result
+    }
+
+    #[test]
+    fn a_get_streams_exactly_the_announced_body() {
+        assert_eq!(download(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nAccept-Ranges: bytes\r\n\r\nhello"), Ok(b"hello".to_vec()));
+        assert_eq!(download(b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\nabcdef"), Ok(b"abc".to_vec()), "not a byte more");
+        assert_eq!(download(b"HTTP/1.1 200 OK\r\nContent-Length: 9\r\n\r\nabc"), Err("the connection closed 6 bytes before the announced 9".into()));
+        assert_eq!(download(b"HTTP/1.1 404 Not Found\r\nContent-Length: 15\r\n\r\nnot found: x\nyz"), Err("404 Not Found: not found: x".into()));
+        assert_eq!(download(b"HTTP/1.1 200 OK\r\n\r\nabc"), Err("200 OK without a Content-Length".into()));
+        assert_eq!(String::from_utf8(get_request(&url("http://10.42.0.1:8080"), "/nixos-pxe/x")).expect("utf8"), format!("GET /nixos-pxe/x HTTP/1.1\r\nHost: 10.42.0.1:8080\r\nUser-Agent: nixos-pxe/{}\r\nConnection: close\r\n\r\n", env!("CARGO_PKG_VERSION")));
+    }
 
     fn url(s: &str) -> Url {
         s.parse().unwrap_or_else(|e| panic!("{s}: {e}"))

@@ -4,6 +4,7 @@
 mod console_tail;
 pub mod disk;
 pub mod efi;
+pub mod efivars;
 pub mod firmware;
 pub mod host;
 pub mod http;

@@ -12,30 +12,10 @@ use std::time::{Duration, Instant};
 
 /// The requirements file the venv is made from (its hash names the venv).
 const REQUIREMENTS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/dev/sushy-tools.txt");
-/// Debian's python3 (dev/packages.txt: python3-venv), not whatever python3 comes first on PATH.
-const PYTHON: &str = "/usr/bin/python3";
 
-/// The venv with sushy-tools, made once per machine (under a lock, so that parallel tests wait
-/// for the first) in /var/cache/nixos-pxe/sushy-tools-<hash>, outside the work tree.
+/// The venv with sushy-tools (tests/common/pypi_venv.rs).
 pub fn sushy_venv() -> PathBuf {
-    let requirements = std::fs::read(REQUIREMENTS).expect("dev/sushy-tools.txt");
-    let hash = blake3::hash(&requirements).to_hex().to_string();
-    let venv = PathBuf::from(format!("/var/cache/nixos-pxe/sushy-tools-{}", &hash[..16]));
-    if venv.join("ready").exists() {
-        return venv;
-    }
-    std::fs::create_dir_all("/var/cache/nixos-pxe").expect("mkdir /var/cache/nixos-pxe");
-    let lock = std::fs::OpenOptions::new().create(true).truncate(false).write(true).open("/var/cache/nixos-pxe/sushy-tools.lock").expect("lock file");
-    // SAFETY: flock(2) on a descriptor this function owns, released when it is closed.
-    assert_eq!(unsafe { libc::flock(std::os::fd::AsRawFd::as_raw_fd(&lock), libc::LOCK_EX) }, 0, "flock");
-    if !venv.join("ready").exists() {
-        assert!(Path::new(PYTHON).exists(), "{PYTHON} missing: dev/install-deps.sh test installs python3-venv");
-        let _ = std::fs::remove_dir_all(&venv);
-        run(Command::new(PYTHON).args(["-m", "venv"]).arg(&venv));
-        run(Command::new(venv.join("bin/pip")).args(["install", "--quiet", "--no-input", "-r", REQUIREMENTS]));
-        std::fs::write(venv.join("ready"), &requirements).expect("mark the venv ready");
-    }
-    venv
+    super::pypi_venv::venv("sushy-tools", REQUIREMENTS)
 }
 
 /// A certificate and its key for `name` at 127.0.0.1 (and, with `ip`, that address too), by
@@ -133,7 +113,7 @@ impl Emulator {
         let log = dir.join("emulator.log");
         let python = venv.join("bin/python");
         if own_receiver {
-            lab.spawn_in(ns, &[PYTHON, dir.join("receiver.py").to_str().expect("utf8")], &dir.join("receiver.log"));
+            lab.spawn_in(ns, &[super::pypi_venv::PYTHON, dir.join("receiver.py").to_str().expect("utf8")], &dir.join("receiver.log"));
         }
         lab.spawn_in(
             ns,

@@ -9,7 +9,9 @@
 pub mod bmc;
 pub mod efi_disk;
 pub mod host_state;
+pub mod pypi_venv;
 pub mod stand_in_root;
+pub mod virt_firmware;
 
 pub use host_state::HostState;
 
@@ -641,7 +643,7 @@ pub fn test_kernel(config_args: &[&str]) -> PathBuf {
     let fragment = tempfile::NamedTempFile::new().expect("temp file");
     let mut args = vec!["kernel-config"];
     args.extend(config_args);
-    std::fs::write(fragment.path(), nixos_pxe(&args)).expect("write fragment");
+    std::fs::write(fragment.path(), test_kernel_fragment(&nixos_pxe(&args))).expect("write fragment");
     let out = run(Command::new("bash")
         .arg(root().join("tests/e2e/build-test-kernel.sh"))
         .arg(fragment.path()));
@@ -650,6 +652,19 @@ pub fn test_kernel(config_args: &[&str]) -> PathBuf {
             .last()
             .expect("build-test-kernel.sh prints the kernel's path"),
     )
+}
+
+/// The test kernel's fragment from `kernel-config`'s: its symbols, sorted, plus an initrd's
+/// (BLK_DEV_INITRD, RD_ZSTD: what bootServer.secureBoot adds), without the comments. So every
+/// configuration whose fragment has the same symbols, Secure Boot's included, gets the same
+/// kernel: one build per machine (about 13 minutes on two cores) instead of one more for
+/// tests/secure_boot.rs. A kernel that can unpack an initrd boots without one as before.
+pub fn test_kernel_fragment(from_kernel_config: &str) -> String {
+    let mut symbols: Vec<&str> = from_kernel_config.lines().filter(|l| l.starts_with("CONFIG_")).collect();
+    symbols.extend(["CONFIG_BLK_DEV_INITRD=y", "CONFIG_RD_ZSTD=y"]);
+    symbols.sort_unstable();
+    symbols.dedup();
+    format!("# The test kernel: `nixos-pxe kernel-config`'s symbols and an initrd's (tests/common test_kernel_fragment).\n{}\n", symbols.join("\n"))
 }
 
 /// How long one `with_serve_on_loopback` script may take, transfers with packet loss included.
