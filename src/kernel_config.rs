@@ -2,6 +2,7 @@
 //! modules): the one source for the flake's `kernel` and the test kernel.
 
 use crate::config::Config;
+use crate::kernel_symbol::parse_symbol;
 use serde_json::{Map, Value};
 
 /// A set of symbols and why they are there (printed as a comment in the kconfig fragment).
@@ -68,19 +69,6 @@ pub const SECURE_BOOT: Group = Group {
     symbols: &["BLK_DEV_INITRD", "RD_ZSTD"],
 };
 
-/// `SYMBOL` or `SYMBOL=VALUE` (an optional `CONFIG_` prefix is dropped) into name and value.
-pub fn parse_symbol(s: &str) -> Option<(String, String)> {
-    let s = s.strip_prefix("CONFIG_").unwrap_or(s);
-    let (name, value) = match s.split_once('=') {
-        Some((n, v)) if !v.is_empty() && !v.contains('\n') => (n, v),
-        Some(_) => return None,
-        None => (s, "y"),
-    };
-    let name_ok = !name.is_empty()
-        && name.bytes().all(|b| b.is_ascii_uppercase() || b.is_ascii_digit() || b == b'_')
-        && !name.as_bytes()[0].is_ascii_digit();
-    name_ok.then(|| (name.to_string(), value.to_string()))
-}
 
 /// One line of the fragment.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
@@ -173,16 +161,6 @@ mod tests {
         let spec = crate::schema::find("nfsroot.extraKernelOptions").expect("option");
         s.define(spec, serde_json::json!(extra), Origin::Default).expect("define");
         resolve(&s, Utf8Path::new("t.nix")).expect("valid").config
-    }
-
-    #[test]
-    fn symbols_parse() {
-        assert_eq!(parse_symbol("IXGBE"), Some(("IXGBE".into(), "y".into())));
-        assert_eq!(parse_symbol("CONFIG_NR_CPUS=512"), Some(("NR_CPUS".into(), "512".into())));
-        assert_eq!(parse_symbol("ixgbe"), None);
-        assert_eq!(parse_symbol("A=B=C").map(|p| p.1), Some("B=C".into()));
-        assert_eq!(parse_symbol("FOO="), None);
-        assert_eq!(parse_symbol("9P_FS"), None);
     }
 
     #[test]

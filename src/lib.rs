@@ -13,6 +13,7 @@ pub mod fleet;
 pub mod init;
 pub mod install;
 pub mod kernel_config;
+pub mod kernel_symbol;
 pub mod loader;
 pub mod origin;
 pub mod pack;

@@ -646,7 +646,7 @@ pub mod rules {
     pub fn kernel_symbols(v: &Value) -> Result<(), String> {
         for item in v.as_array().into_iter().flatten() {
             let s = str_of(item);
-            if crate::kernel_config::parse_symbol(s).is_none() {
+            if crate::kernel_symbol::parse_symbol(s).is_none() {
                 return Err(format!(
                     "\"{s}\" is not a kernel config symbol; expected upper-case SYMBOL or SYMBOL=VALUE, e.g. \"MLX5_CORE\" or \"NR_CPUS=512\""
                 ));
