@@ -69,7 +69,6 @@ pub const SECURE_BOOT: Group = Group {
     symbols: &["BLK_DEV_INITRD", "RD_ZSTD"],
 };
 
-
 /// One line of the fragment.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct Symbol {
