@@ -918,6 +918,11 @@ fn qemu_pxe_boots_the_flake_built_boot_loader() {
     // Its leases in the test's directory (the Lab checks that the host's lease file is untouched).
     let mut args = vec!["dnsmasq".to_string()];
     args.extend(common::dnsmasq_host_safe_args(&dir.path().join("dnsmasq.leases")));
+    // The rendered TFTP root is below this checkout (target/tmp/flake/tftp), which may sit in a
+    // private directory such as /root: dnsmasq, which drops to `nobody`, could not reach it
+    // ("TFTP directory ... inaccessible: Permission denied" on a clone in a 0700 directory). It
+    // keeps root here; the rendered configuration is unchanged.
+    args.push("--user=root".into());
     args.push(format!("--conf-file={}", conf.display()));
     lab.spawn(&args.iter().map(String::as_str).collect::<Vec<_>>(), &log);
     let ns = lab.ns.clone();
