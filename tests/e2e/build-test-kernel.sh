@@ -16,6 +16,13 @@ cache_root=${NIXOS_PXE_KERNEL_CACHE:-/var/cache/nixos-pxe/test-kernel}
 version=$(dpkg-query -W -f='${Version}' linux-source-6.1)
 key=$( { cat "$fragment" "$base"; echo "linux-source-6.1 $version"; } | sha256sum | cut -c1-16)
 cache="$cache_root/$key"
+# A cached kernel is taken without the lock (it appears whole, by a rename): a test never waits
+# for the build of another kernel.
+if [ -s "$cache/bzImage" ]; then
+  echo "build-test-kernel: cached ($cache)" >&2
+  echo "$cache/bzImage"
+  exit 0
+fi
 # One build at a time on this machine: a second caller waits for the first and then finds it cached.
 mkdir -p "$cache_root"
 exec 9>"$cache_root/.lock"
