@@ -85,6 +85,13 @@ impl Trust {
         body
     }
 
+    /// The decision the signed installer of Secure Boot mode asks for (`mac-<MAC>.json`).
+    fn decision(&self, ns: &str, mac: &str) -> Value {
+        let (code, body) = self.curl(ns, &[&format!("http://10.42.0.1/nixos-pxe/hosts/mac-{mac}.json")]);
+        assert_eq!(code, 200, "{body}");
+        serde_json::from_str(&body).unwrap_or_else(|e| panic!("not JSON ({e}): {body}"))
+    }
+
     fn file_over_tftp(&self, ns: &str, mac: &str) -> String {
         let out = self.dir().join(format!("{ns}.cfg"));
         let _ = std::fs::remove_file(&out);
@@ -137,10 +144,24 @@ fn a_neighbour_cannot_read_web1s_token_nor_act_as_web1_and_web1_installs() {
     let said = t.log().lines().filter(|l| l.contains("fleet: no install from this address") && l.contains(WEB1)).count();
     assert_eq!(said, 1, "said once per MAC and interval:\n{}", t.log());
 
+    // Secure Boot mode's form of the same file: the neighbour gets a wait, no token.
+    let d = t.decision(&neighbour, WEB1);
+    assert_eq!(d["decision"], "wait", "{d}");
+    assert!(!d.to_string().contains("nixos-pxe.token") && d["why"].as_str().is_some_and(|w| w.contains(&neighbour_ip)), "{d}");
+    assert_eq!(t.web1()["state"], "absent", "the neighbour's decision request made an attempt: {}", t.web1());
+
     // web1 from its own address: attempt 1 with its token.
     let (attempt, token) = install_args(&t.file_over_tftp(&host, WEB1));
     assert_eq!(attempt, 1);
     assert_eq!(t.file_over_http(&host, WEB1), t.file_over_tftp(&host, WEB1), "the same attempt over both");
+    // ... and in Secure Boot mode's form: the same attempt and token, web1's MAC, the report URL.
+    let d = t.decision(&host, WEB1);
+    assert_eq!(d["decision"], "install", "{d}");
+    let words = d["words"].as_str().unwrap_or_default();
+    assert_eq!(install_args(words), (attempt, token.clone()), "{d}");
+    for word in ["nixos-pxe.host=web1", "nixos-pxe.generation=1", &format!("nixos-pxe.mac={WEB1}"), "nixos-pxe.report=http://10.42.0.1:80"] {
+        assert!(words.split_whitespace().any(|w| w == word), "{word} missing: {d}");
+    }
 
     // The neighbour, with web1's token, from its own address: refused, state unchanged.
     for event in ["started", "installed", "failed", "booted"] {
@@ -183,6 +204,8 @@ fn a_neighbour_cannot_read_web1s_token_nor_act_as_web1_and_web1_installs() {
     let (code, body) = t.post(&host, &booted(Some(boot_token)));
     assert_eq!(code, 200, "{body}");
     assert_eq!(t.web1()["state"], "confirmed", "{}", t.web1());
+    let d = t.decision(&host, WEB1);
+    assert_eq!(d["decision"], "localBoot", "installed and confirmed: {d}");
 
     // A reinstall: attempt 2; attempt 1's `booted` (its boot token) now changes nothing.
     let state = t.dir().join("state");
@@ -200,6 +223,7 @@ fn a_neighbour_cannot_read_web1s_token_nor_act_as_web1_and_web1_installs() {
         assert!(!text.contains(&t.dir().display().to_string()) && !text.contains("/tmp/"), "{what} names a server path:\n{text}");
     }
     assert!(hold.contains("HOLD 52:54:00:99:99:99"), "{hold}");
+    assert_eq!(t.decision(&neighbour, STRANGER)["decision"], "hold", "a stranger in Secure Boot mode's form");
     assert_eq!(t.curl(&neighbour, &["http://10.42.0.1/v1/hosts"]).0, 404);
 }
 

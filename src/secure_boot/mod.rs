@@ -12,8 +12,11 @@
 //!   system's boot file, writes the manifest, appends it to the installer's initrd, assembles the
 //!   unified kernel image with `objcopy` and signs it with `sbsign`.
 //!
+//! - [`decision`]: serve's per-host decision as the signed installer reads it.
+//!
 //! The installer's side is in `crate::install::secure`.
 
+pub mod decision;
 pub mod keys;
 pub mod manifest;
 pub mod pe;

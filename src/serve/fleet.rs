@@ -29,6 +29,7 @@ use crate::config::fleet::{Fleet, HostSpec, Mac};
 use crate::fleet::status::{self, HostStatus};
 use crate::fleet::store::{Accepted, BindingChange, FleetHost, HandOut, HandedOut, Refused, Report, Store, StoreError};
 use crate::fleet::token;
+use crate::secure_boot::decision::HostDecision;
 use crate::serve::dhcp::Observer;
 use crate::serve::limits::Throttle;
 use crate::serve::leases::HwAddr;
@@ -112,6 +113,22 @@ pub struct FleetService {
 /// that server's host (GRUB fetches its file, loads the kernel and the installer reports
 /// `started` in well under this) before this server takes it for lost and replaces it.
 pub const OTHER_SERVERS_PENDING: std::time::Duration = std::time::Duration::from_secs(180);
+
+/// Which per-host file a machine asks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HostFile {
+    /// `mac-<MAC>.cfg`: GRUB's configuration (the NFS-root mode).
+    Grub,
+    /// `mac-<MAC>.json`: the decision, for the signed installer of Secure Boot mode.
+    Decision,
+}
+
+/// What a request for a per-host file gets.
+enum Asked {
+    /// The MAC is a fleet host's, bound to another address than the asker's.
+    Unbound,
+    Answer(Answer),
+}
 
 /// What a fleet machine gets.
 enum Answer {
@@ -329,26 +346,71 @@ impl FleetService {
     }
 
     /// For a path below the TFTP root (or the HTTP root): None when it is not in
-    /// `nixos-pxe/hosts/` (a file on disk then), else the MAC its name gives, or why not. With a
-    /// fleet every name in that directory is serve's, so that stale files of `render` are not
-    /// handed out beside it.
-    pub fn mac_of(relative: &Path) -> Option<Result<Mac, String>> {
+    /// `nixos-pxe/hosts/` (a file on disk then), else the MAC its name gives and which form is
+    /// asked for, or why not. With a fleet every name in that directory is serve's, so that stale
+    /// files of `render` are not handed out beside it.
+    pub fn mac_of(relative: &Path) -> Option<Result<(Mac, HostFile), String>> {
         let parent = relative.parent()?;
         if parent != Path::new(grub::TFTP_DIR) {
             return None;
         }
         let name = relative.file_name()?.to_str().unwrap_or_default();
-        let mac = name.strip_prefix("mac-").and_then(|n| n.strip_suffix(".cfg"));
-        Some(match mac.map(str::parse::<Mac>) {
-            Some(Ok(mac)) => Ok(mac),
-            Some(Err(e)) => Err(e.to_string()),
-            None => Err(format!("{name} is not mac-<MAC>.cfg")),
+        let asked = name.strip_prefix("mac-").and_then(|n| {
+            n.strip_suffix(".cfg").map(|m| (m, HostFile::Grub)).or_else(|| n.strip_suffix(".json").map(|m| (m, HostFile::Decision)))
+        });
+        Some(match asked.map(|(m, form)| (m.parse::<Mac>(), form)) {
+            Some((Ok(mac), form)) => Ok((mac, form)),
+            Some((Err(e), _)) => Err(e.to_string()),
+            None => Err(format!("{name} is not mac-<MAC>.cfg or mac-<MAC>.json")),
         })
+    }
+
+    /// The per-host file for `mac` in the form asked for.
+    pub fn host_file(&self, mac: Mac, form: HostFile, via: Via, client: SocketAddr, local: IpAddr) -> Result<Vec<u8>, String> {
+        match form {
+            HostFile::Grub => self.host_config(mac, via, client, local),
+            HostFile::Decision => self.host_decision(mac, via, client, local).and_then(|d| serde_json::to_vec(&d).map_err(|e| e.to_string())),
+        }
     }
 
     /// The GRUB configuration for `mac`, asked for by `client` over `via`, arriving at `local`.
     /// A fleet host's, asked for from another address than its MAC's, installs nothing.
     pub fn host_config(&self, mac: Mac, via: Via, client: SocketAddr, local: IpAddr) -> Result<Vec<u8>, String> {
+        match self.answer(mac, via, client)? {
+            Asked::Unbound => Ok(grub::unbound_cfg(&mac, &client.ip().to_string()).into_bytes()),
+            // Rendering needs no lock: the attempt is recorded and its token known.
+            Asked::Answer(Answer::Decided(decision, token)) => self.render(mac, self.fleet.host_by_mac(&mac), &decision, token.as_deref(), local),
+            Asked::Answer(Answer::Wait(why)) => Ok(grub::wait_cfg(&mac, &why).into_bytes()),
+        }
+    }
+
+    /// The decision for `mac` as the signed installer of Secure Boot mode reads it
+    /// (`mac-<MAC>.json`): the same decision, binding and attempt as the GRUB file's, the words
+    /// that file would put on the installer's command line instead of a GRUB configuration.
+    pub fn host_decision(&self, mac: Mac, via: Via, client: SocketAddr, local: IpAddr) -> Result<HostDecision, String> {
+        let spec = self.fleet.host_by_mac(&mac);
+        Ok(match self.answer(mac, via, client)? {
+            Asked::Unbound => HostDecision::Wait { why: format!("{mac} is not bound to {}, the address that asked: nothing is handed out to it", client.ip()) },
+            Asked::Answer(Answer::Wait(why)) => HostDecision::Wait { why },
+            Asked::Answer(Answer::Decided(decision, token)) => match (&decision, spec) {
+                (Decision::LocalBoot { why }, _) => HostDecision::LocalBoot { why: why.clone() },
+                (Decision::Hold { why }, _) => HostDecision::Hold { why: why.clone() },
+                (Decision::Install { attempt } | Decision::Reinstall { attempt }, Some(spec)) => {
+                    let address = self.endpoint.address.map(IpAddr::V4).unwrap_or(local);
+                    let mut words = format!("nixos-pxe.host={} nixos-pxe.generation={} nixos-pxe.mac={mac}", spec.name, spec.generation);
+                    if let (Some(token), Some(port)) = (token, self.endpoint.http_port) {
+                        words.push_str(&format!(" nixos-pxe.attempt={attempt} nixos-pxe.token={token} nixos-pxe.report=http://{address}:{port}"));
+                    }
+                    HostDecision::Install { words }
+                }
+                (Decision::Install { .. } | Decision::Reinstall { .. }, None) => return Err(format!("internal: an install decision for {mac}, which is in no fleet host")),
+            },
+        })
+    }
+
+    /// What `mac`, asked for by `client`, gets: nothing when the MAC is bound to another
+    /// address, else the decision (and an attempt's token) or a wait.
+    fn answer(&self, mac: Mac, via: Via, client: SocketAddr) -> Result<Asked, String> {
         let spec = self.fleet.host_by_mac(&mac);
         if let Some(spec) = spec
             && let Some(why) = self.unbound(mac, client.ip())
@@ -356,7 +418,7 @@ impl FleetService {
             self.warn_once(&format!("file {mac}"), |quiet| {
                 tracing::warn!(%mac, host = spec.name.as_str(), %client, via = via.as_str(), quiet, "fleet: no install from this address: {why}")
             });
-            return Ok(grub::unbound_cfg(&mac, &client.ip().to_string()).into_bytes());
+            return Ok(Asked::Unbound);
         }
         let answer = match self.catch_up().map_err(Refused::Store).and_then(|()| self.decide_and_hand_out(mac, spec, via, client)) {
             Ok(answer) => answer,
@@ -366,16 +428,12 @@ impl FleetService {
             }
             Err(e) => return Err(e.to_string()),
         };
-        match answer {
-            // Rendering needs no lock: the attempt is recorded and its token known.
-            Answer::Decided(decision, token) => self.render(mac, spec, &decision, token.as_deref(), local),
-            Answer::Wait(why) => {
-                self.warn_once(&format!("wait {mac}"), |quiet| {
-                    tracing::warn!(%mac, host = spec.map_or("-", |s| s.name.as_str()), %client, via = via.as_str(), quiet, "fleet: no decision now, the machine waits and asks again: {why}")
-                });
-                Ok(grub::wait_cfg(&mac, &why).into_bytes())
-            }
+        if let Answer::Wait(why) = &answer {
+            self.warn_once(&format!("wait {mac}"), |quiet| {
+                tracing::warn!(%mac, host = spec.map_or("-", |s| s.name.as_str()), %client, via = via.as_str(), quiet, "fleet: no decision now, the machine waits and asks again: {why}")
+            });
         }
+        Ok(Asked::Answer(answer))
     }
 
     /// The decision for `mac` and, for an install, the attempt's token: one step per host
@@ -555,11 +613,11 @@ impl FleetService {
 
 impl Generated for FleetService {
     fn generate(&self, relative: &Path, client: SocketAddr, local: SocketAddr) -> Option<Result<Vec<u8>, Refusal>> {
-        let mac = match FleetService::mac_of(relative)? {
-            Ok(mac) => mac,
+        let (mac, form) = match FleetService::mac_of(relative)? {
+            Ok(asked) => asked,
             Err(why) => return Some(Err(Refusal { code: ErrorCode::FileNotFound, message: format!("file not found: {why}") })),
         };
-        Some(self.host_config(mac, Via::Tftp, client, local.ip()).map_err(|e| {
+        Some(self.host_file(mac, form, Via::Tftp, client, local.ip()).map_err(|e| {
             tracing::error!(%mac, %client, "fleet: cannot make the configuration: {e}");
             Refusal { code: ErrorCode::NotDefined, message: "the boot server cannot decide now; see its log".into() }
         }))
@@ -721,10 +779,12 @@ mod tests {
     #[test]
     fn only_names_in_the_hosts_directory_are_generated() {
         let mac = |p: &str| FleetService::mac_of(Path::new(p));
-        assert_eq!(mac("nixos-pxe/hosts/mac-52:54:00:00:00:a1.cfg"), Some(Ok("52:54:00:00:00:a1".parse().expect("mac"))));
-        assert_eq!(mac("nixos-pxe/hosts/mac-52-54-00-00-00-A1.cfg"), Some(Ok("52:54:00:00:00:a1".parse().expect("mac"))));
+        let a1 = "52:54:00:00:00:a1".parse().expect("mac");
+        assert_eq!(mac("nixos-pxe/hosts/mac-52:54:00:00:00:a1.cfg"), Some(Ok((a1, HostFile::Grub))));
+        assert_eq!(mac("nixos-pxe/hosts/mac-52-54-00-00-00-A1.cfg"), Some(Ok((a1, HostFile::Grub))));
+        assert_eq!(mac("nixos-pxe/hosts/mac-52:54:00:00:00:a1.json"), Some(Ok((a1, HostFile::Decision))));
         assert!(matches!(mac("nixos-pxe/hosts/mac-zz.cfg"), Some(Err(why)) if why.contains("not a MAC address")));
-        assert!(matches!(mac("nixos-pxe/hosts/readme"), Some(Err(why)) if why.contains("is not mac-<MAC>.cfg")));
+        assert!(matches!(mac("nixos-pxe/hosts/readme"), Some(Err(why)) if why.contains("is not mac-<MAC>.cfg or mac-<MAC>.json")));
         assert_eq!(mac("nixos/bzImage"), None);
         assert_eq!(mac("nixos-pxe/hosts"), None);
         assert_eq!(mac("x/nixos-pxe/hosts/mac-52:54:00:00:00:a1.cfg"), None);

@@ -1,6 +1,7 @@
 //! serve's HTTP endpoint (axum on a tokio runtime of its own; HTTP/1.1, as GRUB speaks it):
 //! - `GET /nixos-pxe/hosts/mac-<mac>.cfg`: the fleet's per-host GRUB configuration, made on
-//!   request (src/serve/fleet.rs), the same as over TFTP;
+//!   request (src/serve/fleet.rs), the same as over TFTP; `mac-<mac>.json`: the same decision
+//!   for the signed installer of Secure Boot mode (src/secure_boot/decision.rs);
 //! - `GET` (and `HEAD`) of any regular file below the TFTP root, read-only, opened as TFTP opens
 //!   it (src/serve/beneath.rs: nothing outside the root, no link out of it, no FIFO or device),
 //!   with single byte ranges: GRUB's http module asks for `Range: bytes=N-` whenever it seeks
@@ -21,7 +22,7 @@ use crate::serve::beneath::Root;
 use crate::serve::http_socket;
 use crate::serve::limits::{Gate, Throttle, Timeouts, admit};
 use crate::serve::stall::StallLimited;
-use crate::serve::fleet::{FleetService, Via};
+use crate::serve::fleet::{FleetService, HostFile, Via};
 use crate::serve::tftp::{self, Refusal};
 use crate::serve::tftp_packet::ErrorCode;
 use axum::Router;
@@ -206,14 +207,18 @@ async fn file(State(settings): State<Arc<Settings>>, Extension(conn): Extension<
     if let Some(fleet) = settings.fleet.clone()
         && let Some(mac) = FleetService::mac_of(&relative)
     {
-        let mac = match mac {
-            Ok(mac) => mac,
+        let (mac, form) = match mac {
+            Ok(asked) => asked,
             Err(why) => return text(StatusCode::NOT_FOUND, format!("not found: {why}")),
         };
         let (client, local) = (conn.client, conn.local.ip());
-        let made = tokio::task::spawn_blocking(move || fleet.host_config(mac, Via::Http, client, local)).await;
+        let made = tokio::task::spawn_blocking(move || fleet.host_file(mac, form, Via::Http, client, local)).await;
+        let content_type = match form {
+            HostFile::Grub => "text/plain; charset=utf-8",
+            HostFile::Decision => "application/json",
+        };
         return match made {
-            Ok(Ok(bytes)) => ([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], bytes).into_response(),
+            Ok(Ok(bytes)) => ([(header::CONTENT_TYPE, content_type)], bytes).into_response(),
             Ok(Err(e)) => {
                 tracing::error!(%mac, client = %conn.client, "fleet: cannot make the configuration: {e}");
                 text(StatusCode::INTERNAL_SERVER_ERROR, "the boot server cannot decide now; see its log")
