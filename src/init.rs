@@ -4,6 +4,7 @@
 use crate::config::typed::{AfterInstall, WritableLayer};
 use crate::config::{self, Config, SourceMode};
 use crate::install::{host, kernel_args, say};
+use crate::secure_boot::decision::HostDecision;
 use std::ffi::CString;
 use std::process::ExitCode;
 use std::time::Instant;
@@ -218,18 +219,23 @@ const EFIVARS: &str = "/sys/firmware/efi/efivars";
 /// Secure Boot mode: init runs from the initrd of the unified kernel image `nixos-pxe sign` made,
 /// which the firmware verified whole against db before running it (systemd-stub, the kernel,
 /// this initrd with the configuration and the manifest, the command line). It says what the
-/// firmware enforced (its SecureBoot variable) and what the manifest holds. Fetching the tools and
-/// the system image over HTTP against the manifest is not written yet: it stops there, before any
-/// disk is touched, saying so.
+/// firmware enforced (its SecureBoot variable), unpacks the installer's programs checked against
+/// the manifest, asks serve what this machine does (a fleet), and runs the installer with the
+/// manifest: the system image is checked whole before the disk is touched (src/install/secure.rs).
 fn signed_initrd(log: &Log) -> ! {
     say("init: nixos-pxe is PID 1 in the signed initrd (Secure Boot mode: kernel, initrd and command line were one signed image)");
     // SAFETY: setting variables before any thread exists.
     unsafe {
         std::env::set_var("PATH", PATH);
         std::env::set_var("HOME", "/root");
+        std::env::set_var("TERM", "linux");
     }
     if let Err(e) = mount_kernel_file_systems(log) {
         rescue(&format!("init FAILED: {e}"));
+    }
+    // The installer writes /etc/resolv.conf; an initrd need not have /etc.
+    if let Err(e) = std::fs::create_dir_all("/etc") {
+        rescue(&format!("init FAILED: mkdir /etc: {e}"));
     }
     if !std::path::Path::new("/sys/firmware/efi").is_dir() {
         say("init: no /sys/firmware/efi: the kernel was not started by UEFI, or has no EFI support");
@@ -250,17 +256,107 @@ fn signed_initrd(log: &Log) -> ! {
         ),
     };
     log.step(&format!("Secure Boot: {state}"));
-    let manifest = signed_manifest();
-    match std::fs::read(&manifest).map_err(|e| e.to_string()).and_then(|bytes| crate::secure_boot::manifest::Manifest::parse(&bytes)) {
-        Ok(m) => log.step(&format!(
-            "the signed manifest: the installer's tools ({} bytes) and {} system image(s) from {}, each to be checked chunk by chunk",
-            m.tools.size,
-            m.images.len(),
-            m.server
-        )),
-        Err(e) => rescue(&format!("init FAILED: {manifest}: {e}")),
+    let manifest_path = signed_manifest();
+    let manifest = match crate::install::secure::load_manifest(camino::Utf8Path::new(&manifest_path)) {
+        Ok(m) => m,
+        Err(e) => rescue(&format!("init FAILED: {e}")),
+    };
+    log.step(&format!(
+        "the signed manifest: the installer's tools ({} bytes) and {} system image(s) from {}, each checked chunk by chunk",
+        manifest.tools.size,
+        manifest.images.len(),
+        manifest.server
+    ));
+    let resolved = match config::load(camino::Utf8Path::new(CONFIG), SourceMode::Static) {
+        Ok(r) => r,
+        Err(e) => rescue(&format!("init FAILED: reading {CONFIG}: {e}")),
+    };
+    let mut cmdline = std::fs::read_to_string("/proc/cmdline").unwrap_or_default().trim().to_string();
+    let fleet = crate::config::fleet::Fleet::from_config(&resolved.config).map(|f| !f.is_empty()).unwrap_or(false);
+    if fleet {
+        let nic = match crate::install::steps::configured_nic(camino::Utf8Path::new("/sys/class/net")) {
+            Ok(nic) => nic,
+            Err(e) => rescue(&format!("init FAILED: {e}")),
+        };
+        let Some(mac) = nic.mac else { rescue(&format!("init FAILED: {} has no MAC address to ask the boot server with", nic.name)) };
+        match crate::install::secure::host_decision(&manifest, &mac.to_string()) {
+            Ok(HostDecision::Install { words }) => {
+                log.step(&format!("the boot server says: install ({})", redact_token(&words)));
+                cmdline = format!("{cmdline} {words}");
+            }
+            Ok(HostDecision::LocalBoot { why }) => boot_the_disk(log, &why),
+            Ok(HostDecision::Hold { why } | HostDecision::Wait { why }) => wait_and_ask_again(&why),
+            Err(e) => wait_and_ask_again(&format!("the boot server's decision for {mac}: {e}")),
+        }
     }
-    rescue("Secure Boot mode stops here: fetching the installer's tools and the system image over HTTP against the signed manifest is not written yet (issue 19); no disk was touched")
+    let after = after_install(&resolved.config, &cmdline);
+    let cmdline_file = "/run/nixos-pxe-cmdline";
+    if let Err(e) = std::fs::write(cmdline_file, format!("{cmdline}\n")) {
+        rescue(&format!("init FAILED: writing {cmdline_file}: {e}"));
+    }
+    log.step(&format!("fetching the installer's programs from {}", manifest.server));
+    if let Err(e) = crate::install::secure::unpack_tools(&manifest, camino::Utf8Path::new("/")) {
+        // The installer reports it (as a failure before its first step) when it can.
+        report_early_failure(&cmdline, &e.to_string());
+        rescue(&format!("init FAILED: the installer's programs: {e}"));
+    }
+    log.step("starting the installer (Secure Boot mode: the system image is checked whole against the signed manifest before the disk is touched)");
+    let status = std::process::Command::new("/proc/self/exe")
+        .args(["install", "--manifest", &manifest_path, "--cmdline", cmdline_file])
+        .env("PATH", PATH)
+        .status();
+    match status {
+        Ok(s) if s.success() => finish(after),
+        Ok(s) => rescue(&format!("the installer failed ({s})")),
+        Err(e) => rescue(&format!("cannot start the installer: {e}")),
+    }
+}
+
+/// The words with the token's value hidden (the console may be logged elsewhere).
+fn redact_token(words: &str) -> String {
+    words.split_whitespace().map(|w| if w.starts_with("nixos-pxe.token=") { "nixos-pxe.token=..." } else { w }).collect::<Vec<_>>().join(" ")
+}
+
+/// A failure before the installer runs, reported as the installer would (step `start`).
+fn report_early_failure(cmdline: &str, why: &str) {
+    let Some(fleet) = kernel_args::parse(cmdline).ok().and_then(|k| k.fleet) else { return };
+    if let Some(r) = crate::install::report::Reporter::new(&fleet) {
+        r.failed("start", why, &[format!("nixos-pxe: init FAILED: {why}")]);
+    }
+}
+
+/// serve says: boot the installed system. There is no GRUB to chainload the disk in this mode
+/// (GRUB loads no kernel under Secure Boot without shim): the firmware boots it once, by
+/// BootNext, and the network again at the start after.
+fn boot_the_disk(log: &Log, why: &str) -> ! {
+    log.step(&format!("the boot server says: boot from the disk ({why})"));
+    let dir = camino::Utf8Path::new(EFIVARS);
+    match crate::install::efivars::local_boot_entry(dir, crate::install::secure::BOOT_ENTRY) {
+        Ok((number, description)) => match crate::install::efivars::set_boot_next(dir, number) {
+            Ok(()) => {
+                say(&format!("BootNext is Boot{number:04X} ({description}); rebooting into it"));
+                reboot_now()
+            }
+            Err(e) => rescue(&format!("init FAILED: setting BootNext to Boot{number:04X}: {e}")),
+        },
+        Err(why) => rescue(&format!("init FAILED: {why}")),
+    }
+}
+
+/// No decision now (or a hold): say why, wait, and start again (the firmware asks serve again).
+fn wait_and_ask_again(why: &str) -> ! {
+    say(&format!("init: {why}; asking again after a restart in 30 s"));
+    std::thread::sleep(std::time::Duration::from_secs(30));
+    reboot_now()
+}
+
+fn reboot_now() -> ! {
+    // SAFETY: sync then reboot(2); as PID 1 we may.
+    unsafe {
+        libc::sync();
+        libc::reboot(libc::RB_AUTOBOOT);
+    }
+    rescue(&format!("reboot failed: {}", std::io::Error::last_os_error()))
 }
 
 /// init's entry point. `kernel_words`: what the kernel passed on from its command line (ignored).

@@ -1171,3 +1171,85 @@ fn the_dry_run_shows_the_firmware_decision_and_its_partitions() {
         assert_eq!(partition_nodes(&disk.device), Vec::<String>::new());
     }
 }
+
+/// Secure Boot mode (issue 19): the installer takes the system image and the system's signed
+/// boot file from serve over HTTP and checks each whole against the signed manifest before the
+/// disk is touched. With one byte of the image changed on the server it stops at step 2 naming
+/// the chunk, with the disk byte for byte as it was and nothing of the image kept; with the
+/// signed bytes it installs them (steps 1-4 here, 5-7 too on a kernel with vfat, the signed boot
+/// file then the ESP's EFI/BOOT/BOOTX64.EFI).
+#[test]
+fn secure_boot_mode_installs_only_an_image_that_matches_the_signed_manifest() {
+    use nixos_pxe_installer::secure_boot::manifest::{self, CHUNK, FORMAT, Manifest};
+    if !can_run() {
+        return;
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let d = dir.path();
+    let disk = Loop::new(d, 2048);
+    let log = d.join("stand-ins.log");
+    let bin = stand_ins(d, &log);
+    let config = config(d, &disk.device, "");
+    // serve's root as `nixos-pxe sign` lays it out.
+    let root = d.join("root");
+    let signed = root.join(nixos_pxe_installer::secure_boot::HTTP_DIR);
+    let image = pack_image(d, &signed.join("system.tar.zst"), SYSTEM);
+    let boot_file: Vec<u8> = (0..300_007u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 24) as u8).collect();
+    std::fs::write(signed.join("system.efi"), &boot_file).expect("boot file");
+    std::fs::write(signed.join("tools.tar.zst"), b"tools").expect("tools");
+    let digest = |name: &str| {
+        let served = format!("{}/{name}", nixos_pxe_installer::secure_boot::HTTP_DIR);
+        manifest::digest(&served, std::fs::File::open(signed.join(name)).expect("open")).expect("digest")
+    };
+    let m = Manifest {
+        format: FORMAT,
+        chunk_size: CHUNK,
+        server: "http://127.0.0.1:8080".into(),
+        tools: digest("tools.tar.zst"),
+        images: [("system.tar.zst".to_string(), digest("system.tar.zst"))].into(),
+        boot_files: [("system.tar.zst".to_string(), digest("system.efi"))].into(),
+    };
+    let manifest_file = d.join("manifest.json");
+    std::fs::write(&manifest_file, serde_json::to_vec(&m).expect("json")).expect("manifest");
+    let ns = common::Namespace::new("sb");
+    let _serve = common::ServeFiles::start(&ns.name, d, &root, 8080);
+    let stage = d.join("staged");
+    let args = ["--manifest".to_string(), manifest_file.display().to_string(), "--stage-dir".to_string(), stage.display().to_string()];
+
+    // One byte of the image changed on the server after signing.
+    let good = std::fs::read(&image).expect("image");
+    let mut changed = good.clone();
+    changed[good.len() / 2] ^= 0x20;
+    std::fs::write(&image, &changed).expect("change");
+    let before = disk.sha256();
+    let out = installer(Some(&ns.name), d, &config, &bin, &args);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{stdout}");
+    let failed = failed_line(&stdout);
+    assert!(failed.starts_with("nixos-pxe: install FAILED at step 2/7 (disk): nixos-pxe/secure-boot/system.tar.zst: bytes 0-"), "{stdout}");
+    assert!(failed.contains("(chunk 1 of 1) are not the ones that were signed") && failed.ends_with("nothing was written to the disk"), "{failed}");
+    assert!(!stdout.contains("step 3/7"), "{stdout}");
+    assert_eq!(disk.sha256(), before, "the disk is byte for byte as it was");
+    assert_eq!(partition_nodes(&disk.device), Vec::<String>::new());
+    assert_eq!(std::fs::read_dir(&stage).map(|e| e.count()).unwrap_or(0), 0, "nothing of the changed image is kept");
+
+    // The signed bytes again: fetched, matched, installed.
+    std::fs::write(&image, &good).expect("restore");
+    let out = installer(Some(&ns.name), d, &config, &bin, &args);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    for name in ["system.tar.zst", "system.efi"] {
+        let line = format!("http://127.0.0.1:8080/nixos-pxe/secure-boot/{name} (");
+        assert!(stdout.lines().any(|l| l.contains(&line) && l.contains("fetched and matched the signed manifest")), "{name}: {stdout}");
+    }
+    assert!(stdout.contains(&format!("installing from http://127.0.0.1:8080/nixos-pxe/secure-boot/system.tar.zst (Secure Boot mode: fetched and checked whole against the signed manifest {} before the disk is touched)", manifest_file.display())), "{stdout}");
+    assert!(stdout.contains(&format!("system image {} (", stage.join("system.tar.zst").display())), "{stdout}");
+    assert_eq!(std::fs::read(stage.join("system.tar.zst")).expect("staged"), good);
+    check_steps(&stdout, &disk, d);
+    if has_vfat() {
+        assert!(out.status.success(), "{stdout}");
+        let esp = TestMount::new(&format!("{}p1", disk.device), &d.join("esp"), "ro");
+        let placed = std::fs::read(esp.0.join("EFI/BOOT/BOOTX64.EFI")).expect("the signed boot file on the ESP");
+        drop(esp);
+        assert!(placed == boot_file, "the ESP's EFI/BOOT/BOOTX64.EFI is the signed boot file");
+    }
+}

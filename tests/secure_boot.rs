@@ -7,11 +7,18 @@
 //! kernel and an initrd of `nixos-pxe pack --format newc`, and QEMU with Debian's
 //! OVMF_CODE_4M.secboot.fd (SMM, secure flash) loading it as the removable loader of an ESP image.
 //!
-//! Shown: (a) the signed image boots under enforcement, the kernel says Secure Boot is on and
-//! the installer in the initrd runs and reads the firmware's SecureBoot variable (1);
-//! (b) the same image signed with another key is refused by the firmware; (c) one byte changed
-//! in its .linux or its .initrd section is refused; (d) the signed image boots with Secure Boot
-//! off (plain OVMF_CODE_4M.fd), the installer reading SecureBoot 0. Each boot's time is printed.
+//! Shown: (a) the signed image boots under enforcement, the kernel says Secure Boot is on, the
+//! installer in the initrd runs, reads the firmware's SecureBoot variable (1), fetches its
+//! programs from serve (in a network namespace of the test's, reached through QEMU's user-mode
+//! network as bootServer.address) checked against the signed manifest, and finds the system image
+//! changed on the server by one byte: it stops at step 2 naming the chunk, the machine's disk byte
+//! for byte unchanged; (a') the programs changed on the server by one byte are refused as they
+//! arrive, before the installer runs; (b) the same image signed with another key is refused by
+//! the firmware; (c) one byte changed in its .linux or its .initrd section is refused; (d) the
+//! signed image boots with Secure Boot off (plain OVMF_CODE_4M.fd), the installer reading
+//! SecureBoot 0 and fetching the image and the system's boot file, both matching, then stopping
+//! at the disk's checks (this test's programs are a stand-in archive without sfdisk and mkfs).
+//! Each boot's time is printed.
 
 mod common;
 
@@ -28,8 +35,8 @@ const BOOT_TIMEOUT: Duration = Duration::from_secs(300);
 
 /// What the installer in the signed initrd says once it runs (src/init.rs, signed_initrd).
 const INSTALLER_STARTS: &str = "nixos-pxe: init: nixos-pxe is PID 1 in the signed initrd";
-/// Its last line: it stops there (fetching over HTTP is not written yet).
-const INSTALLER_STOPS: &str = "Secure Boot mode stops here";
+/// The installer's last line when it failed (init then leaves a shell).
+const INSTALLER_FAILED: &str = "nixos-pxe: the installer failed";
 /// What OVMF prints when the image's signature does not verify against db.
 const REFUSED: &str = "Access Denied";
 
@@ -147,14 +154,44 @@ struct Boot {
 /// Boots `uki` as EFI/BOOT/BOOTX64.EFI of an ESP image in QEMU (TCG, no NIC) under `firmware`,
 /// until the console shows one of `until` (or BOOT_TIMEOUT), then stops it.
 fn boot(dir: &Path, name: &str, uki: &Path, firmware: Firmware, until: &[&str]) -> Boot {
+    boot_on(dir, name, uki, firmware, None, until)
+}
+
+/// What a networked boot has: the namespace QEMU runs in (serve listens there on 127.0.0.1:80,
+/// which QEMU's user-mode network shows the machine as 10.42.0.1, bootServer.address) and the
+/// machine's empty disk (its first, /dev/vda: customInstaller.rootDevice).
+struct Network<'a> {
+    ns: &'a str,
+    target: &'a Path,
+}
+
+/// `boot` with `net`: a virtio NIC on QEMU's user-mode network (its DHCP gives 10.42.0.50 on
+/// and the server is 10.42.0.1) and the target disk before the ESP disk.
+fn boot_on(dir: &Path, name: &str, uki: &Path, firmware: Firmware, net: Option<&Network>, until: &[&str]) -> Boot {
     let dir = dir.join(name);
     std::fs::create_dir_all(&dir).expect("mkdir");
     let disk = efi_disk::esp_disk(&dir, &[("EFI/BOOT/BOOTX64.EFI", std::fs::read(uki).expect("read the image"))]);
     let vars = dir.join("vars.fd");
     let serial = dir.join("serial.log");
-    let mut args: Vec<String> = ["-n", "10", "qemu-system-x86_64", "-accel", "tcg", "-no-reboot", "-display", "none", "-monitor", "none", "-nic", "none", "-m", "512"]
-        .map(String::from)
-        .to_vec();
+    let mut args: Vec<String> = Vec::new();
+    if let Some(net) = net {
+        args.extend(["netns", "exec", net.ns, "nice"].map(String::from));
+    }
+    args.extend(["-n", "10", "qemu-system-x86_64", "-accel", "tcg", "-no-reboot", "-display", "none", "-monitor", "none", "-m", "512"].map(String::from));
+    match net {
+        Some(net) => args.extend([
+            "-netdev".into(),
+            "user,id=n0,net=10.42.0.0/24,host=10.42.0.1,dhcpstart=10.42.0.50".into(),
+            // No option ROM: the firmware's own virtio-net driver (iPXE's ROM is unsigned).
+            "-device".into(),
+            "virtio-net-pci,netdev=n0,romfile=".into(),
+            "-drive".into(),
+            format!("file={},format=raw,if=none,id=t0", net.target.display()),
+            "-device".into(),
+            "virtio-blk-pci,drive=t0".into(),
+        ]),
+        None => args.extend(["-nic".into(), "none".into()]),
+    }
     let code = match firmware {
         Firmware::Enforcing(enrolled) => {
             std::fs::copy(enrolled, &vars).expect("copy vars");
@@ -180,7 +217,7 @@ fn boot(dir: &Path, name: &str, uki: &Path, firmware: Firmware, until: &[&str]) 
         "virtio-blk-pci,drive=d0,bootindex=1".into(),
     ]);
     let started = Instant::now();
-    let mut qemu = Command::new("nice")
+    let mut qemu = Command::new(if net.is_some() { "ip" } else { "nice" })
         .args(&args)
         .stdin(Stdio::null())
         .stdout(Stdio::null())
@@ -253,21 +290,66 @@ fn the_firmware_runs_the_installer_only_signed_with_the_sites_key_and_whole() {
     let enrolled = dir.join("OVMF_VARS_4M.site.fd");
     virt_firmware::enrol(&cert, &enrolled);
 
-    let mut failures = Vec::new();
-    let installer_ran = [INSTALLER_STOPS, REFUSED, "Kernel panic", "init FAILED"];
+    // serve with the signed files, reached from the machines at 10.42.0.1 (bootServer.address).
+    let ns = common::Namespace::new("sb");
+    let _serve = common::ServeFiles::start(&ns.name, dir, &out, 80);
+    let served_image = out.join("nixos-pxe/secure-boot/system.tar.zst");
+    let signed_image = std::fs::read(&served_image).expect("the served image");
+    let target = dir.join("target.img");
+    std::fs::File::create(&target).expect("target").set_len(64 << 20).expect("size");
+    let target_hash = || blake3::hash(&std::fs::read(&target).expect("read the target")).to_hex().to_string();
+    let empty = target_hash();
+    let net = Network { ns: &ns.name, target: &target };
 
-    // (a) Signed with the site's key, Secure Boot enforced: it boots and the installer runs.
-    let a = boot(dir, "a-signed-enforced", &signed, Firmware::Enforcing(&enrolled), &installer_ran);
+    let mut failures = Vec::new();
+    let installer_ran = [INSTALLER_FAILED, REFUSED, "Kernel panic", "init FAILED"];
+
+    // (a) Signed with the site's key, Secure Boot enforced: it boots and the installer runs,
+    // fetches its programs checked against the manifest, then finds the system image changed on
+    // the server (one byte, after signing) and stops before the disk is touched.
+    let mut changed = signed_image.clone();
+    changed[signed_image.len() / 2] ^= 0x01;
+    std::fs::write(&served_image, &changed).expect("change the served image");
+    let a = boot_on(dir, "a-signed-enforced-image-changed", &signed, Firmware::Enforcing(&enrolled), Some(&net), &installer_ran);
+    std::fs::write(&served_image, &signed_image).expect("restore the served image");
     let a_expect = [
         "EFI stub: UEFI Secure Boot is enabled.",
         "secureboot: Secure boot enabled",
         INSTALLER_STARTS,
         "Secure Boot: enforced (the firmware's SecureBoot variable is 1)",
         "the signed manifest: the installer's tools",
-        INSTALLER_STOPS,
+        "fetching the installer's programs from http://10.42.0.1",
+        "nixos-pxe: step 2/7 disk",
+        "nixos-pxe: install FAILED at step 2/7 (disk): nixos-pxe/secure-boot/system.tar.zst: bytes 0-",
+        "are not the ones that were signed",
+        "nothing was written to the disk",
+        INSTALLER_FAILED,
     ];
     if !common::in_order(&a.console, &a_expect) {
         failures.push(format!("(a) the signed image under enforcement did not show {a_expect:?} in order:\n{}", common::tail(&a.console)));
+    }
+    if target_hash() != empty {
+        failures.push("(a) the target disk was written to".into());
+    }
+    // (a') The installer's programs changed on the server: refused as they arrive, before the
+    // installer runs.
+    let served_tools = out.join("nixos-pxe/secure-boot/tools.tar.zst");
+    let signed_tools = std::fs::read(&served_tools).expect("the served tools");
+    let mut changed = signed_tools.clone();
+    changed[signed_tools.len() / 2] ^= 0x01;
+    std::fs::write(&served_tools, &changed).expect("change the served tools");
+    let tools = boot_on(dir, "a-signed-enforced-tools-changed", &signed, Firmware::Enforcing(&enrolled), Some(&net), &installer_ran);
+    std::fs::write(&served_tools, &signed_tools).expect("restore the served tools");
+    let tools_expect = [
+        "Secure Boot: enforced (the firmware's SecureBoot variable is 1)",
+        "init FAILED: the installer's programs: nixos-pxe/secure-boot/tools.tar.zst: bytes 0-",
+        "are not the ones that were signed",
+    ];
+    if !common::in_order(&tools.console, &tools_expect) || tools.console.contains("nixos-pxe: step 1/7") {
+        failures.push(format!("(a') the changed tools were not refused before the installer ran ({tools_expect:?} in order):\n{}", common::tail(&tools.console)));
+    }
+    if target_hash() != empty {
+        failures.push("(a') the target disk was written to".into());
     }
     // (b) The same image signed with another key.
     let b = boot(dir, "b-another-key", &resigned, Firmware::Enforcing(&enrolled), &installer_ran);
@@ -282,10 +364,28 @@ fn the_firmware_runs_the_installer_only_signed_with_the_sites_key_and_whole() {
         }
     }
     // (d) The signed image with Secure Boot off: it runs anywhere.
-    let d = boot(dir, "d-signed-secure-boot-off", &signed, Firmware::Off, &installer_ran);
-    let d_expect = [INSTALLER_STARTS, "Secure Boot: off (the firmware's SecureBoot variable is 0", INSTALLER_STOPS];
+    // The image as signed now: fetched and matched, then the install goes on to the disk's
+    // checks (this test's tools are a stand-in archive without sfdisk and mkfs, so it stops there).
+    let d = boot_on(dir, "d-signed-secure-boot-off", &signed, Firmware::Off, Some(&net), &installer_ran);
+    let d_expect = [
+        INSTALLER_STARTS,
+        "Secure Boot: off (the firmware's SecureBoot variable is 0",
+        "nixos-pxe/secure-boot/system.tar.zst (",
+        "fetched and matched the signed manifest",
+        "nixos-pxe/secure-boot/system.efi (",
+        "fetched and matched the signed manifest",
+        "nixos-pxe: install FAILED at step 2/7 (disk): ",
+        INSTALLER_FAILED,
+    ];
     if !common::in_order(&d.console, &d_expect) || d.console.contains("UEFI Secure Boot is enabled") {
         failures.push(format!("(d) the signed image with Secure Boot off did not show {d_expect:?} in order:\n{}", common::tail(&d.console)));
+    }
+    for (name, boot) in [("a", &a), ("d", &d)] {
+        let said = boot.console.lines().filter(|l| l.contains("fetched and matched") || l.contains("install FAILED")).collect::<Vec<_>>().join("\n  ");
+        eprintln!("secure_boot: ({name}) the installer said:\n  {said}");
+    }
+    if target_hash() != empty {
+        failures.push("(d) the target disk was written to before the install's checks passed".into());
     }
     assert!(failures.is_empty(), "{}", failures.join("\n\n"));
 }

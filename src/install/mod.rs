@@ -13,7 +13,8 @@ pub mod lease;
 pub mod nic;
 pub mod plan;
 pub mod report;
-mod steps;
+pub mod secure;
+pub mod steps;
 pub mod unpack;
 
 use crate::config::{self, Config, SourceMode};
@@ -56,6 +57,16 @@ pub struct InstallArgs {
     /// The kernel command line, with the fleet's nixos-pxe.* words (tests give their own).
     #[arg(long, value_name = "FILE", default_value = "/proc/cmdline", hide = true)]
     pub cmdline: Utf8PathBuf,
+    /// Secure Boot mode (what init does from the signed initrd): the signed manifest. The system
+    /// image and its signed boot file are fetched from the manifest's server into --stage-dir,
+    /// each checked whole against the manifest before anything is written to the disk, and the
+    /// signed boot file becomes the ESP's EFI/BOOT/BOOTX64.EFI; --image is not taken then.
+    #[arg(long, value_name = "FILE", conflicts_with = "image")]
+    pub manifest: Option<Utf8PathBuf>,
+    /// Where Secure Boot mode keeps the fetched files until they are checked (memory: the signed
+    /// initrd's root).
+    #[arg(long, value_name = "DIR", default_value = "/nixos-pxe/staged")]
+    pub stage_dir: Utf8PathBuf,
 }
 
 /// The steps, in order, as the console shows them.
@@ -133,6 +144,13 @@ impl Runner<'_> {
 pub fn default_image(config_file: &Utf8Path, config: &Config) -> Utf8PathBuf {
     let codec = crate::compression::Codec::from(config.custom_installer.image_compression);
     config_file.parent().unwrap_or(Utf8Path::new("/nixos-pxe")).join(format!("system.tar{}", codec.extension()))
+}
+
+/// The image's name as the manifest has it (`systems/HASH.tar.zst`, `system.tar.zst`): its path
+/// below the configuration's directory.
+fn manifest_name(config_file: &Utf8Path, image: &Utf8Path) -> String {
+    let dir = config_file.parent().unwrap_or(Utf8Path::new("/"));
+    image.strip_prefix(dir).map_or_else(|_| image.file_name().unwrap_or(image.as_str()).to_string(), |p| p.as_str().to_string())
 }
 
 /// `nixos-pxe install`: installs, says on the console how it ended (one `install FAILED` line
@@ -231,6 +249,10 @@ fn run(args: &InstallArgs, cmdline: &str, kernel: &KernelArgs, reporter: Option<
     let resolved = config::load(&args.config, SourceMode::Static).map_err(Failure::before_steps)?;
     let Selected { config, image, fleet } = host::select(&resolved.config, &args.config, kernel).map_err(Failure::before_steps)?;
     let image = args.image.clone().or(image).unwrap_or_else(|| default_image(&args.config, &config));
+    let manifest = match &args.manifest {
+        Some(path) => Some(secure::load_manifest(path).map_err(Failure::before_steps)?),
+        None => None,
+    };
     let mut runner = Runner { timings: Vec::new(), started: Instant::now(), reporter };
     if let Some(f) = &fleet {
         say(&format!(
@@ -246,10 +268,34 @@ fn run(args: &InstallArgs, cmdline: &str, kernel: &KernelArgs, reporter: Option<
             say("no reports: a dry run sends none");
         }
     }
-    say(&format!("installing from {} with {}{}", image, args.config, if args.dry_run { " (dry run: nothing is changed)" } else { "" }));
+    let source = match (&manifest, &args.manifest) {
+        (Some(m), Some(path)) => {
+            let name = manifest_name(&args.config, &image);
+            let served = m.images.get(&name).map_or(name, |d| d.path.clone());
+            format!("{}/{served} (Secure Boot mode: fetched and checked whole against the signed manifest {path} before the disk is touched)", m.server)
+        }
+        _ => image.to_string(),
+    };
+    say(&format!("installing from {source} with {}{}", args.config, if args.dry_run { " (dry run: nothing is changed)" } else { "" }));
 
     let lease = runner.step(0, || steps::network(args, cmdline, kernel))?;
-    let checked = runner.step(1, || steps::disk(args, &config, &image, fleet.as_ref()))?;
+    // Secure Boot mode: the image is what was fetched and checked whole, before the disk is
+    // looked at (src/install/secure.rs).
+    let mut staged = None;
+    let checked = runner.step(1, || {
+        let image = match &manifest {
+            Some(m) => {
+                let name = manifest_name(&args.config, &image);
+                let s = secure::stage(m, &name, &args.stage_dir)?;
+                let path = s.image.clone();
+                staged = Some(s);
+                path
+            }
+            None => image.clone(),
+        };
+        steps::disk(args, &config, &image, fleet.as_ref()).map(|checked| (checked, image))
+    })?;
+    let (checked, image) = checked;
     if args.dry_run {
         steps::print_plan(&checked, &image, &lease, &config);
         return match checked.decision {
@@ -275,7 +321,14 @@ fn run(args: &InstallArgs, cmdline: &str, kernel: &KernelArgs, reporter: Option<
         runner.step(2, || steps::partition(&plan))?;
         let unpacked = runner.step(3, || steps::unpack(&plan, &image, &args.target, &firmware.system_file(), &mut mounted))?;
         runner.step(4, || steps::configure(&plan, &args.target, &lease, &config, boot, &mut mounted))?;
-        runner.step(5, || steps::bootloader(&args.target, &unpacked, plan.layout, &plan.disk, &mut mounted))?;
+        runner.step(5, || {
+            steps::bootloader(&args.target, &unpacked, plan.layout, &plan.disk, &mut mounted)?;
+            match (&staged, plan.esp()) {
+                (Some(s), Some(_)) => secure::place_boot_file(s, &args.target.join("boot")),
+                (Some(_), None) => Err(Error::Message(format!("the {} layout has no ESP for the signed boot file: Secure Boot mode needs customInstaller.firmware = \"uefi\"", plan.layout.as_str()))),
+                (None, _) => Ok(()),
+            }
+        })?;
         runner.step(6, || steps::finish(&args.target, stamp.as_ref(), plan.esp().is_some(), &mut mounted))?;
         Ok::<_, Failure>(unpacked)
     })();

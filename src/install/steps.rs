@@ -86,6 +86,13 @@ fn kernel_lease(cmdline: &str, kernel: &KernelArgs, sys_class_net: &Utf8Path) ->
 }
 
 /// The IPv4 address and netmask of `interface` (SIOCGIFADDR, SIOCGIFNETMASK).
+/// The one interface the kernel configured and its MAC (Secure Boot mode: no GRUB named the
+/// boot NIC, so the kernel's DHCP answer says which it is).
+pub fn configured_nic(sys_class_net: &Utf8Path) -> Result<nic::Nic, Error> {
+    let nics = nic::read(sys_class_net, |name| interface_address(name).ok().map(|(address, _)| address));
+    nic::only_configured(&nics).cloned().map_err(Error::Message)
+}
+
 fn interface_address(interface: &str) -> Result<(Ipv4Addr, Ipv4Addr), Error> {
     let query = |request: libc::Ioctl| -> Result<Ipv4Addr, Error> {
         // SAFETY: a plain AF_INET datagram socket and an ifreq zeroed and filled within bounds;

@@ -761,3 +761,49 @@ pub fn curl_in(ns: &str, args: &[&str]) -> (u16, String) {
     let (body, code) = text.rsplit_once('\n').unwrap_or(("", "0"));
     (code.trim().parse().unwrap_or(0), body.to_string())
 }
+
+/// `nixos-pxe serve` in the network namespace `ns` serving the files below `root` over HTTP on
+/// `port` (no DHCP, no fleet, TFTP on a port the kernel picks), its log `dir`/serve.log; stopped
+/// when dropped, and killed with the test process.
+pub struct ServeFiles {
+    child: Child,
+}
+
+impl ServeFiles {
+    pub fn start(ns: &str, dir: &Path, root: &Path, port: u16) -> ServeFiles {
+        let config = dir.join("serve-config.json");
+        std::fs::write(&config, "{}").expect("write");
+        let log = dir.join("serve.log");
+        let mut command = Command::new("ip");
+        command
+            .args(["netns", "exec", ns, env!("CARGO_BIN_EXE_nixos-pxe"), "serve", "--config"])
+            .arg(&config)
+            .args(["--dhcp", "off", "--tftp-port", "0", "--http-port", &port.to_string(), "--tftp-root"])
+            .arg(root)
+            .arg("--state-dir")
+            .arg(dir.join("serve-state"))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).expect("log"));
+        // SAFETY: prctl(2) is async-signal-safe; it only sets this child's parent-death signal.
+        unsafe {
+            command.pre_exec(|| {
+                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) == 0 { Ok(()) } else { Err(std::io::Error::last_os_error()) }
+            });
+        }
+        let child = command.spawn().expect("serve");
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while !std::fs::read_to_string(&log).unwrap_or_default().contains("http: serving") {
+            assert!(Instant::now() < deadline, "serve did not start:\n{}", std::fs::read_to_string(&log).unwrap_or_default());
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        ServeFiles { child }
+    }
+}
+
+impl Drop for ServeFiles {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
