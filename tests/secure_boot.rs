@@ -163,6 +163,8 @@ fn boot(dir: &Path, name: &str, uki: &Path, firmware: Firmware, until: &[&str]) 
 struct Network<'a> {
     ns: &'a str,
     target: &'a Path,
+    /// The NIC's MAC (a fleet host's), or QEMU's default.
+    mac: Option<&'a str>,
 }
 
 /// `boot` with `net`: a virtio NIC on QEMU's user-mode network (its DHCP gives 10.42.0.50 on
@@ -184,7 +186,7 @@ fn boot_on(dir: &Path, name: &str, uki: &Path, firmware: Firmware, net: Option<&
             "user,id=n0,net=10.42.0.0/24,host=10.42.0.1,dhcpstart=10.42.0.50".into(),
             // No option ROM: the firmware's own virtio-net driver (iPXE's ROM is unsigned).
             "-device".into(),
-            "virtio-net-pci,netdev=n0,romfile=".into(),
+            format!("virtio-net-pci,netdev=n0,romfile={}", net.mac.map(|m| format!(",mac={m}")).unwrap_or_default()),
             "-drive".into(),
             format!("file={},format=raw,if=none,id=t0", net.target.display()),
             "-device".into(),
@@ -299,7 +301,7 @@ fn the_firmware_runs_the_installer_only_signed_with_the_sites_key_and_whole() {
     std::fs::File::create(&target).expect("target").set_len(64 << 20).expect("size");
     let target_hash = || blake3::hash(&std::fs::read(&target).expect("read the target")).to_hex().to_string();
     let empty = target_hash();
-    let net = Network { ns: &ns.name, target: &target };
+    let net = Network { ns: &ns.name, target: &target, mac: None };
 
     let mut failures = Vec::new();
     let installer_ran = [INSTALLER_FAILED, REFUSED, "Kernel panic", "init FAILED"];
@@ -389,3 +391,270 @@ fn the_firmware_runs_the_installer_only_signed_with_the_sites_key_and_whole() {
     }
     assert!(failures.is_empty(), "{}", failures.join("\n\n"));
 }
+
+/// The fleet of the whole install: tests/configs/lab-fleet-secureboot.nix with the test's key
+/// and certificate and each host's image named as lib.mkFleet names it, as JSON: the initrd's
+/// config.json, what sign and serve read.
+fn fleet_config(dir: &Path, key: &Path, cert: &Path) -> PathBuf {
+    let nix = dir.join("fleet.nix");
+    std::fs::write(
+        &nix,
+        format!(
+            "{{ ... }}: {{\n  imports = [ {} ];\n  bootServer.secureBoot.keyFile = \"{}\";\n  bootServer.secureBoot.certificateFile = \"{}\";\n}}\n",
+            common::root().join("tests/configs/lab-fleet-secureboot.nix").display(),
+            key.display(),
+            cert.display()
+        ),
+    )
+    .expect("write fleet.nix");
+    let text = common::nixos_pxe(&["options", "--source", "static", "--config", nix.to_str().expect("utf-8"), "--as-config-json"]);
+    let mut tree: serde_json::Value = serde_json::from_str(&text).expect("config JSON");
+    for host in ["sb-a", "sb-b"] {
+        tree["fleet"]["hosts"][host]["image"] = "systems/sb.tar.zst".into();
+    }
+    let json = dir.join("config.json");
+    std::fs::write(&json, serde_json::to_string_pretty(&tree).expect("json")).expect("write config.json");
+    json
+}
+
+/// The installer's initrd for `config`: `nixos-pxe pack --format newc` of this build's nixos-pxe
+/// (stripped, its libraries beside it) as /init and the configuration's JSON form.
+fn installer_initrd(dir: &Path, config: &Path, out: &Path) {
+    let tree = dir.join("installer-initrd-tree");
+    let stripped = dir.join("nixos-pxe.stripped");
+    common::run(Command::new("strip").arg("-o").arg(&stripped).arg(env!("CARGO_BIN_EXE_nixos-pxe")));
+    stand_in_root::install_binary(&tree, &stripped, "/nixos-pxe/tools/bin/nixos-pxe");
+    let json = common::nixos_pxe(&["options", "--source", "static", "--config", config.to_str().expect("utf-8"), "--as-config-json"]);
+    std::fs::write(tree.join("nixos-pxe/config.json"), json).expect("config.json");
+    pack_newc(&tree, out, &["--symlink", "init=/nixos-pxe/tools/bin/nixos-pxe"]);
+}
+
+/// `nixos-pxe pack --format newc` of everything in `tree`, with /proc, /sys, /dev, /tmp, /run.
+fn pack_newc(tree: &Path, out: &Path, extra: &[&str]) {
+    let mut args: Vec<String> = ["pack", "--format", "newc", "--out"].map(String::from).to_vec();
+    args.push(out.to_str().expect("utf-8").into());
+    for top in std::fs::read_dir(tree).expect("read tree").flatten() {
+        let name = top.file_name().to_string_lossy().into_owned();
+        args.extend(["--file".into(), format!("{name}={}", top.path().display())]);
+    }
+    args.extend(extra.iter().map(|a| a.to_string()));
+    for d in ["proc", "sys", "dev", "tmp", "run"] {
+        args.extend(["--dir".into(), d.into()]);
+    }
+    common::nixos_pxe(&args.iter().map(String::as_str).collect::<Vec<_>>());
+}
+
+/// The installed system's unsigned unified kernel image, as a NixOS build would hand it to sign:
+/// systemd-stub, the test kernel, and an initrd whose /init (busybox) stands in for the system:
+/// it says the firmware's SecureBoot variable on the console and powers off.
+fn system_uki(dir: &Path, kernel: &Path, out: &Path) {
+    let tree = dir.join("system-initrd-tree");
+    std::fs::create_dir_all(tree.join("bin")).expect("mkdir");
+    std::fs::copy("/bin/busybox", tree.join("bin/busybox")).expect("copy busybox");
+    stand_in_root::write_exec(
+        &tree.join("init"),
+        "#!/bin/busybox sh\n# stand-in for the installed NixOS system: says what the firmware enforced (efivarfs cannot seek: read whole), then powers off\n\
+         /bin/busybox mount -t proc proc /proc\n/bin/busybox mount -t sysfs sysfs /sys\n\
+         /bin/busybox mount -t efivarfs efivarfs /sys/firmware/efi/efivars\n\
+         v=$(/bin/busybox cat /sys/firmware/efi/efivars/SecureBoot-8be4df61-93ca-11d2-aa0d-00e098032b8c | /bin/busybox dd bs=1 skip=4 count=1 2>/dev/null | /bin/busybox od -An -tu1 | /bin/busybox tr -d ' ')\n\
+         echo \"installed system: SecureBoot=$v\"\n/bin/busybox poweroff -f\n",
+    );
+    let initrd = dir.join("system-initrd");
+    pack_newc(&tree, &initrd, &[]);
+    let stub = std::fs::read(STUB).expect("read the stub");
+    let layout = nixos_pxe_installer::secure_boot::pe::layout(&stub).expect("the stub's layout");
+    let cmdline = dir.join("system-cmdline");
+    std::fs::write(&cmdline, "console=ttyS0,115200n8\0").expect("write");
+    let files = [(".cmdline", cmdline), (".linux", kernel.to_path_buf()), (".initrd", initrd)];
+    let sizes: Vec<u64> = files.iter().map(|(_, f)| std::fs::metadata(f).expect("size").len()).collect();
+    let at = nixos_pxe_installer::secure_boot::pe::placements(&layout, &sizes);
+    let mut objcopy = Command::new("objcopy");
+    for ((name, file), vma) in files.iter().zip(at) {
+        objcopy.arg("--add-section").arg(format!("{name}={}", file.display())).arg("--change-section-vma").arg(format!("{name}=0x{vma:x}"));
+    }
+    common::run(objcopy.arg(STUB).arg(out));
+}
+
+/// The stand-in system image: a system whose switch-to-configuration records its call (the
+/// signed boot file is what boots it), named by nixos-pxe/system, with its registration.
+fn system_image(dir: &Path, out: &Path) {
+    let tree = dir.join("system-image-tree");
+    let system = "nix/store/0123456789abcdfghijklmnpqrsvwxyz-nixos-system-sb";
+    stand_in_root::write_exec(
+        &tree.join(system).join("bin/switch-to-configuration"),
+        "#!/bin/sh\n# stand-in for a NixOS system's switch-to-configuration boot\necho \"stand-in switch-to-configuration $*\" >> \"$NIXOS_PXE_STAND_IN_ROOT/stand-in.log\"\n",
+    );
+    std::fs::create_dir_all(tree.join("nixos-pxe")).expect("mkdir");
+    std::fs::write(tree.join("nixos-pxe/system"), format!("/{system}\n")).expect("write");
+    std::fs::write(tree.join("nixos-pxe/registration"), "stand-in registration\n").expect("write");
+    let tree_s = tree.display();
+    common::nixos_pxe(&[
+        "pack", "--compression", "zstd", "--out", out.to_str().expect("utf-8"),
+        "--file", &format!("nix={tree_s}/nix"), "--file", &format!("nixos-pxe/system={tree_s}/nixos-pxe/system"),
+        "--file", &format!("nixos-pxe/registration={tree_s}/nixos-pxe/registration"),
+    ]);
+}
+
+/// Issue 19's first proof: a signed fleet host installs with Secure Boot enforced and then boots
+/// its disk with Secure Boot still on. The installer (signed, booted from an ESP image) asks serve
+/// for sb-a's decision, fetches its programs (busybox, Debian's disk tools, stand-ins for the
+/// NixOS-only commands: tests/common/stand_in_root.rs), the system image and the system's signed
+/// boot file, each checked against the signed manifest, installs, reports `installed` to serve,
+/// and reboots; the machine then starts from its disk alone, the firmware verifying the system's
+/// boot file against the site's db, and the system reads SecureBoot 1.
+#[test]
+fn a_signed_fleet_host_installs_and_boots_its_disk_with_secure_boot_on() {
+    let _one = common::preflight(&[STUB, CODE_SECBOOT, virt_firmware::EMPTY_VARS]);
+    let tmp = tempfile::Builder::new().prefix("nixos-pxe-secure-boot-install-").tempdir_in("/var/tmp").expect("temp dir");
+    let dir = tmp.path();
+    let (key, cert) = key_pair(dir, "site-db");
+    let config = fleet_config(dir, &key, &cert);
+    let config_s = config.to_str().expect("utf-8");
+    let kernel = common::test_kernel(&["--source", "static", "--config", config_s]);
+    let parts = dir.join("unsigned");
+    std::fs::create_dir_all(parts.join("systems")).expect("mkdir");
+    installer_initrd(dir, &config, &parts.join("initrd"));
+    std::fs::copy(&kernel, parts.join("kernel")).expect("copy the kernel");
+    // The installer's programs: the end-to-end NFS roots' tools, without nixos-pxe itself (the
+    // signed initrd has it, running).
+    let tools = stand_in_root::base_nfs_root(dir, Path::new(env!("CARGO_BIN_EXE_nixos-pxe")));
+    std::fs::remove_file(tools.join("nixos-pxe/tools/bin/nixos-pxe")).expect("rm");
+    std::fs::remove_file(tools.join("init")).expect("rm");
+    let mut args: Vec<String> = ["pack", "--compression", "zstd", "--out"].map(String::from).to_vec();
+    args.push(parts.join("tools.tar.zst").display().to_string());
+    for top in std::fs::read_dir(&tools).expect("read").flatten() {
+        args.extend(["--file".into(), format!("{}={}", top.file_name().to_string_lossy(), top.path().display())]);
+    }
+    common::nixos_pxe(&args.iter().map(String::as_str).collect::<Vec<_>>());
+    system_image(dir, &parts.join("systems/sb.tar.zst"));
+    system_uki(dir, &kernel, &parts.join("systems/sb.efi"));
+
+    let out = dir.join("served");
+    common::nixos_pxe(&["sign", "--config", config_s, "--unsigned", parts.to_str().expect("utf-8"), "--stub", STUB, "--out", out.to_str().expect("utf-8")]);
+    let enrolled = dir.join("OVMF_VARS_4M.site.fd");
+    virt_firmware::enrol(&cert, &enrolled);
+
+    // serve with the fleet in the lab (DHCP, TFTP, HTTP on br0, 10.42.0.1): the machine boots
+    // the signed installer over UEFI PXE, serve's DHCP binds its MAC to its lease, and serve
+    // answers its decision, its files and its reports.
+    let mut lab = common::Lab::new("sbi");
+    let state = dir.join("state");
+    let serve_log = dir.join("fleet-serve.log");
+    let script = format!(
+        "exec {} serve --config {config_s} --interface br0 --tftp-root {} --state-dir {} --http-port 80",
+        env!("CARGO_BIN_EXE_nixos-pxe"),
+        out.display(),
+        state.display()
+    );
+    lab.spawn(&["sh", "-c", &script], &serve_log);
+    let ns = lab.ns.clone();
+    lab.wait_listening(&ns, &[common::Socket::Udp(67), common::Socket::Udp(69), common::Socket::TcpListen(80)]);
+    let target = dir.join("target.img");
+    std::fs::File::create(&target).expect("target").set_len(2 << 30).expect("size");
+    let install = boot_pxe(dir, &ns, &enrolled, &target, "52:54:00:00:5b:01");
+    let status = common::nixos_pxe(&["fleet", "status", "--state-dir", state.to_str().expect("utf-8"), "--json"]);
+    let install_expect = [
+        "EFI stub: UEFI Secure Boot is enabled.",
+        "Secure Boot: enforced (the firmware's SecureBoot variable is 1)",
+        "the boot server says: install (nixos-pxe.host=sb-a nixos-pxe.generation=1 nixos-pxe.mac=52:54:00:00:5b:01 nixos-pxe.attempt=1 nixos-pxe.token=... ",
+        "nixos-pxe/secure-boot/systems/sb.tar.zst (",
+        "fetched and matched the signed manifest",
+        "step 4/7 unpack done",
+        "the system's signed boot file is",
+        "install complete in",
+    ];
+    assert!(common::in_order(&install.console, &install_expect), "the install did not show {install_expect:?} in order:\n{}", common::tail(&install.console));
+    let rows: Vec<serde_json::Value> = serde_json::from_str(&status).expect("status JSON");
+    let sb_a = rows.iter().find(|r| r["host"] == "sb-a").unwrap_or_else(|| panic!("no sb-a in {status}"));
+    assert_eq!(sb_a["state"], "installed", "serve's state for sb-a: {sb_a}\n{}", std::fs::read_to_string(&serve_log).unwrap_or_default());
+    let log = std::fs::read_to_string(&serve_log).unwrap_or_default();
+    assert!(log.contains("bootx64.efi"), "the signed installer went out over TFTP:\n{log}");
+    drop(lab);
+
+    // The machine starts from its disk alone, Secure Boot still enforced.
+    let booted = boot_disk(dir, "installed", &enrolled, &target);
+    assert!(booted.console.contains("installed system: SecureBoot=1"), "the installed disk under enforcement:\n{}", common::tail(&booted.console));
+    eprintln!("secure_boot: power-on to installed {:.1} s, the installed disk's boot {:.1} s (Secure Boot enforced)", install.seconds, booted.seconds);
+}
+
+/// Boots the machine from `target` alone (no NIC, no other disk) under enforcement until the
+/// installed system says what the firmware enforced (or a refusal, or the timeout).
+fn boot_disk(dir: &Path, name: &str, enrolled: &Path, target: &Path) -> Boot {
+    let dir = dir.join(name);
+    std::fs::create_dir_all(&dir).expect("mkdir");
+    let vars = dir.join("vars.fd");
+    std::fs::copy(enrolled, &vars).expect("copy vars");
+    let serial = dir.join("serial.log");
+    let args: Vec<String> = vec![
+        "-n".into(), "10".into(), "qemu-system-x86_64".into(), "-accel".into(), "tcg".into(), "-no-reboot".into(), "-display".into(), "none".into(),
+        "-monitor".into(), "none".into(), "-m".into(), "512".into(), "-nic".into(), "none".into(),
+        "-machine".into(), "q35,smm=on".into(), "-global".into(), "driver=cfi.pflash01,property=secure,value=on".into(),
+        "-drive".into(), format!("if=pflash,format=raw,unit=0,readonly=on,file={CODE_SECBOOT}"),
+        "-drive".into(), format!("if=pflash,format=raw,unit=1,file={}", vars.display()),
+        "-serial".into(), format!("file:{}", serial.display()),
+        "-drive".into(), format!("file={},format=raw,if=none,id=t0", target.display()),
+        "-device".into(), "virtio-blk-pci,drive=t0,bootindex=1".into(),
+    ];
+    let started = Instant::now();
+    let mut qemu = Command::new("nice").args(&args).stdin(Stdio::null()).stdout(Stdio::null()).stderr(std::fs::File::create(dir.join("qemu.log")).expect("log")).spawn().expect("qemu");
+    while started.elapsed() < BOOT_TIMEOUT {
+        let console = common::console(&serial);
+        if console.contains("installed system: SecureBoot=") || console.contains(REFUSED) || console.contains("Kernel panic") {
+            break;
+        }
+        if let Ok(Some(_)) = qemu.try_wait() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let seconds = started.elapsed().as_secs_f64();
+    let _ = qemu.kill();
+    let _ = qemu.wait();
+    Boot { console: common::console(&serial), seconds }
+}
+
+/// Powers the machine on in the lab `ns` with Secure Boot enforced: its NIC (MAC `mac`, on tap0)
+/// first in the boot order, so the firmware boots what serve's DHCP names over UEFI PXE, and its
+/// empty disk `target`; until the install ends (QEMU stops at the reboot) or fails.
+fn boot_pxe(dir: &Path, ns: &str, enrolled: &Path, target: &Path, mac: &str) -> Boot {
+    let dir = dir.join("install");
+    std::fs::create_dir_all(&dir).expect("mkdir");
+    let vars = dir.join("vars.fd");
+    std::fs::copy(enrolled, &vars).expect("copy vars");
+    let serial = dir.join("serial.log");
+    let args: Vec<String> = vec![
+        "netns".into(), "exec".into(), ns.into(), "nice".into(),
+        "-n".into(), "10".into(), "qemu-system-x86_64".into(), "-accel".into(), "tcg".into(), "-no-reboot".into(), "-display".into(), "none".into(),
+        "-monitor".into(), "none".into(), "-m".into(), "768".into(),
+        "-machine".into(), "q35,smm=on".into(), "-global".into(), "driver=cfi.pflash01,property=secure,value=on".into(),
+        "-drive".into(), format!("if=pflash,format=raw,unit=0,readonly=on,file={CODE_SECBOOT}"),
+        "-drive".into(), format!("if=pflash,format=raw,unit=1,file={}", vars.display()),
+        "-serial".into(), format!("file:{}", serial.display()),
+        "-netdev".into(), "tap,id=n0,ifname=tap0,script=no,downscript=no".into(),
+        // The firmware's own network stack, no option ROM (iPXE's is unsigned).
+        "-device".into(), format!("virtio-net-pci,netdev=n0,romfile=,bootindex=1,mac={mac}"),
+        "-drive".into(), format!("file={},format=raw,if=none,id=t0", target.display()),
+        "-device".into(), "virtio-blk-pci,drive=t0,bootindex=9".into(),
+    ];
+    let until = ["install complete in", INSTALLER_FAILED, REFUSED, "Kernel panic", "init FAILED"];
+    let started = Instant::now();
+    let mut qemu = Command::new("ip").args(&args).stdin(Stdio::null()).stdout(Stdio::null()).stderr(std::fs::File::create(dir.join("qemu.log")).expect("log")).spawn().expect("qemu");
+    let mut ended = false;
+    while started.elapsed() < INSTALL_TIMEOUT && !ended {
+        let console = common::console(&serial);
+        ended = until.iter().any(|u| console.contains(u)) || matches!(qemu.try_wait(), Ok(Some(_)));
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    // The install's last lines (the reboot) before QEMU stops.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while Instant::now() < deadline && !matches!(qemu.try_wait(), Ok(Some(_))) {
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let seconds = started.elapsed().as_secs_f64();
+    let _ = qemu.kill();
+    let _ = qemu.wait();
+    Boot { console: common::console(&serial), seconds }
+}
+
+/// How long power-on to installed may take under TCG on a loaded two-core machine.
+const INSTALL_TIMEOUT: Duration = Duration::from_secs(600);
