@@ -551,8 +551,13 @@ fn a_signed_fleet_host_installs_and_boots_its_disk_with_secure_boot_on() {
     lab.wait_listening(&ns, &[common::Socket::Udp(67), common::Socket::Udp(69), common::Socket::TcpListen(80)]);
     let target = dir.join("target.img");
     std::fs::File::create(&target).expect("target").set_len(2 << 30).expect("size");
-    let install = boot_pxe(dir, &ns, &enrolled, &target, "52:54:00:00:5b:01");
-    let status = common::nixos_pxe(&["fleet", "status", "--state-dir", state.to_str().expect("utf-8"), "--json"]);
+    let install = boot_pxe(dir, "sb-a-install", &ns, Firmware::Enforcing(&enrolled), &target, SB_A);
+    let state_s = state.to_str().expect("utf-8").to_string();
+    let host_status = |host: &str| -> serde_json::Value {
+        let status = common::nixos_pxe(&["fleet", "status", "--state-dir", &state_s, "--json"]);
+        let rows: Vec<serde_json::Value> = serde_json::from_str(&status).expect("status JSON");
+        rows.into_iter().find(|r| r["host"] == host).unwrap_or_else(|| panic!("no {host} in {status}"))
+    };
     let install_expect = [
         "EFI stub: UEFI Secure Boot is enabled.",
         "Secure Boot: enforced (the firmware's SecureBoot variable is 1)",
@@ -564,17 +569,56 @@ fn a_signed_fleet_host_installs_and_boots_its_disk_with_secure_boot_on() {
         "install complete in",
     ];
     assert!(common::in_order(&install.console, &install_expect), "the install did not show {install_expect:?} in order:\n{}", common::tail(&install.console));
-    let rows: Vec<serde_json::Value> = serde_json::from_str(&status).expect("status JSON");
-    let sb_a = rows.iter().find(|r| r["host"] == "sb-a").unwrap_or_else(|| panic!("no sb-a in {status}"));
+    let sb_a = host_status("sb-a");
     assert_eq!(sb_a["state"], "installed", "serve's state for sb-a: {sb_a}\n{}", std::fs::read_to_string(&serve_log).unwrap_or_default());
     let log = std::fs::read_to_string(&serve_log).unwrap_or_default();
     assert!(log.contains("bootx64.efi"), "the signed installer went out over TFTP:\n{log}");
+
+    // sb-b, with the system image changed on serve by one byte: its attempt ends `failed` at
+    // step 2 saying which bytes, and its disk is byte for byte as it was.
+    let served_image = out.join("nixos-pxe/secure-boot/systems/sb.tar.zst");
+    let signed_image = std::fs::read(&served_image).expect("the served image");
+    let mut changed = signed_image.clone();
+    changed[signed_image.len() / 2] ^= 0x01;
+    std::fs::write(&served_image, &changed).expect("change the served image");
+    let target_b = dir.join("target-b.img");
+    std::fs::File::create(&target_b).expect("target").set_len(2 << 30).expect("size");
+    let hash = |file: &Path| blake3::hash(&std::fs::read(file).expect("read the disk")).to_hex().to_string();
+    let empty = hash(&target_b);
+    let refused = boot_pxe(dir, "sb-b-image-changed", &ns, Firmware::Enforcing(&enrolled), &target_b, SB_B);
+    std::fs::write(&served_image, &signed_image).expect("restore the served image");
+    assert!(
+        common::in_order(&refused.console, &["Secure Boot: enforced", "install FAILED at step 2/7 (disk): nixos-pxe/secure-boot/systems/sb.tar.zst: bytes 0-", "nothing was written to the disk"]),
+        "sb-b with the image changed:\n{}",
+        common::tail(&refused.console)
+    );
+    assert_eq!(hash(&target_b), empty, "sb-b's disk was written to");
+    let sb_b = host_status("sb-b");
+    let why = sb_b.to_string();
+    assert!(sb_b["state"] == "failed" && why.contains("are not the ones that were signed") && why.contains("disk"), "serve's state for sb-b: {sb_b}");
+
+    // sb-b again with Secure Boot off and the image as signed: attempt 2 installs (the signed
+    // artefacts work anywhere); power-on to installed side by side with sb-a's.
+    let off = boot_pxe(dir, "sb-b-secure-boot-off", &ns, Firmware::Off, &target_b, SB_B);
+    assert!(
+        common::in_order(&off.console, &["Secure Boot: off", "nixos-pxe.attempt=2", "fetched and matched the signed manifest", "install complete in"]),
+        "sb-b with Secure Boot off:\n{}",
+        common::tail(&off.console)
+    );
+    assert_eq!(host_status("sb-b")["state"], "installed", "{}", host_status("sb-b"));
     drop(lab);
 
     // The machine starts from its disk alone, Secure Boot still enforced.
     let booted = boot_disk(dir, "installed", &enrolled, &target);
     assert!(booted.console.contains("installed system: SecureBoot=1"), "the installed disk under enforcement:\n{}", common::tail(&booted.console));
-    eprintln!("secure_boot: power-on to installed {:.1} s, the installed disk's boot {:.1} s (Secure Boot enforced)", install.seconds, booted.seconds);
+    eprintln!(
+        "secure_boot: power-on to installed: {:.1} s with Secure Boot enforced (sb-a), {:.1} s with it off (sb-b), ratio {:.2}; a changed image refused {:.1} s after power-on; the installed disk's boot {:.1} s (enforced)",
+        install.seconds,
+        off.seconds,
+        install.seconds / off.seconds,
+        refused.seconds,
+        booted.seconds
+    );
 }
 
 /// Boots the machine from `target` alone (no NIC, no other disk) under enforcement until the
@@ -616,18 +660,27 @@ fn boot_disk(dir: &Path, name: &str, enrolled: &Path, target: &Path) -> Boot {
 /// Powers the machine on in the lab `ns` with Secure Boot enforced: its NIC (MAC `mac`, on tap0)
 /// first in the boot order, so the firmware boots what serve's DHCP names over UEFI PXE, and its
 /// empty disk `target`; until the install ends (QEMU stops at the reboot) or fails.
-fn boot_pxe(dir: &Path, ns: &str, enrolled: &Path, target: &Path, mac: &str) -> Boot {
-    let dir = dir.join("install");
+fn boot_pxe(dir: &Path, name: &str, ns: &str, firmware: Firmware, target: &Path, mac: &str) -> Boot {
+    let dir = dir.join(name);
     std::fs::create_dir_all(&dir).expect("mkdir");
     let vars = dir.join("vars.fd");
-    std::fs::copy(enrolled, &vars).expect("copy vars");
+    let (code, machine) = match firmware {
+        Firmware::Enforcing(enrolled) => {
+            std::fs::copy(enrolled, &vars).expect("copy vars");
+            (CODE_SECBOOT, "q35,smm=on")
+        }
+        Firmware::Off => {
+            std::fs::copy(virt_firmware::EMPTY_VARS, &vars).expect("copy vars");
+            (CODE_PLAIN, "q35")
+        }
+    };
     let serial = dir.join("serial.log");
     let args: Vec<String> = vec![
         "netns".into(), "exec".into(), ns.into(), "nice".into(),
         "-n".into(), "10".into(), "qemu-system-x86_64".into(), "-accel".into(), "tcg".into(), "-no-reboot".into(), "-display".into(), "none".into(),
         "-monitor".into(), "none".into(), "-m".into(), "768".into(),
-        "-machine".into(), "q35,smm=on".into(), "-global".into(), "driver=cfi.pflash01,property=secure,value=on".into(),
-        "-drive".into(), format!("if=pflash,format=raw,unit=0,readonly=on,file={CODE_SECBOOT}"),
+        "-machine".into(), machine.into(), "-global".into(), "driver=cfi.pflash01,property=secure,value=on".into(),
+        "-drive".into(), format!("if=pflash,format=raw,unit=0,readonly=on,file={code}"),
         "-drive".into(), format!("if=pflash,format=raw,unit=1,file={}", vars.display()),
         "-serial".into(), format!("file:{}", serial.display()),
         "-netdev".into(), "tap,id=n0,ifname=tap0,script=no,downscript=no".into(),
@@ -645,8 +698,9 @@ fn boot_pxe(dir: &Path, ns: &str, enrolled: &Path, target: &Path, mac: &str) -> 
         ended = until.iter().any(|u| console.contains(u)) || matches!(qemu.try_wait(), Ok(Some(_)));
         std::thread::sleep(Duration::from_millis(500));
     }
-    // The install's last lines (the reboot) before QEMU stops.
-    let deadline = Instant::now() + Duration::from_secs(20);
+    // A complete install's last lines (the reboot) before QEMU stops; a failed one waits in its
+    // rescue shell.
+    let deadline = Instant::now() + Duration::from_secs(if common::console(&serial).contains("install complete in") { 20 } else { 0 });
     while Instant::now() < deadline && !matches!(qemu.try_wait(), Ok(Some(_))) {
         std::thread::sleep(Duration::from_millis(200));
     }
@@ -655,6 +709,9 @@ fn boot_pxe(dir: &Path, ns: &str, enrolled: &Path, target: &Path, mac: &str) -> 
     let _ = qemu.wait();
     Boot { console: common::console(&serial), seconds }
 }
+
+const SB_A: &str = "52:54:00:00:5b:01";
+const SB_B: &str = "52:54:00:00:5b:02";
 
 /// How long power-on to installed may take under TCG on a loaded two-core machine.
 const INSTALL_TIMEOUT: Duration = Duration::from_secs(600);
