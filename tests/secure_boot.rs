@@ -585,8 +585,11 @@ fn a_signed_fleet_host_installs_and_boots_its_disk_with_secure_boot_on() {
     std::fs::File::create(&target_b).expect("target").set_len(2 << 30).expect("size");
     let hash = |file: &Path| blake3::hash(&std::fs::read(file).expect("read the disk")).to_hex().to_string();
     let empty = hash(&target_b);
-    let refused = boot_pxe(dir, "sb-b-image-changed", &ns, Firmware::Enforcing(&enrolled), &target_b, SB_B);
+    // This time over UEFI HTTP boot: the firmware fetches the signed installer from serve's HTTP.
+    let refused = boot_net(dir, "sb-b-image-changed-http-boot", &ns, Firmware::Enforcing(&enrolled), &target_b, SB_B, true);
     std::fs::write(&served_image, &signed_image).expect("restore the served image");
+    let log = std::fs::read_to_string(&serve_log).unwrap_or_default();
+    assert!(log.lines().any(|l| l.contains("http: sending") && l.contains("path=\"/bootx64.efi\"")), "sb-b's firmware fetched the installer over HTTP (sb-a's over TFTP):\n{log}");
     assert!(
         common::in_order(&refused.console, &["Secure Boot: enforced", "install FAILED at step 2/7 (disk): nixos-pxe/secure-boot/systems/sb.tar.zst: bytes 0-", "nothing was written to the disk"]),
         "sb-b with the image changed:\n{}",
@@ -661,6 +664,12 @@ fn boot_disk(dir: &Path, name: &str, enrolled: &Path, target: &Path) -> Boot {
 /// first in the boot order, so the firmware boots what serve's DHCP names over UEFI PXE, and its
 /// empty disk `target`; until the install ends (QEMU stops at the reboot) or fails.
 fn boot_pxe(dir: &Path, name: &str, ns: &str, firmware: Firmware, target: &Path, mac: &str) -> Boot {
+    boot_net(dir, name, ns, firmware, target, mac, false)
+}
+
+/// `boot_pxe`, or with `http` UEFI HTTP boot: the firmware's PXE turned off (its fw_cfg knobs), so
+/// that it asks DHCP as an HTTPClient and fetches the URL serve's DHCP gives.
+fn boot_net(dir: &Path, name: &str, ns: &str, firmware: Firmware, target: &Path, mac: &str, http: bool) -> Boot {
     let dir = dir.join(name);
     std::fs::create_dir_all(&dir).expect("mkdir");
     let vars = dir.join("vars.fd");
@@ -689,6 +698,12 @@ fn boot_pxe(dir: &Path, name: &str, ns: &str, firmware: Firmware, target: &Path,
         "-drive".into(), format!("file={},format=raw,if=none,id=t0", target.display()),
         "-device".into(), "virtio-blk-pci,drive=t0,bootindex=9".into(),
     ];
+    let mut args = args;
+    if http {
+        for knob in ["IPv4PXESupport", "IPv6PXESupport"] {
+            args.extend(["-fw_cfg".into(), format!("name=opt/org.tianocore/{knob},string=no")]);
+        }
+    }
     let until = ["install complete in", INSTALLER_FAILED, REFUSED, "Kernel panic", "init FAILED"];
     let started = Instant::now();
     let mut qemu = Command::new("ip").args(&args).stdin(Stdio::null()).stdout(Stdio::null()).stderr(std::fs::File::create(dir.join("qemu.log")).expect("log")).spawn().expect("qemu");
