@@ -143,6 +143,9 @@ enum Firmware<'a> {
     Enforcing(&'a Path),
     /// OVMF_CODE_4M.fd with the empty store: Secure Boot off.
     Off,
+    /// OVMF_CODE_4M.secboot.fd with this variable store itself (the machine's own, kept from
+    /// boot to boot: BootNext set by one boot is read by the next).
+    EnforcingWith(&'a Path),
 }
 
 /// One boot's console and how long it ran until it ended (`until` seen, or the timeout).
@@ -195,7 +198,7 @@ fn boot_on(dir: &Path, name: &str, uki: &Path, firmware: Firmware, net: Option<&
         None => args.extend(["-nic".into(), "none".into()]),
     }
     let code = match firmware {
-        Firmware::Enforcing(enrolled) => {
+        Firmware::Enforcing(enrolled) | Firmware::EnforcingWith(enrolled) => {
             std::fs::copy(enrolled, &vars).expect("copy vars");
             args.extend(["-machine", "q35,smm=on", "-global", "driver=cfi.pflash01,property=secure,value=on"].map(String::from));
             CODE_SECBOOT
@@ -551,7 +554,9 @@ fn a_signed_fleet_host_installs_and_boots_its_disk_with_secure_boot_on() {
     lab.wait_listening(&ns, &[common::Socket::Udp(67), common::Socket::Udp(69), common::Socket::TcpListen(80)]);
     let target = dir.join("target.img");
     std::fs::File::create(&target).expect("target").set_len(2 << 30).expect("size");
-    let install = boot_pxe(dir, "sb-a-install", &ns, Firmware::Enforcing(&enrolled), &target, SB_A);
+    let vars_a = dir.join("sb-a-vars.fd");
+    std::fs::copy(&enrolled, &vars_a).expect("sb-a's variable store");
+    let install = boot_pxe(dir, "sb-a-install", &ns, Firmware::EnforcingWith(&vars_a), &target, SB_A);
     let state_s = state.to_str().expect("utf-8").to_string();
     let host_status = |host: &str| -> serde_json::Value {
         let status = common::nixos_pxe(&["fleet", "status", "--state-dir", &state_s, "--json"]);
@@ -609,11 +614,20 @@ fn a_signed_fleet_host_installs_and_boots_its_disk_with_secure_boot_on() {
         common::tail(&off.console)
     );
     assert_eq!(host_status("sb-b")["state"], "installed", "{}", host_status("sb-b"));
-    drop(lab);
 
-    // The machine starts from its disk alone, Secure Boot still enforced.
-    let booted = boot_disk(dir, "installed", &enrolled, &target);
-    assert!(booted.console.contains("installed system: SecureBoot=1"), "the installed disk under enforcement:\n{}", common::tail(&booted.console));
+    // sb-a powers on again, the network still first in its boot order: serve says boot from the
+    // disk; with no GRUB to chainload it, the installer sets BootNext to the disk's entry and
+    // reboots, and the next start boots the disk, whose signed system reads SecureBoot 1.
+    let local = boot_pxe(dir, "sb-a-local-boot", &ns, Firmware::EnforcingWith(&vars_a), &target, SB_A);
+    assert!(
+        common::in_order(&local.console, &["Secure Boot: enforced", "the boot server says: boot from the disk", "BootNext is Boot", "rebooting into it"]),
+        "sb-a's local boot decision:\n{}",
+        common::tail(&local.console)
+    );
+    let booted = boot_pxe(dir, "sb-a-installed", &ns, Firmware::EnforcingWith(&vars_a), &target, SB_A);
+    assert!(booted.console.contains(&format!("{INSTALLED_SYSTEM}1")), "the installed disk, booted by BootNext under enforcement:\n{}", common::tail(&booted.console));
+    assert!(!booted.console.contains("nixos-pxe: init"), "BootNext did not take the machine to its disk:\n{}", common::tail(&booted.console));
+    drop(lab);
     eprintln!(
         "secure_boot: power-on to installed: {:.1} s with Secure Boot enforced (sb-a), {:.1} s with it off (sb-b), ratio {:.2}; a changed image refused {:.1} s after power-on; the installed disk's boot {:.1} s (enforced)",
         install.seconds,
@@ -622,42 +636,6 @@ fn a_signed_fleet_host_installs_and_boots_its_disk_with_secure_boot_on() {
         refused.seconds,
         booted.seconds
     );
-}
-
-/// Boots the machine from `target` alone (no NIC, no other disk) under enforcement until the
-/// installed system says what the firmware enforced (or a refusal, or the timeout).
-fn boot_disk(dir: &Path, name: &str, enrolled: &Path, target: &Path) -> Boot {
-    let dir = dir.join(name);
-    std::fs::create_dir_all(&dir).expect("mkdir");
-    let vars = dir.join("vars.fd");
-    std::fs::copy(enrolled, &vars).expect("copy vars");
-    let serial = dir.join("serial.log");
-    let args: Vec<String> = vec![
-        "-n".into(), "10".into(), "qemu-system-x86_64".into(), "-accel".into(), "tcg".into(), "-no-reboot".into(), "-display".into(), "none".into(),
-        "-monitor".into(), "none".into(), "-m".into(), "512".into(), "-nic".into(), "none".into(),
-        "-machine".into(), "q35,smm=on".into(), "-global".into(), "driver=cfi.pflash01,property=secure,value=on".into(),
-        "-drive".into(), format!("if=pflash,format=raw,unit=0,readonly=on,file={CODE_SECBOOT}"),
-        "-drive".into(), format!("if=pflash,format=raw,unit=1,file={}", vars.display()),
-        "-serial".into(), format!("file:{}", serial.display()),
-        "-drive".into(), format!("file={},format=raw,if=none,id=t0", target.display()),
-        "-device".into(), "virtio-blk-pci,drive=t0,bootindex=1".into(),
-    ];
-    let started = Instant::now();
-    let mut qemu = Command::new("nice").args(&args).stdin(Stdio::null()).stdout(Stdio::null()).stderr(std::fs::File::create(dir.join("qemu.log")).expect("log")).spawn().expect("qemu");
-    while started.elapsed() < BOOT_TIMEOUT {
-        let console = common::console(&serial);
-        if console.contains("installed system: SecureBoot=") || console.contains(REFUSED) || console.contains("Kernel panic") {
-            break;
-        }
-        if let Ok(Some(_)) = qemu.try_wait() {
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(200));
-    }
-    let seconds = started.elapsed().as_secs_f64();
-    let _ = qemu.kill();
-    let _ = qemu.wait();
-    Boot { console: common::console(&serial), seconds }
 }
 
 /// Powers the machine on in the lab `ns` with Secure Boot enforced: its NIC (MAC `mac`, on tap0)
@@ -672,10 +650,14 @@ fn boot_pxe(dir: &Path, name: &str, ns: &str, firmware: Firmware, target: &Path,
 fn boot_net(dir: &Path, name: &str, ns: &str, firmware: Firmware, target: &Path, mac: &str, http: bool) -> Boot {
     let dir = dir.join(name);
     std::fs::create_dir_all(&dir).expect("mkdir");
-    let vars = dir.join("vars.fd");
+    let mut vars = dir.join("vars.fd");
     let (code, machine) = match firmware {
         Firmware::Enforcing(enrolled) => {
             std::fs::copy(enrolled, &vars).expect("copy vars");
+            (CODE_SECBOOT, "q35,smm=on")
+        }
+        Firmware::EnforcingWith(kept) => {
+            vars = kept.to_path_buf();
             (CODE_SECBOOT, "q35,smm=on")
         }
         Firmware::Off => {
@@ -704,7 +686,7 @@ fn boot_net(dir: &Path, name: &str, ns: &str, firmware: Firmware, target: &Path,
             args.extend(["-fw_cfg".into(), format!("name=opt/org.tianocore/{knob},string=no")]);
         }
     }
-    let until = ["install complete in", INSTALLER_FAILED, REFUSED, "Kernel panic", "init FAILED"];
+    let until = ["install complete in", INSTALLER_FAILED, REFUSED, "Kernel panic", "init FAILED", "rebooting into it", INSTALLED_SYSTEM];
     let started = Instant::now();
     let mut qemu = Command::new("ip").args(&args).stdin(Stdio::null()).stdout(Stdio::null()).stderr(std::fs::File::create(dir.join("qemu.log")).expect("log")).spawn().expect("qemu");
     let mut ended = false;
@@ -715,7 +697,9 @@ fn boot_net(dir: &Path, name: &str, ns: &str, firmware: Firmware, target: &Path,
     }
     // A complete install's last lines (the reboot) before QEMU stops; a failed one waits in its
     // rescue shell.
-    let deadline = Instant::now() + Duration::from_secs(if common::console(&serial).contains("install complete in") { 20 } else { 0 });
+    let console = common::console(&serial);
+    let rebooting = console.contains("install complete in") || console.contains("rebooting into it");
+    let deadline = Instant::now() + Duration::from_secs(if rebooting { 20 } else { 0 });
     while Instant::now() < deadline && !matches!(qemu.try_wait(), Ok(Some(_))) {
         std::thread::sleep(Duration::from_millis(200));
     }
@@ -726,6 +710,8 @@ fn boot_net(dir: &Path, name: &str, ns: &str, firmware: Firmware, target: &Path,
 }
 
 const SB_A: &str = "52:54:00:00:5b:01";
+/// What the stand-in installed system says first (then 0 or 1).
+const INSTALLED_SYSTEM: &str = "installed system: SecureBoot=";
 const SB_B: &str = "52:54:00:00:5b:02";
 
 /// How long power-on to installed may take under TCG on a loaded two-core machine.
