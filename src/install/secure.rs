@@ -75,10 +75,56 @@ pub fn stage(manifest: &Manifest, name: &str, dir: &Utf8Path) -> Result<Staged, 
     Ok(staged)
 }
 
-/// Free bytes for an unprivileged writer in the file system of `dir`.
+/// Free bytes in the file system of `dir`: what statvfs says, or for a file system without a
+/// size (ramfs: the initrd's root when the kernel was given `root=`) the memory available.
 fn available(dir: &Utf8Path) -> Result<u64, Error> {
     let s = rustix::fs::statvfs(dir.as_std_path()).map_err(|e| Error::Message(format!("statvfs {dir}: {e}")))?;
-    Ok(s.f_bavail.saturating_mul(s.f_frsize))
+    if s.f_blocks > 0 {
+        return Ok(s.f_bavail.saturating_mul(s.f_frsize));
+    }
+    let meminfo = std::fs::read_to_string("/proc/meminfo").map_err(|e| Error::Message(format!("/proc/meminfo: {e}")))?;
+    mem_available(&meminfo).ok_or_else(|| Error::Message("/proc/meminfo has no MemAvailable line".into()))
+}
+
+/// MemAvailable of /proc/meminfo, in bytes.
+fn mem_available(meminfo: &str) -> Option<u64> {
+    let line = meminfo.lines().find(|l| l.starts_with("MemAvailable:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib * 1024)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn memory_available_is_read_from_meminfo() {
+        assert_eq!(mem_available("MemTotal:       24554048 kB\nMemFree:  1 kB\nMemAvailable:   20000000 kB\n"), Some(20_000_000 * 1024));
+        assert_eq!(mem_available("MemTotal: 1 kB\n"), None);
+    }
+
+    /// A staging directory too small for the image: refused before anything is fetched (the
+    /// server named is never reached: nothing listens there).
+    #[test]
+    fn an_image_bigger_than_the_room_is_refused_before_the_download() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let dir = Utf8Path::from_path(dir.path()).expect("utf-8");
+        let room = available(dir).expect("room");
+        let huge = FileDigest { path: "nixos-pxe/secure-boot/system.tar.zst".into(), size: room + 1, chunks: vec![] };
+        let small = FileDigest { path: "nixos-pxe/secure-boot/system.efi".into(), size: 1, chunks: vec![] };
+        let m = Manifest {
+            format: manifest::FORMAT,
+            chunk_size: manifest::CHUNK,
+            server: "http://192.0.2.1:9".into(),
+            tools: small.clone(),
+            images: [("system.tar.zst".to_string(), huge)].into(),
+            boot_files: [("system.tar.zst".to_string(), small)].into(),
+        };
+        let e = stage(&m, "system.tar.zst", dir).expect_err("refused").to_string();
+        assert!(e.contains("do not fit in memory here") && e.contains("nothing was written to the disk"), "{e}");
+        let e = stage(&m, "other.tar.zst", dir).expect_err("refused").to_string();
+        assert!(e.contains("has no image other.tar.zst (it has: system.tar.zst)"), "{e}");
+    }
 }
 
 /// The file `digest` names, from `url`, written to `dir` only as far as it matched; a mismatch or
