@@ -5,8 +5,12 @@
 # reformatted without seeing the formatter's result. A file leaves the list once `nix fmt` has
 # formatted it where nixpkgs is; a new file is checked from the start. tests/flake.rs checks that
 # the list names only Nix files of the repository.
-{ lib, pkgs, src }:
-pkgs.runCommand "nixos-pxe-formatting" { nativeBuildInputs = [ pkgs.nixfmt ]; } ''
+{
+  lib,
+  pkgs,
+  src,
+}:
+pkgs.runCommand "nixos-pxe-formatting" {nativeBuildInputs = [pkgs.nixfmt];} ''
   cd ${src}
   pending=$(grep -v '^#' nix/nixfmt-pending.txt | grep -v '^$' || true)
   checked=""

@@ -1,11 +1,14 @@
 # The stand-in's versions of nixpkgs' build helpers the project's Nix layer calls, each doing what
 # the real one's interface promises (interfaces.nix names the file each was checked against).
-{ lib, stdenv, machine }:
 {
+  lib,
+  stdenv,
+  machine,
+}: {
   # pkgs/build-support/closure-info.nix: { rootPaths } -> $out/store-paths (every path of the
   # closure) and $out/registration (`nix-store --load-db` input: path, NAR hash, NAR size,
   # deriver, references). From exportReferencesGraph with __structuredAttrs, read with Debian's jq.
-  closureInfo = { rootPaths }:
+  closureInfo = {rootPaths}:
     stdenv.mkDerivation {
       name = "closure-info";
       __structuredAttrs = true;
@@ -21,8 +24,16 @@
   # pkgs/build-support/buildenv/default.nix: a tree of symlinks to `paths`, limited to
   # `pathsToLink`; two packages with the same file are a collision (an error), as with
   # ignoreCollisions = false, unless both link to the same file.
-  buildEnv = { name, paths, pathsToLink ? [ "/" ], ... }:
-    stdenv.runCommand name { inherit paths pathsToLink; passthru = { inherit paths; }; } ''
+  buildEnv = {
+    name,
+    paths,
+    pathsToLink ? ["/"],
+    ...
+  }:
+    stdenv.runCommand name {
+      inherit paths pathsToLink;
+      passthru = {inherit paths;};
+    } ''
       mkdir -p "$out"
       for package in $paths; do
         for dir in $pathsToLink; do
@@ -44,10 +55,15 @@
     '';
 
   # pkgs/build-support/trivial-builders/default.nix
-  writeText = name: text: stdenv.runCommand name { inherit text; } ''printf '%s' "$text" > "$out"'';
+  writeText = name: text: stdenv.runCommand name {inherit text;} ''printf '%s' "$text" > "$out"'';
 
   # pkgs/build-support/mkshell/default.nix: a derivation that records its inputs.
-  mkShell = { name ? "nix-shell", packages ? [ ], nativeBuildInputs ? [ ], ... }:
+  mkShell = {
+    name ? "nix-shell",
+    packages ? [],
+    nativeBuildInputs ? [],
+    ...
+  }:
     stdenv.mkDerivation {
       inherit name;
       nativeBuildInputs = packages ++ nativeBuildInputs;
@@ -61,14 +77,17 @@
   # the real one does (importCargoLock), so a wrong path fails here too.
   rustPlatform.buildRustPackage = args:
     assert lib.assertMsg (builtins.pathExists args.cargoLock.lockFile)
-      "stand-in buildRustPackage: cargoLock.lockFile ${toString args.cargoLock.lockFile} does not exist";
-    stdenv.mkDerivation (removeAttrs args [ "src" "cargoLock" ] // {
-      nativeBuildInputs = args.nativeBuildInputs or [ ];
-      built = "${machine}/nixos-pxe";
-      buildPhase = args.buildPhase or "";
-      installPhase = args.installPhase or ''
-        mkdir -p "$out/bin"
-        cp "$built" "$out/bin/nixos-pxe"
-      '';
-    });
+    "stand-in buildRustPackage: cargoLock.lockFile ${toString args.cargoLock.lockFile} does not exist";
+      stdenv.mkDerivation (removeAttrs args ["src" "cargoLock"]
+        // {
+          nativeBuildInputs = args.nativeBuildInputs or [];
+          built = "${machine}/nixos-pxe";
+          buildPhase = args.buildPhase or "";
+          installPhase =
+            args.installPhase
+            or ''
+              mkdir -p "$out/bin"
+              cp "$built" "$out/bin/nixos-pxe"
+            '';
+        });
 }
