@@ -87,8 +87,9 @@
       }
       // lib.optionalAttrs (system == clientSystem) {inherit (example) bootLoader kernel tarball systemImage serverConfigs;});
 
-    # `nix fmt`: nixpkgs' nixfmt (RFC 166 style) over every Nix file, through treefmt.
-    formatter = forEachSystem (_: pkgs: pkgs.nixfmt-tree);
+    # `nix fmt`: nix-format (nix/formatter.nix: alejandra 3.1.0's style, pinned by the crate's
+    # lock file) on the files named, or every Nix file below the current directory.
+    formatter = forEachSystem (_: pkgs: pkgs.callPackage ./nix/formatter.nix {});
 
     checks = forEachSystem (system: pkgs: let
       nixos-pxe = self.packages.${system}.nixos-pxe;
@@ -105,9 +106,9 @@
           installPhase = "touch $out";
           doCheck = false;
         });
-        # nixfmt --check on every Nix file not listed in nix/nixfmt-pending.txt (nix/formatting.nix).
-        formatting = import ./nix/formatting.nix {
-          inherit lib pkgs;
+        # Every Nix file of the source in the style `nix fmt` writes (nix/formatting.nix).
+        formatting = pkgs.callPackage ./nix/formatting.nix {
+          formatter = self.formatter.${system};
           src = self;
         };
       }

@@ -71,23 +71,26 @@
     };
 
   # pkgs/build-support/rust/build-rust-package/default.nix. The stand-in does not compile: its
-  # output is the binary `cargo build` made for this test run (the `machine` input). It never
-  # forces `src`: nix/package.nix's src is a lib.fileset.toSource value, which needs
-  # builtins.readFileType (Nix 2.14), and Debian's Nix is 2.8. It reads cargoLock.lockFile, as
-  # the real one does (importCargoLock), so a wrong path fails here too.
+  # output is the binary `cargo build` made for this test run of the crate `pname` names (the
+  # `machine` input holds nixos-pxe, and nix-format, which tests/common/nix_format.rs builds from
+  # nix-format/ with its lock file). It never forces `src`: nix/package.nix's src is a
+  # lib.fileset.toSource value, which needs builtins.readFileType (Nix 2.14), and Debian's Nix is
+  # 2.8; `src` stays an attribute of the result, as it is of nixpkgs' derivations. It reads
+  # cargoLock.lockFile, as the real one does (importCargoLock), so a wrong path fails here too.
   rustPlatform.buildRustPackage = args:
     assert lib.assertMsg (builtins.pathExists args.cargoLock.lockFile)
     "stand-in buildRustPackage: cargoLock.lockFile ${toString args.cargoLock.lockFile} does not exist";
       stdenv.mkDerivation (removeAttrs args ["src" "cargoLock"]
         // {
           nativeBuildInputs = args.nativeBuildInputs or [];
-          built = "${machine}/nixos-pxe";
+          built = "${machine}/${args.pname}";
+          passthru = (args.passthru or {}) // {inherit (args) src;};
           buildPhase = args.buildPhase or "";
           installPhase =
             args.installPhase
             or ''
               mkdir -p "$out/bin"
-              cp "$built" "$out/bin/nixos-pxe"
+              cp "$built" "$out/bin/${args.pname}"
             '';
         });
 }

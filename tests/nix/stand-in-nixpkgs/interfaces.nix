@@ -122,16 +122,6 @@
     linuxManualConfig =
       read "pkgs/os-specific/linux/kernel/build.nix, pkgs/os-specific/linux/kernel/manual-config.nix, doc/packages/linux.section.md (pkgs.linuxManualConfig)" "001ef8c47d5fb14f761694a5ba102a7379dcb311, 001cd48928bfea13dfe751a682c4c2bb90967786, 020748898da5cf780061381f545e1b17dfefc0ff"
       kernelStandIn.linuxManualConfig;
-    # `nix fmt` (formatter) and checks.formatting (nix/formatting.nix): nixpkgs' nixfmt is the RFC
-    # 166 formatter since 25.11 (nixfmt-rfc-style before; doc/release-notes/rl-2511.section.md),
-    # nixfmt-tree runs it through treefmt on every Nix file. Haskell programs nixpkgs builds:
-    # nothing here can build or run them, so both only evaluate.
-    nixfmt =
-      read "pkgs/by-name/ni/nixfmt/package.nix, doc/release-notes/rl-2511.section.md" "281ffa987c258b62de853178b382da1eaa9abd61, 00030d51da91e1cb9c55beb6a5a5d1522cf59aca"
-      (debian.notBuildableHere "nixfmt" "nixfmt is a Haskell program that only nixpkgs builds; no package here provides it");
-    nixfmt-tree =
-      read "pkgs/by-name/ni/nixfmt-tree/package.nix" "03984ba04968da61939271e9ae5f776e9842c1b7"
-      (debian.notBuildableHere "nixfmt-tree" "treefmt with nixpkgs' nixfmt, which no package here provides");
     testers =
       read "pkgs/build-support/testers/default.nix (runNixOSTest)" "013635633ffe11f70df1d639f563f21c42c1f778"
       {
