@@ -20,50 +20,62 @@
 #
 # Used by lib.mkInstaller and lib.mkFleet alike (`caller` names which, in messages); lib.mkFleet
 # passes one more module of its own (nixosPxe.fleetSystems).
-{ lib, pkgs, modulesPath, modules, caller ? "lib.mkInstaller" }:
-let
-  ownTrees = [ "nfsroot" "customInstaller" "bootServer" "fleet" "nixosPxe" ];
+{
+  lib,
+  pkgs,
+  modulesPath,
+  modules,
+  caller ? "lib.mkInstaller",
+}: let
+  ownTrees = ["nfsroot" "customInstaller" "bootServer" "fleet" "nixosPxe"];
 
   # The attribute paths a definition value sets, for the message (stops at mkIf/mkForce & co).
   leafPaths = prefix: value:
-    if builtins.isAttrs value && !(value ? _type) && !lib.isDerivation value && value != { } then
-      lib.concatLists (lib.mapAttrsToList (name: leafPaths (prefix ++ [ name ])) value)
-    else [ prefix ];
+    if builtins.isAttrs value && !(value ? _type) && !lib.isDerivation value && value != {}
+    then lib.concatLists (lib.mapAttrsToList (name: leafPaths (prefix ++ [name])) value)
+    else [prefix];
 
-  otherNixosOption = lib.types.anything // {
-    name = "nixosOptionOutsideTheInstaller";
-    description = "a NixOS definition outside the installer's options (kept, not evaluated)";
-    merge = loc: defs:
-      if lib.elem (lib.head loc) ownTrees then
-        throw (lib.concatMapStringsSep "\n"
-          (def: lib.concatMapStringsSep "\n"
-            (path: "nixos-pxe: the option `${lib.showOption path}' does not exist (defined in ${toString def.file}). The installer's options are listed in the README's Options table and by `nixos-pxe options`.")
-            (leafPaths loc def.value))
-          defs)
-      else lib.types.anything.merge loc defs;
-  };
+  otherNixosOption =
+    lib.types.anything
+    // {
+      name = "nixosOptionOutsideTheInstaller";
+      description = "a NixOS definition outside the installer's options (kept, not evaluated)";
+      merge = loc: defs:
+        if lib.elem (lib.head loc) ownTrees
+        then
+          throw (lib.concatMapStringsSep "\n"
+            (def:
+              lib.concatMapStringsSep "\n"
+              (path: "nixos-pxe: the option `${lib.showOption path}' does not exist (defined in ${toString def.file}). The installer's options are listed in the README's Options table and by `nixos-pxe options`.")
+              (leafPaths loc def.value))
+            defs)
+        else lib.types.anything.merge loc defs;
+    };
 
   evaluated = lib.evalModules {
-    specialArgs = { inherit modulesPath; };
-    modules = [
-      ./module.nix
-      {
-        _file = ./installer-options.nix;
-        freeformType = lib.types.lazyAttrsOf otherNixosOption;
-        config._module.args.pkgs = pkgs;
-      }
-    ]
-    # An inline module (an attribute set in the list) gets a name for messages, as
-    # nixos/lib/eval-config.nix names them.
-    ++ map (lib.setDefaultModuleLocation "a module passed to ${caller}") modules;
+    specialArgs = {inherit modulesPath;};
+    modules =
+      [
+        ./module.nix
+        {
+          _file = ./installer-options.nix;
+          freeformType = lib.types.lazyAttrsOf otherNixosOption;
+          config._module.args.pkgs = pkgs;
+        }
+      ]
+      # An inline module (an attribute set in the list) gets a name for messages, as
+      # nixos/lib/eval-config.nix names them.
+      ++ map (lib.setDefaultModuleLocation "a module passed to ${caller}") modules;
   };
   cfg = evaluated.config;
 
   failed = builtins.filter (check: !check.assertion) cfg.nixosPxe.checks;
-  checked = value: if failed == [ ] then value else throw (lib.concatMapStringsSep "\n" (check: check.message) failed);
-in
-{
-  config = { inherit (cfg) nfsroot customInstaller bootServer fleet; };
+  checked = value:
+    if failed == []
+    then value
+    else throw (lib.concatMapStringsSep "\n" (check: check.message) failed);
+in {
+  config = {inherit (cfg) nfsroot customInstaller bootServer fleet;};
   configJSON = checked cfg.nixosPxe.configJSON;
   # The tree configJSON is written from (lib.mkFleet adds each host's image to it).
   configValue = checked cfg.nixosPxe.configValue;

@@ -3,19 +3,23 @@
 # nix/nixos-module.nix can make them NixOS assertions) and the option tree as the JSON file the
 # tool reads (and as a value, for lib.mkFleet to add each host's image); and what lib.mkFleet tells
 # the module (fleetSystems). Internal: not part of the schema (src/schema.rs), not set by users.
-{ lib, ... }:
-let
+{lib, ...}: let
   inherit (lib) mkOption types;
-in
-{
+in {
   options.nixosPxe = {
     checks = mkOption {
       internal = true;
       type = types.listOf (types.submodule {
-        options.assertion = mkOption { type = types.bool; description = "Whether the rule holds."; };
-        options.message = mkOption { type = types.str; description = "What is wrong and what to set, when it does not."; };
+        options.assertion = mkOption {
+          type = types.bool;
+          description = "Whether the rule holds.";
+        };
+        options.message = mkOption {
+          type = types.str;
+          description = "What is wrong and what to set, when it does not.";
+        };
       });
-      default = [ ];
+      default = [];
       description = "The rules between the installer's options, as { assertion, message } pairs (the shape of NixOS assertions).";
     };
     configValue = mkOption {
@@ -26,7 +30,7 @@ in
     fleetSystems = mkOption {
       internal = true;
       type = types.listOf types.str;
-      default = [ ];
+      default = [];
       description = "The fleet hosts whose system the caller passes as a nixosConfigurations entry (lib.mkFleet's `hosts`): their target, for the rule that every host has exactly one.";
     };
     configJSON = mkOption {

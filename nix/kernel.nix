@@ -11,8 +11,12 @@
 # structuredExtraConfig needs it at evaluation time, an import from derivation that evaluators
 # without IFD (Hydra's default) refuse. Here every evaluation-time value is a derivation's path:
 # the fragment and the .config are build outputs, so nothing is read while evaluating.
-{ lib, pkgs, tool, configJSON }:
-let
+{
+  lib,
+  pkgs,
+  tool,
+  configJSON,
+}: let
   # nixpkgs' default kernel, for its source, version, modDirVersion and make flags only: neither its
   # kernelPatches (NixOS's helper paths, nothing the installer needs; linuxManualConfig applies
   # none unless given some) nor its configuration.
@@ -20,7 +24,7 @@ let
 
   # The fragment in kconfig lines, computed by `nixos-pxe kernel-config` (src/kernel_config.rs, with
   # the user's nfsroot.extraKernelOptions) at build time.
-  fragment = pkgs.runCommand "nixos-pxe-kernel-fragment.config" { nativeBuildInputs = [ tool ]; } ''
+  fragment = pkgs.runCommand "nixos-pxe-kernel-fragment.config" {nativeBuildInputs = [tool];} ''
     nixos-pxe kernel-config --config ${configJSON} > $out
   '';
 
@@ -28,7 +32,7 @@ let
   # CROSS_COMPILE, and keeps them as passthru.commonMakeFlags): Kconfig asks the compiler what it
   # supports, so the .config is made with the compiler that builds the kernel. A kernel without
   # that attribute gets stdenv's compiler from PATH, as generic.nix's configfile derivation does.
-  makeFlags = base.commonMakeFlags or [ "CROSS_COMPILE=${pkgs.stdenv.cc.targetPrefix}" ];
+  makeFlags = base.commonMakeFlags or ["CROSS_COMPILE=${pkgs.stdenv.cc.targetPrefix}"];
 
   # The .config, by nix/kernel-config.sh (the same script tests/kernel_fragment.rs runs on Debian's
   # linux-source-6.1). It fails, naming each symbol, when a `y` of the fragment is not =y: so
@@ -37,7 +41,7 @@ let
   configfile = pkgs.stdenv.mkDerivation {
     pname = "nixos-pxe-kernel-config";
     inherit (base) version src;
-    nativeBuildInputs = [ pkgs.bison pkgs.flex ];
+    nativeBuildInputs = [pkgs.bison pkgs.flex];
     postPatch = "patchShebangs scripts";
     buildPhase = ''
       KERNEL_ARCH=${pkgs.stdenv.hostPlatform.linuxArch} \
@@ -48,7 +52,7 @@ let
     installPhase = ''
       cp nixos-pxe-build/.config $out
     '';
-    passthru = { inherit fragment; };
+    passthru = {inherit fragment;};
   };
 
   # config is not given and allowImportFromDerivation stays false, so linuxManualConfig reads
@@ -62,12 +66,11 @@ let
 
   # $out/bzImage, as the boot server's TFTP root wants it (nixos/bzImage below it), and the
   # .config it was built from.
-  kernel = pkgs.runCommand "nixos-pxe-kernel" { passthru = { inherit kernelPackage configfile fragment; }; } ''
+  kernel = pkgs.runCommand "nixos-pxe-kernel" {passthru = {inherit kernelPackage configfile fragment;};} ''
     mkdir $out
     ln -s ${kernelPackage}/bzImage $out/bzImage
     ln -s ${configfile} $out/config
   '';
-in
-{
+in {
   inherit fragment configfile kernelPackage kernel;
 }

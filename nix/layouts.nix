@@ -4,4 +4,11 @@
 # store paths) and the installer takes the one for the firmware it runs under. Not "both" for
 # auto: that would put GRUB, the ESP and the BIOS boot partition on every disk and give up
 # systemd-boot's boot entry on UEFI machines. The first layout is the one a single `target` names.
-firmware: { auto = [ "uefi" "bios" ]; uefi = [ "uefi" ]; bios = [ "bios" ]; both = [ "both" ]; }.${firmware}
+firmware:
+{
+  auto = ["uefi" "bios"];
+  uefi = ["uefi"];
+  bios = ["bios"];
+  both = ["both"];
+}
+.${firmware}

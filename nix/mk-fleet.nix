@@ -14,47 +14,70 @@
 #
 # hosts: name -> a nixosConfigurations entry (an evaluated NixOS system), instead of
 # fleet.hosts.<name>.target.*; the host still needs fleet.hosts.<name>.macs.
-{ nixpkgs, system, modules, hosts ? { }, nixos-pxe ? null }:
-let
+{
+  nixpkgs,
+  system,
+  modules,
+  hosts ? {},
+  nixos-pxe ? null,
+}: let
   inherit (nixpkgs) lib;
   pkgs = nixpkgs.legacyPackages.${system};
-  tool = if nixos-pxe != null then nixos-pxe else pkgs.callPackage ./package.nix { };
+  tool =
+    if nixos-pxe != null
+    then nixos-pxe
+    else pkgs.callPackage ./package.nix {};
 
   options = import ./installer-options.nix {
     inherit lib pkgs;
     modulesPath = "${nixpkgs}/nixos/modules";
     caller = "lib.mkFleet";
-    modules = modules ++ [
-      { _file = ./mk-fleet.nix; nixosPxe.fleetSystems = lib.attrNames hosts; }
-    ];
+    modules =
+      modules
+      ++ [
+        {
+          _file = ./mk-fleet.nix;
+          nixosPxe.fleetSystems = lib.attrNames hosts;
+        }
+      ];
   };
   inherit (options.config) nfsroot customInstaller fleet;
 
   # A configuration without hosts is a single installer, not a fleet.
   fleetHosts =
-    if fleet.hosts != { } then fleet.hosts
+    if fleet.hosts != {}
+    then fleet.hosts
     else throw "nixos-pxe: lib.mkFleet needs fleet.hosts (each host's MACs and target); for one system without hosts, use lib.mkInstaller";
 
   # Each host's customInstaller: the top-level one with the host's own values, and its own target
   # (target.nix reads customInstaller.target). A host may override firmware, so the layouts its
   # image holds a system for are the host's (the installer decides by the same merged value).
-  mergedOf = name: customInstaller // fleetHosts.${name}.customInstaller // { inherit (fleetHosts.${name}) target; };
+  mergedOf = name: customInstaller // fleetHosts.${name}.customInstaller // {inherit (fleetHosts.${name}) target;};
   layoutsOf = name: import ./layouts.nix (mergedOf name).firmware;
 
   # Each host's target system for each of its layouts, plus the first-boot report.
-  systemsByLayout = lib.mapAttrs
-    (name: _: lib.genAttrs (layoutsOf name) (layout:
-      (import ./target.nix {
-        inherit lib system layout;
-        customInstaller = mergedOf name;
-        targetSystem = hosts.${name} or null;
-      }).extendModules { modules = [ ./report-module.nix ]; }))
+  systemsByLayout =
+    lib.mapAttrs
+    (name: _:
+      lib.genAttrs (layoutsOf name) (layout:
+        (import ./target.nix {
+          inherit lib system layout;
+          customInstaller = mergedOf name;
+          targetSystem = hosts.${name} or null;
+        })
+        .extendModules {modules = [./report-module.nix];}))
     fleetHosts;
   # Each host's system of its first layout (the only one unless its firmware is "auto", where it is
   # the UEFI one; systemsByLayout has each).
   targets = lib.mapAttrs (name: byLayout: byLayout.${lib.head (layoutsOf name)}) systemsByLayout;
 
-  extension = { zstd = "zst"; gzip = "gz"; xz = "xz"; }.${customInstaller.imageCompression};
+  extension =
+    {
+      zstd = "zst";
+      gzip = "gz";
+      xz = "xz";
+    }
+    .${customInstaller.imageCompression};
   toplevelsOf = name: lib.mapAttrs (_: t: t.config.system.build.toplevel) systemsByLayout.${name};
   # The hash part of a store path (/nix/store/HASH-name), without the path's string context:
   # config.json names the file, it does not depend on the system (so neither it nor the
@@ -65,43 +88,42 @@ let
   # same systems share one file, and `ls /nix/store/<hash>-*` finds each system. An "auto" image
   # never shares a name with a one-system image, whose installer reads nixos-pxe/system instead of
   # nixos-pxe/system.<layout>.
-  imageFile = name:
-    "systems/${lib.concatMapStringsSep "-" (layout: hashOf (toplevelsOf name).${layout}) (layoutsOf name)}.tar.${extension}";
+  imageFile = name: "systems/${lib.concatMapStringsSep "-" (layout: hashOf (toplevelsOf name).${layout}) (layoutsOf name)}.tar.${extension}";
 
   # One image per distinct set of systems (the attribute set's keys are the files, so hosts that
   # share their systems give the same key and the same image).
   systemImages = lib.listToAttrs (map
-    (name: lib.nameValuePair (imageFile name) (import ./system-image.nix {
-      inherit lib pkgs tool;
-      toplevels = toplevelsOf name;
-      compression = customInstaller.imageCompression;
-    }))
+    (name:
+      lib.nameValuePair (imageFile name) (import ./system-image.nix {
+        inherit lib pkgs tool;
+        toplevels = toplevelsOf name;
+        compression = customInstaller.imageCompression;
+      }))
     (lib.attrNames fleetHosts));
 
   configJSON = pkgs.writeText "nixos-pxe-config.json" (builtins.toJSON (lib.recursiveUpdate options.configValue {
-    fleet.hosts = lib.mapAttrs (name: _: { image = imageFile name; }) fleetHosts;
+    fleet.hosts = lib.mapAttrs (name: _: {image = imageFile name;}) fleetHosts;
   }));
 
-  kernelParts = import ./kernel.nix { inherit lib pkgs tool configJSON; };
+  kernelParts = import ./kernel.nix {inherit lib pkgs tool configJSON;};
   inherit (kernelParts) kernel;
-  bootLoader = import ./boot-loader.nix { inherit pkgs tool configJSON; };
+  bootLoader = import ./boot-loader.nix {inherit pkgs tool configJSON;};
   tarball = import ./tarball.nix {
     inherit lib pkgs tool configJSON;
     inherit (nfsroot) writableLayer init;
     images = lib.mapAttrs (_: image: "${image}/${image.imageName}") systemImages;
   };
-in
-{
+in {
   inherit configJSON targets systemsByLayout systemImages kernel bootLoader tarball tool;
   kernelFragment = kernelParts.fragment;
   kernelConfigCheck = kernelParts.configfile;
-  serverConfigs = import ./server-configs.nix { inherit pkgs tool configJSON; };
+  serverConfigs = import ./server-configs.nix {inherit pkgs tool configJSON;};
 
   # What `nixos-pxe serve --tftp-root` serves: the boot loaders at the top (bootx64.efi for UEFI,
   # bios.0 for legacy BIOS PXE; serve's DHCP names the one for the client's architecture), the
   # kernel at nixos/bzImage (schema::KERNEL_TFTP_PATH); the per-host files serve makes itself.
   # Copies, not links: serve reads below the root and refuses a link out of it.
-  tftpRoot = pkgs.runCommand "nixos-pxe-tftp-root" { } ''
+  tftpRoot = pkgs.runCommand "nixos-pxe-tftp-root" {} ''
     mkdir -p $out/nixos
     cp ${bootLoader}/bootx64.efi $out/bootx64.efi
     cp ${bootLoader}/bios.0 $out/bios.0
@@ -111,7 +133,7 @@ in
   # The NFS root tarball unpacked, for `nixos-pxe serve --nfs-root`: a store path, so it is
   # read-only, owned by root and readable by every user (serve needs no privilege to read it),
   # and a new fleet is a new path (no unpacked copy to keep in step).
-  nfsRoot = pkgs.runCommand "nixos-pxe-nfsroot-unpacked" { } ''
+  nfsRoot = pkgs.runCommand "nixos-pxe-nfsroot-unpacked" {} ''
     mkdir $out
     tar -xf ${tarball}/nfsroot.tar -C $out
   '';

@@ -10,11 +10,19 @@
 #   system-image.nix       the targets' closure as system.tar.*
 #   tarball.nix            the NFS root
 #   server-configs.nix     dhcpd.conf, kea-dhcp4.json, dnsmasq.conf, exports, ganesha.conf, ...
-{ nixpkgs, system, modules, targetSystem ? null, nixos-pxe ? null }:
-let
+{
+  nixpkgs,
+  system,
+  modules,
+  targetSystem ? null,
+  nixos-pxe ? null,
+}: let
   inherit (nixpkgs) lib;
   pkgs = nixpkgs.legacyPackages.${system};
-  tool = if nixos-pxe != null then nixos-pxe else pkgs.callPackage ./package.nix { };
+  tool =
+    if nixos-pxe != null
+    then nixos-pxe
+    else pkgs.callPackage ./package.nix {};
 
   options = import ./installer-options.nix {
     inherit lib pkgs modules;
@@ -23,24 +31,24 @@ let
   };
   # A configuration with fleet.hosts installs many systems, each host its own: lib.mkFleet.
   single = value:
-    if options.config.fleet.hosts == { } then value
+    if options.config.fleet.hosts == {}
+    then value
     else throw "nixos-pxe: lib.mkInstaller installs one system, but the configuration has fleet.hosts (${lib.concatStringsSep ", " (lib.attrNames options.config.fleet.hosts)}): build a fleet with lib.mkFleet { nixpkgs; system; modules; hosts ? { }; }";
   configJSON = single options.configJSON;
   inherit (options.config) nfsroot;
   customInstaller = single options.config.customInstaller;
 
-  kernelParts = import ./kernel.nix { inherit lib pkgs tool configJSON; };
+  kernelParts = import ./kernel.nix {inherit lib pkgs tool configJSON;};
 
   # The layouts the image holds a system for (nix/layouts.nix: two for "auto", else one).
   layouts = import ./layouts.nix customInstaller.firmware;
-  targets = lib.genAttrs layouts (layout: import ./target.nix { inherit lib system customInstaller targetSystem layout; });
+  targets = lib.genAttrs layouts (layout: import ./target.nix {inherit lib system customInstaller targetSystem layout;});
   systemImage = import ./system-image.nix {
     inherit lib pkgs tool;
     toplevels = lib.mapAttrs (_: target: target.config.system.build.toplevel) targets;
     compression = customInstaller.imageCompression;
   };
-in
-{
+in {
   inherit configJSON targets systemImage;
   # The target system of the first layout (the only one unless customInstaller.firmware = "auto",
   # where it is the UEFI one; `targets` has each).
@@ -50,8 +58,8 @@ in
   # symbol of the fragment is =y in it: the check.
   kernelFragment = kernelParts.fragment;
   kernelConfigCheck = kernelParts.configfile;
-  bootLoader = import ./boot-loader.nix { inherit pkgs tool configJSON; };
-  serverConfigs = import ./server-configs.nix { inherit pkgs tool configJSON; };
+  bootLoader = import ./boot-loader.nix {inherit pkgs tool configJSON;};
+  serverConfigs = import ./server-configs.nix {inherit pkgs tool configJSON;};
   tarball = import ./tarball.nix {
     inherit lib pkgs tool configJSON systemImage;
     inherit (nfsroot) writableLayer init;

@@ -7,15 +7,18 @@
 # This file is the installer's options alone: lib.mkInstaller evaluates it with lib.evalModules
 # (nix/installer-options.nix), and nix/nixos-module.nix (the flake's nixosModules.default) puts
 # it into a NixOS system. It uses nothing NixOS declares, so it works in both.
-{ lib, config, pkgs, ... }:
-let
+{
+  lib,
+  config,
+  pkgs,
+  ...
+}: let
   inherit (lib) mkOption types;
   cfg = config;
-in
-{
+in {
   # nixosPxe.checks and nixosPxe.configJSON: what this module hands to whoever evaluates it; the
   # fleet's rules and its JSON form (fleet-rules.nix).
-  imports = [ ./internal-options.nix ./fleet-rules.nix ];
+  imports = [./internal-options.nix ./fleet-rules.nix];
 
   options = {
     nfsroot = {
@@ -51,12 +54,12 @@ in
       };
       extraKernelOptions = mkOption {
         type = types.listOf types.str;
-        default = [ ];
-        example = [ "MLX5_CORE" "NR_CPUS=512" ];
+        default = [];
+        example = ["MLX5_CORE" "NR_CPUS=512"];
         description = "Kernel config symbols to build in on top of the NFS-root set, e.g. \"MLX5_CORE\" or \"NR_CPUS=512\". A driver is built in only if everything it depends on is: list its dependencies too (e.g. \"QED\" for \"QEDE\").";
       };
       writableLayer = mkOption {
-        type = types.enum [ "overlayfs" "unionfs-fuse" ];
+        type = types.enum ["overlayfs" "unionfs-fuse"];
         default = "overlayfs";
         description = "How init makes the read-only NFS root writable: overlayfs, or unionfs-fuse (the seed's way, for kernels without overlayfs).";
       };
@@ -92,7 +95,7 @@ in
         description = "Text between the disk name and the partition number; null picks it from the kernel's rule (\"p\" after a trailing digit, as in nvme0n1p1).";
       };
       wipe = mkOption {
-        type = types.enum [ "if-empty" "always" ];
+        type = types.enum ["if-empty" "always"];
         default = "if-empty";
         description = "\"if-empty\" refuses to touch a disk that holds a partition table or a filesystem; \"always\" overwrites it (the seed's behaviour).";
       };
@@ -112,18 +115,18 @@ in
         description = "Size of the ext4 root partition (label nixos) in MiB; null for the rest of the disk.";
       };
       firmware = mkOption {
-        type = types.enum [ "auto" "uefi" "bios" "both" ];
+        type = types.enum ["auto" "uefi" "bios" "both"];
         default = "uefi";
         example = "auto";
         description = "The firmware the installed disk boots with. \"uefi\": an ESP and systemd-boot, registered in the firmware's boot entries. \"bios\": a BIOS boot partition and GRUB for legacy BIOS (no ESP). \"both\": the BIOS boot partition and the ESP, GRUB for BIOS and GRUB's EFI loader as /EFI/BOOT/BOOTX64.EFI, so the disk boots either way. \"auto\": what the machine booted the installer with (/sys/firmware/efi exists: uefi, else bios); the system image then holds a system for each. An image built for uefi is refused on a BIOS machine and one built for bios on a UEFI machine, before anything is written.";
       };
       afterInstall = mkOption {
-        type = types.enum [ "reboot" "poweroff" "halt" ];
+        type = types.enum ["reboot" "poweroff" "halt"];
         default = "reboot";
         description = "What the installer does when it has finished.";
       };
       imageCompression = mkOption {
-        type = types.enum [ "zstd" "gzip" "xz" ];
+        type = types.enum ["zstd" "gzip" "xz"];
         default = "zstd";
         description = "Compression of the system image in the NFS root.";
       };
@@ -144,7 +147,7 @@ in
     };
     bootServer = {
       dhcpMode = mkOption {
-        type = types.enum [ "authoritative" "proxy" ];
+        type = types.enum ["authoritative" "proxy"];
         default = "authoritative";
         description = "\"authoritative\": the boot server hands out addresses; \"proxy\": another DHCP server does, so the loader and kernel are told the server explicitly.";
       };
@@ -189,8 +192,8 @@ in
       };
       nameServers = mkOption {
         type = types.listOf types.str;
-        default = [ ];
-        example = [ "10.42.0.1" ];
+        default = [];
+        example = ["10.42.0.1"];
         description = "DNS servers handed to clients (DHCP option 6).";
       };
       domainName = mkOption {
@@ -263,14 +266,14 @@ in
         description = "Whether `nixos-pxe serve` may hand a host's install token to, and take its reports from, any address. Off (the default), serve gives a host's per-host file with its token, and takes its reports, only from the address its DHCP saw for one of the host's MACs (the lease it gave, or in proxy mode the address the machine asked the site's server for), so another machine on the boot network cannot read the token nor install, fail, hold or confirm the host. Needed, and only then, with `serve --dhcp off`, where serve sees no DHCP: serve refuses to serve a fleet that way without it.";
       };
       unknownHosts = mkOption {
-        type = types.enum [ "local-boot" "hold" ];
+        type = types.enum ["local-boot" "hold"];
         default = "local-boot";
         description = "What a machine whose MAC is in no host gets: \"local-boot\" (on UEFI GRUB starts the first disk's EFI boot loader, systemd-boot or /EFI/BOOT/BOOTX64.EFI, else exits to the firmware; on BIOS it exits to the BIOS, which boots its next boot device) or \"hold\" (a GRUB menu naming the MAC, no timeout, never a reboot). Never an install.";
       };
       # The BMCs' fleet-wide settings; each host's fleet.hosts.<name>.bmc.* overrides them.
       bmc = {
         protocol = mkOption {
-          type = types.enum [ "redfish" "ipmi" ];
+          type = types.enum ["redfish" "ipmi"];
           default = "redfish";
           description = "How `nixos-pxe fleet power`, `fleet reinstall --power-cycle` and `fleet apply` talk to a host's BMC: \"redfish\" (JSON over HTTPS, checked against bmc.certificate or bmc.fingerprint) or \"ipmi\" (IPMI 2.0 over LAN, RMCP+, through ipmitool; no certificate).";
         };
@@ -292,21 +295,21 @@ in
           description = "PEM file with the certificate a Redfish BMC must present, or the certificate authority that signed it (checked with the BMC's address as its name). Exactly one of bmc.certificate and bmc.fingerprint for a Redfish BMC.";
         };
         bootTarget = mkOption {
-          type = types.enum [ "pxe" "uefi-http" ];
+          type = types.enum ["pxe" "uefi-http"];
           default = "pxe";
           description = "The one-time boot a reinstall asks the BMC for: \"pxe\" (Redfish BootSourceOverrideTarget Pxe, IPMI chassis bootdev pxe) or \"uefi-http\" (Redfish UefiHttp, for hosts that boot by UEFI HTTP boot; Redfish only).";
         };
       };
       hosts = mkOption {
-        default = { };
+        default = {};
         description = "The hosts of the fleet, by name (a DNS label).";
         example = lib.literalExpression ''{ web1 = { macs = [ "52:54:00:ab:cd:01" ]; target.directory = ./hosts/web; }; }'';
         type = types.attrsOf (types.submodule {
           options = {
             macs = mkOption {
               type = types.listOf types.str;
-              default = [ ];
-              example = [ "52:54:00:ab:cd:01" ];
+              default = [];
+              example = ["52:54:00:ab:cd:01"];
               description = "MAC addresses of the host's NICs the firmware may boot from, in any usual spelling (52:54:00:ab:cd:01, 52-54-00-AB-CD-01, 5254.00ab.cd01, 525400abcd01). At least one; each belongs to one host.";
             };
             generation = mkOption {
@@ -356,7 +359,7 @@ in
                 description = "This host's own customInstaller.partitionSeparator; unset, the top-level value applies.";
               };
               wipe = mkOption {
-                type = types.enum [ "if-empty" "always" ];
+                type = types.enum ["if-empty" "always"];
                 default = cfg.customInstaller.wipe;
                 defaultText = lib.literalExpression "config.customInstaller.wipe";
                 description = "This host's own customInstaller.wipe; unset, the top-level value applies.";
@@ -380,13 +383,13 @@ in
                 description = "This host's own customInstaller.rootSizeMiB; unset, the top-level value applies.";
               };
               firmware = mkOption {
-                type = types.enum [ "auto" "uefi" "bios" "both" ];
+                type = types.enum ["auto" "uefi" "bios" "both"];
                 default = cfg.customInstaller.firmware;
                 defaultText = lib.literalExpression "config.customInstaller.firmware";
                 description = "This host's own customInstaller.firmware; unset, the top-level value applies.";
               };
               afterInstall = mkOption {
-                type = types.enum [ "reboot" "poweroff" "halt" ];
+                type = types.enum ["reboot" "poweroff" "halt"];
                 default = cfg.customInstaller.afterInstall;
                 defaultText = lib.literalExpression "config.customInstaller.afterInstall";
                 description = "This host's own customInstaller.afterInstall; unset, the top-level value applies.";
@@ -402,7 +405,7 @@ in
                 description = "The host's BMC on the management network: a host name or IPv4 address, or [IPv6], with :PORT when it is not the protocol's (443 for Redfish, 623 for IPMI). Unset: the fleet's power commands cannot reach this host.";
               };
               protocol = mkOption {
-                type = types.enum [ "redfish" "ipmi" ];
+                type = types.enum ["redfish" "ipmi"];
                 default = cfg.fleet.bmc.protocol;
                 defaultText = lib.literalExpression "config.fleet.bmc.protocol";
                 description = "This host's own fleet.bmc.protocol; unset, the fleet-wide value applies.";
@@ -437,7 +440,7 @@ in
                 description = "The Redfish id of this host's system (the last part of /redfish/v1/Systems/ID), needed when its BMC manages several systems; unset, the BMC must list exactly one.";
               };
               bootTarget = mkOption {
-                type = types.enum [ "pxe" "uefi-http" ];
+                type = types.enum ["pxe" "uefi-http"];
                 default = cfg.fleet.bmc.bootTarget;
                 defaultText = lib.literalExpression "config.fleet.bmc.bootTarget";
                 description = "This host's own fleet.bmc.bootTarget; unset, the fleet-wide value applies.";
@@ -472,7 +475,10 @@ in
     configValue = {
       inherit (cfg) nfsroot bootServer;
       customInstaller = lib.recursiveUpdate cfg.customInstaller {
-        target.directory = if cfg.customInstaller.target.directory == null then null else toString cfg.customInstaller.target.directory;
+        target.directory =
+          if cfg.customInstaller.target.directory == null
+          then null
+          else toString cfg.customInstaller.target.directory;
       };
     };
     configJSON = pkgs.writeText "nixos-pxe-config.json" (builtins.toJSON cfg.nixosPxe.configValue);

@@ -8,15 +8,14 @@
 # wants, after, unitConfig, serviceConfig, path, script (run by bash with `set -e`),
 # restartIfChanged. network-online.target both wanted and ordered after: ordering alone does not
 # pull it in, and NixOS's systemd.nix warns when a unit is ordered after it without wanting it.
-{ pkgs, ... }:
-{
+{pkgs, ...}: {
   systemd.services.nixos-pxe-boot-report = {
     description = "Report this system's boot to the nixos-pxe boot server";
-    wantedBy = [ "multi-user.target" ];
-    wants = [ "network-online.target" ];
-    after = [ "network-online.target" ];
+    wantedBy = ["multi-user.target"];
+    wants = ["network-online.target"];
+    after = ["network-online.target"];
     unitConfig.ConditionPathExists = "/var/lib/nixos-pxe/boot-report.json";
-    path = [ pkgs.coreutils pkgs.curl pkgs.jq ];
+    path = [pkgs.coreutils pkgs.curl pkgs.jq];
     serviceConfig.Type = "oneshot";
     # A switch-to-configuration does not report again: only a boot does.
     restartIfChanged = false;

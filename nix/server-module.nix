@@ -51,20 +51,30 @@
 # NixOS interfaces, each with the nixpkgs file and commit it was read at, are listed in
 # tests/nix/stand-in-nixpkgs/interfaces.nix; the systemd settings are systemd.exec(5) and
 # systemd.service(5).
-{ config, lib, ... }:
-let
+{
+  config,
+  lib,
+  ...
+}: let
   inherit (lib) mkOption types;
   cfg = config.services.nixos-pxe;
   server = cfg.fleet.config.bootServer;
 
   # port=P,mountport=P of the mount options, as serve reads them (src/serve/nfs.rs); null if the
   # options lack them (serve needs them: an assertion below says so).
-  mountOption = key:
-    let found = lib.findFirst (w: lib.hasPrefix "${key}=" w) null (map lib.trim (lib.splitString "," server.nfsMountOptions));
-    in if found == null then null else lib.removePrefix "${key}=" found;
-  nfsPort =
-    let port = mountOption "port"; mountport = mountOption "mountport";
-    in if port != null && port == mountport && builtins.match "[0-9]+" port != null then lib.toInt port else null;
+  mountOption = key: let
+    found = lib.findFirst (w: lib.hasPrefix "${key}=" w) null (map lib.trim (lib.splitString "," server.nfsMountOptions));
+  in
+    if found == null
+    then null
+    else lib.removePrefix "${key}=" found;
+  nfsPort = let
+    port = mountOption "port";
+    mountport = mountOption "mountport";
+  in
+    if port != null && port == mountport && builtins.match "[0-9]+" port != null
+    then lib.toInt port
+    else null;
 
   # The state directory below /var/lib, as StateDirectory= takes it.
   stateDirectory = lib.removePrefix "/var/lib/" cfg.stateDir;
@@ -72,9 +82,11 @@ let
   db = cfg.database;
   localDatabase = db.enable && db.url == null;
   # The local database: its socket directory, the role and database named after the unit's user.
-  databaseUrl = if localDatabase then "host=/run/postgresql dbname=nixos-pxe user=nixos-pxe" else db.url;
-in
-{
+  databaseUrl =
+    if localDatabase
+    then "host=/run/postgresql dbname=nixos-pxe user=nixos-pxe"
+    else db.url;
+in {
   options.services.nixos-pxe = {
     enable = lib.mkEnableOption "the nixos-pxe boot server (`nixos-pxe serve`) for a fleet from lib.mkFleet";
 
@@ -93,7 +105,10 @@ in
 
     interface = mkOption {
       type = types.str;
-      default = if server.interface != null then server.interface else throw "services.nixos-pxe.interface: set it, or the fleet's bootServer.interface";
+      default =
+        if server.interface != null
+        then server.interface
+        else throw "services.nixos-pxe.interface: set it, or the fleet's bootServer.interface";
       defaultText = lib.literalExpression "config.services.nixos-pxe.fleet.config.bootServer.interface";
       example = "eth1";
       description = "The interface facing the clients: every socket of serve is bound to it, and openFirewall opens the ports there only.";
@@ -162,23 +177,28 @@ in
 
     # `nixos-pxe fleet status` and `fleet reinstall` for the administrator (as root: the state
     # directory belongs to the service's dynamic user).
-    environment.systemPackages = [ cfg.package ];
+    environment.systemPackages = [cfg.package];
 
     services.postgresql = lib.mkIf localDatabase {
       enable = true;
-      ensureDatabases = [ "nixos-pxe" ];
-      ensureUsers = [ { name = "nixos-pxe"; ensureDBOwnership = true; } ];
+      ensureDatabases = ["nixos-pxe"];
+      ensureUsers = [
+        {
+          name = "nixos-pxe";
+          ensureDBOwnership = true;
+        }
+      ];
     };
 
     networking.firewall.interfaces = lib.mkIf cfg.openFirewall {
       ${cfg.interface} = {
-        allowedUDPPorts = [ 67 69 ] ++ lib.optional (server.dhcpMode == "proxy") 4011;
+        allowedUDPPorts = [67 69] ++ lib.optional (server.dhcpMode == "proxy") 4011;
         allowedTCPPorts = lib.optional (cfg.httpPort != 0) cfg.httpPort ++ lib.optional (nfsPort != null) nfsPort;
       };
     };
     # filterOutput (see the top of this file): DHCP replies out, TFTP transfers as related.
     networking.firewall.filterOutput.interfaces = lib.mkIf cfg.openFirewall {
-      ${cfg.interface}.allowedUDPPorts = [ 68 ];
+      ${cfg.interface}.allowedUDPPorts = [68];
     };
     networking.nftables.tables.nixos-pxe-tftp = lib.mkIf (cfg.openFirewall && config.networking.firewall.filterOutput.enabled) {
       family = "inet";
@@ -192,29 +212,39 @@ in
         }
       '';
     };
-    boot.kernelModules = lib.mkIf (cfg.openFirewall && config.networking.firewall.filterOutput.enabled) [ "nf_conntrack_tftp" ];
+    boot.kernelModules = lib.mkIf (cfg.openFirewall && config.networking.firewall.filterOutput.enabled) ["nf_conntrack_tftp"];
 
     systemd.services.nixos-pxe = {
       description = "nixos-pxe boot server (DHCP, TFTP, HTTP, NFS root) for a fleet";
-      wantedBy = [ "multi-user.target" ];
+      wantedBy = ["multi-user.target"];
       # serve binds to bootServer.address on the interface: after the address is there
       # (network-addresses-IF.service with NixOS's scripted networking; network-online.target
       # otherwise), and started again if it was not yet.
       # The local database: Wants=, not Requires=: serve keeps answering while it is away.
-      wants = [ "network-online.target" ] ++ lib.optional localDatabase "postgresql.service";
-      after = [ "network-online.target" "network-addresses-${cfg.interface}.service" ] ++ lib.optional localDatabase "postgresql.service";
+      wants = ["network-online.target"] ++ lib.optional localDatabase "postgresql.service";
+      after = ["network-online.target" "network-addresses-${cfg.interface}.service"] ++ lib.optional localDatabase "postgresql.service";
       serviceConfig = {
-        ExecStart = lib.escapeShellArgs [
-          "${cfg.package}/bin/nixos-pxe" "serve"
-          "--config" "${cfg.fleet.configJSON}"
-          "--interface" cfg.interface
-          "--tftp-root" "${cfg.fleet.tftpRoot}"
-          "--nfs-root" "${cfg.fleet.nfsRoot}"
-          "--state-dir" cfg.stateDir
-          "--http-port" (toString cfg.httpPort)
-        ] + lib.optionalString db.enable (" " + lib.escapeShellArgs ([ "--database" databaseUrl ]
-          ++ lib.optionals (db.passwordFile != null) [ "--database-password-file" "%d/database-password" ]));
-        LoadCredential = lib.mkIf (db.enable && db.passwordFile != null) [ "database-password:${toString db.passwordFile}" ];
+        ExecStart =
+          lib.escapeShellArgs [
+            "${cfg.package}/bin/nixos-pxe"
+            "serve"
+            "--config"
+            "${cfg.fleet.configJSON}"
+            "--interface"
+            cfg.interface
+            "--tftp-root"
+            "${cfg.fleet.tftpRoot}"
+            "--nfs-root"
+            "${cfg.fleet.nfsRoot}"
+            "--state-dir"
+            cfg.stateDir
+            "--http-port"
+            (toString cfg.httpPort)
+          ]
+          + lib.optionalString db.enable (" "
+            + lib.escapeShellArgs (["--database" databaseUrl]
+              ++ lib.optionals (db.passwordFile != null) ["--database-password-file" "%d/database-password"]));
+        LoadCredential = lib.mkIf (db.enable && db.passwordFile != null) ["database-password:${toString db.passwordFile}"];
         Restart = "on-failure";
         RestartSec = 5;
         # Open files, soft and hard: serve's caps follow from this limit (src/serve/limits.rs:
@@ -231,8 +261,8 @@ in
         UMask = "0077";
 
         # What it may do: bind ports below 1024, nothing else.
-        CapabilityBoundingSet = [ "CAP_NET_BIND_SERVICE" ];
-        AmbientCapabilities = [ "CAP_NET_BIND_SERVICE" ];
+        CapabilityBoundingSet = ["CAP_NET_BIND_SERVICE"];
+        AmbientCapabilities = ["CAP_NET_BIND_SERVICE"];
         NoNewPrivileges = true;
 
         # What it sees: the store read-only (ProtectSystem=strict: everything but the state
@@ -254,7 +284,7 @@ in
         # What it may ask the kernel: IPv4 sockets only (DHCP, TFTP, HTTP and NFS are IPv4 here;
         # the log goes to the standard error systemd connected), the system calls of a service.
         # With a database: AF_UNIX for the local socket, AF_INET6 for a remote one by IPv6.
-        RestrictAddressFamilies = [ "AF_INET" ] ++ lib.optionals db.enable [ "AF_UNIX" "AF_INET6" ];
+        RestrictAddressFamilies = ["AF_INET"] ++ lib.optionals db.enable ["AF_UNIX" "AF_INET6"];
         RestrictNamespaces = true;
         RestrictRealtime = true;
         RestrictSUIDSGID = true;
@@ -262,7 +292,7 @@ in
         MemoryDenyWriteExecute = true;
         RemoveIPC = true;
         SystemCallArchitectures = "native";
-        SystemCallFilter = [ "@system-service" "~@privileged" "~@resources" ];
+        SystemCallFilter = ["@system-service" "~@privileged" "~@resources"];
         SystemCallErrorNumber = "EPERM";
       };
     };

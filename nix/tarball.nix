@@ -6,40 +6,50 @@
 # it), which is how the tool knows to be init (src/start.rs).
 # images: the system images, by their path below /nixos-pxe/: the single installer's one
 # systemImage (system.tar.*), or a fleet's (lib.mkFleet: systems/<hash>.tar.*, each once).
-{ lib, pkgs, tool, configJSON, writableLayer, init
-, systemImage ? null
-, images ? { ${systemImage.imageName} = "${systemImage}/${systemImage.imageName}"; }
-}:
-let
+{
+  lib,
+  pkgs,
+  tool,
+  configJSON,
+  writableLayer,
+  init,
+  systemImage ? null,
+  images ? {${systemImage.imageName} = "${systemImage}/${systemImage.imageName}";},
+}: let
   # What init and the installer run (src/install: sfdisk, mkswap, mkfs.vfat, mkfs.ext4,
   # nix-store, nix-env, nixos-generate-config, nixos-enter; sh for the rescue shell). init puts
   # /nixos-pxe/tools/{bin,sbin} first on PATH. buildEnv: pkgs/build-support/buildenv/default.nix.
   tools = pkgs.buildEnv {
     name = "nixos-pxe-tools";
-    paths = [
-      tool
-      pkgs.bashInteractive
-      pkgs.coreutils
-      pkgs.util-linux
-      pkgs.e2fsprogs
-      pkgs.dosfstools
-      pkgs.iproute2
-      pkgs.kmod
-      pkgs.nix
-      pkgs.nixos-install-tools
-      pkgs.zstd
-    ] ++ lib.optional (writableLayer == "unionfs-fuse") pkgs.unionfs-fuse;
-    pathsToLink = [ "/bin" "/sbin" ];
+    paths =
+      [
+        tool
+        pkgs.bashInteractive
+        pkgs.coreutils
+        pkgs.util-linux
+        pkgs.e2fsprogs
+        pkgs.dosfstools
+        pkgs.iproute2
+        pkgs.kmod
+        pkgs.nix
+        pkgs.nixos-install-tools
+        pkgs.zstd
+      ]
+      ++ lib.optional (writableLayer == "unionfs-fuse") pkgs.unionfs-fuse;
+    pathsToLink = ["/bin" "/sbin"];
   };
-  closure = pkgs.closureInfo { rootPaths = [ tools ]; };
+  closure = pkgs.closureInfo {rootPaths = [tools];};
 in
-pkgs.runCommand "nixos-pxe-nfsroot" { nativeBuildInputs = [ tool ]; passthru = { inherit tools; }; } ''
-  mkdir $out
-  nixos-pxe pack --out $out/nfsroot.tar --compression none \
-    --store-paths ${closure}/store-paths \
-    --file nixos-pxe/config.json=${configJSON} \
-    ${lib.concatStrings (lib.mapAttrsToList (name: file: "--file nixos-pxe/${name}=${file} ") images)}\
-    --symlink ${lib.removePrefix "/" init}=${tool}/bin/nixos-pxe \
-    --symlink nixos-pxe/tools=${tools} \
-    --dir dev --dir proc --dir sys --dir run --dir tmp --dir mnt --dir etc
-''
+  pkgs.runCommand "nixos-pxe-nfsroot" {
+    nativeBuildInputs = [tool];
+    passthru = {inherit tools;};
+  } ''
+    mkdir $out
+    nixos-pxe pack --out $out/nfsroot.tar --compression none \
+      --store-paths ${closure}/store-paths \
+      --file nixos-pxe/config.json=${configJSON} \
+      ${lib.concatStrings (lib.mapAttrsToList (name: file: "--file nixos-pxe/${name}=${file} ") images)}\
+      --symlink ${lib.removePrefix "/" init}=${tool}/bin/nixos-pxe \
+      --symlink nixos-pxe/tools=${tools} \
+      --dir dev --dir proc --dir sys --dir run --dir tmp --dir mnt --dir etc
+  ''

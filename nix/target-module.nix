@@ -16,35 +16,54 @@
 # --target=i386-pc on each device and, with efiSupport, --target=x86_64-efi into
 # boot.loader.efi.efiSysMountPoint (default /boot, efi.nix); systemd-boot.nix sets
 # boot.loader.grub.enable = mkDefault false when it is enabled.
-{ customInstaller, layout }:
-{ config, lib, modulesPath, ... }:
-let
-  grub = layout == "bios" || layout == "both";
-in
 {
+  customInstaller,
+  layout,
+}: {
+  config,
+  lib,
+  modulesPath,
+  ...
+}: let
+  grub = layout == "bios" || layout == "both";
+in {
   # nixos/modules/profiles/all-hardware.nix: the storage, USB and network drivers in the initrd.
-  imports = [ (modulesPath + "/profiles/all-hardware.nix") ];
+  imports = [(modulesPath + "/profiles/all-hardware.nix")];
 
-  fileSystems."/" = lib.mkDefault { device = "/dev/disk/by-label/nixos"; fsType = "ext4"; };
-  fileSystems."/boot" = lib.mkIf (layout != "bios")
-    (lib.mkDefault { device = "/dev/disk/by-label/ESP"; fsType = "vfat"; options = [ "umask=0077" ]; });
-  swapDevices = lib.mkIf (customInstaller.swapSizeMiB > 0) (lib.mkDefault [ { device = "/dev/disk/by-label/swap"; } ]);
+  fileSystems."/" = lib.mkDefault {
+    device = "/dev/disk/by-label/nixos";
+    fsType = "ext4";
+  };
+  fileSystems."/boot" =
+    lib.mkIf (layout != "bios")
+    (lib.mkDefault {
+      device = "/dev/disk/by-label/ESP";
+      fsType = "vfat";
+      options = ["umask=0077"];
+    });
+  swapDevices = lib.mkIf (customInstaller.swapSizeMiB > 0) (lib.mkDefault [{device = "/dev/disk/by-label/swap";}]);
 
   boot.loader =
-    if grub then {
+    if grub
+    then {
       # grub.enable is NixOS's default (true outside containers): not set here, so that a target
       # that enables systemd-boot meets the assertion below instead of a conflict of defaults.
       grub.device = lib.mkDefault customInstaller.rootDevice;
       grub.efiSupport = lib.mkDefault (layout == "both");
       grub.efiInstallAsRemovable = lib.mkDefault (layout == "both");
       efi.canTouchEfiVariables = lib.mkDefault false;
-    } else {
+    }
+    else {
       systemd-boot.enable = lib.mkDefault true;
       efi.canTouchEfiVariables = lib.mkDefault true;
     };
 
   assertions = lib.optional grub {
     assertion = config.boot.loader.grub.enable && !config.boot.loader.systemd-boot.enable;
-    message = "nixos-pxe: customInstaller.firmware gives this system a disk laid out for ${layout} (a BIOS boot partition${lib.optionalString (layout == "both") " and an ESP"}), which boots with GRUB, but the target system ${if config.boot.loader.systemd-boot.enable then "enables systemd-boot" else "turns GRUB off"}. Leave the boot loader to nixos-pxe (remove boot.loader.systemd-boot.enable / boot.loader.grub.enable from the target), or set customInstaller.firmware = \"uefi\".";
+    message = "nixos-pxe: customInstaller.firmware gives this system a disk laid out for ${layout} (a BIOS boot partition${lib.optionalString (layout == "both") " and an ESP"}), which boots with GRUB, but the target system ${
+      if config.boot.loader.systemd-boot.enable
+      then "enables systemd-boot"
+      else "turns GRUB off"
+    }. Leave the boot loader to nixos-pxe (remove boot.loader.systemd-boot.enable / boot.loader.grub.enable from the target), or set customInstaller.firmware = \"uefi\".";
   };
 }

@@ -24,6 +24,18 @@ fn nix_available() -> bool {
         .is_ok_and(|o| o.status.success())
 }
 
+/// The fleet example the options tests read.
+const FLEET: &str = "examples/fleet/installer.nix";
+
+/// Where `word` is in `file` (from the project's root), as `file:line:column` (from 1), on the
+/// first line that holds `line_holding`: what an origin names, found in the file's text.
+fn at(file: &str, line_holding: &str, word: &str) -> String {
+    let text = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join(file)).unwrap_or_else(|e| panic!("{file}: {e}"));
+    let (number, line) = text.lines().enumerate().find(|(_, l)| l.contains(line_holding)).unwrap_or_else(|| panic!("{file} has no line with {line_holding}"));
+    let column = line.find(word).unwrap_or_else(|| panic!("{file}:{}: no {word}", number + 1)) + 1;
+    format!("{file}:{}:{column}", number + 1)
+}
+
 /// The line `nixos-pxe options` prints for `option`, or "" when there is none.
 fn option_line(stdout: &str, option: &str) -> String {
     stdout
@@ -95,7 +107,7 @@ fn options_say_where_each_value_came_from() {
         "{stdout}"
     );
     assert!(
-        line("bootServer.address").ends_with("\"10.42.0.1\"  (examples/seed/installer.nix:7:5)"),
+        line("bootServer.address").ends_with(&format!("\"10.42.0.1\"  ({})", at("examples/seed/installer.nix", "address = \"10.42.0.1\"", "address"))),
         "{stdout}"
     );
     let json = pxe(&[
@@ -120,7 +132,8 @@ fn options_say_where_each_value_came_from() {
         .find(|e| e["option"] == "bootServer.address")
         .expect("listed");
     assert_eq!(address["origin"]["kind"], "defined");
-    assert_eq!(address["origin"]["line"], 7);
+    let seed_address = at("examples/seed/installer.nix", "address = \"10.42.0.1\"", "address");
+    assert_eq!(address["origin"]["line"].to_string(), seed_address.split(':').nth(1).expect("a line"));
 }
 
 #[test]
@@ -222,16 +235,16 @@ fn options_show_each_hosts_resolved_values_and_their_origin() {
     let stdout = text(&out.stdout);
     let line = |option: &str| option_line(&stdout, option);
     for (option, ending) in [
-        ("fleet.hosts.web2.customInstaller.wipe", "\"always\"  (examples/fleet/installer.nix:44:9)"),
-        ("fleet.hosts.web1.customInstaller.wipe", "\"if-empty\"  (customInstaller.wipe's default)"),
-        ("fleet.hosts.web1.customInstaller.rootDevice", "\"/dev/vda\"  (customInstaller.rootDevice at examples/fleet/installer.nix:27:5)"),
-        ("fleet.hosts.db1.customInstaller.rootSizeMiB", "102400  (examples/fleet/installer.nix:53:11)"),
-        ("fleet.hosts.db1.generation", "2  (examples/fleet/installer.nix:49:9)"),
-        ("fleet.hosts.web1.generation", "1  (default)"),
-        ("fleet.hosts.db1.macs", "[\"5254.0000.0b01\",\"5254.0000.0b02\"]  (examples/fleet/installer.nix:48:9)"),
-        ("fleet.unknownHosts", "\"local-boot\"  (examples/fleet/installer.nix:33:5)"),
+        ("fleet.hosts.web2.customInstaller.wipe", format!("\"always\"  ({})", at(FLEET, "customInstaller.wipe = \"always\"", "customInstaller"))),
+        ("fleet.hosts.web1.customInstaller.wipe", "\"if-empty\"  (customInstaller.wipe's default)".to_string()),
+        ("fleet.hosts.web1.customInstaller.rootDevice", format!("\"/dev/vda\"  (customInstaller.rootDevice at {})", at(FLEET, "rootDevice = \"/dev/vda\"", "rootDevice"))),
+        ("fleet.hosts.db1.customInstaller.rootSizeMiB", format!("102400  ({})", at(FLEET, "rootSizeMiB = 102400", "rootSizeMiB"))),
+        ("fleet.hosts.db1.generation", format!("2  ({})", at(FLEET, "generation = 2", "generation"))),
+        ("fleet.hosts.web1.generation", "1  (default)".to_string()),
+        ("fleet.hosts.db1.macs", format!("[\"5254.0000.0b01\",\"5254.0000.0b02\"]  ({})", at(FLEET, "5254.0000.0b01", "macs"))),
+        ("fleet.unknownHosts", format!("\"local-boot\"  ({})", at(FLEET, "unknownHosts = ", "unknownHosts"))),
     ] {
-        assert!(line(option).ends_with(ending), "{option}: {:?}\n{stdout}", line(option));
+        assert!(line(option).ends_with(&ending), "{option}: {:?}\n{stdout}", line(option));
     }
     assert_eq!(line("fleet.hosts.web1.image"), "", "not a Nix option, not set: not listed");
 }

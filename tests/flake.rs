@@ -147,14 +147,20 @@ fn copy_tracked_files(from: &Path, to: &Path) {
 
 /// A `machine` input for the stand-in: the nixos-pxe binary (hard-linked from `like`'s, or this
 /// build's without its debug information, which every run would otherwise add to the Nix store
-/// as 90 MB) and facts.json.
+/// as 90 MB), the nix-format binary (the flake's formatter, tests/common/nix_format.rs) and
+/// facts.json.
 fn make_machine(dir: &Path, like: Option<&Path>, facts: Value) -> PathBuf {
     std::fs::create_dir_all(dir).expect("mkdir machine");
     let binary = dir.join("nixos-pxe");
+    let formatter = dir.join("nix-format");
     match like {
-        Some(other) => std::fs::hard_link(other.join("nixos-pxe"), &binary).expect("link nixos-pxe"),
+        Some(other) => {
+            std::fs::hard_link(other.join("nixos-pxe"), &binary).expect("link nixos-pxe");
+            std::fs::hard_link(other.join("nix-format"), &formatter).expect("link nix-format");
+        }
         None => {
             run(Command::new("strip").arg("--strip-debug").arg("-o").arg(&binary).arg(env!("CARGO_BIN_EXE_nixos-pxe")));
+            std::fs::copy(common::nix_format::binary(), &formatter).expect("copy nix-format");
         }
     }
     std::fs::write(dir.join("facts.json"), facts.to_string()).expect("write facts.json");
@@ -301,11 +307,13 @@ fn write_consumer_flake(dir: &Path, repo: &Path, tftp_root: &Path) {
 
 /// Which flake a command is about, and which `machine` the stand-in gets.
 #[derive(Clone, Copy)]
-enum Flake {
+enum Flake<'a> {
     /// This repository's flake.
     Repo,
     /// The other repository's flake.
     Consumer,
+    /// A copy of this repository's flake that a test changed.
+    Changed(&'a Path),
 }
 
 /// `nix <args> <flake>#<attr>` with the stand-in nixpkgs, nixpkgs' lib and `machine` put in
@@ -315,6 +323,7 @@ fn nix(f: &Fixture, subcommand: &[&str], flake: Flake, attr: &str, machine: &Pat
     let reference = match flake {
         Flake::Repo => format!("path:{}#{attr}", f.repo.display()),
         Flake::Consumer => format!("path:{}#{attr}", f.consumer.display()),
+        Flake::Changed(dir) => format!("path:{}#{attr}", dir.display()),
     };
     Command::new("nix")
         .env("NIX_CONFIG", NIX_CONFIG)
@@ -445,25 +454,69 @@ fn is_commit_id(c: &str) -> bool {
     c.len() == 40 && c.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
 }
 
-/// checks.formatting skips the files of nix/nixfmt-pending.txt: the list names Nix files of the
-/// repository only (a renamed or removed file leaves no stale name behind that would exempt a new
-/// file of that name), once each, sorted, and the check's derivation is the flake's.
+/// checks.formatting, built: the flake's formatter (nix-format; here the stand-in's
+/// buildRustPackage gives it the binary the tests built from nix-format/ and its lock file) checks
+/// every Nix file of the flake's source, with no list of exceptions, and all are formatted. The
+/// formatter's source is the crate's files, without a target/ a local build left.
 #[test]
-fn the_formatting_check_exempts_only_files_that_exist() {
+fn the_formatting_check_checks_every_nix_file_and_passes() {
     let Some(f) = fixture() else { return };
-    let list = std::fs::read_to_string(root().join("nix/nixfmt-pending.txt")).expect("nix/nixfmt-pending.txt");
-    let names: Vec<&str> = list.lines().filter(|l| !l.starts_with('#') && !l.is_empty()).collect();
-    let tracked = run(Command::new("git").args(["ls-files", "--cached", "--others", "--exclude-standard", "*.nix"]).current_dir(root()));
-    let tracked: BTreeSet<&str> = tracked.lines().collect();
-    for name in &names {
-        assert!(tracked.contains(name), "nix/nixfmt-pending.txt names {name}, which is not a Nix file of the repository");
+    let out = build(f, Flake::Repo, "checks.x86_64-linux.formatting");
+    let checked: BTreeSet<String> = std::fs::read_to_string(&out).expect("the check's output").lines().map(str::to_string).collect();
+    let listed = run(Command::new("git").args(["ls-files", "--cached", "--others", "--exclude-standard", "--", "*.nix"]).current_dir(root()));
+    let listed: BTreeSet<String> = listed.lines().filter(|file| root().join(file).exists()).map(str::to_string).collect();
+    assert!(listed.len() > 50, "{listed:?}");
+    assert_eq!(checked, listed, "checks.formatting checked other files than the repository's Nix files");
+    assert!(!root().join("nix/nixfmt-pending.txt").exists(), "no file is exempt");
+
+    let (program, _) = eval(f, Flake::Repo, "formatter.x86_64-linux.meta.mainProgram", None);
+    assert_eq!(program, "nix-format");
+    let (files, _) = eval(f, Flake::Repo, "formatter.x86_64-linux.src", Some("src: builtins.attrNames (builtins.readDir src)"));
+    assert_eq!(files, serde_json::json!(["Cargo.lock", "Cargo.toml", "src"]), "nix-format's source in the flake");
+}
+
+/// The check fails on a Nix file out of style, a changed one and a new one (no list of files to
+/// keep up), naming both; `nix fmt` (the flake's formatter) formats them, and then the check
+/// passes. On a copy of the repository, so the repository itself stays formatted.
+#[test]
+fn the_formatting_check_fails_on_an_unformatted_file_and_nix_fmt_formats_it() {
+    let Some(f) = fixture() else { return };
+    // Outside the work tree: `nix fmt` takes the flake of its directory, and below a git work tree
+    // that is the git repository's, without files git does not track.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let copy = dir.path().join("repo");
+    run(Command::new("cp").arg("-a").arg(&f.repo).arg(&copy));
+    // flake.nix with one line indented too far (the same Nix), and a new file in a new directory.
+    let flake = std::fs::read_to_string(copy.join("flake.nix")).expect("flake.nix");
+    let line = "\n  inputs.nixpkgs.url = ";
+    assert_eq!(flake.matches(line).count(), 1, "flake.nix has one {line:?}");
+    std::fs::write(copy.join("flake.nix"), flake.replace(line, "\n      inputs.nixpkgs.url = ")).expect("write flake.nix");
+    std::fs::create_dir_all(copy.join("checks/new")).expect("mkdir");
+    std::fs::write(copy.join("checks/new/host.nix"), "{ networking.hostName=\"new\"; }\n").expect("write");
+
+    let attr = "checks.x86_64-linux.formatting";
+    let out = nix(f, &["build", "--no-link"], Flake::Changed(&copy), attr, &f.machine);
+    let log = stderr(&out);
+    assert!(!out.status.success(), "the check passed on unformatted files:\n{log}");
+    for file in ["flake.nix", "checks/new/host.nix"] {
+        assert!(log.contains(&format!("{file}: not formatted")), "the check does not name {file}:\n{log}");
     }
-    let mut sorted = names.clone();
-    sorted.sort_unstable();
-    sorted.dedup();
-    assert_eq!(names, sorted, "nix/nixfmt-pending.txt: sorted, each file once");
-    let (drv, _) = eval(f, Flake::Repo, "checks.x86_64-linux.formatting.drvPath", None);
-    assert!(drv.as_str().is_some_and(|d| d.ends_with("-nixos-pxe-formatting.drv")), "{drv}");
+
+    // `nix fmt` in the copy: the flake's formatter on its files.
+    let out = Command::new("nix")
+        .env("NIX_CONFIG", NIX_CONFIG)
+        .args(["--extra-experimental-features", "nix-command flakes", "fmt", "--no-write-lock-file"])
+        .arg("--override-input").arg("nixpkgs").arg(format!("path:{}", copy.join("tests/nix/stand-in-nixpkgs").display()))
+        .arg("--override-input").arg("nixpkgs/lib").arg(format!("path:{}", f.nixpkgs_lib.display()))
+        .arg("--override-input").arg("nixpkgs/machine").arg(format!("path:{}", f.machine.display()))
+        .current_dir(&copy)
+        .output()
+        .expect("run nix fmt");
+    assert!(out.status.success(), "nix fmt failed:\n{}", stderr(&out));
+    assert_eq!(std::fs::read_to_string(copy.join("flake.nix")).expect("flake.nix"), flake, "nix fmt restored flake.nix");
+    assert_eq!(std::fs::read_to_string(copy.join("checks/new/host.nix")).expect("host.nix"), "{networking.hostName = \"new\";}\n");
+    let out = nix(f, &["build", "--no-link"], Flake::Changed(&copy), attr, &f.machine);
+    assert!(out.status.success(), "the check failed after nix fmt:\n{}", stderr(&out));
 }
 
 /// services.nixos-pxe.package defaults (mkDefault) to this flake's own package for the server's

@@ -75,9 +75,10 @@ fn walk(set: &ast::AttrSet, prefix: &mut Vec<String>, found: &mut BTreeMap<Strin
             ast::Expr::Apply(apply) if submodule_options(&apply).is_some() => {
                 let (options, default) = submodule_options(&apply).expect("checked");
                 let name = prefix.join(".");
+                // `{ }` or `{}`, as a formatter writes it.
                 assert_eq!(
-                    default.as_deref(),
-                    Some("{ }"),
+                    default.map(|d| d.split_whitespace().collect::<String>()).as_deref(),
+                    Some("{}"),
                     "{name}: an attribute set of submodules defaults to {{ }}"
                 );
                 prefix.push(NAME.to_string());
@@ -216,9 +217,12 @@ fn value_of(expr: &ast::Expr) -> Result<Value, String> {
     }
 }
 
-/// Type expressions compared without parentheses and extra spaces.
+/// Type expressions compared without parentheses and extra spaces (also inside list brackets:
+/// `[ "a" "b" ]` and `["a" "b"]` are the same list).
 fn normalize(ty: &str) -> String {
     ty.replace(['(', ')'], " ")
+        .replace('[', " [ ")
+        .replace(']', " ] ")
         .split_whitespace()
         .collect::<Vec<_>>()
         .join(" ")
@@ -346,8 +350,8 @@ fn fleet_host_options_are_checked_like_the_others() {
         ]
     );
     let problems = disagreements(&edited(
-        "type = types.enum [ \"local-boot\" \"hold\" ];",
-        "type = types.enum [ \"local-boot\" \"hold\" \"install\" ];",
+        "type = types.enum [\"local-boot\" \"hold\"];",
+        "type = types.enum [\"local-boot\" \"hold\" \"install\"];",
     ));
     assert_eq!(problems.len(), 1, "{problems:?}");
     assert!(problems[0].starts_with("fleet.unknownHosts: type is"), "{problems:?}");

@@ -1,5 +1,5 @@
 # alpha's (and gamma's) system, a nixosConfigurations entry in flake.nix.
 {
-  imports = [ ./guest.nix ];
+  imports = [./guest.nix];
   networking.hostName = "alpha";
 }

@@ -26,14 +26,14 @@
     maxAttempts = 2;
     hosts = {
       # Its system: lib.mkFleet's hosts.alpha (flake.nix), a nixosConfigurations entry.
-      alpha.macs = [ "52:54:00:12:01:01" ];
+      alpha.macs = ["52:54:00:12:01:01"];
       beta = {
-        macs = [ "5254.0012.0102" ];
+        macs = ["5254.0012.0102"];
         target.directory = ./beta;
         customInstaller.swapSizeMiB = 256;
       };
       # hosts.gamma is alpha's system; no VM has this MAC.
-      gamma.macs = [ "52-54-00-12-01-09" ];
+      gamma.macs = ["52-54-00-12-01-09"];
     };
   };
 }

@@ -1,7 +1,6 @@
 # The system the VM check installs: the test driver's backdoor (so the test can talk to the
 # installed system after it reboots) and the QEMU guest drivers, and a name to check.
-{ modulesPath, ... }:
-{
+{modulesPath, ...}: {
   imports = [
     (modulesPath + "/testing/test-instrumentation.nix")
     (modulesPath + "/profiles/qemu-guest.nix")

@@ -1,8 +1,11 @@
 # The seed's installer on a lab network: the seed's defaults for the boot loader and the
 # installer (efinet0, eth0, ttyS0 at 115200n8, /dev/sda, DHCP), plus the boot server's facts.
 # `nix build .#bootLoader`, `.#kernel` and `.#tarball` build this configuration.
-{ config, pkgs, ... }:
 {
+  config,
+  pkgs,
+  ...
+}: {
   bootServer = {
     address = "10.42.0.1";
     interface = "br0";
@@ -10,7 +13,7 @@
     dhcpRange.start = "10.42.0.100";
     dhcpRange.end = "10.42.0.199";
     router = "10.42.0.1";
-    nameServers = [ "10.42.0.1" ];
+    nameServers = ["10.42.0.1"];
     domainName = "pxe.test";
   };
 

@@ -1,9 +1,12 @@
 # A host whose second NIC faces the boot network: GRUB's efinet1, the kernel's eth1, an
 # NVMe disk named by a stable id, and a static address for the installed system taken
 # from the installer's DHCP lease. Also shows a serial console on ttyS1 (IPMI SOL).
-{ config, pkgs, ... }:
 {
-  imports = [ ./server.nix ];
+  config,
+  pkgs,
+  ...
+}: {
+  imports = [./server.nix];
 
   nfsroot.bootLoader = {
     efinetDHCPInterface = "efinet1";
@@ -11,7 +14,7 @@
     serial.device = "ttyS1";
     serial.settings = "57600n8";
   };
-  nfsroot.extraKernelOptions = [ "MLX5_CORE" "NR_CPUS=512" ];
+  nfsroot.extraKernelOptions = ["MLX5_CORE" "NR_CPUS=512"];
 
   customInstaller.networking.useDHCP = false;
   customInstaller.networking.staticInterfaceFromDHCP = "enp2s0";

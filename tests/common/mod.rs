@@ -9,6 +9,7 @@
 pub mod bmc;
 pub mod efi_disk;
 pub mod host_state;
+pub mod nix_format;
 pub mod pypi_venv;
 pub mod stand_in_root;
 pub mod virt_firmware;

@@ -2,6 +2,6 @@
 # customInstaller.firmware = "auto" builds a system for UEFI and one for BIOS, and the installer
 # lays the disk out for the firmware it runs under. tests/e2e_install.rs installs it on SeaBIOS.
 {
-  imports = [ ../../examples/seed/installer.nix ];
+  imports = [../../examples/seed/installer.nix];
   customInstaller.firmware = "auto";
 }

@@ -2,6 +2,6 @@
 # boot partition and an ESP, GRUB for BIOS and GRUB's removable EFI loader).
 # tests/e2e_install.rs installs it on SeaBIOS and boots the disk under SeaBIOS and OVMF.
 {
-  imports = [ ../../examples/seed/installer.nix ];
+  imports = [../../examples/seed/installer.nix];
   customInstaller.firmware = "both";
 }

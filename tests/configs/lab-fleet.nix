@@ -4,8 +4,11 @@
 # boots: its own ESP size and a static network for the installed system, generation 3. lab2 has
 # another system, so that picking the wrong host or image shows. The test adds each host's `image`
 # to config.json, as lib.mkFleet does.
-{ config, pkgs, ... }:
 {
+  config,
+  pkgs,
+  ...
+}: {
   nfsroot.bootLoader = {
     efinetDHCPInterface = "auto";
     linuxPnPInterface = "auto";
@@ -18,7 +21,7 @@
     dhcpRange.start = "10.42.0.100";
     dhcpRange.end = "10.42.0.199";
     router = "10.42.0.1";
-    nameServers = [ "10.42.0.1" ];
+    nameServers = ["10.42.0.1"];
     domainName = "pxe.test";
   };
 
@@ -26,7 +29,7 @@
 
   fleet.hosts = {
     lab1 = {
-      macs = [ "52:54:00:00:00:a1" ];
+      macs = ["52:54:00:00:00:a1"];
       generation = 3;
       target.flake = "/srv/fleet#lab1";
       customInstaller = {
@@ -36,7 +39,7 @@
       };
     };
     lab2 = {
-      macs = [ "52-54-00-00-00-B2" ];
+      macs = ["52-54-00-00-00-B2"];
       target.flake = "/srv/fleet#lab2";
     };
   };

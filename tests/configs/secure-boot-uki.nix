@@ -2,8 +2,7 @@
 # The test generates the key and the certificate in its temp dir and writes a file that imports
 # this one and sets bootServer.secureBoot.keyFile and .certificateFile to them; the kernel
 # fragment (the test kernel's cache key) does not depend on those paths.
-{ ... }:
-{
+{...}: {
   nfsroot.bootLoader.linuxPnPInterface = "auto";
 
   bootServer = {

@@ -1,5 +1,5 @@
 # beta's system, from fleet.hosts.beta.target.directory.
 {
-  imports = [ ../guest.nix ];
+  imports = [../guest.nix];
   networking.hostName = "beta";
 }

@@ -7,63 +7,90 @@
 # `attribute 'X' missing` naming it, with the file and line that asked. tests/flake.rs checks the
 # other direction: every pkgs.* entry here is used by the flake's outputs (each is traced when
 # forced), so the list holds exactly what the layer uses.
-{ lib, system, machine, modulesPath }:
-let
+{
+  lib,
+  system,
+  machine,
+  modulesPath,
+}: let
   facts = builtins.fromJSON (builtins.readFile (machine + "/facts.json"));
-  stdenv = import ./stdenv.nix { inherit system; };
-  support = import ./build-support.nix { inherit lib stdenv machine; };
-  debian = import ./debian.nix { inherit stdenv; };
+  stdenv = import ./stdenv.nix {inherit system;};
+  support = import ./build-support.nix {inherit lib stdenv machine;};
+  debian = import ./debian.nix {inherit stdenv;};
   # The stand-ins' own helpers, untraced: what the stand-in uses internally is not a use by the
   # project's layer.
-  impl = { inherit (stdenv) runCommand; inherit (support) writeText; };
-  kernelStandIn = import ./kernel.nix { inherit lib stdenv facts; };
+  impl = {
+    inherit (stdenv) runCommand;
+    inherit (support) writeText;
+  };
+  kernelStandIn = import ./kernel.nix {inherit lib stdenv facts;};
 
   # read: the file was read at that commit and the interface used is as the layer uses it.
   # found: the file defining the attribute exists at that commit (a package whose bin/ or sbin/
   # has the programs named; the stand-in links Debian's).
-  read = file: commit: value: { inherit file commit value; checked = "read"; };
-  found = file: commit: value: { inherit file commit value; checked = "found"; };
+  read = file: commit: value: {
+    inherit file commit value;
+    checked = "read";
+  };
+  found = file: commit: value: {
+    inherit file commit value;
+    checked = "found";
+  };
 
   pkgsEntries = {
     # nixpkgs' lib, as pkgs.lib (the flake's legacyPackages set it, with its version info).
-    lib = read "flake.nix (legacyPackages: lib = prev.lib.extend ...)" "025640dcb7270faa6fe80089fda831b89f3824a9"
+    lib =
+      read "flake.nix (legacyPackages: lib = prev.lib.extend ...)" "025640dcb7270faa6fe80089fda831b89f3824a9"
       lib;
-    callPackage = read "lib/customisation.nix (callPackageWith; the real lib of the nixpkgs.lib mirror)" "de42d44212d207476489bce163375d8306a26d59"
+    callPackage =
+      read "lib/customisation.nix (callPackageWith; the real lib of the nixpkgs.lib mirror)" "de42d44212d207476489bce163375d8306a26d59"
       (lib.callPackageWith pkgs);
-    runCommand = read "pkgs/build-support/trivial-builders/default.nix" "00ee9b64aafebe333c3e33ffb093734092158728"
+    runCommand =
+      read "pkgs/build-support/trivial-builders/default.nix" "00ee9b64aafebe333c3e33ffb093734092158728"
       stdenv.runCommand;
-    writeText = read "pkgs/build-support/trivial-builders/default.nix" "00ee9b64aafebe333c3e33ffb093734092158728"
+    writeText =
+      read "pkgs/build-support/trivial-builders/default.nix" "00ee9b64aafebe333c3e33ffb093734092158728"
       support.writeText;
-    buildEnv = read "pkgs/build-support/buildenv/default.nix" "010375ac6ad4d6c710a60a88661a6dd7d04e9fe1"
+    buildEnv =
+      read "pkgs/build-support/buildenv/default.nix" "010375ac6ad4d6c710a60a88661a6dd7d04e9fe1"
       support.buildEnv;
-    closureInfo = read "pkgs/build-support/closure-info.nix" "06d7e54d62cfa303057ad65d86311cdce6f8c9bf"
+    closureInfo =
+      read "pkgs/build-support/closure-info.nix" "06d7e54d62cfa303057ad65d86311cdce6f8c9bf"
       support.closureInfo;
-    mkShell = read "pkgs/build-support/mkshell/default.nix" "07c91341fd6e5f2ca8d0a6d62e6d0e1ecc94283d"
+    mkShell =
+      read "pkgs/build-support/mkshell/default.nix" "07c91341fd6e5f2ca8d0a6d62e6d0e1ecc94283d"
       support.mkShell;
-    rustPlatform = read "pkgs/build-support/rust/build-rust-package/default.nix" "00ed845c1e2614deeb230f4d6197baf190df7d5d"
+    rustPlatform =
+      read "pkgs/build-support/rust/build-rust-package/default.nix" "00ed845c1e2614deeb230f4d6197baf190df7d5d"
       support.rustPlatform;
     # rustc.version is what nix/package.nix compares with Cargo.toml's rust-version; the stand-in's
     # is facts.json's (the rustc that built the binary, or an old one to test the message).
-    rustc = found "pkgs/development/compilers/rust/default.nix (rustc.version), 1_88.nix" "2b9c7b4268709fef37158314da3a64295c4761c5, 2c718db15e5b1a84238a414c225a18a5828e5b78"
-      (debian.notBuildableHere "rustc" "rustup's toolchain is outside the build sandbox" // { version = facts.rustcVersion; });
-    cargo = found "pkgs/development/compilers/rust/default.nix" "2b9c7b4268709fef37158314da3a64295c4761c5"
+    rustc =
+      found "pkgs/development/compilers/rust/default.nix (rustc.version), 1_88.nix" "2b9c7b4268709fef37158314da3a64295c4761c5, 2c718db15e5b1a84238a414c225a18a5828e5b78"
+      (debian.notBuildableHere "rustc" "rustup's toolchain is outside the build sandbox" // {version = facts.rustcVersion;});
+    cargo =
+      found "pkgs/development/compilers/rust/default.nix" "2b9c7b4268709fef37158314da3a64295c4761c5"
       (debian.notBuildableHere "cargo" "rustup's toolchain is outside the build sandbox");
-    clippy = found "pkgs/development/compilers/rust/default.nix" "2b9c7b4268709fef37158314da3a64295c4761c5"
+    clippy =
+      found "pkgs/development/compilers/rust/default.nix" "2b9c7b4268709fef37158314da3a64295c4761c5"
       (debian.notBuildableHere "clippy" "rustup's toolchain is outside the build sandbox");
-    rustfmt = found "pkgs/development/compilers/rust/default.nix" "2b9c7b4268709fef37158314da3a64295c4761c5"
+    rustfmt =
+      found "pkgs/development/compilers/rust/default.nix" "2b9c7b4268709fef37158314da3a64295c4761c5"
       (debian.notBuildableHere "rustfmt" "rustup's toolchain is outside the build sandbox");
     # grub2.override { efiSupport = true; } (pkgs/top-level/all-packages.nix); modules in
     # $out/lib/grub/x86_64-efi, grub-mkimage in $out/bin (--program-prefix=).
-    grub2_efi = read "pkgs/tools/misc/grub/default.nix" "020a9ba1024adc096ba9db4c59cb3361a812be2c"
-      (stdenv.runCommand "grub-efi-from-debian" { } ''
+    grub2_efi =
+      read "pkgs/tools/misc/grub/default.nix" "020a9ba1024adc096ba9db4c59cb3361a812be2c"
+      (stdenv.runCommand "grub-efi-from-debian" {} ''
         mkdir -p "$out/lib/grub" "$out/bin"
         cp -r /usr/lib/grub/x86_64-efi "$out/lib/grub/x86_64-efi"
         ln -s /usr/bin/grub-mkimage "$out/bin/grub-mkimage"
       '');
     # grub2: no platform flag, so configure's default for x86_64-linux, i386-pc (passthru
     # grubTarget = "i386-pc"); modules in $out/lib/grub/i386-pc.
-    grub2 = read "pkgs/tools/misc/grub/default.nix" "020a9ba1024adc096ba9db4c59cb3361a812be2c"
-      (stdenv.runCommand "grub-pc-from-debian" { } ''
+    grub2 =
+      read "pkgs/tools/misc/grub/default.nix" "020a9ba1024adc096ba9db4c59cb3361a812be2c"
+      (stdenv.runCommand "grub-pc-from-debian" {} ''
         mkdir -p "$out/lib/grub"
         cp -r /usr/lib/grub/i386-pc "$out/lib/grub/i386-pc"
       '');
@@ -71,71 +98,91 @@ let
     # patchShebangs, buildPhase and installPhase (no configure script: configurePhase does
     # nothing); stdenv.hostPlatform.linuxArch (lib/systems/default.nix); stdenv.cc.targetPrefix
     # (empty for a native compiler), as generic.nix's configfile derivation uses them.
-    stdenv = found "pkgs/stdenv/generic/setup.sh, pkgs/stdenv/generic/make-derivation.nix, pkgs/os-specific/linux/kernel/generic.nix (read: its configfile derivation)" "183939da54831b11f389d9863a0e5b41aaf1ddc5, 8c2682d3dfa11db3a299590c156aa7ce9888b6ab, 00e6b22b508f93e219efee2dda4397027ccaf934"
+    stdenv =
+      found "pkgs/stdenv/generic/setup.sh, pkgs/stdenv/generic/make-derivation.nix, pkgs/os-specific/linux/kernel/generic.nix (read: its configfile derivation)" "183939da54831b11f389d9863a0e5b41aaf1ddc5, 8c2682d3dfa11db3a299590c156aa7ce9888b6ab, 00e6b22b508f93e219efee2dda4397027ccaf934"
       stdenv;
     # Kconfig's parser is built with them (generic.nix's configfile derivation has both).
-    bison = found "pkgs/development/tools/parsing/bison/default.nix" "e51058280469f12090c6be301fa2626bf373243d"
-      (debian.fromDebian "bison" [ "/usr/bin/bison" ]);
-    flex = found "pkgs/development/tools/parsing/flex/default.nix" "e3a5a0c93deccddddbf4324deecfd4c155d5b08c"
-      (debian.fromDebian "flex" [ "/usr/bin/flex" ]);
+    bison =
+      found "pkgs/development/tools/parsing/bison/default.nix" "e51058280469f12090c6be301fa2626bf373243d"
+      (debian.fromDebian "bison" ["/usr/bin/bison"]);
+    flex =
+      found "pkgs/development/tools/parsing/flex/default.nix" "e3a5a0c93deccddddbf4324deecfd4c155d5b08c"
+      (debian.fromDebian "flex" ["/usr/bin/flex"]);
     # linuxPackages.kernel's src, version, modDirVersion and commonMakeFlags: generic.nix hands
     # them to the kernel's derivation (mkDerivation's src; passthru version, modDirVersion and
     # commonMakeFlags in build.nix, the latter common-flags.nix's CC, HOSTCC, ARCH, CROSS_COMPILE).
-    linuxPackages = read "pkgs/os-specific/linux/kernel/generic.nix, pkgs/os-specific/linux/kernel/build.nix (passthru), pkgs/os-specific/linux/kernel/common-flags.nix" "00e6b22b508f93e219efee2dda4397027ccaf934, 001ef8c47d5fb14f761694a5ba102a7379dcb311, 0fc7cb2d129033ec960e2fbc074723d4db26f089"
-      { inherit (kernelStandIn) kernel; };
+    linuxPackages =
+      read "pkgs/os-specific/linux/kernel/generic.nix, pkgs/os-specific/linux/kernel/build.nix (passthru), pkgs/os-specific/linux/kernel/common-flags.nix" "00e6b22b508f93e219efee2dda4397027ccaf934, 001ef8c47d5fb14f761694a5ba102a7379dcb311, 0fc7cb2d129033ec960e2fbc074723d4db26f089"
+      {inherit (kernelStandIn) kernel;};
     # linuxManualConfig { version; src; configfile; modDirVersion; }: the .config is read at
     # evaluation time only with allowImportFromDerivation or a configfile that is a plain path
     # (config's default), so here nothing is; without `config` it builds no modules (isModular
     # reads CONFIG_MODULES from it) and installs the image as $out/bzImage (installkernel).
     # manual-config.nix before build.nix took its place: the same arguments and defaults.
-    linuxManualConfig = read "pkgs/os-specific/linux/kernel/build.nix, pkgs/os-specific/linux/kernel/manual-config.nix, doc/packages/linux.section.md (pkgs.linuxManualConfig)" "001ef8c47d5fb14f761694a5ba102a7379dcb311, 001cd48928bfea13dfe751a682c4c2bb90967786, 020748898da5cf780061381f545e1b17dfefc0ff"
+    linuxManualConfig =
+      read "pkgs/os-specific/linux/kernel/build.nix, pkgs/os-specific/linux/kernel/manual-config.nix, doc/packages/linux.section.md (pkgs.linuxManualConfig)" "001ef8c47d5fb14f761694a5ba102a7379dcb311, 001cd48928bfea13dfe751a682c4c2bb90967786, 020748898da5cf780061381f545e1b17dfefc0ff"
       kernelStandIn.linuxManualConfig;
-    # `nix fmt` (formatter) and checks.formatting (nix/formatting.nix): nixpkgs' nixfmt is the RFC
-    # 166 formatter since 25.11 (nixfmt-rfc-style before; doc/release-notes/rl-2511.section.md),
-    # nixfmt-tree runs it through treefmt on every Nix file. Haskell programs nixpkgs builds:
-    # nothing here can build or run them, so both only evaluate.
-    nixfmt = read "pkgs/by-name/ni/nixfmt/package.nix, doc/release-notes/rl-2511.section.md" "281ffa987c258b62de853178b382da1eaa9abd61, 00030d51da91e1cb9c55beb6a5a5d1522cf59aca"
-      (debian.notBuildableHere "nixfmt" "nixfmt is a Haskell program that only nixpkgs builds; no package here provides it");
-    nixfmt-tree = read "pkgs/by-name/ni/nixfmt-tree/package.nix" "03984ba04968da61939271e9ae5f776e9842c1b7"
-      (debian.notBuildableHere "nixfmt-tree" "treefmt with nixpkgs' nixfmt, which no package here provides");
-    testers = read "pkgs/build-support/testers/default.nix (runNixOSTest)" "013635633ffe11f70df1d639f563f21c42c1f778"
-      { runNixOSTest = import ./testers.nix { inherit lib impl; inherit (nixos) nixosSystem; }; };
+    testers =
+      read "pkgs/build-support/testers/default.nix (runNixOSTest)" "013635633ffe11f70df1d639f563f21c42c1f778"
+      {
+        runNixOSTest = import ./testers.nix {
+          inherit lib impl;
+          inherit (nixos) nixosSystem;
+        };
+      };
 
     # The installer's programs (nix/tarball.nix) and the VM check's and dev shell's packages.
-    bashInteractive = found "pkgs/shells/bash/5.nix" "076e3657a438979737f0df6b8e918a3a32e6305a"
-      (debian.fromDebian "bashInteractive" [ "/usr/bin/bash" ]);
-    coreutils = found "pkgs/tools/misc/coreutils/default.nix" "b27cf66ee28bc9fdec9a36fb00e019d5c0b57402"
-      (debian.fromDebian "coreutils" [ "/usr/bin/cat" "/usr/bin/cp" "/usr/bin/ln" "/usr/bin/ls" "/usr/bin/mkdir" "/usr/bin/mv" "/usr/bin/rm" "/usr/bin/sync" ]);
-    util-linux = found "pkgs/by-name/ut/util-linux/package.nix" "6cb2b09bfa9946d3677498f31613e67999bd9323"
-      (debian.fromDebian "util-linux" [ "/usr/sbin/sfdisk" "/usr/sbin/mkswap" "/usr/sbin/blkid" "/usr/bin/mount" "/usr/bin/umount" ]);
-    e2fsprogs = found "pkgs/by-name/e2/e2fsprogs/package.nix" "b0ed9d8fac78fc5005ee95ebfbf7098e3973a710"
-      (debian.fromDebian "e2fsprogs" [ "/usr/sbin/mkfs.ext4" "/usr/sbin/e2fsck" ]);
-    dosfstools = found "pkgs/by-name/do/dosfstools/package.nix" "682c0bcc666084fc5cce2e84edc79e8661119931"
-      (debian.fromDebian "dosfstools" [ "/usr/sbin/mkfs.vfat" "/usr/sbin/mkfs.fat" ]);
-    iproute2 = found "pkgs/by-name/ip/iproute2/package.nix" "772864ee1e0ba7f92d9ce9f67b1f8a7ad9af1d0b"
-      (debian.fromDebian "iproute2" [ "/usr/bin/ip" ]);
-    kmod = found "pkgs/os-specific/linux/kmod/default.nix" "808f05808b40c9092a54cfab7799c13cdb8a5db5"
-      (debian.fromDebian "kmod" [ "/usr/bin/kmod" "/usr/sbin/modprobe" ]);
-    nix = found "pkgs/tools/package-management/nix/default.nix" "bfee64fa59f28b1f22acce7d50784da5c32018cc"
-      (debian.fromDebian "nix" [ "/usr/bin/nix" "/usr/bin/nix-store" "/usr/bin/nix-env" ]);
-    nixos-install-tools = found "pkgs/by-name/ni/nixos-install-tools/package.nix" "258b3c118d7103ef6a20433e065a805a6ade4484"
-      (debian.nixosOnly "nixos-install-tools" [ "nixos-generate-config" "nixos-enter" "nixos-install" ]);
-    zstd = found "pkgs/tools/compression/zstd/default.nix" "a0ceb5197a0e2e7c5a649fc4893cd77508f6b4d5"
-      (debian.fromDebian "zstd" [ "/usr/bin/zstd" ]);
-    unionfs-fuse = found "pkgs/by-name/un/unionfs-fuse/package.nix" "e944ac95b3cb5c7a818d2c6da220db18afcf7a33"
-      (debian.fromDebian "unionfs-fuse" [ "/usr/bin/unionfs" ]);
-    gnutar = found "pkgs/by-name/gn/gnutar/package.nix" "d62277a06632df4e578200c65dd3da1f0af62c6d"
-      (debian.fromDebian "gnutar" [ "/usr/bin/tar" ]);
+    bashInteractive =
+      found "pkgs/shells/bash/5.nix" "076e3657a438979737f0df6b8e918a3a32e6305a"
+      (debian.fromDebian "bashInteractive" ["/usr/bin/bash"]);
+    coreutils =
+      found "pkgs/tools/misc/coreutils/default.nix" "b27cf66ee28bc9fdec9a36fb00e019d5c0b57402"
+      (debian.fromDebian "coreutils" ["/usr/bin/cat" "/usr/bin/cp" "/usr/bin/ln" "/usr/bin/ls" "/usr/bin/mkdir" "/usr/bin/mv" "/usr/bin/rm" "/usr/bin/sync"]);
+    util-linux =
+      found "pkgs/by-name/ut/util-linux/package.nix" "6cb2b09bfa9946d3677498f31613e67999bd9323"
+      (debian.fromDebian "util-linux" ["/usr/sbin/sfdisk" "/usr/sbin/mkswap" "/usr/sbin/blkid" "/usr/bin/mount" "/usr/bin/umount"]);
+    e2fsprogs =
+      found "pkgs/by-name/e2/e2fsprogs/package.nix" "b0ed9d8fac78fc5005ee95ebfbf7098e3973a710"
+      (debian.fromDebian "e2fsprogs" ["/usr/sbin/mkfs.ext4" "/usr/sbin/e2fsck"]);
+    dosfstools =
+      found "pkgs/by-name/do/dosfstools/package.nix" "682c0bcc666084fc5cce2e84edc79e8661119931"
+      (debian.fromDebian "dosfstools" ["/usr/sbin/mkfs.vfat" "/usr/sbin/mkfs.fat"]);
+    iproute2 =
+      found "pkgs/by-name/ip/iproute2/package.nix" "772864ee1e0ba7f92d9ce9f67b1f8a7ad9af1d0b"
+      (debian.fromDebian "iproute2" ["/usr/bin/ip"]);
+    kmod =
+      found "pkgs/os-specific/linux/kmod/default.nix" "808f05808b40c9092a54cfab7799c13cdb8a5db5"
+      (debian.fromDebian "kmod" ["/usr/bin/kmod" "/usr/sbin/modprobe"]);
+    nix =
+      found "pkgs/tools/package-management/nix/default.nix" "bfee64fa59f28b1f22acce7d50784da5c32018cc"
+      (debian.fromDebian "nix" ["/usr/bin/nix" "/usr/bin/nix-store" "/usr/bin/nix-env"]);
+    nixos-install-tools =
+      found "pkgs/by-name/ni/nixos-install-tools/package.nix" "258b3c118d7103ef6a20433e065a805a6ade4484"
+      (debian.nixosOnly "nixos-install-tools" ["nixos-generate-config" "nixos-enter" "nixos-install"]);
+    zstd =
+      found "pkgs/tools/compression/zstd/default.nix" "a0ceb5197a0e2e7c5a649fc4893cd77508f6b4d5"
+      (debian.fromDebian "zstd" ["/usr/bin/zstd"]);
+    unionfs-fuse =
+      found "pkgs/by-name/un/unionfs-fuse/package.nix" "e944ac95b3cb5c7a818d2c6da220db18afcf7a33"
+      (debian.fromDebian "unionfs-fuse" ["/usr/bin/unionfs"]);
+    gnutar =
+      found "pkgs/by-name/gn/gnutar/package.nix" "d62277a06632df4e578200c65dd3da1f0af62c6d"
+      (debian.fromDebian "gnutar" ["/usr/bin/tar"]);
     # $out/bin/dnsmasq (BINDIR=$(out)/bin), as checks/pxe-install.nix runs it.
-    dnsmasq = read "pkgs/by-name/dn/dnsmasq/package.nix" "04e8a1744818d111e65595b1f8eb7476abccc558"
-      (debian.fromDebian "dnsmasq" [ "/usr/sbin/dnsmasq" ]);
-    kea = found "pkgs/by-name/ke/kea/package.nix" "359f8630b84590040ab2916d2740af02a35aaaca"
-      (debian.fromDebian "kea" [ "/usr/sbin/kea-dhcp4" ]);
-    atftp = found "pkgs/by-name/at/atftp/package.nix" "2faec4eca3b0717c3e754e5858e006cd14d288c1"
-      (debian.fromDebian "atftp" [ "/usr/bin/atftp" ]);
-    qemu = found "pkgs/applications/virtualization/qemu/default.nix" "2d382f3d981fc9e4a350badb43736c252415d27c"
+    dnsmasq =
+      read "pkgs/by-name/dn/dnsmasq/package.nix" "04e8a1744818d111e65595b1f8eb7476abccc558"
+      (debian.fromDebian "dnsmasq" ["/usr/sbin/dnsmasq"]);
+    kea =
+      found "pkgs/by-name/ke/kea/package.nix" "359f8630b84590040ab2916d2740af02a35aaaca"
+      (debian.fromDebian "kea" ["/usr/sbin/kea-dhcp4"]);
+    atftp =
+      found "pkgs/by-name/at/atftp/package.nix" "2faec4eca3b0717c3e754e5858e006cd14d288c1"
+      (debian.fromDebian "atftp" ["/usr/bin/atftp"]);
+    qemu =
+      found "pkgs/applications/virtualization/qemu/default.nix" "2d382f3d981fc9e4a350badb43736c252415d27c"
       (debian.notBuildableHere "qemu" "QEMU here is a wrapper around a private copy (dev/install-qemu.sh) outside the build sandbox");
-    OVMF = found "pkgs/applications/virtualization/OVMF/default.nix" "80f47974b7edf27f7eaa6e16f094591ff6e87b0b"
+    OVMF =
+      found "pkgs/applications/virtualization/OVMF/default.nix" "80f47974b7edf27f7eaa6e16f094591ff6e87b0b"
       (debian.notBuildableHere "OVMF" "the stand-in has no OVMF package layout");
   };
 
@@ -143,7 +190,7 @@ let
   # the flake's outputs used.
   pkgs = lib.mapAttrs (name: entry: builtins.trace "stand-in nixpkgs: used pkgs.${name}" entry.value) pkgsEntries;
 
-  nixos = import ./nixos.nix { inherit lib pkgs impl modulesPath; };
+  nixos = import ./nixos.nix {inherit lib pkgs impl modulesPath;};
 
   # The flake's own attributes (nixpkgs' flake.nix) and the NixOS parts the layer reaches through
   # lib.nixosSystem and modulesPath.
@@ -194,13 +241,13 @@ let
     "test-instrumentation.nix: usePredictableInterfaceNames = false (eth0), the backdoor service" = read "nixos/modules/testing/test-instrumentation.nix" "026aeb71eaa8d887813bf2f3302fb5bb1ca5faf2" null;
     "test driver: succeed, fail, wait_for_unit, wait_for_open_port(port, addr)" = read "nixos/lib/test-driver/src/test_driver/machine/__init__.py" "019697db058b6738eda0cb2cdcc9f5c014c914cb" null;
   };
-in
-{
+in {
   inherit pkgs;
   lib = lib.extend (final: prev: {
     nixosSystem = args: builtins.trace "stand-in nixpkgs: used lib.nixosSystem" (nixos.nixosSystem args);
   });
   # For tests/flake.rs and the README: the list without the stand-ins.
-  list = lib.mapAttrs (_: entry: { inherit (entry) file commit checked; })
+  list =
+    lib.mapAttrs (_: entry: {inherit (entry) file commit checked;})
     (lib.mapAttrs' (name: entry: lib.nameValuePair "pkgs.${name}" entry) pkgsEntries // otherEntries);
 }

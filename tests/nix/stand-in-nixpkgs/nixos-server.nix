@@ -10,17 +10,25 @@
 #   nftables.nix, used as firewall-nftables.nix uses it), boot.kernelModules (listOf str),
 #   environment.systemPackages (nixos/modules/config/system-path.nix), services.postgresql.enable,
 #   ensureDatabases and ensureUsers (nixos/modules/services/databases/postgresql.nix).
-{ lib, ... }:
-let
+{lib, ...}: let
   inherit (lib) mkOption types;
   canonicalizePortList = ports: lib.unique (builtins.sort builtins.lessThan ports);
-  ports = mkOption { type = types.listOf types.port; default = [ ]; apply = canonicalizePortList; };
-  ranges = mkOption { type = types.listOf (types.attrsOf types.port); default = [ ]; };
-in
-{
+  ports = mkOption {
+    type = types.listOf types.port;
+    default = [];
+    apply = canonicalizePortList;
+  };
+  ranges = mkOption {
+    type = types.listOf (types.attrsOf types.port);
+    default = [];
+  };
+in {
   _file = ./nixos-server.nix;
   options = {
-    networking.firewall.enable = mkOption { type = types.bool; default = true; };
+    networking.firewall.enable = mkOption {
+      type = types.bool;
+      default = true;
+    };
     networking.firewall.interfaces = mkOption {
       type = types.attrsOf (types.submodule {
         options = {
@@ -30,9 +38,12 @@ in
           allowedUDPPortRanges = ranges;
         };
       });
-      default = { };
+      default = {};
     };
-    networking.firewall.filterOutput.enabled = mkOption { type = types.bool; default = false; };
+    networking.firewall.filterOutput.enabled = mkOption {
+      type = types.bool;
+      default = false;
+    };
     networking.firewall.filterOutput.interfaces = mkOption {
       type = types.attrsOf (types.submodule {
         options = {
@@ -42,30 +53,51 @@ in
           allowedUDPPortRanges = ranges;
         };
       });
-      default = { };
+      default = {};
     };
-    networking.nftables.enable = mkOption { type = types.bool; default = false; };
+    networking.nftables.enable = mkOption {
+      type = types.bool;
+      default = false;
+    };
     networking.nftables.tables = mkOption {
       type = types.attrsOf (types.submodule {
         options = {
-          family = mkOption { type = types.enum [ "ip" "ip6" "inet" "arp" "bridge" "netdev" ]; };
-          content = mkOption { type = types.lines; default = ""; };
+          family = mkOption {type = types.enum ["ip" "ip6" "inet" "arp" "bridge" "netdev"];};
+          content = mkOption {
+            type = types.lines;
+            default = "";
+          };
         };
       });
-      default = { };
+      default = {};
     };
-    boot.kernelModules = mkOption { type = types.listOf types.str; default = [ ]; };
-    environment.systemPackages = mkOption { type = types.listOf types.package; default = [ ]; };
-    services.postgresql.enable = mkOption { type = types.bool; default = false; };
-    services.postgresql.ensureDatabases = mkOption { type = types.listOf types.str; default = [ ]; };
+    boot.kernelModules = mkOption {
+      type = types.listOf types.str;
+      default = [];
+    };
+    environment.systemPackages = mkOption {
+      type = types.listOf types.package;
+      default = [];
+    };
+    services.postgresql.enable = mkOption {
+      type = types.bool;
+      default = false;
+    };
+    services.postgresql.ensureDatabases = mkOption {
+      type = types.listOf types.str;
+      default = [];
+    };
     services.postgresql.ensureUsers = mkOption {
       type = types.listOf (types.submodule {
         options = {
-          name = mkOption { type = types.str; };
-          ensureDBOwnership = mkOption { type = types.bool; default = false; };
+          name = mkOption {type = types.str;};
+          ensureDBOwnership = mkOption {
+            type = types.bool;
+            default = false;
+          };
         };
       });
-      default = [ ];
+      default = [];
     };
   };
 }

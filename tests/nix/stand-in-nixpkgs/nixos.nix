@@ -27,35 +27,69 @@
 #   environment.systemPackages), declared with NixOS's types;
 # Everything else a NixOS configuration sets is accepted unevaluated (a freeform top level): the
 # stand-in does not know NixOS's thousands of options, NixOS itself would refuse unknown ones.
-{ lib, pkgs, impl, modulesPath }:
-let
+{
+  lib,
+  pkgs,
+  impl,
+  modulesPath,
+}: let
   inherit (lib) mkOption types;
 
-  fileSystemModule = { name, ... }: {
+  fileSystemModule = {name, ...}: {
     options = {
-      mountPoint = mkOption { type = types.str; default = name; };
-      device = mkOption { type = types.nullOr types.str; default = null; };
-      label = mkOption { type = types.nullOr types.str; default = null; };
-      fsType = mkOption { type = types.str; default = "auto"; };
-      options = mkOption { type = types.nonEmptyListOf types.str; default = [ "defaults" ]; };
-      depends = mkOption { type = types.listOf types.str; default = [ ]; };
-      autoResize = mkOption { type = types.bool; default = false; };
+      mountPoint = mkOption {
+        type = types.str;
+        default = name;
+      };
+      device = mkOption {
+        type = types.nullOr types.str;
+        default = null;
+      };
+      label = mkOption {
+        type = types.nullOr types.str;
+        default = null;
+      };
+      fsType = mkOption {
+        type = types.str;
+        default = "auto";
+      };
+      options = mkOption {
+        type = types.nonEmptyListOf types.str;
+        default = ["defaults"];
+      };
+      depends = mkOption {
+        type = types.listOf types.str;
+        default = [];
+      };
+      autoResize = mkOption {
+        type = types.bool;
+        default = false;
+      };
     };
   };
 
   # A value of a [Unit] or [Service] setting (NixOS's unitOption: a scalar, or a list for a
   # setting given several times).
-  unitScalar = types.oneOf [ types.bool types.int types.str types.path ];
+  unitScalar = types.oneOf [types.bool types.int types.str types.path];
   unitOption = types.either unitScalar (types.listOf unitScalar);
-  units = mkOption { type = types.listOf types.str; default = [ ]; };
+  units = mkOption {
+    type = types.listOf types.str;
+    default = [];
+  };
   # NixOS's checkService: the Type and Restart values systemd knows.
   checkService = settings:
-    lib.elem (settings.Type or "simple") [ "exec" "simple" "forking" "oneshot" "dbus" "notify" "notify-reload" "idle" ]
-    && lib.elem (settings.Restart or "no") [ "no" "on-success" "on-failure" "on-abnormal" "on-abort" "on-watchdog" "always" ];
+    lib.elem (settings.Type or "simple") ["exec" "simple" "forking" "oneshot" "dbus" "notify" "notify-reload" "idle"]
+    && lib.elem (settings.Restart or "no") ["no" "on-success" "on-failure" "on-abnormal" "on-abort" "on-watchdog" "always"];
   serviceModule = {
     options = {
-      enable = mkOption { type = types.bool; default = true; };
-      description = mkOption { type = types.singleLineStr; default = ""; };
+      enable = mkOption {
+        type = types.bool;
+        default = true;
+      };
+      description = mkOption {
+        type = types.singleLineStr;
+        default = "";
+      };
       wantedBy = units;
       requiredBy = units;
       wants = units;
@@ -63,109 +97,176 @@ let
       bindsTo = units;
       after = units;
       before = units;
-      unitConfig = mkOption { type = types.attrsOf unitOption; default = { }; };
-      serviceConfig = mkOption { type = types.addCheck (types.attrsOf unitOption) checkService; default = { }; };
-      environment = mkOption { type = types.attrsOf (types.nullOr (types.oneOf [ types.str types.path types.package ])); default = { }; };
-      path = mkOption { type = types.listOf (types.oneOf [ types.package types.str ]); default = [ ]; };
-      script = mkOption { type = types.lines; default = ""; };
-      restartIfChanged = mkOption { type = types.bool; default = true; };
+      unitConfig = mkOption {
+        type = types.attrsOf unitOption;
+        default = {};
+      };
+      serviceConfig = mkOption {
+        type = types.addCheck (types.attrsOf unitOption) checkService;
+        default = {};
+      };
+      environment = mkOption {
+        type = types.attrsOf (types.nullOr (types.oneOf [types.str types.path types.package]));
+        default = {};
+      };
+      path = mkOption {
+        type = types.listOf (types.oneOf [types.package types.str]);
+        default = [];
+      };
+      script = mkOption {
+        type = types.lines;
+        default = "";
+      };
+      restartIfChanged = mkOption {
+        type = types.bool;
+        default = true;
+      };
     };
   };
   serviceWarnings = name: s:
     lib.optional (lib.elem "network-online.target" s.after && !(lib.elem "network-online.target" (s.wants ++ s.requires ++ s.bindsTo)))
-      "${name}.service is ordered after 'network-online.target' but doesn't depend on it"
-    ++ lib.optional ((s.serviceConfig.Type or "") == "oneshot" && lib.elem (s.serviceConfig.Restart or "no") [ "always" "on-success" ])
-      "Service '${name}.service' with 'Type=oneshot' cannot have 'Restart=always' or 'Restart=on-success'";
+    "${name}.service is ordered after 'network-online.target' but doesn't depend on it"
+    ++ lib.optional ((s.serviceConfig.Type or "") == "oneshot" && lib.elem (s.serviceConfig.Restart or "no") ["always" "on-success"])
+    "Service '${name}.service' with 'Type=oneshot' cannot have 'Restart=always' or 'Restart=on-success'";
 
-  base = { config, ... }:
-    let
-      grub = config.boot.loader.grub;
-      # A mount point goes after the one it lies below (nixos/lib/utils.nix's fsBefore, simplified).
-      below = a: b: a.mountPoint != b.mountPoint
-        && lib.hasPrefix (lib.removeSuffix "/" a.mountPoint + "/") b.mountPoint;
-      sorted = lib.toposort below (lib.attrValues config.fileSystems);
-      mountPoints = lib.concatMapStringsSep " -> " (fs: fs.mountPoint);
-      described = {
-        inherit (config.networking) hostName;
-        fileSystems = lib.mapAttrs (_: fs: { inherit (fs) mountPoint device fsType options; }) config.fileSystems;
-        swapDevices = map (s: s.device) config.swapDevices;
-        boot.loader = {
-          systemd-boot.enable = config.boot.loader.systemd-boot.enable;
-          efi = { inherit (config.boot.loader.efi) canTouchEfiVariables efiSysMountPoint; };
-          grub = { inherit (config.boot.loader.grub) enable devices efiSupport efiInstallAsRemovable; };
-        };
+  base = {config, ...}: let
+    grub = config.boot.loader.grub;
+    # A mount point goes after the one it lies below (nixos/lib/utils.nix's fsBefore, simplified).
+    below = a: b:
+      a.mountPoint
+      != b.mountPoint
+      && lib.hasPrefix (lib.removeSuffix "/" a.mountPoint + "/") b.mountPoint;
+    sorted = lib.toposort below (lib.attrValues config.fileSystems);
+    mountPoints = lib.concatMapStringsSep " -> " (fs: fs.mountPoint);
+    described = {
+      inherit (config.networking) hostName;
+      fileSystems = lib.mapAttrs (_: fs: {inherit (fs) mountPoint device fsType options;}) config.fileSystems;
+      swapDevices = map (s: s.device) config.swapDevices;
+      boot.loader = {
+        systemd-boot.enable = config.boot.loader.systemd-boot.enable;
+        efi = {inherit (config.boot.loader.efi) canTouchEfiVariables efiSysMountPoint;};
+        grub = {inherit (config.boot.loader.grub) enable devices efiSupport efiInstallAsRemovable;};
       };
-      system = impl.runCommand "nixos-system-${config.networking.hostName}-stand-in"
-        { configuration = impl.writeText "configuration.json" (builtins.toJSON described); } ''
+    };
+    system =
+      impl.runCommand "nixos-system-${config.networking.hostName}-stand-in"
+      {configuration = impl.writeText "configuration.json" (builtins.toJSON described);} ''
         mkdir "$out"
         ln -s "$configuration" "$out/configuration.json"
         echo "stand-in NixOS system (tests/nix/stand-in-nixpkgs), not bootable" > "$out/nixos-version"
       '';
-    in
-    {
-      _file = ./nixos.nix;
-      freeformType = types.lazyAttrsOf types.anything;
-      options = {
-        assertions = mkOption { type = types.listOf types.unspecified; internal = true; default = [ ]; };
-        warnings = mkOption { type = types.listOf types.str; internal = true; default = [ ]; };
-        fileSystems = mkOption { type = types.attrsOf (types.submodule fileSystemModule); default = { }; };
-        swapDevices = mkOption {
-          type = types.listOf (types.submodule { options.device = mkOption { type = types.str; }; });
-          default = [ ];
-        };
-        boot.loader.systemd-boot.enable = mkOption { type = types.bool; default = false; };
-        boot.loader.efi.canTouchEfiVariables = mkOption { type = types.bool; default = false; };
-        boot.loader.efi.efiSysMountPoint = mkOption { type = types.str; default = "/boot"; };
-        # NixOS: default = !config.boot.isContainer (the stand-in has no containers).
-        boot.loader.grub.enable = mkOption { type = types.bool; default = true; };
-        boot.loader.grub.device = mkOption { type = types.str; default = ""; };
-        boot.loader.grub.devices = mkOption { type = types.listOf types.str; default = [ ]; };
-        boot.loader.grub.efiSupport = mkOption { type = types.bool; default = false; };
-        boot.loader.grub.efiInstallAsRemovable = mkOption { type = types.bool; default = false; };
-        networking.hostName = mkOption { type = types.str; default = "nixos"; };
-        systemd.services = mkOption { type = types.attrsOf (types.submodule serviceModule); default = { }; };
-        system.build = mkOption {
-          type = types.submoduleWith { modules = [ { freeformType = types.lazyAttrsOf (types.uniq types.unspecified); } ]; };
-          default = { };
-        };
+  in {
+    _file = ./nixos.nix;
+    freeformType = types.lazyAttrsOf types.anything;
+    options = {
+      assertions = mkOption {
+        type = types.listOf types.unspecified;
+        internal = true;
+        default = [];
       };
-      config = {
-        _module.args.pkgs = pkgs;
-        # systemd-boot.nix: enabling it turns GRUB off; grub.nix: `device` is one of `devices`.
-        boot.loader.grub.enable = lib.mkIf config.boot.loader.systemd-boot.enable (lib.mkDefault false);
-        boot.loader.grub.devices = lib.mkIf (config.boot.loader.grub.device != "") [ config.boot.loader.grub.device ];
-        assertions = [
+      warnings = mkOption {
+        type = types.listOf types.str;
+        internal = true;
+        default = [];
+      };
+      fileSystems = mkOption {
+        type = types.attrsOf (types.submodule fileSystemModule);
+        default = {};
+      };
+      swapDevices = mkOption {
+        type = types.listOf (types.submodule {options.device = mkOption {type = types.str;};});
+        default = [];
+      };
+      boot.loader.systemd-boot.enable = mkOption {
+        type = types.bool;
+        default = false;
+      };
+      boot.loader.efi.canTouchEfiVariables = mkOption {
+        type = types.bool;
+        default = false;
+      };
+      boot.loader.efi.efiSysMountPoint = mkOption {
+        type = types.str;
+        default = "/boot";
+      };
+      # NixOS: default = !config.boot.isContainer (the stand-in has no containers).
+      boot.loader.grub.enable = mkOption {
+        type = types.bool;
+        default = true;
+      };
+      boot.loader.grub.device = mkOption {
+        type = types.str;
+        default = "";
+      };
+      boot.loader.grub.devices = mkOption {
+        type = types.listOf types.str;
+        default = [];
+      };
+      boot.loader.grub.efiSupport = mkOption {
+        type = types.bool;
+        default = false;
+      };
+      boot.loader.grub.efiInstallAsRemovable = mkOption {
+        type = types.bool;
+        default = false;
+      };
+      networking.hostName = mkOption {
+        type = types.str;
+        default = "nixos";
+      };
+      systemd.services = mkOption {
+        type = types.attrsOf (types.submodule serviceModule);
+        default = {};
+      };
+      system.build = mkOption {
+        type = types.submoduleWith {modules = [{freeformType = types.lazyAttrsOf (types.uniq types.unspecified);}];};
+        default = {};
+      };
+    };
+    config = {
+      _module.args.pkgs = pkgs;
+      # systemd-boot.nix: enabling it turns GRUB off; grub.nix: `device` is one of `devices`.
+      boot.loader.grub.enable = lib.mkIf config.boot.loader.systemd-boot.enable (lib.mkDefault false);
+      boot.loader.grub.devices = lib.mkIf (config.boot.loader.grub.device != "") [config.boot.loader.grub.device];
+      assertions =
+        [
           {
             assertion = !(sorted ? cycle);
             message = "stand-in NixOS: the file systems cannot be sorted: ${mountPoints sorted.cycle} loops to ${mountPoints sorted.loops}";
           }
-        ] ++ lib.optionals grub.enable ([
-          # grub.nix's, with its messages (mirroredBoots is [ { devices; } ] when devices is set).
-          {
-            assertion = grub.devices != [ ];
-            message = "You must set the option ‘boot.loader.grub.devices’ or 'boot.loader.grub.mirroredBoots' to make the system bootable.";
-          }
-          {
-            assertion = grub.efiInstallAsRemovable -> grub.efiSupport;
-            message = "If you wish to to use boot.loader.grub.efiInstallAsRemovable, then turn on boot.loader.grub.efiSupport";
-          }
-          {
-            assertion = grub.efiInstallAsRemovable -> !config.boot.loader.efi.canTouchEfiVariables;
-            message = "If you wish to to use boot.loader.grub.efiInstallAsRemovable, then turn off boot.loader.efi.canTouchEfiVariables";
-          }
-        ] ++ map (device: {
-          assertion = device == "nodev" || lib.hasPrefix "/" device;
-          message = "GRUB devices must be absolute paths, not ${device} in /boot";
-        }) grub.devices);
-        warnings = lib.concatLists (lib.mapAttrsToList serviceWarnings config.systemd.services);
-        system.build.toplevel = lib.asserts.checkAssertWarn config.assertions config.warnings system;
-      };
+        ]
+        ++ lib.optionals grub.enable ([
+            # grub.nix's, with its messages (mirroredBoots is [ { devices; } ] when devices is set).
+            {
+              assertion = grub.devices != [];
+              message = "You must set the option ‘boot.loader.grub.devices’ or 'boot.loader.grub.mirroredBoots' to make the system bootable.";
+            }
+            {
+              assertion = grub.efiInstallAsRemovable -> grub.efiSupport;
+              message = "If you wish to to use boot.loader.grub.efiInstallAsRemovable, then turn on boot.loader.grub.efiSupport";
+            }
+            {
+              assertion = grub.efiInstallAsRemovable -> !config.boot.loader.efi.canTouchEfiVariables;
+              message = "If you wish to to use boot.loader.grub.efiInstallAsRemovable, then turn off boot.loader.efi.canTouchEfiVariables";
+            }
+          ]
+          ++ map (device: {
+            assertion = device == "nodev" || lib.hasPrefix "/" device;
+            message = "GRUB devices must be absolute paths, not ${device} in /boot";
+          })
+          grub.devices);
+      warnings = lib.concatLists (lib.mapAttrsToList serviceWarnings config.systemd.services);
+      system.build.toplevel = lib.asserts.checkAssertWarn config.assertions config.warnings system;
     };
-in
-{
-  nixosSystem = { modules, specialArgs ? { }, ... }:
+  };
+in {
+  nixosSystem = {
+    modules,
+    specialArgs ? {},
+    ...
+  }:
     lib.evalModules {
-      specialArgs = { inherit modulesPath; } // specialArgs;
-      modules = [ base ./nixos-server.nix ] ++ modules;
+      specialArgs = {inherit modulesPath;} // specialArgs;
+      modules = [base ./nixos-server.nix] ++ modules;
     };
 }
