@@ -93,40 +93,6 @@ fn mem_available(meminfo: &str) -> Option<u64> {
     Some(kib * 1024)
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn memory_available_is_read_from_meminfo() {
-        assert_eq!(mem_available("MemTotal:       24554048 kB\nMemFree:  1 kB\nMemAvailable:   20000000 kB\n"), Some(20_000_000 * 1024));
-        assert_eq!(mem_available("MemTotal: 1 kB\n"), None);
-    }
-
-    /// A staging directory too small for the image: refused before anything is fetched (the
-    /// server named is never reached: nothing listens there).
-    #[test]
-    fn an_image_bigger_than_the_room_is_refused_before_the_download() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let dir = Utf8Path::from_path(dir.path()).expect("utf-8");
-        let room = available(dir).expect("room");
-        let huge = FileDigest { path: "nixos-pxe/secure-boot/system.tar.zst".into(), size: room + 1, chunks: vec![] };
-        let small = FileDigest { path: "nixos-pxe/secure-boot/system.efi".into(), size: 1, chunks: vec![] };
-        let m = Manifest {
-            format: manifest::FORMAT,
-            chunk_size: manifest::CHUNK,
-            server: "http://192.0.2.1:9".into(),
-            tools: small.clone(),
-            images: [("system.tar.zst".to_string(), huge)].into(),
-            boot_files: [("system.tar.zst".to_string(), small)].into(),
-        };
-        let e = stage(&m, "system.tar.zst", dir).expect_err("refused").to_string();
-        assert!(e.contains("do not fit in memory here") && e.contains("nothing was written to the disk"), "{e}");
-        let e = stage(&m, "other.tar.zst", dir).expect_err("refused").to_string();
-        assert!(e.contains("has no image other.tar.zst (it has: system.tar.zst)"), "{e}");
-    }
-}
-
 /// The file `digest` names, from `url`, written to `dir` only as far as it matched; a mismatch or
 /// a broken download removes what was written and says which bytes and why.
 fn fetch_checked(url: &Url, digest: &FileDigest, dir: &Utf8Path) -> Result<Utf8PathBuf, Error> {
@@ -240,3 +206,36 @@ impl WithSlash for FileDigest {
     }
 }
 
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn memory_available_is_read_from_meminfo() {
+        assert_eq!(mem_available("MemTotal:       24554048 kB\nMemFree:  1 kB\nMemAvailable:   20000000 kB\n"), Some(20_000_000 * 1024));
+        assert_eq!(mem_available("MemTotal: 1 kB\n"), None);
+    }
+
+    /// A staging directory too small for the image: refused before anything is fetched (the
+    /// server named is never reached: nothing listens there).
+    #[test]
+    fn an_image_bigger_than_the_room_is_refused_before_the_download() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let dir = Utf8Path::from_path(dir.path()).expect("utf-8");
+        let room = available(dir).expect("room");
+        let huge = FileDigest { path: "nixos-pxe/secure-boot/system.tar.zst".into(), size: room + 1, chunks: vec![] };
+        let small = FileDigest { path: "nixos-pxe/secure-boot/system.efi".into(), size: 1, chunks: vec![] };
+        let m = Manifest {
+            format: manifest::FORMAT,
+            chunk_size: manifest::CHUNK,
+            server: "http://192.0.2.1:9".into(),
+            tools: small.clone(),
+            images: [("system.tar.zst".to_string(), huge)].into(),
+            boot_files: [("system.tar.zst".to_string(), small)].into(),
+        };
+        let e = stage(&m, "system.tar.zst", dir).expect_err("refused").to_string();
+        assert!(e.contains("do not fit in memory here") && e.contains("nothing was written to the disk"), "{e}");
+        let e = stage(&m, "other.tar.zst", dir).expect_err("refused").to_string();
+        assert!(e.contains("has no image other.tar.zst (it has: system.tar.zst)"), "{e}");
+    }
+}
