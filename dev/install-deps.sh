@@ -3,7 +3,8 @@
 #   dev/install-deps.sh example   what dev/example.sh needs (GRUB's EFI modules)
 #   dev/install-deps.sh test      what .ci/run needs: that, plus firmware, QEMU, the servers, the
 #                                 disk tools, Nix and the kernel source
-#   dev/install-deps.sh bench     what the benchmarks run by hand need on top of test (perfdhcp)
+#   dev/install-deps.sh bench     what the benchmarks run by hand need on top of test (perfdhcp,
+#                                 GNU time, cpio)
 # Packages already installed are kept as they are, newer ones included (this machine's image has
 # some from backports); QEMU goes through dev/install-qemu.sh for that reason.
 set -euo pipefail
