@@ -199,6 +199,11 @@ fn finish(after: AfterInstall) -> ! {
         AfterInstall::Halt => (libc::RB_HALT_SYSTEM, "halting"),
     };
     say(&format!("{word} (customInstaller.afterInstall)"));
+    restart(cmd, word)
+}
+
+/// Syncs and restarts (or powers off, halts) the machine; a root shell if that fails.
+fn restart(cmd: libc::c_int, word: &str) -> ! {
     // SAFETY: sync then reboot(2); as PID 1 we may.
     unsafe {
         libc::sync();
@@ -296,7 +301,7 @@ fn signed_initrd(log: &Log) -> ! {
     }
     log.step(&format!("fetching the installer's programs from {}", manifest.server));
     if let Err(e) = crate::install::secure::unpack_tools(&manifest, camino::Utf8Path::new("/")) {
-        // The installer reports it (as a failure before its first step) when it can.
+        // Reported as the installer would report it (a failure before its first step), when it can.
         report_early_failure(&cmdline, &e.to_string());
         rescue(&format!("init FAILED: the installer's programs: {e}"));
     }
@@ -351,12 +356,7 @@ fn wait_and_ask_again(why: &str) -> ! {
 }
 
 fn reboot_now() -> ! {
-    // SAFETY: sync then reboot(2); as PID 1 we may.
-    unsafe {
-        libc::sync();
-        libc::reboot(libc::RB_AUTOBOOT);
-    }
-    rescue(&format!("reboot failed: {}", std::io::Error::last_os_error()))
+    restart(libc::RB_AUTOBOOT, "rebooting")
 }
 
 /// init's entry point. `kernel_words`: what the kernel passed on from its command line (ignored).

@@ -148,6 +148,32 @@ enum Firmware<'a> {
     EnforcingWith(&'a Path),
 }
 
+/// QEMU's machine and flash arguments for `firmware`: the code, and the variable store (a copy
+/// in `dir`, or the machine's own for `EnforcingWith`); enforcing needs SMM and a secure flash.
+fn firmware_args(firmware: Firmware, dir: &Path) -> Vec<String> {
+    let copy = |from: &Path| {
+        let vars = dir.join("vars.fd");
+        std::fs::copy(from, &vars).expect("copy vars");
+        vars
+    };
+    let (code, vars, enforcing) = match firmware {
+        Firmware::Enforcing(enrolled) => (CODE_SECBOOT, copy(enrolled), true),
+        Firmware::EnforcingWith(kept) => (CODE_SECBOOT, kept.to_path_buf(), true),
+        Firmware::Off => (CODE_PLAIN, copy(Path::new(virt_firmware::EMPTY_VARS)), false),
+    };
+    let mut args: Vec<String> = match enforcing {
+        true => ["-machine", "q35,smm=on", "-global", "driver=cfi.pflash01,property=secure,value=on"].map(String::from).to_vec(),
+        false => ["-machine", "q35"].map(String::from).to_vec(),
+    };
+    args.extend([
+        "-drive".into(),
+        format!("if=pflash,format=raw,unit=0,readonly=on,file={code}"),
+        "-drive".into(),
+        format!("if=pflash,format=raw,unit=1,file={}", vars.display()),
+    ]);
+    args
+}
+
 /// One boot's console and how long it ran until it ended (`until` seen, or the timeout).
 struct Boot {
     console: String,
@@ -176,7 +202,6 @@ fn boot_on(dir: &Path, name: &str, uki: &Path, firmware: Firmware, net: Option<&
     let dir = dir.join(name);
     std::fs::create_dir_all(&dir).expect("mkdir");
     let disk = efi_disk::esp_disk(&dir, &[("EFI/BOOT/BOOTX64.EFI", std::fs::read(uki).expect("read the image"))]);
-    let vars = dir.join("vars.fd");
     let serial = dir.join("serial.log");
     let mut args: Vec<String> = Vec::new();
     if let Some(net) = net {
@@ -197,23 +222,8 @@ fn boot_on(dir: &Path, name: &str, uki: &Path, firmware: Firmware, net: Option<&
         ]),
         None => args.extend(["-nic".into(), "none".into()]),
     }
-    let code = match firmware {
-        Firmware::Enforcing(enrolled) | Firmware::EnforcingWith(enrolled) => {
-            std::fs::copy(enrolled, &vars).expect("copy vars");
-            args.extend(["-machine", "q35,smm=on", "-global", "driver=cfi.pflash01,property=secure,value=on"].map(String::from));
-            CODE_SECBOOT
-        }
-        Firmware::Off => {
-            std::fs::copy(virt_firmware::EMPTY_VARS, &vars).expect("copy vars");
-            args.extend(["-machine", "q35"].map(String::from));
-            CODE_PLAIN
-        }
-    };
+    args.extend(firmware_args(firmware, &dir));
     args.extend([
-        "-drive".into(),
-        format!("if=pflash,format=raw,unit=0,readonly=on,file={code}"),
-        "-drive".into(),
-        format!("if=pflash,format=raw,unit=1,file={}", vars.display()),
         "-serial".into(),
         format!("file:{}", serial.display()),
         "-drive".into(),
@@ -650,29 +660,11 @@ fn boot_pxe(dir: &Path, name: &str, ns: &str, firmware: Firmware, target: &Path,
 fn boot_net(dir: &Path, name: &str, ns: &str, firmware: Firmware, target: &Path, mac: &str, http: bool) -> Boot {
     let dir = dir.join(name);
     std::fs::create_dir_all(&dir).expect("mkdir");
-    let mut vars = dir.join("vars.fd");
-    let (code, machine) = match firmware {
-        Firmware::Enforcing(enrolled) => {
-            std::fs::copy(enrolled, &vars).expect("copy vars");
-            (CODE_SECBOOT, "q35,smm=on")
-        }
-        Firmware::EnforcingWith(kept) => {
-            vars = kept.to_path_buf();
-            (CODE_SECBOOT, "q35,smm=on")
-        }
-        Firmware::Off => {
-            std::fs::copy(virt_firmware::EMPTY_VARS, &vars).expect("copy vars");
-            (CODE_PLAIN, "q35")
-        }
-    };
     let serial = dir.join("serial.log");
     let args: Vec<String> = vec![
         "netns".into(), "exec".into(), ns.into(), "nice".into(),
         "-n".into(), "10".into(), "qemu-system-x86_64".into(), "-accel".into(), "tcg".into(), "-no-reboot".into(), "-display".into(), "none".into(),
         "-monitor".into(), "none".into(), "-m".into(), "768".into(),
-        "-machine".into(), machine.into(), "-global".into(), "driver=cfi.pflash01,property=secure,value=on".into(),
-        "-drive".into(), format!("if=pflash,format=raw,unit=0,readonly=on,file={code}"),
-        "-drive".into(), format!("if=pflash,format=raw,unit=1,file={}", vars.display()),
         "-serial".into(), format!("file:{}", serial.display()),
         "-netdev".into(), "tap,id=n0,ifname=tap0,script=no,downscript=no".into(),
         // The firmware's own network stack, no option ROM (iPXE's is unsigned).
@@ -681,6 +673,7 @@ fn boot_net(dir: &Path, name: &str, ns: &str, firmware: Firmware, target: &Path,
         "-device".into(), "virtio-blk-pci,drive=t0,bootindex=9".into(),
     ];
     let mut args = args;
+    args.extend(firmware_args(firmware, &dir));
     if http {
         for knob in ["IPv4PXESupport", "IPv6PXESupport"] {
             args.extend(["-fw_cfg".into(), format!("name=opt/org.tianocore/{knob},string=no")]);
