@@ -113,8 +113,24 @@
     inherit (nfsroot) writableLayer init;
     images = lib.mapAttrs (_: image: "${image}/${image.imageName}") systemImages;
   };
+  # Secure Boot mode (bootServer.secureBoot): each image with the UEFI system whose unified kernel
+  # image boots it (the fleet's rules ask customInstaller.firmware = "uefi" of every host then).
+  secureBootParts = import ./secure-boot-parts.nix {
+    inherit lib pkgs tool configJSON kernel;
+    inherit (nfsroot) writableLayer;
+    images = lib.listToAttrs (map (name:
+      lib.nameValuePair (imageFile name) {
+        image = let
+          image = systemImages.${imageFile name};
+        in "${image}/${image.imageName}";
+        system = systemsByLayout.${name}.uefi or (throw "nixos-pxe: fleet host ${name}: bootServer.secureBoot needs customInstaller.firmware = \"uefi\" (its firmware is \"${(mergedOf name).firmware}\")");
+      })
+    (lib.attrNames fleetHosts));
+  };
 in {
   inherit configJSON targets systemsByLayout systemImages kernel bootLoader tarball tool;
+  # The unsigned parts `nixos-pxe sign --unsigned` takes (nix/secure-boot-parts.nix).
+  inherit secureBootParts;
   kernelFragment = kernelParts.fragment;
   kernelConfigCheck = kernelParts.configfile;
   serverConfigs = import ./server-configs.nix {inherit pkgs tool configJSON;};

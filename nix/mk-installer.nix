@@ -64,6 +64,17 @@ in {
     inherit lib pkgs tool configJSON systemImage;
     inherit (nfsroot) writableLayer init;
   };
+  # The unsigned parts `nixos-pxe sign --unsigned` takes, for bootServer.secureBoot
+  # (nix/secure-boot-parts.nix): the image with its UEFI system's unified kernel image.
+  secureBootParts = import ./secure-boot-parts.nix {
+    inherit lib pkgs tool configJSON;
+    inherit (kernelParts) kernel;
+    inherit (nfsroot) writableLayer;
+    images.${systemImage.imageName} = {
+      image = "${systemImage}/${systemImage.imageName}";
+      system = targets.uefi or (throw "nixos-pxe: bootServer.secureBoot needs customInstaller.firmware = \"uefi\" (it is \"${customInstaller.firmware}\")");
+    };
+  };
   # The evaluated option values (target.directory still a path here).
   config = options.config;
 }

@@ -48,17 +48,35 @@
 # a third machine (or one of the two, with database.url = null there and enableTCPIP plus a
 # pg_hba line for the other).
 #
+# Secure Boot (the fleet's bootServer.secureBoot.enable): a unit of its own, nixos-pxe-sign,
+# runs `nixos-pxe sign` before serve starts (and again whenever the fleet changes): it signs the
+# fleet's unsigned parts (lib.mkFleet's secureBootParts) with the site's db key into
+# /var/lib/nixos-pxe-secure-boot, which serve then serves as its TFTP root (the signed
+# installer at bootx64.efi, the manifest, tools, images and the systems' signed boot files below
+# nixos-pxe/secure-boot/). The key and certificate reach that unit alone, as systemd credentials
+# (LoadCredential= from bootServer.secureBoot.keyFile and certificateFile: systemd reads them as
+# root into a directory only the unit sees; never the store). The signing unit runs as root
+# without any capability (it writes a directory serve's dynamic user must read) and without a
+# network (PrivateNetwork=); serve, which answers the network, never holds the key.
+#
 # NixOS interfaces, each with the nixpkgs file and commit it was read at, are listed in
 # tests/nix/stand-in-nixpkgs/interfaces.nix; the systemd settings are systemd.exec(5) and
 # systemd.service(5).
 {
   config,
   lib,
+  pkgs,
   ...
 }: let
   inherit (lib) mkOption types;
   cfg = config.services.nixos-pxe;
   server = cfg.fleet.config.bootServer;
+
+  # Secure Boot: where nixos-pxe-sign writes what serve serves (StateDirectory=, below /var/lib).
+  secureBoot = server.secureBoot.enable or false;
+  signedDirectory = "nixos-pxe-secure-boot";
+  signedDir = "/var/lib/${signedDirectory}";
+  parts = cfg.fleet.secureBootParts;
 
   # port=P,mountport=P of the mount options, as serve reads them (src/serve/nfs.rs); null if the
   # options lack them (serve needs them: an assertion below says so).
@@ -173,6 +191,14 @@ in {
         assertion = server.address != null;
         message = "services.nixos-pxe: the fleet's bootServer.address is not set: serve listens for HTTP and NFS there";
       }
+      {
+        assertion = !secureBoot || (server.secureBoot.keyFile != null && server.secureBoot.certificateFile != null);
+        message = "services.nixos-pxe: the fleet's bootServer.secureBoot.enable is set without keyFile and certificateFile: nixos-pxe-sign.service signs with them";
+      }
+      {
+        assertion = !secureBoot || cfg.httpPort != 0;
+        message = "services.nixos-pxe: with the fleet's bootServer.secureBoot the installer fetches its programs and the system image over HTTP: httpPort must not be 0";
+      }
     ];
 
     # `nixos-pxe fleet status` and `fleet reinstall` for the administrator (as root: the state
@@ -222,7 +248,8 @@ in {
       # otherwise), and started again if it was not yet.
       # The local database: Wants=, not Requires=: serve keeps answering while it is away.
       wants = ["network-online.target"] ++ lib.optional localDatabase "postgresql.service";
-      after = ["network-online.target" "network-addresses-${cfg.interface}.service"] ++ lib.optional localDatabase "postgresql.service";
+      # Secure Boot: the signed files first (nixos-pxe-sign is requiredBy this unit).
+      after = ["network-online.target" "network-addresses-${cfg.interface}.service"] ++ lib.optional localDatabase "postgresql.service" ++ lib.optional secureBoot "nixos-pxe-sign.service";
       serviceConfig = {
         ExecStart =
           lib.escapeShellArgs [
@@ -233,7 +260,11 @@ in {
             "--interface"
             cfg.interface
             "--tftp-root"
-            "${cfg.fleet.tftpRoot}"
+            (
+              if secureBoot
+              then signedDir
+              else "${cfg.fleet.tftpRoot}"
+            )
             "--nfs-root"
             "${cfg.fleet.nfsRoot}"
             "--state-dir"
@@ -291,6 +322,72 @@ in {
         LockPersonality = true;
         MemoryDenyWriteExecute = true;
         RemoveIPC = true;
+        SystemCallArchitectures = "native";
+        SystemCallFilter = ["@system-service" "~@privileged" "~@resources"];
+        SystemCallErrorNumber = "EPERM";
+      };
+    };
+
+    # Secure Boot: the fleet's parts signed where the key is, before serve (see the top of this file).
+    systemd.services.nixos-pxe-sign = lib.mkIf secureBoot {
+      description = "nixos-pxe: sign the Secure Boot installer and the fleet's systems with the site's db key";
+      requiredBy = ["nixos-pxe.service"];
+      before = ["nixos-pxe.service"];
+      # sign checks the key and the certificate with openssl (src/secure_boot/keys.rs).
+      path = [pkgs.openssl];
+      serviceConfig = {
+        Type = "oneshot";
+        RemainAfterExit = true;
+        ExecStart = lib.escapeShellArgs [
+          "${cfg.package}/bin/nixos-pxe"
+          "sign"
+          "--config"
+          "${cfg.fleet.configJSON}"
+          "--unsigned"
+          "${parts}"
+          "--stub"
+          "${parts}/linuxx64.efi.stub"
+          "--out"
+          signedDir
+          "--http-port"
+          (toString cfg.httpPort)
+          # %d: the unit's credentials directory (systemd.unit(5)); systemd expands it.
+          "--key-file"
+          "%d/db.key"
+          "--certificate-file"
+          "%d/db.crt"
+          # objcopy of every target: the stub is the clients' x86-64 PE, the server may be ARM.
+          "--objcopy"
+          "${pkgs.binutils-unwrapped-all-targets}/bin/objcopy"
+          "--sbsign"
+          "${pkgs.sbsigntool}/bin/sbsign"
+        ];
+        LoadCredential = ["db.key:${toString server.secureBoot.keyFile}" "db.crt:${toString server.secureBoot.certificateFile}"];
+        # What serve serves: readable by serve's dynamic user, written by this unit alone.
+        StateDirectory = signedDirectory;
+        StateDirectoryMode = "0755";
+        UMask = "0022";
+
+        # root (the directory is root's), without a single capability, without a network.
+        CapabilityBoundingSet = "";
+        NoNewPrivileges = true;
+        PrivateNetwork = true;
+        RestrictAddressFamilies = ["AF_UNIX"];
+        ProtectSystem = "strict";
+        ProtectHome = true;
+        PrivateTmp = true;
+        PrivateDevices = true;
+        ProtectProc = "invisible";
+        ProtectKernelTunables = true;
+        ProtectKernelModules = true;
+        ProtectKernelLogs = true;
+        ProtectControlGroups = true;
+        ProtectClock = true;
+        ProtectHostname = true;
+        RestrictNamespaces = true;
+        RestrictRealtime = true;
+        RestrictSUIDSGID = true;
+        LockPersonality = true;
         SystemCallArchitectures = "native";
         SystemCallFilter = ["@system-service" "~@privileged" "~@resources"];
         SystemCallErrorNumber = "EPERM";

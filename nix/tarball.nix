@@ -16,28 +16,7 @@
   systemImage ? null,
   images ? {${systemImage.imageName} = "${systemImage}/${systemImage.imageName}";},
 }: let
-  # What init and the installer run (src/install: sfdisk, mkswap, mkfs.vfat, mkfs.ext4,
-  # nix-store, nix-env, nixos-generate-config, nixos-enter; sh for the rescue shell). init puts
-  # /nixos-pxe/tools/{bin,sbin} first on PATH. buildEnv: pkgs/build-support/buildenv/default.nix.
-  tools = pkgs.buildEnv {
-    name = "nixos-pxe-tools";
-    paths =
-      [
-        tool
-        pkgs.bashInteractive
-        pkgs.coreutils
-        pkgs.util-linux
-        pkgs.e2fsprogs
-        pkgs.dosfstools
-        pkgs.iproute2
-        pkgs.kmod
-        pkgs.nix
-        pkgs.nixos-install-tools
-        pkgs.zstd
-      ]
-      ++ lib.optional (writableLayer == "unionfs-fuse") pkgs.unionfs-fuse;
-    pathsToLink = ["/bin" "/sbin"];
-  };
+  tools = import ./installer-tools.nix {inherit lib pkgs tool writableLayer;};
   closure = pkgs.closureInfo {rootPaths = [tools];};
 in
   pkgs.runCommand "nixos-pxe-nfsroot" {

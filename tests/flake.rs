@@ -237,6 +237,22 @@ fn write_consumer_flake(dir: &Path, repo: &Path, tftp_root: &Path) {
       fleetFirmware = self.fleetWith { modules = [ { fleet.hosts.web2.customInstaller.firmware = "bios"; fleet.hosts.db1.customInstaller.firmware = "auto"; } ]; };
       # A fleet's file given to lib.mkInstaller.
       fleetAsInstaller = (installerWith [ ./fleet.nix ]).configJSON;
+
+      # Secure Boot (secure-boot.nix): the fleet's unsigned parts, and services.nixos-pxe on a
+      # boot server signing them in nixos-pxe-sign.service before serve.
+      sbFleet = self.fleetWith { modules = [ ./secure-boot.nix ]; };
+      sbServer = nixpkgs.lib.nixosSystem {
+        modules = [
+          nixos-pxe.nixosModules.server
+          { boot.loader.grub.device = "/dev/sda"; services.nixos-pxe = { enable = true; fleet = self.sbFleet; }; }
+        ];
+      };
+      # The two units as JSON; building it builds every path they name.
+      sbUnits = nixpkgs.legacyPackages.${system}.writeText "secure-boot-units.json" (builtins.toJSON {
+        sign = { inherit (self.sbServer.config.systemd.services.nixos-pxe-sign) serviceConfig path requiredBy before; };
+        serve = { inherit (self.sbServer.config.systemd.services.nixos-pxe) serviceConfig after; };
+        failed = map (a: a.message) (builtins.filter (a: !a.assertion) self.sbServer.config.assertions);
+      });
     };
 }
 "#
@@ -297,6 +313,17 @@ fn write_consumer_flake(dir: &Path, repo: &Path, tftp_root: &Path) {
 }
 "#;
     std::fs::write(dir.join("fleet.nix"), fleet).expect("write fleet.nix");
+    let secure_boot = r#"# The site's db key and certificate on the boot server, never in the store.
+{
+  bootServer.secureBoot = {
+    enable = true;
+    keyFile = "/etc/nixos-pxe/db.key";
+    certificateFile = "/etc/nixos-pxe/db.pem";
+  };
+  customInstaller.firmware = "uefi";
+}
+"#;
+    std::fs::write(dir.join("secure-boot.nix"), secure_boot).expect("write secure-boot.nix");
     std::fs::create_dir_all(dir.join("db1")).expect("mkdir db1");
     std::fs::write(
         dir.join("db1/configuration.nix"),
@@ -410,6 +437,10 @@ fn every_package_and_check_is_a_derivation_and_the_stand_in_provides_exactly_wha
     }
     // What the example does not reach: the unionfs-fuse writable layer, in the other flake.
     let (drv, log) = eval(f, Flake::Consumer, "unionfsTarball.drvPath", None);
+    assert!(drv.as_str().is_some_and(|d| d.ends_with(".drv")), "{drv}");
+    used.extend(traced(&log));
+    // Nor Secure Boot mode: its parts and services.nixos-pxe's signing unit.
+    let (drv, log) = eval(f, Flake::Consumer, "sbUnits.drvPath", None);
     assert!(drv.as_str().is_some_and(|d| d.ends_with(".drv")), "{drv}");
     used.extend(traced(&log));
     eprintln!("evaluated to derivations: {}", names.join(" "));
@@ -1275,4 +1306,152 @@ fn the_fleet_vm_check_evaluates_with_services_nixos_pxe_and_the_clients_macs() {
     }
     let images: BTreeSet<&str> = ["alpha", "beta", "gamma"].iter().map(|h| config["fleet"]["hosts"][*h]["image"].as_str().expect("image")).collect();
     assert_eq!(images.len(), 2, "gamma shares alpha's system: {images:?}");
+}
+
+/// Secure Boot mode through the flake, as a boot server runs it: lib.mkFleet's secureBootParts
+/// (the installer's kernel and initrd, its tools, each image beside its system's unsigned unified
+/// kernel image, systemd's stub) and services.nixos-pxe's nixos-pxe-sign unit, whose command
+/// line is run here as systemd would run it (its %d the credentials directory holding the key and
+/// certificate, root without a capability, no network, its PATH from `path`), with the key the
+/// configuration does not name. What it writes is what serve's unit serves (`--tftp-root`): the
+/// installer and every system's boot file verify against the certificate (sbverify), the
+/// installer's initrd holds the tool as /init, config.json (the fleet's configJSON) and the
+/// manifest, and the tools' archive holds the installer's programs without what the initrd holds.
+/// A key of another certificate is refused at the flag that gave it.
+#[test]
+fn the_fleets_secure_boot_parts_are_signed_by_the_servers_sign_unit() {
+    let Some(f) = fixture() else { return };
+    let units: Value = serde_json::from_str(&std::fs::read_to_string(build(f, Flake::Consumer, "sbUnits")).expect("units")).expect("JSON");
+    assert_eq!(units["failed"], serde_json::json!([]), "{units}");
+    let sign = &units["sign"];
+    let config = &sign["serviceConfig"];
+    assert_eq!((sign["requiredBy"].clone(), sign["before"].clone()), (serde_json::json!(["nixos-pxe.service"]), serde_json::json!(["nixos-pxe.service"])));
+    assert!(units["serve"]["after"].as_array().expect("after").contains(&"nixos-pxe-sign.service".into()), "{units}");
+    assert_eq!(config["LoadCredential"], serde_json::json!(["db.key:/etc/nixos-pxe/db.key", "db.crt:/etc/nixos-pxe/db.pem"]));
+    for (setting, value) in [
+        ("Type", serde_json::json!("oneshot")),
+        ("StateDirectory", serde_json::json!("nixos-pxe-secure-boot")),
+        ("StateDirectoryMode", serde_json::json!("0755")),
+        ("CapabilityBoundingSet", serde_json::json!("")),
+        ("PrivateNetwork", serde_json::json!(true)),
+        ("NoNewPrivileges", serde_json::json!(true)),
+        ("ProtectSystem", serde_json::json!("strict")),
+    ] {
+        assert_eq!(config[setting], value, "{setting}");
+    }
+    assert!(config.get("DynamicUser").is_none(), "root (the directory serve's user reads is root's)");
+    let exec = config["ExecStart"].as_str().expect("ExecStart");
+    let words: Vec<String> = shell_words(exec);
+    let arg = |flag: &str| words.iter().position(|w| w == flag).map(|i| words[i + 1].clone()).unwrap_or_else(|| panic!("{flag} in {exec}"));
+    assert_eq!(arg("--out"), "/var/lib/nixos-pxe-secure-boot");
+    assert_eq!((arg("--key-file"), arg("--certificate-file")), ("%d/db.key".into(), "%d/db.crt".into()));
+    let serve = shell_words(units["serve"]["serviceConfig"]["ExecStart"].as_str().expect("serve's ExecStart"));
+    assert_eq!(serve.iter().position(|w| w == "--tftp-root").map(|i| serve[i + 1].as_str()), Some("/var/lib/nixos-pxe-secure-boot"), "serve serves what sign wrote");
+
+    // The parts, as the unit names them and as mkFleet builds them.
+    let parts = PathBuf::from(arg("--unsigned"));
+    assert_eq!(parts, build(f, Flake::Consumer, "sbFleet.secureBootParts"));
+    assert_eq!(arg("--stub"), parts.join("linuxx64.efi.stub").display().to_string());
+    let config_json = arg("--config");
+    let fleet: Value = serde_json::from_str(&std::fs::read_to_string(&config_json).expect("config.json")).expect("JSON");
+    let images: BTreeSet<String> = fleet["fleet"]["hosts"].as_object().expect("hosts").values().map(|h| h["image"].as_str().expect("image").to_string()).collect();
+    assert_eq!(images.len(), 2, "web1 and web2 share one system: {images:?}");
+    for image in &images {
+        let stem = image.strip_suffix(".tar.zst").expect(".tar.zst");
+        assert!(parts.join(image).is_file() && parts.join(format!("{stem}.efi")).is_file(), "{image} and its boot file in {}", parts.display());
+    }
+
+    // Run the unit's command line: %d a credentials directory, the output in the test's directory.
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let dir = tmp.path();
+    let credentials = dir.join("credentials");
+    std::fs::create_dir(&credentials).expect("mkdir");
+    let key_pair = |name: &str| {
+        let (key, cert) = (dir.join(format!("{name}.key")), dir.join(format!("{name}.pem")));
+        run(Command::new("openssl").args(["req", "-new", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "30", "-subj", &format!("/CN={name}/"), "-keyout"]).arg(&key).arg("-out").arg(&cert));
+        (key, cert)
+    };
+    let (site_key, site_cert) = key_pair("site-db");
+    let (other_key, _) = key_pair("other");
+    let out = dir.join("nixos-pxe-secure-boot");
+    let path: String = sign["path"].as_array().expect("path").iter().map(|p| format!("{}/bin", p.as_str().expect("a package"))).collect::<Vec<_>>().join(":");
+    let run_unit = |key: &Path| {
+        for (name, from) in [("db.key", key), ("db.crt", site_cert.as_path())] {
+            let to = credentials.join(name);
+            let _ = std::fs::remove_file(&to);
+            std::fs::copy(from, &to).expect("copy a credential");
+            std::fs::set_permissions(&to, std::os::unix::fs::PermissionsExt::from_mode(0o400)).expect("chmod");
+        }
+        let line: Vec<String> = words
+            .iter()
+            .map(|w| w.replace("%d", credentials.to_str().expect("utf-8")).replace("/var/lib/nixos-pxe-secure-boot", out.to_str().expect("utf-8")))
+            .collect();
+        // Absolute: the child's PATH is the unit's.
+        Command::new("/usr/bin/unshare")
+            .args(["--net", "/usr/bin/setpriv", "--bounding-set=-all", "--inh-caps=-all", "--no-new-privs"])
+            .args(&line)
+            .env_clear()
+            .env("PATH", &path)
+            .output()
+            .expect("run the unit's command line")
+    };
+    let refused = run_unit(&other_key);
+    let text = stderr(&refused);
+    assert!(!refused.status.success(), "signed with another certificate's key:\n{text}");
+    assert!(text.contains("nixos-pxe sign --key-file: bootServer.secureBoot.keyFile: the key in") && text.contains("does not belong to the certificate"), "{text}");
+    assert!(!out.join("bootx64.efi").exists(), "nothing signed with the wrong key");
+    let signed = run_unit(&site_key);
+    assert!(signed.status.success(), "the sign unit's command line failed:\n{}", stderr(&signed));
+
+    let verify = |file: &Path| {
+        let v = Command::new("sbverify").arg("--cert").arg(&site_cert).arg(file).output().expect("sbverify");
+        assert!(v.status.success(), "{} does not verify against the site's certificate: {}", file.display(), stderr(&v));
+    };
+    verify(&out.join("bootx64.efi"));
+    let manifest: Value = serde_json::from_str(&std::fs::read_to_string(out.join("nixos-pxe/secure-boot/manifest.json")).expect("manifest")).expect("JSON");
+    assert_eq!(manifest["images"].as_object().expect("images").keys().cloned().collect::<BTreeSet<_>>(), images, "{manifest}");
+    assert_eq!(manifest["server"], "http://10.42.0.1");
+    for image in &images {
+        let stem = image.strip_suffix(".tar.zst").expect(".tar.zst");
+        verify(&out.join(format!("nixos-pxe/secure-boot/{stem}.efi")));
+        let served = out.join(format!("nixos-pxe/secure-boot/{image}"));
+        assert!(!served.symlink_metadata().expect("served").file_type().is_symlink(), "{}: a copy, not a link (serve refuses links)", served.display());
+        assert_eq!(std::fs::read(&served).expect("served image"), std::fs::read(parts.join(image)).expect("built image"), "{image}");
+    }
+
+    // The signed installer's initrd: /init is the tool, config.json the fleet's, the manifest, the
+    // tool's store path.
+    let initrd = dir.join("initrd.zst");
+    run(Command::new("objcopy").args(["-O", "binary", "--only-section=.initrd"]).arg(out.join("bootx64.efi")).arg(&initrd));
+    // It is the built initrd (zstd) followed, at a 4-byte boundary, by an archive of the manifest.
+    let section = std::fs::read(&initrd).expect("the .initrd section");
+    let built = std::fs::read(parts.join("initrd")).expect("the parts' initrd");
+    assert!(section.starts_with(&built), "the signed initrd begins with the built one");
+    let appended = nixos_pxe_installer::cpio::read(&section[built.len().div_ceil(4) * 4..]).expect("the manifest's archive");
+    let unpacked = Command::new("zstd").arg("-dc").arg(parts.join("initrd")).output().expect("zstd");
+    assert!(unpacked.status.success(), "the initrd is not zstd: {}", stderr(&unpacked));
+    let mut entries = nixos_pxe_installer::cpio::read(&unpacked.stdout).expect("a newc initrd");
+    entries.extend(appended);
+    let entry = |name: &str| entries.iter().find(|(n, _, _)| n == name).unwrap_or_else(|| panic!("{name} not in the initrd: {:?}", entries.iter().map(|e| &e.0).collect::<Vec<_>>()));
+    let tool = words[0].strip_suffix("/bin/nixos-pxe").expect("the tool's path").to_string();
+    let init = entry("init");
+    assert_eq!((init.1 & 0o170000, String::from_utf8_lossy(&init.2).into_owned()), (nixos_pxe_installer::cpio::SYMLINK, format!("{tool}/bin/nixos-pxe")), "/init is the tool");
+    assert_eq!(entry(&format!("{}/bin/nixos-pxe", tool.trim_start_matches('/'))).1 & 0o170000, nixos_pxe_installer::cpio::REGULAR, "the tool's store path");
+    assert_eq!(entry("nixos-pxe/config.json").2, std::fs::read(&config_json).expect("configJSON"), "the initrd's config.json is the fleet's");
+    let inside: Value = serde_json::from_slice(&entry("nixos-pxe/secure-boot/manifest.json").2).expect("the manifest");
+    assert_eq!(inside, manifest, "the signed initrd's manifest is the one served");
+
+    // The tools: nixos-pxe/tools links to the programs, the closure without the initrd's paths.
+    let tools = tar_entries(&out.join("nixos-pxe/secure-boot/tools.tar.zst"), Some("zstd"));
+    let link = tools.iter().find(|(_, n, _)| n == "nixos-pxe/tools").unwrap_or_else(|| panic!("nixos-pxe/tools: {tools:?}"));
+    assert!(link.0 == 'l' && link.2.contains("-nixos-pxe-tools"), "{link:?}");
+    assert!(tools.iter().any(|(_, n, _)| n.ends_with("-nixos-pxe-tools/bin/sfdisk")), "{tools:?}");
+    assert!(!tools.iter().any(|(_, n, _)| format!("/{n}").starts_with(&tool)), "the tool's own path is the initrd's, not unpacked again: {tools:?}");
+}
+
+/// The words of a command line as escapeShellArgs quotes them (each word bare or in '').
+fn shell_words(line: &str) -> Vec<String> {
+    let out = Command::new("sh").arg("-c").arg(format!("for w in {line}; do printf '%s\\0' \"$w\"; done")).output().expect("sh");
+    assert!(out.status.success(), "{line}");
+    String::from_utf8_lossy(&out.stdout).split('\0').filter(|w| !w.is_empty()).map(str::to_string).collect()
 }

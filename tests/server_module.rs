@@ -77,9 +77,11 @@ fn evaluate_with(lib: &Path, settings: &str, server: &str, extra: &str) -> Resul
         format!(
             r#"let
   lib = import {lib}/lib;
+  # The packages the module names (with Secure Boot), as paths: nothing is built.
+  package = name: {{ type = "derivation"; inherit name; outPath = "/nix/store/55555555555555555555555555555555-${{name}}"; }};
   nixos = import {repo}/tests/nix/stand-in-nixpkgs/nixos.nix {{
     inherit lib;
-    pkgs = {{ }};
+    pkgs = lib.genAttrs [ "openssl" "sbsigntool" "binutils-unwrapped-all-targets" ] package;
     impl = {{ }};
     modulesPath = {repo}/tests/nix/stand-in-nixpkgs/nixos/modules;
   }};
@@ -89,6 +91,7 @@ fn evaluate_with(lib: &Path, settings: &str, server: &str, extra: &str) -> Resul
     configJSON = "/nix/store/11111111111111111111111111111111-nixos-pxe-config.json";
     tftpRoot = "/nix/store/22222222222222222222222222222222-nixos-pxe-tftp-root";
     nfsRoot = "/nix/store/33333333333333333333333333333333-nixos-pxe-nfsroot-unpacked";
+    secureBootParts = "/nix/store/44444444444444444444444444444444-nixos-pxe-secure-boot-parts";
     config.bootServer = {{
       address = "10.42.0.1";
       interface = "eth1";
@@ -280,6 +283,13 @@ fn settings_serve_cannot_use_are_assertions() {
     let v = evaluate(&lib, "{ }", "{ nfsMountOptions = \"vers=3,tcp,port=2049,mountport=2050,mountproto=tcp,nolock\"; }")
         .unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(v["failed"].as_array().map(Vec::len), Some(1), "port and mountport differ: {}", v["failed"]);
+    // Secure Boot: nixos-pxe-sign needs the key and certificate, the installer serve's HTTP.
+    let v = evaluate(&lib, "{ httpPort = 0; }", "{ secureBoot = { enable = true; keyFile = null; certificateFile = \"/etc/nixos-pxe/db.pem\"; }; }")
+        .unwrap_or_else(|e| panic!("{e}"));
+    let failed: Vec<&str> = v["failed"].as_array().expect("list").iter().filter_map(Value::as_str).collect();
+    assert_eq!(failed.len(), 2, "{failed:?}");
+    assert!(failed[0].contains("bootServer.secureBoot.enable is set without keyFile and certificateFile"), "{failed:?}");
+    assert!(failed[1].contains("httpPort must not be 0"), "{failed:?}");
 }
 
 // ---------------------------------------------------------------------------------------------

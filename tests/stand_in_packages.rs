@@ -11,7 +11,7 @@ const STAND_IN: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/nix/stand-in-
 const PACKAGES_TXT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/dev/packages.txt");
 
 /// The prefixes of what the stand-in takes from Debian.
-const DEBIAN_PREFIXES: &[&str] = &["/usr/bin/", "/usr/sbin/", "/bin/", "/sbin/", "/usr/lib/grub/"];
+const DEBIAN_PREFIXES: &[&str] = &["/usr/bin/", "/usr/sbin/", "/bin/", "/sbin/", "/usr/lib/grub/", "/usr/lib/systemd/"];
 
 /// The absolute Debian paths written in `text`: words (split at blanks, quotes, brackets and `;`)
 /// that start with one of [`DEBIAN_PREFIXES`]. `$out/bin/x` and `${pkg}/bin/x` start with `$`.

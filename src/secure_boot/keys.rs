@@ -51,17 +51,46 @@ fn first_line(text: &str) -> String {
     }
 }
 
+/// The key and certificate `nixos-pxe sign` was given on its command line instead of the
+/// configuration's paths (`--key-file`, `--certificate-file`): services.nixos-pxe hands them to its
+/// signing unit as systemd credentials, at a path the configuration cannot know.
+#[derive(Debug, Clone, Default)]
+pub struct Given {
+    pub key: Option<camino::Utf8PathBuf>,
+    pub certificate: Option<camino::Utf8PathBuf>,
+}
+
+/// Where a file given on the command line is blamed: the flag that gave it.
+pub const KEY_FLAG: &str = "nixos-pxe sign --key-file";
+pub const CERTIFICATE_FLAG: &str = "nixos-pxe sign --certificate-file";
+
 /// Every problem with the configured key and certificate, each at its option's definition.
 pub fn check(resolved: &Resolved, missing: Missing) -> Vec<Diagnostic> {
+    check_given(resolved, missing, &Given::default())
+}
+
+/// [`check`] of the files `given` names where it names one (each problem then at its flag), the
+/// configuration's elsewhere.
+pub fn check_given(resolved: &Resolved, missing: Missing, given: &Given) -> Vec<Diagnostic> {
     let sb = &resolved.config.boot_server.secure_boot;
     if !sb.enable {
         return Vec::new();
     }
-    let at = |path: &str| resolved.origin_of(path);
+    let at = |path: &str| {
+        let flag = match path {
+            KEY_OPTION => given.key.as_ref().map(|_| KEY_FLAG),
+            _ => given.certificate.as_ref().map(|_| CERTIFICATE_FLAG),
+        };
+        match flag {
+            Some(flag) => crate::origin::Origin::File { file: flag.into() },
+            None => resolved.origin_of(path),
+        }
+    };
     let mut problems = Vec::new();
     let problem = |path: &str, message: String| Diagnostic::new(at(path), message).option(path);
     let mut certificate = None;
-    if let Some(file) = sb.certificate_file.as_deref().map(Utf8Path::new) {
+    let certificate_file = given.certificate.as_deref().or(sb.certificate_file.as_deref().map(Utf8Path::new));
+    if let Some(file) = certificate_file {
         match (file.exists(), missing) {
             (false, Missing::Skip) => {}
             (false, Missing::Refuse) => problems.push(problem(CERTIFICATE_OPTION, format!("{file} does not exist"))),
@@ -71,7 +100,7 @@ pub fn check(resolved: &Resolved, missing: Missing) -> Vec<Diagnostic> {
             },
         }
     }
-    if let Some(file) = sb.key_file.as_deref().map(Utf8Path::new) {
+    if let Some(file) = given.key.as_deref().or(sb.key_file.as_deref().map(Utf8Path::new)) {
         // The option's rule refused a path in the store; a link into it is refused here.
         let real = std::fs::canonicalize(file).ok().and_then(|p| camino::Utf8PathBuf::from_path_buf(p).ok());
         if let Some(real) = real.as_deref().filter(|r| r.as_str().starts_with(NIX_STORE)) {
@@ -93,7 +122,7 @@ pub fn check(resolved: &Resolved, missing: Missing) -> Vec<Diagnostic> {
                 match key_public_key(file) {
                     Err(why) => problems.push(problem(KEY_OPTION, why)),
                     Ok(public) => {
-                        if let (Some(cert), Some(cert_file)) = (&certificate, &sb.certificate_file)
+                        if let (Some(cert), Some(cert_file)) = (&certificate, certificate_file)
                             && cert.trim() != public.trim()
                         {
                             problems.push(
@@ -183,6 +212,27 @@ mod tests {
         std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).expect("chmod");
         let m = messages(&resolved(&cert, &key), Missing::Refuse);
         assert!(m.iter().any(|l| l.contains("is not a PEM X.509 certificate")) && m.iter().any(|l| l.contains("is not an unencrypted PEM private key")), "{m:?}");
+    }
+
+    /// Files given on sign's command line replace the configuration's and are blamed on their
+    /// flags: a credential that is not the certificate's key says so at --key-file.
+    #[test]
+    fn files_given_on_the_command_line_are_checked_at_their_flags() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let dir = Utf8Path::from_path(dir.path()).expect("utf-8");
+        let (key, cert) = make_key(dir, "db");
+        let (other_key, _) = make_key(dir, "other");
+        let r = resolved(dir.join("not-here.key").as_str(), dir.join("not-here.pem").as_str());
+        let given = Given { key: Some(key.clone().into()), certificate: Some(cert.clone().into()) };
+        assert_eq!(check_given(&r, Missing::Refuse, &given).len(), 0);
+        let given = Given { key: Some(other_key.clone().into()), certificate: Some(cert.clone().into()) };
+        let m: Vec<String> = check_given(&r, Missing::Refuse, &given).iter().map(|d| d.to_string()).collect();
+        assert_eq!(m.len(), 1, "{m:?}");
+        assert!(m[0].starts_with(&format!("{KEY_FLAG}: {KEY_OPTION}: the key in {other_key} does not belong to the certificate {cert}")), "{m:?}");
+        // Only the key given: the certificate is the configuration's, blamed at its line.
+        let given = Given { key: Some(key.into()), certificate: None };
+        let m: Vec<String> = check_given(&r, Missing::Refuse, &given).iter().map(|d| d.to_string()).collect();
+        assert!(m.len() == 1 && m[0].starts_with(&format!("sb.nix:4:3: {CERTIFICATE_OPTION}: ")) && m[0].contains("not-here.pem does not exist"), "{m:?}");
     }
 
     /// The option's rule refuses a path below /nix/store where it is defined.

@@ -58,6 +58,15 @@ pub struct SignArgs {
     /// sbsign to run (sbsigntool).
     #[arg(long, value_name = "PROGRAM", default_value = "sbsign")]
     pub sbsign: String,
+    /// The db key to sign with, instead of bootServer.secureBoot.keyFile: where the service
+    /// manager put it (services.nixos-pxe hands it to its signing unit as a systemd credential,
+    /// `--key-file %d/db.key`). Checked as the option is: not in the Nix store, readable by its
+    /// owner alone, the certificate's.
+    #[arg(long, value_name = "FILE")]
+    pub key_file: Option<Utf8PathBuf>,
+    /// The db certificate, instead of bootServer.secureBoot.certificateFile (as --key-file).
+    #[arg(long, value_name = "FILE")]
+    pub certificate_file: Option<Utf8PathBuf>,
 }
 
 /// What was written.
@@ -108,11 +117,14 @@ pub fn run(args: &SignArgs) -> Result<Signed, Error> {
     if !sb.enable {
         return Err(Error::Message(format!("{}: bootServer.secureBoot.enable is not set: nothing to sign", resolved.source)));
     }
-    let problems = keys::check(&resolved, Missing::Refuse);
+    let given = keys::Given { key: args.key_file.clone(), certificate: args.certificate_file.clone() };
+    let problems = keys::check_given(&resolved, Missing::Refuse, &given);
     if !problems.is_empty() {
         return Err(ConfigError::Invalid(problems).into());
     }
-    let (Some(key), Some(cert), Some(address)) = (sb.key_file.as_deref(), sb.certificate_file.as_deref(), resolved.config.boot_server.address) else {
+    let key = given.key.as_deref().map(Utf8Path::as_str).or(sb.key_file.as_deref());
+    let cert = given.certificate.as_deref().map(Utf8Path::as_str).or(sb.certificate_file.as_deref());
+    let (Some(key), Some(cert), Some(address)) = (key, cert, resolved.config.boot_server.address) else {
         return Err(Error::Message("internal: the configuration's rules let Secure Boot through without a key, a certificate or an address".into()));
     };
     let unsigned = &args.unsigned;
@@ -200,6 +212,11 @@ pub fn run(args: &SignArgs) -> Result<Signed, Error> {
         let boot_file = args.out.join(crate::schema::LOADER_FILE_NAME);
         place(&signed_uki, &boot_file)?;
         let boot_file_size = std::fs::metadata(&boot_file).map_err(Error::io(&boot_file))?.len();
+        // What an earlier signing served and this one does not (an earlier fleet's images).
+        let mut kept: std::collections::BTreeSet<Utf8PathBuf> =
+            manifest.images.values().chain(manifest.boot_files.values()).chain([&manifest.tools]).map(|f| args.out.join(&f.path)).collect();
+        kept.insert(args.out.join(MANIFEST_PATH));
+        prune(&args.out.join(HTTP_DIR), &kept)?;
         Ok(Signed { boot_file, boot_file_size, manifest })
     })();
     let _ = std::fs::remove_dir_all(&scratch);
@@ -262,19 +279,68 @@ fn place(from: &Utf8Path, to: &Utf8Path) -> Result<(), Error> {
 }
 
 /// Puts a copy of `from` at `to`: a hard link where the file systems allow it (an image of
-/// gigabytes is not copied at every signing), else a copy; through a temporary name.
+/// gigabytes is not copied at every signing), else a copy; through a temporary name. A symbolic
+/// link (the flake's parts link into the store) is followed first: a link of a link would be
+/// served as one, and serve refuses links.
 fn place_copy(from: &Utf8Path, to: &Utf8Path, scratch: &Utf8Path) -> Result<(), Error> {
     let tmp = scratch.join(to.file_name().unwrap_or("copy"));
     let _ = std::fs::remove_file(&tmp);
-    if std::fs::hard_link(from, &tmp).is_err() {
+    let from = std::fs::canonicalize(from).map_err(Error::io(from))?;
+    if std::fs::hard_link(&from, &tmp).is_err() {
         std::fs::copy(from, &tmp).map_err(Error::io(&tmp))?;
     }
     place(&tmp, to)
 }
 
+/// Removes every file below `dir` that is not in `kept`, and the directories left empty: `sign`
+/// owns `OUT/nixos-pxe/secure-boot/`, and what the new manifest does not name is an earlier
+/// signing's (an image of systems no host has any more), which would otherwise stay for ever.
+fn prune(dir: &Utf8Path, kept: &std::collections::BTreeSet<Utf8PathBuf>) -> Result<(), Error> {
+    for entry in std::fs::read_dir(dir).map_err(Error::io(dir))? {
+        let entry = entry.map_err(Error::io(dir))?;
+        let Ok(path) = Utf8PathBuf::from_path_buf(entry.path()) else { continue };
+        let kind = entry.file_type().map_err(Error::io(&path))?;
+        if kind.is_dir() {
+            prune(&path, kept)?;
+            let _ = std::fs::remove_dir(&path);
+        } else if !kept.contains(&path) {
+            std::fs::remove_file(&path).map_err(Error::io(&path))?;
+        }
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_earlier_signings_files_are_removed_and_the_new_ones_kept() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let dir = Utf8Path::from_path(tmp.path()).expect("utf-8");
+        for file in ["manifest.json", "tools.tar.zst", "systems/new.tar.zst", "systems/new.efi", "systems/old.tar.zst", "systems/old.efi", "gone/old.tar.zst"] {
+            let path = dir.join(file);
+            std::fs::create_dir_all(path.parent().expect("parent")).expect("mkdir");
+            std::fs::write(&path, "x").expect("write");
+        }
+        let kept = ["manifest.json", "tools.tar.zst", "systems/new.tar.zst", "systems/new.efi"].map(|f| dir.join(f)).into_iter().collect();
+        prune(dir, &kept).expect("prune");
+        let mut left: Vec<String> = walk(dir).into_iter().map(|p| p.strip_prefix(dir).expect("below").to_string()).collect();
+        left.sort();
+        assert_eq!(left, ["manifest.json", "systems", "systems/new.efi", "systems/new.tar.zst", "tools.tar.zst"]);
+    }
+
+    fn walk(dir: &Utf8Path) -> Vec<Utf8PathBuf> {
+        let mut out = Vec::new();
+        for e in std::fs::read_dir(dir).expect("read").flatten() {
+            let p = Utf8PathBuf::from_path_buf(e.path()).expect("utf-8");
+            if p.is_dir() {
+                out.extend(walk(&p));
+            }
+            out.push(p);
+        }
+        out
+    }
 
     #[test]
     fn boot_files_are_named_after_their_images() {

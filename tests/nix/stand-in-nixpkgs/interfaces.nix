@@ -168,6 +168,29 @@
     gnutar =
       found "pkgs/by-name/gn/gnutar/package.nix" "d62277a06632df4e578200c65dd3da1f0af62c6d"
       (debian.fromDebian "gnutar" ["/usr/bin/tar"]);
+    # Secure Boot mode (nix/secure-boot-parts.nix, nix/server-module.nix's nixos-pxe-sign).
+    # systemd's EFI stub, where uki.nix takes it: ${pkgs.systemd}/lib/systemd/boot/efi/linux<efiArch>.efi.stub.
+    systemd =
+      read "nixos/modules/system/boot/uki.nix (the stub's path), pkgs/os-specific/linux/systemd/default.nix (found)" "02d79c9c8bcba9020b4c93784f96e0cb15709349, 692e5858cccc04c83113bafd185e0441f723fc04"
+      (stdenv.runCommand "systemd-efi-stub-from-debian" {} ''
+        stub=/usr/lib/systemd/boot/efi/linuxx64.efi.stub
+        [ -f "$stub" ] || { echo "stand-in nixpkgs: pkgs.systemd's EFI stub is Debian's $stub, which is not installed (bash dev/install-deps.sh test)" >&2; exit 1; }
+        mkdir -p "$out/lib/systemd/boot/efi"
+        cp "$stub" "$out/lib/systemd/boot/efi/"
+      '');
+    # configure --prefix=$out: $out/bin/sbsign.
+    sbsigntool =
+      read "pkgs/by-name/sb/sbsigntool/package.nix" "03daab656feb70d689e0008d1d34b7fd41a9dca1"
+      (debian.fromDebian "sbsigntool" ["/usr/bin/sbsign"]);
+    # binutils with withAllTargets = true (objcopy reads the clients' x86-64 PE on any server);
+    # one output first, out: $out/bin/objcopy.
+    binutils-unwrapped-all-targets =
+      read "pkgs/development/tools/misc/binutils/default.nix (withAllTargets, outputs)" "0049f3168ac6ece15eba8f5cf980f0bd92266fc5"
+      (debian.fromDebian "binutils-unwrapped-all-targets" ["/usr/bin/objcopy"]);
+    # outputs = [ "bin" ... ]: the package's path is its bin output, $bin/bin/openssl.
+    openssl =
+      read "pkgs/development/libraries/openssl/default.nix" "004b2fd7d682412872de50cc0fb812074ee792e1"
+      (debian.fromDebian "openssl" ["/usr/bin/openssl"]);
     # $out/bin/dnsmasq (BINDIR=$(out)/bin), as checks/pxe-install.nix runs it.
     dnsmasq =
       read "pkgs/by-name/dn/dnsmasq/package.nix" "04e8a1744818d111e65595b1f8eb7476abccc558"
@@ -215,6 +238,8 @@
     "systemd-boot sets boot.loader.grub.enable = mkDefault false" = read "nixos/modules/system/boot/loader/systemd-boot/systemd-boot.nix" "739bd2dccdc7fae6d5f8c4cdefb7072c10f58e56" null;
     "option networking.hostName" = found "nixos/modules/tasks/network-interfaces.nix" "577cb341b4463d094b5180bd5a39c49c0b49e5f6" null;
     "option system.build (any attribute), system.build.toplevel" = read "nixos/modules/system/build.nix, nixos/modules/system/activation/top-level.nix" "14fd976016aee7e8a52f362b145a16947e111515, 01502f439c6a734621f212e450e7a6a9f35a0c5f" null;
+    "option system.build.uki ($out/<ukiFile>: systemd-stub, the system's kernel, initrd and init=<toplevel>/init), system.boot.loader.ukiFile (nixos.efi by default)" = read "nixos/modules/system/boot/uki.nix" "02d79c9c8bcba9020b4c93784f96e0cb15709349" null;
+    "option systemd.services.<name>.path (each package's bin/ on PATH), serviceConfig LoadCredential= and %d (the credentials directory)" = read "nixos/lib/systemd-unit-options.nix, nixos/lib/systemd-lib.nix (serviceConfig: environment.PATH = makeBinPath path)" "01f31c2ee7d045a337dff0f858c0ed61dd0f4ddb, 6f03be6bc8255385259c5652a993fbbd751e2103" null;
     # checks/pxe-install.nix's server: the rendered exports file replaces the one nfsd.nix writes.
     "option environment.etc.exports.source (nfsd.nix sets it to a file of services.nfs.server.exports)" = read "nixos/modules/services/network-filesystems/nfsd.nix" "442fecbe2fa2d7db721050578283e196fc45cdf3" null;
     # checks/pxe-install.nix's test script (its timeouts; not run here).

@@ -20,6 +20,11 @@
 #   a misspelt or mistyped one fails as there), and NixOS's warnings about them
 #   (nixos/modules/system/boot/systemd.nix: a unit ordered after network-online.target without
 #   wanting it; Type=oneshot with Restart=always or on-success);
+# - system.build.uki and system.boot.loader.ukiFile (nixos/modules/system/boot/uki.nix): the
+#   system's unified kernel image is $out/<ukiFile>, "nixos.efi" by default; the stand-in's is
+#   Debian's systemd-stub with the `.osrel` and `.cmdline` (`init=<toplevel>/init`) sections
+#   uki.nix's ukify adds, placed after the stub's sections as ukify places them, and no kernel or
+#   initrd (the stand-in system has none): a PE image sign signs, not one that boots;
 # - system.build.toplevel checks the assertions (lib.asserts.checkAssertWarn, as
 #   nixos/modules/system/activation/top-level.nix) and is a real store path: the system's name and
 #   its file systems as JSON, in a second store path, so the closure has more than one path.
@@ -222,6 +227,13 @@
         type = types.submoduleWith {modules = [{freeformType = types.lazyAttrsOf (types.uniq types.unspecified);}];};
         default = {};
       };
+      # uki.nix: boot.uki.name ("nixos" without system.image.id), "_<version>" with
+      # system.image.version (null by default), ".efi".
+      system.boot.loader.ukiFile = mkOption {
+        type = types.str;
+        internal = true;
+        default = "nixos.efi";
+      };
     };
     config = {
       _module.args.pkgs = pkgs;
@@ -257,6 +269,25 @@
           grub.devices);
       warnings = lib.concatLists (lib.mapAttrsToList serviceWarnings config.systemd.services);
       system.build.toplevel = lib.asserts.checkAssertWarn config.assertions config.warnings system;
+      system.build.uki =
+        impl.runCommand config.system.boot.loader.ukiFile {
+          cmdline = "init=${config.system.build.toplevel}/init";
+          ukiFile = config.system.boot.loader.ukiFile;
+        } ''
+          stub=/usr/lib/systemd/boot/efi/linuxx64.efi.stub
+          [ -f "$stub" ] || { echo "stand-in NixOS: system.build.uki needs Debian's $stub (apt-get install systemd-boot-efi)" >&2; exit 1; }
+          echo 'NAME="stand-in NixOS (tests/nix/stand-in-nixpkgs), not bootable"' > osrel
+          printf '%s' "$cmdline" > cmdline
+          # After the stub's last section, at its SectionAlignment (4096), one after the other.
+          next=$(objdump -h "$stub" | awk '$1 ~ /^[0-9]+$/ { print $3, $4 }' | while read -r size vma; do echo $((0x$vma + 0x$size)); done | sort -n | tail -n 1)
+          align() { echo $(( ($1 + 4095) / 4096 * 4096 )); }
+          osrel_at=$(align "$next")
+          cmdline_at=$(align $((osrel_at + $(stat -c %s osrel))))
+          mkdir "$out"
+          objcopy --add-section .osrel=osrel --change-section-vma .osrel=$(printf 0x%x "$osrel_at") \
+            --add-section .cmdline=cmdline --change-section-vma .cmdline=$(printf 0x%x "$cmdline_at") \
+            "$stub" "$out/$ukiFile"
+        '';
     };
   };
 in {
