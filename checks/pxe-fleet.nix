@@ -32,20 +32,9 @@
   inherit (pkgs) lib;
   server = fleet.config.bootServer;
   toplevel = name: fleet.targets.${name}.config.system.build.toplevel;
-  # A client VM: firmware, not a NixOS boot, as in checks/pxe-install.nix: OVMF with writable
-  # variables, no -kernel, no root disk, one empty disk (vda), only the VLAN NIC (its MAC is the
-  # one in the fleet).
-  client = {lib, ...}: {
-    virtualisation = {
-      vlans = [1];
-      qemu.networkingOptions = lib.mkForce [];
-      directBoot.enable = false;
-      useEFIBoot = true;
-      diskImage = null;
-      emptyDiskImages = [8192];
-      memorySize = 2048;
-    };
-  };
+  # A client VM (checks/pxe-client.nix): firmware with an empty disk and the VLAN NIC alone, whose
+  # MAC is the one in the fleet.
+  client = ./pxe-client.nix;
 in
   pkgs.testers.runNixOSTest {
     name = "nixos-pxe-fleet";

@@ -77,23 +77,10 @@ in
       environment.etc.exports.source = lib.mkForce "${configs}/exports";
     };
 
-    # Firmware, not a NixOS boot: OVMF with writable variables (useEFIBoot adds the pflash drives
-    # without useBootLoader), no -kernel (directBoot), no root disk (diskImage = null), one empty
-    # disk to install on (vda). Without the user-mode NIC the vlan NIC is the only one, so the
-    # firmware's efinet0 and the kernel's eth0 (the configuration's defaults) are that NIC. With
+    # The client (checks/pxe-client.nix): firmware with an empty disk and the VLAN NIC alone. With
     # no bootindex anywhere, OVMF tries the devices in its own order: the empty disk fails, PXE
     # follows; after the install, systemd-boot's entry is first in the kept BootOrder.
-    nodes.client = {lib, ...}: {
-      virtualisation = {
-        vlans = [1];
-        qemu.networkingOptions = lib.mkForce [];
-        directBoot.enable = false;
-        useEFIBoot = true;
-        diskImage = null;
-        emptyDiskImages = [8192];
-        memorySize = 2048;
-      };
-    };
+    nodes.client = ./pxe-client.nix;
 
     testScript = ''
       import re
