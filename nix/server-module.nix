@@ -72,6 +72,35 @@
   cfg = config.services.nixos-pxe;
   server = cfg.fleet.config.bootServer;
 
+  # The sandbox serve and nixos-pxe-sign share (systemd.exec(5)): no new privileges; the store
+  # read-only (ProtectSystem=strict: everything but the state directory), no home, /tmp of its
+  # own, no devices but the pseudo ones, its own processes; no kernel tunables, modules, logs,
+  # control groups, clock or host name; no namespaces, realtime or set-id files; the system calls
+  # of a service.
+  sandbox = {
+    NoNewPrivileges = true;
+    ProtectSystem = "strict";
+    ProtectHome = true;
+    PrivateTmp = true;
+    PrivateDevices = true;
+    DevicePolicy = "closed";
+    ProtectProc = "invisible";
+    ProcSubset = "pid";
+    ProtectKernelTunables = true;
+    ProtectKernelModules = true;
+    ProtectKernelLogs = true;
+    ProtectControlGroups = true;
+    ProtectClock = true;
+    ProtectHostname = true;
+    RestrictNamespaces = true;
+    RestrictRealtime = true;
+    RestrictSUIDSGID = true;
+    LockPersonality = true;
+    SystemCallArchitectures = "native";
+    SystemCallFilter = ["@system-service" "~@privileged" "~@resources"];
+    SystemCallErrorNumber = "EPERM";
+  };
+
   # Secure Boot: where nixos-pxe-sign writes what serve serves (StateDirectory=, below /var/lib).
   secureBoot = server.secureBoot.enable or false;
   signedDirectory = "nixos-pxe-secure-boot";
@@ -250,82 +279,61 @@ in {
       wants = ["network-online.target"] ++ lib.optional localDatabase "postgresql.service";
       # Secure Boot: the signed files first (nixos-pxe-sign is requiredBy this unit).
       after = ["network-online.target" "network-addresses-${cfg.interface}.service"] ++ lib.optional localDatabase "postgresql.service" ++ lib.optional secureBoot "nixos-pxe-sign.service";
-      serviceConfig = {
-        ExecStart =
-          lib.escapeShellArgs [
-            "${cfg.package}/bin/nixos-pxe"
-            "serve"
-            "--config"
-            "${cfg.fleet.configJSON}"
-            "--interface"
-            cfg.interface
-            "--tftp-root"
-            (
-              if secureBoot
-              then signedDir
-              else "${cfg.fleet.tftpRoot}"
-            )
-            "--nfs-root"
-            "${cfg.fleet.nfsRoot}"
-            "--state-dir"
-            cfg.stateDir
-            "--http-port"
-            (toString cfg.httpPort)
-          ]
-          + lib.optionalString db.enable (" "
-            + lib.escapeShellArgs (["--database" databaseUrl]
-              ++ lib.optionals (db.passwordFile != null) ["--database-password-file" "%d/database-password"]));
-        LoadCredential = lib.mkIf (db.enable && db.passwordFile != null) ["database-password:${toString db.passwordFile}"];
-        Restart = "on-failure";
-        RestartSec = 5;
-        # Open files, soft and hard: serve's caps follow from this limit (src/serve/limits.rs:
-        # 512 TFTP transfers, 1024 HTTP and 1024 NFS connections take 9,280 descriptors with its
-        # reserve; systemd's default soft limit of 1024 would give 141, 141 and 62). With both set
-        # serve need not raise its own limit (setrlimit is in @resources, which the filter below
-        # denies).
-        LimitNOFILE = 16384;
+      serviceConfig =
+        sandbox
+        // {
+          ExecStart =
+            lib.escapeShellArgs [
+              "${cfg.package}/bin/nixos-pxe"
+              "serve"
+              "--config"
+              "${cfg.fleet.configJSON}"
+              "--interface"
+              cfg.interface
+              "--tftp-root"
+              (
+                if secureBoot
+                then signedDir
+                else "${cfg.fleet.tftpRoot}"
+              )
+              "--nfs-root"
+              "${cfg.fleet.nfsRoot}"
+              "--state-dir"
+              cfg.stateDir
+              "--http-port"
+              (toString cfg.httpPort)
+            ]
+            + lib.optionalString db.enable (" "
+              + lib.escapeShellArgs (["--database" databaseUrl]
+                ++ lib.optionals (db.passwordFile != null) ["--database-password-file" "%d/database-password"]));
+          LoadCredential = lib.mkIf (db.enable && db.passwordFile != null) ["database-password:${toString db.passwordFile}"];
+          Restart = "on-failure";
+          RestartSec = 5;
+          # Open files, soft and hard: serve's caps follow from this limit (src/serve/limits.rs:
+          # 512 TFTP transfers, 1024 HTTP and 1024 NFS connections take 9,280 descriptors with its
+          # reserve; systemd's default soft limit of 1024 would give 141, 141 and 62). With both set
+          # serve need not raise its own limit (setrlimit is in @resources, which the sandbox's
+          # SystemCallFilter denies).
+          LimitNOFILE = 16384;
 
-        # Who: a user of its own, made for each start; the state directory is its own.
-        DynamicUser = true;
-        StateDirectory = stateDirectory;
-        StateDirectoryMode = "0700";
-        UMask = "0077";
+          # Who: a user of its own, made for each start; the state directory is its own.
+          DynamicUser = true;
+          StateDirectory = stateDirectory;
+          StateDirectoryMode = "0700";
+          UMask = "0077";
 
-        # What it may do: bind ports below 1024, nothing else.
-        CapabilityBoundingSet = ["CAP_NET_BIND_SERVICE"];
-        AmbientCapabilities = ["CAP_NET_BIND_SERVICE"];
-        NoNewPrivileges = true;
+          # What it may do: bind ports below 1024, nothing else.
+          CapabilityBoundingSet = ["CAP_NET_BIND_SERVICE"];
+          AmbientCapabilities = ["CAP_NET_BIND_SERVICE"];
 
-        # What it sees: the store read-only (ProtectSystem=strict: everything but the state
-        # directory), no home, /tmp of its own, no devices but the pseudo ones, its own processes.
-        ProtectSystem = "strict";
-        ProtectHome = true;
-        PrivateTmp = true;
-        PrivateDevices = true;
-        DevicePolicy = "closed";
-        ProtectProc = "invisible";
-        ProcSubset = "pid";
-        ProtectKernelTunables = true;
-        ProtectKernelModules = true;
-        ProtectKernelLogs = true;
-        ProtectControlGroups = true;
-        ProtectClock = true;
-        ProtectHostname = true;
-
-        # What it may ask the kernel: IPv4 sockets only (DHCP, TFTP, HTTP and NFS are IPv4 here;
-        # the log goes to the standard error systemd connected), the system calls of a service.
-        # With a database: AF_UNIX for the local socket, AF_INET6 for a remote one by IPv6.
-        RestrictAddressFamilies = ["AF_INET"] ++ lib.optionals db.enable ["AF_UNIX" "AF_INET6"];
-        RestrictNamespaces = true;
-        RestrictRealtime = true;
-        RestrictSUIDSGID = true;
-        LockPersonality = true;
-        MemoryDenyWriteExecute = true;
-        RemoveIPC = true;
-        SystemCallArchitectures = "native";
-        SystemCallFilter = ["@system-service" "~@privileged" "~@resources"];
-        SystemCallErrorNumber = "EPERM";
-      };
+          # What it may ask the kernel: IPv4 sockets only (DHCP, TFTP, HTTP and NFS are IPv4 here;
+          # the log goes to the standard error systemd connected). With a database: AF_UNIX for
+          # the local socket, AF_INET6 for a remote one by IPv6. Nothing mapped writable and
+          # executable, no IPC left behind.
+          RestrictAddressFamilies = ["AF_INET"] ++ lib.optionals db.enable ["AF_UNIX" "AF_INET6"];
+          MemoryDenyWriteExecute = true;
+          RemoveIPC = true;
+        };
     };
 
     # Secure Boot: the fleet's parts signed where the key is, before serve (see the top of this file).
@@ -335,63 +343,46 @@ in {
       before = ["nixos-pxe.service"];
       # sign checks the key and the certificate with openssl (src/secure_boot/keys.rs).
       path = [pkgs.openssl];
-      serviceConfig = {
-        Type = "oneshot";
-        RemainAfterExit = true;
-        ExecStart = lib.escapeShellArgs [
-          "${cfg.package}/bin/nixos-pxe"
-          "sign"
-          "--config"
-          "${cfg.fleet.configJSON}"
-          "--unsigned"
-          "${parts}"
-          "--stub"
-          "${parts}/linuxx64.efi.stub"
-          "--out"
-          signedDir
-          "--http-port"
-          (toString cfg.httpPort)
-          # %d: the unit's credentials directory (systemd.unit(5)); systemd expands it.
-          "--key-file"
-          "%d/db.key"
-          "--certificate-file"
-          "%d/db.crt"
-          # objcopy of every target: the stub is the clients' x86-64 PE, the server may be ARM.
-          "--objcopy"
-          "${pkgs.binutils-unwrapped-all-targets}/bin/objcopy"
-          "--sbsign"
-          "${pkgs.sbsigntool}/bin/sbsign"
-        ];
-        LoadCredential = ["db.key:${toString server.secureBoot.keyFile}" "db.crt:${toString server.secureBoot.certificateFile}"];
-        # What serve serves: readable by serve's dynamic user, written by this unit alone.
-        StateDirectory = signedDirectory;
-        StateDirectoryMode = "0755";
-        UMask = "0022";
+      serviceConfig =
+        sandbox
+        // {
+          Type = "oneshot";
+          RemainAfterExit = true;
+          ExecStart = lib.escapeShellArgs [
+            "${cfg.package}/bin/nixos-pxe"
+            "sign"
+            "--config"
+            "${cfg.fleet.configJSON}"
+            "--unsigned"
+            "${parts}"
+            "--stub"
+            "${parts}/linuxx64.efi.stub"
+            "--out"
+            signedDir
+            "--http-port"
+            (toString cfg.httpPort)
+            # %d: the unit's credentials directory (systemd.unit(5)); systemd expands it.
+            "--key-file"
+            "%d/db.key"
+            "--certificate-file"
+            "%d/db.crt"
+            # objcopy of every target: the stub is the clients' x86-64 PE, the server may be ARM.
+            "--objcopy"
+            "${pkgs.binutils-unwrapped-all-targets}/bin/objcopy"
+            "--sbsign"
+            "${pkgs.sbsigntool}/bin/sbsign"
+          ];
+          LoadCredential = ["db.key:${toString server.secureBoot.keyFile}" "db.crt:${toString server.secureBoot.certificateFile}"];
+          # What serve serves: readable by serve's dynamic user, written by this unit alone.
+          StateDirectory = signedDirectory;
+          StateDirectoryMode = "0755";
+          UMask = "0022";
 
-        # root (the directory is root's), without a single capability, without a network.
-        CapabilityBoundingSet = "";
-        NoNewPrivileges = true;
-        PrivateNetwork = true;
-        RestrictAddressFamilies = ["AF_UNIX"];
-        ProtectSystem = "strict";
-        ProtectHome = true;
-        PrivateTmp = true;
-        PrivateDevices = true;
-        ProtectProc = "invisible";
-        ProtectKernelTunables = true;
-        ProtectKernelModules = true;
-        ProtectKernelLogs = true;
-        ProtectControlGroups = true;
-        ProtectClock = true;
-        ProtectHostname = true;
-        RestrictNamespaces = true;
-        RestrictRealtime = true;
-        RestrictSUIDSGID = true;
-        LockPersonality = true;
-        SystemCallArchitectures = "native";
-        SystemCallFilter = ["@system-service" "~@privileged" "~@resources"];
-        SystemCallErrorNumber = "EPERM";
-      };
+          # root (the directory is root's), without a single capability, without a network.
+          CapabilityBoundingSet = "";
+          PrivateNetwork = true;
+          RestrictAddressFamilies = ["AF_UNIX"];
+        };
     };
   };
 }
