@@ -292,11 +292,13 @@ fn the_firmware_runs_the_installer_only_signed_with_the_sites_key_and_whole() {
     // The system's boot file is signed with the same key (the firmware checks it in a later slice).
     common::run(Command::new("sbverify").arg("--cert").arg(&cert).arg(out.join("nixos-pxe/secure-boot/system.efi")));
 
-    // The same image signed with another key: its signature taken off, another put on. (An
-    // image sign left unsigned has none to take off: sbattach fails, and (a) says what is wrong.)
+    // The same image without a signature (taken off), and signed with another key. (An image
+    // sign left unsigned has none to take off: sbattach fails, and (a) says what is wrong.)
     let (bare, resigned) = (dir.join("signature-removed.efi"), dir.join("another-key.efi"));
     std::fs::copy(&signed, &bare).expect("copy");
     let _ = Command::new("sbattach").arg("--remove").arg(&bare).stderr(Stdio::null()).status();
+    let still = Command::new("sbverify").arg("--cert").arg(&cert).arg(&bare).stdout(Stdio::null()).stderr(Stdio::null()).status().expect("sbverify");
+    assert!(!still.success(), "{} still verifies after sbattach --remove", bare.display());
     common::run(Command::new("sbsign").arg("--key").arg(&other_key).arg("--cert").arg(&other_cert).arg("--output").arg(&resigned).arg(&bare));
     common::run(Command::new("sbverify").arg("--cert").arg(&other_cert).arg(&resigned));
     let changed_kernel = with_a_byte_changed(dir, &signed, ".linux");
@@ -366,10 +368,12 @@ fn the_firmware_runs_the_installer_only_signed_with_the_sites_key_and_whole() {
     if target_hash() != empty {
         failures.push("(a') the target disk was written to".into());
     }
-    // (b) The same image signed with another key.
-    let b = boot(dir, "b-another-key", &resigned, Firmware::Enforcing(&enrolled), &installer_ran);
-    if let Err(e) = refused(&b) {
-        failures.push(format!("(b) signed with another key: {e}"));
+    // (b) The same image signed with another key, and with no signature at all.
+    for (name, image) in [("b-another-key", &resigned), ("b-unsigned", &bare)] {
+        let b = boot(dir, name, image, Firmware::Enforcing(&enrolled), &installer_ran);
+        if let Err(e) = refused(&b) {
+            failures.push(format!("({name}) {e}"));
+        }
     }
     // (c) One byte changed in the kernel, then in the initrd.
     for (name, image) in [("c-kernel-byte-changed", &changed_kernel), ("c-initrd-byte-changed", &changed_initrd)] {
