@@ -241,6 +241,7 @@ fn write_consumer_flake(dir: &Path, repo: &Path, tftp_root: &Path) {
       # Secure Boot (secure-boot.nix): the fleet's unsigned parts, and services.nixos-pxe on a
       # boot server signing them in nixos-pxe-sign.service before serve.
       sbFleet = self.fleetWith { modules = [ ./secure-boot.nix ]; };
+      sbInstaller = installerWith [ ./installer.nix ./secure-boot.nix ];
       sbServer = nixpkgs.lib.nixosSystem {
         modules = [
           nixos-pxe.nixosModules.server
@@ -1447,6 +1448,20 @@ fn the_fleets_secure_boot_parts_are_signed_by_the_servers_sign_unit() {
     assert!(link.0 == 'l' && link.2.contains("-nixos-pxe-tools"), "{link:?}");
     assert!(tools.iter().any(|(_, n, _)| n.ends_with("-nixos-pxe-tools/bin/sfdisk")), "{tools:?}");
     assert!(!tools.iter().any(|(_, n, _)| format!("/{n}").starts_with(&tool)), "the tool's own path is the initrd's, not unpacked again: {tools:?}");
+
+    // lib.mkInstaller's parts: its one image, system.tar.zst, beside system.efi; sign takes them.
+    let single = build(f, Flake::Consumer, "sbInstaller.secureBootParts");
+    assert!(single.join("system.tar.zst").is_file() && single.join("system.efi").is_file(), "{}", single.display());
+    let single_config = build(f, Flake::Consumer, "sbInstaller.configJSON");
+    std::fs::set_permissions(&site_key, std::os::unix::fs::PermissionsExt::from_mode(0o600)).expect("chmod");
+    let single_out = dir.join("single");
+    nixos_pxe(&[
+        "sign", "--config", single_config.to_str().expect("utf-8"), "--unsigned", single.to_str().expect("utf-8"),
+        "--stub", single.join("linuxx64.efi.stub").to_str().expect("utf-8"), "--out", single_out.to_str().expect("utf-8"),
+        "--key-file", site_key.to_str().expect("utf-8"), "--certificate-file", site_cert.to_str().expect("utf-8"),
+    ]);
+    verify(&single_out.join("bootx64.efi"));
+    verify(&single_out.join("nixos-pxe/secure-boot/system.efi"));
 }
 
 /// The words of a command line as escapeShellArgs quotes them (each word bare or in '').
