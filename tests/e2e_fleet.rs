@@ -440,14 +440,32 @@ impl FleetLab {
 
     /// An HTTP GET of `path` on serve from namespace `client`: (status, body).
     fn curl_from(&self, client: &str, path: &str) -> (u16, String) {
-        let out = Command::new("ip")
-            .args(["netns", "exec", client, "curl", "-sS", "--max-time", "20", "-o", "-", "-w", "\n%{http_code}"])
-            .arg(format!("http://{SERVER_ADDRESS}{path}"))
-            .output()
-            .expect("curl");
-        let text = String::from_utf8_lossy(&out.stdout).into_owned();
-        let (body, code) = text.rsplit_once('\n').unwrap_or(("", "0"));
-        (code.trim().parse().unwrap_or(0), body.to_string())
+        self.http_from(client, &[format!("http://{SERVER_ADDRESS}{path}")])
+    }
+
+    /// curl in namespace `client` with `args`: (status, body). What the test asks is serve's
+    /// answer: a request that got none (status 0: the lab's network or a loaded machine lost it)
+    /// is tried again, up to three times, each loss said on stderr with curl's reason; after the
+    /// third the body is curl's reason and serve's last lines.
+    fn http_from(&self, client: &str, args: &[String]) -> (u16, String) {
+        let mut reason = String::new();
+        for round in 1..=3 {
+            let out = Command::new("ip")
+                .args(["netns", "exec", client, "curl", "-sS", "--max-time", "20", "-o", "-", "-w", "\n%{http_code}"])
+                .args(args)
+                .output()
+                .expect("curl");
+            let text = String::from_utf8_lossy(&out.stdout).into_owned();
+            let (body, code) = text.rsplit_once('\n').unwrap_or(("", "0"));
+            let code = code.trim().parse().unwrap_or(0);
+            if code != 0 {
+                return (code, body.to_string());
+            }
+            reason = String::from_utf8_lossy(&out.stderr).trim().to_string();
+            eprintln!("e2e {}: no answer from serve to {client}'s request (try {round} of 3): {reason}", self.tag);
+            std::thread::sleep(Duration::from_secs(1));
+        }
+        (0, format!("curl: {reason}\n--- serve's log, last lines:\n{}", tail(&self.serve_log())))
     }
 
     /// A report POSTed from the neighbour at 10.42.0.50: (status, body).
@@ -458,15 +476,8 @@ impl FleetLab {
 
     /// A report POSTed from namespace `client`: (status, body).
     fn post_report_from(&mut self, client: &str, report: &Value) -> (u16, String) {
-        let out = Command::new("ip")
-            .args(["netns", "exec", client, "curl", "-sS", "--max-time", "20", "-o", "-", "-w", "\n%{http_code}"])
-            .args(["-H", "Content-Type: application/json", "--data-binary", &report.to_string()])
-            .arg(format!("http://{SERVER_ADDRESS}/v1/report"))
-            .output()
-            .expect("curl");
-        let text = String::from_utf8_lossy(&out.stdout).into_owned();
-        let (body, code) = text.rsplit_once('\n').unwrap_or(("", "0"));
-        (code.trim().parse().unwrap_or(0), body.to_string())
+        let args = ["-H", "Content-Type: application/json", "--data-binary", &report.to_string(), &format!("http://{SERVER_ADDRESS}/v1/report")];
+        self.http_from(client, &args.map(String::from))
     }
 }
 
@@ -790,7 +801,8 @@ fn hosts_install_at_once_through_a_serve_crash_then_boot_their_disks() {
     let (code, body) = f.post_report(&as_a);
     assert!(code == 403 && body.contains("taken only from the addresses serve's DHCP saw"), "{code}: {body}");
     let forged = serde_json::json!({ "host": "lab-b", "generation": 1, "attempt": 1, "token": token_a1, "event": "failed", "step": "disk", "message": "forged" });
-    assert_eq!(f.post_report_from(&lab_a_os, &forged).0, 403, "lab-a's token for lab-b");
+    let (code, body) = f.post_report_from(&lab_a_os, &forged);
+    assert_eq!(code, 403, "lab-a's token for lab-b: {body}");
     assert!(f.serve_log().contains("dhcp: ignored: not from the holder of that lease"), "the neighbour's RELEASE of lab-a's lease was not refused");
 
     // -- `nixos-pxe fleet reinstall lab-a --power-cycle` alone: the next boot installs again
