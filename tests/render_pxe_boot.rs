@@ -13,7 +13,7 @@ mod common;
 use common::efi_disk::{esp_disk, stand_in_loader};
 use common::{Boot, CLIENT_MAC, GRUB_BIOS_LIB, GRUB_LIB, Lab, Qemu, Socket, in_order, nixos_pxe};
 use std::path::{Path, PathBuf};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// Under TCG on 2 busy cores the firmware alone can take half a minute.
 const BOOT_TIMEOUT: Duration = Duration::from_secs(150);
@@ -186,6 +186,19 @@ fn boots_with(server: Dhcp) {
             tftpd(&mut lab);
         }
         Dhcp::Kea => {
+            // Kea opens no socket on an interface that is not running (IFF_RUNNING: "the
+            // interface br0 is not running") and never tries again. br0's only port so far is
+            // QEMU's tap, without carrier until QEMU starts, so br0 has carrier only for the
+            // moment the kernel takes to notice that after the lab is made: a loaded machine lost
+            // that race once. A machine on the bridge (a veth with carrier) keeps br0 running, as
+            // a boot server's cabled interface is.
+            lab.add_host("link", "10.42.0.254");
+            let ns = lab.ns.clone();
+            let running = Instant::now();
+            while !common::sh(&format!("ip -n {ns} link show br0")).contains("LOWER_UP") {
+                assert!(running.elapsed() < Duration::from_secs(10), "br0 in {ns} has no carrier 10 s after a veth joined it");
+                std::thread::sleep(Duration::from_millis(50));
+            }
             // Kea's lease file (default path, in /var/lib/kea), lock and pid files (/run/kea): a
             // mount namespace gives it private empty ones, so the rendered file runs unchanged.
             let conf = rendered.join("kea-dhcp4.json").display().to_string();
