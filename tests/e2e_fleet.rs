@@ -449,19 +449,13 @@ impl FleetLab {
     /// third the body is curl's reason and serve's last lines.
     fn http_from(&self, client: &str, args: &[String]) -> (u16, String) {
         let mut reason = String::new();
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
         for round in 1..=3 {
-            let out = Command::new("ip")
-                .args(["netns", "exec", client, "curl", "-sS", "--max-time", "20", "-o", "-", "-w", "\n%{http_code}"])
-                .args(args)
-                .output()
-                .expect("curl");
-            let text = String::from_utf8_lossy(&out.stdout).into_owned();
-            let (body, code) = text.rsplit_once('\n').unwrap_or(("", "0"));
-            let code = code.trim().parse().unwrap_or(0);
+            let (code, body, said) = common::curl_in_saying(client, &args);
             if code != 0 {
-                return (code, body.to_string());
+                return (code, body);
             }
-            reason = String::from_utf8_lossy(&out.stderr).trim().to_string();
+            reason = said;
             eprintln!("e2e {}: no answer from serve to {client}'s request (try {round} of 3): {reason}", self.tag);
             std::thread::sleep(Duration::from_secs(1));
         }

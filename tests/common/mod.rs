@@ -753,6 +753,12 @@ pub fn forge_dhcp_release(ns: &str, from: &str, mac: &str, address: &str) {
 /// curl in the network namespace `ns` with `args`: (HTTP status, body). Status 0: no answer
 /// (curl failed; it waits 20 s at most).
 pub fn curl_in(ns: &str, args: &[&str]) -> (u16, String) {
+    let (code, body, _) = curl_in_saying(ns, args);
+    (code, body)
+}
+
+/// [`curl_in`], with curl's own message (why there was no answer, for status 0).
+pub fn curl_in_saying(ns: &str, args: &[&str]) -> (u16, String, String) {
     let out = Command::new("ip")
         .args(["netns", "exec", ns, "curl", "-sS", "--max-time", "20", "-o", "-", "-w", "\n%{http_code}"])
         .args(args)
@@ -760,7 +766,7 @@ pub fn curl_in(ns: &str, args: &[&str]) -> (u16, String) {
         .expect("run curl (dev/packages.txt installs it)");
     let text = String::from_utf8_lossy(&out.stdout).into_owned();
     let (body, code) = text.rsplit_once('\n').unwrap_or(("", "0"));
-    (code.trim().parse().unwrap_or(0), body.to_string())
+    (code.trim().parse().unwrap_or(0), body.to_string(), String::from_utf8_lossy(&out.stderr).trim().to_string())
 }
 
 /// `nixos-pxe serve` in the network namespace `ns` serving the files below `root` over HTTP on
