@@ -60,6 +60,18 @@ pub struct Given {
     pub certificate: Option<camino::Utf8PathBuf>,
 }
 
+impl Given {
+    /// The key to use: the one given, else the configuration's.
+    pub fn key_file<'a>(&'a self, sb: &'a crate::config::typed::SecureBoot) -> Option<&'a Utf8Path> {
+        self.key.as_deref().or(sb.key_file.as_deref().map(Utf8Path::new))
+    }
+
+    /// The certificate to use: the one given, else the configuration's.
+    pub fn certificate_file<'a>(&'a self, sb: &'a crate::config::typed::SecureBoot) -> Option<&'a Utf8Path> {
+        self.certificate.as_deref().or(sb.certificate_file.as_deref().map(Utf8Path::new))
+    }
+}
+
 /// Where a file given on the command line is blamed: the flag that gave it.
 pub const KEY_FLAG: &str = "nixos-pxe sign --key-file";
 pub const CERTIFICATE_FLAG: &str = "nixos-pxe sign --certificate-file";
@@ -89,7 +101,7 @@ pub fn check_given(resolved: &Resolved, missing: Missing, given: &Given) -> Vec<
     let mut problems = Vec::new();
     let problem = |path: &str, message: String| Diagnostic::new(at(path), message).option(path);
     let mut certificate = None;
-    let certificate_file = given.certificate.as_deref().or(sb.certificate_file.as_deref().map(Utf8Path::new));
+    let certificate_file = given.certificate_file(sb);
     if let Some(file) = certificate_file {
         match (file.exists(), missing) {
             (false, Missing::Skip) => {}
@@ -100,7 +112,7 @@ pub fn check_given(resolved: &Resolved, missing: Missing, given: &Given) -> Vec<
             },
         }
     }
-    if let Some(file) = given.key.as_deref().or(sb.key_file.as_deref().map(Utf8Path::new)) {
+    if let Some(file) = given.key_file(sb) {
         // The option's rule refused a path in the store; a link into it is refused here.
         let real = std::fs::canonicalize(file).ok().and_then(|p| camino::Utf8PathBuf::from_path_buf(p).ok());
         if let Some(real) = real.as_deref().filter(|r| r.as_str().starts_with(NIX_STORE)) {

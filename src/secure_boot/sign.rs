@@ -122,8 +122,8 @@ pub fn run(args: &SignArgs) -> Result<Signed, Error> {
     if !problems.is_empty() {
         return Err(ConfigError::Invalid(problems).into());
     }
-    let key = given.key.as_deref().map(Utf8Path::as_str).or(sb.key_file.as_deref());
-    let cert = given.certificate.as_deref().map(Utf8Path::as_str).or(sb.certificate_file.as_deref());
+    let key = given.key_file(sb).map(Utf8Path::as_str);
+    let cert = given.certificate_file(sb).map(Utf8Path::as_str);
     let (Some(key), Some(cert), Some(address)) = (key, cert, resolved.config.boot_server.address) else {
         return Err(Error::Message("internal: the configuration's rules let Secure Boot through without a key, a certificate or an address".into()));
     };
