@@ -60,12 +60,12 @@ const INSTALL_TIMEOUT: Duration = Duration::from_secs(420);
 const TWO_INSTALLS_TIMEOUT: Duration = Duration::from_secs(720);
 /// A boot to GRUB's decision and what follows it.
 const BOOT_TIMEOUT: Duration = Duration::from_secs(180);
-/// How long serve stays down after each SIGKILL (the second time: after the installer it waited
-/// for has finished).
+/// How long serve stays down after the first SIGKILL (the second time it stays down until the
+/// installer it was killed under has seen its `installed` report fail).
 const SERVE_DOWN: Duration = Duration::from_secs(2);
 
 fn preflight() -> common::OneQemu {
-    common::preflight(&["/bin/busybox", "/usr/bin/curl", "/usr/bin/jq", "/usr/bin/grub-mkimage", "/usr/bin/mcopy", "/usr/bin/openssl", "/usr/bin/python3"])
+    common::preflight(&["/bin/busybox", "/usr/bin/curl", "/usr/bin/jq", "/usr/bin/grub-mkimage", "/usr/bin/mcopy", "/usr/bin/openssl", "/usr/bin/python3", "/usr/sbin/iptables"])
 }
 
 // ---- The NFS root and the stand-in systems ----
@@ -255,6 +255,35 @@ impl FleetLab {
     /// Every line serve logged, across its starts.
     fn serve_log(&self) -> String {
         self.serve_logs.iter().map(|l| std::fs::read_to_string(l).unwrap_or_default()).collect::<Vec<_>>().join("")
+    }
+
+    /// The address serve's lease file gives `mac`.
+    fn lease_address(&self, mac: &str) -> String {
+        let leases = std::fs::read_to_string(self.state.join("leases")).expect("the lease file");
+        leases
+            .lines()
+            .find_map(|l| l.strip_prefix(&format!("set {mac} "))?.split_whitespace().next().map(str::to_string))
+            .unwrap_or_else(|| panic!("no lease of {mac} in {leases}"))
+    }
+
+    /// `-I` inserts, `-D` deletes the lab's rule that drops what `address` sends to serve's HTTP
+    /// port carrying `"event":"installed"` (the report's JSON: src/fleet/store.rs, Report).
+    fn hold_installed(&self, address: &str, action: &str) {
+        sh(&format!(
+            "ip netns exec {} iptables -w {action} INPUT -s {address} -p tcp --dport 80 -m string --algo bm --string '\"event\":\"installed\"' -j DROP",
+            self.lab.ns
+        ));
+    }
+
+    /// How many packets the rule of `hold_installed` has dropped for `address`.
+    fn held_installed(&self, address: &str) -> u64 {
+        let rules = sh(&format!("ip netns exec {} iptables -w -L INPUT -v -x -n", self.lab.ns));
+        rules
+            .lines()
+            .map(|l| l.split_whitespace().collect::<Vec<_>>())
+            .find(|w| w.len() > 7 && w[2] == "DROP" && w[7] == address)
+            .and_then(|w| w[0].parse().ok())
+            .unwrap_or_else(|| panic!("no rule for {address}:\n{rules}"))
     }
 
     /// A blank disk image for `name`.
@@ -644,33 +673,41 @@ fn hosts_install_at_once_through_a_serve_crash_then_boot_their_disks() {
     let first_five: Vec<(u32, String)> = full_install(1)[..5].iter().filter(|(_, e)| !lost_b.contains(e)).cloned().collect();
     assert_eq!(accepted_reports(&answered, "lab-b"), first_five, "lab-b's reports up to its unpack");
     std::thread::sleep(SERVE_DOWN);
+    // serve is killed again when a host's `installed` report reaches it, before serve can read
+    // it, and kept down until that host's installer has seen the try fail: the report is then
+    // delivered by a retry, however fast or slow the machines install. The event is a packet
+    // filter's count, not a log line after the fact: in the lab's namespace, a rule per host
+    // (its address) drops the segment that carries `"event":"installed"` (iptables' string
+    // match), and the first rule that counts one names the finisher. The rules are in place
+    // before serve comes back, so no `installed` reaches the restarted serve first.
+    let addresses = [("lab-a", f.lease_address(A)), ("lab-b", f.lease_address(B))];
+    for (_, address) in &addresses {
+        f.hold_installed(address, "-I");
+    }
     f.start_serve();
     // The neighbour releases lab-a's lease in lab-a's name: ignored (lab-a keeps its address and
     // reports on from it below).
-    let leases = std::fs::read_to_string(f.state.join("leases")).expect("the lease file");
-    let a_address = leases
-        .lines()
-        .find_map(|l| l.strip_prefix(&format!("set {A} "))?.split_whitespace().next().map(str::to_string))
-        .unwrap_or_else(|| panic!("no lease of lab-a in {leases}"));
-    common::forge_dhcp_release(&neighbour, &neighbour_ip, A, &a_address);
+    common::forge_dhcp_release(&neighbour, &neighbour_ip, A, &addresses[0].1);
 
-    // serve killed again when a host has said `step finish`, and kept down until that host's
-    // installer has seen its `installed` report fail: serve comes back only then, so the report
-    // is delivered by a retry however fast or slow the machine installs.
-    let log_before = f.serve_log().len();
-    f.until("a `step finish` report after the restart", TWO_INSTALLS_TIMEOUT, &[&qa, &qb], |f| {
-        let log = f.serve_log();
-        let new = &log[log_before.min(log.len())..];
-        accepted(new, "lab-a", "step finish") || accepted(new, "lab-b", "step finish")
+    // Each failed try of `installed` the console says: tried again, or given up.
+    let failed_tries = |console: &str| {
+        console.lines().filter(|l| l.starts_with("nixos-pxe: report installed: try ") || l.starts_with("nixos-pxe: report installed: not delivered")).count()
+    };
+    let failed_before = [failed_tries(&qa.console()), failed_tries(&qb.console())];
+    let mut held = None;
+    f.until("an `installed` report held at serve's door", TWO_INSTALLS_TIMEOUT, &[&qa, &qb], |f| {
+        held = addresses.iter().position(|(_, address)| f.held_installed(address) > 0);
+        held.is_some()
     });
-    let log = f.serve_log();
-    let finisher = if accepted(&log[log_before..], "lab-a", "step finish") { "lab-a" } else { "lab-b" };
+    let held = held.expect("until returned once a rule counted");
+    let finisher = addresses[held].0;
     f.kill_serve();
-    eprintln!("e2e fleet-ab: serve killed again {:.1} s after the machines started, when {finisher} began its last step", both.elapsed().as_secs_f64());
-    let finishing = if finisher == "lab-a" { &qa } else { &qb };
-    f.until(&format!("{finisher}'s `installed` report failing"), INSTALL_TIMEOUT, &[finishing], |_| {
-        finishing.console().contains("nixos-pxe: report installed: try 1 failed: ")
-    });
+    for (_, address) in &addresses {
+        f.hold_installed(address, "-D");
+    }
+    eprintln!("e2e fleet-ab: serve killed again {:.1} s after the machines started, when {finisher}'s `installed` reached it", both.elapsed().as_secs_f64());
+    let finishing = if held == 0 { &qa } else { &qb };
+    f.until(&format!("{finisher}'s `installed` report failing"), INSTALL_TIMEOUT, &[finishing], |_| failed_tries(&finishing.console()) > failed_before[held]);
     f.start_serve();
 
     let (console_a, console_b) = f.until_both_exit("lab-a's and lab-b's installs", TWO_INSTALLS_TIMEOUT, &mut qa, &mut qb);
