@@ -1367,13 +1367,8 @@ fn the_fleets_secure_boot_parts_are_signed_by_the_servers_sign_unit() {
     let dir = tmp.path();
     let credentials = dir.join("credentials");
     std::fs::create_dir(&credentials).expect("mkdir");
-    let key_pair = |name: &str| {
-        let (key, cert) = (dir.join(format!("{name}.key")), dir.join(format!("{name}.pem")));
-        run(Command::new("openssl").args(["req", "-new", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "30", "-subj", &format!("/CN={name}/"), "-keyout"]).arg(&key).arg("-out").arg(&cert));
-        (key, cert)
-    };
-    let (site_key, site_cert) = key_pair("site-db");
-    let (other_key, _) = key_pair("other");
+    let (site_key, site_cert) = common::signing_keys::key_pair(dir, "site-db");
+    let (other_key, _) = common::signing_keys::key_pair(dir, "other");
     let out = dir.join("nixos-pxe-secure-boot");
     let path: String = sign["path"].as_array().expect("path").iter().map(|p| format!("{}/bin", p.as_str().expect("a package"))).collect::<Vec<_>>().join(":");
     let run_unit = |key: &Path| {

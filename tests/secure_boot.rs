@@ -40,23 +40,6 @@ const INSTALLER_FAILED: &str = "nixos-pxe: the installer failed";
 /// What OVMF prints when the image's signature does not verify against db.
 const REFUSED: &str = "Access Denied";
 
-/// A fresh RSA key and self-signed certificate named `name` in `dir`: (key, certificate). The
-/// key is readable by its owner only, as `nixos-pxe sign` requires.
-fn key_pair(dir: &Path, name: &str) -> (PathBuf, PathBuf) {
-    let (key, cert) = (dir.join(format!("{name}.key")), dir.join(format!("{name}.pem")));
-    common::run(
-        Command::new("openssl")
-            .args(["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj"])
-            .arg(format!("/CN={name}"))
-            .arg("-keyout")
-            .arg(&key)
-            .arg("-out")
-            .arg(&cert),
-    );
-    std::fs::set_permissions(&key, std::os::unix::fs::PermissionsExt::from_mode(0o600)).expect("chmod key");
-    (key, cert)
-}
-
 /// The site's configuration: tests/configs/secure-boot-uki.nix with the key and the
 /// certificate the test made.
 fn site_config(dir: &Path, key: &Path, cert: &Path) -> PathBuf {
@@ -271,8 +254,8 @@ fn the_firmware_runs_the_installer_only_signed_with_the_sites_key_and_whole() {
     let _one = common::preflight(&[STUB, CODE_SECBOOT, CODE_PLAIN, virt_firmware::EMPTY_VARS]);
     let tmp = tempfile::Builder::new().prefix("nixos-pxe-secure-boot-").tempdir_in("/var/tmp").expect("temp dir");
     let dir = tmp.path();
-    let (key, cert) = key_pair(dir, "site-db");
-    let (other_key, other_cert) = key_pair(dir, "another-db");
+    let (key, cert) = common::signing_keys::key_pair(dir, "site-db");
+    let (other_key, other_cert) = common::signing_keys::key_pair(dir, "another-db");
     let config = site_config(dir, &key, &cert);
     let kernel = common::test_kernel(&["--source", "static", "--config", config.to_str().expect("utf-8")]);
     let parts = unsigned_parts(dir, &config, &kernel);
@@ -524,7 +507,7 @@ fn a_signed_fleet_host_installs_and_boots_its_disk_with_secure_boot_on() {
     let _one = common::preflight(&[STUB, CODE_SECBOOT, virt_firmware::EMPTY_VARS]);
     let tmp = tempfile::Builder::new().prefix("nixos-pxe-secure-boot-install-").tempdir_in("/var/tmp").expect("temp dir");
     let dir = tmp.path();
-    let (key, cert) = key_pair(dir, "site-db");
+    let (key, cert) = common::signing_keys::key_pair(dir, "site-db");
     let config = fleet_config(dir, &key, &cert);
     let config_s = config.to_str().expect("utf-8");
     let kernel = common::test_kernel(&["--source", "static", "--config", config_s]);

@@ -11,6 +11,7 @@ pub mod efi_disk;
 pub mod host_state;
 pub mod nix_format;
 pub mod pypi_venv;
+pub mod signing_keys;
 pub mod stand_in_root;
 pub mod virt_firmware;
 
